@@ -1,0 +1,1 @@
+"""Interaction data: readers, validation, filters, ids, splits and sequences."""

@@ -1,0 +1,190 @@
+"""Per-row (user or session) time-ordered item sequences as a flat array plus offsets.
+
+A :class:`Sequences` is a CSR-like container, memory-mappable, never a list of lists::
+
+    >>> s = Sequences.from_lists([[], [3, 1], [2]], n_items=3)
+    >>> s.offsets, s.items
+    (array([0, 0, 2, 3]), array([3, 1, 2], dtype=int32))
+    >>> s.row(1)
+    array([3, 1], dtype=int32)
+
+Row ``r`` holds ``items[offsets[r]:offsets[r + 1]]`` in time order. When ``row_users`` is
+None, row ``r`` *is* user index ``r`` and row 0 (the padding user) is empty. Item indices
+are dense ints in ``1..n_items``; 0 is padding and never stored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """Flat time-ordered item sequences.
+
+    Attributes
+    ----------
+    offsets : (n_rows + 1,) int64, non-decreasing, ``offsets[0] == 0``.
+    items : (n_events,) int32, values in ``1..n_items``.
+    n_items : int, size of the item index space (item vectors have ``n_items + 1`` rows).
+    timestamps : (n_events,) int64 epoch seconds, or None.
+    row_users : (n_rows,) int32 user index of each row (sessions), or None when row == user.
+    """
+
+    offsets: np.ndarray
+    items: np.ndarray
+    n_items: int
+    timestamps: np.ndarray | None = None
+    row_users: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.offsets.ndim != 1 or len(self.offsets) == 0 or self.offsets[0] != 0:
+            raise ValueError("offsets must be a 1-D array starting at 0")
+        if self.offsets[-1] != len(self.items):
+            raise ValueError(f"offsets end at {self.offsets[-1]} but there are {len(self.items)} items")
+        if len(self.items) and (self.items.min() < 1 or self.items.max() > self.n_items):
+            raise ValueError(
+                f"item indices must lie in 1..{self.n_items} (0 is padding); "
+                f"got range {self.items.min()}..{self.items.max()}"
+            )
+        if self.timestamps is not None and len(self.timestamps) != len(self.items):
+            raise ValueError("timestamps must have one entry per item")
+        if self.row_users is not None and len(self.row_users) != self.n_rows:
+            raise ValueError("row_users must have one entry per row")
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_lists(
+        cls, rows: Iterable[Sequence[int]], n_items: int | None = None
+    ) -> Sequences:
+        """Build from Python lists (tests and small examples only)."""
+        rows = [np.asarray(r, dtype=np.int32) for r in rows]
+        lengths = np.array([len(r) for r in rows], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        items = np.concatenate(rows).astype(np.int32) if rows else np.zeros(0, np.int32)
+        if n_items is None:
+            n_items = int(items.max()) if len(items) else 0
+        return cls(offsets=offsets, items=items, n_items=int(n_items))
+
+    @classmethod
+    def from_arrays(
+        cls,
+        rows: np.ndarray,
+        items: np.ndarray,
+        n_rows: int,
+        n_items: int,
+        timestamps: np.ndarray | None = None,
+    ) -> Sequences:
+        """Group parallel arrays already sorted by (row, time) into sequences.
+
+        ``rows`` (n,) int row index per event, sorted ascending; ``items`` (n,) item index.
+        """
+        rows = np.asarray(rows)
+        if len(rows) > 1 and np.any(np.diff(rows) < 0):
+            raise ValueError("rows must be sorted ascending (sort by row, then time)")
+        counts = np.bincount(rows, minlength=n_rows) if len(rows) else np.zeros(n_rows, np.int64)
+        if len(counts) > n_rows:
+            raise ValueError(f"row index {rows.max()} out of range for n_rows={n_rows}")
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        ts = None if timestamps is None else np.asarray(timestamps, dtype=np.int64)
+        return cls(offsets, np.asarray(items, dtype=np.int32), int(n_items), ts)
+
+    # -- access ---------------------------------------------------------------------------
+    @property
+    def n_rows(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def n_events(self) -> int:
+        return len(self.items)
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def row(self, r: int) -> np.ndarray:
+        """Items of row ``r`` in time order, (len,) int32."""
+        return self.items[self.offsets[r] : self.offsets[r + 1]]
+
+    def lengths(self) -> np.ndarray:
+        """(n_rows,) int64 length of every row."""
+        return np.diff(self.offsets)
+
+    def row_index(self) -> np.ndarray:
+        """(n_events,) int64 row of every event (the inverse of the offsets)."""
+        return np.repeat(np.arange(self.n_rows, dtype=np.int64), self.lengths())
+
+    def to_csr(self, binary: bool = True) -> sp.csr_matrix:
+        """(n_rows, n_items + 1) sparse matrix of row x item; repeats summed unless ``binary``."""
+        data = np.ones(self.n_events, dtype=np.float32)
+        m = sp.csr_matrix(
+            (data, self.items.astype(np.int64), self.offsets.copy()),
+            shape=(self.n_rows, self.n_items + 1),
+        )
+        m.sum_duplicates()
+        if binary:
+            m.data[:] = 1.0
+        return m
+
+    def padded(self, max_len: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """Most recent ``max_len`` items of each row, left-padded with 0: (n, max_len) int32."""
+        rows = np.arange(self.n_rows) if rows is None else np.asarray(rows)
+        out = np.zeros((len(rows), max_len), dtype=np.int32)
+        starts, ends = self.offsets[rows], self.offsets[rows + 1]
+        take = np.minimum(ends - starts, max_len)
+        # position j of output row b takes items[end - take + (j - (max_len - take))]
+        col = np.arange(max_len)[None, :]
+        first = (max_len - take)[:, None]
+        mask = col >= first
+        src = (ends - take)[:, None] + (col - first)
+        out[mask] = self.items[src[mask]]
+        return out
+
+    def concat(self, other: Sequences) -> Sequences:
+        """Row-wise concatenation ``self.row(r) ++ other.row(r)`` (same number of rows)."""
+        if other.n_rows != self.n_rows:
+            raise ValueError(f"row counts differ: {self.n_rows} vs {other.n_rows}")
+        rows = np.concatenate([self.row_index(), other.row_index()])
+        pos = np.concatenate([np.zeros(self.n_events), np.ones(other.n_events)])
+        order = np.lexsort((pos, rows))
+        items = np.concatenate([self.items, other.items])[order]
+        ts = None
+        if self.timestamps is not None and other.timestamps is not None:
+            ts = np.concatenate([self.timestamps, other.timestamps])[order]
+        offsets = self.offsets + other.offsets
+        return Sequences(offsets, items, max(self.n_items, other.n_items), ts, self.row_users)
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self, directory: str | Path) -> None:
+        """Write ``offsets.npy``, ``items.npy`` (+ ``timestamps.npy``, ``row_users.npy``) and ``meta.json``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        np.save(d / "offsets.npy", self.offsets)
+        np.save(d / "items.npy", self.items)
+        if self.timestamps is not None:
+            np.save(d / "timestamps.npy", self.timestamps)
+        if self.row_users is not None:
+            np.save(d / "row_users.npy", self.row_users)
+        (d / "meta.json").write_text(json.dumps({"n_items": self.n_items, "n_rows": self.n_rows}))
+
+    @classmethod
+    def load(cls, directory: str | Path, mmap: bool = True) -> Sequences:
+        """Load what :meth:`save` wrote; arrays are memory-mapped when ``mmap``."""
+        d = Path(directory)
+        if not (d / "meta.json").is_file():
+            raise FileNotFoundError(f"{d} holds no sequences (meta.json missing); run `recsys data sequences`")
+        mode = "r" if mmap else None
+        meta = json.loads((d / "meta.json").read_text())
+        opt = {n: np.load(d / f"{n}.npy", mmap_mode=mode, allow_pickle=False)
+               for n in ("timestamps", "row_users") if (d / f"{n}.npy").exists()}
+        return cls(
+            offsets=np.load(d / "offsets.npy", mmap_mode=mode, allow_pickle=False),
+            items=np.load(d / "items.npy", mmap_mode=mode, allow_pickle=False),
+            n_items=int(meta["n_items"]),
+            **opt,
+        )

@@ -1,0 +1,1 @@
+"""Models behind one contract (:class:`recsys.models.base.Model`)."""

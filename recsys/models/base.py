@@ -1,0 +1,130 @@
+"""The one model contract every model implements.
+
+A model learns from per-user training sequences (:class:`~recsys.data.sequences.Sequences`,
+row = user index, 0 = padding user) and exposes vectors whose dot product ranks items::
+
+    model.fit(train, on_epoch_end=cb, validate=fn)     # -> model
+    model.item_vectors()        # (n_items + 1, d) float32, row 0 = padding
+    model.user_vectors()        # (n_users + 1, d) float32 for the users seen in fit
+    model.encode_users(hist)    # (hist.n_rows, d) float32 from request-time histories
+    model.recommend(users, k, exclude_seen=True)   # -> (ids, scores), both (len(users), k)
+    model.save(dir); Model.load(dir)
+
+``similarity`` says how vectors compare: ``"dot"`` (raw dot product) or ``"cosine"``
+(vectors are L2-normalised, so the dot product is the cosine); export picks the Annoy
+metric from it.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from recsys.data.sequences import Sequences
+from recsys.scoring import topk_batched
+
+#: ``on_epoch_end(epoch, metrics)``: called after every epoch (1-based) with that epoch's figures.
+EpochCallback = Callable[[int, dict[str, float]], None]
+#: ``validate(model) -> metrics``: run by models with epochs after each epoch; merged into the callback.
+Validator = Callable[["Model"], dict[str, float]]
+
+
+class NaNLossError(FloatingPointError):
+    """Training produced a NaN/inf loss or NaN vectors; lower the learning rate or check the data."""
+
+
+class NotFittedError(RuntimeError):
+    """A model method that needs a fitted model was called before ``fit`` or ``load``."""
+
+
+class Model(ABC):
+    """Abstract contract shared by every model (see the module docstring)."""
+
+    name: ClassVar[str]
+    similarity: ClassVar[Literal["dot", "cosine"]] = "dot"
+
+    def __init__(self) -> None:
+        self._train: Sequences | None = None
+
+    # -- training ---------------------------------------------------------------------------
+    @abstractmethod
+    def fit(
+        self,
+        train: Sequences,
+        on_epoch_end: EpochCallback | None = None,
+        validate: Validator | None = None,
+    ) -> Model:
+        """Learn from ``train`` (row = user index). Implementations store ``self._train``."""
+
+    # -- vectors ----------------------------------------------------------------------------
+    @abstractmethod
+    def item_vectors(self) -> np.ndarray:
+        """(n_items + 1, d) float32; row 0 is the padding item."""
+
+    @abstractmethod
+    def encode_users(self, histories: Sequences) -> np.ndarray:
+        """(histories.n_rows, d) float32 user vectors computed from the given histories."""
+
+    def user_vectors(self) -> np.ndarray:
+        """(n_users + 1, d) float32 vectors of the users seen in ``fit`` (from their training history)."""
+        return self.encode_users(self._require_train())
+
+    # -- ranking ----------------------------------------------------------------------------
+    def recommend(
+        self,
+        user_ids: np.ndarray,
+        k: int = 10,
+        exclude_seen: bool = True,
+        histories: Sequences | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` item indices and scores for ``user_ids`` (row indices of ``histories``).
+
+        ``histories`` defaults to the training sequences. With ``exclude_seen`` the items in
+        each user's history are never returned. Returns ``(ids, scores)``, each (n, k).
+        """
+        hist = histories if histories is not None else self._require_train()
+        user_ids = np.asarray(user_ids, dtype=np.int64)
+        if len(user_ids) and (user_ids.min() < 0 or user_ids.max() >= hist.n_rows):
+            raise IndexError(f"user ids must lie in 0..{hist.n_rows - 1}; got {user_ids.min()}..{user_ids.max()}")
+        sub = take_rows(hist, user_ids)
+        exclude = sub.to_csr() if exclude_seen else None
+        return topk_batched(self.encode_users(sub), self.item_vectors(), k, exclude)
+
+    # -- persistence ------------------------------------------------------------------------
+    @abstractmethod
+    def save(self, directory: str | Path) -> None:
+        """Write the model as plain arrays (.npy) and JSON; never pickle."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: str | Path) -> Model:
+        """Read what :meth:`save` wrote."""
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _require_train(self) -> Sequences:
+        if self._train is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() or load() first")
+        return self._train
+
+
+def take_rows(seqs: Sequences, rows: np.ndarray) -> Sequences:
+    """Sub-``Sequences`` made of the given rows, in that order (vectorised)."""
+    lengths = seqs.lengths()[rows]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    # event j of output row b comes from seqs.offsets[rows[b]] + (j - offsets[b])
+    idx = np.repeat(seqs.offsets[rows] - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
+    ts = seqs.timestamps[idx] if seqs.timestamps is not None else None
+    return Sequences(offsets, np.asarray(seqs.items)[idx], seqs.n_items, ts)
+
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON atomically (temp file, then rename)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    tmp.replace(path)

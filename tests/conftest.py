@@ -1,0 +1,34 @@
+"""Shared fixtures: the real data folder (../shared/data) and small synthetic sequences."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("RECSYS_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def _require(path: Path) -> Path:
+    if path.exists():
+        return path
+    msg = (
+        f"real data set {path} is absent: tests that read ../shared/data need the shared folder "
+        "beside the checkout (set RECSYS_SHARED_DATA to point elsewhere)"
+    )
+    if os.environ.get("RECSYS_REQUIRE_DATA") == "1":
+        pytest.fail(msg + "; RECSYS_REQUIRE_DATA=1 makes this a failure")
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to ../shared/data; skips (or fails under RECSYS_REQUIRE_DATA=1) when absent."""
+    return _require(SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def beauty_path(shared_data: Path) -> Path:
+    return _require(shared_data / "iclrec-amazon" / "Beauty.txt")
