@@ -22,6 +22,7 @@ class IngestReport:
     duplicates_removed: int = 0
     reasons: Counter = field(default_factory=Counter)
     filtered: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, int | float | str] = field(default_factory=dict)  # e.g. k-core iterations
 
     def check(self) -> None:
         """Raise if the counts do not add up (a bug, never a data problem)."""
@@ -38,6 +39,7 @@ class IngestReport:
             "duplicates_removed": self.duplicates_removed,
             "filtered": dict(self.filtered),
             "reasons": dict(self.reasons),
+            "stats": dict(self.stats),
         }
 
     def summary(self) -> str:
