@@ -1,0 +1,1 @@
+"""Full-ranking evaluation: pure metric functions (metrics.py) and batched scoring (evaluator.py)."""
