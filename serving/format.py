@@ -1,0 +1,133 @@
+"""The bundle format shared by the writer (``recsys.export``) and the reader (:mod:`serving`).
+
+A bundle is one directory, immutable once renamed into place::
+
+    manifest.json        format_version, model, run_id, created_at, dim, metric, annoy params,
+                         counts, measured ANN recall@10, encoder spec, sha256 + size of every file
+    items.ann            Annoy index over items; Annoy id j is item index j + 1 (index 0 = padding)
+    item_vectors.npy     (n_items + 1, dim) float32, row 0 = padding
+    user_vectors.npy     (n_users + 1, dim) float32, row 0 = padding user
+    item_ids.npy         (n_items,) int64 or unicode: raw id of item index j + 1
+    user_ids.npy         (n_users,) int64 or unicode: raw id of user index j + 1
+    seen.npz             CSR ``indptr`` (n_users + 2,) int64 and ``indices`` int32 item indices per user
+    popular.npy          (m,) int64 item indices, most popular first (the cold-start fallback)
+    popularity.npy       (n_items + 1,) float32 interaction counts (the fallback's scores)
+    items_meta.json      optional: list of n_items dicts (title, categories, ...) or null, by item index - 1
+    encoder_<name>.npy   optional plain weights of the request-time history encoder
+
+Everything loads with numpy (``allow_pickle=False``) and json only: no pickle anywhere.
+This module imports numpy and the standard library only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+INDEX = "items.ann"
+ITEM_VECTORS = "item_vectors.npy"
+USER_VECTORS = "user_vectors.npy"
+ITEM_IDS = "item_ids.npy"
+USER_IDS = "user_ids.npy"
+SEEN = "seen.npz"
+POPULAR = "popular.npy"
+POPULARITY = "popularity.npy"
+ITEMS_META = "items_meta.json"
+ENCODER_PREFIX = "encoder_"
+#: files every bundle has (items_meta.json and encoder_*.npy are optional and listed in the manifest)
+REQUIRED_FILES = (INDEX, ITEM_VECTORS, USER_VECTORS, ITEM_IDS, USER_IDS, SEEN, POPULAR, POPULARITY)
+#: Annoy metric per model similarity
+METRICS = ("dot", "angular")
+#: the manifest's ``search_k`` was tuned for 10 results; serving scales it by n / 10 for larger fetches
+SEARCH_K_FOR = 10
+#: publish root layout: ``<root>/bundles/<version>/`` and ``<root>/current`` -> ``bundles/<version>``
+BUNDLES_DIR = "bundles"
+CURRENT = "current"
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+class BundleError(RuntimeError):
+    """A bundle is missing, corrupt or inconsistent; the message names the file and the fix."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (bounded memory for big indexes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_bundle_dir(path: str | Path) -> Path:
+    """A bundle directory, or the bundle a publish root's ``current`` pointer names.
+
+    Raises
+    ------
+    BundleError
+        When ``path`` is neither a bundle (no manifest.json) nor a publish root with ``current``.
+    """
+    p = Path(path)
+    if (p / MANIFEST).is_file():
+        return p
+    cur = p / CURRENT
+    if cur.is_symlink() or cur.exists():
+        target = cur.resolve()
+        if not (target / MANIFEST).is_file():
+            raise BundleError(f"{cur} points at {target}, which holds no {MANIFEST}; publish a bundle again")
+        return target
+    raise BundleError(
+        f"{p} is neither a bundle (no {MANIFEST}) nor a publish root (no {CURRENT} pointer); "
+        "pass the directory export_bundle() wrote or the root publish() manages"
+    )
+
+
+class IdLookup:
+    """Raw id -> dense index (1-based) by binary search over the sorted ids; no per-id dict.
+
+    Parameters
+    ----------
+    ids : (n,) int64 or unicode array, raw id of index ``j + 1``.
+    """
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids = ids
+        self.is_int = ids.dtype.kind in "iu"
+        self._order = np.argsort(ids, kind="stable")
+        self._sorted = ids[self._order]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _coerce(self, raw: object) -> object | None:
+        if self.is_int:
+            if isinstance(raw, bool):
+                return None
+            if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+                raw = int(raw)
+            if isinstance(raw, (int, np.integer)) and _INT64_MIN <= int(raw) <= _INT64_MAX:
+                return int(raw)
+            return None
+        return str(raw) if isinstance(raw, (str, int, np.integer)) and not isinstance(raw, bool) else None
+
+    def lookup(self, raws: list) -> np.ndarray:
+        """(len(raws),) int64 index of each raw id; 0 where the id is unknown or of the wrong type."""
+        out = np.zeros(len(raws), dtype=np.int64)
+        keep = [(i, v) for i, r in enumerate(raws) if (v := self._coerce(r)) is not None]
+        if not keep or not len(self.ids):
+            return out
+        pos_in, vals = zip(*keep, strict=True)
+        vals_arr = np.asarray(vals, dtype=np.int64 if self.is_int else None)
+        pos = np.searchsorted(self._sorted, vals_arr)
+        pos_c = np.minimum(pos, len(self._sorted) - 1)
+        hit = self._sorted[pos_c] == vals_arr
+        out[np.asarray(pos_in)[hit]] = self._order[pos_c[hit]] + 1
+        return out
+
+    def raw(self, indices: np.ndarray) -> list:
+        """Raw ids (Python int or str) of 1-based indices."""
+        return self.ids[np.asarray(indices, dtype=np.int64) - 1].tolist()

@@ -1,0 +1,221 @@
+"""HTTP front end: FastAPI app over a :class:`~serving.Recommender`, with hot reload of a publish root.
+
+    run("bundles_root", port=8000)      # or: python -m serving bundles_root --port 8000
+
+Endpoints: ``GET /v1/recommend?user_id=&k=``, ``POST /v1/recommend`` (``{"history": [...], "k": 10}``),
+``GET /v1/similar?item_id=&k=``, ``GET /v1/model``, ``GET /healthz``, ``GET /readyz``; docs at ``/docs``.
+Every 4xx/5xx body has one shape: ``{"error": {"code": ..., "message": ..., "field": ...}}``.
+
+Hot reload: when ``path`` is a publish root, a daemon thread polls its ``current`` pointer every
+``reload_interval`` seconds and loads (and verifies) the bundle it names. On success the new
+Recommender replaces the old one in a single reference swap; on failure the old bundle keeps
+serving, the error is logged and ``/readyz`` answers 503 with the reason until a load succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+
+from serving.format import CURRENT, BundleError
+from serving.recommender import Recommender
+
+log = logging.getLogger("serving.http")
+MAX_K = 1000
+MAX_BODY_BYTES = 64 * 1024
+MAX_ID_LEN = 256
+_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 411: "length_required",
+          413: "body_too_large", 422: "invalid_request", 500: "internal", 503: "not_ready"}
+
+RawId = str | int
+
+
+class HistoryRequest(BaseModel):
+    """Recommendations for a request-time history (anonymous or new user)."""
+
+    history: list[RawId] = Field(..., max_length=MAX_K, description="raw item ids, oldest first")
+    k: int = Field(10, ge=1, le=MAX_K)
+    user_id: RawId | None = Field(None, description="used when known; the history answers otherwise")
+    exclude: list[RawId] = Field(default_factory=list, max_length=MAX_K)
+    allow: list[RawId] | None = Field(None, max_length=10 * MAX_K)
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: object) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode()
+
+
+def error(status: int, message: str, field: str | None = None, code: str | None = None) -> JSON:
+    return JSON({"error": {"code": code or _CODES.get(status, "error"), "message": message, "field": field}},
+                status_code=status)
+
+
+class State:
+    """The serving Recommender plus hot-reload bookkeeping (read by handlers, written by the watcher)."""
+
+    def __init__(self, path: str | Path, reload_interval: float) -> None:
+        self.root = Path(path)
+        self.watch = (self.root / CURRENT).is_symlink()
+        self.rec = Recommender.load(self.root)  # fail fast: no bundle, no server
+        self.loaded_target = self._target()
+        self.error: str | None = None
+        self._failed: str | None = None
+        self.interval = reload_interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _target(self) -> str | None:
+        return os.readlink(self.root / CURRENT) if self.watch else None
+
+    def check(self) -> None:
+        """Load the bundle ``current`` names when it changed; keep the old one on failure."""
+        target = self._target()
+        if target == self.loaded_target:  # e.g. rolled back to what we serve: nothing failed any more
+            self.error = self._failed = None
+            return
+        if target == self._failed:  # bundles are immutable: retry only when the pointer moves
+            return
+        try:
+            rec = Recommender.load(self.root / target)
+        except (BundleError, OSError, ValueError, KeyError) as exc:
+            self._failed, self.error = target, f"loading {target} failed: {exc}; still serving {self.rec.path.name}"
+            log.error("hot reload: %s", self.error)
+            return
+        self.rec, self.loaded_target, self.error, self._failed = rec, target, None, None
+        log.info("hot reload: now serving %s", rec.path)
+
+    def start(self) -> None:
+        if self.watch and self.interval > 0:
+            self._thread = threading.Thread(target=self._loop, name="bundle-reload", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check()
+            except OSError as exc:  # e.g. the pointer is mid-replacement or gone: try again next tick
+                log.warning("hot reload: cannot read %s: %s", self.root / CURRENT, exc)
+
+
+def _answer(rec: Recommender, result) -> dict:
+    return {**result.to_json(), "model": rec.manifest["model"], "bundle": rec.path.name}
+
+
+def create_app(path: str | Path, reload_interval: float = 2.0) -> FastAPI:
+    """FastAPI app serving the bundle at ``path`` (a bundle dir, or a publish root that is watched)."""
+    state = State(path, reload_interval)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        state.start()
+        yield
+        state.stop()
+
+    app = FastAPI(title="recsys serving", version="1", lifespan=lifespan, default_response_class=JSON)
+    app.state.serving = state
+    _install_errors(app)
+
+    @app.get("/v1/recommend")
+    async def recommend(user_id: str = Query(..., min_length=1, max_length=MAX_ID_LEN),
+                        k: int = Query(10, ge=1, le=MAX_K), exclude_seen: bool = True) -> JSON:
+        rec = state.rec
+        return JSON(_answer(rec, rec.recommend(user_id, k, exclude_seen=exclude_seen)))
+
+    @app.post("/v1/recommend")
+    async def recommend_history(body: HistoryRequest) -> JSON:
+        rec = state.rec
+        if body.user_id is not None:
+            result = rec.recommend(body.user_id, body.k, exclude=body.exclude, allow=body.allow, history=body.history)
+        else:
+            result = rec.recommend_for_history(body.history, body.k, exclude=body.exclude, allow=body.allow)
+        return JSON(_answer(rec, result))
+
+    @app.get("/v1/similar")
+    async def similar(item_id: str = Query(..., min_length=1, max_length=MAX_ID_LEN),
+                      k: int = Query(10, ge=1, le=MAX_K)) -> JSON:
+        rec = state.rec
+        return JSON(_answer(rec, rec.similar_items(item_id, k)))
+
+    @app.get("/v1/model")
+    async def model() -> JSON:
+        rec = state.rec
+        return JSON({**rec.manifest, "bundle": rec.path.name, "path": str(rec.path)})
+
+    @app.get("/healthz")
+    async def healthz() -> JSON:
+        return JSON({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> JSON:
+        if state.error:
+            return error(503, state.error, code="reload_failed")
+        return JSON({"status": "ready", "bundle": state.rec.path.name})
+
+    return app
+
+
+def _install_errors(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        if request.method in ("POST", "PUT", "PATCH"):
+            length = request.headers.get("content-length")
+            if length is None:
+                return error(411, "send a Content-Length header (chunked bodies are not accepted)")
+            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                return error(413, f"body of {length} bytes exceeds the {MAX_BODY_BYTES} byte limit", "body")
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSON:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "body")] or ["body"]
+        return error(422, f"{'.'.join(loc)}: {first['msg']}", ".".join(loc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSON:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(ValueError)
+    async def bad_value(_request: Request, exc: ValueError) -> JSON:
+        return error(400, str(exc))
+
+    @app.exception_handler(Exception)
+    async def internal(_request: Request, exc: Exception) -> JSON:
+        log.exception("unhandled error: %s", exc)
+        return error(500, f"internal error ({type(exc).__name__}); see the server log")
+
+
+def _app_from_env() -> FastAPI:
+    """Factory for multi-worker uvicorn (each worker process builds its own app)."""
+    return create_app(os.environ["SERVING_BUNDLE_PATH"], float(os.environ.get("SERVING_RELOAD_INTERVAL", "2.0")))
+
+
+def run(path: str | Path, host: str = "127.0.0.1", port: int = 8000, reload_interval: float = 2.0,
+        workers: int = 1, log_level: str = "info") -> None:
+    """Serve ``path`` with uvicorn (blocks until interrupted)."""
+    import uvicorn
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if workers > 1:
+        os.environ["SERVING_BUNDLE_PATH"], os.environ["SERVING_RELOAD_INTERVAL"] = str(path), str(reload_interval)
+        uvicorn.run("serving.http:_app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level=log_level, access_log=False)
+    else:
+        uvicorn.run(create_app(path, reload_interval), host=host, port=port, log_level=log_level, access_log=False)

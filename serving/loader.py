@@ -1,0 +1,133 @@
+"""Load and verify a bundle: every file's sha256 against the manifest, then shapes and dims.
+
+Vectors are memory-mapped (``np.load(mmap_mode="r")``) and the Annoy index is mapped with
+``prefault=False``, so loading a big bundle costs the hashing pass, not a copy in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from annoy import AnnoyIndex
+
+from serving import format as fmt
+from serving.encoder import HistoryEncoder, validate_spec
+
+
+@dataclass
+class Bundle:
+    """A verified bundle's contents (arrays are read-only / memory-mapped)."""
+
+    path: Path
+    manifest: dict
+    index: AnnoyIndex
+    item_vectors: np.ndarray  # (n_items + 1, d)
+    user_vectors: np.ndarray  # (n_users + 1, d)
+    items: fmt.IdLookup
+    users: fmt.IdLookup
+    seen_indptr: np.ndarray  # (n_users + 2,)
+    seen_indices: np.ndarray  # (nnz,) item indices
+    popular: np.ndarray  # (m,) item indices, most popular first
+    popularity: np.ndarray  # (n_items + 1,)
+    meta: list | None
+    encoder: HistoryEncoder
+
+    def seen(self, user: int) -> np.ndarray:
+        """Item indices user ``user`` (1-based index) interacted with."""
+        return self.seen_indices[self.seen_indptr[user]:self.seen_indptr[user + 1]]
+
+
+def _npy(path: Path, mmap: bool = True) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise BundleError(f"{path} is not a readable .npy array ({exc}); re-export the bundle") from exc
+
+
+BundleError = fmt.BundleError
+
+
+def read_manifest(directory: Path) -> dict:
+    try:
+        manifest = json.loads((directory / fmt.MANIFEST).read_text())
+    except FileNotFoundError as exc:
+        raise BundleError(f"{directory / fmt.MANIFEST} is missing; this is not a bundle directory") from exc
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{directory / fmt.MANIFEST} is not valid JSON ({exc}); re-export the bundle") from exc
+    if manifest.get("format_version") != fmt.FORMAT_VERSION:
+        raise BundleError(
+            f"{directory} has bundle format_version {manifest.get('format_version')!r}; this server reads "
+            f"version {fmt.FORMAT_VERSION}: re-export with a matching recsys version"
+        )
+    return manifest
+
+
+def verify_files(directory: Path, manifest: dict) -> None:
+    """Raise BundleError for a missing file, an unlisted required file, or a sha256/size mismatch."""
+    files = manifest.get("files", {})
+    for name in fmt.REQUIRED_FILES:
+        if name not in files:
+            raise BundleError(f"{directory / fmt.MANIFEST} does not list required file {name}; re-export the bundle")
+    for name, entry in files.items():
+        p = directory / name
+        if not p.is_file():
+            raise BundleError(f"{p} is missing (listed in the manifest); the bundle is incomplete: re-export it")
+        if p.stat().st_size != entry["bytes"]:
+            raise BundleError(f"{p} has {p.stat().st_size} bytes, the manifest says {entry['bytes']}: corrupt bundle")
+        if fmt.sha256_file(p) != entry["sha256"]:
+            raise BundleError(f"{p} fails its sha256 check against the manifest: corrupt bundle, re-export it")
+
+
+def _check(cond: bool, directory: Path, what: str) -> None:
+    if not cond:
+        raise BundleError(f"{directory}: {what}; the bundle is inconsistent, re-export it")
+
+
+def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
+    """Verify and map the bundle at ``path`` (a bundle dir or a publish root with ``current``)."""
+    d = fmt.resolve_bundle_dir(path)
+    manifest = read_manifest(d)
+    if verify:
+        verify_files(d, manifest)
+    dim, n_items, n_users = manifest["dim"], manifest["counts"]["items"], manifest["counts"]["users"]
+    items, users = _npy(d / fmt.ITEM_VECTORS), _npy(d / fmt.USER_VECTORS)
+    _check(items.shape == (n_items + 1, dim), d, f"item_vectors.npy is {items.shape}, manifest says "
+           f"({n_items + 1}, {dim})")
+    _check(users.shape == (n_users + 1, dim), d, f"user_vectors.npy is {users.shape}, manifest says "
+           f"({n_users + 1}, {dim})")
+    item_ids, user_ids = _npy(d / fmt.ITEM_IDS, mmap=False), _npy(d / fmt.USER_IDS, mmap=False)
+    _check(item_ids.shape == (n_items,), d, f"item_ids.npy has {item_ids.shape} ids for {n_items} items")
+    _check(user_ids.shape == (n_users,), d, f"user_ids.npy has {user_ids.shape} ids for {n_users} users")
+    try:
+        with np.load(d / fmt.SEEN, allow_pickle=False) as z:
+            indptr, indices = z["indptr"], z["indices"]
+    except (ValueError, OSError, KeyError) as exc:
+        raise BundleError(f"{d / fmt.SEEN} is not a CSR npz with indptr/indices ({exc}); re-export") from exc
+    _check(indptr.shape == (n_users + 2,), d, f"seen.npz indptr has {indptr.shape} entries for {n_users} users")
+    popularity = _npy(d / fmt.POPULARITY, mmap=False)
+    _check(popularity.shape == (n_items + 1,), d, f"popularity.npy is {popularity.shape}")
+    index = _load_index(d, manifest, dim, n_items)
+    meta = json.loads((d / fmt.ITEMS_META).read_text()) if fmt.ITEMS_META in manifest["files"] else None
+    _check(meta is None or len(meta) == n_items, d, "items_meta.json does not have one entry per item")
+    weights = {n[len(fmt.ENCODER_PREFIX):-4]: _npy(d / n, mmap=False)
+               for n in manifest["files"] if n.startswith(fmt.ENCODER_PREFIX)}
+    try:
+        spec = validate_spec({k: v for k, v in manifest["encoder"].items() if k != "weights"}, weights, n_items, dim)
+    except ValueError as exc:
+        raise BundleError(f"{d}: encoder does not fit the bundle: {exc}") from exc
+    return Bundle(d, manifest, index, items, users, fmt.IdLookup(item_ids), fmt.IdLookup(user_ids), indptr,
+                  indices, _npy(d / fmt.POPULAR, mmap=False), popularity, meta, HistoryEncoder(spec, items, weights))
+
+
+def _load_index(d: Path, manifest: dict, dim: int, n_items: int) -> AnnoyIndex:
+    _check(manifest["metric"] in fmt.METRICS, d, f"unknown metric {manifest['metric']!r}")
+    index = AnnoyIndex(dim, manifest["metric"])
+    try:
+        index.load(str(d / fmt.INDEX), prefault=False)
+    except OSError as exc:
+        raise BundleError(f"{d / fmt.INDEX} cannot be loaded by Annoy ({exc}); re-export the bundle") from exc
+    _check(index.get_n_items() == n_items, d, f"items.ann holds {index.get_n_items()} items, manifest says {n_items}")
+    return index
