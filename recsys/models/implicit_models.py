@@ -1,0 +1,279 @@
+"""Implicit-feedback matrix factorisation baselines (ALS, BPR) from the ``implicit`` library.
+
+Both are fitted on the (n_users + 1, n_items + 1) interaction matrix of the training
+sequences, so factor row ``u`` is user index ``u`` and row ``i`` is item index ``i``; row 0
+(padding) of the item factors is zeroed. The GPU backend of ``implicit`` is used when the
+device resolved by :mod:`recsys.device` is CUDA and ``implicit.gpu.HAS_CUDA`` (or when
+``use_gpu=True``); factors are always kept as numpy arrays.
+
+``encode_users`` folds new histories into a fitted model with the item factors fixed:
+
+* ALS: the exact least-squares user step of Hu et al. (``recalculate_user``), confidence
+  ``1 + alpha * count``; the same solve the training loop does for every user.
+* BPR: item factors end with a bias column and user factors with a constant 1; the user part
+  is learned by full-batch gradient ascent on the BPR objective (one sampled negative per
+  history event and step, negatives that are in the history skipped, L2 ``regularization``),
+  starting from 0, for ``fold_in_steps`` steps with a fixed seed so it is deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import implicit.als
+import implicit.bpr
+import implicit.cpu.als
+import implicit.gpu
+import numpy as np
+import scipy.sparse as sp
+import torch
+from threadpoolctl import threadpool_limits
+
+from recsys.config import ConfigError, to_dict
+from recsys.data.sequences import Sequences
+from recsys.device import resolve_device
+from recsys.models.base import EpochCallback, Model, NaNLossError, NotFittedError, Validator
+from recsys.models.popularity import load_arrays, save_arrays
+
+
+@dataclass
+class ALSConfig:
+    """Hyperparameters of :class:`ALS` (confidence = 1 + alpha * count)."""
+
+    factors: int = 64
+    regularization: float = 0.01
+    alpha: float = 1.0
+    iterations: int = 15
+    use_gpu: bool | str = "auto"  # "auto": the GPU when the device is CUDA and implicit has CUDA
+    num_threads: int = 0  # 0 = every core
+    validate_every: int = 1  # call validate() every n iterations (and after the last); 0 = never
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_common(self, "ALSConfig")
+        if self.alpha < 0:
+            raise ConfigError(f"ALSConfig.alpha must be >= 0 (confidence = 1 + alpha * count); got {self.alpha}")
+
+
+@dataclass
+class BPRConfig:
+    """Hyperparameters of :class:`BPR` (``fold_in_*``: how :meth:`BPR.encode_users` learns users)."""
+
+    factors: int = 64
+    learning_rate: float = 0.01
+    regularization: float = 0.01
+    iterations: int = 100
+    verify_negative_samples: bool = True
+    use_gpu: bool | str = "auto"
+    num_threads: int = 0
+    validate_every: int = 1
+    seed: int = 0
+    fold_in_steps: int = 50
+
+    def __post_init__(self) -> None:
+        _check_common(self, "BPRConfig")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"BPRConfig.learning_rate must be > 0; got {self.learning_rate}")
+
+
+def _check_common(cfg: Any, owner: str) -> None:
+    if cfg.use_gpu not in (True, False, "auto"):
+        raise ConfigError(f"{owner}.use_gpu must be true, false or 'auto'; got {cfg.use_gpu!r}")
+    for key in ("factors", "iterations"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{owner}.{key} must be >= 1; got {getattr(cfg, key)}")
+    if cfg.regularization < 0 or cfg.validate_every < 0 or cfg.num_threads < 0:
+        raise ConfigError(f"{owner}: regularization, validate_every and num_threads must be >= 0")
+
+
+def _use_gpu(setting: bool | str, device: torch.device) -> bool:
+    if setting == "auto":
+        return device.type == "cuda" and implicit.gpu.HAS_CUDA
+    if setting and not implicit.gpu.HAS_CUDA:
+        raise ConfigError("use_gpu=true but this implicit build has no CUDA support; use use_gpu='auto' or false")
+    return bool(setting)
+
+
+def _numpy(factors: Any) -> np.ndarray:
+    """implicit GPU matrices -> numpy; numpy passes through. Always float32 C-contiguous."""
+    arr = factors.to_numpy() if hasattr(factors, "to_numpy") else factors
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+class _ImplicitModel(Model):
+    """Shared fit loop, callbacks, vectors and persistence of the two implicit wrappers."""
+
+    similarity: ClassVar[Literal["dot", "cosine"]] = "dot"
+
+    def __init__(self, config: Any = None, device: str | torch.device = "auto") -> None:
+        super().__init__()
+        self.config = config or self.Config()
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self._items: np.ndarray | None = None  # (n_items + 1, d) float32
+
+    def _make(self, gpu: bool) -> Any:
+        """The implicit model for this config."""
+        raise NotImplementedError
+
+    def _confidence(self, histories: Sequences) -> sp.csr_matrix:
+        """(n_rows, n_items + 1) float32 matrix implicit is fitted on."""
+        return histories.to_csr(binary=True)
+
+    def fit(
+        self, train: Sequences, on_epoch_end: EpochCallback | None = None, validate: Validator | None = None
+    ) -> _ImplicitModel:
+        """Fit on ``train``; ``on_epoch_end(iteration, metrics)`` after every iteration (1-based)."""
+        cfg = self.config
+        with threadpool_limits(1, "blas"):  # implicit runs its own threads; nested BLAS threads thrash
+            impl = self._make(_use_gpu(cfg.use_gpu, self.device))
+            self._train = train
+
+            def callback(iteration: int, elapsed: float, *stats: Any) -> None:
+                epoch = iteration + 1
+                metrics = {"epoch_seconds": float(elapsed), **self._train_stats(stats, train)}
+                self._set_items(impl.item_factors)
+                last = epoch == cfg.iterations
+                if validate is not None and cfg.validate_every and (epoch % cfg.validate_every == 0 or last):
+                    metrics.update(validate(self))
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, metrics)
+
+            impl.fit(self._confidence(train), show_progress=False, callback=callback)
+        self._set_items(impl.item_factors)
+        return self
+
+    def _train_stats(self, stats: tuple, train: Sequences) -> dict[str, float]:
+        return {}
+
+    def _set_items(self, factors: Any) -> None:
+        items = _numpy(factors).copy()
+        if not np.isfinite(items).all():
+            raise NaNLossError(f"{self.name}: item factors contain NaN/inf; lower learning_rate or regularization")
+        items[0] = 0.0  # padding item: never trained, never ranked
+        self._items = items
+
+    def item_vectors(self) -> np.ndarray:
+        """(n_items + 1, d) float32 item factors; row 0 (padding) is 0."""
+        if self._items is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() or load() first")
+        return self._items
+
+    def save(self, directory: str | Path) -> None:
+        save_arrays(directory, self.name, to_dict(self.config), {"item_factors": self._items}, self._require_train())
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "auto") -> _ImplicitModel:
+        config, arrays, train = load_arrays(directory, cls.name, cls.Config)
+        model = cls(config, device)
+        model._items, model._train = arrays["item_factors"].astype(np.float32), train
+        return model
+
+
+class ALS(_ImplicitModel):
+    """Weighted matrix factorisation for implicit feedback (Hu, Koren, Volinsky 2008)."""
+
+    name: ClassVar[str] = "als"
+    Config: ClassVar[type] = ALSConfig
+
+    @classmethod
+    def contract_config(cls) -> ALSConfig:
+        return ALSConfig(factors=4, iterations=10, regularization=0.1, alpha=10.0, num_threads=1)
+
+    def _make(self, gpu: bool) -> Any:
+        c = self.config
+        return implicit.als.AlternatingLeastSquares(
+            factors=c.factors, regularization=c.regularization, alpha=1.0, iterations=c.iterations,
+            use_gpu=gpu, num_threads=c.num_threads, random_state=c.seed,
+        )
+
+    def _confidence(self, histories: Sequences) -> sp.csr_matrix:
+        # implicit's ALS uses the stored value c itself as the confidence (its alpha multiplies
+        # it), so we store 1 + alpha * count and pass alpha=1 to get Hu et al.'s weighting.
+        m = histories.to_csr(binary=False)
+        m.data = (1.0 + self.config.alpha * m.data).astype(np.float32)
+        return m
+
+    def encode_users(self, histories: Sequences) -> np.ndarray:
+        """(histories.n_rows, factors) float32: the exact ALS user solve with items fixed."""
+        items = self.item_vectors()
+        if histories.n_items + 1 != items.shape[0]:
+            raise ValueError(f"histories have n_items={histories.n_items} but the model has {items.shape[0] - 1}")
+        solver = implicit.cpu.als.AlternatingLeastSquares(
+            factors=items.shape[1], regularization=self.config.regularization, alpha=1.0,
+            num_threads=self.config.num_threads,
+        )
+        solver.item_factors = items
+        with threadpool_limits(1, "blas"):
+            users = solver.recalculate_user(np.arange(histories.n_rows), self._confidence(histories))
+        return np.ascontiguousarray(users, dtype=np.float32)
+
+
+class BPR(_ImplicitModel):
+    """Bayesian personalised ranking (Rendle et al. 2009) with an item bias column."""
+
+    name: ClassVar[str] = "bpr"
+    Config: ClassVar[type] = BPRConfig
+
+    @classmethod
+    def contract_config(cls) -> BPRConfig:
+        return BPRConfig(factors=8, iterations=40, learning_rate=0.05, num_threads=1, fold_in_steps=30)
+
+    def _make(self, gpu: bool) -> Any:
+        c = self.config
+        return implicit.bpr.BayesianPersonalizedRanking(
+            factors=c.factors, learning_rate=c.learning_rate, regularization=c.regularization,
+            iterations=c.iterations, verify_negative_samples=c.verify_negative_samples,
+            use_gpu=gpu, num_threads=c.num_threads, random_state=c.seed,
+        )
+
+    def _train_stats(self, stats: tuple, train: Sequences) -> dict[str, float]:
+        # implicit's BPR callback passes (correct, skipped) sample counts; AUC over the pairs it used
+        correct, skipped = stats
+        used = train.to_csr().nnz - skipped
+        return {"train_auc": float(correct) / used} if used > 0 else {}
+
+    def encode_users(self, histories: Sequences) -> np.ndarray:
+        """(histories.n_rows, factors + 1) float32; last column 1 multiplies the item bias."""
+        items = self.item_vectors()
+        if histories.n_items + 1 != items.shape[0]:
+            raise ValueError(f"histories have n_items={histories.n_items} but the model has {items.shape[0] - 1}")
+        user = bpr_fold_in(items, histories, self.config.learning_rate, self.config.regularization,
+                           self.config.fold_in_steps, self.config.seed)
+        return np.concatenate([user, np.ones((histories.n_rows, 1), np.float32)], axis=1)
+
+
+def bpr_fold_in(
+    items: np.ndarray, histories: Sequences, lr: float, reg: float, steps: int, seed: int
+) -> np.ndarray:
+    """User factors (histories.n_rows, d - 1) maximising the BPR objective with ``items`` fixed.
+
+    ``items`` is (n_items + 1, d): factors then the bias column. Each step samples one negative
+    per history event (negatives in the user's history are skipped, as implicit's
+    ``verify_negative_samples``) and adds ``lr * (sum_e sigmoid(-x_e) (y_pos - y_neg) - reg * n_u * u)``,
+    the sum of one epoch of implicit's per-sample SGD updates.
+    """
+    y = torch.from_numpy(np.ascontiguousarray(items[:, :-1]))  # (n_items + 1, d - 1)
+    bias = torch.from_numpy(np.ascontiguousarray(items[:, -1]))
+    rows = torch.from_numpy(histories.row_index())  # (E,)
+    pos = torch.from_numpy(np.asarray(histories.items, dtype=np.int64))
+    n_items = histories.n_items
+    seen = np.unique(histories.row_index() * (n_items + 1) + np.asarray(histories.items))  # sorted keys
+    n_u = torch.bincount(rows, minlength=histories.n_rows).to(y.dtype)[:, None]  # (R, 1)
+    user = torch.zeros(histories.n_rows, y.shape[1], dtype=y.dtype)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        neg = torch.randint(1, n_items + 1, (len(pos),), generator=gen)
+        key = rows.numpy() * (n_items + 1) + neg.numpy()
+        idx = np.minimum(np.searchsorted(seen, key), max(len(seen) - 1, 0))
+        keep = torch.from_numpy(~(seen[idx] == key) if len(seen) else np.ones(len(key), bool))
+        diff = y[pos] - y[neg]  # (E, d - 1)
+        x = (user[rows] * diff).sum(1) + bias[pos] - bias[neg]
+        w = torch.sigmoid(-x) * keep  # (E,)
+        grad = torch.zeros_like(user).index_add_(0, rows, w[:, None] * diff)
+        user += lr * (grad - reg * n_u * user)
+    out = user.numpy().astype(np.float32)
+    if not np.isfinite(out).all():
+        raise NaNLossError("BPR fold-in diverged (NaN user factors); lower learning_rate or fold_in_steps")
+    return out

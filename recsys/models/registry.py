@@ -1,0 +1,35 @@
+"""The model registry: a plain dict from run-config name to model class (no importlib lookups)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from recsys.config import ConfigError, from_dict
+from recsys.models.base import Model
+from recsys.models.implicit_models import ALS, BPR
+from recsys.models.popularity import Popularity
+
+MODELS: dict[str, type[Model]] = {
+    "popularity": Popularity,
+    "als": ALS,
+    "bpr": BPR,
+}
+
+
+def build_model(name: str, params: Mapping[str, Any], device: str | torch.device = "auto") -> Model:
+    """Instantiate ``MODELS[name]`` with its config built from the flat ``params``.
+
+    Raises
+    ------
+    ConfigError
+        ``name`` is not a registered model (the message lists them), or ``params`` has a key
+        the model's config does not know (the message lists the valid keys).
+    """
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; registered models are: {sorted(MODELS)}")
+    cls = MODELS[name]
+    config = from_dict(cls.Config, params, where=f"model {name!r}")
+    return cls(config, device)
