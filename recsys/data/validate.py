@@ -1,0 +1,268 @@
+"""Validate a raw interaction frame: accepted rows in the canonical layout, bad rows quarantined with a reason.
+
+Readers hand :func:`validate_frame` the source's values as read (strings for text files, typed
+columns for Parquet) plus ``row`` (1-based line or row number) and, optionally, ``_reason`` for
+problems only the reader can see (a ragged line). Every row comes out either accepted, converted
+to the layout of :mod:`recsys.data.schema`, or in the quarantine frame with its raw values as
+strings, ``row``, ``reason`` and ``source``::
+
+    >>> raw = pl.DataFrame({"user": ["u1", " ", "u2"], "item": ["7", "8", "9"],
+    ...                     "timestamp": ["978300760", "978300761", "1990-13-01"], "row": [2, 3, 4]})
+    >>> v = validate_frame(raw, "log.csv", id_dtype="auto")
+    >>> v.frame["item"].to_list(), v.quarantine["reason"].to_list(), v.report.reasons[EMPTY_ID]
+    ([7], ['empty id', 'unparsable timestamp'], 1)
+
+The first failing check (in the order of :data:`REASONS`) names a row's reason. Reasons are
+stable short strings, meant for counting and filtering.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from recsys.data.report import IngestReport
+from recsys.data.schema import EVENT, ITEM, REASON, ROW, SOURCE, TIMESTAMP, USER, WEIGHT
+from recsys.data.timeparse import TimestampUnit, epoch_seconds
+
+BLANK_LINE = "blank line"
+WRONG_FIELD_COUNT = "wrong field count"
+NO_ITEMS = "no items"
+NULL_USER = "null user"
+NULL_ITEM = "null item"
+EMPTY_ID = "empty id"
+WRONG_TYPE = "wrong type"
+MISSING_TIMESTAMP = "missing timestamp"
+UNPARSABLE_TIMESTAMP = "unparsable timestamp"
+IMPLAUSIBLE_TIMESTAMP = "implausible timestamp"
+MISSING_WEIGHT = "missing weight"
+BAD_WEIGHT = "bad weight"
+
+REASONS: dict[str, str] = {
+    BLANK_LINE: "an empty line in a text file (reader-level)",
+    WRONG_FIELD_COUNT: "a line with more or fewer fields than the header or format has (reader-level)",
+    NO_ITEMS: "a sequence-file line with a user id but no items (reader-level)",
+    NULL_USER: "user is null (Parquet null)",
+    NULL_ITEM: "item is null (Parquet null)",
+    EMPTY_ID: "user or item is blank after stripping whitespace",
+    WRONG_TYPE: "a value of the wrong type: non-numeric weight, non-integer id under id_dtype='int'",
+    MISSING_TIMESTAMP: "timestamp is null or blank",
+    UNPARSABLE_TIMESTAMP: "timestamp is neither a number nor an ISO-8601 date/time",
+    IMPLAUSIBLE_TIMESTAMP: "timestamp before TimeBounds.min_ts (1990-01-01) or more than a day in the future",
+    MISSING_WEIGHT: "the weight column is mapped but this row's weight is null or blank",
+    BAD_WEIGHT: "weight is negative, NaN or infinite",
+}
+"""Every quarantine reason with what it means, in check order (the first failing one is reported)."""
+
+IdDtype = Literal["auto", "int", "str"]
+_INT_ID = r"^(0|-?[1-9][0-9]{0,17})$"  # round-trips through Int64: no leading zeros, no '+'
+READER_REASON = "_reason"  # column where readers put problems only they can see
+LINE = "line"  # optional raw text line, kept in the quarantine
+
+
+class DataError(ValueError):
+    """Input data that cannot be read as interactions; the message says what was wrong and the fix."""
+
+
+@dataclass(frozen=True)
+class TimeBounds:
+    """Plausible timestamps: ``min_ts <= t <= (max_ts or now + future_slack_s)``, epoch seconds."""
+
+    min_ts: int = 631_152_000  # 1990-01-01T00:00:00Z, before any web interaction log
+    max_ts: int | None = None
+    future_slack_s: int = 86_400
+
+    def upper(self) -> int:
+        return self.max_ts if self.max_ts is not None else int(time.time()) + self.future_slack_s
+
+
+@dataclass
+class Validated:
+    """What :func:`validate_frame` returns: accepted ``frame``, ``quarantine`` and the ``report``."""
+
+    frame: pl.DataFrame
+    quarantine: pl.DataFrame
+    report: IngestReport
+    stats: dict = field(default_factory=dict)
+
+
+def _id_checks(raw: pl.DataFrame, col: str, null_reason: str, id_dtype: IdDtype, source: str) -> list:
+    """(condition, reason) pairs for an id column; typed integer columns can only be null."""
+    dtype = raw.schema[col]
+    if dtype.is_integer():
+        return [(pl.col(col).is_null(), null_reason)]
+    if dtype != pl.String:
+        raise DataError(
+            f"{source}: column {col!r} has dtype {dtype}; ids must be integers or strings. "
+            f"Cast the column to Int64 or String before writing the file."
+        )
+    s = pl.col(col).str.strip_chars()
+    checks = [(pl.col(col).is_null(), null_reason), (s == "", EMPTY_ID)]
+    if id_dtype == "int":
+        checks.append((~s.str.contains(_INT_ID), WRONG_TYPE))
+    return checks
+
+
+def _weight_expr(raw: pl.DataFrame) -> tuple[pl.Expr, list]:
+    """Float64 weight (1.0 when the source has none) and its (condition, reason) checks."""
+    if WEIGHT not in raw.columns:
+        return pl.lit(1.0, pl.Float64), []
+    col = pl.col(WEIGHT)
+    if raw.schema[WEIGHT] == pl.String:
+        s = col.str.strip_chars()
+        w = s.cast(pl.Float64, strict=False)
+        missing = col.is_null() | (s == "")
+        return w, [(missing, MISSING_WEIGHT), (w.is_null(), WRONG_TYPE), (~w.is_finite() | (w < 0), BAD_WEIGHT)]
+    if not raw.schema[WEIGHT].is_numeric():
+        return col, [(pl.lit(True), WRONG_TYPE)]
+    w = col.cast(pl.Float64)
+    return w, [(col.is_null(), MISSING_WEIGHT), (~w.is_finite() | (w < 0), BAD_WEIGHT)]
+
+
+def _first_reason(checks: list) -> pl.Expr:
+    """The reason of the first condition that holds, else null."""
+    expr = pl.lit(None, pl.String)
+    for cond, reason in reversed(checks):
+        value = reason if isinstance(reason, pl.Expr) else pl.lit(reason)
+        expr = pl.when(cond.fill_null(False)).then(value).otherwise(expr)
+    return expr
+
+
+def _cast_ids(frame: pl.DataFrame, id_dtype: IdDtype) -> pl.DataFrame:
+    """Strip string ids; under ``"auto"`` turn them into Int64 when every one is a plain integer."""
+    out = []
+    for col in (USER, ITEM):
+        if frame.schema[col] != pl.String:
+            out.append(pl.col(col).cast(pl.Int64))
+            continue
+        s = pl.col(col).str.strip_chars()
+        all_int = id_dtype == "int" or (
+            id_dtype == "auto" and frame.height > 0 and frame.select(s.str.contains(_INT_ID).all()).item()
+        )
+        out.append(s.cast(pl.Int64) if all_int else s)
+    return frame.with_columns(out)
+
+
+def _quarantine_frame(rows: pl.DataFrame, source: str) -> pl.DataFrame:
+    raw_cols = [c for c in (USER, ITEM, TIMESTAMP, WEIGHT, EVENT, LINE) if c in rows.columns]
+    return rows.select(
+        *[pl.col(c).cast(pl.String) for c in raw_cols],
+        pl.col(ROW).cast(pl.Int64), pl.col(REASON), pl.lit(source).alias(SOURCE),
+    )
+
+
+def validate_frame(
+    raw: pl.DataFrame,
+    source: str,
+    *,
+    timestamp_unit: TimestampUnit = "auto",
+    bounds: TimeBounds | None = None,
+    id_dtype: IdDtype = "auto",
+) -> Validated:
+    """Split ``raw`` into accepted rows (canonical layout) and quarantined rows.
+
+    Parameters
+    ----------
+    raw : (n, ...) frame with ``user``, ``item``, ``row`` (1-based position in the source) and
+        optional ``timestamp``, ``weight``, ``event`` (strings or typed), ``_reason`` (reader-level
+        problems, null when fine). Without ``timestamp`` the row number is used (file order = time).
+    source : file name, for the quarantine and messages.
+    timestamp_unit : ``"auto"``, ``"s"``, ``"ms"``, ``"iso"`` or ``"position"`` (synthetic ordinal
+        timestamps: no plausibility check); see :func:`recsys.data.timeparse.epoch_seconds`.
+    bounds : plausible time range (default: 1990-01-01 .. now + 1 day).
+    id_dtype : ``"auto"`` (Int64 when every accepted id is a plain integer, else String),
+        ``"int"`` (non-integers quarantined as wrong type) or ``"str"``.
+
+    Returns
+    -------
+    Validated with ``frame`` (n_ok, 5) user, item, timestamp Int64, weight Float32, event String;
+    ``quarantine`` (n_bad, ...) raw values as strings + row, reason, source; a checked report.
+    """
+    if id_dtype not in ("auto", "int", "str"):
+        raise ValueError(f"id_dtype={id_dtype!r} is not a choice; use 'auto', 'int' or 'str'")
+    bounds = bounds or TimeBounds()
+    if TIMESTAMP not in raw.columns:
+        raw, timestamp_unit = raw.with_columns(pl.col(ROW).cast(pl.Int64).alias(TIMESTAMP)), "position"
+    checks = [(pl.col(READER_REASON).is_not_null(), pl.col(READER_REASON))] if READER_REASON in raw.columns else []
+    checks += _id_checks(raw, USER, NULL_USER, id_dtype, source) + _id_checks(raw, ITEM, NULL_ITEM, id_dtype, source)
+    ts, unit = epoch_seconds(raw, TIMESTAMP, timestamp_unit, source)
+    checks += [(ts.is_null() & _blank(raw, TIMESTAMP), MISSING_TIMESTAMP), (ts.is_null(), UNPARSABLE_TIMESTAMP)]
+    if unit != "position":
+        checks.append(((ts < bounds.min_ts) | (ts > bounds.upper()), IMPLAUSIBLE_TIMESTAMP))
+    weight, weight_checks = _weight_expr(raw)
+    checks += weight_checks
+    tagged = raw.with_columns(_first_reason(checks).alias(REASON), ts.alias("_ts"), weight.alias("_w"))
+    bad, ok = tagged.filter(pl.col(REASON).is_not_null()), tagged.filter(pl.col(REASON).is_null())
+    event = pl.col(EVENT).cast(pl.String).str.strip_chars() if EVENT in raw.columns else pl.lit(None, pl.String)
+    frame = _cast_ids(ok.select(
+        USER, ITEM, pl.col("_ts").cast(pl.Int64).alias(TIMESTAMP), pl.col("_w").cast(pl.Float32).alias(WEIGHT),
+        pl.when(event != "").then(event).otherwise(pl.lit(None, pl.String)).alias(EVENT),
+    ), id_dtype)
+    report = IngestReport(source=source, rows_read=raw.height, accepted=frame.height, quarantined=bad.height)
+    report.reasons.update(dict(bad[REASON].value_counts().iter_rows()))
+    report.stats["timestamp_unit"] = unit
+    report.check()
+    return Validated(frame, _quarantine_frame(bad, source), report, {"timestamp_unit": unit})
+
+
+def _blank(raw: pl.DataFrame, col: str) -> pl.Expr:
+    if raw.schema[col] == pl.String:
+        return pl.col(col).is_null() | (pl.col(col).str.strip_chars() == "")
+    return pl.col(col).is_null()
+
+
+def _describe(row: dict) -> str:
+    values = ", ".join(f"{c}={row[c]!r}" for c in (USER, ITEM, TIMESTAMP, WEIGHT) if c in row)
+    return f"row {row[ROW]} ({row[REASON]}: {values})"
+
+
+def check_bad_fraction(validated: Validated, max_bad_fraction: float, quarantine_path: str | None = None) -> None:
+    """Raise :class:`DataError` when quarantined / read exceeds ``max_bad_fraction``.
+
+    The message names the file, the fraction, the reasons and the first 5 bad rows.
+    """
+    if not 0.0 <= max_bad_fraction <= 1.0:
+        raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
+    rep = validated.report
+    if rep.rows_read == 0:
+        raise DataError(f"{rep.source}: no data rows to read. Check that this is the right file and that it "
+                        "is not truncated (a header alone is not an interaction log).")
+    fraction = rep.quarantined / rep.rows_read
+    if fraction <= max_bad_fraction:
+        return
+    first = "; ".join(_describe(r) for r in validated.quarantine.head(5).iter_rows(named=True))
+    where = f" The quarantined rows were written to {quarantine_path}." if quarantine_path else ""
+    raise DataError(
+        f"{rep.source}: {rep.quarantined:,} of {rep.rows_read:,} rows ({fraction:.1%}) were quarantined, more than "
+        f"max_bad_fraction={max_bad_fraction:.1%} allows; reasons {dict(rep.reasons.most_common())}. "
+        f"First bad rows: {first}.{where} Fix the file or the reader options (column mapping, separator, "
+        f"encoding, timestamp_unit{_unit_hint(validated)}), or pass a larger max_bad_fraction to accept the loss."
+    )
+
+
+def _unit_hint(validated: Validated) -> str:
+    """Suggest the other time unit when most rows were implausible under the detected one."""
+    rep = validated.report
+    if rep.reasons.get(IMPLAUSIBLE_TIMESTAMP, 0) * 2 < rep.quarantined:
+        return ""
+    unit = validated.stats.get("timestamp_unit")
+    other = {"s": "ms", "ms": "s"}.get(unit)
+    return f": timestamps were read as '{unit}', try timestamp_unit='{other}'" if other else ""
+
+
+def write_quarantine(frame: pl.DataFrame, path: str | Path) -> Path:
+    """Write a quarantine frame as Parquet atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        frame.write_parquet(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
