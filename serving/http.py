@@ -185,7 +185,10 @@ def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSON:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "body")] or ["body"]
+        # drop the location kind and pydantic's union-member tags ("str", "int") from the field path
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "body", "str", "int")]
+        if first.get("type") == "json_invalid" or not loc:
+            loc = ["body"]
         return error(422, f"{'.'.join(loc)}: {first['msg']}", ".".join(loc))
 
     @app.exception_handler(HTTPException)

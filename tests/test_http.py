@@ -1,0 +1,124 @@
+"""The HTTP server as a real uvicorn process on 127.0.0.1: queries, error shape, hot reload, shutdown."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from test_serving import make_bundle
+
+from recsys.export import publish
+from recsys.export.publish import _point
+from serving import Recommender
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(pred: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if pred():
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("http")
+    root = tmp / "root"
+    publish(root, make_bundle(tmp / "b0", seed=0)[0], version="v000")
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "serving", str(root), "--port", str(port),
+                             "--reload-interval", "0.2"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    try:
+        _wait(lambda: proc.poll() is None and client.get("/healthz").status_code == 200, 30, "server start")
+        yield {"client": client, "root": root, "tmp": tmp, "proc": proc}
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _error(resp: httpx.Response, status: int, field: str | None = None) -> dict:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "field"}
+    assert body["error"]["field"] == field and body["error"]["message"]
+    return body["error"]
+
+
+def test_queries_match_the_in_process_recommender(server):
+    c, rec = server["client"], Recommender.load(server["root"])
+    got = c.get("/v1/recommend", params={"user_id": "101", "k": 5}).json()
+    assert got["items"] == rec.recommend(101, k=5).items and got["source"] == "model" and got["bundle"] == "v000"
+    assert c.get("/v1/recommend", params={"user_id": "nobody"}).json()["source"] == "popularity"
+    hist = c.post("/v1/recommend", json={"history": ["i5", "i9", "ghost"], "k": 3}).json()
+    assert hist["source"] == "history" and hist["unknown"] == ["ghost"]
+    assert hist["items"] == rec.recommend_for_history(["i5", "i9"], k=3).items
+    sim = c.get("/v1/similar", params={"item_id": "i7", "k": 4}).json()
+    assert sim["items"] == rec.similar_items("i7", k=4).items
+    assert c.get("/v1/model").json()["counts"]["items"] == 300
+    assert c.get("/readyz").json() == {"status": "ready", "bundle": "v000"}
+    assert "/v1/recommend" in c.get("/openapi.json").json()["paths"] and c.get("/docs").status_code == 200
+
+
+def test_bad_input_gets_one_error_shape(server):
+    c = server["client"]
+    _error(c.get("/v1/recommend", params={"user_id": "101", "k": 0}), 422, "k")
+    _error(c.get("/v1/recommend", params={"user_id": "101", "k": 1001}), 422, "k")
+    _error(c.get("/v1/recommend", params={"user_id": "101", "k": "ten"}), 422, "k")
+    _error(c.get("/v1/recommend"), 422, "user_id")
+    _error(c.get("/v1/similar", params={"item_id": "x" * 300}), 422, "item_id")
+    _error(c.post("/v1/recommend", json={"history": "i5"}), 422, "history")
+    _error(c.post("/v1/recommend", json={"history": [[1]]}), 422, "history.0")
+    _error(c.post("/v1/recommend", content=b"{not json", headers={"content-type": "application/json"}), 422, "body")
+    big = {"history": ["i1"] * 20000}
+    assert _error(c.post("/v1/recommend", json=big), 413, "body")["code"] == "body_too_large"
+    assert _error(c.get("/nope"), 404)["code"] == "not_found"
+    assert _error(c.delete("/v1/model"), 405)["code"] == "method_not_allowed"
+
+
+def test_hot_reload_then_failed_reload_keeps_serving_then_shutdown(server):
+    c, root, tmp, proc = server["client"], server["root"], server["tmp"], server["proc"]
+    publish(root, make_bundle(tmp / "b1", seed=1)[0], version="v001")
+    _wait(lambda: c.get("/v1/model").json()["bundle"] == "v001", what="reload to v001")
+    expected = Recommender.load(root).recommend(101, k=5).items
+    assert c.get("/v1/recommend", params={"user_id": "101", "k": 5}).json()["items"] == expected
+
+    bad = root / "bundles" / "v002"
+    shutil.copytree(root / "bundles" / "v001", bad)
+    (bad / "item_vectors.npy").write_bytes((bad / "item_vectors.npy").read_bytes()[:-4])  # truncated copy
+    _point(root, "v002")
+    _wait(lambda: c.get("/readyz").status_code == 503, what="readyz to report the failed reload")
+    err = _error(c.get("/readyz"), 503)
+    assert err["code"] == "reload_failed" and "v002" in err["message"] and "still serving v001" in err["message"]
+    still = c.get("/v1/recommend", params={"user_id": "101", "k": 5}).json()
+    assert still["bundle"] == "v001" and still["items"] == expected
+
+    _point(root, "v001")  # pointing back at the bundle being served clears the failure
+    _wait(lambda: c.get("/readyz").status_code == 200, what="readyz to recover")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=15) == 0
+    log = proc.stdout.read()
+    assert "item_vectors.npy has" in log and "Shutting down" in log
