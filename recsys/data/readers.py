@@ -28,7 +28,15 @@ from recsys.data import movielens, seqfile
 from recsys.data.filters import dedupe as dedupe_rows
 from recsys.data.report import IngestReport
 from recsys.data.schema import ROW
-from recsys.data.textio import check_file, check_text, field_counts, polars_errors, read_lines, text_source
+from recsys.data.textio import (
+    check_encoding,
+    check_file,
+    check_text,
+    field_counts,
+    polars_errors,
+    read_lines,
+    text_source,
+)
 from recsys.data.timeparse import TimestampUnit
 from recsys.data.validate import (
     BLANK_LINE,
@@ -44,6 +52,7 @@ from recsys.data.validate import (
 )
 
 FORMATS = ("auto", "csv", "tsv", "parquet", "ml-100k", "ml-1m", "ml-latest-small", "seq", "seq-lines", "seq-pairs")
+_ALIASES = {"seq-per-user": "seq-lines", "seq-per-event": "seq-pairs"}  # names used in run configs
 _SEPARATORS = {"csv": ",", "tsv": "\t"}
 _MOVIELENS_TEXT = {"ml-100k": "\t", "ml-1m": "::"}
 
@@ -137,7 +146,7 @@ def _delimited_raw(path: Path, sep: str, mapping: ColumnMapping, encoding: str) 
     with polars_errors(path, "CSV/TSV", encoding):
         src = text_source(path, encoding)
         data = pl.scan_csv(src, separator=sep, has_header=False, skip_lines=1, schema=schema,
-                           truncate_ragged_lines=True, empty_string_is_null=False).collect()
+                           truncate_ragged_lines=True, missing_columns="insert", empty_string_is_null=False).collect()
         lines = read_lines(path, encoding).slice(1)
     picked = data.select([pl.col(f"_c{names.index(src)}").alias(dst) for dst, src in mapping.pairs().items()])
     if lines.height != data.height:  # a quoted field spans lines: no per-line field check possible
@@ -172,7 +181,9 @@ def _raw_frame(path: Path, fmt: str, mapping: ColumnMapping | None, encoding: st
     if fmt in _MOVIELENS_TEXT:
         return movielens.ratings_raw(path, _MOVIELENS_TEXT[fmt], encoding or "latin-1"), {}
     if fmt == "ml-latest-small":
-        return _delimited_raw(path, ",", mapping or LATEST_SMALL, encoding or "utf8"), {}
+        # the default mapping (user, item, timestamp) means "the standard columns of this format"
+        custom = mapping is not None and mapping != ColumnMapping()
+        return _delimited_raw(path, ",", mapping if custom else LATEST_SMALL, encoding or "utf8"), {}
     if fmt in ("csv", "tsv"):
         return _delimited_raw(path, separator or _SEPARATORS[fmt], mapping or ColumnMapping(), encoding or "utf8"), {}
     if fmt == "parquet":
@@ -217,9 +228,12 @@ def read_interactions(
     -------
     ReadResult; ``report.check()`` holds.
     """
+    fmt = _ALIASES.get(fmt, fmt)
     if fmt not in FORMATS:
         raise ValueError(f"fmt={fmt!r} is unknown; use one of {list(FORMATS)}")
     p = check_file(path)
+    if encoding is not None:
+        check_encoding(encoding)
     fmt = detect_format(p) if fmt == "auto" else fmt
     raw, stats = _raw_frame(p, fmt, mapping, encoding, separator)
     unit = "position" if fmt.startswith("seq") else timestamp_unit

@@ -42,7 +42,8 @@ def check_text(path: Path, what: str) -> None:
                         f"{what} text. Check the path; pass fmt='parquet' if it is a Parquet file.")
 
 
-def _check_encoding(encoding: str) -> str:
+def check_encoding(encoding: str) -> str:
+    """Python's canonical name of ``encoding``; DataError when it is unknown."""
     try:
         return codecs.lookup(encoding).name
     except LookupError:
@@ -51,7 +52,7 @@ def _check_encoding(encoding: str) -> str:
 
 def text_source(path: Path, encoding: str) -> str | bytes:
     """What polars should read: the path for UTF-8, else the file transcoded to UTF-8 bytes."""
-    if _check_encoding(encoding) in ("utf-8",):
+    if check_encoding(encoding) in ("utf-8",):
         return str(path)
     try:
         return path.read_bytes().decode(encoding).encode("utf-8")
