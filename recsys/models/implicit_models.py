@@ -254,26 +254,25 @@ def bpr_fold_in(
     ``verify_negative_samples``) and adds ``lr * (sum_e sigmoid(-x_e) (y_pos - y_neg) - reg * n_u * u)``,
     the sum of one epoch of implicit's per-sample SGD updates.
     """
-    y = torch.from_numpy(np.ascontiguousarray(items[:, :-1]))  # (n_items + 1, d - 1)
-    bias = torch.from_numpy(np.ascontiguousarray(items[:, -1]))
-    rows = torch.from_numpy(histories.row_index())  # (E,)
-    pos = torch.from_numpy(np.asarray(histories.items, dtype=np.int64))
-    n_items = histories.n_items
-    seen = np.unique(histories.row_index() * (n_items + 1) + np.asarray(histories.items))  # sorted keys
-    n_u = torch.bincount(rows, minlength=histories.n_rows).to(y.dtype)[:, None]  # (R, 1)
-    user = torch.zeros(histories.n_rows, y.shape[1], dtype=y.dtype)
-    gen = torch.Generator().manual_seed(seed)
+    y, bias = items[:, :-1].astype(np.float32), items[:, -1].astype(np.float32)
+    rows, pos = histories.row_index(), np.asarray(histories.items, dtype=np.int64)
+    n_items, n_ev = histories.n_items, len(pos)
+    seen = np.unique(rows * (n_items + 1) + pos)  # sorted (row, item) keys of the histories
+    # (R, E) 0/1 matrix summing each row's events: events are grouped by row, so indptr = offsets
+    segment = sp.csr_matrix((np.ones(n_ev, np.float32), np.arange(n_ev), histories.offsets.copy()),
+                            shape=(histories.n_rows, n_ev))
+    n_u = histories.lengths().astype(np.float32)[:, None]  # (R, 1)
+    y_pos, b_pos = y[pos], bias[pos]  # (E, d - 1), (E,)
+    user = np.zeros((histories.n_rows, y.shape[1]), dtype=np.float32)
+    rng = np.random.default_rng(seed)
     for _ in range(steps):
-        neg = torch.randint(1, n_items + 1, (len(pos),), generator=gen)
-        key = rows.numpy() * (n_items + 1) + neg.numpy()
-        idx = np.minimum(np.searchsorted(seen, key), max(len(seen) - 1, 0))
-        keep = torch.from_numpy(~(seen[idx] == key) if len(seen) else np.ones(len(key), bool))
-        diff = y[pos] - y[neg]  # (E, d - 1)
-        x = (user[rows] * diff).sum(1) + bias[pos] - bias[neg]
-        w = torch.sigmoid(-x) * keep  # (E,)
-        grad = torch.zeros_like(user).index_add_(0, rows, w[:, None] * diff)
-        user += lr * (grad - reg * n_u * user)
-    out = user.numpy().astype(np.float32)
-    if not np.isfinite(out).all():
+        neg = rng.integers(1, n_items + 1, size=n_ev)
+        key = rows * (n_items + 1) + neg
+        in_hist = seen[np.minimum(np.searchsorted(seen, key), len(seen) - 1)] == key if n_ev else key < 0
+        diff = y_pos - y[neg]  # (E, d - 1)
+        x = np.einsum("ed,ed->e", user[rows], diff) + b_pos - bias[neg]
+        w = np.where(in_hist, 0.0, 0.5 * (1.0 - np.tanh(0.5 * x))).astype(np.float32)  # sigmoid(-x), stable
+        user += lr * (segment @ (w[:, None] * diff) - reg * n_u * user)
+    if not np.isfinite(user).all():
         raise NaNLossError("BPR fold-in diverged (NaN user factors); lower learning_rate or fold_in_steps")
-    return out
+    return user
