@@ -1,0 +1,84 @@
+"""The `recsys` command line: data steps, training, experiment comparison, serving, the pipeline."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from pipelines import cli_data, cli_pipeline
+
+app = typer.Typer(
+    help="recsys: learn item and user embeddings from interaction logs, track runs in MLflow, serve top-k.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(cli_data.app, name="data")
+experiments_app = typer.Typer(help="Compare MLflow runs of an experiment.", no_args_is_help=True)
+app.add_typer(experiments_app, name="experiments")
+app.add_typer(cli_pipeline.app, name="pipeline")
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-paragraph error (no traceback) and exit with ``code``."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def train(
+    config: Path = typer.Option(..., "--config", "-c", help="Run config TOML (see experiments/configs/)."),
+    out: Path = typer.Option(Path("runs"), help="Folder for the trained model and reports."),
+) -> None:
+    """Load data -> split -> fit (validating every epoch) -> test -> log one MLflow run."""
+    from pipelines.config import load_run_config
+    from pipelines.train import train_run
+
+    try:
+        cfg = load_run_config(config)
+        result = train_run(cfg, out)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    typer.echo(result.summary())
+
+
+@experiments_app.command("compare")
+def experiments_compare(
+    experiment: str = typer.Option(..., "--experiment", "-e", help="MLflow experiment name."),
+    metric: str = typer.Option("test_ndcg_10", help="Metric to sort by (best first)."),
+    out: Path = typer.Option(Path("experiments/reports"), help="Folder for the CSV, Markdown and PNG."),
+) -> None:
+    """Print a table of the runs (differing config keys, metrics) and write CSV/Markdown/PNG."""
+    from pipelines import compare as cmp
+
+    try:
+        c = cmp.compare(experiment, metric)
+    except ValueError as exc:
+        fail(str(exc))
+    typer.echo(cmp.to_text(c))
+    for p in cmp.write_reports(c, out, experiment, metric):
+        typer.echo(f"wrote {p}")
+
+
+@app.command()
+def serve(
+    path: Path = typer.Argument(..., help="A bundle folder or a publish root (its `current` bundle is served)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; 127.0.0.1 keeps it local."),
+    port: int = typer.Option(8000, help="TCP port."),
+    reload_interval: float = typer.Option(2.0, help="Seconds between checks of `current` for a new bundle."),
+) -> None:
+    """Serve top-k lookups over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs."""
+    from serving.http import run
+
+    run(str(path), host=host, port=port, reload_interval=reload_interval)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

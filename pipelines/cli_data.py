@@ -1,0 +1,197 @@
+"""`recsys data ...`: ingest, stats, split, sequences, generate, download."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import typer
+
+from pipelines.config import DataConfig
+
+app = typer.Typer(help="Read, validate, split and sequence interaction logs; generate or download data sets.",
+                  no_args_is_help=True)
+
+FORMAT_HELP = ("auto (by file name), csv, tsv, parquet, ml-100k, ml-1m, ml-latest-small, "
+               "seq-per-user (`user i1 i2 ...`), seq-pairs (`user item` per line)")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _data_config(path: Path | None, fmt: str, user_col: str, item_col: str, timestamp_col: str,
+                 encoding: str, max_bad_fraction: float, **extra: object) -> DataConfig:
+    return DataConfig(name=path.stem if path else "synthetic", path=str(path) if path else "", format=fmt,
+                      user_col=user_col, item_col=item_col, timestamp_col=timestamp_col, encoding=encoding,
+                      max_bad_fraction=max_bad_fraction, **extra)  # type: ignore[arg-type]
+
+
+PathArg = typer.Argument(None, help="Interaction log; omit for the built-in synthetic data set.")
+FmtOpt = typer.Option("auto", "--format", help=FORMAT_HELP)
+UserOpt = typer.Option("user", help="Column holding the user id (CSV/TSV/Parquet).")
+ItemOpt = typer.Option("item", help="Column holding the item id.")
+TsOpt = typer.Option("timestamp", help="Column holding the time: epoch s, epoch ms or ISO-8601.")
+EncOpt = typer.Option("utf8", help="Text encoding of CSV/TSV files (e.g. latin-1).")
+BadOpt = typer.Option(0.05, help="Fail when more than this fraction of rows is quarantined.")
+
+
+@app.command()
+def ingest(
+    path: Path = PathArg,
+    out: Path = typer.Option(Path("runs/ingest"), help="Output folder."),
+    fmt: str = FmtOpt, user_col: str = UserOpt, item_col: str = ItemOpt, timestamp_col: str = TsOpt,
+    encoding: str = EncOpt, max_bad_fraction: float = BadOpt,
+    repeat_policy: str = typer.Option("keep_all", help="Repeated (user, item): keep_all, first, last, sum_weight."),
+) -> None:
+    """Read and validate a log, drop exact duplicates; write interactions.parquet, quarantine.parquet, report.json."""
+    from pipelines.prepare import ingest as run_ingest
+
+    cfg = _data_config(path, fmt, user_col, item_col, timestamp_col, encoding, max_bad_fraction,
+                       repeat_policy=repeat_policy)
+    try:
+        ing = run_ingest(cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_parquet(ing.frame, out / "interactions.parquet")
+    if ing.quarantine is not None and ing.quarantine.height:
+        _atomic_parquet(ing.quarantine, out / "quarantine.parquet")
+    if ing.items_meta is not None:
+        _atomic_parquet(ing.items_meta, out / "items_meta.parquet")
+    (out / "report.json").write_text(json.dumps(ing.report.as_dict(), indent=2))
+    typer.echo(ing.report.summary())
+    typer.echo(f"wrote {out}/interactions.parquet ({ing.frame.height:,} rows)")
+
+
+def _atomic_parquet(frame: pl.DataFrame, path: Path) -> None:
+    tmp = path.with_suffix(".parquet.tmp")
+    frame.write_parquet(tmp)
+    tmp.replace(path)
+
+
+@app.command()
+def stats(
+    path: Path = PathArg, fmt: str = FmtOpt, user_col: str = UserOpt, item_col: str = ItemOpt,
+    timestamp_col: str = TsOpt, encoding: str = EncOpt, max_bad_fraction: float = BadOpt,
+) -> None:
+    """Print counts, sparsity, sequence-length percentiles and the time range of a log."""
+    from pipelines.prepare import ingest as run_ingest
+
+    cfg = _data_config(path, fmt, user_col, item_col, timestamp_col, encoding, max_bad_fraction)
+    try:
+        ing = run_ingest(cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    typer.echo(format_stats(ing.frame))
+    typer.echo(ing.report.summary())
+
+
+def format_stats(frame: pl.DataFrame) -> str:
+    """Human-readable summary of a raw interaction frame."""
+    n_users, n_items = frame["user"].n_unique(), frame["item"].n_unique()
+    lengths = frame.group_by("user").len()["len"].to_numpy()
+    pct = np.percentile(lengths, [5, 50, 95]) if len(lengths) else [0, 0, 0]
+    ts = frame["timestamp"]
+    lines = [
+        f"events      {frame.height:,}",
+        f"users       {n_users:,}",
+        f"items       {n_items:,}",
+        f"density     {frame.height / max(n_users * n_items, 1):.6f}",
+        f"per user    p5 {pct[0]:.0f}  median {pct[1]:.0f}  p95 {pct[2]:.0f}",
+    ]
+    if frame.height:
+        lines.append(f"time        {_iso(ts.min())} .. {_iso(ts.max())}")
+    return "\n".join(lines)
+
+
+def _iso(t: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(int(t), tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@app.command()
+def split(
+    path: Path = PathArg,
+    out: Path = typer.Option(Path("runs/prepared"), help="Prepared data folder to write."),
+    kind: str = typer.Option("leave_last_out", help="leave_last_out or temporal."),
+    cut_quantile: float = typer.Option(0.9, help="temporal: the time cut as a quantile of all timestamps."),
+    user_k: int = typer.Option(0, help="k-core: minimum events per user (0 = off)."),
+    item_k: int = typer.Option(0, help="k-core: minimum events per item (0 = off)."),
+    min_length: int = typer.Option(3, help="Drop users with fewer events."),
+    fmt: str = FmtOpt, user_col: str = UserOpt, item_col: str = ItemOpt, timestamp_col: str = TsOpt,
+    encoding: str = EncOpt, max_bad_fraction: float = BadOpt,
+    id_maps_from: Path = typer.Option(None, help="Earlier prepared folder whose id maps are extended (stable ids)."),
+) -> None:
+    """Ingest -> clean (k-core, min length) -> IdMap -> split; writes a prepared data folder."""
+    from pipelines.prepare import prepare
+
+    cfg = _data_config(path, fmt, user_col, item_col, timestamp_col, encoding, max_bad_fraction, split=kind,
+                       cut_quantile=cut_quantile, user_k=user_k, item_k=item_k, min_length=min_length)
+    try:
+        prep = prepare(cfg, out, id_maps_from=id_maps_from)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    s = prep.split
+    typer.echo(f"{len(prep.users):,} users, {len(prep.items):,} items, split {kind}: train {s.train.n_events:,} "
+               f"events, {s.valid_targets.n_events:,} validation and {s.test_targets.n_events:,} test targets")
+    typer.echo(f"fingerprint {s.fingerprint}; wrote {out}")
+
+
+@app.command()
+def sequences(
+    prepared: Path = typer.Argument(..., help="Prepared data folder (from `recsys data split`)."),
+    out: Path = typer.Option(Path("runs/sequences"), help="Folder for offsets.npy / items.npy / meta.json."),
+    session_gap: int = typer.Option(0, help="Split a user's events into sessions after this many idle seconds."),
+    drop_repeats: bool = typer.Option(False, help="Drop consecutive repeats of the same item."),
+    max_len: int = typer.Option(0, help="Keep only the most recent N events per row (0 = all)."),
+) -> None:
+    """Per-user (or per-session) time-ordered sequences of all events, memory-mappable."""
+    from recsys.data.build import build_sequences
+
+    try:
+        encoded = pl.read_parquet(prepared / "interactions.parquet")
+        report = json.loads((prepared / "report.json").read_text())
+    except FileNotFoundError as exc:
+        _fail(f"{prepared} is not a prepared data folder ({exc.filename} missing); run `recsys data split` first")
+    seqs = build_sequences(encoded, report["n_users"], report["n_items"], session_gap=session_gap or None,
+                           drop_consecutive_repeats=drop_repeats, max_len=max_len or None)
+    seqs.save(out)
+    lengths = seqs.lengths()[seqs.lengths() > 0]
+    typer.echo(f"{len(lengths):,} sequences, {seqs.n_events:,} events, median length "
+               f"{np.median(lengths) if len(lengths) else 0:.0f}; wrote {out}")
+
+
+@app.command()
+def generate(
+    out: Path = typer.Option(Path("data/synthetic"), help="Folder for interactions/part-*.parquet + items.parquet."),
+    users: int = typer.Option(100_000, help="Number of users."),
+    items: int = typer.Option(20_000, help="Number of items."),
+    events: int = typer.Option(10_000_000, help="Number of events (written in chunks; 100M is fine)."),
+    seed: int = typer.Option(42, help="Random seed (same seed -> same data)."),
+) -> None:
+    """Write a synthetic log with planted tastes and sequential dynamics (Parquet parts)."""
+    from recsys.data.synthetic import SyntheticConfig, write
+
+    write(SyntheticConfig(n_users=users, n_items=items, n_events=events, seed=seed), out, progress=True)
+    typer.echo(f"wrote {events:,} events to {out}")
+
+
+@app.command()
+def download(
+    name: str = typer.Argument(..., help="ml-100k, ml-1m or ml-latest-small."),
+    cache_dir: Path = typer.Option(Path("data/cache"), help="Where archives are kept and extracted."),
+    url: str = typer.Option(None, help="Override the publisher URL (mirrors, tests)."),
+) -> None:
+    """Download a MovieLens data set from its publisher, check its sha256 and extract it into the cache."""
+    from recsys.data.download import download as fetch
+
+    try:
+        path = fetch(name, cache_dir, url=url)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+    typer.echo(f"{name} ready at {path}")

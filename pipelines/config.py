@@ -1,0 +1,142 @@
+"""Run configs: one TOML file with flat tables mapped 1:1 onto dataclasses.
+
+Example (experiments/configs/beauty_als.toml)::
+
+    [run]
+    experiment = "beauty"
+    name = "als"
+
+    [data]
+    name = "beauty"
+    path = "../shared/data/iclrec-amazon/Beauty.txt"
+    format = "seq-per-user"
+
+    [model]
+    name = "als"          # a key of recsys.models.registry.MODELS; the other keys go to its config
+    factors = 128
+
+    [eval]
+    ks = [10, 20]
+
+Relative data paths are resolved against the config file's folder first, then the working
+directory. Unknown tables or keys are errors that name the valid ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from recsys.config import ConfigError, from_dict, load_toml
+
+
+@dataclass
+class RunSection:
+    """Where the run is logged and how it computes."""
+
+    experiment: str = "default"
+    name: str = ""
+    seed: int = 42
+    device: str = "auto"
+
+
+@dataclass
+class DataConfig:
+    """Which log to read and how to clean and split it."""
+
+    name: str = "synthetic"
+    path: str = ""  # empty: the built-in synthetic data set
+    format: str = "auto"
+    user_col: str = "user"
+    item_col: str = "item"
+    timestamp_col: str = "timestamp"
+    weight_col: str = ""
+    event_col: str = ""
+    encoding: str = "utf8"
+    max_bad_fraction: float = 0.05
+    repeat_policy: Literal["keep_all", "first", "last", "sum_weight"] = "keep_all"
+    user_k: int = 0  # k-core thresholds; 0 = no k-core filtering
+    item_k: int = 0
+    min_length: int = 3
+    split: Literal["leave_last_out", "temporal"] = "leave_last_out"
+    cut_quantile: float = 0.9
+    # built-in synthetic data set size (used when path is empty)
+    synthetic_users: int = 5_000
+    synthetic_items: int = 2_000
+    synthetic_events: int = 200_000
+
+
+@dataclass
+class EvalConfig:
+    """The evaluation protocol."""
+
+    ks: tuple[int, ...] = (10, 20)
+    exclude_history: bool = True
+    batch_size: int = 2048
+
+
+@dataclass
+class RunConfig:
+    """A whole run: the four tables of the TOML file."""
+
+    run: RunSection = field(default_factory=RunSection)
+    data: DataConfig = field(default_factory=DataConfig)
+    model_name: str = "popularity"
+    model: dict[str, Any] = field(default_factory=dict)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    source: str = ""
+
+    def flat(self) -> dict[str, Any]:
+        """Flattened ``table.key`` params for MLflow."""
+        from recsys.config import to_dict
+
+        out: dict[str, Any] = {}
+        for prefix, section in (("run", self.run), ("data", self.data), ("eval", self.eval)):
+            out.update({f"{prefix}.{k}": v for k, v in to_dict(section).items()})
+        out["model.name"] = self.model_name
+        out.update({f"model.{k}": v for k, v in self.model.items()})
+        return out
+
+
+TABLES = ("run", "data", "model", "eval")
+
+
+def parse_run_config(raw: dict[str, Any], source: str = "<dict>") -> RunConfig:
+    """Build a :class:`RunConfig` from a parsed TOML mapping; errors name the file and key."""
+    unknown = sorted(set(raw) - set(TABLES))
+    if unknown:
+        raise ConfigError(f"unknown table(s) {unknown} in {source}; valid tables are {list(TABLES)}")
+    model = dict(raw.get("model", {}))
+    if "name" not in model:
+        raise ConfigError(f"{source} [model] needs a `name` key (e.g. name = \"als\")")
+    model_name = model.pop("name")
+    cfg = RunConfig(
+        run=from_dict(RunSection, raw.get("run", {}), where=f"{source} [run]"),
+        data=from_dict(DataConfig, raw.get("data", {}), where=f"{source} [data]"),
+        model_name=model_name,
+        model=model,
+        eval=from_dict(EvalConfig, raw.get("eval", {}), where=f"{source} [eval]"),
+        source=source,
+    )
+    if not cfg.run.name:
+        cfg.run.name = model_name
+    return cfg
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read and validate a run config file; relative data paths resolve against its folder."""
+    p = Path(path)
+    cfg = parse_run_config(load_toml(p), source=str(p))
+    if cfg.data.path:
+        cfg.data.path = str(resolve_data_path(cfg.data.path, p.parent))
+    return cfg
+
+
+def resolve_data_path(path: str, base: Path) -> Path:
+    """``path`` as given if it exists, else relative to ``base`` (the config's folder) or the repo root."""
+    candidates = [Path(path), base / path, base.parent / path, base.parent.parent / path]
+    for c in candidates:
+        if c.exists():
+            return c.resolve()
+    return Path(path)

@@ -1,0 +1,123 @@
+"""Config of the scheduled pipeline: ``[pipeline]``, ``[data]``, ``[models.<label>]`` tables, ``[eval]``.
+
+Example (experiments/pipelines/default.toml)::
+
+    [pipeline]
+    workdir = "runs/pipeline"     # run folders, lock, log files
+    bundles = "bundles"           # published bundles + the `current` pointer
+    metric = "ndcg_10"            # gate metric (validation picks the candidate, test gates it)
+    tolerance = 0.002             # candidate may trail the champion by at most this much
+
+    [data]                        # pipelines.config.DataConfig; path = a file or a folder of log files
+    path = ""                     # "" = built-in synthetic data
+
+    [models.als]                  # one table per model; `name` defaults to the table's label
+    factors = 64
+
+    [models.item2vec]
+    dim = 64
+
+Without ``--config`` the built-in :func:`default_config` runs (synthetic data, ALS + item2vec +
+two-tower), which is what the README's main command does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import DataConfig, EvalConfig, resolve_data_path
+from recsys.config import ConfigError, from_dict, load_toml
+
+
+@dataclass
+class PipelineSection:
+    """Where the pipeline keeps its state and how it decides to publish."""
+
+    name: str = "default"
+    experiment: str = "pipeline"
+    workdir: str = "runs/pipeline"
+    bundles: str = "bundles"
+    keep: int = 5  # published bundles kept
+    seed: int = 42
+    device: str = "auto"
+    metric: str = "ndcg_10"
+    tolerance: float = 0.002  # absolute: promote when candidate >= champion - tolerance
+    publish: str = "best"  # "best" (highest validation metric) or a model label
+    max_bad_fraction: float = 0.05  # ingest check: quarantined / read
+    max_row_drop: float = 0.5  # ingest check: fraction of rows lost against the last run
+    warm_start: bool = True  # keep id maps stable against the champion's data
+    registered_model: str = "recsys"  # MLflow Model Registry name
+    sample_users: int = 3  # sample recommendations printed at the end
+
+
+@dataclass
+class ModelEntry:
+    label: str
+    name: str
+    params: dict[str, Any]
+
+
+@dataclass
+class PipelineConfig:
+    pipeline: PipelineSection = field(default_factory=PipelineSection)
+    data: DataConfig = field(default_factory=DataConfig)
+    models: list[ModelEntry] = field(default_factory=list)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    source: str = "<built-in defaults>"
+
+
+TABLES = ("pipeline", "data", "models", "eval")
+
+
+def parse_pipeline_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
+    """Validate a parsed TOML mapping; unknown tables/keys are errors that name the valid ones."""
+    unknown = sorted(set(raw) - set(TABLES))
+    if unknown:
+        raise ConfigError(f"unknown table(s) {unknown} in {source}; valid tables are {list(TABLES)}")
+    models = []
+    for label, table in raw.get("models", {}).items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source} [models.{label}] must be a table of model parameters")
+        params = dict(table)
+        models.append(ModelEntry(label, params.pop("name", label), params))
+    if not models:
+        raise ConfigError(f"{source} defines no model: add at least one [models.<label>] table (e.g. [models.als])")
+    cfg = PipelineConfig(
+        pipeline=from_dict(PipelineSection, raw.get("pipeline", {}), where=f"{source} [pipeline]"),
+        data=from_dict(DataConfig, raw.get("data", {}), where=f"{source} [data]"),
+        models=models,
+        eval=from_dict(EvalConfig, raw.get("eval", {}), where=f"{source} [eval]"),
+        source=source,
+    )
+    labels = [m.label for m in models]
+    if cfg.pipeline.publish != "best" and cfg.pipeline.publish not in labels:
+        raise ConfigError(f"{source} [pipeline] publish = {cfg.pipeline.publish!r} is not a model label; "
+                          f"use \"best\" or one of {labels}")
+    return cfg
+
+
+def load_pipeline_config(path: str | Path) -> PipelineConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"pipeline config {p} does not exist; see experiments/pipelines/ for examples")
+    cfg = parse_pipeline_config(load_toml(p), source=str(p))
+    if cfg.data.path:
+        cfg.data.path = str(resolve_data_path(cfg.data.path, p.parent))
+    return cfg
+
+
+def default_config() -> PipelineConfig:
+    """The built-in run: a synthetic log, an ALS baseline, item2vec and a two-tower model; minutes on 2 cores."""
+    raw = {
+        "pipeline": {"name": "default"},
+        "data": {"name": "synthetic", "synthetic_users": 3000, "synthetic_items": 1000,
+                 "synthetic_events": 120_000},
+        "models": {
+            "als": {"name": "als", "factors": 32, "iterations": 10},
+            "item2vec": {"name": "item2vec", "dim": 32, "epochs": 5},
+            "two_tower": {"name": "two_tower", "epochs": 5},
+        },
+    }
+    return parse_pipeline_config(raw, source="<built-in defaults>")

@@ -1,0 +1,143 @@
+"""Run directories, step completion markers, the overlap lock and the documented exit codes.
+
+A pipeline run lives in ``<workdir>/runs/<run_id>/``; each finished step leaves
+``<step>.done`` (JSON: when, outputs) there, written atomically after the step's outputs. A rerun
+after a crash reopens the newest unfinished run and starts at its first step without a marker.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ExitCode:
+    """Process exit codes of ``recsys pipeline run`` (documented in the README)."""
+
+    OK = 0  # finished; the candidate was published (or the plan was printed with --dry-run)
+    ERROR = 1  # an unexpected error; the champion stays published; rerun to resume
+    USAGE = 2  # bad config or command line
+    DATA_CHECK_FAILED = 3  # ingest checks failed (bad-row fraction, row-count drop); nothing trained
+    GATE_REJECTED = 4  # the candidate was worse than the champion beyond the tolerance; champion kept
+    LOCKED = 75  # another run holds the lock (EX_TEMPFAIL); try again later
+
+
+class PipelineExit(Exception):
+    """Ends a pipeline run with a documented exit code and a one-paragraph message."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class LockedError(PipelineExit):
+    def __init__(self, message: str) -> None:
+        super().__init__(ExitCode.LOCKED, message)
+
+
+@contextmanager
+def run_lock(workdir: Path) -> Iterator[None]:
+    """Hold ``<workdir>/pipeline.lock`` (flock) for the whole run; a second run gets :class:`LockedError`.
+
+    flock is released by the kernel when the process dies, so a crashed run never leaves a stale lock.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "pipeline.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = path.read_text().strip() or "unknown"
+            raise LockedError(f"another pipeline run holds {path} ({holder}); runs never overlap, so this one "
+                              "exits. Wait for it to finish (or kill it) and run again.") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} since {now()}".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+@dataclass
+class RunDir:
+    """One pipeline run's folder and its step markers."""
+
+    path: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    def marker(self, step: str) -> Path:
+        return self.path / f"{step}.done"
+
+    def is_done(self, step: str) -> bool:
+        return self.marker(step).is_file()
+
+    def mark_done(self, step: str, **info: Any) -> None:
+        write_json_atomic(self.marker(step), {"finished_at": now(), **info})
+
+    def end(self, outcome: str, **info: Any) -> None:
+        """Mark the run ended (published, rejected, data check failed): the next run starts fresh."""
+        write_json_atomic(self.path / "ended.json", {"outcome": outcome, "at": now(), **info})
+
+    def info(self, step: str) -> dict[str, Any]:
+        return json.loads(self.marker(step).read_text())
+
+    def clear_from(self, steps: list[str]) -> None:
+        for s in steps:
+            self.marker(s).unlink(missing_ok=True)
+
+    def state(self) -> dict[str, Any]:
+        p = self.path / "state.json"
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    def update_state(self, **values: Any) -> None:
+        write_json_atomic(self.path / "state.json", {**self.state(), **values})
+
+
+def open_run(workdir: Path, reuse_latest: bool = False) -> tuple[RunDir, bool]:
+    """The newest run that has not ended (resumed), or a fresh one; returns (run, resumed).
+
+    ``reuse_latest`` reopens the newest run even when it ended (``--from`` / ``--only``).
+    """
+    runs = workdir / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    existing = sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if existing:
+        last = RunDir(existing[-1])
+        if reuse_latest:
+            (last.path / "ended.json").unlink(missing_ok=True)
+            return last, True
+        if not (last.path / "ended.json").is_file():
+            return last, True
+    run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    path = runs / run_id
+    path.mkdir()
+    return RunDir(path), False
+
+
+def previous_runs(workdir: Path, before: str) -> list[RunDir]:
+    """Finished runs older than ``before``, newest first."""
+    runs = workdir / "runs"
+    if not runs.is_dir():
+        return []
+    found = [RunDir(p) for p in runs.iterdir() if p.is_dir() and p.name < before and (p / "ended.json").is_file()]
+    return sorted(found, key=lambda r: r.run_id, reverse=True)

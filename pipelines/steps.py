@@ -1,0 +1,204 @@
+"""The steps of the scheduled pipeline; each reads and writes files under the run folder.
+
+``ingest``   read the logs (new files appended to what earlier runs read), validate, clean, keep
+             the champion's id maps stable, split; fails the run on bad-row fraction or row drop
+``train``    one nested MLflow run per configured model (``train-<label>.done`` each);
+             checkpoints under ``checkpoints/<label>`` let a killed training resume
+``evaluate`` pick the candidate: the best validation metric (or the configured model)
+``export``   the candidate's bundle (vectors, Annoy index, ids, seen items) + a registry version
+``gate``     candidate vs champion on this run's test split; a worse candidate ends the run
+``publish``  switch ``current`` atomically, keep the last N bundles, alias ``champion``
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from pipelines import gate as gating
+from pipelines import ingest_logs, model_registry
+from pipelines.config import RunConfig, RunSection
+from pipelines.pipeline_config import PipelineConfig
+from pipelines.prepare import Prepared, load_prepared, prepare
+from pipelines.publishing import record_champion
+from pipelines.runstate import ExitCode, PipelineExit, RunDir, previous_runs, write_json_atomic
+from pipelines.train import protocol_for, train_run
+from recsys.data.build import build_sequences
+from recsys.models.registry import MODELS
+
+log = logging.getLogger(__name__)
+
+STEPS = ("ingest", "train", "evaluate", "export", "gate", "publish")
+
+
+@dataclass
+class Context:
+    """What every step sees: the config, the run folder, the publish root."""
+
+    cfg: PipelineConfig
+    run: RunDir
+    workdir: Path
+    bundles: Path
+    echo: Callable[[str], None] = print
+    parent_run_id: str = ""
+    _data: Prepared | None = field(default=None, repr=False)
+
+    def data(self) -> Prepared:
+        if self._data is None:
+            self._data = load_prepared(self.run.path / "data", self.cfg.data.name)
+        return self._data
+
+    @property
+    def champion_file(self) -> Path:
+        return self.workdir / "champion.json"
+
+    def champion(self) -> dict | None:
+        return json.loads(self.champion_file.read_text()) if self.champion_file.is_file() else None
+
+
+def step_ingest(ctx: Context) -> None:
+    cfg, p = ctx.cfg, ctx.cfg.pipeline
+    champ = ctx.champion()
+    id_maps_from = Path(champ["data_dir"]) if (champ and p.warm_start) else None
+    ingested = ingest_logs.collect(cfg.data, ctx.workdir, p.seed) if ingest_logs.is_log_folder(cfg.data) else None
+    try:
+        data = prepare(cfg.data, ctx.run.path / "data", seed=p.seed, id_maps_from=id_maps_from, ingested=ingested)
+    except ValueError as exc:  # the reader's max_bad_fraction, an empty result, ...
+        raise PipelineExit(ExitCode.DATA_CHECK_FAILED, f"ingest failed its checks: {exc}") from exc
+    _check_ingest(ctx, data)
+    if ingested is not None:
+        ingest_logs.commit(ctx.workdir)
+    r = data.report
+    ctx.run.mark_done("ingest", rows_read=r["rows_read"], accepted=r["accepted"], quarantined=r["quarantined"],
+                      n_events=r["n_events"], n_users=r["n_users"], n_items=r["n_items"])
+    ctx.echo(f"  {r['rows_read']:,} rows read, {r['n_events']:,} events, {r['n_users']:,} users, "
+             f"{r['n_items']:,} items (quarantined {r['quarantined']:,})")
+
+
+def _check_ingest(ctx: Context, data: Prepared) -> None:
+    p, r = ctx.cfg.pipeline, data.report
+    bad = r["quarantined"] / max(r["rows_read"], 1)
+    if bad > p.max_bad_fraction:
+        raise PipelineExit(ExitCode.DATA_CHECK_FAILED, f"{bad:.1%} of the rows were quarantined, above "
+                           f"pipeline.max_bad_fraction = {p.max_bad_fraction}; see {data.directory}")
+    for prev in previous_runs(ctx.workdir, ctx.run.run_id):
+        if prev.is_done("ingest"):
+            before = prev.info("ingest")["n_events"]
+            if r["n_events"] < before * (1 - p.max_row_drop):
+                raise PipelineExit(ExitCode.DATA_CHECK_FAILED, f"the log shrank from {before:,} events (run "
+                                   f"{prev.run_id}) to {r['n_events']:,}, more than pipeline.max_row_drop = "
+                                   f"{p.max_row_drop}; check the log source before publishing from it")
+            break
+
+
+def _run_config(ctx: Context, label: str, name: str, params: dict) -> RunConfig:
+    p = ctx.cfg.pipeline
+    return RunConfig(run=RunSection(experiment=p.experiment, name=label, seed=p.seed, device=p.device),
+                     data=ctx.cfg.data, model_name=name, model=dict(params), eval=ctx.cfg.eval, source=ctx.cfg.source)
+
+
+def step_train(ctx: Context) -> None:
+    data = ctx.data()
+    for m in ctx.cfg.models:
+        step = f"train-{m.label}"
+        if ctx.run.is_done(step):
+            ctx.echo(f"  {m.label}: already trained, skipped")
+            continue
+        params = dict(m.params)
+        if "checkpoint_dir" in {f.name for f in fields(MODELS[m.name].Config)}:
+            params.setdefault("checkpoint_dir", str(ctx.run.path / "checkpoints" / m.label))
+        result = train_run(_run_config(ctx, m.label, m.name, params), ctx.run.path / "train", data=data, nested=True)
+        ctx.run.mark_done(step, run_id=result.run_id, model=m.name, model_dir=str(result.model_dir),
+                          val=result.val, test=result.test, seconds=result.seconds)
+        ctx.echo(f"  {result.summary()}")
+    ctx.run.mark_done("train")
+
+
+def step_evaluate(ctx: Context) -> None:
+    p = ctx.cfg.pipeline
+    trained = {m.label: ctx.run.info(f"train-{m.label}") for m in ctx.cfg.models}
+    rows = sorted(trained.items(), key=lambda kv: -kv[1]["val"][p.metric])
+    for label, info in rows:
+        ctx.echo(f"  {label:<12} val_{p.metric}={info['val'][p.metric]:.4f}  test_{p.metric}="
+                 f"{info['test'][p.metric]:.4f}")
+    label = rows[0][0] if p.publish == "best" else p.publish
+    write_json_atomic(ctx.run.path / "evaluation.json", {"candidate": label, "models": trained})
+    ctx.run.mark_done("evaluate", candidate=label, model=trained[label]["model"])
+
+
+def step_export(ctx: Context) -> None:
+    from recsys.export.bundle import export_bundle
+
+    data, info = ctx.data(), ctx.run.info("evaluate")
+    trained = ctx.run.info(f"train-{info['candidate']}")
+    model = MODELS[info["model"]].load(trained["model_dir"])
+    split = data.split
+    # Served user vectors see everything but each user's last event, so the gate's test target never leaks.
+    user_vecs = model.encode_users(split.test_history)
+    seen = _all_events(data)
+    counts = np.bincount(np.asarray(seen.items, dtype=np.int64), minlength=data.split.n_items + 1)
+    bundle = ctx.run.path / "bundle"
+    export_bundle(bundle, model.item_vectors(), user_vecs, data.items.ids, data.users.ids, seen=seen,
+                  popularity=counts, metric=model.similarity, model_name=f"{info['candidate']}:{model.name}",
+                  run_id=ctx.parent_run_id, item_meta=_meta_for_export(data), overwrite=True)
+    version = model_registry.register_bundle(bundle, ctx.cfg.pipeline.registered_model, ctx.parent_run_id)
+    ctx.run.mark_done("export", bundle=str(bundle), version=version)
+    ctx.echo(f"  bundle {bundle} (registry version {version}, alias candidate)")
+
+
+def _all_events(data: Prepared):
+    import polars as pl
+
+    encoded = pl.read_parquet(data.directory / "interactions.parquet")
+    return build_sequences(encoded, data.split.n_users, data.split.n_items)
+
+
+def _meta_for_export(data: Prepared):
+    if data.items_meta is None:
+        return None
+    import polars as pl
+
+    meta = data.items_meta
+    return meta.with_columns(pl.Series("item", data.items.decode(meta["item_idx"].to_numpy()))).drop("item_idx")
+
+
+def step_gate(ctx: Context) -> None:
+    p, data = ctx.cfg.pipeline, ctx.data()
+    protocol = protocol_for(_run_config(ctx, "gate", "popularity", {}), data)
+    cand = gating.bundle_metrics(Path(ctx.run.info("export")["bundle"]), data.split, data.users, data.items, protocol)
+    champ_info = ctx.champion()
+    champ = None
+    if champ_info and Path(champ_info["bundle"]).is_dir():
+        champ = gating.bundle_metrics(Path(champ_info["bundle"]), data.split, data.users, data.items, protocol)
+    decision = gating.decide(cand, champ, p.metric, p.tolerance)
+    write_json_atomic(ctx.run.path / "gate.json", {**decision.as_dict(), "candidate_metrics": cand,
+                                                   "champion_metrics": champ})
+    ctx.echo(f"  gate: {decision.reason}")
+    if not decision.promote:
+        raise PipelineExit(ExitCode.GATE_REJECTED, f"gate rejected the candidate: {decision.reason}; the champion "
+                           "stays published")
+    ctx.run.mark_done("gate", **decision.as_dict())
+
+
+def step_publish(ctx: Context) -> None:
+    from recsys.export.publish import publish
+
+    exported = ctx.run.info("export")
+    published = publish(Path(exported["bundle"]), ctx.bundles, keep=ctx.cfg.pipeline.keep, name=ctx.run.run_id)
+    model_registry.promote(ctx.cfg.pipeline.registered_model, exported["version"])
+    record_champion(ctx.workdir, {"run_id": ctx.run.run_id, "bundle": str(published),
+                                  "data_dir": str(ctx.run.path / "data"), "version": exported["version"],
+                                  "gate": ctx.run.info("gate")})
+    ctx.run.mark_done("publish", bundle=str(published))
+    ctx.echo(f"  published {published} as {ctx.bundles}/current (registry alias champion -> v{exported['version']})")
+
+
+STEP_FUNCS: dict[str, Callable[[Context], None]] = {
+    "ingest": step_ingest, "train": step_train, "evaluate": step_evaluate,
+    "export": step_export, "gate": step_gate, "publish": step_publish,
+}

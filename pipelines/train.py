@@ -1,0 +1,130 @@
+"""`recsys train`: prepared data -> fit (validating every epoch) -> test -> one MLflow run.
+
+The run records: params = the flattened config + the evaluation protocol; metrics ``train_*`` and
+``val_*`` per epoch (``step=epoch``) and the final ``val_*`` / ``test_*``; tags = git commit, data
+set name and fingerprint, device, package versions; artifacts = the config, ``metrics.json``, the
+training-curve PNG and, for models with item vectors, an embedding map PNG. A run that raises ends
+FAILED with the error recorded (see :func:`pipelines.tracking.tracked_run`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import numpy as np
+
+from pipelines import plots, tracking
+from pipelines.config import RunConfig
+from pipelines.prepare import Prepared, load_prepared, prepare
+from recsys.config import to_dict
+from recsys.device import resolve_device
+from recsys.evaluation.evaluator import EvalProtocol, evaluate_model, make_validator
+from recsys.models.base import Model
+from recsys.models.registry import build_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced."""
+
+    run_id: str
+    model_name: str
+    model_dir: Path
+    val: dict[str, float]
+    test: dict[str, float]
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        keys = [k for k in ("hr_10", "ndcg_10", "hr_20", "ndcg_20", "mrr") if k in self.test]
+        figures = "  ".join(f"test_{k}={self.test[k]:.4f}" for k in keys)
+        return f"{self.model_name} run {self.run_id}: {figures}  ({self.seconds:.1f} s fit+eval)"
+
+
+def data_dir_for(cfg: RunConfig, root: Path) -> Path:
+    """A prepared-data folder keyed by the data config and seed, so runs on the same data share it."""
+    key = json.dumps({"data": to_dict(cfg.data), "seed": cfg.run.seed}, sort_keys=True, default=str)
+    return root / f"{cfg.data.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def prepared_data(cfg: RunConfig, out: Path) -> Prepared:
+    """Reuse the prepared folder for this data config when it exists, else build it."""
+    d = data_dir_for(cfg, out / "data")
+    if (d / "report.json").is_file():
+        return load_prepared(d, cfg.data.name)
+    return prepare(cfg.data, d, seed=cfg.run.seed)
+
+
+def protocol_for(cfg: RunConfig, data: Prepared) -> EvalProtocol:
+    return EvalProtocol(split=data.split.params.get("kind", cfg.data.split), ks=tuple(cfg.eval.ks),
+                        exclude_history=cfg.eval.exclude_history, fingerprint=data.split.fingerprint)
+
+
+def train_run(cfg: RunConfig, out: str | Path, data: Prepared | None = None, nested: bool = False) -> TrainResult:
+    """Fit ``cfg``'s model on its data, evaluate it, and log everything to one MLflow run."""
+    out = Path(out)
+    data = data or prepared_data(cfg, out)
+    device = resolve_device(cfg.run.device)
+    protocol = protocol_for(cfg, data)
+    split = data.split
+    tags = {"data_name": data.name, "data_fingerprint": split.fingerprint, "device": str(device),
+            "model": cfg.model_name}
+    with tracking.tracked_run(cfg.run.experiment, cfg.run.name, tags=tags, nested=nested) as run:
+        tracking.log_params({**cfg.flat(), **protocol.as_dict(), **_split_params(split.params)})
+        model = build_model(cfg.model_name, {"seed": cfg.run.seed, **cfg.model}, device)
+        kw = {"device": device, "batch_size": cfg.eval.batch_size}
+        validator = make_validator(split.valid_history, split.valid_targets, protocol, **kw)
+        on_epoch = tracking.epoch_logger()
+        t0 = time.perf_counter()
+        model.fit(split.train, on_epoch_end=on_epoch, validate=validator)
+        fit_s = time.perf_counter() - t0
+        val = evaluate_model(model, split.valid_history, split.valid_targets, protocol, **kw)
+        test = evaluate_model(model, split.test_history, split.test_targets, protocol, **kw)
+        seconds = time.perf_counter() - t0
+        tracking.log_metrics(val, "val_")
+        tracking.log_metrics(test, "test_")
+        tracking.log_metrics({"fit_seconds": fit_s, "total_seconds": seconds}, "")
+        model_dir = out / "models" / run.info.run_id
+        model.save(model_dir)
+        _log_artifacts(cfg, model, data, on_epoch.history, val, test, model_dir)
+        log.info("%s: val %s test %s", cfg.run.name, _short(val), _short(test))
+        return TrainResult(run.info.run_id, cfg.model_name, model_dir, val, test, seconds, on_epoch.history)
+
+
+def _split_params(params: dict) -> dict:
+    return {f"split.{k}": v for k, v in params.items() if not isinstance(v, dict | list)}
+
+
+def _short(m: dict[str, float]) -> str:
+    return " ".join(f"{k}={m[k]:.4f}" for k in ("hr_10", "ndcg_10") if k in m)
+
+
+def _log_artifacts(cfg: RunConfig, model: Model, data: Prepared, history: list[dict[str, float]],
+                   val: dict[str, float], test: dict[str, float], model_dir: Path) -> None:
+    """Config, metrics JSON, training curves and the embedding map, through a scratch folder."""
+    with tracking.scratch_dir() as tmp:
+        t = Path(tmp)
+        cfg_path = t / "config.json"
+        cfg_path.write_text(json.dumps({"source": cfg.source, **cfg.flat()}, indent=2, default=str))
+        tracking.log_file(cfg_path)
+        if cfg.source and Path(cfg.source).is_file():
+            tracking.log_file(Path(cfg.source))
+        (t / "metrics.json").write_text(json.dumps({"val": val, "test": test, "history": history}, indent=2))
+        tracking.log_file(t / "metrics.json")
+        curve = plots.training_curves(history, t / "training_curves.png", title=cfg.run.name)
+        if curve is not None:
+            tracking.log_file(curve)
+        vecs = model.item_vectors()
+        if vecs.shape[1] >= 2:
+            pop = np.bincount(data.split.train.items, minlength=vecs.shape[0])
+            plots.embedding_map(vecs, t / "embedding_map.png", np.log1p(pop), "log(1 + train count)")
+            tracking.log_file(t / "embedding_map.png")
+    mlflow.set_tag("model_dir", str(model_dir))
