@@ -95,6 +95,7 @@ def epoch_seconds(raw: pl.DataFrame, col: str, unit: TimestampUnit, source: str)
     if resolved == "iso":  # auto found no numbers at all
         return _iso_seconds(s), "iso"
     numeric = _numeric_seconds(as_int, as_float, resolved)
-    if unit == "auto" and dtype == pl.String:
+    # ISO parsing is the costly part: only when some non-blank value is not a number
+    if unit == "auto" and dtype == pl.String and raw.select((as_float.is_null() & (s != "")).any()).item():
         return pl.coalesce(numeric, _iso_seconds(s)), resolved
     return numeric, resolved

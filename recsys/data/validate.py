@@ -91,37 +91,35 @@ class Validated:
     stats: dict = field(default_factory=dict)
 
 
-def _id_checks(raw: pl.DataFrame, col: str, null_reason: str, id_dtype: IdDtype, source: str) -> list:
-    """(condition, reason) pairs for an id column; typed integer columns can only be null."""
-    dtype = raw.schema[col]
+def _id_checks(raw: pl.DataFrame, col: str, null_reason: str, id_dtype: IdDtype, source: str) -> tuple:
+    """(stripped id expression, [(condition, reason), ...]); conditions read the ``_<col>`` column."""
+    dtype, tmp = raw.schema[col], pl.col(f"_{col}")
     if dtype.is_integer():
-        return [(pl.col(col).is_null(), null_reason)]
+        return pl.col(col).cast(pl.Int64), [(tmp.is_null(), null_reason)]
     if dtype != pl.String:
         raise DataError(
             f"{source}: column {col!r} has dtype {dtype}; ids must be integers or strings. "
             f"Cast the column to Int64 or String before writing the file."
         )
-    s = pl.col(col).str.strip_chars()
-    checks = [(pl.col(col).is_null(), null_reason), (s == "", EMPTY_ID)]
+    checks = [(tmp.is_null(), null_reason), (tmp == "", EMPTY_ID)]
     if id_dtype == "int":
-        checks.append((~s.str.contains(_INT_ID), WRONG_TYPE))
-    return checks
+        checks.append((~tmp.str.contains(_INT_ID), WRONG_TYPE))
+    return pl.col(col).str.strip_chars(), checks
 
 
 def _weight_expr(raw: pl.DataFrame) -> tuple[pl.Expr, list]:
-    """Float64 weight (1.0 when the source has none) and its (condition, reason) checks."""
+    """Float64 weight (1.0 when the source has none) and its checks, which read the ``_w`` column."""
     if WEIGHT not in raw.columns:
         return pl.lit(1.0, pl.Float64), []
-    col = pl.col(WEIGHT)
+    col, w = pl.col(WEIGHT), pl.col("_w")
+    bad = ~w.is_finite() | (w < 0)
     if raw.schema[WEIGHT] == pl.String:
         s = col.str.strip_chars()
-        w = s.cast(pl.Float64, strict=False)
-        missing = col.is_null() | (s == "")
-        return w, [(missing, MISSING_WEIGHT), (w.is_null(), WRONG_TYPE), (~w.is_finite() | (w < 0), BAD_WEIGHT)]
+        return s.cast(pl.Float64, strict=False), [((col.is_null() | (s == "")), MISSING_WEIGHT),
+                                                  (w.is_null(), WRONG_TYPE), (bad, BAD_WEIGHT)]
     if not raw.schema[WEIGHT].is_numeric():
-        return col, [(pl.lit(True), WRONG_TYPE)]
-    w = col.cast(pl.Float64)
-    return w, [(col.is_null(), MISSING_WEIGHT), (~w.is_finite() | (w < 0), BAD_WEIGHT)]
+        return pl.lit(None, pl.Float64), [(pl.lit(True), WRONG_TYPE)]
+    return col.cast(pl.Float64), [(col.is_null(), MISSING_WEIGHT), (bad, BAD_WEIGHT)]
 
 
 def _first_reason(checks: list) -> pl.Expr:
@@ -134,17 +132,15 @@ def _first_reason(checks: list) -> pl.Expr:
 
 
 def _cast_ids(frame: pl.DataFrame, id_dtype: IdDtype) -> pl.DataFrame:
-    """Strip string ids; under ``"auto"`` turn them into Int64 when every one is a plain integer."""
+    """Under ``"auto"`` turn (stripped) string ids into Int64 when every one is a plain integer."""
     out = []
     for col in (USER, ITEM):
-        if frame.schema[col] != pl.String:
-            out.append(pl.col(col).cast(pl.Int64))
+        if frame.schema[col] != pl.String or id_dtype == "str":
             continue
-        s = pl.col(col).str.strip_chars()
-        all_int = id_dtype == "int" or (
-            id_dtype == "auto" and frame.height > 0 and frame.select(s.str.contains(_INT_ID).all()).item()
-        )
-        out.append(s.cast(pl.Int64) if all_int else s)
+        as_int = frame[col].cast(pl.Int64, strict=False)
+        # a cheap cast first; the exact check (no leading zeros, no '+') only when it succeeded
+        if id_dtype == "int" or (as_int.null_count() == 0 and frame[col].str.contains(_INT_ID).all()):
+            out.append(as_int)
     return frame.with_columns(out)
 
 
@@ -189,18 +185,23 @@ def validate_frame(
     if TIMESTAMP not in raw.columns:
         raw, timestamp_unit = raw.with_columns(pl.col(ROW).cast(pl.Int64).alias(TIMESTAMP)), "position"
     checks = [(pl.col(READER_REASON).is_not_null(), pl.col(READER_REASON))] if READER_REASON in raw.columns else []
-    checks += _id_checks(raw, USER, NULL_USER, id_dtype, source) + _id_checks(raw, ITEM, NULL_ITEM, id_dtype, source)
+    user, user_checks = _id_checks(raw, USER, NULL_USER, id_dtype, source)
+    item, item_checks = _id_checks(raw, ITEM, NULL_ITEM, id_dtype, source)
     ts, unit = epoch_seconds(raw, TIMESTAMP, timestamp_unit, source)
-    checks += [(ts.is_null() & _blank(raw, TIMESTAMP), MISSING_TIMESTAMP), (ts.is_null(), UNPARSABLE_TIMESTAMP)]
-    if unit != "position":
-        checks.append(((ts < bounds.min_ts) | (ts > bounds.upper()), IMPLAUSIBLE_TIMESTAMP))
     weight, weight_checks = _weight_expr(raw)
-    checks += weight_checks
-    tagged = raw.with_columns(_first_reason(checks).alias(REASON), ts.alias("_ts"), weight.alias("_w"))
+    # parse every column once; the checks below only compare the parsed columns
+    parsed = raw.with_columns(user.alias("_user"), item.alias("_item"), ts.alias("_ts"), weight.alias("_w"))
+    t = pl.col("_ts")
+    checks += user_checks + item_checks
+    checks += [(t.is_null() & _blank(raw, TIMESTAMP), MISSING_TIMESTAMP), (t.is_null(), UNPARSABLE_TIMESTAMP)]
+    if unit != "position":
+        checks.append(((t < bounds.min_ts) | (t > bounds.upper()), IMPLAUSIBLE_TIMESTAMP))
+    tagged = parsed.with_columns(_first_reason(checks + weight_checks).alias(REASON))
     bad, ok = tagged.filter(pl.col(REASON).is_not_null()), tagged.filter(pl.col(REASON).is_null())
     event = pl.col(EVENT).cast(pl.String).str.strip_chars() if EVENT in raw.columns else pl.lit(None, pl.String)
     frame = _cast_ids(ok.select(
-        USER, ITEM, pl.col("_ts").cast(pl.Int64).alias(TIMESTAMP), pl.col("_w").cast(pl.Float32).alias(WEIGHT),
+        pl.col("_user").alias(USER), pl.col("_item").alias(ITEM), t.cast(pl.Int64).alias(TIMESTAMP),
+        pl.col("_w").cast(pl.Float32).alias(WEIGHT),
         pl.when(event != "").then(event).otherwise(pl.lit(None, pl.String)).alias(EVENT),
     ), id_dtype)
     report = IngestReport(source=source, rows_read=raw.height, accepted=frame.height, quarantined=bad.height)
