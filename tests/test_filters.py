@@ -171,3 +171,14 @@ def test_kcore_is_a_core_and_the_maximal_one(pairs, uk, ik):
     assert kept == [p for p in pairs if p[0] in ku and p[1] in ki]
     # maximal
     assert len(kept) == brute_force_core(pairs, uk, ik)
+
+
+@settings(max_examples=40, deadline=None)
+@given(pairs=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), min_size=1, max_size=60),
+       offset=st.sampled_from([0, -3, 10**15]), k=st.integers(1, 3))
+def test_kcore_on_compact_and_sparse_integer_ids_matches_string_ids(pairs, offset, k):
+    """count_codes' value-offset path (compact ints) and the hashing path (strings) give the same core."""
+    users = [u * (1 if offset != 10**15 else offset) + offset for u, _ in pairs]  # 10**15: a sparse range
+    ints = pl.DataFrame({"user": users, "item": [i for _, i in pairs]})
+    strs = ints.select(pl.col("user").cast(pl.String), pl.col("item").cast(pl.String))
+    assert kcore(ints, k, k)["user"].cast(pl.String).to_list() == kcore(strs, k, k)["user"].to_list()

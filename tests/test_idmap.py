@@ -109,3 +109,21 @@ def test_round_trip_and_stability_under_extend(pair):
     new = sorted(set(later) - set(first))
     assert e.encode(new).to_list() == list(range(len(m) + 1, len(e) + 1))
     assert e.decode(e.encode(later)).to_list() == list(later)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ids=st.lists(st.integers(-50, 200), min_size=1, max_size=60, unique=True),
+       extra=st.lists(st.integers(-50, 200), max_size=60), wide=st.booleans())
+def test_compact_int_lookup_matches_hash_path(ids, extra, wide):
+    """encode's lookup-table path (compact integer ids, maybe extended) equals the general path."""
+    m = IdMap.fit(ids[: len(ids) // 2 + 1]).extend(ids)  # extend makes the index order non-sorted
+    if wide:  # a range far wider than the map forces the general path
+        m = m.extend([10**12])
+    values = pl.Series("v", [ids[k % len(ids)] for k in range(len(extra) + 3)])
+    expected = pl.Series("v", [m.ids.to_list().index(v) + 1 for v in values], dtype=pl.Int32)
+    assert m.encode(values).equals(expected)
+    unknown = [v for v in extra if v not in ids]
+    if unknown:
+        with pytest.raises(UnknownIdError):
+            m.encode(pl.Series("v", unknown))
+        assert m.encode(pl.Series("v", unknown), unknown="null").null_count() == len(unknown)

@@ -110,7 +110,9 @@ def _hash_candidates(frame: pl.DataFrame) -> np.ndarray:
 def _exact_copies(df: pl.DataFrame) -> np.ndarray:
     """(n,) bool, True for every row that equals an earlier row in all columns."""
     copies = np.zeros(df.height, dtype=bool)
-    cand = _hash_candidates(df)
+    # equal rows share (user, item, timestamp); hashing just those skips the wide (string) columns
+    keys = [c for c in (USER, ITEM, TIMESTAMP) if c in df.columns]
+    cand = _hash_candidates(df.select(keys))
     if len(cand):
         first = df[cand].select(pl.struct(pl.all()).is_first_distinct()).to_series().to_numpy()
         copies[cand[~first]] = True
@@ -150,6 +152,17 @@ def dense_codes(values: pl.Series) -> np.ndarray:
     uniq = values.unique()
     codes = np.arange(len(uniq), dtype=np.int32)
     return values.replace_strict(uniq, codes, return_dtype=pl.Int32).to_numpy()
+
+
+def count_codes(values: pl.Series) -> np.ndarray:
+    """(n,) int codes >= 0 to ``np.bincount`` over: ``value - min`` for integer ids whose range is at
+    most 4x the number of rows (no hashing needed), else :func:`dense_codes`."""
+    if values.dtype.is_integer() and len(values) and not values.null_count():
+        lo, hi = int(values.min()), int(values.max())
+        if hi - lo <= 4 * len(values):
+            codes = values.to_numpy() - lo
+            return codes.astype(np.int32) if hi - lo < 2**31 else codes
+    return dense_codes(values)
 
 
 def kcore_mask(users: np.ndarray, items: np.ndarray, user_k: int, item_k: int) -> tuple[np.ndarray, int]:
@@ -204,7 +217,7 @@ def kcore(
             raise ValueError(f"kcore: {name} must be an int >= 1, got {k!r}")
     _require_columns(df, (USER, ITEM), "kcore")
     _start(report, df.height, "kcore")
-    keep, passes = kcore_mask(dense_codes(df[USER]), dense_codes(df[ITEM]), int(user_k), int(item_k))
+    keep, passes = kcore_mask(count_codes(df[USER]), count_codes(df[ITEM]), int(user_k), int(item_k))
     out = df.filter(pl.Series(keep))
     _count_filtered(report, "kcore", df.height - out.height)
     if report is not None:

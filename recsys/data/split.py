@@ -109,10 +109,14 @@ class _Parts:
     def __init__(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray, n_users: int, n_items: int):
         self.users, self.items, self.ts = users, items, ts
         self.n_users, self.n_items = n_users, n_items
+        # (n_users + 2,) start of every user's events; users are sorted, so a part's offsets are the
+        # running count of its mask at these starts (no per-part copy, sort check or bincount of users)
+        self.starts = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=n_users + 1))])
 
     def seqs(self, mask: np.ndarray) -> Sequences:
-        return Sequences.from_arrays(self.users[mask], self.items[mask], n_rows=self.n_users + 1,
-                                     n_items=self.n_items, timestamps=self.ts[mask])
+        kept = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
+        return Sequences(kept[self.starts], self.items[mask].astype(np.int32, copy=False), self.n_items,
+                         self.ts[mask].astype(np.int64, copy=False))
 
     def users_with(self, mask: np.ndarray) -> np.ndarray:
         """(n_users + 1,) bool: user has at least one event in ``mask``."""
