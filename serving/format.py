@@ -42,12 +42,22 @@ ENCODER_PREFIX = "encoder_"
 REQUIRED_FILES = (INDEX, ITEM_VECTORS, USER_VECTORS, ITEM_IDS, USER_IDS, SEEN, POPULAR, POPULARITY)
 #: Annoy metric per model similarity
 METRICS = ("dot", "angular")
-#: the manifest's ``search_k`` was tuned for 10 results; serving scales it by n / 10 for larger fetches
+#: the manifest's ``search_k`` is for 10 results; see :func:`effective_search_k` for n results
 SEARCH_K_FOR = 10
+#: candidate search per bundle (manifest "search"): the Annoy index, or exact scoring of every item
+#: (chosen at export when Annoy would inspect half the catalogue anyway, so it saves nothing)
+SEARCH_MODES = ("annoy", "exact")
 #: publish root layout: ``<root>/bundles/<version>/`` and ``<root>/current`` -> ``bundles/<version>``
 BUNDLES_DIR = "bundles"
 CURRENT = "current"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def effective_search_k(search_k: int, n_trees: int, n: int) -> int:
+    """Nodes Annoy inspects to return ``n`` results: ``search_k`` scaled by n / 10 (never below Annoy's
+    default ``n_trees * n``). Over-fetching past excluded items needs a proportionally wider search,
+    or the items that survive the exclusion (ranks 11..n) are found less often than the top 10."""
+    return max(search_k, search_k * n // SEARCH_K_FOR, n_trees * n)
 
 
 class BundleError(RuntimeError):

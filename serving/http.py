@@ -62,6 +62,26 @@ def error(status: int, message: str, field: str | None = None, code: str | None 
                 status_code=status)
 
 
+class BodyLimit:
+    """Refuse bodies over MAX_BODY_BYTES before they are read (pure ASGI: no per-request task overhead)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            length = dict(scope["headers"]).get(b"content-length")
+            resp = None
+            if length is None:
+                resp = error(411, "send a Content-Length header (chunked bodies are not accepted)")
+            elif not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                resp = error(413, f"body of {length.decode()} bytes exceeds the {MAX_BODY_BYTES} byte limit", "body")
+            if resp is not None:
+                await resp(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class State:
     """The serving Recommender plus hot-reload bookkeeping (read by handlers, written by the watcher)."""
 
@@ -172,15 +192,7 @@ def create_app(path: str | Path, reload_interval: float = 2.0) -> FastAPI:
 
 
 def _install_errors(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        if request.method in ("POST", "PUT", "PATCH"):
-            length = request.headers.get("content-length")
-            if length is None:
-                return error(411, "send a Content-Length header (chunked bodies are not accepted)")
-            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-                return error(413, f"body of {length} bytes exceeds the {MAX_BODY_BYTES} byte limit", "body")
-        return await call_next(request)
+    app.add_middleware(BodyLimit)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSON:

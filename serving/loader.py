@@ -124,6 +124,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
 
 def _load_index(d: Path, manifest: dict, dim: int, n_items: int) -> AnnoyIndex:
     _check(manifest["metric"] in fmt.METRICS, d, f"unknown metric {manifest['metric']!r}")
+    _check(manifest.get("search", "annoy") in fmt.SEARCH_MODES, d, f"unknown search {manifest.get('search')!r}")
     index = AnnoyIndex(dim, manifest["metric"])
     try:
         index.load(str(d / fmt.INDEX), prefault=False)

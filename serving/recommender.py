@@ -43,18 +43,24 @@ class Recommendation:
 class Recommender:
     """Answers lookups from one loaded bundle; thread-safe for reads (nothing mutates after load)."""
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, search: str | None = None) -> None:
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.n_items = bundle.manifest["counts"]["items"]
         self.angular = bundle.manifest["metric"] == "angular"
-        annoy = bundle.manifest["annoy"]
-        self._search_k, self._search_k_for = int(annoy["search_k"]), int(annoy.get("search_k_for", fmt.SEARCH_K_FOR))
+        self.search = search or bundle.manifest.get("search", "annoy")
+        if self.search not in fmt.SEARCH_MODES:
+            raise ValueError(f"search must be one of {fmt.SEARCH_MODES}; got {self.search!r}")
+        self._search_k = int(bundle.manifest["annoy"]["search_k"])
+        self._n_trees = int(bundle.manifest["annoy"]["n_trees"])
 
     @classmethod
-    def load(cls, path: str | Path, verify: bool = True) -> Recommender:
-        """Load a bundle dir or the ``current`` bundle of a publish root; raises BundleError when unusable."""
-        return cls(load_bundle(path, verify=verify))
+    def load(cls, path: str | Path, verify: bool = True, search: str | None = None) -> Recommender:
+        """Load a bundle dir or the ``current`` bundle of a publish root; raises BundleError when unusable.
+
+        ``search`` overrides the bundle's candidate search ("annoy" or "exact"; default: the manifest's).
+        """
+        return cls(load_bundle(path, verify=verify), search)
 
     @property
     def path(self) -> Path:
@@ -119,6 +125,8 @@ class Recommender:
                 source: str) -> Recommendation:
         if allowed is not None:  # a whitelist is scored exactly: no ANN recall loss, cost O(|allow| d)
             cands = np.setdiff1d(allowed, banned, assume_unique=True)
+        elif self.search == "exact":
+            cands = self._exact_candidates(query, k, banned)
         else:
             cands = self._ann_candidates(query, k, banned)
         scores = self._score(query, cands)
@@ -129,12 +137,27 @@ class Recommender:
         """At least ``k`` non-banned item indices (fewer only when the catalogue is exhausted)."""
         n = min(k + len(banned), self.n_items)
         while True:
-            search_k = int(self._search_k * max(1.0, n / self._search_k_for))
+            search_k = fmt.effective_search_k(self._search_k, self._n_trees, n)
             got = np.asarray(self.bundle.index.get_nns_by_vector(query, n, search_k=search_k), dtype=np.int64) + 1
             keep = got[~np.isin(got, banned)] if len(banned) else got
             if len(keep) >= k or n >= self.n_items:
                 return keep
             n = min(max(2 * n, n + k), self.n_items)
+
+    def _exact_candidates(self, query: np.ndarray, k: int, banned: np.ndarray) -> np.ndarray:
+        """Best ``k`` non-banned item indices by scoring every item (order is settled by the caller)."""
+        scores = np.asarray(self.bundle.item_vectors @ query)  # (n_items + 1,)
+        if self.angular:
+            scores = scores / self._item_norms()
+        scores[0] = -np.inf
+        scores[banned] = -np.inf
+        top = np.argpartition(-scores, min(k, self.n_items) - 1)[:k]
+        return top[np.isfinite(scores[top])]
+
+    def _item_norms(self) -> np.ndarray:
+        if not hasattr(self, "_norms"):
+            self._norms = np.maximum(np.linalg.norm(self.bundle.item_vectors, axis=1), 1e-12)
+        return self._norms
 
     def _score(self, query: np.ndarray, cands: np.ndarray) -> np.ndarray:
         vecs = np.asarray(self.bundle.item_vectors[cands], dtype=np.float32)  # (n, d)

@@ -14,7 +14,7 @@ from test_serving import make_bundle
 
 from recsys.data.sequences import Sequences
 from recsys.export import AnnConfig, export_bundle, export_model, list_bundles, publish, rollback
-from recsys.export.ann import ann_topk, build_index, exact_topk, recall
+from recsys.export.ann import AnnResult, ann_topk, build_index, choose_search, exact_topk, recall
 from recsys.export.publish import current_version
 from recsys.models.base import Model, NaNLossError
 from serving import BundleError, Recommender
@@ -71,6 +71,20 @@ def test_recall_helpers_on_a_hand_made_case():
     assert recall(np.array([[1, 2]]), [np.array([2, 3])]) == 0.5
     index = build_index(items, "dot", n_trees=2)
     assert ann_topk(index, np.array([[1.0, 0.1]], np.float32), -1, k=1)[0].tolist() == [1]
+    assert ann_topk(index, np.array([[1.0, 0.1]], np.float32), -1, k=1, banned=[[1]])[0].tolist() == [2]
+    assert exact_topk(np.array([[1.0, 0.1]]), items, "dot", k=1, banned=[[1]]).tolist() == [[2]]
+
+
+def test_search_mode_is_exact_only_where_annoy_saves_nothing():
+    def res(search_k, reached=True):
+        return AnnResult(10, search_k, 1.0, 1.0, reached, 0.0, [])
+
+    cfg = AnnConfig()
+    assert choose_search(res(600), 1000, cfg) == "exact"  # would inspect >= half the catalogue
+    assert choose_search(res(400), 1000, cfg) == "annoy"
+    assert choose_search(res(400, reached=False), 1000, cfg) == "exact"  # missed target, exact is affordable
+    assert choose_search(res(10**6, reached=False), 10**6, cfg) == "annoy"  # too big to score exactly
+    assert choose_search(res(600), 1000, AnnConfig(search="annoy")) == "annoy"
 
 
 def test_bad_inputs_are_refused_with_the_field_named(tmp_path):

@@ -50,7 +50,18 @@ def bundle(tmp_path_factory) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="module")
 def rec(bundle) -> Recommender:
-    return Recommender.load(bundle[0])
+    return Recommender.load(bundle[0], search="annoy")  # the tiny catalogue alone would pick exact scoring
+
+
+def test_exact_search_mode_agrees_with_annoy(rec, bundle):
+    exact_rec = Recommender.load(bundle[0])
+    assert exact_rec.search == "exact" and rec.search == "annoy"
+    for u in range(101, 101 + N_USERS):
+        assert exact_rec.recommend(u, k=10).items == rec.recommend(u, k=10).items
+    assert exact_rec.similar_items("i7", k=5).items == rec.similar_items("i7", k=5).items
+    assert len(exact_rec.recommend(102, k=1000).items) == N_ITEMS - 8
+    with pytest.raises(ValueError, match="search must be one of"):
+        Recommender.load(bundle[0], search="faiss")
 
 
 def test_recommend_equals_exact_topk_with_seen_excluded(rec, bundle):
@@ -124,12 +135,13 @@ def test_batch_matches_single_and_results_hold_raw_ids(rec):
 
 def test_angular_bundle_scores_are_cosines(tmp_path):
     path, a = make_bundle(tmp_path / "cos", metric="cosine")
-    rec = Recommender.load(path)
-    assert rec.manifest["metric"] == "angular"
-    got = rec.similar_items("i3", k=3)
     unit = a["items"] / np.maximum(np.linalg.norm(a["items"], axis=1, keepdims=True), 1e-12)
-    assert got.items == exact(unit[3], unit, 3, banned=[3])
-    assert np.allclose(got.scores, [unit[int(i[1:])] @ unit[3] for i in got.items], atol=1e-5)
+    for search in ("annoy", "exact"):
+        rec = Recommender.load(path, search=search)
+        assert rec.manifest["metric"] == "angular"
+        got = rec.similar_items("i3", k=3)
+        assert got.items == exact(unit[3], unit, 3, banned=[3])
+        assert np.allclose(got.scores, [unit[int(i[1:])] @ unit[3] for i in got.items], atol=1e-5)
 
 
 def test_item_metadata_is_returned(tmp_path):

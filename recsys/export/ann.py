@@ -5,6 +5,11 @@ user vectors (``recommend``) and of item vectors (``similar_items``, the item it
 ``n_trees`` doubles and ``search_k`` grows until the lower of the two recalls reaches the
 target, within a budget of trees, search_k and build seconds; the best setting found is kept
 (and flagged) when the budget runs out first.
+
+Then the bundle's candidate search is chosen (``choose_search``): "exact" scoring of every item
+when the tuned Annoy setting would inspect half the catalogue anyway (small catalogues, where a
+matrix-vector product is both faster and exact), or when the target was missed on a catalogue
+small enough to score exactly; "annoy" otherwise.
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import scipy.sparse as sp
 from annoy import AnnoyIndex
 
-from serving.format import SEARCH_K_FOR
+from serving.format import SEARCH_K_FOR, effective_search_k
 
 K = 10
 
@@ -32,6 +38,8 @@ class AnnConfig:
     sample: int = 500
     seed: int = 0
     n_jobs: int = -1
+    search: str = "auto"  # "auto" | "annoy" | "exact": the candidate search serving uses
+    exact_max_items: int = 200_000  # "auto" may pick exact scoring only up to this catalogue size
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,15 @@ class AnnResult:
         return asdict(self)
 
 
+def choose_search(result: AnnResult, n_items: int, cfg: AnnConfig) -> str:
+    """The serving candidate search for a tuned index (see the module docstring)."""
+    if cfg.search != "auto":
+        return cfg.search
+    if n_items > cfg.exact_max_items:
+        return "annoy"
+    return "exact" if result.search_k >= n_items / 2 or not result.target_reached else "annoy"
+
+
 def build_index(item_vectors: np.ndarray, metric: str, n_trees: int, seed: int = 0, n_jobs: int = -1) -> AnnoyIndex:
     """Annoy index over rows 1..n of ``item_vectors`` (n_items + 1, d); Annoy id j = item index j + 1."""
     index = AnnoyIndex(item_vectors.shape[1], metric)
@@ -59,32 +76,35 @@ def build_index(item_vectors: np.ndarray, metric: str, n_trees: int, seed: int =
 
 
 def exact_topk(queries: np.ndarray, item_vectors: np.ndarray, metric: str, k: int = K,
-               skip: np.ndarray | None = None, batch: int = 256) -> np.ndarray:
-    """(n, k) exact best item indices (1-based) per query; ``skip`` (n,) item to leave out (or 0)."""
+               banned: list[np.ndarray] | None = None, batch: int = 256) -> np.ndarray:
+    """(n, k) exact best item indices (1-based) per query; ``banned[i]`` items never returned for query i."""
     items = np.asarray(item_vectors[1:], dtype=np.float32)  # (n_items, d)
     if metric == "angular":
         items = items / np.maximum(np.linalg.norm(items, axis=1, keepdims=True), 1e-12)
     out = np.zeros((len(queries), k), dtype=np.int64)
     for s in range(0, len(queries), batch):
         scores = queries[s:s + batch] @ items.T  # (B, n_items)
-        if skip is not None:
-            rows = np.flatnonzero(skip[s:s + batch] > 0)
-            scores[rows, skip[s:s + batch][rows] - 1] = -np.inf
+        for i, b in enumerate(banned[s:s + batch] if banned is not None else ()):
+            scores[i, np.asarray(b, dtype=np.int64) - 1] = -np.inf
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         out[s:s + batch] = top + 1
     return out
 
 
 def ann_topk(index: AnnoyIndex, queries: np.ndarray, search_k: int, k: int = K,
-             skip: np.ndarray | None = None) -> list[np.ndarray]:
-    """Annoy best item indices (1-based) per query, fetching one extra when ``skip`` drops the query item."""
-    out = []
+             banned: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """Annoy best item indices (1-based) per query, fetched the way serving fetches them.
+
+    With ``banned[i]`` the fetch grows to ``k + len(banned[i])`` and ``search_k`` with it
+    (:func:`serving.format.effective_search_k`), then the banned items are dropped.
+    """
+    out, n_trees = [], index.get_n_trees()
     for i, q in enumerate(queries):
-        extra = 1 if skip is not None else 0
-        ids = np.asarray(index.get_nns_by_vector(q, k + extra, search_k=search_k), dtype=np.int64) + 1
-        if skip is not None:
-            ids = ids[ids != skip[i]]
-        out.append(ids[:k])
+        b = np.asarray(banned[i], dtype=np.int64) if banned is not None else np.zeros(0, np.int64)
+        n = k + len(b)
+        got = index.get_nns_by_vector(q, n, search_k=effective_search_k(search_k, n_trees, n))
+        ids = np.asarray(got, dtype=np.int64) + 1
+        out.append(ids[~np.isin(ids, b)][:k])
     return out
 
 
@@ -104,24 +124,33 @@ def _sample(vectors: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.n
     return rows, np.asarray(vectors[rows], dtype=np.float32)
 
 
-def tune_index(item_vectors: np.ndarray, user_vectors: np.ndarray, metric: str,
-               cfg: AnnConfig) -> tuple[AnnoyIndex, AnnResult]:
-    """Build and tune the index; returns the chosen (built) index and what was measured."""
+def tune_index(item_vectors: np.ndarray, user_vectors: np.ndarray, metric: str, cfg: AnnConfig,
+               seen: sp.csr_matrix | None = None) -> tuple[AnnoyIndex, AnnResult]:
+    """Build and tune the index; returns the chosen (built) index and what was measured.
+
+    User queries exclude each user's ``seen`` items (n_users + 1, n_items + 1) exactly as
+    ``recommend`` does, so the recorded recall is the recall serving delivers.
+    """
     rng = np.random.default_rng(cfg.seed)
     n_items = item_vectors.shape[0] - 1
     k = min(K, max(n_items - 1, 1))
-    _, uq = _sample(user_vectors, cfg.sample, rng)
+    urows, uq = _sample(user_vectors, cfg.sample, rng)
     irows, iq = _sample(item_vectors, cfg.sample, rng)
-    u_exact = exact_topk(uq, item_vectors, metric, k)
-    i_exact = exact_topk(iq, item_vectors, metric, k, skip=irows)
+    if seen is not None:  # keep k eligible items per user
+        ok = np.diff(seen.indptr)[urows] <= n_items - k
+        urows, uq = urows[ok], uq[ok]
+    u_banned = [seen.indices[seen.indptr[u]:seen.indptr[u + 1]] for u in urows] if seen is not None else None
+    i_banned = [np.array([r]) for r in irows]
+    u_exact = exact_topk(uq, item_vectors, metric, k, banned=u_banned)
+    i_exact = exact_topk(iq, item_vectors, metric, k, banned=i_banned)
     trees = [cfg.n_trees] if cfg.n_trees else [t for t in (10, 20, 40, 80, 160, 320, 640) if t <= cfg.max_trees]
     t0, best, tried = time.perf_counter(), None, []
     for n_trees in trees:
         index = build_index(item_vectors, metric, n_trees, cfg.seed, cfg.n_jobs)
         for f in cfg.search_k_factors:
             search_k = n_trees * SEARCH_K_FOR * f
-            ru = recall(u_exact, ann_topk(index, uq, search_k, k))
-            ri = recall(i_exact, ann_topk(index, iq, search_k, k, skip=irows))
+            ru = recall(u_exact, ann_topk(index, uq, search_k, k, banned=u_banned))
+            ri = recall(i_exact, ann_topk(index, iq, search_k, k, banned=i_banned))
             tried.append({"n_trees": n_trees, "search_k": search_k, "recall_users": ru, "recall_items": ri})
             if best is None or min(ru, ri) > min(best[3], best[4]):
                 best = (index, n_trees, search_k, ru, ri)

@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.data.sequences import Sequences
-from recsys.export.ann import AnnConfig, tune_index
+from recsys.export.ann import AnnConfig, choose_search, tune_index
 from recsys.export.inputs import as_id_array, as_seen_csr, check_vectors, meta_list
 from recsys.models.base import Model
 from serving import encoder as enc
@@ -93,7 +93,9 @@ def export_bundle(
     spec = enc.validate_spec(encoder_spec or {"normalize": metric == "angular"}, weights, n_items, dim)
     cfg = ann or AnnConfig()
     cfg = AnnConfig(**{**cfg.__dict__, "target_recall": target_recall})
-    index, ann_result = tune_index(items, users, metric, cfg)
+    if cfg.search not in ("auto", *fmt.SEARCH_MODES):
+        raise ValueError(f"AnnConfig.search must be 'auto' or one of {fmt.SEARCH_MODES}; got {cfg.search!r}")
+    index, ann_result = tune_index(items, users, metric, cfg, seen=csr)
 
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
@@ -111,6 +113,7 @@ def export_bundle(
         manifest = {
             "format_version": fmt.FORMAT_VERSION, "model": model_name, "run_id": run_id,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "dim": dim, "metric": metric,
+            "search": choose_search(ann_result, n_items, cfg),
             "annoy": {"n_trees": ann_result.n_trees, "search_k": ann_result.search_k,
                       "search_k_for": fmt.SEARCH_K_FOR, "build_seconds": round(ann_result.build_seconds, 3)},
             "recall_at_10": {"users": ann_result.recall_users, "items": ann_result.recall_items,
