@@ -148,9 +148,10 @@ class IdMap:
         v = s.to_numpy()
         if v.min() < lo or v.max() > hi:
             return None
-        lut = np.zeros(hi - lo + 1, dtype=np.int32)  # 0 marks "not in the map"
-        lut[self._ids.to_numpy() - lo] = np.arange(1, len(self) + 1, dtype=np.int32)
-        out = lut[v - lo]
+        base = 0 if lo >= 0 and hi <= 4 * len(self) else lo  # base 0: index by the raw id, no subtraction
+        lut = np.zeros(hi - base + 1, dtype=np.int32)  # 0 marks "not in the map"
+        lut[self._ids.to_numpy() - base] = np.arange(1, len(self) + 1, dtype=np.int32)
+        out = lut[v - base if base else v]
         return None if not out.all() else pl.Series(s.name, out, dtype=pl.Int32)
 
     def decode(self, indices: pl.Series | np.ndarray | Iterable[int]) -> pl.Series:

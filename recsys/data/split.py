@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys.data.build import check_encoded, positions_from_end, sort_events
+from recsys.data.build import check_encoded, sort_events
 from recsys.data.schema import ITEM_IDX, TIMESTAMP, USER_IDX, WEIGHT
 from recsys.data.sequences import Sequences
 
@@ -109,13 +109,17 @@ class _Parts:
     def __init__(self, users: np.ndarray, items: np.ndarray, ts: np.ndarray, n_users: int, n_items: int):
         self.users, self.items, self.ts = users, items, ts
         self.n_users, self.n_items = n_users, n_items
-        # (n_users + 2,) start of every user's events; users are sorted, so a part's offsets are the
-        # running count of its mask at these starts (no per-part copy, sort check or bincount of users)
+        # (n_users + 2,) start of every user's events; users are sorted, so a part's row lengths are
+        # per-user sums of its mask (no per-part copy of users, sort check or full-length cumsum)
         self.starts = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=n_users + 1))])
+        self.nonempty = np.flatnonzero(self.starts[:-1] < self.starts[1:])
 
     def seqs(self, mask: np.ndarray) -> Sequences:
-        kept = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
-        return Sequences(kept[self.starts], self.items[mask].astype(np.int32, copy=False), self.n_items,
+        lengths = np.zeros(self.n_users + 1, dtype=np.int64)
+        if len(self.nonempty):
+            lengths[self.nonempty] = np.add.reduceat(mask, self.starts[self.nonempty], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        return Sequences(offsets, self.items[mask].astype(np.int32, copy=False), self.n_items,
                          self.ts[mask].astype(np.int64, copy=False))
 
     def users_with(self, mask: np.ndarray) -> np.ndarray:
@@ -136,10 +140,12 @@ def leave_last_out(encoded: pl.DataFrame, n_users: int, n_items: int) -> SplitDa
     fp = fingerprint(encoded)  # first, so its sorted copy is freed before the arrays below exist
     users, items, ts = _sorted_arrays(encoded)
     parts = _Parts(users, items, ts, n_users, n_items)
-    counts = np.bincount(users, minlength=n_users + 1)
-    pos = positions_from_end(users, n_users + 1)
-    eligible = counts[users] >= 3
-    test, valid = eligible & (pos == 0), eligible & (pos == 1)
+    counts = np.diff(parts.starts)
+    # mark each eligible user's last / second-last event by index (no full-length position arrays)
+    ends = parts.starts[1:][counts >= 3]
+    test, valid = np.zeros(len(users), dtype=bool), np.zeros(len(users), dtype=bool)
+    test[ends - 1] = True
+    valid[ends - 2] = True
     train = ~(test | valid)
     train_s = parts.seqs(train)
     params = {
