@@ -69,11 +69,13 @@ def sample_recommendations(root: Path, n_users: int) -> str:
     from serving import Recommender
 
     rec = Recommender.load(root)
-    users = rec.user_ids[: max(n_users, 0)]
+    users = rec.bundle.users.ids[: max(n_users, 0)]
     lines = [f"sample recommendations from {root}/current ({rec.manifest['model']}):"]
     for u in users:
         res = rec.recommend(u.item() if isinstance(u, np.generic) else u, k=5)
-        lines.append(f"  user {u}: " + ", ".join(str(i) for i in res.item_ids) + f"   [{res.source}]")
+        titles = [m.get("title", "") if isinstance(m, dict) else "" for m in (res.meta or [None] * len(res.items))]
+        shown = ", ".join(f"{i} {t!r}" if t else str(i) for i, t in zip(res.items, titles, strict=True))
+        lines.append(f"  user {u}: {shown}   [{res.source}]")
     return "\n".join(lines)
 
 
@@ -87,7 +89,7 @@ def rollback(
     cfg = _load(config)
     try:
         restored = rollback_champion(cfg)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(ExitCode.USAGE) from None
     typer.echo(f"current -> {restored}")

@@ -17,8 +17,7 @@ Example (experiments/pipelines/default.toml)::
     [models.item2vec]
     dim = 64
 
-Without ``--config`` the built-in :func:`default_config` runs (synthetic data, ALS + item2vec +
-two-tower), which is what the README's main command does.
+Without ``--config`` the built-in :func:`default_config` runs (synthetic data, popularity + ALS), which is what the README's main command does.
 """
 
 from __future__ import annotations
@@ -109,15 +108,14 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
 
 
 def default_config() -> PipelineConfig:
-    """The built-in run: a synthetic log, an ALS baseline, item2vec and a two-tower model; minutes on 2 cores."""
+    """The built-in run: a synthetic log, popularity and ALS; a minute or two on 2 cores."""
     raw = {
         "pipeline": {"name": "default"},
         "data": {"name": "synthetic", "synthetic_users": 3000, "synthetic_items": 1000,
                  "synthetic_events": 120_000},
         "models": {
+            "popularity": {"name": "popularity"},
             "als": {"name": "als", "factors": 32, "iterations": 10},
-            "item2vec": {"name": "item2vec", "dim": 32, "epochs": 5},
-            "two_tower": {"name": "two_tower", "epochs": 5},
         },
     }
     return parse_pipeline_config(raw, source="<built-in defaults>")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -143,6 +144,8 @@ def step_export(ctx: Context) -> None:
     seen = _all_events(data)
     counts = np.bincount(np.asarray(seen.items, dtype=np.int64), minlength=data.split.n_items + 1)
     bundle = ctx.run.path / "bundle"
+    for stale in ctx.run.path.glob(".bundle.tmp-*"):  # left by an export that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     export_bundle(bundle, model.item_vectors(), user_vecs, data.items.ids, data.users.ids, seen=seen,
                   popularity=counts, metric=model.similarity, model_name=f"{info['candidate']}:{model.name}",
                   run_id=ctx.parent_run_id, item_meta=_meta_for_export(data), overwrite=True)
@@ -189,7 +192,7 @@ def step_publish(ctx: Context) -> None:
     from recsys.export.publish import publish
 
     exported = ctx.run.info("export")
-    published = publish(Path(exported["bundle"]), ctx.bundles, keep=ctx.cfg.pipeline.keep, name=ctx.run.run_id)
+    published = publish(ctx.bundles, Path(exported["bundle"]), version=ctx.run.run_id, keep=ctx.cfg.pipeline.keep)
     model_registry.promote(ctx.cfg.pipeline.registered_model, exported["version"])
     record_champion(ctx.workdir, {"run_id": ctx.run.run_id, "bundle": str(published),
                                   "data_dir": str(ctx.run.path / "data"), "version": exported["version"],

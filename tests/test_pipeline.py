@@ -1,0 +1,229 @@
+"""The scheduled pipeline end to end: publish, gate, lock, crash + resume, rollback, incremental logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipelines import tracking
+from pipelines.pipeline import run_pipeline
+from pipelines.pipeline_config import load_pipeline_config
+from pipelines.runstate import ExitCode, LockedError, PipelineExit, run_lock
+from recsys.data.idmap import IdMap
+from serving import Recommender
+
+DATA = 'synthetic_users = 300\nsynthetic_items = 120\nsynthetic_events = 6000\n'
+
+
+def write_config(tmp: Path, models: str, pipeline: str = "", data: str = DATA, name: str = "p.toml") -> Path:
+    text = f'[pipeline]\nworkdir = "wd"\nbundles = "pub"\n{pipeline}\n[data]\n{data}\n{models}\n'
+    (tmp / name).write_text(textwrap.dedent(text))
+    return tmp / name
+
+
+ALS = '[models.als]\nfactors = 16\niterations = 4\n'
+POP = '[models.pop]\nname = "popularity"\n'
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def test_end_to_end_publishes_a_servable_bundle_and_logs_nested_runs(workdir: Path) -> None:
+    cfg = load_pipeline_config(write_config(workdir, POP + ALS))
+    ctx = run_pipeline(cfg, echo=quiet)
+    for step in ("ingest", "train", "evaluate", "export", "gate", "publish"):
+        assert ctx.run.is_done(step)
+    assert ctx.run.info("evaluate")["candidate"] == "als"  # ALS beats popularity on planted structure
+    rec = Recommender.load(workdir / "pub")
+    assert rec.manifest["model"] == "als:als"
+    user = rec.bundle.users.ids[0].item()
+    res = rec.recommend(user, k=5)
+    assert res.source == "model" and len(res.items) == 5
+    seen = set(rec.bundle.items.ids[rec.bundle.seen(1) - 1].tolist())
+    assert not seen & set(res.items)  # seen items are excluded by default
+    client = MlflowClient(tracking.tracking_uri())
+    parent = client.get_run(ctx.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{ctx.parent_run_id}'")
+    assert {c.data.tags["mlflow.runName"] for c in children} == {"pop", "als"}
+    version = client.get_model_version_by_alias("recsys", "champion")
+    assert str(version.version) == str(client.get_model_version_by_alias("recsys", "candidate").version) == "1"
+    assert json.loads((workdir / "wd" / "champion.json").read_text())["version"] == "1"
+    assert (ctx.run.path / "pipeline.log").stat().st_size > 0
+
+
+def test_gate_rejects_a_worse_candidate_and_keeps_the_champion(workdir: Path) -> None:
+    run_pipeline(load_pipeline_config(write_config(workdir, ALS)), echo=quiet)
+    champion_before = os.readlink(workdir / "pub" / "current")
+    worse = load_pipeline_config(write_config(workdir, POP, pipeline="tolerance = 0.0", name="worse.toml"))
+    with pytest.raises(PipelineExit) as err:
+        run_pipeline(worse, echo=quiet)
+    assert err.value.code == ExitCode.GATE_REJECTED
+    assert os.readlink(workdir / "pub" / "current") == champion_before
+    runs = sorted((workdir / "wd" / "runs").iterdir())
+    gate = json.loads((runs[-1] / "gate.json").read_text())
+    assert not gate["promote"] and gate["candidate"] < gate["champion"]
+    assert json.loads((runs[-1] / "ended.json").read_text())["outcome"] == "rejected"
+    client = MlflowClient(tracking.tracking_uri())
+    assert str(client.get_model_version_by_alias("recsys", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("recsys", "candidate").version) == "2"
+    # the next run starts fresh (the rejected run has ended) and a good model is published again
+    ctx = run_pipeline(load_pipeline_config(write_config(workdir, ALS)), echo=quiet)
+    assert ctx.run.path != runs[-1] and ctx.run.is_done("publish")
+
+
+def test_a_concurrent_run_is_refused(workdir: Path) -> None:
+    cfg = load_pipeline_config(write_config(workdir, POP))
+    with run_lock(workdir / "wd"), pytest.raises(LockedError, match="another pipeline run holds"):
+        run_pipeline(cfg, echo=quiet)
+    proc = subprocess.Popen([sys.executable, "-c", "import fcntl,time,sys; f=open('wd/pipeline.lock','a');"
+                             "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        out = _cli(["pipeline", "run", "-c", "p.toml"])
+        assert out.returncode == ExitCode.LOCKED and "another pipeline run holds" in out.stderr
+    finally:
+        proc.kill()
+
+
+def test_bad_data_stops_the_run_with_the_data_exit_code(workdir: Path) -> None:
+    rows = ["user,item,timestamp"] + [f"u{i % 7},i{i % 11},{1_600_000_000 + i}" for i in range(60)]
+    rows += [f"u{i},,not-a-time" for i in range(20)]  # 25% bad rows
+    (workdir / "log.csv").write_text("\n".join(rows) + "\n")
+    write_config(workdir, POP, data='path = "log.csv"\nmax_bad_fraction = 0.5\n',
+                 pipeline="max_bad_fraction = 0.1")
+    out = _cli(["pipeline", "run", "-c", "p.toml"])
+    assert out.returncode == ExitCode.DATA_CHECK_FAILED, out.stderr
+    assert "quarantined" in out.stderr and not (workdir / "pub").exists()
+
+
+def _cli(args: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True,
+                          timeout=600, **kw)
+
+
+def _run_until(args: list[str], ready, timeout: float = 300.0) -> None:
+    """Start the CLI, SIGKILL it as soon as ``ready()`` is true (polled every 5 ms)."""
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                raise AssertionError(f"the run ended (rc {proc.returncode}) before the crash point")
+            if time.time() > deadline:
+                raise TimeoutError("crash point never reached")
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_killed_during_training_and_during_export_resumes_and_never_publishes_half(workdir: Path) -> None:
+    write_config(workdir, POP + ALS)
+    runs = workdir / "wd" / "runs"
+    _run_until(["pipeline", "run", "-c", "p.toml"], lambda: any(runs.glob("*/train-pop.done")))
+    assert not (workdir / "pub").exists()
+    (run_dir,) = list(runs.iterdir())
+    assert (run_dir / "ingest.done").is_file() and not (run_dir / "train-als.done").exists()
+    _run_until(["pipeline", "run", "-c", "p.toml"], lambda: any(run_dir.glob(".bundle.tmp-*")))
+    assert not (workdir / "pub").exists() and not (run_dir / "export.done").exists()
+    out = _cli(["pipeline", "run", "-c", "p.toml"])
+    assert out.returncode == 0, out.stderr
+    assert "[ingest] already done" in out.stdout and "[train] already done" in out.stdout
+    assert "[export] started" in out.stdout and len(list(runs.iterdir())) == 1
+    rec = Recommender.load(workdir / "pub")  # verifies every file's sha256 against the manifest
+    assert rec.manifest["counts"]["items"] > 0
+    assert not list(run_dir.glob(".bundle.tmp-*"))  # the killed export's partial folder was cleaned up
+
+
+@pytest.mark.slow
+def test_rollback_restores_the_previous_bundle_for_a_running_server(workdir: Path) -> None:
+    import httpx
+
+    run_pipeline(load_pipeline_config(write_config(workdir, ALS)), echo=quiet)
+    first = os.readlink(workdir / "pub" / "current")
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "pub", "--port", str(port),
+                               "--reload-interval", "0.2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait(lambda: httpx.get(f"{url}/readyz").status_code == 200)
+        assert httpx.get(f"{url}/v1/model").json()["model"] == "als:als"
+        run_pipeline(load_pipeline_config(write_config(workdir, POP, pipeline="tolerance = 1.0")), echo=quiet)
+        _wait(lambda: httpx.get(f"{url}/v1/model").json()["model"] == "pop:popularity")
+        out = _cli(["pipeline", "rollback", "-c", "p.toml"])
+        assert out.returncode == 0, out.stderr
+        assert os.readlink(workdir / "pub" / "current") == first
+        _wait(lambda: httpx.get(f"{url}/v1/model").json()["model"] == "als:als")
+        assert json.loads((workdir / "wd" / "champion.json").read_text())["version"] == "1"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(cond, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if cond():
+                return
+        except Exception:  # noqa: BLE001 - the server may not be up yet
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("condition not met in time")
+
+
+def test_incremental_log_folder_appends_new_files_and_keeps_ids_stable(workdir: Path) -> None:
+    rng = np.random.default_rng(0)
+    logs = workdir / "logs"
+    logs.mkdir()
+
+    def write_log(name: str, users: range, t0: int) -> None:
+        n = len(users) * 8
+        pl.DataFrame({"user": np.repeat([f"u{u}" for u in users], 8), "item": [f"i{x}" for x in rng.integers(0, 40, n)],
+                      "timestamp": t0 + np.arange(n)}).write_csv(logs / name)
+
+    write_log("day1.csv", range(0, 40), 1_600_000_000)
+    cfg = load_pipeline_config(write_config(workdir, POP, data='path = "logs"\nmin_length = 3\n',
+                                            pipeline="tolerance = 1.0"))
+    first = run_pipeline(cfg, echo=quiet)
+    users1 = IdMap.load(first.run.path / "data" / "user_ids.parquet")
+    write_log("day2.csv", range(30, 60), 1_700_000_000)
+    second = run_pipeline(cfg, echo=quiet)
+    users2 = IdMap.load(second.run.path / "data" / "user_ids.parquet")
+    assert users2.ids[: len(users1)].to_list() == users1.ids.to_list()  # known users keep their index
+    assert len(users2) == 60
+    files = json.loads((workdir / "wd" / "logs" / "files.json").read_text())
+    assert sorted(files) == ["day1.csv", "day2.csv"]
+    assert second.run.info("ingest")["n_events"] == (40 + 30) * 8
