@@ -17,7 +17,8 @@ Example (experiments/pipelines/default.toml)::
     [models.item2vec]
     dim = 64
 
-Without ``--config`` the built-in :func:`default_config` runs (synthetic data, popularity + ALS), which is what the README's main command does.
+Without ``--config`` the built-in :func:`default_config` runs (synthetic data and the models it
+lists); that is what the README's main command does.
 """
 
 from __future__ import annotations
