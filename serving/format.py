@@ -54,10 +54,11 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def effective_search_k(search_k: int, n_trees: int, n: int) -> int:
-    """Nodes Annoy inspects to return ``n`` results: ``search_k`` scaled by n / 10 (never below Annoy's
-    default ``n_trees * n``). Over-fetching past excluded items needs a proportionally wider search,
-    or the items that survive the exclusion (ranks 11..n) are found less often than the top 10."""
-    return max(search_k, search_k * n // SEARCH_K_FOR, n_trees * n)
+    """Nodes Annoy inspects to return ``n`` results: the tuned ``search_k``, or Annoy's default
+    ``n_trees * n`` when a large over-fetch needs more. Export measures recall with each user's
+    seen items excluded through this same rule, so the manifest's recall is the served recall
+    (scaling search_k with every excluded item would cost ~3x on typical histories)."""
+    return max(search_k, n_trees * n)
 
 
 class BundleError(RuntimeError):

@@ -41,8 +41,8 @@ class Bundle:
 
 
 def _npy(path: Path, mmap: bool = True) -> np.ndarray:
-    try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    try:  # asarray: a plain ndarray view of the map (np.memmap indexing adds per-call overhead)
+        return np.asarray(np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False))
     except (ValueError, OSError) as exc:
         raise BundleError(f"{path} is not a readable .npy array ({exc}); re-export the bundle") from exc
 
