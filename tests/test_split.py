@@ -144,3 +144,18 @@ def test_temporal_split_properties(rows, cut, valid_fraction):
     # targets only for users with history; kept events are exactly the input's
     assert np.all(s.test_history.lengths()[s.test_targets.lengths() > 0] > 0)
     assert np.all(s.train.lengths()[s.valid_targets.lengths() > 0] > 0)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("with_weight", [False, True])
+def test_split_fingerprint_shares_the_event_sort_only_when_it_is_valid(ties, with_weight):
+    """Without (user, time) ties the split reuses its sort for the fingerprint; the value must not change."""
+    rng = np.random.default_rng(3)
+    n = 3_000
+    data = pl.DataFrame({"user_idx": rng.integers(1, 40, n).astype(np.int32),
+                         "item_idx": rng.integers(1, 25, n).astype(np.int32),
+                         "timestamp": rng.integers(0, 50 if ties else 10**12, n)})
+    if with_weight:
+        data = data.with_columns(pl.Series("weight", rng.random(n)))
+    assert leave_last_out(data, 39, 24).fingerprint == fingerprint(data)
+    assert temporal_split(data, 39, 24).fingerprint == fingerprint(data)

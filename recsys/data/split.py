@@ -84,23 +84,38 @@ class SplitData:
                    params=meta["params"], fingerprint=meta["fingerprint"])
 
 
+_FP_TYPES = {USER_IDX: pl.Int32, TIMESTAMP: pl.Int64, ITEM_IDX: pl.Int32, WEIGHT: pl.Float32}
+
+
 def fingerprint(encoded: pl.DataFrame) -> str:
     """sha256 (hex) over user_idx, item_idx, timestamp (and weight) sorted by all of them.
 
     Independent of row order and of integer widths; the ``event`` column is not included.
     """
-    cols = {USER_IDX: pl.Int32, TIMESTAMP: pl.Int64, ITEM_IDX: pl.Int32, WEIGHT: pl.Float32}
-    cols = {c: t for c, t in cols.items() if c in encoded.columns}
-    frame = encoded.select([pl.col(c).cast(t) for c, t in cols.items()]).sort(list(cols))
-    h = hashlib.sha256(f"recsys-fingerprint-v1 rows={frame.height} cols={list(cols)}".encode())
+    cols = [c for c in _FP_TYPES if c in encoded.columns]
+    return _hash_sorted(encoded.select([pl.col(c).cast(_FP_TYPES[c]) for c in cols]).sort(cols))
+
+
+def _hash_sorted(frame: pl.DataFrame) -> str:
+    """The fingerprint of a frame already cast and sorted as :func:`fingerprint` does."""
+    cols = [c for c in _FP_TYPES if c in frame.columns]
+    h = hashlib.sha256(f"recsys-fingerprint-v1 rows={frame.height} cols={cols}".encode())
     for c in cols:
-        h.update(np.ascontiguousarray(frame[c].to_numpy()))
+        h.update(np.ascontiguousarray(frame[c].cast(_FP_TYPES[c]).to_numpy()))
     return h.hexdigest()
 
 
-def _sorted_arrays(encoded: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    ev = sort_events(encoded.select(USER_IDX, ITEM_IDX, TIMESTAMP))
-    return ev[USER_IDX].to_numpy(), ev[ITEM_IDX].to_numpy(), ev[TIMESTAMP].to_numpy()
+def _sorted_arrays(encoded: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """users, items, timestamps sorted by (user, time, input order), and the fingerprint.
+
+    Without (user, timestamp) ties that order is also :func:`fingerprint`'s sort order (item and
+    weight never decide), so one sort serves both; with ties the fingerprint sorts on its own.
+    """
+    ev = sort_events(encoded.select([c for c in (USER_IDX, ITEM_IDX, TIMESTAMP, WEIGHT) if c in encoded.columns]))
+    users, items, ts = ev[USER_IDX].to_numpy(), ev[ITEM_IDX].to_numpy(), ev[TIMESTAMP].to_numpy()
+    ties = len(users) > 1 and bool(np.any((ts[1:] == ts[:-1]) & (users[1:] == users[:-1])))
+    fp = fingerprint(encoded) if ties else _hash_sorted(ev)
+    return users, items, ts, fp
 
 
 class _Parts:
@@ -137,8 +152,7 @@ def leave_last_out(encoded: pl.DataFrame, n_users: int, n_items: int) -> SplitDa
     n_users, n_items : sizes of the index spaces.
     """
     check_encoded(encoded, n_users, n_items, "leave_last_out")
-    fp = fingerprint(encoded)  # first, so its sorted copy is freed before the arrays below exist
-    users, items, ts = _sorted_arrays(encoded)
+    users, items, ts, fp = _sorted_arrays(encoded)
     parts = _Parts(users, items, ts, n_users, n_items)
     counts = np.diff(parts.starts)
     # mark each eligible user's last / second-last event by index (no full-length position arrays)
@@ -199,8 +213,7 @@ def temporal_split(
     if cut is None and not 0.0 < cut_quantile < 1.0:
         raise ValueError(f"cut_quantile must be in (0, 1), got {cut_quantile}; or pass cut=<epoch s>")
     check_encoded(encoded, n_users, n_items, "temporal_split")
-    fp = fingerprint(encoded)  # first, so its sorted copy is freed before the arrays below exist
-    users, items, ts = _sorted_arrays(encoded)
+    users, items, ts, fp = _sorted_arrays(encoded)
     parts = _Parts(users, items, ts, n_users, n_items)
     cut_s = _quantile_time(ts, cut_quantile) if cut is None else int(cut)
     before = ts <= cut_s
