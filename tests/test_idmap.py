@@ -127,3 +127,11 @@ def test_compact_int_lookup_matches_hash_path(ids, extra, wide):
         with pytest.raises(UnknownIdError):
             m.encode(pl.Series("v", unknown))
         assert m.encode(pl.Series("v", unknown), unknown="null").null_count() == len(unknown)
+
+
+@settings(max_examples=40, deadline=None)
+@given(values=st.lists(st.integers(-5, 300), min_size=1, max_size=80))
+def test_fit_on_compact_ints_equals_sorted_unique(values):
+    """fit's presence-count path (non-negative compact ints) numbers ids exactly like sorted unique."""
+    assert IdMap.fit(values).ids.to_list() == sorted(set(values))
+    assert IdMap.fit(pl.Series(values + [None])).ids.to_list() == sorted(set(values))

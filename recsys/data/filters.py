@@ -82,7 +82,8 @@ def dedupe(
     needed = (USER, ITEM, TIMESTAMP) + ((WEIGHT,) if repeat_policy == "sum_weight" else ())
     _require_columns(df, needed, "dedupe")
     _start(report, df.height, "dedupe")
-    out = df.filter(pl.Series(~_exact_copies(df)))
+    copies = _exact_copies(df)
+    out = df.filter(pl.Series(~copies)) if copies.any() else df  # no copy of a clean frame
     if report is not None:
         report.duplicates_removed += df.height - out.height
         report.accepted -= df.height - out.height
@@ -220,7 +221,7 @@ def kcore(
     _require_columns(df, (USER, ITEM), "kcore")
     _start(report, df.height, "kcore")
     keep, passes = kcore_mask(count_codes(df[USER]), count_codes(df[ITEM]), int(user_k), int(item_k))
-    out = df.filter(pl.Series(keep))
+    out = df if keep.all() else df.filter(pl.Series(keep))
     _count_filtered(report, "kcore", df.height - out.height)
     if report is not None:
         report.stats["kcore_passes"] = passes

@@ -69,7 +69,11 @@ class IdMap:
     @classmethod
     def fit(cls, values: pl.Series | Iterable) -> IdMap:
         """Number the distinct non-null ``values`` 1..n in sorted order."""
-        return cls(_as_series(values).drop_nulls().unique().sort())
+        s = _as_series(values).drop_nulls()
+        if s.dtype == pl.Int64 and len(s) and s.min() >= 0 and s.max() <= 4 * len(s):
+            # compact non-negative ints: a presence count gives the sorted distinct ids without hashing
+            return cls(pl.Series("id", np.flatnonzero(np.bincount(s.to_numpy())), dtype=pl.Int64))
+        return cls(s.unique().sort())
 
     def extend(self, values: pl.Series | Iterable) -> IdMap:
         """New map with unseen ``values`` appended (sorted) after every known id; known ids keep indices."""
