@@ -127,7 +127,7 @@ class Recommender:
     def _answer(self, query: np.ndarray, k: int, banned: np.ndarray, allowed: np.ndarray | None,
                 source: str) -> Recommendation:
         if allowed is not None:  # a whitelist is scored exactly: no ANN recall loss, cost O(|allow| d)
-            cands = np.setdiff1d(allowed, banned, assume_unique=True)
+            cands = _drop(allowed, banned)
         elif self.search == "exact":
             cands = self._exact_candidates(query, k, banned)
         else:
