@@ -102,8 +102,12 @@ class RunDir:
         return json.loads(self.marker(step).read_text())
 
     def clear_from(self, steps: list[str]) -> None:
+        """Forget that ``steps`` ran (``train`` includes every per-model ``train-<label>`` marker)."""
         for s in steps:
             self.marker(s).unlink(missing_ok=True)
+            if s == "train":
+                for m in self.path.glob("train-*.done"):
+                    m.unlink()
 
     def state(self) -> dict[str, Any]:
         p = self.path / "state.json"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import polars as pl
 
 from pipelines import plots, tracking
 from pipelines.config import RunConfig
@@ -107,6 +108,18 @@ def _short(m: dict[str, float]) -> str:
     return " ".join(f"{k}={m[k]:.4f}" for k in ("hr_10", "ndcg_10") if k in m)
 
 
+def _item_colour(data: Prepared, n_rows: int) -> tuple[np.ndarray, str]:
+    """Main-category code per item when the data has categories, else log popularity in train."""
+    meta = data.items_meta
+    if meta is not None and "categories" in meta.columns:
+        main = meta["categories"].list.first().fill_null("?")
+        codes = np.full(n_rows, -1.0)
+        codes[meta["item_idx"].to_numpy()] = main.cast(pl.Categorical).to_physical().to_numpy()
+        return codes, "main category (code)"
+    pop = np.bincount(data.split.train.items, minlength=n_rows)
+    return np.log1p(pop), "log(1 + train count)"
+
+
 def _log_artifacts(cfg: RunConfig, model: Model, data: Prepared, history: list[dict[str, float]],
                    val: dict[str, float], test: dict[str, float], model_dir: Path) -> None:
     """Config, metrics JSON, training curves and the embedding map, through a scratch folder."""
@@ -124,7 +137,7 @@ def _log_artifacts(cfg: RunConfig, model: Model, data: Prepared, history: list[d
             tracking.log_file(curve)
         vecs = model.item_vectors()
         if vecs.shape[1] >= 2:
-            pop = np.bincount(data.split.train.items, minlength=vecs.shape[0])
-            plots.embedding_map(vecs, t / "embedding_map.png", np.log1p(pop), "log(1 + train count)")
+            colour, label = _item_colour(data, vecs.shape[0])
+            plots.embedding_map(vecs, t / "embedding_map.png", colour, label)
             tracking.log_file(t / "embedding_map.png")
     mlflow.set_tag("model_dir", str(model_dir))
