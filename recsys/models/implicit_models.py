@@ -68,9 +68,9 @@ class BPRConfig:
     verify_negative_samples: bool = True
     use_gpu: bool | str = "auto"
     num_threads: int = 0
-    validate_every: int = 1
+    validate_every: int = 10  # BPR runs many cheap epochs; validating each would dominate the fit
     seed: int = 0
-    fold_in_steps: int = 50
+    fold_in_steps: int = 100  # on Beauty 200 steps beat 50 and the user factors of fit (val NDCG@10)
 
     def __post_init__(self) -> None:
         _check_common(self, "BPRConfig")
