@@ -10,12 +10,14 @@ import torch
 from recsys.config import ConfigError, from_dict
 from recsys.models.base import Model
 from recsys.models.implicit_models import ALS, BPR
+from recsys.models.item2vec import Item2Vec
 from recsys.models.popularity import Popularity
 
 MODELS: dict[str, type[Model]] = {
     "popularity": Popularity,
     "als": ALS,
     "bpr": BPR,
+    "item2vec": Item2Vec,
 }
 
 

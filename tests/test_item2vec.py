@@ -1,0 +1,188 @@
+"""item2vec: hand-derived SGNS steps vs autograd, learning on planted clusters, determinism, NaN, I/O."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recsys.config import ConfigError
+from recsys.data.sequences import Sequences
+from recsys.data.split import SplitData, leave_last_out
+from recsys.evaluation.evaluator import evaluate_model
+from recsys.models.base import NaNLossError, NotFittedError
+from recsys.models.item2vec import Item2Vec, Item2VecConfig, cbow_step, skipgram_step
+from recsys.models.popularity import Popularity
+from recsys.models.registry import build_model
+
+N_CLUSTERS, PER_CLUSTER = 8, 15
+
+
+def clustered_split(n_users: int = 600, length: int = 12, noise: float = 0.1, seed: int = 0) -> SplitData:
+    """Users browse one cluster of items (Zipf-popular inside it); ``noise`` of the events are random items."""
+    rng = np.random.default_rng(seed)
+    n_items = N_CLUSTERS * PER_CLUSTER
+    p = 1.0 / np.arange(1, PER_CLUSTER + 1)
+    p /= p.sum()
+    users, items = [], []
+    for u in range(1, n_users + 1):
+        c = rng.integers(N_CLUSTERS)
+        seq = c * PER_CLUSTER + 1 + rng.choice(PER_CLUSTER, size=length, p=p)
+        flip = rng.random(length) < noise
+        seq[flip] = rng.integers(1, n_items + 1, size=flip.sum())
+        users += [u] * length
+        items += seq.tolist()
+    enc = pl.DataFrame({"user_idx": users, "item_idx": items, "timestamp": np.arange(len(users))})
+    return leave_last_out(enc, n_users, n_items)
+
+
+@pytest.fixture(scope="module")
+def split() -> SplitData:
+    return clustered_split()
+
+
+def fast(**kw: object) -> Item2VecConfig:
+    return Item2VecConfig(**{"dim": 16, "epochs": 8, "batch_size": 1024, "lr": 0.05, "seed": 1, **kw})
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"mode": "skipgram", "window_kind": "dynamic"},
+        # a session gives 132 pairs here: smaller batches keep an item's summed step in check
+        {"mode": "skipgram", "window_kind": "session", "shared_negatives": 4, "batch_size": 256, "lr": 0.02},
+        {"mode": "cbow", "window_kind": "fixed", "window": 3},
+    ],
+    ids=["skipgram-dynamic", "skipgram-session-shared", "cbow-fixed"],
+)
+def test_learns_planted_clusters_and_beats_popularity(split: SplitData, kw: dict) -> None:
+    losses: list[float] = []
+    model = Item2Vec(fast(**kw), device="cpu").fit(split.train, on_epoch_end=lambda e, m: losses.append(m["loss"]))
+    assert losses[-1] < losses[0] - 0.3, losses
+    vecs = model.item_vectors()[1:]
+    sims = vecs @ vecs.T
+    np.fill_diagonal(sims, -np.inf)
+    nn = np.argsort(-sims, axis=1)[:, :5]
+    cluster = np.arange(len(vecs)) // PER_CLUSTER
+    purity = (cluster[nn] == cluster[:, None]).mean()
+    assert purity > 0.85, f"only {purity:.2f} of the 5 nearest neighbours share the item's cluster"
+    ours = evaluate_model(model, split.test_history, split.test_targets)
+    pop = evaluate_model(Popularity().fit(split.train), split.test_history, split.test_targets)
+    assert ours["hr_10"] > pop["hr_10"] + 0.2, (ours["hr_10"], pop["hr_10"])
+    assert ours["ndcg_10"] > pop["ndcg_10"] + 0.1
+
+
+def _reference_losses(w_in: torch.Tensor, w_out: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+                      nv: torch.Tensor) -> torch.Tensor:
+    """Autograd SGNS loss: -log s(u.v) - sum_k log s(-u.n_k); u (B, D), v (B, D), nv (B, K, D)."""
+    return -(F.logsigmoid((u * v).sum(1)).sum() + F.logsigmoid(-(nv * u[:, None, :]).sum(-1)).sum())
+
+
+@pytest.mark.parametrize("share", [1, 3])
+@pytest.mark.parametrize("sparse", [True, False])
+def test_skipgram_step_matches_autograd(share: int, sparse: bool) -> None:
+    g = torch.Generator().manual_seed(0)
+    w_in, w_out = torch.randn(9, 4, generator=g), torch.randn(9, 4, generator=g)
+    source = torch.tensor([1, 2, 2, 5, 8, 1, 3])  # repeated rows must accumulate
+    target = torch.tensor([2, 1, 4, 4, 7, 3, 3])
+    neg = torch.randint(1, 9, (-(-7 // share), 2), generator=g)
+    wi, wo = w_in.clone().requires_grad_(), w_out.clone().requires_grad_()
+    nv = wo[neg][torch.arange(7) // share]  # (P, K, D): pair p uses negative row p // share
+    ref = _reference_losses(wi, wo, wi[source], wo[target], nv)
+    ref.backward()
+    loss = skipgram_step(w_in, w_out, source, target, neg, share, lr=0.1, sparse=sparse)
+    assert loss.dtype == torch.float64 and float(loss) == pytest.approx(ref.item(), rel=1e-5)
+    torch.testing.assert_close(w_in, wi.detach() - 0.1 * wi.grad)
+    torch.testing.assert_close(w_out, wo.detach() - 0.1 * wo.grad)
+
+
+def test_cbow_step_matches_autograd_with_word2vec_context_update() -> None:
+    g = torch.Generator().manual_seed(1)
+    w_in, w_out = torch.randn(9, 4, generator=g), torch.randn(9, 4, generator=g)
+    context = torch.tensor([1, 2, 3, 3, 5, 6])
+    local = torch.tensor([0, 0, 0, 1, 2, 2])
+    centre = torch.tensor([4, 7, 1])
+    neg = torch.randint(1, 9, (3, 2), generator=g)
+    wo = w_out.clone().requires_grad_()
+    h = (torch.zeros(3, 4).index_add_(0, local, w_in[context]) / torch.tensor([3.0, 1.0, 2.0])[:, None])
+    h.requires_grad_()
+    ref = _reference_losses(w_in, wo, h, wo[centre], wo[neg])
+    ref.backward()
+    loss = cbow_step(w_in.clone(), w_out.clone(), context, centre, neg, local, lr=0.1, sparse=True)
+    assert float(loss) == pytest.approx(ref.item(), rel=1e-5)
+    w_in2, w_out2 = w_in.clone(), w_out.clone()
+    cbow_step(w_in2, w_out2, context, centre, neg, local, lr=0.1, sparse=True)
+    torch.testing.assert_close(w_out2, wo.detach() - 0.1 * wo.grad)
+    # word2vec / gensim cbow_mean: each context vector gets the full error of its group's mean
+    torch.testing.assert_close(w_in2, w_in.index_add(0, context, h.grad[local], alpha=-0.1))
+
+
+def test_same_seed_same_vectors_other_seed_differs(split: SplitData) -> None:
+    a = Item2Vec(fast(epochs=2, seed=3), device="cpu").fit(split.train).item_vectors()
+    b = Item2Vec(fast(epochs=2, seed=3), device="cpu").fit(split.train).item_vectors()
+    c = Item2Vec(fast(epochs=2, seed=4), device="cpu").fit(split.train).item_vectors()
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_sparse_and_dense_updates_agree(split: SplitData) -> None:
+    a = Item2Vec(fast(epochs=2, sparse=True), device="cpu").fit(split.train).item_vectors()
+    b = Item2Vec(fast(epochs=2, sparse=False), device="cpu").fit(split.train).item_vectors()
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_huge_learning_rate_raises_nan_loss_error(split: SplitData) -> None:
+    with pytest.raises(NaNLossError, match="lower lr"):
+        Item2Vec(fast(lr=1e30, min_lr=0.0), device="cpu").fit(split.train)
+
+
+def test_encode_users_recency_weighted_mean(split: SplitData) -> None:
+    model = Item2Vec(fast(epochs=1, user_decay=0.5, normalize=False), device="cpu").fit(split.train)
+    assert model.similarity == "dot"
+    v = model.item_vectors()
+    hist = Sequences.from_lists([[], [3, 7, 9], [], [5]], n_items=split.n_items)
+    got = model.encode_users(hist)
+    np.testing.assert_allclose(got[1], (0.25 * v[3] + 0.5 * v[7] + v[9]) / 1.75, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got[3], v[5], rtol=1e-6)
+    assert not got[0].any() and not got[2].any()
+    with pytest.raises(ValueError, match="IdMap"):
+        model.encode_users(Sequences.from_lists([[], [1]], n_items=5))
+
+
+def test_normalized_vectors_and_padding_row(split: SplitData) -> None:
+    model = Item2Vec(fast(epochs=1), device="cpu").fit(split.train)
+    v = model.item_vectors()
+    assert model.similarity == "cosine" and v.dtype == np.float32
+    assert not v[0].any()
+    np.testing.assert_allclose(np.linalg.norm(v[1:], axis=1), 1.0, rtol=1e-5)
+
+
+def test_save_load_identical(split: SplitData, tmp_path: Path) -> None:
+    model = Item2Vec(fast(epochs=2, user_decay=0.8), device="cpu").fit(split.train)
+    model.save(tmp_path / "m")
+    loaded = Item2Vec.load(tmp_path / "m", device="cpu")
+    assert loaded.config == model.config
+    np.testing.assert_array_equal(loaded.item_vectors(), model.item_vectors())
+    np.testing.assert_array_equal(loaded.w_out, model.w_out)
+    np.testing.assert_array_equal(loaded.encode_users(split.test_history), model.encode_users(split.test_history))
+    assert not list(tmp_path.glob(".*tmp*"))  # written atomically, nothing left behind
+    Popularity().fit(split.train).save(tmp_path / "pop")
+    with pytest.raises(ValueError, match="popularity"):
+        Item2Vec.load(tmp_path / "pop")
+
+
+def test_unfitted_and_config_errors() -> None:
+    with pytest.raises(NotFittedError):
+        Item2Vec().item_vectors()
+    with pytest.raises(ConfigError, match="dim"):
+        Item2VecConfig(dim=0)
+    with pytest.raises(ConfigError, match="user_decay"):
+        Item2VecConfig(user_decay=1.5)
+    with pytest.raises(ConfigError, match="window"):
+        build_model("item2vec", {"windw": 3}, device="cpu")
+    model = build_model("item2vec", {"mode": "cbow", "dim": 8}, device="cpu")
+    assert isinstance(model, Item2Vec) and model.config.mode == "cbow" and model.config.dim == 8
