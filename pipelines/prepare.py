@@ -20,6 +20,7 @@ import json
 import logging
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,15 +126,20 @@ def prepare(cfg: DataConfig, out_dir: str | Path, seed: int = 42, id_maps_from: 
     (the pipeline's incremental log folder); otherwise :func:`ingest` reads ``cfg``.
     """
     out = Path(out_dir)
+    clock = _Clock()
     ing = ingested if ingested is not None else ingest(cfg, seed)
+    clock.lap("read + validate + dedupe", ing.frame.height)
     frame = clean(ing, cfg)
+    clock.lap("k-core + min length", frame.height)
     if frame.height == 0:
         raise ValueError(f"no interactions left after cleaning {cfg.path or 'synthetic data'}: "
                          f"{ing.report.summary()}; lower data.user_k / data.item_k / data.min_length")
     previous = load_id_maps(Path(id_maps_from)) if id_maps_from else None
     users, items = fit_id_maps(frame, previous)
     encoded = encode_interactions(frame, users, items)
+    clock.lap("id maps + encode", encoded.height)
     split = split_encoded(encoded, cfg, len(users), len(items))
+    clock.lap(f"{cfg.split} split", encoded.height)
     meta = _encode_meta(ing.items_meta, items)
     report = {**ing.report.as_dict(), "n_users": len(users), "n_items": len(items),
               "n_events": encoded.height, "fingerprint": split.fingerprint, "data_config": to_dict(cfg)}
@@ -155,8 +161,21 @@ def prepare(cfg: DataConfig, out_dir: str | Path, seed: int = 42, id_maps_from: 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    clock.lap("write", encoded.height)
     log.info("prepared %s: %s", out, ing.report.summary())
     return load_prepared(out, name=cfg.name)
+
+
+class _Clock:
+    """Logs each data step as it finishes (the progress shown on long ingests)."""
+
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+
+    def lap(self, step: str, rows: int) -> None:
+        now = time.perf_counter()
+        log.info("  %-26s %12s rows  %6.1f s", step, f"{rows:,}", now - self.t)
+        self.t = now
 
 
 def _encode_meta(meta: pl.DataFrame | None, items: IdMap) -> pl.DataFrame | None:
