@@ -12,12 +12,14 @@ from recsys.models.base import Model
 from recsys.models.implicit_models import ALS, BPR
 from recsys.models.item2vec import Item2Vec
 from recsys.models.popularity import Popularity
+from recsys.models.two_tower import TwoTower
 
 MODELS: dict[str, type[Model]] = {
     "popularity": Popularity,
     "als": ALS,
     "bpr": BPR,
     "item2vec": Item2Vec,
+    "two_tower": TwoTower,
 }
 
 

@@ -1,0 +1,71 @@
+"""Hyperparameters of the two-tower model: one flat dataclass, mapped 1:1 from a TOML ``[model]`` table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from recsys.config import ConfigError
+
+
+@dataclass
+class TwoTowerConfig:
+    """Every hyperparameter of :class:`~recsys.models.two_tower.model.TwoTower`.
+
+    Item tower: ID embedding (+ side features when ``ItemFeatures`` are given), fused by ``fusion``.
+    User tower: ``"pooled"`` (mean / attention pooling with recency) or ``"transformer"`` (causal,
+    SASRec-like; the user vector is the output at the last position). Training: every position of
+    every training sequence predicts its next item, with ``loss`` = full softmax or sampled softmax
+    (in-batch negatives + logQ correction + optional uniform negatives).
+    """
+
+    dim: int = 64
+    max_len: int = 50  # the user tower sees the last max_len items
+    # -- item tower ----------------------------------------------------------------------------
+    fusion: Literal["sum", "concat"] = "sum"
+    id_dropout: float = 0.0  # probability of dropping an item's ID embedding (cold-start training)
+    text_buckets: int = 50_000  # hash buckets for title words and character n-grams
+    ngram_min: int = 3
+    ngram_max: int = 5
+    # -- user tower ----------------------------------------------------------------------------
+    user_tower: Literal["pooled", "transformer"] = "transformer"
+    pooling: Literal["mean", "attention"] = "attention"  # pooled tower only
+    n_layers: int = 2  # transformer only
+    n_heads: int = 2
+    dropout: float = 0.2
+    # -- loss ----------------------------------------------------------------------------------
+    loss: Literal["full", "sampled"] = "full"
+    similarity: Literal["dot", "cosine"] = "dot"
+    temperature: float = 1.0
+    logq: Literal["none", "data", "streaming"] = "data"  # sampled softmax: item frequency source
+    n_uniform_negatives: int = 0  # extra uniformly drawn negatives per batch (sampled softmax)
+    # -- optimisation --------------------------------------------------------------------------
+    epochs: int = 20
+    batch_size: int = 256  # sequences (windows) per step, global over all ranks
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05  # cosine decay floor, as a fraction of lr
+    grad_clip: float = 5.0
+    patience: int = 0  # early stopping on validation ``monitor``; 0 = off
+    monitor: str = "val_ndcg_10"
+    seed: int = 42
+    checkpoint_dir: str = ""  # empty: no checkpoints
+    restore_best: bool = True  # with early stopping, end on the best epoch's parameters
+
+    def __post_init__(self) -> None:
+        checks = {
+            "dim": self.dim >= 1, "max_len": self.max_len >= 1, "n_layers": self.n_layers >= 1,
+            "n_heads": self.n_heads >= 1 and self.dim % self.n_heads == 0,
+            "dropout": 0.0 <= self.dropout < 1.0, "id_dropout": 0.0 <= self.id_dropout <= 1.0,
+            "temperature": self.temperature > 0, "epochs": self.epochs >= 0, "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0, "text_buckets": self.text_buckets >= 1, "patience": self.patience >= 0,
+            "ngram_max": 1 <= self.ngram_min <= self.ngram_max, "n_uniform_negatives": self.n_uniform_negatives >= 0,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            shown = {k: getattr(self, k) for k in bad}
+            raise ConfigError(
+                f"TwoTowerConfig: invalid value(s) {shown}; dims/counts must be positive, dropouts in [0, 1), "
+                "dim divisible by n_heads, ngram_min <= ngram_max"
+            )

@@ -1,0 +1,76 @@
+"""Training windows (every position predicts its next item) and rank-sharded batches.
+
+A training sequence ``s`` of length ``L`` yields ``L - 1`` (input, target) pairs ``s[i] -> s[i+1]``.
+They are cut, from the most recent end, into windows of at most ``max_len`` pairs, so every
+pair is trained on exactly once and long histories are not truncated::
+
+    >>> tr = Sequences.from_lists([[], [1, 2, 3, 4]], n_items=4)
+    >>> inp, tgt = make_windows(tr, max_len=2)
+    >>> inp.tolist(), tgt.tolist()
+    ([[0, 1], [2, 3]], [[0, 2], [3, 4]])
+
+Windows are left-padded with 0, like ``Sequences.padded``: the last column is the newest item.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recsys.data.sequences import Sequences
+
+
+def make_windows(train: Sequences, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets), each (n_windows, max_len) int64, left-padded with 0 (target 0 = no loss)."""
+    users = train.row_index()
+    pos = np.arange(train.n_events, dtype=np.int64) - train.offsets[users]  # position within the row
+    is_target = pos >= 1
+    t_idx = np.flatnonzero(is_target)  # flat index of every target event
+    if len(t_idx) == 0:
+        empty = np.zeros((0, max_len), dtype=np.int64)
+        return empty, empty
+    t_user = users[t_idx]
+    from_end = (train.offsets[t_user + 1] - 1) - t_idx  # 0 for the last target of the row
+    window = from_end // max_len  # windows numbered from the newest
+    new = np.concatenate([[True], (np.diff(t_user) != 0) | (np.diff(window) != 0)])
+    starts = np.flatnonzero(new)
+    offsets = np.concatenate([starts, [len(t_idx)]]).astype(np.int64)
+    items = np.asarray(train.items)
+    inputs = Sequences(offsets, items[t_idx - 1], train.n_items).padded(max_len).astype(np.int64)
+    targets = Sequences(offsets, items[t_idx], train.n_items).padded(max_len).astype(np.int64)
+    return inputs, targets
+
+
+def epoch_batches(n_windows: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
+                  world_size: int = 1, lengths: np.ndarray | None = None) -> list[np.ndarray]:
+    """This rank's window indices for every step of ``epoch``.
+
+    One permutation per (seed, epoch), identical on every rank; each global batch of
+    ``batch_size`` windows is split round-robin (``batch[rank::world_size]``), so the union over
+    ranks of one step is exactly the batch a single process would train on. With ``lengths``
+    (n_windows,), windows are grouped by length inside pools of 50 batches and the batch order is
+    shuffled again, so batches can be trimmed to their longest window (far less padding).
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(n_windows)
+    if lengths is not None:
+        pool = 50 * batch_size
+        order = np.concatenate([c[np.argsort(lengths[c], kind="stable")]
+                                for c in np.split(order, range(pool, n_windows, pool))])
+    batches = [order[s : s + batch_size] for s in range(0, n_windows, batch_size)]
+    if lengths is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return [b[rank::world_size] for b in batches]
+
+
+def trim_padding(inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop the leading columns that are padding in every row (left-padded windows, (b, T))."""
+    used = np.flatnonzero((targets > 0).any(axis=0))
+    first = int(used[0]) if len(used) else targets.shape[1] - 1
+    return inputs[:, first:], targets[:, first:]
+
+
+def target_counts(targets: np.ndarray, n_items: int) -> np.ndarray:
+    """(n_items + 1,) float64 count of each item as a training target (index 0 = 0)."""
+    counts = np.bincount(targets.ravel(), minlength=n_items + 1).astype(np.float64)
+    counts[0] = 0.0
+    return counts

@@ -1,0 +1,162 @@
+"""The epoch loop of :class:`~recsys.models.two_tower.model.TwoTower`: optimiser, schedule,
+early stopping, per-epoch checkpoints and resume.
+
+Resume continues the *same* run: parameters, AdamW moments, the torch RNG (dropout, ID dropout),
+the step counter (schedule, uniform negatives) and the early-stopping state are restored, and the
+batch order depends only on ``(seed, epoch)``, so an interrupted-and-resumed run ends with the same
+parameters as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from recsys.config import to_dict
+from recsys.data.sequences import Sequences
+from recsys.models.base import EpochCallback, NaNLossError, Validator
+from recsys.models.two_tower.checkpoint import (
+    load_optimizer_tensors,
+    optimizer_tensors,
+    read_checkpoint,
+    write_checkpoint,
+)
+from recsys.models.two_tower.data import epoch_batches, make_windows, target_counts, trim_padding
+from recsys.models.two_tower.ddp import all_reduce_sum, broadcast_parameters, sync_gradients
+from recsys.models.two_tower.losses import StreamingFrequency
+from recsys.models.two_tower.train import StepInputs, lr_at, step_loss
+
+if TYPE_CHECKING:
+    from recsys.models.two_tower.model import TwoTower
+
+
+class TrainLoop:
+    """Trains ``model.net`` on ``train``; one instance per ``fit`` call."""
+
+    def __init__(self, model: TwoTower, train: Sequences, checkpoint_dir: Path | None) -> None:
+        self.m, self.cfg, self.ckpt = model, model.config, checkpoint_dir
+        self.inputs, self.targets = make_windows(train, self.cfg.max_len)
+        self.lengths = (self.targets > 0).sum(axis=1)
+        self.params = list(model.net.parameters())
+        self.opt = torch.optim.AdamW(self.params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        n_steps = math.ceil(len(self.inputs) / self.cfg.batch_size)
+        self.total_steps = max(n_steps * self.cfg.epochs, 1)
+        counts = target_counts(self.targets, train.n_items)
+        prob = torch.as_tensor(counts / max(counts.sum(), 1.0), dtype=torch.float32, device=model.device)
+        streaming = StreamingFrequency(train.n_items + 1, device=model.device) if self.cfg.logq == "streaming" else None
+        self.aux = StepInputs(train.n_items, prob, streaming)
+        self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": 0, "bad_epochs": 0,
+                                      "history": []}
+        self.best_params: dict[str, torch.Tensor] | None = None
+        broadcast_parameters(model.net, model.dist)
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self, on_epoch_end: EpochCallback | None, validate: Validator | None, resume: bool) -> None:
+        if self.ckpt is not None and resume:
+            self._restore()
+        for epoch in range(self.state["epoch"] + 1, self.cfg.epochs + 1):
+            if self.state["bad_epochs"] >= self.cfg.patience > 0:
+                break  # a resumed run that had already stopped early
+            t0 = time.perf_counter()
+            metrics = {"loss": self._epoch(epoch), "lr": self.opt.param_groups[0]["lr"],
+                       "epoch_seconds": time.perf_counter() - t0}
+            if validate is not None:
+                metrics.update(validate(self.m))
+            self._early_stopping(epoch, metrics, validate is not None)
+            self.state["epoch"] = epoch
+            self.state["history"].append(metrics)
+            if self.ckpt is not None and self.m.dist.is_main:
+                self._save()
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, metrics)
+        self.m.history = list(self.state["history"])
+        if self.best_params is not None and self.cfg.restore_best:
+            self.m.net.load_state_dict(self.best_params)
+
+    def _epoch(self, epoch: int) -> float:
+        self.m.net.train()
+        info, dev = self.m.dist, self.m.device
+        total, count = 0.0, 0.0
+        for idx in epoch_batches(len(self.inputs), self.cfg.batch_size, self.cfg.seed, epoch, info.rank,
+                                 info.world_size, self.lengths):
+            inp, tgt = trim_padding(self.inputs[idx], self.targets[idx])  # outputs are invariant to padding
+            inp, tgt = torch.as_tensor(inp, device=dev), torch.as_tensor(tgt, device=dev)
+            self.aux.step = self.state["step"]
+            loss_sum, n_global = step_loss(self.m.net, self.cfg, inp, tgt, self.aux, info, dev)
+            total += self._apply(loss_sum, n_global)
+            count += float(n_global)
+        return total / max(count, 1.0)
+
+    def _apply(self, loss_sum: torch.Tensor, n_global: torch.Tensor) -> float:
+        """Backward, gradient all-reduce, clipping and the AdamW update; returns the global loss sum."""
+        if not torch.isfinite(loss_sum):
+            raise NaNLossError(f"two-tower loss is {loss_sum.item()} at step {self.state['step']}; lower lr "
+                               f"(now {self.cfg.lr}) or the temperature, or check the data")
+        self.opt.zero_grad(set_to_none=True)
+        (loss_sum / n_global.clamp_min(1.0)).backward()
+        sync_gradients(self.params, self.m.dist)
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(self.state["step"], self.cfg, self.total_steps)
+        self.opt.step()
+        self.state["step"] += 1
+        return float(all_reduce_sum(loss_sum.detach().float().clone(), self.m.dist))
+
+    def _early_stopping(self, epoch: int, metrics: dict[str, float], validating: bool) -> None:
+        if not validating or (self.cfg.monitor not in metrics and self.cfg.patience == 0):
+            return  # nothing to monitor and early stopping off: keep the last epoch
+        if self.cfg.monitor not in metrics:
+            raise KeyError(f"early stopping monitors {self.cfg.monitor!r} but validate() returned "
+                           f"{sorted(metrics)}; set monitor to one of them")
+        value = float(metrics[self.cfg.monitor])
+        if value > self.state["best"]:
+            self.state.update(best=value, best_epoch=epoch, bad_epochs=0)
+            self.best_params = {k: v.detach().clone() for k, v in self.m.net.state_dict().items()}
+        else:
+            self.state["bad_epochs"] += 1
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def _save(self) -> None:
+        groups = {"model": self.m.net.state_dict(), "optim": optimizer_tensors(self.opt, self.params),
+                  "rng": {"torch": torch.get_rng_state()}}
+        if self.m.device.type == "cuda":
+            groups["rng"]["cuda"] = torch.cuda.get_rng_state(self.m.device)
+        if self.best_params is not None:
+            groups["best"] = self.best_params
+        if self.aux.streaming is not None:
+            groups["streaming"] = self.aux.streaming.state()
+        state = {**self.state, "config": to_dict(self.cfg), "n_items": self.m.n_items}
+        write_checkpoint(self.ckpt, groups, _json_safe(state))
+
+    def _restore(self) -> None:
+        found = read_checkpoint(self.ckpt, self.m.device)
+        if found is None:
+            return
+        groups, state = found
+        if state["n_items"] != self.m.n_items:
+            raise ValueError(f"checkpoint {self.ckpt} was trained on {state['n_items']} items, the data has "
+                             f"{self.m.n_items}; use a fresh checkpoint_dir or resume=False")
+        self.m.net.load_state_dict(groups["model"])
+        load_optimizer_tensors(self.opt, self.params, groups["optim"])
+        torch.set_rng_state(groups["rng"]["torch"].cpu())
+        if "cuda" in groups["rng"] and self.m.device.type == "cuda":
+            torch.cuda.set_rng_state(groups["rng"]["cuda"].cpu(), self.m.device)
+        self.best_params = groups.get("best")
+        if self.aux.streaming is not None and "streaming" in groups:
+            self.aux.streaming.load_state(groups["streaming"])
+        self.state = {k: state[k] for k in self.state}
+        self.state["best"] = -math.inf if state["best"] is None else state["best"]
+
+
+def _json_safe(state: dict[str, Any]) -> dict[str, Any]:
+    """-inf (no validation yet) as null; numpy scalars as floats."""
+    out = dict(state)
+    out["best"] = None if not np.isfinite(out["best"]) else float(out["best"])
+    out["history"] = [{k: float(v) for k, v in h.items()} for h in out["history"]]
+    return out

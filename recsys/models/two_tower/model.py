@@ -1,0 +1,179 @@
+"""The two-tower retrieval model: an item tower and a (pooled or Transformer) user tower.
+
+    >>> m = TwoTower(TwoTowerConfig(dim=32, epochs=5), device="cpu").fit(train)
+    >>> m.recommend(np.array([1, 2]), k=10)      # (ids, scores), each (2, 10)
+
+Training makes every position of every training sequence predict its next item (see
+:mod:`~recsys.models.two_tower.data`), with a full or sampled softmax (:mod:`.losses`), AdamW with
+warm-up and cosine decay, optional early stopping on the ``validate`` callable, a checkpoint after
+every epoch and resume from it (:mod:`.loop`). Items with no training interactions get
+feature-only vectors (their untrained ID embedding is left out) when item features are given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from recsys.config import from_dict, to_dict
+from recsys.data.sequences import Sequences
+from recsys.device import autocast, resolve_device
+from recsys.models.base import EpochCallback, Model, NaNLossError, Validator, write_json
+from recsys.models.two_tower.checkpoint import load_tensors, save_tensors
+from recsys.models.two_tower.config import TwoTowerConfig
+from recsys.models.two_tower.ddp import device_for, init_distributed
+from recsys.models.two_tower.features import ItemFeatures
+from recsys.models.two_tower.item_tower import ItemTower
+from recsys.models.two_tower.user_tower import build_user_tower
+
+FORMAT_VERSION = 1
+
+
+class TwoTower(Model):
+    """Two-tower model; see the module docstring. ``item_features`` enables side features / cold start."""
+
+    name: ClassVar[str] = "two_tower"
+    Config: ClassVar[type] = TwoTowerConfig
+    similarity = "dot"
+
+    def __init__(self, config: TwoTowerConfig | None = None, device: str | torch.device = "auto",
+                 item_features: ItemFeatures | None = None) -> None:
+        super().__init__()
+        self.config = config or TwoTowerConfig()
+        self.similarity = self.config.similarity  # cosine: exported vectors are L2-normalised
+        self.dist = init_distributed()
+        self.device = device if isinstance(device, torch.device) else resolve_device(device_for(device, self.dist))
+        self.item_features = item_features
+        self.net: nn.ModuleDict | None = None
+        self.n_items = 0
+        self.item_seen: np.ndarray | None = None  # (n_items + 1,) bool: item occurs in the training data
+        self.history: list[dict[str, float]] = []
+
+    @classmethod
+    def contract_config(cls) -> TwoTowerConfig:
+        """Small and fast, for the shared contract test."""
+        return TwoTowerConfig(dim=16, max_len=8, n_heads=2, dropout=0.0, epochs=10, batch_size=32, lr=1e-2,
+                              warmup_steps=5)
+
+    # -- construction ----------------------------------------------------------------------------
+    def _build(self, n_items: int) -> None:
+        torch.manual_seed(self.config.seed)
+        self.n_items = n_items
+        self.net = nn.ModuleDict({"item": ItemTower(self.config, n_items, self.item_features),
+                                  "user": build_user_tower(self.config)}).to(self.device)
+
+    # -- training --------------------------------------------------------------------------------
+    def fit(self, train: Sequences, on_epoch_end: EpochCallback | None = None, validate: Validator | None = None,
+            checkpoint_dir: str | Path | None = None, resume: bool = True) -> TwoTower:
+        """Train on ``train``; with ``checkpoint_dir`` (or ``config.checkpoint_dir``) a checkpoint is
+        written after every epoch and, when ``resume``, an existing one is continued."""
+        from recsys.models.two_tower.loop import TrainLoop
+
+        if train.n_items < 1:
+            raise ValueError("training data has no items (n_items = 0); check the data step")
+        self._train = train
+        self._build(train.n_items)
+        seen = np.zeros(train.n_items + 1, dtype=bool)
+        seen[np.asarray(train.items)] = True
+        self.item_seen = seen
+        ckpt = checkpoint_dir if checkpoint_dir is not None else (self.config.checkpoint_dir or None)
+        TrainLoop(self, train, Path(ckpt) if ckpt else None).run(on_epoch_end, validate, resume)
+        return self
+
+    def _require_net(self) -> nn.ModuleDict:
+        if self.net is None:
+            self._require_train()
+        return self.net
+
+    # -- vectors ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def item_vectors(self) -> np.ndarray:
+        """(n_items + 1, dim) float32; items never seen in training are feature-only when features exist."""
+        net = self._require_net()
+        net.eval()
+        ids = torch.arange(self.n_items + 1, device=self.device)
+        id_mask = None
+        if net["item"].has_features and self.item_seen is not None:
+            id_mask = torch.as_tensor(self.item_seen, device=self.device)
+        with autocast(self.device):
+            vecs = net["item"](ids, id_mask).float()
+        return self._finish(vecs)
+
+    @torch.no_grad()
+    def encode_users(self, histories: Sequences, batch_size: int = 1024) -> np.ndarray:
+        """(histories.n_rows, dim) float32: the user tower over the last ``max_len`` items of each row."""
+        net = self._require_net()
+        if histories.n_items > self.n_items:
+            raise ValueError(f"histories use item ids up to {histories.n_items} but the model knows {self.n_items}")
+        net.eval()
+        out = []
+        for start in range(0, histories.n_rows, batch_size):
+            rows = np.arange(start, min(start + batch_size, histories.n_rows))
+            inp = torch.as_tensor(histories.padded(self.config.max_len, rows), dtype=torch.long, device=self.device)
+            uniq, inv = torch.unique(inp, return_inverse=True)  # encode each history item once
+            with autocast(self.device):
+                x = net["item"](uniq)[inv]  # (B, T, D)
+                out.append(net["user"](x, inp > 0)[:, -1].float())  # (B, D) newest position
+        vecs = torch.cat(out) if out else torch.zeros(0, self.config.dim, device=self.device)
+        return self._finish(vecs)
+
+    def encode_item_features(self, features: ItemFeatures) -> np.ndarray:
+        """(features.n_items + 1, dim) feature-only vectors of new items (e.g. from ``ItemFeatures.encode_new``)."""
+        net = self._require_net()
+        if not net["item"].has_features:
+            raise ValueError("this model was trained without item features; it cannot encode new items")
+        probe = TwoTower(self.config, self.device, features)
+        probe._build(features.n_items)
+        state = {k: v for k, v in net["item"].state_dict().items() if not k.startswith("id_emb")}
+        probe.net["item"].load_state_dict(state, strict=False)
+        probe.item_seen = np.zeros(features.n_items + 1, dtype=bool)
+        return probe.item_vectors()
+
+    def _finish(self, vecs: torch.Tensor) -> np.ndarray:
+        if self.similarity == "cosine":
+            vecs = torch.nn.functional.normalize(vecs, dim=-1)
+        arr = vecs.cpu().numpy().astype(np.float32)
+        if not np.isfinite(arr).all():
+            raise NaNLossError("two-tower vectors contain NaN/inf; lower lr or check the data")
+        return arr
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> None:
+        """Write config.json, weights/ (.npy), item_seen.npy, features/ and train/ (Sequences), atomically."""
+        net, train = self._require_net(), self._require_train()
+        final = Path(directory)
+        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_tensors(tmp / "weights", net.state_dict())
+        np.save(tmp / "item_seen.npy", self.item_seen)
+        if self.item_features is not None:
+            self.item_features.save(tmp / "features")
+        train.save(tmp / "train")
+        write_json(tmp / "config.json", {"model": self.name, "format_version": FORMAT_VERSION,
+                                         "n_items": self.n_items, "config": to_dict(self.config)})
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "auto") -> TwoTower:
+        d = Path(directory)
+        if not (d / "config.json").is_file():
+            raise FileNotFoundError(f"{d} holds no two-tower model (config.json missing); save one with model.save()")
+        meta = json.loads((d / "config.json").read_text())
+        cfg = from_dict(TwoTowerConfig, meta["config"], where=str(d / "config.json"))
+        feats = ItemFeatures.load(d / "features") if (d / "features").is_dir() else None
+        model = cls(cfg, device, feats)
+        model._build(int(meta["n_items"]))
+        model.net.load_state_dict(load_tensors(d / "weights", model.device))
+        model.item_seen = np.load(d / "item_seen.npy", allow_pickle=False)
+        model._train = Sequences.load(d / "train", mmap=False)
+        return model

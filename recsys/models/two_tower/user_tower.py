@@ -1,0 +1,109 @@
+"""User towers: causal pooling or a causal Transformer over the last ``max_len`` history items.
+
+Both take the item-tower vectors of a left-padded history ``(B, T, D)`` and its validity mask
+``(B, T)`` and return one output per position ``(B, T, D)``: output ``t`` depends only on the
+valid items at positions ``<= t`` (causal), so training makes every position predict its next
+item, and the user vector is the output at the last position (the most recent item).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsys.models.two_tower.config import TwoTowerConfig
+
+
+def causal_mask(valid: torch.Tensor) -> torch.Tensor:
+    """(B, T, T) bool: query t may see key j iff j <= t and j is valid; the diagonal is always allowed.
+
+    Allowing the diagonal keeps padded query rows finite (they would otherwise see no key);
+    their outputs are never used, and valid queries never see padded keys.
+    """
+    t = valid.shape[1]
+    tril = torch.ones(t, t, dtype=torch.bool, device=valid.device).tril()
+    eye = torch.eye(t, dtype=torch.bool, device=valid.device)
+    return (tril[None] & valid[:, None, :]) | eye[None]
+
+
+class PooledUserTower(nn.Module):
+    """Mean or attention pooling with a learned recency bias, then a residual MLP.
+
+    Attention weight of item j for query position t: ``softmax_j(w . tanh(W x_j) + r[t - j])``
+    over the visible keys; ``mean`` uses equal weights.
+    """
+
+    def __init__(self, cfg: TwoTowerConfig) -> None:
+        super().__init__()
+        d = cfg.dim
+        self.pooling = cfg.pooling
+        self.max_len = cfg.max_len
+        self.score = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))
+        self.recency = nn.Parameter(torch.zeros(cfg.max_len))
+        self.norm = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(2 * d, d))
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        t = x.shape[1]
+        visible = causal_mask(valid) & valid[:, None, :]  # (B, T, T); padded queries see nothing
+        if self.pooling == "attention":
+            pos = torch.arange(t, device=x.device)
+            gap = (pos[:, None] - pos[None, :]).clamp(0, self.max_len - 1)  # (T, T) distance t - j
+            logits = self.score(x).squeeze(-1)[:, None, :] + self.recency[gap][None]  # (B, T, T)
+        else:
+            logits = torch.zeros(visible.shape, dtype=x.dtype, device=x.device)
+        logits = logits.masked_fill(~visible, float("-inf"))
+        w = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # rows with no visible key -> zeros
+        pooled = w @ x  # (B, T, D)
+        return pooled + self.mlp(self.norm(pooled))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm Transformer block: x + attn(LN(x)); x + FFN(LN(x))."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.ffn = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * d, d))
+        self.drop = nn.Dropout(dropout)
+        self.p = dropout
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
+        q, k, v = (z.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2) for z in (q, k, v))  # (B, H, T, hd)
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], dropout_p=self.p if self.training else 0)
+        x = x + self.drop(self.proj(att.transpose(1, 2).reshape(b, t, d)))
+        return x + self.drop(self.ffn(self.ln2(x)))
+
+
+class TransformerUserTower(nn.Module):
+    """Causal Transformer (SASRec-like): learned positions, pre-LN blocks, final LayerNorm."""
+
+    def __init__(self, cfg: TwoTowerConfig) -> None:
+        super().__init__()
+        d = cfg.dim
+        self.scale = d**0.5
+        self.pos = nn.Embedding(cfg.max_len, d)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        t = x.shape[1]
+        # positions count from the right: the most recent item always has position max_len - 1
+        pos = torch.arange(self.pos.num_embeddings - t, self.pos.num_embeddings, device=x.device)
+        h = self.drop(x * self.scale + self.pos(pos)[None]) * valid[..., None].to(x.dtype)  # (B, T, D)
+        mask = causal_mask(valid)
+        for blk in self.blocks:
+            h = blk(h, mask)
+        return self.ln_f(h)
+
+
+def build_user_tower(cfg: TwoTowerConfig) -> nn.Module:
+    """The user tower named by ``cfg.user_tower``."""
+    return TransformerUserTower(cfg) if cfg.user_tower == "transformer" else PooledUserTower(cfg)

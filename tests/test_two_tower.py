@@ -1,0 +1,226 @@
+"""Two-tower unit tests: losses against hand-computed values, masks, features, windows, save/load, resume."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from recsys.config import ConfigError
+from recsys.data.sequences import Sequences
+from recsys.models.two_tower import ItemFeatures, TwoTower, TwoTowerConfig
+from recsys.models.two_tower import losses as L
+from recsys.models.two_tower.data import epoch_batches, make_windows, trim_padding
+from recsys.models.two_tower.features import text_tokens
+from recsys.models.two_tower.item_tower import gather_bags
+from recsys.models.two_tower.user_tower import PooledUserTower, TransformerUserTower
+
+TINY = dict(dim=8, max_len=6, n_heads=2, epochs=2, batch_size=8, lr=5e-3, warmup_steps=2)
+
+
+# -- losses --------------------------------------------------------------------------------------
+def test_sampled_logits_logq_and_accidental_hits_by_hand() -> None:
+    users = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    cands = torch.tensor([[1.0, 1.0], [2.0, 0.0], [0.0, 1.0]])
+    cand_ids = torch.tensor([5, 7, 5])  # candidate 2 is a second copy of item 5
+    log_q = torch.log(torch.tensor([2.0, 1.0, 2.0]))
+    labels = torch.tensor([0, 1])  # row 0's positive is item 5 (col 0); row 1's is item 7 (col 1)
+    got = L.sampled_softmax_logits(users, cands, cand_ids, log_q, labels, temperature=0.5)
+    ln2 = math.log(2.0)
+    # dot / 0.5 - log q; row 0 col 2 is item 5 again -> accidental hit -> -inf
+    want = torch.tensor([[2.0 - ln2, 4.0, -math.inf], [4.0 - ln2, 0.0, 4.0 - ln2]])
+    torch.testing.assert_close(got, want)
+    loss = L.sampled_softmax_loss(users, cands, cand_ids, log_q, labels, temperature=0.5)
+    row0 = -(2.0 - ln2) + math.log(math.exp(2.0 - ln2) + math.exp(4.0))
+    row1 = -0.0 + math.log(2 * math.exp(4.0 - ln2) + 1.0)
+    assert loss.item() == pytest.approx(row0 + row1, rel=1e-5)
+
+
+def test_full_softmax_by_hand_and_padding_never_a_candidate() -> None:
+    users = torch.tensor([[1.0, 0.0]])
+    items = torch.tensor([[100.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # row 0 (padding) would dominate
+    loss = L.full_softmax_loss(users, items, torch.tensor([1]))
+    assert loss.item() == pytest.approx(-1.0 + math.log(math.e + 1.0), rel=1e-6)
+    cos = L.full_softmax_loss(users, items * 3, torch.tensor([1]), similarity="cosine", temperature=0.1)
+    assert cos.item() == pytest.approx(math.log1p(math.exp(-10.0)), rel=1e-3)  # float32 logits
+
+
+def test_mixture_log_q() -> None:
+    prob = torch.tensor([0.0, 0.75, 0.25])
+    got = L.mixture_log_q(torch.tensor([1, 2]), prob, n_in_batch=4, n_uniform=2, n_items=2)
+    torch.testing.assert_close(got, torch.log(torch.tensor([4 * 0.75 + 1.0, 4 * 0.25 + 1.0])))
+
+
+def test_streaming_frequency_converges_to_the_gap() -> None:
+    est = L.StreamingFrequency(n_buckets=10, alpha=0.5)
+    for step in range(1, 40):
+        ids = [3] + ([4] if step % 4 == 0 else [])  # item 3 every step, item 4 every 4th step
+        est.update(torch.tensor(ids + ids), step)  # a repeat within a batch counts once
+    est_gap = est.log_expected_count(torch.tensor([3, 4])).exp()
+    torch.testing.assert_close(est_gap, torch.tensor([1.0, 0.25]), atol=5e-3, rtol=0)
+    first = L.StreamingFrequency(n_buckets=10, alpha=0.5)
+    first.update(torch.tensor([1]), 1)
+    first.update(torch.tensor([1]), 3)  # B = 0.5 * prior(10) + 0.5 * (3 - 1) = 6
+    assert first.gap[1].item() == pytest.approx(6.0)
+
+
+# -- masks ---------------------------------------------------------------------------------------
+def _towers() -> list[torch.nn.Module]:
+    torch.manual_seed(0)
+    cfg = TwoTowerConfig(dim=8, max_len=6, n_heads=2, dropout=0.0)
+    towers = [TransformerUserTower(cfg), PooledUserTower(cfg)]
+    towers.append(PooledUserTower(TwoTowerConfig(dim=8, max_len=6, n_heads=2, dropout=0.0, pooling="mean")))
+    return [t.eval() for t in towers]
+
+
+@pytest.mark.parametrize("tower", range(3))
+def test_causal_mask_future_does_not_leak(tower: int) -> None:
+    net = _towers()[tower]
+    x = torch.randn(3, 6, 8)
+    valid = torch.ones(3, 6, dtype=torch.bool)
+    out = net(x, valid)
+    x2 = x.clone()
+    x2[:, 3:] = torch.randn(3, 3, 8) * 5  # change the future of position 2
+    out2 = net(x2, valid)
+    torch.testing.assert_close(out[:, :3], out2[:, :3])
+    assert not torch.allclose(out[:, 3:], out2[:, 3:])
+
+
+@pytest.mark.parametrize("tower", range(3))
+def test_padding_is_ignored_and_can_be_trimmed(tower: int) -> None:
+    net = _towers()[tower]
+    x = torch.randn(2, 6, 8)
+    valid = torch.tensor([[False, False, True, True, True, True], [False, False, False, False, True, True]])
+    out = net(x, valid)
+    x2 = x.masked_fill(~valid[..., None], 0.0) + (~valid[..., None]) * torch.randn(2, 6, 8) * 7
+    torch.testing.assert_close(out[valid], net(x2, valid)[valid])
+    trimmed = net(x[:, 2:], valid[:, 2:])  # what training does to an all-padding prefix
+    torch.testing.assert_close(out[:, 2:][valid[:, 2:]], trimmed[valid[:, 2:]])
+    assert torch.isfinite(out).all()
+
+
+# -- features, bags and windows ------------------------------------------------------------------
+def test_item_features_and_bags() -> None:
+    df = pl.DataFrame({"item_idx": [2, 1], "title": ["Red lipstick", None], "categories": ["Lips|Beauty", None]})
+    f = ItemFeatures.from_frame(df, n_items=3, text_buckets=97)
+    assert f.cat_vocab == ["Beauty", "Lips"] and f.categories_of(2).tolist() == [2, 1]
+    assert len(f.categories_of(1)) == len(f.text_of(1)) == len(f.text_of(3)) == 0
+    assert f.text_of(2).tolist() == text_tokens("red LIPSTICK", 97)  # stable hashing, case-folded
+    assert set(text_tokens("red", 97)) <= set(f.text_of(2).tolist())  # word + its <re, red, ed> n-grams
+    # "<red>" + 3-grams "<re" "red" "ed>" + 4-grams "<red" "red>" (the 5-gram is "<red>" itself)
+    assert text_tokens("red", 10**9, 3, 5) == [1 + zlib.crc32(g.encode()) % 10**9
+                                               for g in ["<red>", "<re", "red", "ed>", "<red", "red>"]]
+    flat, off = gather_bags(torch.as_tensor(f.text_offsets), torch.as_tensor(f.text_values), torch.tensor([2, 1, 2]))
+    n = len(f.text_of(2))
+    assert off.tolist() == [0, n, n] and flat.tolist() == f.text_of(2).tolist() * 2
+    with pytest.raises(ValueError, match="unique"):
+        ItemFeatures.from_frame(pl.DataFrame({"item_idx": [1, 1]}), n_items=2)
+    with pytest.raises(ValueError, match="outside 1..2"):
+        ItemFeatures.from_frame(pl.DataFrame({"item_idx": [3]}), n_items=2)
+
+
+def test_windows_cover_every_pair_once() -> None:
+    tr = Sequences.from_lists([[], [1, 2, 3, 4, 5, 6], [7], [8, 9]], n_items=9)
+    inp, tgt = make_windows(tr, max_len=2)
+    assert inp.tolist() == [[0, 1], [2, 3], [4, 5], [0, 8]]
+    assert tgt.tolist() == [[0, 2], [3, 4], [5, 6], [0, 9]]
+    i2, t2 = trim_padding(inp[[0, 3]], tgt[[0, 3]])
+    assert i2.tolist() == [[1], [8]] and t2.tolist() == [[2], [9]]
+
+
+def test_rank_shards_union_is_the_global_batch() -> None:
+    lengths = np.random.default_rng(0).integers(1, 9, size=103)
+    one = epoch_batches(103, 10, seed=1, epoch=3, lengths=lengths)
+    two = [epoch_batches(103, 10, seed=1, epoch=3, rank=r, world_size=2, lengths=lengths) for r in range(2)]
+    assert len(one) == len(two[0]) == len(two[1]) == 11
+    for b, r0, r1 in zip(one, *two, strict=True):
+        assert sorted(b.tolist()) == sorted(r0.tolist() + r1.tolist())
+    assert sorted(np.concatenate(one).tolist()) == list(range(103))
+
+
+def test_config_errors_name_the_field() -> None:
+    with pytest.raises(ConfigError, match="n_heads"):
+        TwoTowerConfig(dim=10, n_heads=3)
+    with pytest.raises(ValueError, match="id_dropout > 0 needs item features"):
+        TwoTower(TwoTowerConfig(**TINY, id_dropout=0.5), device="cpu").fit(Sequences.from_lists([[], [1, 2]]))
+
+
+# -- model: save/load, resume --------------------------------------------------------------------
+def _markov(n_users: int = 60, n_items: int = 20, seed: int = 0) -> Sequences:
+    rng = np.random.default_rng(seed)
+    rows = [[]]
+    for _ in range(n_users):
+        s = [int(rng.integers(1, n_items + 1))]
+        for _ in range(int(rng.integers(3, 9))):
+            s.append(s[-1] % n_items + 1 if rng.random() < 0.8 else int(rng.integers(1, n_items + 1)))
+        rows.append(s)
+    return Sequences.from_lists(rows, n_items=n_items)
+
+
+def _features(n_items: int) -> ItemFeatures:
+    df = pl.DataFrame({"item_idx": np.arange(1, n_items + 1),
+                       "title": [f"item number {i} {'even' if i % 2 == 0 else 'odd'}" for i in range(1, n_items + 1)],
+                       "categories": [[f"c{i % 3}"] for i in range(1, n_items + 1)]})
+    return ItemFeatures.from_frame(df, n_items=n_items, text_buckets=101)
+
+
+@pytest.mark.parametrize("extra", [
+    dict(user_tower="transformer", loss="full"),
+    dict(user_tower="pooled", loss="sampled", logq="streaming", n_uniform_negatives=5, similarity="cosine",
+         fusion="concat", id_dropout=0.3),
+])
+def test_save_load_identical_scores(tmp_path: Path, extra: dict) -> None:
+    tr = _markov()
+    feats = _features(tr.n_items) if "id_dropout" in extra else None
+    m = TwoTower(TwoTowerConfig(**TINY, **extra), device="cpu", item_features=feats).fit(tr)
+    m.save(tmp_path / "m")
+    back = TwoTower.load(tmp_path / "m", device="cpu")
+    np.testing.assert_array_equal(m.item_vectors(), back.item_vectors())
+    np.testing.assert_array_equal(m.user_vectors(), back.user_vectors())
+    assert back.similarity == extra.get("similarity", "dot")
+    if feats is not None:
+        new = feats.encode_new(["item number 4 even"], [["c1"]])
+        np.testing.assert_array_equal(m.encode_item_features(new), back.encode_item_features(new))
+
+
+@pytest.mark.parametrize("loss", ["full", "sampled"])
+def test_resume_continues_the_same_run(tmp_path: Path, loss: str) -> None:
+    tr = _markov()
+    cfg = TwoTowerConfig(**{**TINY, "epochs": 3}, loss=loss, dropout=0.2, n_uniform_negatives=3)
+    whole = TwoTower(cfg, device="cpu").fit(tr)
+
+    class Stop(Exception):
+        pass
+
+    def crash(epoch: int, metrics: dict) -> None:
+        if epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        TwoTower(cfg, device="cpu").fit(tr, on_epoch_end=crash, checkpoint_dir=tmp_path / "ck")
+    seen: list[int] = []
+    resumed = TwoTower(cfg, device="cpu").fit(tr, on_epoch_end=lambda e, m: seen.append(e),
+                                              checkpoint_dir=tmp_path / "ck")
+    assert seen == [3]  # epochs 1-2 came from the checkpoint
+    for (k, a), b in zip(whole.net.state_dict().items(), resumed.net.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+    assert [h["loss"] for h in whole.history] == [h["loss"] for h in resumed.history]
+
+
+def test_early_stopping_restores_the_best_epoch() -> None:
+    tr = _markov()
+    scores = iter([0.1, 0.3, 0.2, 0.25, 0.9])
+    snaps: list[np.ndarray] = []
+
+    def validate(model: TwoTower) -> dict[str, float]:
+        snaps.append(model.item_vectors())
+        return {"val_ndcg_10": next(scores)}
+
+    m = TwoTower(TwoTowerConfig(**{**TINY, "epochs": 5}, patience=2), device="cpu").fit(tr, validate=validate)
+    assert len(m.history) == 4  # epochs 3 and 4 did not beat epoch 2 -> stop before epoch 5
+    np.testing.assert_array_equal(m.item_vectors(), snaps[1])
