@@ -179,20 +179,30 @@ def kcore_mask(users: np.ndarray, items: np.ndarray, user_k: int, item_k: int) -
     keep : (n,) bool, True for events in the core.
     passes : number of counting passes until nothing changed (1 when the input is already a core).
     """
-    idx = np.arange(len(users), dtype=np.int64 if len(users) >= 2**31 else np.int32)
-    u, i = users, items
+    u, i, idx = users, items, None  # idx: input positions of u, i once compacted (None = all rows)
     n_u, n_i = (int(u.max()) + 1, int(i.max()) + 1) if len(u) else (0, 0)
-    passes = 0
+    cu, ci = np.bincount(u, minlength=n_u), np.bincount(i, minlength=n_i)
+    alive = np.ones(len(u), dtype=bool)
+    n_alive, passes = len(u), 0
     while True:
         passes += 1
-        # threshold the small count arrays first, then gather booleans (1 byte a row, not 8)
-        ok = (np.bincount(u, minlength=n_u) >= user_k)[u] & (np.bincount(i, minlength=n_i) >= item_k)[i]
-        if ok.all():
+        # threshold the small count arrays, gather booleans (1 byte a row), and only *decrement* the
+        # counts by the dropped events: no full bincount or array copy per pass
+        drop = np.flatnonzero(alive & ~((cu >= user_k)[u] & (ci >= item_k)[i]))
+        if not len(drop):
             break
-        # compact instead of masking: later passes touch only the surviving events
-        u, i, idx = u[ok], i[ok], idx[ok]
+        alive[drop] = False
+        n_alive -= len(drop)
+        cu -= np.bincount(u[drop], minlength=n_u)
+        ci -= np.bincount(i[drop], minlength=n_i)
+        if 2 * n_alive < len(u):  # most rows gone: compact so later passes touch only survivors
+            sel = np.flatnonzero(alive)
+            u, i, idx = u[sel], i[sel], sel if idx is None else idx[sel]
+            alive = np.ones(len(u), dtype=bool)
+    if idx is None:
+        return alive, passes
     keep = np.zeros(len(users), dtype=bool)
-    keep[idx] = True
+    keep[idx[alive]] = True
     return keep, passes
 
 
