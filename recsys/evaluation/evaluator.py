@@ -206,11 +206,12 @@ def _batch_ranks(s: torch.Tensor, tgt: sp.csr_matrix, chunk: int) -> np.ndarray:
     r = torch.as_tensor(coo_rows, dtype=torch.long, device=s.device)
     c = torch.as_tensor(tgt.indices.astype(np.int64), device=s.device)
     out = np.empty(len(coo_rows), dtype=np.float64)
+    one_each = len(coo_rows) == s.shape[0]  # one target per row (leave-last-out): no row copies needed
     for a in range(0, len(coo_rows), chunk):  # (P, n) comparisons, P <= chunk pairs at a time
         rr, cc = r[a : a + chunk], c[a : a + chunk]
-        row_s = s[rr]  # (P, n)
+        row_s = s[a : a + chunk] if one_each else s[rr]  # (P, n)
         t = row_s.gather(1, cc[:, None])  # (P, 1) target score
-        ahead = (row_s > t).sum(1) + (row_s == t).sum(1) - 1  # ties ahead, minus the target itself
-        rank = (ahead + 1).double()
+        # pessimistic: every other eligible item scoring >= the target is ahead of it
+        rank = (row_s >= t).sum(1).double()  # counts the target itself, so this is already 1-based
         out[a : a + chunk] = torch.where(torch.isneginf(t[:, 0]), torch.inf, rank).cpu().numpy()
     return out
