@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.data.build import build_sequences
+from recsys.data.build import build_sequences, sort_events
 
 I32 = {"user_idx": pl.Int32, "item_idx": pl.Int32, "timestamp": pl.Int64}
 
@@ -102,3 +102,15 @@ def test_max_len_keeps_the_most_recent_events(rows, max_len):
     cut = build_sequences(enc(rows), N_USERS, N_ITEMS, max_len=max_len)
     for r in range(full.n_rows):
         assert cut.row(r).tolist() == full.row(r).tolist()[-max_len:]
+
+
+@settings(max_examples=50, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(1, 6), st.integers(1, 9), st.integers(0, 5)), max_size=60),
+       scale=st.sampled_from([1, 10**9, 2**61]))
+def test_sort_events_matches_user_time_input_order(rows, scale):
+    """The single combined-key sort (small spans) and the 3-key fallback (huge spans) give the same order."""
+    enc = pl.DataFrame({"user_idx": [u for u, _, _ in rows], "item_idx": [i for _, i, _ in rows],
+                        "timestamp": [t * scale for _, _, t in rows]},
+                       schema={"user_idx": pl.Int32, "item_idx": pl.Int32, "timestamp": pl.Int64})
+    expected = sorted(range(len(rows)), key=lambda r: (rows[r][0], rows[r][2], r))
+    assert sort_events(enc)["item_idx"].to_list() == [rows[r][1] for r in expected]
