@@ -106,7 +106,7 @@ def test_max_len_keeps_the_most_recent_events(rows, max_len):
 
 @settings(max_examples=50, deadline=None)
 @given(rows=st.lists(st.tuples(st.integers(1, 6), st.integers(1, 9), st.integers(0, 5)), max_size=60),
-       scale=st.sampled_from([1, 10**9, 2**61]))
+       scale=st.sampled_from([1, 10**9, 2**60]))
 def test_sort_events_matches_user_time_input_order(rows, scale):
     """The single combined-key sort (small spans) and the 3-key fallback (huge spans) give the same order."""
     enc = pl.DataFrame({"user_idx": [u for u, _, _ in rows], "item_idx": [i for _, i, _ in rows],
