@@ -224,3 +224,17 @@ def test_early_stopping_restores_the_best_epoch() -> None:
     m = TwoTower(TwoTowerConfig(**{**TINY, "epochs": 5}, patience=2), device="cpu").fit(tr, validate=validate)
     assert len(m.history) == 4  # epochs 3 and 4 did not beat epoch 2 -> stop before epoch 5
     np.testing.assert_array_equal(m.item_vectors(), snaps[1])
+
+
+# -- export for serving without torch -----------------------------------------------------------
+@pytest.mark.parametrize("extra", [dict(user_tower="transformer"), dict(user_tower="pooled", similarity="cosine"),
+                                   dict(user_tower="pooled", pooling="mean")])
+def test_numpy_user_encoder_matches_torch(tmp_path: Path, extra: dict) -> None:
+    from recsys.models.two_tower.export import export_user_encoder
+    from recsys.models.two_tower.numpy_encoder import NumpyUserEncoder
+
+    tr = _markov()
+    m = TwoTower(TwoTowerConfig(**TINY, **extra, dropout=0.1), device="cpu", item_features=_features(20)).fit(tr)
+    enc = NumpyUserEncoder.load(export_user_encoder(m, tmp_path / "enc"))
+    hist = Sequences.from_lists([[], [3], [1, 2, 3, 4, 5, 6, 7, 8, 9], [20, 19]], n_items=20)
+    np.testing.assert_allclose(enc.encode(hist.padded(m.config.max_len)), m.encode_users(hist)[:], atol=2e-5)
