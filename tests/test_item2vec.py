@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def fast(**kw: object) -> Item2VecConfig:
         {"mode": "skipgram", "window_kind": "dynamic"},
         # a session gives 132 pairs here: smaller batches keep an item's summed step in check
         {"mode": "skipgram", "window_kind": "session", "shared_negatives": 4, "batch_size": 256, "lr": 0.02},
-        {"mode": "cbow", "window_kind": "fixed", "window": 3},
+        {"mode": "cbow", "window_kind": "fixed", "window": 3, "batch_size": 256},
     ],
     ids=["skipgram-dynamic", "skipgram-session-shared", "cbow-fixed"],
 )
@@ -186,3 +187,26 @@ def test_unfitted_and_config_errors() -> None:
         build_model("item2vec", {"windw": 3}, device="cpu")
     model = build_model("item2vec", {"mode": "cbow", "dim": 8}, device="cpu")
     assert isinstance(model, Item2Vec) and model.config.mode == "cbow" and model.config.dim == 8
+
+
+def test_repeat_cap_damps_rows_repeated_in_a_batch() -> None:
+    from recsys.models.item2vec import _sgd_rows
+
+    w = torch.zeros(4, 2)
+    rows = torch.tensor([1, 1, 1, 1, 2, 3, 3])
+    grad = torch.tensor([[1.0, 0], [1, 0], [1, 0], [1, 0], [0, 1], [2, 2], [2, 2]])
+    _sgd_rows(w, rows, grad, lr=0.5, sparse=True, cap=2)
+    # row 1: 4 repeats > cap 2 -> half of the summed step; rows 2, 3: at most cap repeats -> plain sum
+    torch.testing.assert_close(w, torch.tensor([[0.0, 0], [-1, 0], [0, -0.5], [-2, -2]]))
+
+
+def test_repeat_cap_keeps_popular_items_stable(split: SplitData) -> None:
+    """Few items, high lr: the plain summed step blows the loss up, the capped one keeps learning."""
+    cfg = fast(epochs=3, lr=0.3, batch_size=2048)
+    plain: list[float] = []
+    capped: list[float] = []
+    for cap, losses in ((0, plain), (4, capped)):
+        model = Item2Vec(dataclasses.replace(cfg, repeat_cap=cap), device="cpu")
+        model.fit(split.train, lambda e, m, out=losses: out.append(m["loss"]))
+    assert plain[-1] > 1e3, plain  # diverging (4.16 = 6 log 2 at the start)
+    assert capped[-1] < capped[0] - 1.0 and capped[-1] < 3.0, capped

@@ -11,9 +11,10 @@ epoch, streamed in bounded chunks) and negatives from ``count ** ns_exponent`` (
 
 Training is word2vec's SGD with a linearly decaying learning rate, batched: the SGNS gradients
 (``-log s(u.v) - sum_k log s(-u.n_k)``) are written out by hand and added to the touched rows
-only, so a step costs O(batch x (1 + negatives) x dim) whatever the catalogue size. Measured on
-Beauty (``experiments/bench_item2vec.py``), this beats autograd + ``torch.optim.SGD`` and
-``sparse=False`` (a dense (n_items + 1, dim) gradient per step) for throughput at equal loss.
+only, so a step costs O(batch x (1 + negatives) x dim) whatever the catalogue size.
+Defaults (lr 0.1, ``repeat_cap`` 4, ``shared_negatives`` 8, ``sparse``) were chosen on Beauty
+validation and a synthetic Zipf set, for speed and quality; ``experiments/bench_item2vec.py``
+measures them against ``sparse=False``, independent negatives and gensim.
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ class Item2VecConfig:
     ``num_threads``: torch threads during fit. 1 by default: the batch producer thread takes the
     second core, and on a shared CPU more OpenMP threads than free cores slow every step down
     many-fold (measured); 0 leaves torch's setting alone.
-    Plain SGD sums the gradients of an item's repeats in a batch, so ``lr`` times an item's
-    occurrences per batch must stay moderate: with a tiny catalogue use smaller batches.
+    ``repeat_cap``: a row drawn k > cap times in one batch moves by cap/k of its summed gradient
+    (0 = plain sum); batched SGD otherwise overshoots on popular items (see :func:`_sgd_rows`).
     """
 
     mode: Literal["skipgram", "cbow"] = "skipgram"
@@ -68,11 +69,12 @@ class Item2VecConfig:
     ns_exponent: float = 0.75
     subsample: float = 1e-3
     epochs: int = 5
-    lr: float = 0.025
+    lr: float = 0.1
     min_lr: float = 1e-4
     batch_size: int = 16384
-    shared_negatives: int = 1
+    shared_negatives: int = 8
     sparse: bool = True
+    repeat_cap: int = 4
     normalize: bool = True
     user_decay: float = 1.0
     seed: int = 0
@@ -84,6 +86,7 @@ class Item2VecConfig:
             "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "subsample": self.subsample >= 0,
             "lr": self.lr > 0, "min_lr": 0 <= self.min_lr <= self.lr, "shared_negatives": self.shared_negatives >= 1,
             "user_decay": 0 < self.user_decay <= 1, "num_threads": self.num_threads >= 0,
+            "repeat_cap": self.repeat_cap >= 0,
             "mode": self.mode in ("skipgram", "cbow"),
             "window_kind": self.window_kind in ("fixed", "dynamic", "session"),
         }
@@ -117,7 +120,9 @@ class Item2Vec(Model):
     @classmethod
     def contract_config(cls) -> Item2VecConfig:
         """A small, fast configuration for the shared contract test."""
-        return Item2VecConfig(dim=16, epochs=3, batch_size=1024, lr=0.05, subsample=0.0)
+        # 24 items: every item repeats ~100 times per batch, so the repeat cap would stall learning
+        return Item2VecConfig(dim=16, epochs=3, batch_size=1024, lr=0.05, subsample=0.0, repeat_cap=0,
+                              shared_negatives=1)
 
     # -- training -------------------------------------------------------------------------------
     def fit(
@@ -173,7 +178,7 @@ class Item2Vec(Model):
         for tensors, progress in prefetch(self._batches(sampler, noise, rng), depth=4):
             lr = cfg.lr - (cfg.lr - cfg.min_lr) * min(1.0, (epoch - 1 + progress) / cfg.epochs)
             with autocast(self.device):
-                loss = step(w_in, w_out, *tensors, lr=lr, sparse=cfg.sparse)
+                loss = step(w_in, w_out, *tensors, lr=lr, sparse=cfg.sparse, cap=cfg.repeat_cap)
             total += float(loss)
             n_pos, pairs = n_pos + len(tensors[1]), pairs + len(tensors[0])
         return total, n_pos, pairs
@@ -252,7 +257,7 @@ class Item2Vec(Model):
 
 def skipgram_step(
     w_in: torch.Tensor, w_out: torch.Tensor, source: torch.Tensor, target: torch.Tensor,
-    neg: torch.Tensor, share: int, *, lr: float, sparse: bool,
+    neg: torch.Tensor, share: int, *, lr: float, sparse: bool, cap: int = 0,
 ) -> torch.Tensor:
     """One SGD step of skip-gram with negative sampling; returns the float64 loss sum.
 
@@ -278,15 +283,15 @@ def skipgram_step(
         g_neg, loss_neg = g_neg * valid, loss_neg * valid
     loss = -(F.logsigmoid(s_pos).sum(dtype=torch.float64) + loss_neg.sum(dtype=torch.float64))
     grad_u = g_pos * v + torch.bmm(g_neg, nv).view(g * share, d)[:p]
-    _sgd_rows(w_in, source, grad_u, lr, sparse)
-    _sgd_rows(w_out, target, g_pos * u, lr, sparse)
-    _sgd_rows(w_out, neg.reshape(-1), torch.bmm(g_neg.transpose(1, 2), u3).view(g * k, d), lr, sparse)
+    _sgd_rows(w_in, source, grad_u, lr, sparse, cap)
+    _sgd_rows(w_out, target, g_pos * u, lr, sparse, cap)
+    _sgd_rows(w_out, neg.reshape(-1), torch.bmm(g_neg.transpose(1, 2), u3).view(g * k, d), lr, sparse, cap)
     return loss
 
 
 def cbow_step(
     w_in: torch.Tensor, w_out: torch.Tensor, context: torch.Tensor, centre: torch.Tensor, neg: torch.Tensor,
-    local: torch.Tensor, *, lr: float, sparse: bool,
+    local: torch.Tensor, *, lr: float, sparse: bool, cap: int = 0,
 ) -> torch.Tensor:
     """One SGD step of CBOW (mean of contexts) with negative sampling; returns the float64 loss sum.
 
@@ -306,19 +311,28 @@ def cbow_step(
     g_pos = (torch.sigmoid(s_pos) - 1.0)[:, None]  # (G, 1)
     g_neg = torch.sigmoid(s_neg)  # (G, K)
     grad_h = g_pos * v + torch.bmm(g_neg[:, None, :], nv).squeeze(1)  # (G, D)
-    _sgd_rows(w_in, context, grad_h.index_select(0, local), lr, sparse)
+    _sgd_rows(w_in, context, grad_h.index_select(0, local), lr, sparse, cap)
     grad_out = torch.cat([g_pos * h, (g_neg[:, :, None] * h[:, None, :]).view(-1, d)])
-    _sgd_rows(w_out, torch.cat([centre, neg.reshape(-1)]), grad_out, lr, sparse)
+    _sgd_rows(w_out, torch.cat([centre, neg.reshape(-1)]), grad_out, lr, sparse, cap)
     return loss
 
 
-def _sgd_rows(weight: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor, lr: float, sparse: bool) -> None:
-    """``weight[rows] -= lr * grad`` with repeated rows summed.
+def _sgd_rows(
+    weight: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor, lr: float, sparse: bool, cap: int = 0
+) -> None:
+    """``weight[rows] -= lr * grad`` with repeated rows summed, a row's sum damped beyond ``cap`` repeats.
 
-    ``sparse`` touches only the given rows; otherwise the gradient is first materialised as a dense
-    (V, D) tensor, as a dense embedding gradient would be (kept to measure the difference).
+    A batch sums the gradients of an item's repeats where word2vec applies them one after the
+    other (each step shrinking the next); for an item drawn k times the sum overshoots about
+    k-fold and popular items diverge. With ``cap`` > 0, a row seen k > cap times in the batch
+    moves by ``cap / k`` of the sum (the mean gradient times cap). ``sparse`` touches only the
+    given rows; otherwise the gradient is first materialised as a dense (V, D) tensor, as a dense
+    embedding gradient would be (kept to measure the difference).
     """
     grad = grad.to(weight.dtype) * -lr  # autocast may hand back bf16
+    if cap:
+        repeats = torch.bincount(rows, minlength=weight.shape[0]).index_select(0, rows)  # (P,) k of each row
+        grad = grad * (cap / repeats.clamp_min(cap).to(grad.dtype))[:, None]
     index = rows[:, None].expand(-1, weight.shape[1])  # an expanded index takes torch's sorted scatter path
     if sparse:
         weight.scatter_add_(0, index, grad)
