@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -277,7 +278,7 @@ def _block_frame(config: SyntheticConfig, cat: Catalogue, sampler: _Sampler, len
     }).with_columns(pl.when(purchase).then(pl.lit("purchase")).otherwise(pl.lit("view")).alias(EVENT))
 
 
-def iter_blocks(config: SyntheticConfig, catalogue: Catalogue | None = None):
+def iter_blocks(config: SyntheticConfig, catalogue: Catalogue | None = None) -> Iterator[pl.DataFrame]:
     """Yield the interaction frames of consecutive user blocks (bounded memory, deterministic)."""
     cat = build_catalogue(config) if catalogue is None else catalogue
     sampler = _Sampler(cat, config.n_categories)
