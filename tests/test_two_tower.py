@@ -238,3 +238,15 @@ def test_numpy_user_encoder_matches_torch(tmp_path: Path, extra: dict) -> None:
     enc = NumpyUserEncoder.load(export_user_encoder(m, tmp_path / "enc"))
     hist = Sequences.from_lists([[], [3], [1, 2, 3, 4, 5, 6, 7, 8, 9], [20, 19]], n_items=20)
     np.testing.assert_allclose(enc.encode(hist.padded(m.config.max_len)), m.encode_users(hist)[:], atol=2e-5)
+
+
+def test_run_configs_build_the_model() -> None:
+    from pipelines.config import load_run_config
+    from recsys.models.registry import build_model
+
+    paths = sorted((Path(__file__).resolve().parents[1] / "experiments" / "configs").glob("beauty_two_tower_*.toml"))
+    assert {p.stem for p in paths} >= {"beauty_two_tower_transformer", "beauty_two_tower_pooled"}
+    for p in paths:
+        cfg = load_run_config(p)
+        model = build_model(cfg.model_name, cfg.model, device="cpu")
+        assert isinstance(model, TwoTower) and model.config.user_tower in p.stem

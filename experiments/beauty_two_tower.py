@@ -1,0 +1,140 @@
+"""Two-tower (pooled and causal-Transformer user towers) on Amazon Beauty, S3-Rec / ICLRec protocol.
+
+Protocol: leave-last-out per user, test history = train + validation item, full ranking over all
+items with the history excluded (recsys.evaluation). Each tower is trained with its tuned config
+(experiments/configs/beauty_two_tower_{transformer,pooled}.toml), early-stopped on validation
+NDCG@10 and scored on test; popularity is measured in the same run, and published anchors on this
+file and protocol are printed beside the results with ratios.
+
+    python experiments/beauty_two_tower.py                   # both towers, configs as tuned
+    python experiments/beauty_two_tower.py --budget-min 20   # stop each tower's training after ~20 min
+    python experiments/beauty_two_tower.py --quick           # smoke run: 2000 users, 2 epochs
+
+Writes ``experiments/reports/beauty_two_tower{,_quick}.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from beauty_baselines import DEFAULT_DATA, REPORTS, read_beauty  # same folder; same reader as the baselines
+
+from recsys.config import from_dict, load_toml, to_dict
+from recsys.data.split import SplitData, leave_last_out
+from recsys.evaluation.evaluator import EvalProtocol, evaluate_model, make_validator
+from recsys.models.popularity import Popularity
+from recsys.models.two_tower import TwoTower, TwoTowerConfig
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+#: published test NDCG@10 on this file and protocol
+ANCHORS = {"SASRec (BCE)": 0.0318, "ICLRec": 0.0403, "BSARec": 0.0611}
+METRICS = ("hr_10", "ndcg_10", "hr_20", "ndcg_20")
+
+
+class BudgetSpent(Exception):
+    """Raised from the epoch callback when the wall-clock budget is used up."""
+
+
+def tower_config(tower: str, quick: bool, epochs: int | None) -> TwoTowerConfig:
+    table = dict(load_toml(CONFIGS / f"beauty_two_tower_{tower}.toml")["model"])
+    table.pop("name")
+    if quick:
+        table.update(epochs=2, dim=32, warmup_steps=5)
+    if epochs is not None:
+        table["epochs"] = epochs
+    return from_dict(TwoTowerConfig, table, where=f"beauty_two_tower_{tower}.toml [model]")
+
+
+def run_tower(tower: str, split: SplitData, protocol: EvalProtocol, args: argparse.Namespace, budget: float) -> dict:
+    cfg = tower_config(tower, args.quick, args.epochs)
+    model = TwoTower(cfg, device=args.device)
+    log: list[dict] = []
+    t0 = time.perf_counter()
+
+    def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
+        log.append({"epoch": epoch, **{k: round(float(v), 5) for k, v in metrics.items()
+                                       if k in ("loss", "epoch_seconds", "val_hr_10", "val_ndcg_10")}})
+        print(f"[{tower}] {log[-1]}", flush=True)
+        if budget and time.perf_counter() - t0 > 60 * budget:
+            raise BudgetSpent
+
+    validate = make_validator(split.valid_history, split.valid_targets, protocol)
+    stopped = False
+    try:
+        model.fit(split.train, on_epoch_end=on_epoch_end, validate=validate)
+    except BudgetSpent:
+        stopped = True  # parameters are those after the last finished epoch
+    train_s = time.perf_counter() - t0
+    test = evaluate_model(model, split.test_history, split.test_targets, protocol)
+    return {"config": to_dict(cfg), "epochs_run": len(log), "budget_stop": stopped, "train_s": round(train_s, 1),
+            "s_per_epoch": round(sum(r["epoch_seconds"] for r in log) / max(len(log), 1), 1),
+            "best_val_ndcg_10": max((r.get("val_ndcg_10", 0.0) for r in log), default=0.0),
+            "test": {k: test[k] for k in METRICS}, "log": log}
+
+
+def write_report(results: dict, path: Path) -> None:
+    path.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    pop = results["models"]["popularity"]["test"]["ndcg_10"]
+    lines = ["# Two-tower on Beauty (S3-Rec / ICLRec protocol)", "",
+             f"Machine: {results['machine']}. Command: `{results['command']}`.", "",
+             "| model | HR@10 | NDCG@10 | HR@20 | NDCG@20 | epochs | s/epoch | NDCG@10 / popularity |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in results["models"].items():
+        t = r["test"]
+        lines.append(f"| {name} | {t['hr_10']:.4f} | {t['ndcg_10']:.4f} | {t['hr_20']:.4f} | {t['ndcg_20']:.4f} | "
+                     f"{r.get('epochs_run', '-')} | {r.get('s_per_epoch', '-')} | {t['ndcg_10'] / pop:.2f} |")
+    lines += ["", "Published test NDCG@10 on this file and protocol, and our Transformer tower's ratio to each:", ""]
+    ours = results["models"].get("two_tower_transformer", {}).get("test", {}).get("ndcg_10")
+    for name, v in ANCHORS.items():
+        lines.append(f"- {name}: {v:.4f}" + (f" (ours / anchor = {ours / v:.2f})" if ours else ""))
+    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Beauty.txt (user i1 i2 ... per line)")
+    ap.add_argument("--towers", default="transformer,pooled", help="comma list of: transformer, pooled")
+    ap.add_argument("--epochs", type=int, default=None, help="override the configs' epochs")
+    ap.add_argument("--budget-min", default="0", help="stop training after this many minutes: one value, or one "
+                    "per tower (comma list); 0 = no limit")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 2000 users, 2 epochs, dim 32")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    events, n_users, n_items = read_beauty(args.data, 2000 if args.quick else None)
+    split = leave_last_out(events, n_users, n_items)
+    protocol = EvalProtocol(split="leave_last_out", ks=(10, 20), fingerprint=split.fingerprint)
+    pop = Popularity().fit(split.train)
+    models = {"popularity": {"test": {k: v for k, v in evaluate_model(pop, split.test_history, split.test_targets,
+                                                                       protocol).items() if k in METRICS}}}
+    towers = args.towers.split(",")
+    budgets = [float(b) for b in args.budget_min.split(",")]
+    budgets = budgets * len(towers) if len(budgets) == 1 else budgets
+    if len(budgets) != len(towers):
+        raise SystemExit(f"--budget-min has {len(budgets)} values for {len(towers)} towers; give one or one per tower")
+    for tower, budget in zip(towers, budgets, strict=True):
+        models[f"two_tower_{tower}"] = run_tower(tower, split, protocol, args, budget)
+        print(tower, models[f"two_tower_{tower}"]["test"], flush=True)
+    results = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
+                          f"torch threads {torch.get_num_threads()}, device {args.device}",
+               "command": "python experiments/beauty_two_tower.py " + " ".join(_argv()), "n_users": n_users,
+               "n_items": n_items, "split": split.params, "anchors_ndcg_10": ANCHORS, "models": models}
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    write_report(results, REPORTS / ("beauty_two_tower_quick" if args.quick else "beauty_two_tower"))
+
+
+def _argv() -> list[str]:
+    import sys
+
+    return sys.argv[1:]
+
+
+if __name__ == "__main__":
+    main()
