@@ -232,7 +232,8 @@ def markdown(res: dict) -> str:
               "| endpoint | workers | concurrency | seconds | requests | errors | req/s | p50 ms | p99 ms "
               "| server CPU us/req |", "|---|---|---|---|---|---|---|---|---|---|"]
     for h in res["http"]:
-        lines.append(f"| {h['endpoint']} | {h['workers']} | {h['concurrency']} | {h['seconds']} | {h['requests']} | {h['errors']} | "
+        lines.append(f"| {h['endpoint']} | {h['workers']} | {h['concurrency']} | {h['seconds']} | {h['requests']} | "
+                     f"{h['errors']} | "
                      f"{h['req_per_s']} | {h['p50_ms']} | {h['p99_ms']} | {h['server_cpu_us_per_req']} |")
     lines += ["", "Targets: in-process p99 < 1 ms at 1M items with recall@10 >= 0.95; "
               "HTTP >= 1,000 req/s, p99 < 20 ms.",
