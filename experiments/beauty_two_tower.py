@@ -50,8 +50,9 @@ def tower_config(tower: str, quick: bool, epochs: int | None) -> TwoTowerConfig:
     return from_dict(TwoTowerConfig, table, where=f"beauty_two_tower_{tower}.toml [model]")
 
 
-def run_tower(tower: str, split: SplitData, protocol: EvalProtocol, args: argparse.Namespace, budget: float) -> dict:
-    cfg = tower_config(tower, args.quick, args.epochs)
+def run_tower(tower: str, split: SplitData, protocol: EvalProtocol, args: argparse.Namespace, budget: float,
+              epochs: int | None) -> dict:
+    cfg = tower_config(tower, args.quick, epochs)
     model = TwoTower(cfg, device=args.device)
     log: list[dict] = []
     t0 = time.perf_counter()
@@ -99,7 +100,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Beauty.txt (user i1 i2 ... per line)")
     ap.add_argument("--towers", default="transformer,pooled", help="comma list of: transformer, pooled")
-    ap.add_argument("--epochs", type=int, default=None, help="override the configs' epochs")
+    ap.add_argument("--epochs", default="", help="override the configs' epochs: one value or one per tower")
     ap.add_argument("--budget-min", default="0", help="stop training after this many minutes: one value, or one "
                     "per tower (comma list); 0 = no limit")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
@@ -115,12 +116,10 @@ def main() -> None:
     models = {"popularity": {"test": {k: v for k, v in evaluate_model(pop, split.test_history, split.test_targets,
                                                                        protocol).items() if k in METRICS}}}
     towers = args.towers.split(",")
-    budgets = [float(b) for b in args.budget_min.split(",")]
-    budgets = budgets * len(towers) if len(budgets) == 1 else budgets
-    if len(budgets) != len(towers):
-        raise SystemExit(f"--budget-min has {len(budgets)} values for {len(towers)} towers; give one or one per tower")
-    for tower, budget in zip(towers, budgets, strict=True):
-        models[f"two_tower_{tower}"] = run_tower(tower, split, protocol, args, budget)
+    budgets = [float(b) for b in _per_tower(args.budget_min, towers, "--budget-min")]
+    epochs = [int(e) if e else None for e in _per_tower(args.epochs, towers, "--epochs")]
+    for tower, budget, n_epochs in zip(towers, budgets, epochs, strict=True):
+        models[f"two_tower_{tower}"] = run_tower(tower, split, protocol, args, budget, n_epochs)
         print(tower, models[f"two_tower_{tower}"]["test"], flush=True)
     results = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
                           f"torch threads {torch.get_num_threads()}, device {args.device}",
@@ -128,6 +127,14 @@ def main() -> None:
                "n_items": n_items, "split": split.params, "anchors_ndcg_10": ANCHORS, "models": models}
     REPORTS.mkdir(parents=True, exist_ok=True)
     write_report(results, REPORTS / ("beauty_two_tower_quick" if args.quick else "beauty_two_tower"))
+
+
+def _per_tower(value: str, towers: list[str], flag: str) -> list[str]:
+    values = value.split(",")
+    values = values * len(towers) if len(values) == 1 else values
+    if len(values) != len(towers):
+        raise SystemExit(f"{flag} has {len(values)} values for {len(towers)} towers; give one or one per tower")
+    return values
 
 
 def _argv() -> list[str]:
