@@ -102,6 +102,7 @@ def build_sequences(
         one) numbered from 0 in (user, time) order, and ``row_users`` holds each session's user.
         When None, row ``r`` is user index ``r`` (row 0, the padding user, is empty).
     drop_consecutive_repeats : drop an event whose item equals the previous event's in the same row.
+        Sessions are cut on all events first, so a dropped repeat still keeps its session alive.
     max_len : keep only the most recent ``max_len`` events of every row (applied last).
 
     Returns
