@@ -109,14 +109,16 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
 
 
 def default_config() -> PipelineConfig:
-    """The built-in run: a synthetic log, popularity and ALS; a minute or two on 2 cores."""
+    """The built-in run: a synthetic log; popularity, ALS, item2vec and a two-tower model; minutes on 2 cores."""
     raw = {
         "pipeline": {"name": "default"},
         "data": {"name": "synthetic", "synthetic_users": 3000, "synthetic_items": 1000,
                  "synthetic_events": 120_000},
         "models": {
             "popularity": {"name": "popularity"},
-            "als": {"name": "als", "factors": 32, "iterations": 10},
+            "als": {"name": "als", "factors": 32, "iterations": 10, "validate_every": 5},
+            "item2vec": {"name": "item2vec", "dim": 32, "epochs": 5},
+            "two_tower": {"name": "two_tower", "dim": 32, "epochs": 4, "max_len": 30, "text_buckets": 5000},
         },
     }
     return parse_pipeline_config(raw, source="<built-in defaults>")

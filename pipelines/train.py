@@ -10,6 +10,7 @@ FAILED with the error recorded (see :func:`pipelines.tracking.tracked_run`).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import time
@@ -23,11 +24,11 @@ import polars as pl
 from pipelines import plots, tracking
 from pipelines.config import RunConfig
 from pipelines.prepare import Prepared, load_prepared, prepare
-from recsys.config import to_dict
+from recsys.config import from_dict, to_dict
 from recsys.device import resolve_device
 from recsys.evaluation.evaluator import EvalProtocol, evaluate_model, make_validator
 from recsys.models.base import Model
-from recsys.models.registry import build_model
+from recsys.models.registry import MODELS, build_model
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,8 @@ def train_run(cfg: RunConfig, out: str | Path, data: Prepared | None = None, nes
             "model": cfg.model_name}
     with tracking.tracked_run(cfg.run.experiment, cfg.run.name, tags=tags, nested=nested) as run:
         tracking.log_params({**cfg.flat(), **protocol.as_dict(), **_split_params(split.params)})
-        model = build_model(cfg.model_name, {"seed": cfg.run.seed, **cfg.model}, device)
+        params = {"seed": cfg.run.seed, **cfg.model}
+        model = build_model(cfg.model_name, params, device, **model_inputs(cfg.model_name, params, data))
         kw = {"device": device, "batch_size": cfg.eval.batch_size}
         validator = make_validator(split.valid_history, split.valid_targets, protocol, **kw)
         on_epoch = tracking.epoch_logger()
@@ -98,6 +100,18 @@ def train_run(cfg: RunConfig, out: str | Path, data: Prepared | None = None, nes
         _log_artifacts(cfg, model, data, on_epoch.history, val, test, model_dir)
         log.info("%s: val %s test %s", cfg.run.name, _short(val), _short(test))
         return TrainResult(run.info.run_id, cfg.model_name, model_dir, val, test, seconds, on_epoch.history)
+
+
+def model_inputs(name: str, params: dict, data: Prepared) -> dict:
+    """Side inputs a model's constructor takes: item features (titles, categories) for the two-tower model."""
+    cls = MODELS[name]
+    if "item_features" not in inspect.signature(cls.__init__).parameters or data.items_meta is None:
+        return {}
+    from recsys.models.two_tower.features import ItemFeatures
+
+    c = from_dict(cls.Config, params, where=f"model {name!r}")
+    return {"item_features": ItemFeatures.from_frame(data.items_meta, data.split.n_items, c.text_buckets,
+                                                     c.ngram_min, c.ngram_max)}
 
 
 def _split_params(params: dict) -> dict:

@@ -23,8 +23,10 @@ MODELS: dict[str, type[Model]] = {
 }
 
 
-def build_model(name: str, params: Mapping[str, Any], device: str | torch.device = "auto") -> Model:
+def build_model(name: str, params: Mapping[str, Any], device: str | torch.device = "auto", **inputs: Any) -> Model:
     """Instantiate ``MODELS[name]`` with its config built from the flat ``params``.
+
+    ``inputs`` are extra constructor arguments, e.g. ``item_features`` for the two-tower model.
 
     Raises
     ------
@@ -36,4 +38,4 @@ def build_model(name: str, params: Mapping[str, Any], device: str | torch.device
         raise ConfigError(f"unknown model {name!r}; registered models are: {sorted(MODELS)}")
     cls = MODELS[name]
     config = from_dict(cls.Config, params, where=f"model {name!r}")
-    return cls(config, device)
+    return cls(config, device, **inputs)
