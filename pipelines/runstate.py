@@ -11,6 +11,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,6 +64,19 @@ def run_lock(workdir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+FAULT_ENV = "RECSYS_FAULT_POINT"
+
+
+def fault_point(name: str) -> None:
+    """Crash-injection hook: SIGKILL this process when ``$RECSYS_FAULT_POINT == name``.
+
+    The crash tests use it to kill a run at an exact point (mid-training, mid-export); unset,
+    it does nothing.
+    """
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def now() -> str:

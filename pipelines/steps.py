@@ -27,7 +27,7 @@ from pipelines.config import RunConfig, RunSection
 from pipelines.pipeline_config import PipelineConfig
 from pipelines.prepare import Prepared, load_prepared, prepare
 from pipelines.publishing import record_champion
-from pipelines.runstate import ExitCode, PipelineExit, RunDir, previous_runs, write_json_atomic
+from pipelines.runstate import ExitCode, PipelineExit, RunDir, fault_point, previous_runs, write_json_atomic
 from pipelines.train import protocol_for, train_run
 from recsys.data.build import build_sequences
 from recsys.models.registry import MODELS
@@ -114,6 +114,7 @@ def step_train(ctx: Context) -> None:
         if "checkpoint_dir" in {f.name for f in fields(MODELS[m.name].Config)}:
             params.setdefault("checkpoint_dir", str(ctx.run.path / "checkpoints" / m.label))
         result = train_run(_run_config(ctx, m.label, m.name, params), ctx.run.path / "train", data=data, nested=True)
+        fault_point(f"trained-{m.label}")
         ctx.run.mark_done(step, run_id=result.run_id, model=m.name, model_dir=str(result.model_dir),
                           val=result.val, test=result.test, seconds=result.seconds)
         ctx.echo(f"  {result.summary()}")
@@ -149,6 +150,7 @@ def step_export(ctx: Context) -> None:
     export_bundle(bundle, model.item_vectors(), user_vecs, data.items.ids, data.users.ids, seen=seen,
                   popularity=counts, metric=model.similarity, model_name=f"{info['candidate']}:{model.name}",
                   run_id=ctx.parent_run_id, item_meta=_meta_for_export(data), overwrite=True)
+    fault_point("exported")
     version = model_registry.register_bundle(bundle, ctx.cfg.pipeline.registered_model, ctx.parent_run_id)
     ctx.run.mark_done("export", bundle=str(bundle), version=version)
     ctx.echo(f"  bundle {bundle} (registry version {version}, alias candidate)")
