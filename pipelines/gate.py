@@ -32,7 +32,7 @@ class GateDecision:
         return dict(self.__dict__)
 
 
-def _align(vectors: np.ndarray, bundle_ids: np.ndarray, target: IdMap) -> np.ndarray:
+def align_rows(vectors: np.ndarray, bundle_ids: np.ndarray, target: IdMap) -> np.ndarray:
     """Rows of ``vectors`` (row j + 1 = bundle id j) re-ordered to ``target``'s indices; unknown ids -> 0."""
     out = np.zeros((len(target) + 1, vectors.shape[1]), dtype=np.float32)
     ids = pl.Series("id", bundle_ids)
@@ -48,8 +48,8 @@ def bundle_metrics(bundle: Path, split: SplitData, users: IdMap, items: IdMap, p
     """Test metrics of a bundle's stored vectors on ``split`` (ids mapped through the raw ids)."""
     item_vecs = np.load(bundle / "item_vectors.npy", mmap_mode="r")
     user_vecs = np.load(bundle / "user_vectors.npy", mmap_mode="r")
-    iv = _align(np.asarray(item_vecs), np.load(bundle / "item_ids.npy", allow_pickle=False), items)
-    uv = _align(np.asarray(user_vecs), np.load(bundle / "user_ids.npy", allow_pickle=False), users)
+    iv = align_rows(np.asarray(item_vecs), np.load(bundle / "item_ids.npy", allow_pickle=False), items)
+    uv = align_rows(np.asarray(user_vecs), np.load(bundle / "user_ids.npy", allow_pickle=False), users)
     return evaluate(uv, iv, split.test_history, split.test_targets, protocol)
 
 

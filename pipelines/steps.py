@@ -111,14 +111,44 @@ def step_train(ctx: Context) -> None:
             ctx.echo(f"  {m.label}: already trained, skipped")
             continue
         params = dict(m.params)
-        if "checkpoint_dir" in {f.name for f in fields(MODELS[m.name].Config)}:
+        config_keys = {f.name for f in fields(MODELS[m.name].Config)}
+        if "checkpoint_dir" in config_keys:
             params.setdefault("checkpoint_dir", str(ctx.run.path / "checkpoints" / m.label))
+        if "init_vectors" in config_keys and "init_vectors" not in params and ctx.cfg.pipeline.warm_start:
+            params.update(_warm_start_vectors(ctx, m.label, m.name, params, data))
         result = train_run(_run_config(ctx, m.label, m.name, params), ctx.run.path / "train", data=data, nested=True)
         fault_point(f"trained-{m.label}")
         ctx.run.mark_done(step, run_id=result.run_id, model=m.name, model_dir=str(result.model_dir),
                           val=result.val, test=result.test, seconds=result.seconds)
         ctx.echo(f"  {result.summary()}")
     ctx.run.mark_done("train")
+
+
+def _warm_start_vectors(ctx: Context, label: str, name: str, params: dict, data: Prepared) -> dict:
+    """``{"init_vectors": path}`` holding the champion's item vectors aligned to this run's item ids.
+
+    Only when the published champion is the same kind of model with the same dimension; new items get
+    zero rows (the model keeps their random init). Otherwise ``{}``: the model starts from scratch.
+    """
+    champ = ctx.champion()
+    if not champ or not (Path(champ["bundle"]) / "item_vectors.npy").is_file():
+        return {}
+    bundle = Path(champ["bundle"])
+    champ_model = json.loads((bundle / "manifest.json").read_text())["model"].split(":")[-1]
+    if champ_model != name:
+        log.info("%s: the champion is a %s model, not %s: no warm start", label, champ_model, name)
+        return {}
+    vectors = np.load(bundle / "item_vectors.npy", allow_pickle=False)
+    dim = params.get("dim", MODELS[name].Config().dim)
+    if vectors.shape[1] != dim:
+        log.info("%s: champion vectors have dim %d, model dim %d: no warm start", label, vectors.shape[1], dim)
+        return {}
+    aligned = gating.align_rows(vectors, np.load(bundle / "item_ids.npy", allow_pickle=False), data.items)
+    path = ctx.run.path / "warm_start" / f"{label}.npy"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, aligned, allow_pickle=False)
+    ctx.echo(f"  {label}: warm start from the champion's item vectors ({champ['run_id']})")
+    return {"init_vectors": str(path)}
 
 
 def step_evaluate(ctx: Context) -> None:

@@ -210,3 +210,22 @@ def test_repeat_cap_keeps_popular_items_stable(split: SplitData) -> None:
         model.fit(split.train, lambda e, m, out=losses: out.append(m["loss"]))
     assert plain[-1] > 1e3, plain  # diverging (4.16 = 6 log 2 at the start)
     assert capped[-1] < capped[0] - 1.0 and capped[-1] < 3.0, capped
+
+
+def test_warm_start_begins_from_the_given_vectors(split: SplitData, tmp_path: Path) -> None:
+    """A near-zero learning rate keeps warm-started vectors at their init; zero rows stay random."""
+    n = split.train.n_items + 1
+    init = np.random.default_rng(5).normal(size=(n, 16)).astype(np.float32)
+    init[3] = 0.0  # an item the champion did not know
+    np.save(tmp_path / "init.npy", init)
+    still = dict(lr=1e-9, min_lr=0.0, dim=16, normalize=False, epochs=1)
+    warm = Item2Vec(fast(**still, init_vectors=str(tmp_path / "init.npy")), "cpu").fit(split.train)
+    cold = Item2Vec(fast(**still), "cpu").fit(split.train)
+    known = np.ones(n, dtype=bool)
+    known[[0, 3]] = False
+    np.testing.assert_allclose(warm.w_in[known], init[known], atol=1e-5)
+    np.testing.assert_allclose(warm.w_in[3], cold.w_in[3], atol=1e-6)  # the random init, unchanged
+    assert not np.allclose(cold.w_in[known], init[known], atol=1e-2)
+    np.save(tmp_path / "bad.npy", init[:, :8])
+    with pytest.raises(ConfigError, match="align it to the current item ids and dim"):
+        Item2Vec(fast(**still, init_vectors=str(tmp_path / "bad.npy")), "cpu").fit(split.train)

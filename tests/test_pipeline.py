@@ -223,3 +223,17 @@ def test_incremental_log_folder_appends_new_files_and_keeps_ids_stable(workdir: 
     files = json.loads((workdir / "wd" / "logs" / "files.json").read_text())
     assert sorted(files) == ["day1.csv", "day2.csv"]
     assert second.run.info("ingest")["n_events"] == (40 + 30) * 8
+
+
+def test_second_run_warm_starts_item2vec_from_the_champion(workdir: Path) -> None:
+    i2v = '[models.i2v]\nname = "item2vec"\ndim = 8\nepochs = 1\n'
+    cfg = load_pipeline_config(write_config(workdir, i2v, pipeline="tolerance = 1.0"))
+    first = run_pipeline(cfg, echo=quiet)
+    champion = Recommender.load(workdir / "pub")
+    lines: list[str] = []
+    second = run_pipeline(cfg, echo=lines.append)
+    assert any("warm start from the champion's item vectors" in line for line in lines)
+    init = np.load(second.run.path / "warm_start" / "i2v.npy")
+    # same data and stable ids: row j of the warm start is the champion's vector of item j
+    assert first.run.path != second.run.path
+    np.testing.assert_array_equal(init[1:], np.asarray(champion.bundle.item_vectors)[1:])

@@ -79,6 +79,7 @@ class Item2VecConfig:
     user_decay: float = 1.0
     seed: int = 0
     num_threads: int = 1
+    init_vectors: str = ""  # warm start: .npy (n_items + 1, dim) item vectors; all-zero rows stay random
 
     def __post_init__(self) -> None:
         checks = {
@@ -156,9 +157,29 @@ class Item2Vec(Model):
                     on_epoch_end(epoch, metrics)
         return self
 
+    def _warm_start(self, w_in: np.ndarray) -> np.ndarray:
+        """Rows of ``config.init_vectors`` (e.g. the published champion's item vectors) replace the random init.
+
+        Items the file does not know (all-zero rows, e.g. new items) keep their random vectors.
+        """
+        path = self.config.init_vectors
+        try:
+            init = np.load(path, allow_pickle=False)
+        except OSError as exc:
+            raise ConfigError(f"Item2VecConfig.init_vectors: cannot read {path!r} ({exc}); "
+                              "pass an .npy of item vectors or leave it empty") from exc
+        if init.shape != w_in.shape:
+            raise ConfigError(f"Item2VecConfig.init_vectors: {path} has shape {init.shape}, the model needs "
+                              f"{w_in.shape} (n_items + 1, dim); align it to the current item ids and dim")
+        known = np.abs(init).sum(axis=1) > 0
+        w_in[known] = init[known]
+        return w_in
+
     def _init_weights(self, n_rows: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """word2vec initialisation: inputs U(-0.5, 0.5) / dim, outputs 0; padding row 0 is 0."""
         w_in = ((rng.random((n_rows, self.config.dim)) - 0.5) / self.config.dim).astype(np.float32)
+        if self.config.init_vectors:
+            w_in = self._warm_start(w_in)
         w_in[0] = 0.0
         w_out = np.zeros_like(w_in)
         return torch.from_numpy(w_in).to(self.device), torch.from_numpy(w_out).to(self.device)
