@@ -129,10 +129,13 @@ class _Parts:
         self.starts = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=n_users + 1))])
         self.nonempty = np.flatnonzero(self.starts[:-1] < self.starts[1:])
 
-    def seqs(self, mask: np.ndarray) -> Sequences:
-        lengths = np.zeros(self.n_users + 1, dtype=np.int64)
-        if len(self.nonempty):
-            lengths[self.nonempty] = np.add.reduceat(mask, self.starts[self.nonempty], dtype=np.int64)
+    def seqs(self, mask: np.ndarray, lengths: np.ndarray | None = None) -> Sequences:
+        """The events under ``mask`` (bool, or sorted event indices when ``lengths`` is given);
+        ``lengths`` (n_users + 1,) = per-user counts of those events when already known."""
+        if lengths is None:
+            lengths = np.zeros(self.n_users + 1, dtype=np.int64)
+            if len(self.nonempty):
+                lengths[self.nonempty] = np.add.reduceat(mask, self.starts[self.nonempty], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         return Sequences(offsets, self.items[mask].astype(np.int32, copy=False), self.n_items,
                          self.ts[mask].astype(np.int64, copy=False))
@@ -156,20 +159,23 @@ def leave_last_out(encoded: pl.DataFrame, n_users: int, n_items: int) -> SplitDa
     parts = _Parts(users, items, ts, n_users, n_items)
     counts = np.diff(parts.starts)
     # mark each eligible user's last / second-last event by index (no full-length position arrays)
-    ends = parts.starts[1:][counts >= 3]
+    eligible = (counts >= 3).astype(np.int64)  # (n_users + 1,) 1 = the user gets targets
+    ends = parts.starts[1:][eligible == 1]
     test, valid = np.zeros(len(users), dtype=bool), np.zeros(len(users), dtype=bool)
     test[ends - 1] = True
     valid[ends - 2] = True
     train = ~(test | valid)
-    train_s = parts.seqs(train)
+    # every part's per-user length is known from the counts, so no per-part reduction is needed
+    train_s = parts.seqs(train, counts - 2 * eligible)
     params = {
         "split": "leave_last_out", "min_events_for_targets": 3, "n_events": int(len(users)),
         "n_train_events": int(train.sum()), "n_valid_targets": int(valid.sum()),
         "n_test_targets": int(test.sum()),
         "users_without_targets": int(((counts >= 1) & (counts < 3)).sum()),
     }
-    return SplitData(train_s, train_s, parts.seqs(valid), parts.seqs(train | valid), parts.seqs(test),
-                     n_users, n_items, params, fp)
+    # targets by index (one per eligible user, in user order) instead of a full-length mask gather
+    return SplitData(train_s, train_s, parts.seqs(ends - 2, eligible), parts.seqs(train | valid, counts - eligible),
+                     parts.seqs(ends - 1, eligible), n_users, n_items, params, fp)
 
 
 def _quantile_time(ts: np.ndarray, q: float) -> int:
