@@ -159,3 +159,14 @@ def test_split_fingerprint_shares_the_event_sort_only_when_it_is_valid(ties, wit
         data = data.with_columns(pl.Series("weight", rng.random(n)))
     assert leave_last_out(data, 39, 24).fingerprint == fingerprint(data)
     assert temporal_split(data, 39, 24).fingerprint == fingerprint(data)
+
+
+def test_leave_last_out_round_trip_writes_the_shared_history_once(tmp_path):
+    s = leave_last_out(enc([(1, 1, 1), (1, 2, 2), (1, 3, 3), (1, 2, 4), (2, 4, 1)]), n_users=2, n_items=4)
+    s.save(tmp_path / "split")
+    assert not (tmp_path / "split" / "valid_history").exists()  # it is train, recorded as an alias
+    back = SplitData.load(tmp_path / "split")
+    assert back.valid_history is back.train
+    for part in ("train", "valid_history", "valid_targets", "test_history", "test_targets"):
+        a, b = getattr(s, part), getattr(back, part)
+        assert np.array_equal(a.offsets, b.offsets) and np.array_equal(a.items, b.items)

@@ -57,14 +57,22 @@ class SplitData:
     fingerprint: str  # content fingerprint of the encoded data set
 
     def save(self, directory: str | Path) -> None:
-        """Write one sub-folder per part (Sequences.save) and ``params.json``, atomically."""
+        """Write one sub-folder per part (Sequences.save) and ``params.json``, atomically.
+
+        A part that is the same object as an earlier one is written once and recorded as an alias.
+        """
         final = Path(directory)
         tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        for part in PARTS:
-            getattr(self, part).save(tmp / part)
+        aliases: dict[str, str] = {}  # a part that *is* an earlier one (leave-last-out's valid_history = train)
+        for i, part in enumerate(PARTS):
+            same = next((q for q in PARTS[:i] if getattr(self, q) is getattr(self, part)), None)
+            if same is not None:
+                aliases[part] = same
+            else:
+                getattr(self, part).save(tmp / part)
         meta = {"n_users": self.n_users, "n_items": self.n_items,
-                "fingerprint": self.fingerprint, "params": self.params}
+                "fingerprint": self.fingerprint, "params": self.params, "aliases": aliases}
         (tmp / "params.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         if final.exists():
@@ -79,7 +87,9 @@ class SplitData:
         if not (d / "params.json").is_file():
             raise FileNotFoundError(f"{d} holds no split (params.json missing); run the split step first")
         meta = json.loads((d / "params.json").read_text())
-        parts = {p: Sequences.load(d / p, mmap=mmap) for p in PARTS}
+        aliases = meta.get("aliases", {})
+        parts = {p: Sequences.load(d / p, mmap=mmap) for p in PARTS if p not in aliases}
+        parts.update({p: parts[q] for p, q in aliases.items()})
         return cls(**parts, n_users=int(meta["n_users"]), n_items=int(meta["n_items"]),
                    params=meta["params"], fingerprint=meta["fingerprint"])
 
