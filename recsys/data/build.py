@@ -58,8 +58,10 @@ def sort_events(encoded: pl.DataFrame) -> pl.DataFrame:
         if u0 >= 0 and (u1 + 1) * span < 2**62:
             # one Int64 key user * span + (t - t0) and a stable single-key sort: same order as the
             # (user, time, row) sort below, ~2.5x faster on unsorted 10M-event frames
-            key = (pl.col(USER_IDX).cast(pl.Int64) * span + (pl.col(TIMESTAMP) - t0)).alias("_key")
-            return encoded.with_columns(key).sort("_key", maintain_order=True).drop("_key")
+            key = encoded.select(pl.col(USER_IDX).cast(pl.Int64) * span + (pl.col(TIMESTAMP) - t0))
+            if key.to_series().is_sorted():  # logs often arrive grouped by user in time order: one pass, no sort
+                return encoded
+            return encoded.with_columns(key.to_series().alias("_key")).sort("_key", maintain_order=True).drop("_key")
     # an explicit row-number key is ~3x faster than sort(maintain_order=True) for the same order
     return encoded.with_row_index("_row").sort([USER_IDX, TIMESTAMP, "_row"]).drop("_row")
 
