@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from pipelines import cli_data, cli_pipeline
+from pipelines.cli_data import fail
 
 app = typer.Typer(
     help="recsys: learn item and user embeddings from interaction logs, track runs in MLflow, serve top-k.",
@@ -19,12 +20,6 @@ app.add_typer(cli_data.app, name="data")
 experiments_app = typer.Typer(help="Compare MLflow runs of an experiment.", no_args_is_help=True)
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(cli_pipeline.app, name="pipeline")
-
-
-def fail(message: str, code: int = 2) -> None:
-    """Print a one-paragraph error (no traceback) and exit with ``code``."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 @app.command()

@@ -18,7 +18,8 @@ FORMAT_HELP = ("auto (by file name), csv, tsv, parquet, ml-100k, ml-1m, ml-lates
                "seq-per-user (`user i1 i2 ...`), seq-pairs (`user item` per line)")
 
 
-def _fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-paragraph error (no traceback) and exit with ``code``."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
@@ -55,7 +56,7 @@ def ingest(
     try:
         ing = run_ingest(cfg)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     out.mkdir(parents=True, exist_ok=True)
     _atomic_parquet(ing.frame, out / "interactions.parquet")
     if ing.quarantine is not None and ing.quarantine.height:
@@ -85,7 +86,7 @@ def stats(
     try:
         ing = run_ingest(cfg)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(format_stats(ing.frame))
     typer.echo(ing.report.summary())
 
@@ -135,7 +136,7 @@ def split(
     try:
         prep = prepare(cfg, out, id_maps_from=id_maps_from)
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     s = prep.split
     typer.echo(f"{len(prep.users):,} users, {len(prep.items):,} items, split {kind}: train {s.train.n_events:,} "
                f"events, {s.valid_targets.n_events:,} validation and {s.test_targets.n_events:,} test targets")
@@ -157,7 +158,7 @@ def sequences(
         encoded = pl.read_parquet(prepared / "interactions.parquet")
         report = json.loads((prepared / "report.json").read_text())
     except FileNotFoundError as exc:
-        _fail(f"{prepared} is not a prepared data folder ({exc.filename} missing); run `recsys data split` first")
+        fail(f"{prepared} is not a prepared data folder ({exc.filename} missing); run `recsys data split` first")
     seqs = build_sequences(encoded, report["n_users"], report["n_items"], session_gap=session_gap or None,
                            drop_consecutive_repeats=drop_repeats, max_len=max_len or None)
     seqs.save(out)
@@ -193,5 +194,5 @@ def download(
     try:
         path = fetch(name, cache_dir, url=url)
     except (ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(f"{name} ready at {path}")

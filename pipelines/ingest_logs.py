@@ -40,7 +40,7 @@ def _listing(folder: Path) -> dict[str, dict]:
     return {p.name: {"size": p.stat().st_size, "mtime": p.stat().st_mtime} for p in files}
 
 
-def collect(cfg: DataConfig, workdir: Path, seed: int = 42) -> Ingested:
+def collect(cfg: DataConfig, workdir: Path) -> Ingested:
     """Earlier rows + the rows of new files, validated and deduplicated; the new state is staged, not committed."""
     folder, state = Path(cfg.path), _state_dir(workdir)
     state.mkdir(parents=True, exist_ok=True)

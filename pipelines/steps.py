@@ -66,7 +66,7 @@ def step_ingest(ctx: Context) -> None:
     cfg, p = ctx.cfg, ctx.cfg.pipeline
     champ = ctx.champion()
     id_maps_from = Path(champ["data_dir"]) if (champ and p.warm_start) else None
-    ingested = ingest_logs.collect(cfg.data, ctx.workdir, p.seed) if ingest_logs.is_log_folder(cfg.data) else None
+    ingested = ingest_logs.collect(cfg.data, ctx.workdir) if ingest_logs.is_log_folder(cfg.data) else None
     try:
         data = prepare(cfg.data, ctx.run.path / "data", seed=p.seed, id_maps_from=id_maps_from, ingested=ingested)
     except ValueError as exc:  # the reader's max_bad_fraction, an empty result, ...
