@@ -14,6 +14,10 @@ A bundle is one directory, immutable once renamed into place::
     popularity.npy       (n_items + 1,) float32 interaction counts (the fallback's scores)
     items_meta.json      optional: list of n_items dicts (title, categories, ...) or null, by item index - 1
     encoder_<name>.npy   optional plain weights of the request-time history encoder
+    ivf_centroids.npy    optional IVF index (manifest "ivf" not null): (nlist, dim) float32 cell centroids,
+    ivf_offsets.npy      (nlist + 1,) int64 cell boundaries into the two arrays below,
+    ivf_items.npy        (n_items,) int32 item index of each row, cells in order,
+    ivf_vectors.npy      (n_items, dim) float32 item vectors in cell order (L2-normalised for "angular")
 
 Everything loads with numpy (``allow_pickle=False``) and json only: no pickle anywhere.
 This module imports numpy and the standard library only.
@@ -38,15 +42,20 @@ POPULAR = "popular.npy"
 POPULARITY = "popularity.npy"
 ITEMS_META = "items_meta.json"
 ENCODER_PREFIX = "encoder_"
+IVF_CENTROIDS = "ivf_centroids.npy"
+IVF_OFFSETS = "ivf_offsets.npy"
+IVF_ITEMS = "ivf_items.npy"
+IVF_VECTORS = "ivf_vectors.npy"
+IVF_FILES = (IVF_CENTROIDS, IVF_OFFSETS, IVF_ITEMS, IVF_VECTORS)
 #: files every bundle has (items_meta.json and encoder_*.npy are optional and listed in the manifest)
 REQUIRED_FILES = (INDEX, ITEM_VECTORS, USER_VECTORS, ITEM_IDS, USER_IDS, SEEN, POPULAR, POPULARITY)
 #: Annoy metric per model similarity
 METRICS = ("dot", "angular")
 #: the manifest's ``search_k`` is for 10 results; see :func:`effective_search_k` for n results
 SEARCH_K_FOR = 10
-#: candidate search per bundle (manifest "search"): the Annoy index, or exact scoring of every item
-#: (chosen at export when Annoy would inspect half the catalogue anyway, so it saves nothing)
-SEARCH_MODES = ("annoy", "exact")
+#: candidate search per bundle (manifest "search"): the Annoy index, exact scoring of every item, or the
+#: IVF index (large catalogues); export picks the fastest that reached the target recall, by measurement
+SEARCH_MODES = ("annoy", "exact", "ivf")
 #: publish root layout: ``<root>/bundles/<version>/`` and ``<root>/current`` -> ``bundles/<version>``
 BUNDLES_DIR = "bundles"
 CURRENT = "current"

@@ -15,6 +15,7 @@ from annoy import AnnoyIndex
 
 from serving import format as fmt
 from serving.encoder import HistoryEncoder, validate_spec
+from serving.ivf import IvfIndex
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Bundle:
     popularity: np.ndarray  # (n_items + 1,)
     meta: list | None
     encoder: HistoryEncoder
+    ivf: IvfIndex | None = None  # the IVF index, when the bundle has one (large catalogues)
 
     def seen(self, user: int) -> np.ndarray:
         """Item indices user ``user`` (1-based index) interacted with."""
@@ -119,7 +121,28 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     except ValueError as exc:
         raise BundleError(f"{d}: encoder does not fit the bundle: {exc}") from exc
     return Bundle(d, manifest, index, items, users, fmt.IdLookup(item_ids), fmt.IdLookup(user_ids), indptr,
-                  indices, _npy(d / fmt.POPULAR, mmap=False), popularity, meta, HistoryEncoder(spec, items, weights))
+                  indices, _npy(d / fmt.POPULAR, mmap=False), popularity, meta, HistoryEncoder(spec, items, weights),
+                  _load_ivf(d, manifest, dim, n_items))
+
+
+def _load_ivf(d: Path, manifest: dict, dim: int, n_items: int) -> IvfIndex | None:
+    """The IVF index when the manifest lists one; its files are checked like every other file."""
+    spec = manifest.get("ivf")
+    _check(spec is not None or manifest.get("search") != "ivf", d, 'manifest search is "ivf" but has no ivf section')
+    if spec is None:
+        return None
+    for name in fmt.IVF_FILES:
+        _check(name in manifest["files"], d, f"manifest has an ivf section but does not list {name}")
+    arrays = [_npy(d / name, mmap=name == fmt.IVF_VECTORS) for name in fmt.IVF_FILES]
+    centroids, offsets, items, vectors = arrays
+    _check(centroids.shape == (spec["nlist"], dim), d, f"{fmt.IVF_CENTROIDS} is {centroids.shape}, manifest says "
+           f"({spec['nlist']}, {dim})")
+    _check(items.shape == (n_items,) and (not n_items or items.min() >= 1 and items.max() <= n_items), d,
+           f"{fmt.IVF_ITEMS} must hold the {n_items} item indices 1..{n_items}")
+    try:
+        return IvfIndex(centroids, offsets.astype(np.int64), items, vectors, int(spec["nprobe"]))
+    except ValueError as exc:
+        raise BundleError(f"{d}: the IVF index is inconsistent ({exc}); re-export the bundle") from exc
 
 
 def _load_index(d: Path, manifest: dict, dim: int, n_items: int) -> AnnoyIndex:

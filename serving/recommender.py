@@ -1,4 +1,7 @@
-"""Top-k lookups over a bundle: Annoy proposes candidates, stored vectors score them exactly.
+"""Top-k lookups over a bundle: an index proposes candidates, stored vectors score them exactly.
+
+The candidate search is the bundle's measured choice (manifest "search"): Annoy, the IVF index
+(:mod:`serving.ivf`, large catalogues) or exact scoring of every item.
 
     >>> rec = Recommender.load("bundles_root")          # doctest: +SKIP
     >>> rec.recommend("user-17", k=3)                   # doctest: +SKIP
@@ -7,7 +10,7 @@
 Every answer says which path produced it (``source``): "model" (the user's vector), "history"
 (a request-time history encoded like the model's encoder) or "popularity" (cold start).
 Results carry raw ids only. Exclusions (seen items, ``exclude``) are honoured by over-fetching
-``k + #excluded`` candidates from Annoy and doubling until ``k`` survive or the catalogue runs out.
+``k + #excluded`` candidates from the index and doubling until ``k`` survive or the catalogue runs out.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ class Recommender:
         self.search = search or bundle.manifest.get("search", "annoy")
         if self.search not in fmt.SEARCH_MODES:
             raise ValueError(f"search must be one of {fmt.SEARCH_MODES}; got {self.search!r}")
+        if self.search == "ivf" and bundle.ivf is None:
+            raise ValueError(f"search='ivf' but {bundle.path} has no IVF index (exported below "
+                             "AnnConfig.ivf_min_items items); use 'annoy' or 'exact', or re-export with the IVF index")
         self._search_k = int(bundle.manifest["annoy"]["search_k"])
         self._n_trees = int(bundle.manifest["annoy"]["n_trees"])
 
@@ -58,7 +64,7 @@ class Recommender:
     def load(cls, path: str | Path, verify: bool = True, search: str | None = None) -> Recommender:
         """Load a bundle dir or the ``current`` bundle of a publish root; raises BundleError when unusable.
 
-        ``search`` overrides the bundle's candidate search ("annoy" or "exact"; default: the manifest's).
+        ``search`` overrides the bundle's candidate search ("annoy", "exact" or "ivf"; default: the manifest's).
         """
         return cls(load_bundle(path, verify=verify), search)
 
@@ -130,6 +136,8 @@ class Recommender:
             cands = _drop(allowed, banned)
         elif self.search == "exact":
             cands = self._exact_candidates(query, k, banned)
+        elif self.search == "ivf":
+            cands = self._ivf_candidates(query, k, banned)
         else:
             cands = self._ann_candidates(query, k, banned)
         scores = self._score(query, cands)
@@ -146,6 +154,16 @@ class Recommender:
             if len(keep) >= k or n >= self.n_items:
                 return keep
             n = min(max(2 * n, n + k), self.n_items)
+
+    def _ivf_candidates(self, query: np.ndarray, k: int, banned: np.ndarray) -> np.ndarray:
+        """At least ``k`` non-banned item indices from the IVF cells; scans more cells while too few survive."""
+        ivf = self.bundle.ivf
+        n, nprobe = min(k + len(banned), self.n_items), ivf.nprobe
+        while True:
+            keep = _drop(ivf.search(query, n, nprobe), banned)
+            if len(keep) >= k or nprobe >= ivf.nlist:
+                return keep
+            nprobe = min(2 * nprobe, ivf.nlist)
 
     def _exact_candidates(self, query: np.ndarray, k: int, banned: np.ndarray) -> np.ndarray:
         """Best ``k`` non-banned item indices by scoring every item (order is settled by the caller)."""

@@ -14,7 +14,7 @@ from test_serving import make_bundle
 
 from recsys.data.sequences import Sequences
 from recsys.export import AnnConfig, export_bundle, export_model, list_bundles, publish, rollback
-from recsys.export.ann import AnnResult, ann_topk, build_index, choose_search, exact_topk, recall
+from recsys.export.ann import SearchOption, ann_topk, build_index, choose_search, exact_topk, recall
 from recsys.export.publish import current_version
 from recsys.models.base import Model, NaNLossError
 from serving import BundleError, Recommender
@@ -75,16 +75,17 @@ def test_recall_helpers_on_a_hand_made_case():
     assert exact_topk(np.array([[1.0, 0.1]]), items, "dot", k=1, banned=[[1]]).tolist() == [[2]]
 
 
-def test_search_mode_is_exact_only_where_annoy_saves_nothing():
-    def res(search_k, reached=True):
-        return AnnResult(10, search_k, 1.0, 1.0, reached, 0.0, [])
-
+def test_search_choice_is_the_fastest_that_reached_the_target():
+    fast_miss, slow_hit = SearchOption(0.90, False, 50.0), SearchOption(0.99, True, 900.0)
     cfg = AnnConfig()
-    assert choose_search(res(600), 1000, cfg) == "exact"  # would inspect >= half the catalogue
-    assert choose_search(res(400), 1000, cfg) == "annoy"
-    assert choose_search(res(400, reached=False), 1000, cfg) == "exact"  # missed target, exact is affordable
-    assert choose_search(res(10**6, reached=False), 10**6, cfg) == "annoy"  # too big to score exactly
-    assert choose_search(res(600), 1000, AnnConfig(search="annoy")) == "annoy"
+    assert choose_search({"annoy": SearchOption(0.99, True, 300.0), "exact": SearchOption(1.0, True, 200.0)},
+                         cfg) == "exact"  # exact scoring is faster on this catalogue: Annoy saves nothing
+    assert choose_search({"annoy": SearchOption(0.99, True, 100.0), "exact": slow_hit}, cfg) == "annoy"
+    assert choose_search({"annoy": fast_miss, "ivf": slow_hit}, cfg) == "ivf"  # a missed target never wins on speed
+    assert choose_search({"annoy": fast_miss, "ivf": SearchOption(0.93, False, 80.0)}, cfg) == "ivf"  # best recall
+    assert choose_search({"annoy": fast_miss, "exact": slow_hit}, AnnConfig(search="annoy")) == "annoy"
+    with pytest.raises(ValueError, match="that index was not built"):
+        choose_search({"annoy": fast_miss}, AnnConfig(search="ivf"))
 
 
 def test_bad_inputs_are_refused_with_the_field_named(tmp_path):

@@ -6,10 +6,10 @@ user vectors (``recommend``) and of item vectors (``similar_items``, the item it
 target, within a budget of trees, search_k and build seconds; the best setting found is kept
 (and flagged) when the budget runs out first.
 
-Then the bundle's candidate search is chosen (``choose_search``): "exact" scoring of every item
-when the tuned Annoy setting would inspect half the catalogue anyway (small catalogues, where a
-matrix-vector product is both faster and exact), or when the target was missed on a catalogue
-small enough to score exactly; "annoy" otherwise.
+On large catalogues an inverted-file index (:mod:`recsys.export.ivf`) is tuned on the same
+queries. Then the bundle's candidate search is chosen by measurement (``choose_search``): among
+"exact" (every item scored; only up to ``exact_max_items``), "annoy" and "ivf", the fastest per
+query that reached the target recall, or the best recall when none did.
 """
 
 from __future__ import annotations
@@ -38,8 +38,10 @@ class AnnConfig:
     sample: int = 500
     seed: int = 0
     n_jobs: int = -1
-    search: str = "auto"  # "auto" | "annoy" | "exact": the candidate search serving uses
+    search: str = "auto"  # "auto" | "annoy" | "exact" | "ivf": the candidate search serving uses
     exact_max_items: int = 200_000  # "auto" may pick exact scoring only up to this catalogue size
+    ivf_min_items: int = 50_000  # build the IVF index from this catalogue size on (0 = never)
+    ivf_nlist: int | None = None  # None: about 4 * sqrt(n_items) cells
 
 
 @dataclass(frozen=True)
@@ -56,13 +58,37 @@ class AnnResult:
         return asdict(self)
 
 
-def choose_search(result: AnnResult, n_items: int, cfg: AnnConfig) -> str:
-    """The serving candidate search for a tuned index (see the module docstring)."""
+@dataclass(frozen=True)
+class SearchOption:
+    """One candidate search as measured at export: recall@10 (min of users and items), whether it
+    reached the target, and mean wall microseconds per user query through the serving fetch path."""
+
+    recall: float
+    reached: bool
+    us_per_query: float
+
+
+def choose_search(options: dict[str, SearchOption], cfg: AnnConfig) -> str:
+    """The serving candidate search (see the module docstring); ``cfg.search`` other than "auto" wins."""
     if cfg.search != "auto":
+        if cfg.search not in options:
+            raise ValueError(f"AnnConfig.search={cfg.search!r} but that index was not built (have {sorted(options)})")
         return cfg.search
-    if n_items > cfg.exact_max_items:
-        return "annoy"
-    return "exact" if result.search_k >= n_items / 2 or not result.target_reached else "annoy"
+    reached = {m: o for m, o in options.items() if o.reached}
+    if reached:
+        return min(reached, key=lambda m: reached[m].us_per_query)
+    return max(options, key=lambda m: options[m].recall)
+
+
+def time_per_query(fn, queries: np.ndarray) -> float:
+    """Mean wall microseconds of ``fn(q)`` over ``queries`` (after one untimed warm-up call)."""
+    if not len(queries):
+        return 0.0
+    fn(queries[0])
+    t0 = time.perf_counter()
+    for q in queries:
+        fn(q)
+    return 1e6 * (time.perf_counter() - t0) / len(queries)
 
 
 def build_index(item_vectors: np.ndarray, metric: str, n_trees: int, seed: int = 0, n_jobs: int = -1) -> AnnoyIndex:
@@ -124,13 +150,23 @@ def _sample(vectors: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.n
     return rows, np.asarray(vectors[rows], dtype=np.float32)
 
 
-def tune_index(item_vectors: np.ndarray, user_vectors: np.ndarray, metric: str, cfg: AnnConfig,
-               seen: sp.csr_matrix | None = None) -> tuple[AnnoyIndex, AnnResult]:
-    """Build and tune the index; returns the chosen (built) index and what was measured.
+@dataclass
+class Probe:
+    """Sampled queries with their exact top-k: user vectors with their seen items banned, item
+    vectors with the item itself banned. Every index is tuned and timed on the same probe."""
 
-    User queries exclude each user's ``seen`` items (n_users + 1, n_items + 1) exactly as
-    ``recommend`` does, so the recorded recall is the recall serving delivers.
-    """
+    k: int
+    uq: np.ndarray
+    u_banned: list[np.ndarray] | None
+    u_exact: np.ndarray
+    iq: np.ndarray
+    i_banned: list[np.ndarray]
+    i_exact: np.ndarray
+
+
+def sample_queries(item_vectors: np.ndarray, user_vectors: np.ndarray, metric: str, cfg: AnnConfig,
+                   seen: sp.csr_matrix | None = None) -> Probe:
+    """Up to ``cfg.sample`` user and item queries; users keep at least k eligible items."""
     rng = np.random.default_rng(cfg.seed)
     n_items = item_vectors.shape[0] - 1
     k = min(K, max(n_items - 1, 1))
@@ -141,16 +177,26 @@ def tune_index(item_vectors: np.ndarray, user_vectors: np.ndarray, metric: str, 
         urows, uq = urows[ok], uq[ok]
     u_banned = [seen.indices[seen.indptr[u]:seen.indptr[u + 1]] for u in urows] if seen is not None else None
     i_banned = [np.array([r]) for r in irows]
-    u_exact = exact_topk(uq, item_vectors, metric, k, banned=u_banned)
-    i_exact = exact_topk(iq, item_vectors, metric, k, banned=i_banned)
+    return Probe(k, uq, u_banned, exact_topk(uq, item_vectors, metric, k, banned=u_banned), iq, i_banned,
+                 exact_topk(iq, item_vectors, metric, k, banned=i_banned))
+
+
+def tune_index(item_vectors: np.ndarray, user_vectors: np.ndarray, metric: str, cfg: AnnConfig,
+               seen: sp.csr_matrix | None = None, probe: Probe | None = None) -> tuple[AnnoyIndex, AnnResult]:
+    """Build and tune the index; returns the chosen (built) index and what was measured.
+
+    User queries exclude each user's ``seen`` items (n_users + 1, n_items + 1) exactly as
+    ``recommend`` does, so the recorded recall is the recall serving delivers.
+    """
+    p = probe or sample_queries(item_vectors, user_vectors, metric, cfg, seen)
     trees = [cfg.n_trees] if cfg.n_trees else [t for t in (10, 20, 40, 80, 160, 320, 640) if t <= cfg.max_trees]
     t0, best, tried = time.perf_counter(), None, []
     for n_trees in trees:
         index = build_index(item_vectors, metric, n_trees, cfg.seed, cfg.n_jobs)
         for f in cfg.search_k_factors:
             search_k = n_trees * SEARCH_K_FOR * f
-            ru = recall(u_exact, ann_topk(index, uq, search_k, k, banned=u_banned))
-            ri = recall(i_exact, ann_topk(index, iq, search_k, k, banned=i_banned))
+            ru = recall(p.u_exact, ann_topk(index, p.uq, search_k, p.k, banned=p.u_banned))
+            ri = recall(p.i_exact, ann_topk(index, p.iq, search_k, p.k, banned=p.i_banned))
             tried.append({"n_trees": n_trees, "search_k": search_k, "recall_users": ru, "recall_items": ri})
             if best is None or min(ru, ri) > min(best[3], best[4]):
                 best = (index, n_trees, search_k, ru, ri)

@@ -23,8 +23,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.data.sequences import Sequences
-from recsys.export.ann import AnnConfig, choose_search, tune_index
+from recsys.export.ann import AnnConfig
 from recsys.export.inputs import as_id_array, as_seen_csr, check_vectors, meta_list
+from recsys.export.search import build_search
 from recsys.models.base import Model
 from serving import encoder as enc
 from serving import format as fmt
@@ -50,7 +51,7 @@ def export_bundle(
     ann: AnnConfig | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Export vectors, id maps, seen items and the tuned Annoy index as one bundle directory.
+    """Export vectors, id maps, seen items and the tuned indexes (Annoy; IVF on large catalogues) as one bundle.
 
     Parameters
     ----------
@@ -95,7 +96,8 @@ def export_bundle(
     cfg = AnnConfig(**{**cfg.__dict__, "target_recall": target_recall})
     if cfg.search not in ("auto", *fmt.SEARCH_MODES):
         raise ValueError(f"AnnConfig.search must be 'auto' or one of {fmt.SEARCH_MODES}; got {cfg.search!r}")
-    index, ann_result = tune_index(items, users, metric, cfg, seen=csr)
+    built = build_search(items, users, metric, cfg, seen=csr)
+    index, ann_result = built.annoy, built.annoy_result
 
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
@@ -107,18 +109,28 @@ def export_bundle(
         np.savez(tmp / fmt.SEEN, indptr=csr.indptr.astype(np.int64), indices=csr.indices.astype(np.int32))
         index.save(str(tmp / fmt.INDEX))
         index.unload()
+        if built.ivf is not None:
+            for name, arr in ((fmt.IVF_CENTROIDS, built.ivf.centroids), (fmt.IVF_OFFSETS, built.ivf.offsets),
+                              (fmt.IVF_ITEMS, built.ivf.items), (fmt.IVF_VECTORS, built.ivf.vectors)):
+                np.save(tmp / name, arr, allow_pickle=False)
         if item_meta is not None:
             meta = meta_list(item_meta, arrays[fmt.ITEM_IDS])
             (tmp / fmt.ITEMS_META).write_text(json.dumps(meta, default=str))
         manifest = {
             "format_version": fmt.FORMAT_VERSION, "model": model_name, "run_id": run_id,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "dim": dim, "metric": metric,
-            "search": choose_search(ann_result, n_items, cfg),
+            "search": built.search,
+            "search_options": built.manifest_options(),
             "annoy": {"n_trees": ann_result.n_trees, "search_k": ann_result.search_k,
                       "search_k_for": fmt.SEARCH_K_FOR, "build_seconds": round(ann_result.build_seconds, 3)},
             "recall_at_10": {"users": ann_result.recall_users, "items": ann_result.recall_items,
                              "target": target_recall, "target_reached": ann_result.target_reached,
                              "sample": cfg.sample, "tried": ann_result.tried},
+            "ivf": None if built.ivf_result is None else {
+                "nlist": built.ivf_result.nlist, "nprobe": built.ivf_result.nprobe,
+                "recall_users": built.ivf_result.recall_users, "recall_items": built.ivf_result.recall_items,
+                "target_reached": built.ivf_result.target_reached, "largest_cell": built.ivf_result.largest_cell,
+                "build_seconds": round(built.ivf_result.build_seconds, 3), "tried": built.ivf_result.tried},
             "counts": {"items": n_items, "users": n_users, "seen": int(csr.nnz)},
             "id_types": {"item": _kind(arrays[fmt.ITEM_IDS]), "user": _kind(arrays[fmt.USER_IDS])},
             "encoder": {**spec, "weights": sorted(weights)},

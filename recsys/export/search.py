@@ -1,0 +1,85 @@
+"""Build every candidate index a bundle can serve from, measure each, and choose one.
+
+Annoy is always built (it is the bundle's portable index); the IVF index from
+``AnnConfig.ivf_min_items`` items on; exact scoring needs no index but is a candidate only up to
+``AnnConfig.exact_max_items``. All are measured on one :class:`~recsys.export.ann.Probe`: recall@10
+against exact top-10 and mean microseconds per user query through the fetch path serving uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from annoy import AnnoyIndex
+
+from recsys.export.ann import (
+    AnnConfig,
+    AnnResult,
+    Probe,
+    SearchOption,
+    ann_topk,
+    choose_search,
+    sample_queries,
+    time_per_query,
+    tune_index,
+)
+from recsys.export.ivf import IvfResult, ivf_topk, ivf_vectors, tune_ivf
+from serving.ivf import IvfIndex
+
+
+@dataclass
+class SearchIndexes:
+    """What :func:`build_search` made: the tuned indexes, every option measured, the choice."""
+
+    annoy: AnnoyIndex
+    annoy_result: AnnResult
+    ivf: IvfIndex | None
+    ivf_result: IvfResult | None
+    options: dict[str, SearchOption]
+    search: str
+
+    def manifest_options(self) -> dict:
+        return {m: {"recall_at_10": round(o.recall, 4), "target_reached": o.reached,
+                    "us_per_query": round(o.us_per_query, 1)} for m, o in self.options.items()}
+
+
+def build_search(item_vectors: np.ndarray, user_vectors: np.ndarray, metric: str, cfg: AnnConfig,
+                 seen: sp.csr_matrix | None = None) -> SearchIndexes:
+    """Tune Annoy (and IVF on large catalogues), time each option on the same queries, choose."""
+    probe = sample_queries(item_vectors, user_vectors, metric, cfg, seen)
+    n_items = item_vectors.shape[0] - 1
+    annoy, ares = tune_index(item_vectors, user_vectors, metric, cfg, seen, probe=probe)
+    timed = probe.uq[: min(len(probe.uq), 200)]
+    banned = probe.u_banned[: len(timed)] if probe.u_banned is not None else None
+    options = {"annoy": SearchOption(min(ares.recall_users, ares.recall_items), ares.target_reached,
+                                     _per_query(lambda q, b: ann_topk(annoy, q, ares.search_k, probe.k, b),
+                                                timed, banned))}
+    ivf, ires = None, None
+    if (cfg.ivf_min_items and n_items >= cfg.ivf_min_items) or cfg.search == "ivf":
+        ivf, ires = tune_ivf(item_vectors, metric, cfg.target_recall, probe, cfg.ivf_nlist, cfg.seed)
+        options["ivf"] = SearchOption(min(ires.recall_users, ires.recall_items), ires.target_reached,
+                                      _per_query(lambda q, b: ivf_topk(ivf, q, ires.nprobe, probe.k, b),
+                                                 timed, banned))
+    if n_items <= cfg.exact_max_items or cfg.search == "exact":
+        x = ivf_vectors(item_vectors, metric)
+        options["exact"] = SearchOption(1.0, True, _per_query(lambda q, b: _exact(x, q, probe.k, b), timed, banned))
+    return SearchIndexes(annoy, ares, ivf, ires, options, choose_search(options, cfg))
+
+
+def _per_query(topk, queries: np.ndarray, banned: list[np.ndarray] | None) -> float:
+    """Mean microseconds of one-query ``topk(queries[i:i+1], banned[i:i+1])`` calls."""
+    pairs = list(zip(queries, banned if banned is not None else [None] * len(queries), strict=True))
+    return time_per_query(lambda i: topk(pairs[i][0][None], None if pairs[i][1] is None else [pairs[i][1]]),
+                          np.arange(len(pairs)))
+
+
+def _exact(x: np.ndarray, q: np.ndarray, k: int, banned: list[np.ndarray] | None) -> np.ndarray:
+    scores = x @ q[0]
+    if banned is not None:
+        scores[np.asarray(banned[0], dtype=np.int64) - 1] = -np.inf
+    return np.argpartition(-scores, k - 1)[:k] + 1
+
+
+__all__ = ["Probe", "SearchIndexes", "build_search"]
