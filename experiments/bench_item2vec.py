@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import statistics
 import sys
@@ -130,9 +131,9 @@ def variants(split: SplitData, base: Item2VecConfig) -> dict:
     out = {}
     for name, kw in {
         "default": {}, "sparse=False (dense gradient)": {"sparse": False},
-        "shared_negatives=1 (word2vec)": {"shared_negatives": 1}, "shared_negatives=32": {"shared_negatives": 32},
+        "shared_negatives=1 (word2vec)": {"shared_negatives": 1}, "shared_negatives=8": {"shared_negatives": 8},
         "repeat_cap=0 (plain sum)": {"repeat_cap": 0}, "lr=0.025 (word2vec)": {"lr": 0.025},
-        "num_threads=2": {"num_threads": 2}, "cbow": {"mode": "cbow"},
+        "num_threads=1": {"num_threads": 1}, "cbow": {"mode": "cbow"},
     }.items():
         model, s = fit_ours(split.train, dataclasses.replace(base, **kw))
         out[name] = {"fit_s": round(s, 3), **scores(model, split.test_history, split.test_targets)}
@@ -140,8 +141,8 @@ def variants(split: SplitData, base: Item2VecConfig) -> dict:
     return out
 
 
-NOTE = ("Timings are wall-clock on a 2-core VM shared with other jobs (load average 5-12 during the reference "
-        "run), so single fits vary up to 2.5x; the two sides alternate to share the contention. Gensim uses its "
+NOTE = ("Timings are wall-clock on a 2-core VM that may be shared with other jobs (the load average at the start "
+        "is recorded above), so single fits vary; the two sides alternate to share any contention. Gensim uses its "
         "default alpha 0.025 in the side-by-side parts; the tuning grid tries lr/alpha 0.025, 0.05 and 0.1 for both. "
         "Gensim's fit time includes build_vocab, ours includes counting and the sampling tables.")
 
@@ -198,7 +199,8 @@ def write_reports(out: Path, results: dict) -> None:
 
 
 def markdown(r: dict) -> str:
-    lines = ["# item2vec (PyTorch) vs gensim Word2Vec", "", f"Machine: {r['machine']}", "",
+    lines = ["# item2vec (PyTorch) vs gensim Word2Vec", "",
+             f"Machine: {r['machine']}; load average at start {r.get('loadavg')}", "",
              f"Command: `{r['command']}`", "", f"Shared hyperparameters: {r['shared']}", ""]
     for part in ("beauty", "synthetic"):
         if part in r:
@@ -249,7 +251,8 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
                      f"{torch.get_num_threads()} torch threads available, torch {torch.__version__}",
                      "command": " ".join(["python", "experiments/bench_item2vec.py", *(argv or sys.argv[1:])]),
-                     "shared": SHARED, "ours_config": dataclasses.asdict(base), "quick": args.quick}
+                     "shared": SHARED, "ours_config": dataclasses.asdict(base), "quick": args.quick,
+                     "loadavg": [round(x, 2) for x in os.getloadavg()]}
     if parts & {"beauty", "variants", "tune"}:
         if not args.beauty.exists():
             sys.exit(f"{args.beauty} not found: pass --beauty or run with --parts synthetic")

@@ -12,8 +12,8 @@ epoch, streamed in bounded chunks) and negatives from ``count ** ns_exponent`` (
 Training is word2vec's SGD with a linearly decaying learning rate, batched: the SGNS gradients
 (``-log s(u.v) - sum_k log s(-u.n_k)``) are written out by hand and added to the touched rows
 only, so a step costs O(batch x (1 + negatives) x dim) whatever the catalogue size.
-Defaults (lr 0.1, ``repeat_cap`` 4, ``shared_negatives`` 8, ``sparse``) were chosen on Beauty
-validation and a synthetic Zipf set, for speed and quality; ``experiments/bench_item2vec.py``
+Defaults (lr 0.1, ``repeat_cap`` 4, ``shared_negatives`` 16, ``sparse``) were chosen on Beauty
+validation and the pipeline's synthetic set, for speed and quality; ``experiments/bench_item2vec.py``
 measures them against ``sparse=False``, independent negatives and gensim.
 """
 
@@ -52,11 +52,12 @@ class Item2VecConfig:
 
     ``shared_negatives`` = g: each draw of ``negatives`` items serves g consecutive (shuffled)
     skip-gram pairs, so every pair still sees ``negatives`` unigram draws but the gather and
-    scatter of negative rows shrink g-fold; 1 is word2vec's independent draw per pair.
+    scatter of negative rows shrink g-fold; 1 is word2vec's independent draw per pair. A shared
+    negative's update sums g pairs, so ``repeat_cap`` counts it as g repeats.
     ``user_decay`` in (0, 1]: a history item ``a`` steps from the most recent weighs ``decay**a``.
-    ``num_threads``: torch threads during fit. 1 by default: the batch producer thread takes the
-    second core, and on a shared CPU more OpenMP threads than free cores slow every step down
-    many-fold (measured); 0 leaves torch's setting alone.
+    ``num_threads``: torch threads during fit; 0 (default) leaves torch's setting alone (one per
+    core). On CPU batches are drawn inline, so every core goes to the step; on a CPU shared with
+    other busy processes, 1 avoids OpenMP threads waiting for a core (measured many-fold slower).
     ``repeat_cap``: a row drawn k > cap times in one batch moves by cap/k of its summed gradient
     (0 = plain sum); batched SGD otherwise overshoots on popular items (see :func:`_sgd_rows`).
     """
@@ -72,13 +73,13 @@ class Item2VecConfig:
     lr: float = 0.1
     min_lr: float = 1e-4
     batch_size: int = 16384
-    shared_negatives: int = 8
+    shared_negatives: int = 16
     sparse: bool = True
     repeat_cap: int = 4
     normalize: bool = True
     user_decay: float = 1.0
     seed: int = 0
-    num_threads: int = 1
+    num_threads: int = 0
     init_vectors: str = ""  # warm start: .npy (n_items + 1, dim) item vectors; all-zero rows stay random
 
     def __post_init__(self) -> None:
@@ -190,13 +191,16 @@ class Item2Vec(Model):
     ) -> tuple[float, int, int]:
         """One pass; returns (float64 loss sum, positive examples, pairs).
 
-        Batches are drawn by a producer thread (numpy releases the GIL) while this thread runs
-        the torch step, like gensim's job producer; all randomness stays in the producer, in a
-        fixed order, so a seed still fixes the result.
+        Batches are drawn inline on CPU and by a producer thread on an accelerator (where the step
+        runs asynchronously); all randomness stays in the batch generator, in a fixed order, so a
+        seed still fixes the result either way.
         """
         cfg, total, n_pos, pairs = self.config, 0.0, 0, 0
         step = skipgram_step if cfg.mode == "skipgram" else cbow_step
-        for tensors, progress in prefetch(self._batches(sampler, noise, rng), depth=4):
+        batches = self._batches(sampler, noise, rng)
+        # a producer thread pays off only where the step runs asynchronously (CUDA); on CPU the GIL
+        # hand-offs between numpy indexing and torch dispatch cost more than the overlap wins (measured)
+        for tensors, progress in prefetch(batches, depth=4) if self.device.type != "cpu" else batches:
             lr = cfg.lr - (cfg.lr - cfg.min_lr) * min(1.0, (epoch - 1 + progress) / cfg.epochs)
             with autocast(self.device):
                 loss = step(w_in, w_out, *tensors, lr=lr, sparse=cfg.sparse, cap=cfg.repeat_cap)
@@ -287,26 +291,37 @@ def skipgram_step(
     w_in, w_out : (V, D) input / output vectors, updated in place.
     source, target : (P,) item indices: ``w_in[source]`` predicts ``w_out[target]``.
     neg : (G, K) negatives, G = ceil(P / share); row g serves pairs ``g*share .. g*share+share-1``.
+
+    The step sizes (``-lr``, damped per row by :func:`_row_scale`) are folded into the (P,) and
+    (G, share, K) score gradients before they meet the (., D) vectors, so each updated row costs
+    one product and one scatter: the step is memory-bound and every (P, D) pass counts.
     """
     p, (g, k), d = len(source), neg.shape, w_in.shape[1]
     pad = g * share - p
+    neg_flat = neg.reshape(-1)
     u = w_in.index_select(0, source)  # (P, D)
     v = w_out.index_select(0, target)  # (P, D)
-    nv = w_out.index_select(0, neg.reshape(-1)).view(g, k, d)  # (G, K, D)
+    nv = w_out.index_select(0, neg_flat).view(g, k, d)  # (G, K, D)
     u3 = (F.pad(u, (0, 0, 0, pad)) if pad else u).view(g, share, d)  # (G, share, D); padded rows are 0
     s_pos = (u * v).sum(1)  # (P,)
     s_neg = torch.bmm(u3, nv.transpose(1, 2))  # (G, share, K)
-    g_pos = (torch.sigmoid(s_pos) - 1.0)[:, None]  # (P, 1) dloss/ds_pos
+    g_pos = torch.sigmoid(s_pos) - 1.0  # (P,) dloss/ds_pos
     g_neg = torch.sigmoid(s_neg)  # (G, share, K) dloss/ds_neg
     loss_neg = F.logsigmoid(-s_neg)
     if pad:  # padded rows score 0 and must neither count in the loss nor push the negatives
         valid = (torch.arange(g * share, device=u.device) < p).view(g, share, 1)
         g_neg, loss_neg = g_neg * valid, loss_neg * valid
     loss = -(F.logsigmoid(s_pos).sum(dtype=torch.float64) + loss_neg.sum(dtype=torch.float64))
-    grad_u = g_pos * v + torch.bmm(g_neg, nv).view(g * share, d)[:p]
-    _sgd_rows(w_in, source, grad_u, lr, sparse, cap)
-    _sgd_rows(w_out, target, g_pos * u, lr, sparse, cap)
-    _sgd_rows(w_out, neg.reshape(-1), torch.bmm(g_neg.transpose(1, 2), u3).view(g * k, d), lr, sparse, cap)
+    c_src = _row_scale(source, w_in.shape[0], lr, cap, g_pos.dtype)  # (P,)
+    c_src3 = (F.pad(c_src, (0, pad)) if pad else c_src).view(g, share, 1)
+    delta_u = torch.bmm(g_neg * c_src3, nv).view(g * share, d)[:p]  # negatives' part of the source rows' step
+    delta_u.addcmul_((g_pos * c_src)[:, None], v)  # + the positive's part, in place
+    _add_rows(w_in, source, delta_u, sparse)
+    c_tgt = _row_scale(target, w_out.shape[0], lr, cap, g_pos.dtype)
+    _add_rows(w_out, target, u * (g_pos * c_tgt)[:, None], sparse)
+    # a negative row's delta sums the ``share`` pairs of its group: it counts as ``share`` repeats
+    c_neg = _row_scale(neg_flat, w_out.shape[0], lr, cap, g_pos.dtype, per_row=share).view(g, 1, k)
+    _add_rows(w_out, neg_flat, torch.bmm((g_neg * c_neg).transpose(1, 2), u3).view(g * k, d), sparse)
     return loss
 
 
@@ -338,27 +353,39 @@ def cbow_step(
     return loss
 
 
-def _sgd_rows(
-    weight: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor, lr: float, sparse: bool, cap: int = 0
-) -> None:
-    """``weight[rows] -= lr * grad`` with repeated rows summed, a row's sum damped beyond ``cap`` repeats.
+def _row_scale(rows: torch.Tensor, n_rows: int, lr: float, cap: int, dtype: torch.dtype,
+               per_row: int = 1) -> torch.Tensor:
+    """(P,) step size of each gradient row: ``-lr``, times ``cap / k`` for a row repeated k > cap times
+    (k = occurrences in ``rows`` x ``per_row``, the summed contributions each occurrence carries).
 
     A batch sums the gradients of an item's repeats where word2vec applies them one after the
     other (each step shrinking the next); for an item drawn k times the sum overshoots about
     k-fold and popular items diverge. With ``cap`` > 0, a row seen k > cap times in the batch
-    moves by ``cap / k`` of the sum (the mean gradient times cap). ``sparse`` touches only the
-    given rows; otherwise the gradient is first materialised as a dense (V, D) tensor, as a dense
-    embedding gradient would be (kept to measure the difference).
+    moves by ``cap / k`` of the sum (the mean gradient times cap).
     """
-    grad = grad.to(weight.dtype) * -lr  # autocast may hand back bf16
-    if cap:
-        repeats = torch.bincount(rows, minlength=weight.shape[0]).index_select(0, rows)  # (P,) k of each row
-        grad = grad * (cap / repeats.clamp_min(cap).to(grad.dtype))[:, None]
-    index = rows[:, None].expand(-1, weight.shape[1])  # an expanded index takes torch's sorted scatter path
+    if not cap:
+        return torch.full(rows.shape, -lr, dtype=dtype, device=rows.device)
+    repeats = torch.bincount(rows, minlength=n_rows).index_select(0, rows) * per_row  # (P,) k of each row
+    return (-lr * cap) / repeats.clamp_min(cap).to(dtype)
+
+
+def _add_rows(weight: torch.Tensor, rows: torch.Tensor, delta: torch.Tensor, sparse: bool) -> None:
+    """``weight[rows] += delta`` with repeated rows summed. ``sparse`` touches only the given rows;
+    otherwise the update is first materialised as a dense (V, D) tensor, as a dense embedding
+    gradient would be (kept to measure the difference)."""
+    delta = delta.to(weight.dtype)  # autocast may hand back bf16
     if sparse:
-        weight.scatter_add_(0, index, grad)
+        weight.index_add_(0, rows, delta)
     else:
-        weight.add_(torch.zeros_like(weight).scatter_add_(0, index, grad))
+        weight.add_(torch.zeros_like(weight).index_add_(0, rows, delta))
+
+
+def _sgd_rows(
+    weight: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor, lr: float, sparse: bool, cap: int = 0
+) -> None:
+    """``weight[rows] -= lr * grad`` with repeated rows summed, a row's sum damped beyond ``cap``
+    repeats (:func:`_row_scale`)."""
+    _add_rows(weight, rows, grad * _row_scale(rows, weight.shape[0], lr, cap, grad.dtype)[:, None], sparse)
 
 
 @contextlib.contextmanager
