@@ -216,7 +216,8 @@ def http(bundle: Path, users: int, workers: int, concurrency: int, seconds: floa
 # -- report ------------------------------------------------------------------------------------------
 def markdown(res: dict) -> str:
     lines = [f"# Serving benchmark{' (quick)' if res['quick'] else ''}", "",
-             f"Machine: {res['machine']}. Load average at start: {res['loadavg']} (CPU shared with other agents).",
+             f"Machine: {res['machine']}. Load average at start: {res['loadavg']} "
+             "(other processes may share the CPU).",
              f"Command: `{res['command']}`", "", "## In-process `recommend(user, k=10)` (seen excluded)", "",
              "| catalogue | items | dim | path | index settings | p50 ms | p99 ms | CPU p50 ms | CPU p99 ms "
              "| recall@10 |", "|---|---|---|---|---|---|---|---|---|---|"]
