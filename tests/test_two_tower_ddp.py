@@ -47,6 +47,9 @@ def _worker(rank: int, world: int, port: int, loss: str, out: str) -> None:
     model.fit(_data(), on_epoch_end=lambda e, m: params.append(_flat_params(model)))
     np.save(Path(out) / f"params_{rank}.npy", np.stack(params))
     np.save(Path(out) / f"loss_{rank}.npy", np.array([h["loss"] for h in model.history]))
+    # tear down together: a rank destroying its gloo group while its peer is still connected can abort
+    # the process ("terminate called without an active exception", seen once in CI)
+    dist.barrier()
     dist.destroy_process_group()
 
 
