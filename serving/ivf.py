@@ -47,10 +47,10 @@ class IvfIndex:
         nprobe = min(nprobe or self.nprobe, self.nlist)
         cell_scores = self.centroids @ query
         cells = np.argpartition(-cell_scores, nprobe - 1)[:nprobe] if nprobe < self.nlist else np.arange(self.nlist)
-        starts, ends = self._starts, self._ends
+        spans = [(self._starts[c], self._ends[c]) for c in cells.tolist()]
         # one product per cell over its contiguous rows: no gather copy of the candidate vectors
-        scores = np.concatenate([self.vectors[starts[c]:ends[c]] @ query for c in cells.tolist()])
-        ids = np.concatenate([self.items[starts[c]:ends[c]] for c in cells.tolist()])
+        scores = np.concatenate([self.vectors[a:b] @ query for a, b in spans])
+        ids = np.concatenate([self.items[a:b] for a, b in spans])
         if len(ids) > n:
             top = np.argpartition(-scores, n - 1)[:n]
             ids, scores = ids[top], scores[top]

@@ -127,10 +127,7 @@ def export_bundle(
                              "target": target_recall, "target_reached": ann_result.target_reached,
                              "sample": cfg.sample, "tried": ann_result.tried},
             "ivf": None if built.ivf_result is None else {
-                "nlist": built.ivf_result.nlist, "nprobe": built.ivf_result.nprobe,
-                "recall_users": built.ivf_result.recall_users, "recall_items": built.ivf_result.recall_items,
-                "target_reached": built.ivf_result.target_reached, "largest_cell": built.ivf_result.largest_cell,
-                "build_seconds": round(built.ivf_result.build_seconds, 3), "tried": built.ivf_result.tried},
+                **built.ivf_result.to_json(), "build_seconds": round(built.ivf_result.build_seconds, 3)},
             "counts": {"items": n_items, "users": n_users, "seen": int(csr.nnz)},
             "id_types": {"item": _kind(arrays[fmt.ITEM_IDS]), "user": _kind(arrays[fmt.USER_IDS])},
             "encoder": {**spec, "weights": sorted(weights)},

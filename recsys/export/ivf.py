@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from recsys.export.ann import recall
 from serving.ivf import IvfIndex
 
 
@@ -111,8 +112,6 @@ def tune_ivf(item_vectors: np.ndarray, metric: str, target: float, probe, nlist:
              seed: int = 0) -> tuple[IvfIndex, IvfResult]:
     """Build the index, then the smallest power-of-two ``nprobe`` whose recall reaches ``target``
     on ``probe`` (:class:`recsys.export.ann.Probe`); the index returned carries that ``nprobe``."""
-    from recsys.export.ann import recall  # local: ann imports this module
-
     t0 = time.perf_counter()
     n_items = item_vectors.shape[0] - 1
     iterations = 10

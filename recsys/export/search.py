@@ -70,9 +70,9 @@ def build_search(item_vectors: np.ndarray, user_vectors: np.ndarray, metric: str
 
 def _per_query(topk, queries: np.ndarray, banned: list[np.ndarray] | None) -> float:
     """Mean microseconds of one-query ``topk(queries[i:i+1], banned[i:i+1])`` calls."""
-    pairs = list(zip(queries, banned if banned is not None else [None] * len(queries), strict=True))
-    return time_per_query(lambda i: topk(pairs[i][0][None], None if pairs[i][1] is None else [pairs[i][1]]),
-                          np.arange(len(pairs)))
+    def one(i: int) -> object:
+        return topk(queries[i:i + 1], None if banned is None else banned[i:i + 1])
+    return time_per_query(one, np.arange(len(queries)))
 
 
 def _exact(x: np.ndarray, q: np.ndarray, k: int, banned: list[np.ndarray] | None) -> np.ndarray:
