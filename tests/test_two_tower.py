@@ -15,7 +15,14 @@ from recsys.config import ConfigError
 from recsys.data.sequences import Sequences
 from recsys.models.two_tower import ItemFeatures, TwoTower, TwoTowerConfig
 from recsys.models.two_tower import losses as L
-from recsys.models.two_tower.data import epoch_batches, make_windows, trim_padding
+from recsys.models.two_tower.data import (
+    PrefixWindows,
+    SlidingWindows,
+    epoch_batches,
+    make_windows,
+    target_counts,
+    trim_padding,
+)
 from recsys.models.two_tower.features import text_tokens
 from recsys.models.two_tower.item_tower import gather_bags
 from recsys.models.two_tower.user_tower import PooledUserTower, TransformerUserTower
@@ -133,6 +140,26 @@ def test_windows_cover_every_pair_once() -> None:
     assert i2.tolist() == [[1], [8]] and t2.tolist() == [[2], [9]]
 
 
+def test_prefix_windows_match_brute_force_and_sliding_targets() -> None:
+    rows = [[], [1, 2, 3, 4, 5, 6], [7], [8, 9], [3, 3, 1]]
+    tr = Sequences.from_lists(rows, n_items=9)
+    pre, sliding = PrefixWindows(tr, max_len=3), SlidingWindows(tr, max_len=3)
+    want = []  # every target with its (up to) 3 previous items, left-padded
+    for r in rows:
+        for i in range(1, len(r)):
+            hist = r[max(0, i - 3) : i]
+            want.append(([0] * (3 - len(hist)) + hist, r[i]))
+    inp, tgt = pre.batch(np.arange(len(pre)))
+    assert [(a.tolist(), int(b[-1])) for a, b in zip(inp, tgt, strict=True)] == want
+    assert (tgt[:, :-1] == 0).all() and pre.lengths.tolist() == [min(i, 3) for r in rows for i in range(1, len(r))]
+    assert sorted(tgt[tgt > 0].tolist()) == sorted(sliding.targets[sliding.targets > 0].tolist())
+    np.testing.assert_array_equal(target_counts(tr), np.bincount(tgt[:, -1], minlength=10) * (np.arange(10) > 0))
+    i2, t2 = pre.batch(np.array([5, 0]))  # any order, rows built independently
+    assert i2.tolist() == [[0, 0, 8], [0, 0, 1]] and t2[:, -1].tolist() == [9, 2]
+    i3, t3 = trim_padding(*pre.batch(np.array([5, 7])))  # trimming keeps every history item
+    assert i3.tolist() == [[0, 8], [3, 3]] and t3.tolist() == [[0, 9], [0, 1]]
+
+
 def test_rank_shards_union_is_the_global_batch() -> None:
     lengths = np.random.default_rng(0).integers(1, 9, size=103)
     one = epoch_batches(103, 10, seed=1, epoch=3, lengths=lengths)
@@ -188,10 +215,10 @@ def test_save_load_identical_scores(tmp_path: Path, extra: dict) -> None:
         np.testing.assert_array_equal(m.encode_item_features(new), back.encode_item_features(new))
 
 
-@pytest.mark.parametrize("loss", ["full", "sampled"])
-def test_resume_continues_the_same_run(tmp_path: Path, loss: str) -> None:
+@pytest.mark.parametrize("loss,windows", [("full", "sliding"), ("sampled", "sliding"), ("full", "prefix")])
+def test_resume_continues_the_same_run(tmp_path: Path, loss: str, windows: str) -> None:
     tr = _markov()
-    cfg = TwoTowerConfig(**{**TINY, "epochs": 3}, loss=loss, dropout=0.2, n_uniform_negatives=3)
+    cfg = TwoTowerConfig(**{**TINY, "epochs": 3}, loss=loss, dropout=0.2, n_uniform_negatives=3, windows=windows)
     whole = TwoTower(cfg, device="cpu").fit(tr)
 
     class Stop(Exception):

@@ -14,9 +14,11 @@ class TwoTowerConfig:
 
     Item tower: ID embedding (+ side features when ``ItemFeatures`` are given), fused by ``fusion``.
     User tower: ``"pooled"`` (mean / attention pooling with recency) or ``"transformer"`` (causal,
-    SASRec-like; the user vector is the output at the last position). Training: every position of
-    every training sequence predicts its next item, with ``loss`` = full softmax or sampled softmax
-    (in-batch negatives + logQ correction + optional uniform negatives).
+    SASRec-like; the user vector is the output at the last position). Training: every item of every
+    training sequence but the first is a target, predicted from its history by sliding ``windows``
+    (every position of a window predicts its next item) or by prefixes (one example per target,
+    right-aligned, as the user vector is computed at serving time), with ``loss`` = full softmax or
+    sampled softmax (in-batch negatives + logQ correction + optional uniform negatives).
     """
 
     dim: int = 64
@@ -33,6 +35,9 @@ class TwoTowerConfig:
     n_layers: int = 2  # transformer only
     n_heads: int = 2
     dropout: float = 0.2
+    # training examples: "sliding" windows (every position predicts its next item, one pass per window) or
+    # "prefix" (one example per target, its right-aligned history; loss at the newest position only)
+    windows: Literal["sliding", "prefix"] = "sliding"
     # -- loss ----------------------------------------------------------------------------------
     loss: Literal["full", "sampled"] = "full"
     similarity: Literal["dot", "cosine"] = "dot"

@@ -1,6 +1,7 @@
-"""Training windows (every position predicts its next item) and rank-sharded batches.
+"""Training examples (sliding windows or prefixes) and rank-sharded batches.
 
-A training sequence ``s`` of length ``L`` yields ``L - 1`` (input, target) pairs ``s[i] -> s[i+1]``.
+Sliding windows (``windows = "sliding"``): a training sequence ``s`` of length ``L`` yields
+``L - 1`` (input, target) pairs ``s[i] -> s[i+1]``.
 They are cut, from the most recent end, into windows of at most ``max_len`` pairs, so every
 pair is trained on exactly once and long histories are not truncated::
 
@@ -10,6 +11,14 @@ pair is trained on exactly once and long histories are not truncated::
     ([[0, 1], [2, 3]], [[0, 2], [3, 4]])
 
 Windows are left-padded with 0, like ``Sequences.padded``: the last column is the newest item.
+
+Prefixes (``windows = "prefix"``, as RecBole, FMLP-Rec and BSARec train): one example per target,
+its up to ``max_len`` preceding items right-aligned, the loss at the last column only. The same
+targets as sliding windows, but every one of them is predicted from the newest position, the
+position that serves users, at the price of encoding each prefix separately::
+
+    >>> PrefixWindows(tr, max_len=2).batch(np.arange(3))[0].tolist()
+    [[0, 1], [1, 2], [2, 3]]
 """
 
 from __future__ import annotations
@@ -40,6 +49,52 @@ def make_windows(train: Sequences, max_len: int) -> tuple[np.ndarray, np.ndarray
     return inputs, targets
 
 
+class SlidingWindows:
+    """Training examples as sliding windows: every position of a window predicts its next item."""
+
+    def __init__(self, train: Sequences, max_len: int) -> None:
+        self.inputs, self.targets = make_windows(train, max_len)
+        self.lengths = (self.targets > 0).sum(axis=1)  # (n,) targets per window
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def batch(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs, targets) (b, max_len) int64 of windows ``idx``."""
+        return self.inputs[idx], self.targets[idx]
+
+
+class PrefixWindows:
+    """One example per target: its right-aligned history of up to ``max_len`` items; built per batch,
+    so memory is one index per target, not ``max_len`` of them."""
+
+    def __init__(self, train: Sequences, max_len: int) -> None:
+        users = train.row_index()
+        pos = np.arange(train.n_events, dtype=np.int64) - train.offsets[users]
+        self.t_idx = np.flatnonzero(pos >= 1)  # flat index of every target event
+        self.lengths = np.minimum(pos[self.t_idx], max_len)  # (n,) history items per example
+        self.items = np.asarray(train.items).astype(np.int64)
+        self.max_len = max_len
+
+    def __len__(self) -> int:
+        return len(self.t_idx)
+
+    def batch(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs, targets) (b, max_len) int64 of examples ``idx``; targets are 0 but in the last column."""
+        t = self.t_idx[idx]
+        col = np.arange(-self.max_len, 0)[None, :]
+        src = t[:, None] + col  # (b, max_len) flat index of each history slot
+        inputs = np.where(col >= -self.lengths[idx][:, None], self.items[np.maximum(src, 0)], 0)
+        targets = np.zeros_like(inputs)
+        targets[:, -1] = self.items[t]
+        return inputs, targets
+
+
+def training_windows(train: Sequences, max_len: int, kind: str) -> SlidingWindows | PrefixWindows:
+    """The training examples of ``kind`` (``TwoTowerConfig.windows``)."""
+    return PrefixWindows(train, max_len) if kind == "prefix" else SlidingWindows(train, max_len)
+
+
 def epoch_batches(n_windows: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
                   world_size: int = 1, lengths: np.ndarray | None = None) -> list[np.ndarray]:
     """This rank's window indices for every step of ``epoch``.
@@ -63,14 +118,15 @@ def epoch_batches(n_windows: int, batch_size: int, seed: int, epoch: int, rank: 
 
 
 def trim_padding(inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Drop the leading columns that are padding in every row (left-padded windows, (b, T))."""
-    used = np.flatnonzero((targets > 0).any(axis=0))
+    """Drop the leading columns whose input is padding in every row (left-padded windows, (b, T))."""
+    used = np.flatnonzero((inputs > 0).any(axis=0))
     first = int(used[0]) if len(used) else targets.shape[1] - 1
     return inputs[:, first:], targets[:, first:]
 
 
-def target_counts(targets: np.ndarray, n_items: int) -> np.ndarray:
-    """(n_items + 1,) float64 count of each item as a training target (index 0 = 0)."""
-    counts = np.bincount(targets.ravel(), minlength=n_items + 1).astype(np.float64)
-    counts[0] = 0.0
-    return counts
+def target_counts(train: Sequences) -> np.ndarray:
+    """(n_items + 1,) float64 count of each item as a training target (every event but a row's first)."""
+    items = np.asarray(train.items)
+    is_first = np.zeros(train.n_events, dtype=bool)
+    is_first[train.offsets[:-1][train.lengths() > 0]] = True
+    return np.bincount(items[~is_first], minlength=train.n_items + 1).astype(np.float64)

@@ -26,7 +26,7 @@ from recsys.models.two_tower.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
-from recsys.models.two_tower.data import epoch_batches, make_windows, target_counts, trim_padding
+from recsys.models.two_tower.data import epoch_batches, target_counts, training_windows, trim_padding
 from recsys.models.two_tower.ddp import all_reduce_sum, broadcast_parameters, sync_gradients
 from recsys.models.two_tower.losses import StreamingFrequency
 from recsys.models.two_tower.train import StepInputs, lr_at, step_loss
@@ -40,13 +40,12 @@ class TrainLoop:
 
     def __init__(self, model: TwoTower, train: Sequences, checkpoint_dir: Path | None) -> None:
         self.m, self.cfg, self.ckpt = model, model.config, checkpoint_dir
-        self.inputs, self.targets = make_windows(train, self.cfg.max_len)
-        self.lengths = (self.targets > 0).sum(axis=1)
+        self.windows = training_windows(train, self.cfg.max_len, self.cfg.windows)
         self.params = list(model.net.parameters())
         self.opt = torch.optim.AdamW(self.params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        n_steps = math.ceil(len(self.inputs) / self.cfg.batch_size)
+        n_steps = math.ceil(len(self.windows) / self.cfg.batch_size)
         self.total_steps = max(n_steps * self.cfg.epochs, 1)
-        counts = target_counts(self.targets, train.n_items)
+        counts = target_counts(train)
         prob = torch.as_tensor(counts / max(counts.sum(), 1.0), dtype=torch.float32, device=model.device)
         streaming = StreamingFrequency(train.n_items + 1, device=model.device) if self.cfg.logq == "streaming" else None
         self.aux = StepInputs(train.n_items, prob, streaming)
@@ -82,9 +81,9 @@ class TrainLoop:
         self.m.net.train()
         info, dev = self.m.dist, self.m.device
         total, count = 0.0, 0.0
-        for idx in epoch_batches(len(self.inputs), self.cfg.batch_size, self.cfg.seed, epoch, info.rank,
-                                 info.world_size, self.lengths):
-            inp, tgt = trim_padding(self.inputs[idx], self.targets[idx])  # outputs are invariant to padding
+        for idx in epoch_batches(len(self.windows), self.cfg.batch_size, self.cfg.seed, epoch, info.rank,
+                                 info.world_size, self.windows.lengths):
+            inp, tgt = trim_padding(*self.windows.batch(idx))  # outputs are invariant to padding
             inp, tgt = torch.as_tensor(inp, device=dev), torch.as_tensor(tgt, device=dev)
             self.aux.step = self.state["step"]
             loss_sum, n_global = step_loss(self.m.net, self.cfg, inp, tgt, self.aux, info, dev)

@@ -3,10 +3,11 @@
     >>> m = TwoTower(TwoTowerConfig(dim=32, epochs=5), device="cpu").fit(train)
     >>> m.recommend(np.array([1, 2]), k=10)      # (ids, scores), each (2, 10)
 
-Training makes every position of every training sequence predict its next item (see
-:mod:`~recsys.models.two_tower.data`), with a full or sampled softmax (:mod:`.losses`), AdamW with
-warm-up and cosine decay, optional early stopping on the ``validate`` callable, a checkpoint after
-every epoch and resume from it (:mod:`.loop`). Items with no training interactions get
+Training makes every item of every training sequence (but the first) a target, predicted from
+its history by sliding windows or by prefixes (``windows``; see :mod:`~recsys.models.two_tower.data`),
+with a full or sampled softmax (:mod:`.losses`), AdamW with warm-up and cosine decay, optional
+early stopping on the ``validate`` callable, a checkpoint after every epoch and resume from it
+(:mod:`.loop`). Items with no training interactions get
 feature-only vectors (their untrained ID embedding is left out) when item features are given.
 """
 
