@@ -1,7 +1,8 @@
 """Benchmark: our PyTorch item2vec vs gensim Word2Vec, side by side in one run.
 
 Same data, same hyperparameters (skip-gram, dim 64, window 5, 5 negatives, 5 epochs,
-ns_exponent 0.75, subsampling 1e-3; gensim ``workers=2, sg=1, hs=0``), same evaluation:
+ns_exponent 0.75, subsampling 1e-3; gensim ``workers=2, sg=1, hs=0``; ours ``workers=2``, i.e. two
+lock-free training threads like gensim's, unless ``--ours-workers`` says otherwise), same evaluation:
 gensim's vectors go through our user encoder and ``recsys.evaluation`` full ranking.
 
 Parts (each writes into ``experiments/reports/bench_item2vec.{json,md}``):
@@ -135,7 +136,9 @@ def variants(split: SplitData, base: Item2VecConfig) -> dict:
         "default": {}, "sparse=False (dense gradient)": {"sparse": False},
         "shared_negatives=1 (word2vec)": {"shared_negatives": 1}, "shared_negatives=8": {"shared_negatives": 8},
         "repeat_cap=0 (plain sum)": {"repeat_cap": 0}, "lr=0.025 (word2vec)": {"lr": 0.025},
-        "num_threads=1": {"num_threads": 1}, "cbow": {"mode": "cbow"},
+        "num_threads=1": {"num_threads": 1, "workers": 1}, "cbow": {"mode": "cbow"},
+        "workers=1 (one thread pool, deterministic)": {"workers": 1},
+        "workers=2 (Hogwild threads)": {"workers": 2},
     }.items():
         model, s = fit_ours(split.train, dataclasses.replace(base, **kw))
         out[name] = {"fit_s": round(s, 3), **scores(model, split.test_history, split.test_targets)}
@@ -243,6 +246,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--synthetic-events", type=int, default=5_000_000)
     ap.add_argument("--parts", default="beauty,variants,synthetic,tune", help="comma-separated parts to run")
     ap.add_argument("--workers", type=int, default=2, help="gensim worker threads")
+    ap.add_argument("--ours-workers", type=int, default=2, help="our training threads (Item2VecConfig.workers; "
+                    "1 = deterministic, torch's own intra-op threads)")
     ap.add_argument("--batch-size", type=int, default=Item2VecConfig.batch_size)
     ap.add_argument("--out", type=Path, default=REPO / "experiments" / "reports")
     ap.add_argument("--merge", action="store_true", help="keep the parts of the existing report that this run skips")
@@ -252,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.repeats, args.synthetic_events = 1, 200_000
         GRID.update({"window": [5], "ns_exponent": [0.75], "dim": [64], "epochs": [5], "subsample": [1e-3],
                      "lr": [Item2VecConfig.lr]})
-    base = Item2VecConfig(**SHARED, batch_size=args.batch_size)
+    base = Item2VecConfig(**SHARED, batch_size=args.batch_size, workers=args.ours_workers)
     results: dict = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
                      f"{torch.get_num_threads()} torch threads available, torch {torch.__version__}",
                      "command": " ".join(["python", "experiments/bench_item2vec.py", *(argv or sys.argv[1:])]),

@@ -56,8 +56,9 @@ def fast(**kw: object) -> Item2VecConfig:
         # a session gives 132 pairs here: smaller batches keep an item's summed step in check
         {"mode": "skipgram", "window_kind": "session", "shared_negatives": 4, "batch_size": 256, "lr": 0.02},
         {"mode": "cbow", "window_kind": "fixed", "window": 3, "batch_size": 256},
+        {"mode": "skipgram", "window_kind": "dynamic", "workers": 2, "batch_size": 256},
     ],
-    ids=["skipgram-dynamic", "skipgram-session-shared", "cbow-fixed"],
+    ids=["skipgram-dynamic", "skipgram-session-shared", "cbow-fixed", "skipgram-hogwild-2-workers"],
 )
 def test_learns_planted_clusters_and_beats_popularity(split: SplitData, kw: dict) -> None:
     losses: list[float] = []
@@ -127,6 +128,15 @@ def test_same_seed_same_vectors_other_seed_differs(split: SplitData) -> None:
     c = Item2Vec(fast(epochs=2, seed=4), device="cpu").fit(split.train).item_vectors()
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
+
+
+def test_hogwild_workers_train_every_pair_once(split: SplitData) -> None:
+    pairs: dict[int, list[float]] = {}
+    for workers in (1, 2):
+        pairs[workers] = []
+        Item2Vec(fast(workers=workers, batch_size=128), device="cpu").fit(
+            split.train, on_epoch_end=lambda e, m, w=workers: pairs[w].append(m["pairs"]))
+    assert pairs[1] == pairs[2]  # the same seeded batches, each stepped exactly once, by either thread
 
 
 def test_sparse_and_dense_updates_agree(split: SplitData) -> None:

@@ -18,6 +18,7 @@ from recsys.models.pairs import (
     keep_probabilities,
     negative_distribution,
     prefetch,
+    run_threads,
 )
 
 rows_strategy = st.lists(st.lists(st.integers(1, 6), max_size=9), min_size=1, max_size=7)
@@ -179,6 +180,20 @@ def test_prefetch_order_errors_and_early_exit() -> None:
         if x == 3:
             break
     assert len(produced) <= 3 + 1 + 2 + 2  # stopped shortly after the consumer left
+
+
+def test_run_threads_runs_every_item_once_and_reraises() -> None:
+    seen: list[int] = []
+    out = run_threads(iter(range(200)), lambda x: seen.append(x) or x * x, workers=3)
+    assert sorted(out) == [x * x for x in range(200)] and sorted(seen) == list(range(200))
+
+    def fails(x: int) -> int:
+        if x == 7:
+            raise ValueError("item 7 is bad")
+        return x
+
+    with pytest.raises(ValueError, match="item 7"):
+        run_threads(iter(range(100)), fails, workers=2)
 
 
 def test_bad_window_arguments() -> None:

@@ -42,6 +42,7 @@ from recsys.models.pairs import (
     keep_probabilities,
     negative_distribution,
     prefetch,
+    run_threads,
 )
 from recsys.models.popularity import load_arrays, save_arrays
 
@@ -58,6 +59,9 @@ class Item2VecConfig:
     ``num_threads``: torch threads during fit; 0 (default) leaves torch's setting alone (one per
     core). On CPU batches are drawn inline, so every core goes to the step; on a CPU shared with
     other busy processes, 1 avoids OpenMP threads waiting for a core (measured many-fold slower).
+    ``workers`` > 1 (CPU only): that many threads train on different batches at once, each with
+    one torch thread, lock-free like gensim's workers (Hogwild); no barrier between cores, but
+    concurrent updates of a row may race, so the result is no longer bitwise fixed by the seed.
     ``repeat_cap``: a row drawn k > cap times in one batch moves by cap/k of its summed gradient
     (0 = plain sum); batched SGD otherwise overshoots on popular items (see :func:`_sgd_rows`).
     """
@@ -80,6 +84,7 @@ class Item2VecConfig:
     user_decay: float = 1.0
     seed: int = 0
     num_threads: int = 0
+    workers: int = 1
     init_vectors: str = ""  # warm start: .npy (n_items + 1, dim) item vectors; all-zero rows stay random
 
     def __post_init__(self) -> None:
@@ -88,6 +93,7 @@ class Item2VecConfig:
             "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "subsample": self.subsample >= 0,
             "lr": self.lr > 0, "min_lr": 0 <= self.min_lr <= self.lr, "shared_negatives": self.shared_negatives >= 1,
             "user_decay": 0 < self.user_decay <= 1, "num_threads": self.num_threads >= 0,
+            "workers": self.workers >= 1,
             "repeat_cap": self.repeat_cap >= 0,
             "mode": self.mode in ("skipgram", "cbow"),
             "window_kind": self.window_kind in ("fixed", "dynamic", "session"),
@@ -97,7 +103,7 @@ class Item2VecConfig:
             shown = {k: getattr(self, k) for k in bad}
             raise ConfigError(
                 f"Item2VecConfig: invalid value(s) {shown}; need dim/window/negatives/epochs/batch_size/"
-                "shared_negatives >= 1, subsample >= 0, 0 <= min_lr <= lr, 0 < user_decay <= 1, "
+                "shared_negatives/workers >= 1, subsample >= 0, 0 <= min_lr <= lr, 0 < user_decay <= 1, "
                 "mode in {skipgram, cbow}, window_kind in {fixed, dynamic, session}"
             )
 
@@ -144,7 +150,8 @@ class Item2Vec(Model):
         keep = keep_probabilities(counts, cfg.subsample) if cfg.subsample > 0 else None
         sampler = PairSampler(train, cfg.window, cfg.window_kind, keep, sort=cfg.mode == "cbow")
         noise = AliasSampler(negative_distribution(counts, cfg.ns_exponent))
-        with _torch_threads(cfg.num_threads):
+        hogwild = cfg.workers > 1 and self.device.type == "cpu"
+        with _torch_threads(1 if hogwild else cfg.num_threads):
             for epoch in range(1, cfg.epochs + 1):
                 loss, n_pos, pairs = self._epoch(sampler, noise, rng, w_in, w_out, epoch)
                 self.w_in, self.w_out = w_in.cpu().numpy(), w_out.cpu().numpy()
@@ -193,20 +200,27 @@ class Item2Vec(Model):
 
         Batches are drawn inline on CPU and by a producer thread on an accelerator (where the step
         runs asynchronously); all randomness stays in the batch generator, in a fixed order, so a
-        seed still fixes the result either way.
+        seed still fixes the result either way. With ``workers`` > 1 on CPU, that many threads take
+        batches from the generator in turn and step them concurrently (:func:`run_threads`).
         """
-        cfg, total, n_pos, pairs = self.config, 0.0, 0, 0
+        cfg = self.config
         step = skipgram_step if cfg.mode == "skipgram" else cbow_step
         batches = self._batches(sampler, noise, rng)
-        # a producer thread pays off only where the step runs asynchronously (CUDA); on CPU the GIL
-        # hand-offs between numpy indexing and torch dispatch cost more than the overlap wins (measured)
-        for tensors, progress in prefetch(batches, depth=4) if self.device.type != "cpu" else batches:
+
+        def run(batch: tuple[tuple[torch.Tensor, ...], float]) -> tuple[float, int, int]:
+            tensors, progress = batch
             lr = cfg.lr - (cfg.lr - cfg.min_lr) * min(1.0, (epoch - 1 + progress) / cfg.epochs)
             with autocast(self.device):
                 loss = step(w_in, w_out, *tensors, lr=lr, sparse=cfg.sparse, cap=cfg.repeat_cap)
-            total += float(loss)
-            n_pos, pairs = n_pos + len(tensors[1]), pairs + len(tensors[0])
-        return total, n_pos, pairs
+            return float(loss), len(tensors[1]), len(tensors[0])
+
+        if cfg.workers > 1 and self.device.type == "cpu":
+            done = run_threads(batches, run, cfg.workers)
+        else:
+            # a producer thread pays off only where the step runs asynchronously (CUDA); on CPU the GIL
+            # hand-offs between numpy indexing and torch dispatch cost more than the overlap wins (measured)
+            done = [run(b) for b in (prefetch(batches, depth=4) if self.device.type != "cpu" else batches)]
+        return sum(d[0] for d in done), sum(d[1] for d in done), sum(d[2] for d in done)
 
     def _batches(
         self, sampler: PairSampler, noise: AliasSampler, rng: np.random.Generator

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Literal, NamedTuple, TypeVar
 
 import numpy as np
@@ -293,3 +293,43 @@ def prefetch(items: Iterable[T], depth: int = 4) -> Iterator[T]:
     finally:
         stop.set()
         thread.join()
+
+
+R = TypeVar("R")
+
+
+def run_threads(items: Iterator[T], fn: Callable[[T], R], workers: int) -> list[R]:
+    """``fn`` over ``items`` by ``workers`` threads at once, lock-free on the work itself (Hogwild).
+
+    Each thread takes the next item under a lock (so ``items`` may be a generator holding an RNG)
+    and runs ``fn`` on it outside the lock; torch ops release the GIL, so the steps overlap. The
+    results come back in completion order. The first exception stops the other threads (after
+    their current item) and is re-raised here.
+    """
+    lock, stop = threading.Lock(), threading.Event()
+    results: list[R] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        while not stop.is_set():
+            try:
+                with lock:
+                    item = next(items, None)
+                if item is None:
+                    return
+                out = fn(item)
+            except BaseException as exc:  # re-raised by the caller
+                errors.append(exc)
+                stop.set()
+                return
+            with lock:
+                results.append(out)
+
+    threads = [threading.Thread(target=work, name=f"item2vec-worker-{i}", daemon=True) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
