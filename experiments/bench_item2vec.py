@@ -10,6 +10,7 @@ Parts (each writes into ``experiments/reports/bench_item2vec.{json,md}``):
 * ``beauty``: Amazon Beauty (ICLRec), leave-last-out; fit on train, test with test_history.
   Ours and gensim alternate ``--repeats`` times; medians and the throughput ratio are reported,
   plus our variants (sparse vs dense updates, independent vs shared negatives, CBOW).
+* ``workers``: our fit on Beauty with ``workers=1`` and ``workers=2``, alternating ``--repeats`` times.
 * ``synthetic``: ``recsys.data.synthetic`` with 5M events (one fit each).
 * ``tune``: a greedy one-parameter-at-a-time search on Beauty *validation* over window, ns_exponent,
   dim, epochs, subsample, lr and user_decay, for ours and for gensim; the best of each is then
@@ -129,6 +130,18 @@ def side_by_side(split: SplitData, cfg: Item2VecConfig, repeats: int, workers: i
     }
 
 
+def workers_ab(split: SplitData, base: Item2VecConfig, repeats: int) -> dict:
+    """Our fit with workers=1 (one torch thread pool) and workers=2 (Hogwild threads), alternating."""
+    t: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(repeats):
+        for w in t:
+            t[w].append(round(fit_ours(split.train, dataclasses.replace(base, workers=w))[1], 3))
+        print(f"  workers=1 {t[1][-1]:.2f}s  workers=2 {t[2][-1]:.2f}s", flush=True)
+    return {"fit_s": {str(w): v for w, v in t.items()},
+            "speedup_median": statistics.median(t[1]) / statistics.median(t[2]),
+            "speedup_best_of": min(t[1]) / min(t[2])}
+
+
 def variants(split: SplitData, base: Item2VecConfig) -> dict:
     """Our design choices measured on the same split (one fit each, in one run)."""
     out = {}
@@ -227,6 +240,13 @@ def markdown(r: dict) -> str:
         lines += [f"| {k} | {v['fit_s']} | " + " | ".join(f"{v[m]:.4f}" for m in METRICS) + " |"
                   for k, v in r["variants"].items()]
         lines.append("")
+    if "workers" in r:
+        w = r["workers"]
+        lines += ["## our training threads (Beauty, alternating fits)", "",
+                  "| workers | fit s (median) | fit s (fastest) |", "|---|---|---|"]
+        lines += [f"| {k} | {statistics.median(v):.2f} | {min(v):.2f} |" for k, v in w["fit_s"].items()]
+        lines += ["", f"workers=2 over workers=1: {w['speedup_median']:.2f}x (medians), "
+                  f"{w['speedup_best_of']:.2f}x (fastest)", ""]
     for who in ("ours", "gensim"):
         key = f"tune_{who}"
         if key in r:
@@ -244,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--beauty", type=Path, default=BEAUTY, help="path to Beauty.txt")
     ap.add_argument("--repeats", type=int, default=7, help="alternating ours/gensim fits on Beauty")
     ap.add_argument("--synthetic-events", type=int, default=5_000_000)
-    ap.add_argument("--parts", default="beauty,variants,synthetic,tune", help="comma-separated parts to run")
+    ap.add_argument("--parts", default="beauty,variants,workers,synthetic,tune", help="comma-separated parts to run")
     ap.add_argument("--workers", type=int, default=2, help="gensim worker threads")
     ap.add_argument("--ours-workers", type=int, default=2, help="our training threads (Item2VecConfig.workers; "
                     "1 = deterministic, torch's own intra-op threads)")
@@ -268,12 +288,13 @@ def main(argv: list[str] | None = None) -> dict:
         old = json.loads(previous.read_text())
         results = {**old, **results, "command": f"{old['command']}; then {results['command']}",
                    "loadavg": f"{old['loadavg']}; then {results['loadavg']}"}
-    if parts & {"beauty", "variants", "tune"}:
+    if parts & {"beauty", "variants", "workers", "tune"}:
         if not args.beauty.exists():
             sys.exit(f"{args.beauty} not found: pass --beauty or run with --parts synthetic")
         beauty = load_beauty(args.beauty)
     steps = [("beauty", lambda: side_by_side(beauty, base, args.repeats, args.workers)),
              ("variants", lambda: variants(beauty, base)),
+             ("workers", lambda: workers_ab(beauty, base, args.repeats)),
              ("synthetic", lambda: side_by_side(load_synthetic(args.synthetic_events), base, 1, args.workers)),
              ("tune_ours", lambda: tune(beauty, base, "ours", args.workers)),
              ("tune_gensim", lambda: tune(beauty, base, "gensim", args.workers))]

@@ -4,6 +4,11 @@ Markov data: each item has one favourite successor (a fixed random permutation),
 probability 0.8; the next item depends only on the previous one. The causal-Transformer tower must
 beat popularity and item2vec (whose context window is symmetric and order-blind) by a margin.
 
+Alternating clusters: each user alternates between two of 6 item clusters (A B A B ...), the
+pair drawn per user; the next item's cluster is that of the item *before* the last, so a model that
+sees only the last item can guess it one time in five. Both ways of making training examples
+(sliding windows and right-aligned prefixes) must learn it from the history.
+
 Cold start: items belong to 6 clusters named by their category and a title word; users stay in one
 cluster. A fifth of the items never occur in training; trained with ID dropout, their feature-only
 vectors must rank them for the right users far better than popularity can (which has no counts
@@ -51,6 +56,31 @@ def test_transformer_tower_beats_popularity_and_item2vec() -> None:
                          proto)["ndcg_10"]
     assert tt > 0.6, (tt, pop, i2v)  # 0.8 of targets are the known successor of the last item
     assert tt > 2 * pop and tt > i2v + 0.15, (tt, pop, i2v)
+
+
+def alternating_split(n_users: int = 400, seed: int = 0) -> tuple[Sequences, Sequences, Sequences]:
+    """(train, test_history, test_targets) of users alternating between two clusters of 10 items."""
+    rng = np.random.default_rng(seed)
+    hist, tgt = [[]], [[]]
+    for _ in range(n_users):
+        pair = rng.choice(6, size=2, replace=False)
+        s = [int(pair[i % 2] * 10 + rng.integers(10) + 1) for i in range(int(rng.integers(5, 12)))]
+        hist.append(s[:-1])
+        tgt.append(s[-1:])
+    h = Sequences.from_lists(hist, n_items=60)
+    return h, h, Sequences.from_lists(tgt, n_items=60)
+
+
+# a window trains ~10 targets per step, a prefix one: sliding windows need more epochs for as many steps
+@pytest.mark.parametrize("windows,epochs", [("sliding", 40), ("prefix", 15)])
+def test_transformer_tower_uses_more_than_the_last_item(windows: str, epochs: int) -> None:
+    train, hist, tgt = alternating_split()
+    proto = EvalProtocol(exclude_history=False)
+    cfg = TwoTowerConfig(dim=32, max_len=12, n_layers=2, n_heads=2, dropout=0.1, epochs=epochs, batch_size=64,
+                         lr=1e-2, warmup_steps=10, windows=windows)
+    hr = evaluate_model(TwoTower(cfg, device="cpu").fit(train), hist, tgt, proto)["hr_10"]
+    # the right cluster's 10 items fill the top 10; the last item alone gives the right cluster 1 time in 5
+    assert hr > 0.8, hr
 
 
 def cold_start_data(n_users: int = 300, seed: int = 1) -> tuple[Sequences, Sequences, Sequences, ItemFeatures]:
