@@ -150,8 +150,7 @@ class Item2Vec(Model):
         keep = keep_probabilities(counts, cfg.subsample) if cfg.subsample > 0 else None
         sampler = PairSampler(train, cfg.window, cfg.window_kind, keep, sort=cfg.mode == "cbow")
         noise = AliasSampler(negative_distribution(counts, cfg.ns_exponent))
-        hogwild = cfg.workers > 1 and self.device.type == "cpu"
-        with _torch_threads(1 if hogwild else cfg.num_threads):
+        with _torch_threads(1 if self._hogwild else cfg.num_threads):
             for epoch in range(1, cfg.epochs + 1):
                 loss, n_pos, pairs = self._epoch(sampler, noise, rng, w_in, w_out, epoch)
                 self.w_in, self.w_out = w_in.cpu().numpy(), w_out.cpu().numpy()
@@ -214,13 +213,18 @@ class Item2Vec(Model):
                 loss = step(w_in, w_out, *tensors, lr=lr, sparse=cfg.sparse, cap=cfg.repeat_cap)
             return float(loss), len(tensors[1]), len(tensors[0])
 
-        if cfg.workers > 1 and self.device.type == "cpu":
+        if self._hogwild:
             done = run_threads(batches, run, cfg.workers)
         else:
             # a producer thread pays off only where the step runs asynchronously (CUDA); on CPU the GIL
             # hand-offs between numpy indexing and torch dispatch cost more than the overlap wins (measured)
             done = [run(b) for b in (prefetch(batches, depth=4) if self.device.type != "cpu" else batches)]
         return sum(d[0] for d in done), sum(d[1] for d in done), sum(d[2] for d in done)
+
+    @property
+    def _hogwild(self) -> bool:
+        """Several lock-free training threads (``workers`` > 1, CPU only), each with one torch thread."""
+        return self.config.workers > 1 and self.device.type == "cpu"
 
     def _batches(
         self, sampler: PairSampler, noise: AliasSampler, rng: np.random.Generator

@@ -28,16 +28,20 @@ import numpy as np
 from recsys.data.sequences import Sequences
 
 
+def target_events(train: Sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(flat index, row, position within the row) of every target event: every event but a row's first."""
+    users = train.row_index()
+    pos = np.arange(train.n_events, dtype=np.int64) - train.offsets[users]
+    t_idx = np.flatnonzero(pos >= 1)
+    return t_idx, users[t_idx], pos[t_idx]
+
+
 def make_windows(train: Sequences, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """(inputs, targets), each (n_windows, max_len) int64, left-padded with 0 (target 0 = no loss)."""
-    users = train.row_index()
-    pos = np.arange(train.n_events, dtype=np.int64) - train.offsets[users]  # position within the row
-    is_target = pos >= 1
-    t_idx = np.flatnonzero(is_target)  # flat index of every target event
+    t_idx, t_user, _ = target_events(train)
     if len(t_idx) == 0:
         empty = np.zeros((0, max_len), dtype=np.int64)
         return empty, empty
-    t_user = users[t_idx]
     from_end = (train.offsets[t_user + 1] - 1) - t_idx  # 0 for the last target of the row
     window = from_end // max_len  # windows numbered from the newest
     new = np.concatenate([[True], (np.diff(t_user) != 0) | (np.diff(window) != 0)])
@@ -69,10 +73,8 @@ class PrefixWindows:
     so memory is one index per target, not ``max_len`` of them."""
 
     def __init__(self, train: Sequences, max_len: int) -> None:
-        users = train.row_index()
-        pos = np.arange(train.n_events, dtype=np.int64) - train.offsets[users]
-        self.t_idx = np.flatnonzero(pos >= 1)  # flat index of every target event
-        self.lengths = np.minimum(pos[self.t_idx], max_len)  # (n,) history items per example
+        self.t_idx, _, pos = target_events(train)
+        self.lengths = np.minimum(pos, max_len)  # (n,) history items per example
         self.items = np.asarray(train.items).astype(np.int64)
         self.max_len = max_len
 
@@ -126,7 +128,5 @@ def trim_padding(inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, n
 
 def target_counts(train: Sequences) -> np.ndarray:
     """(n_items + 1,) float64 count of each item as a training target (every event but a row's first)."""
-    items = np.asarray(train.items)
-    is_first = np.zeros(train.n_events, dtype=bool)
-    is_first[train.offsets[:-1][train.lengths() > 0]] = True
-    return np.bincount(items[~is_first], minlength=train.n_items + 1).astype(np.float64)
+    items = np.asarray(train.items)[target_events(train)[0]]
+    return np.bincount(items, minlength=train.n_items + 1).astype(np.float64)
