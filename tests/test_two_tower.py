@@ -111,6 +111,17 @@ def test_padding_is_ignored_and_can_be_trimmed(tower: int) -> None:
     assert torch.isfinite(out).all()
 
 
+
+@pytest.mark.parametrize("tower", range(3))
+def test_last_only_is_the_last_output(tower: int) -> None:
+    """``last_only`` (prefix training, user encoding) computes exactly the newest position's output."""
+    net = _towers()[tower]
+    x = torch.randn(3, 6, 8)
+    valid = torch.tensor([[True] * 6, [False, False, True, True, True, True], [False] * 5 + [True]])
+    last = net(x, valid, last_only=True)
+    assert last.shape == (3, 1, 8)
+    torch.testing.assert_close(last, net(x, valid)[:, -1:])
+
 # -- features, bags and windows ------------------------------------------------------------------
 def test_item_features_and_bags() -> None:
     df = pl.DataFrame({"item_idx": [2, 1], "title": ["Red lipstick", None], "categories": ["Lips|Beauty", None]})

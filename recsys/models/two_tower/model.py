@@ -121,7 +121,7 @@ class TwoTower(Model):
             uniq, inv = torch.unique(inp, return_inverse=True)  # encode each history item once
             with autocast(self.device):
                 x = net["item"](uniq)[inv]  # (B, T, D)
-                out.append(net["user"](x, inp > 0)[:, -1].float())  # (B, D) newest position
+                out.append(net["user"](x, inp > 0, last_only=True)[:, -1].float())  # (B, D) newest position
         vecs = torch.cat(out) if out else torch.zeros(0, self.config.dim, device=self.device)
         return self._finish(vecs)
 

@@ -42,21 +42,25 @@ class StepInputs:
 def step_loss(net: torch.nn.ModuleDict, cfg: TwoTowerConfig, inp: torch.Tensor, tgt: torch.Tensor,
               aux: StepInputs, info: DistInfo, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed loss of this rank's windows ``inp``/``tgt`` (b, T) and the global target count."""
-    keep = tgt > 0  # (b, T) positions with a next item
+    last_only = cfg.windows == "prefix"  # a prefix's one target is in its last column: encode that position only
+    if last_only:
+        tgt = tgt[:, -1:]
+    keep = tgt > 0  # (b, T or 1) positions with a next item
     pos_ids = tgt[keep]  # (N,)
     n_global = all_reduce_sum(torch.tensor(float(len(pos_ids)), device=device), info)
     with autocast(device):
         if cfg.loss == "full":
             table = net["item"](torch.arange(aux.n_items + 1, device=device))  # (V, D)
-            out = net["user"](table[inp], inp > 0)  # (b, T, D)
+            out = net["user"](table[inp], inp > 0, last_only=last_only)  # (b, T or 1, D)
             loss = L.full_softmax_loss(out[keep], table, pos_ids, cfg.similarity, cfg.temperature)
         else:
-            loss = _sampled(net, cfg, inp, keep, pos_ids, aux, info, device)
+            loss = _sampled(net, cfg, inp, keep, pos_ids, aux, info, device, last_only)
     return loss, n_global
 
 
 def _sampled(net: torch.nn.ModuleDict, cfg: TwoTowerConfig, inp: torch.Tensor, keep: torch.Tensor,
-             pos_ids: torch.Tensor, aux: StepInputs, info: DistInfo, device: torch.device) -> torch.Tensor:
+             pos_ids: torch.Tensor, aux: StepInputs, info: DistInfo, device: torch.device,
+             last_only: bool) -> torch.Tensor:
     cand_ids, start = all_gather_cat(pos_ids, info)  # every rank's targets are candidates
     n_batch = len(cand_ids)
     labels = start + torch.arange(len(pos_ids), device=device)
@@ -69,7 +73,7 @@ def _sampled(net: torch.nn.ModuleDict, cfg: TwoTowerConfig, inp: torch.Tensor, k
     vecs = net["item"](uniq)  # (U, D) each needed item encoded once
     x = vecs[inv[: inp.numel()]].view(*inp.shape, -1)  # (b, T, D)
     cands = vecs[inv[inp.numel():]]  # (M, D)
-    out = net["user"](x, inp > 0)[keep]  # (N, D)
+    out = net["user"](x, inp > 0, last_only=last_only)[keep]  # (N, D)
     if aux.streaming is not None:
         aux.streaming.update(cand_ids[:n_batch], aux.step + 1)  # same ids on every rank -> same estimate
     log_q = _log_q(cfg, cand_ids, n_batch, aux)

@@ -4,6 +4,9 @@ Both take the item-tower vectors of a left-padded history ``(B, T, D)`` and its 
 ``(B, T)`` and return one output per position ``(B, T, D)``: output ``t`` depends only on the
 valid items at positions ``<= t`` (causal), so training makes every position predict its next
 item, and the user vector is the output at the last position (the most recent item).
+With ``last_only=True`` they return only that last output ``(B, 1, D)`` and skip work no other
+output needs (the Transformer's last block attends and runs its FFN for the newest query only):
+the same values, for prefix training and for encoding users.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ class PooledUserTower(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(2 * d, d))
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         t = x.shape[1]
         visible = causal_mask(valid) & valid[:, None, :]  # (B, T, T); padded queries see nothing
         if self.pooling == "attention":
@@ -55,7 +58,9 @@ class PooledUserTower(nn.Module):
             logits = torch.zeros(visible.shape, dtype=x.dtype, device=x.device)
         logits = logits.masked_fill(~visible, float("-inf"))
         w = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # rows with no visible key -> zeros
-        pooled = w @ x  # (B, T, D)
+        if last_only:
+            w = w[:, -1:]
+        pooled = w @ x  # (B, T or 1, D)
         return pooled + self.mlp(self.norm(pooled))
 
 
@@ -72,12 +77,20 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.p = dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D); with ``last_only`` (B, 1, D), the newest position's output alone."""
         b, t, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
-        q, k, v = (z.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2) for z in (q, k, v))  # (B, H, T, hd)
+        h = self.ln1(x)
+        if last_only:  # keys and values of every position, the query of the newest one only
+            q = F.linear(h[:, -1:], self.qkv.weight[:d], self.qkv.bias[:d])
+            k, v = F.linear(h, self.qkv.weight[d:], self.qkv.bias[d:]).split(d, dim=-1)
+            x, mask = x[:, -1:], mask[:, -1:]
+        else:
+            q, k, v = self.qkv(h).split(d, dim=-1)
+        hd = d // self.n_heads
+        q, k, v = (z.view(b, -1, self.n_heads, hd).transpose(1, 2) for z in (q, k, v))  # (B, H, T or 1, hd)
         att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], dropout_p=self.p if self.training else 0)
-        x = x + self.drop(self.proj(att.transpose(1, 2).reshape(b, t, d)))
+        x = x + self.drop(self.proj(att.transpose(1, 2).reshape(b, -1, d)))
         return x + self.drop(self.ffn(self.ln2(x)))
 
 
@@ -93,14 +106,14 @@ class TransformerUserTower(nn.Module):
         self.blocks = nn.ModuleList(Block(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(d)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         t = x.shape[1]
         # positions count from the right: the most recent item always has position max_len - 1
         pos = torch.arange(self.pos.num_embeddings - t, self.pos.num_embeddings, device=x.device)
         h = self.drop(x * self.scale + self.pos(pos)[None]) * valid[..., None].to(x.dtype)  # (B, T, D)
         mask = causal_mask(valid)
-        for blk in self.blocks:
-            h = blk(h, mask)
+        for i, blk in enumerate(self.blocks):
+            h = blk(h, mask, last_only=last_only and i == len(self.blocks) - 1)
         return self.ln_f(h)
 
 
