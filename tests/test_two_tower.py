@@ -25,7 +25,7 @@ from recsys.models.two_tower.data import (
 )
 from recsys.models.two_tower.features import text_tokens
 from recsys.models.two_tower.item_tower import gather_bags
-from recsys.models.two_tower.user_tower import PooledUserTower, TransformerUserTower
+from recsys.models.two_tower.user_tower import FastDropout, PooledUserTower, TransformerUserTower, attention
 
 TINY = dict(dim=8, max_len=6, n_heads=2, epochs=2, batch_size=8, lr=5e-3, warmup_steps=2)
 
@@ -121,6 +121,39 @@ def test_last_only_is_the_last_output(tower: int) -> None:
     last = net(x, valid, last_only=True)
     assert last.shape == (3, 1, 8)
     torch.testing.assert_close(last, net(x, valid)[:, -1:])
+
+def test_fast_dropout_and_explicit_attention() -> None:
+    torch.manual_seed(0)
+    drop = FastDropout(0.3)
+    x = torch.ones(200_000)
+    y = drop(x)
+    assert abs(float((y == 0).float().mean()) - 0.3) < 0.01  # drop rate p
+    assert torch.unique(y).tolist() == pytest.approx([0.0, 1 / 0.7])  # survivors scaled by 1 / (1 - p)
+    assert abs(float(y.mean()) - 1.0) < 0.01  # unbiased
+    assert torch.equal(drop.eval()(x), x)
+    q, k, v = torch.randn(2, 2, 2, 4), torch.randn(2, 2, 5, 4), torch.randn(2, 2, 5, 4)  # (B, H, T, hd)
+    mask = torch.tensor([[[[True, False, False, False, True], [True, True, True, True, True]]]]).expand(2, 1, 2, 5)
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(attention(q, k, v, mask, 1e-12), want)  # the explicit (dropout) path
+
+
+def test_bf16_precision_on_cpu_tracks_fp32() -> None:
+    from recsys.device import autocast
+
+    cpu, lin, x = torch.device("cpu"), torch.nn.Linear(4, 4), torch.randn(2, 4)
+    with autocast(cpu):
+        assert lin(x).dtype == torch.float32  # auto: fp32 on the CPU
+    with autocast(cpu, "bf16"):
+        assert lin(x).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="precision='fp16' is not one of"):
+        autocast(cpu, "fp16")
+    tr = _markov()
+    fp32 = TwoTower(TwoTowerConfig(**TINY), device="cpu").fit(tr)
+    bf16 = TwoTower(TwoTowerConfig(**TINY, precision="bf16"), device="cpu").fit(tr)
+    a, b = fp32.history[-1]["loss"], bf16.history[-1]["loss"]
+    assert math.isfinite(b) and abs(a - b) < 0.02 * a  # same run to bf16 round-off
+    assert np.isfinite(bf16.user_vectors()).all()
+
 
 # -- features, bags and windows ------------------------------------------------------------------
 def test_item_features_and_bags() -> None:

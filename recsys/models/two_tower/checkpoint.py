@@ -55,8 +55,10 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, params: list[torch.nn.Par
     for name, val in tensors.items():
         i, key = name.split(".", 1)
         p = params[int(i)]
-        # AdamW keeps `step` on the CPU unless capturable; moments live with the parameter
-        opt.state[p][key] = val.cpu() if key == "step" else val.to(p.device)
+        # unfused AdamW keeps `step` on the CPU (unless capturable); fused AdamW and the moments keep
+        # everything with the parameter
+        on_cpu = key == "step" and not (opt.defaults.get("fused") or opt.defaults.get("capturable"))
+        opt.state[p][key] = val.cpu() if on_cpu else val.to(p.device)
 
 
 def write_checkpoint(root: Path, groups: dict[str, dict[str, torch.Tensor]], state: dict[str, Any]) -> Path:

@@ -42,7 +42,8 @@ class TrainLoop:
         self.m, self.cfg, self.ckpt = model, model.config, checkpoint_dir
         self.windows = training_windows(train, self.cfg.max_len, self.cfg.windows)
         self.params = list(model.net.parameters())
-        self.opt = torch.optim.AdamW(self.params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        # fused: one pass per parameter instead of ~6 (the full-softmax item table is updated densely every step)
+        self.opt = torch.optim.AdamW(self.params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay, fused=True)
         n_steps = math.ceil(len(self.windows) / self.cfg.batch_size)
         self.total_steps = max(n_steps * self.cfg.epochs, 1)
         counts = target_counts(train)

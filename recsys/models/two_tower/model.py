@@ -103,7 +103,7 @@ class TwoTower(Model):
         id_mask = None
         if net["item"].has_features and self.item_seen is not None:
             id_mask = torch.as_tensor(self.item_seen, device=self.device)
-        with autocast(self.device):
+        with autocast(self.device, self.config.precision):
             vecs = net["item"](ids, id_mask).float()
         return self._finish(vecs)
 
@@ -119,7 +119,7 @@ class TwoTower(Model):
             rows = np.arange(start, min(start + batch_size, histories.n_rows))
             inp = torch.as_tensor(histories.padded(self.config.max_len, rows), dtype=torch.long, device=self.device)
             uniq, inv = torch.unique(inp, return_inverse=True)  # encode each history item once
-            with autocast(self.device):
+            with autocast(self.device, self.config.precision):
                 x = net["item"](uniq)[inv]  # (B, T, D)
                 out.append(net["user"](x, inp > 0, last_only=True)[:, -1].float())  # (B, D) newest position
         vecs = torch.cat(out) if out else torch.zeros(0, self.config.dim, device=self.device)

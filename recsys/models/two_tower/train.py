@@ -48,7 +48,7 @@ def step_loss(net: torch.nn.ModuleDict, cfg: TwoTowerConfig, inp: torch.Tensor, 
     keep = tgt > 0  # (b, T or 1) positions with a next item
     pos_ids = tgt[keep]  # (N,)
     n_global = all_reduce_sum(torch.tensor(float(len(pos_ids)), device=device), info)
-    with autocast(device):
+    with autocast(device, cfg.precision):
         if cfg.loss == "full":
             table = net["item"](torch.arange(aux.n_items + 1, device=device))  # (V, D)
             out = net["user"](table[inp], inp > 0, last_only=last_only)  # (b, T or 1, D)

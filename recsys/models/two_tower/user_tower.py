@@ -30,6 +30,34 @@ def causal_mask(valid: torch.Tensor) -> torch.Tensor:
     return (tril[None] & valid[:, None, :]) | eye[None]
 
 
+class FastDropout(nn.Module):
+    """Inverted dropout whose mask comes from ``torch.rand``: the same distribution as ``nn.Dropout``,
+    ~2.5x faster forward + backward on CPU, where ``nn.Dropout``'s ``bernoulli_`` draws were a
+    quarter of a Beauty training step."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.rand(x.shape, device=x.device) >= self.p  # float32 draws whatever x's dtype
+        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, p: float) -> torch.Tensor:
+    """Scaled dot-product attention (B, H, Tq, hd) with a bool ``mask`` (B, 1, Tq, Tk) and dropout ``p``
+    on the weights: SDPA's own kernel without dropout; with it an explicit product that draws
+    :class:`FastDropout`'s mask (SDPA's dropout takes the slow ``bernoulli_`` path on the CPU)."""
+    if p == 0:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, Tq, Tk)
+    weights = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+    keep = torch.rand(weights.shape, device=weights.device) >= p
+    return (weights * keep.to(weights.dtype).mul_(1.0 / (1.0 - p))) @ v
+
+
 class PooledUserTower(nn.Module):
     """Mean or attention pooling with a learned recency bias, then a residual MLP.
 
@@ -45,7 +73,7 @@ class PooledUserTower(nn.Module):
         self.score = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))
         self.recency = nn.Parameter(torch.zeros(cfg.max_len))
         self.norm = nn.LayerNorm(d)
-        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(2 * d, d))
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), FastDropout(cfg.dropout), nn.Linear(2 * d, d))
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         t = x.shape[1]
@@ -73,8 +101,8 @@ class Block(nn.Module):
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.qkv = nn.Linear(d, 3 * d)
         self.proj = nn.Linear(d, d)
-        self.ffn = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * d, d))
-        self.drop = nn.Dropout(dropout)
+        self.ffn = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), FastDropout(dropout), nn.Linear(4 * d, d))
+        self.drop = FastDropout(dropout)
         self.p = dropout
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
@@ -89,7 +117,7 @@ class Block(nn.Module):
             q, k, v = self.qkv(h).split(d, dim=-1)
         hd = d // self.n_heads
         q, k, v = (z.view(b, -1, self.n_heads, hd).transpose(1, 2) for z in (q, k, v))  # (B, H, T or 1, hd)
-        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], dropout_p=self.p if self.training else 0)
+        att = attention(q, k, v, mask[:, None], self.p if self.training else 0.0)
         x = x + self.drop(self.proj(att.transpose(1, 2).reshape(b, -1, d)))
         return x + self.drop(self.ffn(self.ln2(x)))
 
@@ -102,7 +130,7 @@ class TransformerUserTower(nn.Module):
         d = cfg.dim
         self.scale = d**0.5
         self.pos = nn.Embedding(cfg.max_len, d)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = FastDropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(d)
 
