@@ -53,7 +53,7 @@ def build(variant: str, dim: int, n_items: int) -> tuple[TwoTower, torch.optim.O
                 if isinstance(child, U.FastDropout):
                     setattr(mod, name, torch.nn.Dropout(child.p))
     fused = variant in ("fused_adamw", "bf16")
-    opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, fused=fused, foreach=False if not fused else None)
+    opt = torch.optim.AdamW(model.net.parameters(), lr=cfg.lr, fused=fused, foreach=None if fused else False)
     return model, opt
 
 

@@ -122,6 +122,7 @@ def test_last_only_is_the_last_output(tower: int) -> None:
     assert last.shape == (3, 1, 8)
     torch.testing.assert_close(last, net(x, valid)[:, -1:])
 
+
 def test_fast_dropout_and_explicit_attention() -> None:
     torch.manual_seed(0)
     drop = FastDropout(0.3)
