@@ -1,7 +1,7 @@
 """Tensors and training state as .npy + JSON (no pickle), written atomically.
 
 A checkpoint directory ``<checkpoint_dir>/last`` holds everything needed to continue the same run:
-model parameters, AdamW moments and step counts, the torch RNG state, the epoch/step counters,
+model parameters, AdamW moments and step counts, the training generator state, the epoch/step counters,
 early-stopping state and the best parameters so far. It is written to a temporary sibling and
 renamed into place, so a crash mid-write leaves the previous checkpoint intact.
 """

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recsys.models.two_tower import rng
 from recsys.models.two_tower.config import TwoTowerConfig
 from recsys.models.two_tower.features import ItemFeatures
 
@@ -77,7 +78,7 @@ class ItemTower(nn.Module):
         """
         id_part = self.id_emb(ids)  # (N, d)
         if self.training and self.id_dropout > 0:
-            keep = (torch.rand(ids.shape, device=ids.device) >= self.id_dropout).to(id_part.dtype)
+            keep = (rng.rand(ids.shape, ids.device) >= self.id_dropout).to(id_part.dtype)
             id_part = id_part * keep[:, None]
         if id_mask is not None:
             id_part = id_part * id_mask.to(id_part.dtype)[:, None]

@@ -1,7 +1,8 @@
 """The epoch loop of :class:`~recsys.models.two_tower.model.TwoTower`: optimiser, schedule,
 early stopping, per-epoch checkpoints and resume.
 
-Resume continues the *same* run: parameters, AdamW moments, the torch RNG (dropout, ID dropout),
+Resume continues the *same* run: parameters, AdamW moments, the loop's generator (dropout, ID dropout;
+:mod:`~recsys.models.two_tower.rng`),
 the step counter (schedule, uniform negatives) and the early-stopping state are restored, and the
 batch order depends only on ``(seed, epoch)``, so an interrupted-and-resumed run ends with the same
 parameters as an uninterrupted one.
@@ -20,6 +21,7 @@ import torch
 from recsys.config import to_dict
 from recsys.data.sequences import Sequences
 from recsys.models.base import EpochCallback, NaNLossError, Validator
+from recsys.models.two_tower import rng
 from recsys.models.two_tower.checkpoint import (
     load_optimizer_tensors,
     optimizer_tensors,
@@ -53,10 +55,16 @@ class TrainLoop:
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": 0, "bad_epochs": 0,
                                       "history": []}
         self.best_params: dict[str, torch.Tensor] | None = None
+        # dropout draws; the same on every rank, as a checkpoint holds one state
+        self.gen = torch.Generator(device=model.device).manual_seed(self.cfg.seed)
         broadcast_parameters(model.net, model.dist)
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self, on_epoch_end: EpochCallback | None, validate: Validator | None, resume: bool) -> None:
+        with rng.use_generator(self.gen):
+            self._run(on_epoch_end, validate, resume)
+
+    def _run(self, on_epoch_end: EpochCallback | None, validate: Validator | None, resume: bool) -> None:
         if self.ckpt is not None and resume:
             self._restore()
         for epoch in range(self.state["epoch"] + 1, self.cfg.epochs + 1):
@@ -124,9 +132,7 @@ class TrainLoop:
     # -- checkpoints -----------------------------------------------------------------------------
     def _save(self) -> None:
         groups = {"model": self.m.net.state_dict(), "optim": optimizer_tensors(self.opt, self.params),
-                  "rng": {"torch": torch.get_rng_state()}}
-        if self.m.device.type == "cuda":
-            groups["rng"]["cuda"] = torch.cuda.get_rng_state(self.m.device)
+                  "rng": {"generator": self.gen.get_state()}}
         if self.best_params is not None:
             groups["best"] = self.best_params
         if self.aux.streaming is not None:
@@ -144,9 +150,7 @@ class TrainLoop:
                              f"{self.m.n_items}; use a fresh checkpoint_dir or resume=False")
         self.m.net.load_state_dict(groups["model"])
         load_optimizer_tensors(self.opt, self.params, groups["optim"])
-        torch.set_rng_state(groups["rng"]["torch"].cpu())
-        if "cuda" in groups["rng"] and self.m.device.type == "cuda":
-            torch.cuda.set_rng_state(groups["rng"]["cuda"].cpu(), self.m.device)
+        self.gen.set_state(groups["rng"]["generator"].cpu())
         self.best_params = groups.get("best")
         if self.aux.streaming is not None and "streaming" in groups:
             self.aux.streaming.load_state(groups["streaming"])

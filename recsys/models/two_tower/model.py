@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import ClassVar
 
@@ -35,6 +36,7 @@ from recsys.models.two_tower.item_tower import ItemTower
 from recsys.models.two_tower.user_tower import build_user_tower
 
 FORMAT_VERSION = 1
+_INIT_LOCK = threading.Lock()
 
 
 class TwoTower(Model):
@@ -65,10 +67,12 @@ class TwoTower(Model):
 
     # -- construction ----------------------------------------------------------------------------
     def _build(self, n_items: int) -> None:
-        torch.manual_seed(self.config.seed)
         self.n_items = n_items
-        self.net = nn.ModuleDict({"item": ItemTower(self.config, n_items, self.item_features),
-                                  "user": build_user_tower(self.config)}).to(self.device)
+        with _INIT_LOCK:  # initialisation draws from torch's global RNG: seeded and used by one thread at a time
+            torch.manual_seed(self.config.seed)
+            net = nn.ModuleDict({"item": ItemTower(self.config, n_items, self.item_features),
+                                 "user": build_user_tower(self.config)})
+        self.net = net.to(self.device)
 
     # -- training --------------------------------------------------------------------------------
     def fit(self, train: Sequences, on_epoch_end: EpochCallback | None = None, validate: Validator | None = None,

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recsys.models.two_tower import rng
 from recsys.models.two_tower.config import TwoTowerConfig
 
 
@@ -31,8 +32,9 @@ def causal_mask(valid: torch.Tensor) -> torch.Tensor:
 
 
 def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Inverted dropout of ``x`` with a mask drawn by ``torch.rand`` (float32 draws whatever x's dtype)."""
-    keep = torch.rand(x.shape, device=x.device) >= p
+    """Inverted dropout of ``x`` with a mask drawn by :func:`~recsys.models.two_tower.rng.rand` (float32
+    draws whatever x's dtype, from the training loop's generator)."""
+    keep = rng.rand(x.shape, x.device) >= p
     return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
 
 
