@@ -2,12 +2,14 @@
 
 Protocol: leave-last-out per user, test history = train + validation item, full ranking over all
 items with the history excluded (recsys.evaluation). Each tower is trained with its tuned config
-(experiments/configs/beauty_two_tower_{transformer,pooled}.toml), early-stopped on validation
-NDCG@10 and scored on test; popularity is measured in the same run, and published anchors on this
-file and protocol are printed beside the results with ratios.
+(experiments/configs/beauty_two_tower_{ensemble,transformer,pooled}.toml; "ensemble" is two
+Transformer-tower members trained at once), early-stopped on validation NDCG@10 and scored on
+validation and test; popularity is measured in the same run, and published anchors on this file
+and protocol are printed beside the results with ratios. Per-epoch log lines of an ensemble carry
+each member's figures (suffix ``_member_<i>``).
 
-    python experiments/beauty_two_tower.py                   # both towers, configs as tuned
-    python experiments/beauty_two_tower.py --budget-min 20   # stop each tower's training after ~20 min
+    python experiments/beauty_two_tower.py                   # every tower, configs as tuned
+    python experiments/beauty_two_tower.py --towers ensemble --budget-min 28.5   # the reported ensemble run
     python experiments/beauty_two_tower.py --quick           # smoke run: 2000 users, 2 epochs
 
 Writes ``experiments/reports/beauty_two_tower{,_quick}.{json,md}``.
@@ -27,8 +29,10 @@ from beauty_baselines import DEFAULT_DATA, REPORTS, read_beauty  # same folder; 
 from recsys.config import from_dict, load_toml, to_dict
 from recsys.data.split import SplitData, leave_last_out
 from recsys.evaluation.evaluator import EvalProtocol, evaluate_model, make_validator
+from recsys.models.base import Model
 from recsys.models.popularity import Popularity
-from recsys.models.two_tower import TwoTower, TwoTowerConfig
+from recsys.models.registry import MODELS
+from recsys.models.two_tower import TwoTowerConfig
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 #: published test NDCG@10 on this file and protocol
@@ -40,26 +44,27 @@ class BudgetSpent(Exception):
     """Raised from the epoch callback when the wall-clock budget is used up."""
 
 
-def tower_config(tower: str, quick: bool, epochs: int | None) -> TwoTowerConfig:
+def tower_config(tower: str, quick: bool, epochs: int | None) -> tuple[type[Model], TwoTowerConfig]:
+    """The model class named by ``beauty_two_tower_<tower>.toml`` and its config."""
     table = dict(load_toml(CONFIGS / f"beauty_two_tower_{tower}.toml")["model"])
-    table.pop("name")
+    cls = MODELS[table.pop("name")]
     if quick:
         table.update(epochs=2, dim=32, warmup_steps=5)
     if epochs is not None:
         table["epochs"] = epochs
-    return from_dict(TwoTowerConfig, table, where=f"beauty_two_tower_{tower}.toml [model]")
+    return cls, from_dict(cls.Config, table, where=f"beauty_two_tower_{tower}.toml [model]")
 
 
 def run_tower(tower: str, split: SplitData, protocol: EvalProtocol, args: argparse.Namespace, budget: float,
               epochs: int | None) -> dict:
-    cfg = tower_config(tower, args.quick, epochs)
-    model = TwoTower(cfg, device=args.device)
+    cls, cfg = tower_config(tower, args.quick, epochs)
+    model = cls(cfg, device=args.device)
     log: list[dict] = []
     t0 = time.perf_counter()
 
     def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
         log.append({"epoch": epoch, **{k: round(float(v), 5) for k, v in metrics.items()
-                                       if k in ("loss", "epoch_seconds", "val_hr_10", "val_ndcg_10")}})
+                                       if k.startswith(("loss", "epoch_seconds", "val_hr_10", "val_ndcg_10"))}})
         print(f"[{tower}] {log[-1]}", flush=True)
         if budget and time.perf_counter() - t0 > 60 * budget:
             raise BudgetSpent
@@ -71,26 +76,43 @@ def run_tower(tower: str, split: SplitData, protocol: EvalProtocol, args: argpar
     except BudgetSpent:
         stopped = True  # parameters are those after the last finished epoch
     train_s = time.perf_counter() - t0
+    val = evaluate_model(model, split.valid_history, split.valid_targets, protocol)
     test = evaluate_model(model, split.test_history, split.test_targets, protocol)
-    return {"config": to_dict(cfg), "epochs_run": len(log), "budget_stop": stopped, "train_s": round(train_s, 1),
-            "s_per_epoch": round(sum(r["epoch_seconds"] for r in log) / max(len(log), 1), 1),
-            "best_val_ndcg_10": max((r.get("val_ndcg_10", 0.0) for r in log), default=0.0),
-            "test": {k: test[k] for k in METRICS}, "log": log}
+    return {"config": to_dict(cfg), "epochs_run": max((r["epoch"] for r in log), default=0), "budget_stop": stopped,
+            "train_s": round(train_s, 1),
+            "s_per_epoch": round(sum(v for r in log for k, v in r.items() if k.startswith("epoch_seconds"))
+                                 / max(len(log), 1), 1),
+            "best_val_ndcg_10": max((v for r in log for k, v in r.items() if k.startswith("val_ndcg_10")),
+                                    default=0.0),
+            "val": {k: val[k] for k in METRICS}, "test": {k: test[k] for k in METRICS}, "log": log}
 
 
 def write_report(results: dict, path: Path) -> None:
+    """Write the report; towers not run this time keep their rows from the previous report (with its command)."""
+    old = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").is_file() else {}
+    kept = {k: {"command": old.get("command", "?"), **v} for k, v in old.get("models", {}).items()
+            if k not in results["models"] and "command" not in v}
+    kept.update({k: v for k, v in old.get("models", {}).items() if k not in results["models"] and "command" in v})
+    results = {**results, "models": {**results["models"], **kept}}
     path.with_suffix(".json").write_text(json.dumps(results, indent=2))
     pop = results["models"]["popularity"]["test"]["ndcg_10"]
     lines = ["# Two-tower on Beauty (S3-Rec / ICLRec protocol)", "",
              f"Machine: {results['machine']}. Command: `{results['command']}`.", "",
-             "| model | HR@10 | NDCG@10 | HR@20 | NDCG@20 | epochs | s/epoch | NDCG@10 / popularity |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| model | HR@10 | NDCG@10 | HR@20 | NDCG@20 | epochs | s/epoch | train min | NDCG@10 / popularity |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in results["models"].items():
         t = r["test"]
+        train_min = f"{r['train_s'] / 60:.1f}" if "train_s" in r else "-"
         lines.append(f"| {name} | {t['hr_10']:.4f} | {t['ndcg_10']:.4f} | {t['hr_20']:.4f} | {t['ndcg_20']:.4f} | "
-                     f"{r.get('epochs_run', '-')} | {r.get('s_per_epoch', '-')} | {t['ndcg_10'] / pop:.2f} |")
-    lines += ["", "Published test NDCG@10 on this file and protocol, and our Transformer tower's ratio to each:", ""]
-    ours = results["models"].get("two_tower_transformer", {}).get("test", {}).get("ndcg_10")
+                     f"{r.get('epochs_run', '-')} | {r.get('s_per_epoch', '-')} | {train_min} | "
+                     f"{t['ndcg_10'] / pop:.2f} |")
+    earlier = [f"- {k}: `{v['command']}`" for k, v in results["models"].items() if "command" in v]
+    if earlier:
+        lines += ["", "Rows kept from earlier runs (not rerun by this command):", "", *earlier]
+    lines += ["", "Published test NDCG@10 on this file and protocol, and our best Transformer model's ratio to each:",
+              ""]
+    ours = max((results["models"].get(f"two_tower_{t}", {}).get("test", {}).get("ndcg_10", 0.0)
+                for t in ("ensemble", "transformer")), default=0.0) or None
     for name, v in ANCHORS.items():
         lines.append(f"- {name}: {v:.4f}" + (f" (ours / anchor = {ours / v:.2f})" if ours else ""))
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
@@ -99,7 +121,8 @@ def write_report(results: dict, path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Beauty.txt (user i1 i2 ... per line)")
-    ap.add_argument("--towers", default="transformer,pooled", help="comma list of: transformer, pooled")
+    ap.add_argument("--towers", default="ensemble,transformer,pooled",
+                    help="comma list of: ensemble, transformer, pooled (configs/beauty_two_tower_<tower>.toml)")
     ap.add_argument("--epochs", default="", help="override the configs' epochs: one value or one per tower")
     ap.add_argument("--budget-min", default="0", help="stop training after this many minutes: one value, or one "
                     "per tower (comma list); 0 = no limit")

@@ -5,10 +5,25 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from recsys.data.sequences import Sequences
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RECSYS_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def markov_sequences(n_users: int = 60, n_items: int = 20, seed: int = 0) -> Sequences:
+    """Short sequences where the next item is ``previous % n_items + 1`` with probability 0.8."""
+    rng = np.random.default_rng(seed)
+    rows = [[]]
+    for _ in range(n_users):
+        s = [int(rng.integers(1, n_items + 1))]
+        for _ in range(int(rng.integers(3, 9))):
+            s.append(s[-1] % n_items + 1 if rng.random() < 0.8 else int(rng.integers(1, n_items + 1)))
+        rows.append(s)
+    return Sequences.from_lists(rows, n_items=n_items)
 
 
 def _require(path: Path) -> Path:

@@ -71,7 +71,7 @@ def fitted(request: pytest.FixtureRequest, train: Sequences) -> tuple[Model, lis
 
     def validate(m: Model) -> dict[str, float]:
         validated.append(len(validated) + 1)
-        assert m is model
+        assert m is model or m in getattr(model, "members", [])  # an ensemble validates its members
         return {"val_probe": 1.0}
 
     out = model.fit(train, on_epoch_end=lambda e, metrics: calls.append((e, metrics)), validate=validate)
@@ -140,8 +140,17 @@ def test_callbacks(fitted: tuple[Model, list, list]) -> None:
     if n is None:
         assert calls == [] and validated == []
         return
-    assert [e for e, _ in calls] == list(range(1, n + 1))
+    members = getattr(model, "members", None)
+    if members is None:
+        per_member = [calls]
+    else:  # an ensemble reports each member's epochs, metric names suffixed _member_<i>
+        assert len(calls) == n * len(members)
+        per_member = [[(e, {k.removesuffix(f"_member_{i}"): v for k, v in m.items()}) for e, m in calls
+                       if all(k.endswith(f"_member_{i}") for k in m)] for i in range(len(members))]
     every = getattr(model.config, "validate_every", 1)
+    for own in per_member:
+        assert [e for e, _ in own] == list(range(1, n + 1))
+        if every:
+            assert all("val_probe" in m for e, m in own if e % every == 0 or e == n)
     if every:
-        assert all("val_probe" in m for e, m in calls if e % every == 0 or e == n)
-        assert len(validated) == len([e for e, _ in calls if e % every == 0 or e == n])
+        assert len(validated) == sum(len([e for e, _ in own if e % every == 0 or e == n]) for own in per_member)

@@ -10,10 +10,11 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from conftest import markov_sequences
 
 from recsys.config import ConfigError
 from recsys.data.sequences import Sequences
-from recsys.models.two_tower import ItemFeatures, TwoTower, TwoTowerConfig
+from recsys.models.two_tower import ItemFeatures, TwoTower, TwoTowerConfig, TwoTowerEnsemble
 from recsys.models.two_tower import losses as L
 from recsys.models.two_tower.data import (
     PrefixWindows,
@@ -223,15 +224,7 @@ def test_config_errors_name_the_field() -> None:
 
 
 # -- model: save/load, resume --------------------------------------------------------------------
-def _markov(n_users: int = 60, n_items: int = 20, seed: int = 0) -> Sequences:
-    rng = np.random.default_rng(seed)
-    rows = [[]]
-    for _ in range(n_users):
-        s = [int(rng.integers(1, n_items + 1))]
-        for _ in range(int(rng.integers(3, 9))):
-            s.append(s[-1] % n_items + 1 if rng.random() < 0.8 else int(rng.integers(1, n_items + 1)))
-        rows.append(s)
-    return Sequences.from_lists(rows, n_items=n_items)
+_markov = markov_sequences
 
 
 def _features(n_items: int) -> ItemFeatures:
@@ -317,8 +310,13 @@ def test_run_configs_build_the_model() -> None:
     from recsys.models.registry import build_model
 
     paths = sorted((Path(__file__).resolve().parents[1] / "experiments" / "configs").glob("beauty_two_tower_*.toml"))
-    assert {p.stem for p in paths} >= {"beauty_two_tower_transformer", "beauty_two_tower_pooled"}
+    assert {p.stem for p in paths} >= {"beauty_two_tower_transformer", "beauty_two_tower_pooled",
+                                       "beauty_two_tower_ensemble"}
     for p in paths:
         cfg = load_run_config(p)
         model = build_model(cfg.model_name, cfg.model, device="cpu")
-        assert isinstance(model, TwoTower) and model.config.user_tower in p.stem
+        if p.stem.endswith("ensemble"):
+            assert isinstance(model, TwoTowerEnsemble) and model.config.members == 2
+            assert model.config.user_tower == "transformer"
+        else:
+            assert isinstance(model, TwoTower) and model.config.user_tower in p.stem

@@ -12,7 +12,7 @@ from recsys.models.base import Model
 from recsys.models.implicit_models import ALS, BPR
 from recsys.models.item2vec import Item2Vec
 from recsys.models.popularity import Popularity
-from recsys.models.two_tower import TwoTower
+from recsys.models.two_tower import TwoTower, TwoTowerEnsemble
 
 MODELS: dict[str, type[Model]] = {
     "popularity": Popularity,
@@ -20,6 +20,7 @@ MODELS: dict[str, type[Model]] = {
     "bpr": BPR,
     "item2vec": Item2Vec,
     "two_tower": TwoTower,
+    "two_tower_ensemble": TwoTowerEnsemble,
 }
 
 

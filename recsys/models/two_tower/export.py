@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from recsys.models.base import write_json
+from recsys.models.two_tower.ensemble import TwoTowerEnsemble
 from recsys.models.two_tower.model import TwoTower
 
 
@@ -36,17 +37,28 @@ def user_encoder_arrays(model: TwoTower) -> tuple[dict, dict[str, np.ndarray]]:
     return spec, weights
 
 
-def export_user_encoder(model: TwoTower, directory: str | Path) -> Path:
-    """Write ``encoder.json`` + one ``<name>.npy`` per weight into ``directory`` (atomically)."""
-    spec, weights = user_encoder_arrays(model)
+def export_user_encoder(model: TwoTower | TwoTowerEnsemble, directory: str | Path) -> Path:
+    """Write ``encoder.json`` + one ``<name>.npy`` per weight into ``directory`` (atomically); for an
+    ensemble, one such folder per member (``member_<i>/``) beside an ``encoder.json`` of kind "ensemble"."""
     final = Path(directory)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name, arr in weights.items():
-        np.save(tmp / f"{name}.npy", arr)
-    write_json(tmp / "encoder.json", spec)
+    if isinstance(model, TwoTowerEnsemble):
+        for i, member in enumerate(model._require_members()):
+            _write_encoder(tmp / f"member_{i}", *user_encoder_arrays(member))
+        write_json(tmp / "encoder.json", {"kind": "ensemble", "members": model.config.members,
+                                          "max_len": model.config.max_len, "similarity": model.similarity})
+    else:
+        _write_encoder(tmp, *user_encoder_arrays(model))
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
     return final
+
+
+def _write_encoder(directory: Path, spec: dict, weights: dict[str, np.ndarray]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, arr in weights.items():
+        np.save(directory / f"{name}.npy", arr)
+    write_json(directory / "encoder.json", spec)

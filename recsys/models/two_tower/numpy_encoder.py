@@ -44,12 +44,16 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 class NumpyUserEncoder:
-    """Pooled or Transformer user tower over item-id histories, numpy only."""
+    """Pooled or Transformer user tower over item-id histories, numpy only; an ensemble's encoder
+    (``kind = "ensemble"``) holds one per member and puts their vectors side by side."""
 
-    def __init__(self, spec: dict, weights: dict[str, np.ndarray]) -> None:
-        if spec.get("kind") not in ("pooled", "transformer"):
-            raise ValueError(f"encoder kind must be 'pooled' or 'transformer'; got {spec.get('kind')!r}")
-        self.spec, self.w = spec, weights
+    def __init__(self, spec: dict, weights: dict[str, np.ndarray],
+                 members: list[NumpyUserEncoder] | None = None) -> None:
+        if spec.get("kind") not in ("pooled", "transformer", "ensemble"):
+            raise ValueError(f"encoder kind must be 'pooled', 'transformer' or 'ensemble'; got {spec.get('kind')!r}")
+        if (spec["kind"] == "ensemble") != bool(members):
+            raise ValueError("an 'ensemble' encoder needs its member encoders, and only it has them")
+        self.spec, self.w, self.members = spec, weights, members or []
 
     @classmethod
     def load(cls, directory: str | Path) -> NumpyUserEncoder:
@@ -57,12 +61,17 @@ class NumpyUserEncoder:
         if not (d / "encoder.json").is_file():
             raise FileNotFoundError(f"{d} holds no exported user encoder (encoder.json missing)")
         spec = json.loads((d / "encoder.json").read_text())
+        if spec.get("kind") == "ensemble":
+            return cls(spec, {}, [cls.load(d / f"member_{i}") for i in range(int(spec["members"]))])
         weights = {name: np.load(d / f"{name}.npy", allow_pickle=False) for name in spec["weights"]}
         return cls(spec, weights)
 
     def encode(self, padded: np.ndarray) -> np.ndarray:
         """(B, max_len) int item ids, left-padded with 0 -> (B, dim) float32 user vectors."""
         padded = np.asarray(padded, dtype=np.int64)
+        if self.members:  # the members' vectors side by side, as TwoTowerEnsemble.encode_users
+            out = np.concatenate([m.encode(padded) for m in self.members], axis=1)
+            return out / np.float32(np.sqrt(len(self.members))) if self.spec["similarity"] == "cosine" else out
         x = self.w["item_table"][padded].astype(np.float64)  # (B, T, D)
         valid = padded > 0
         out = self._transformer(x, valid) if self.spec["kind"] == "transformer" else self._pooled(x, valid)
