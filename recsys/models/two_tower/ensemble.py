@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import queue
-import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
@@ -34,7 +32,7 @@ import torch
 
 from recsys.config import ConfigError, from_dict, to_dict
 from recsys.data.sequences import Sequences
-from recsys.models.base import EpochCallback, Model, Validator, write_json
+from recsys.models.base import EpochCallback, Model, Validator, atomic_dir, write_json
 from recsys.models.two_tower.config import TwoTowerConfig
 from recsys.models.two_tower.features import ItemFeatures
 from recsys.models.two_tower.model import TwoTower
@@ -56,11 +54,16 @@ class TwoTowerEnsembleConfig(TwoTowerConfig):
 
     def member(self, i: int) -> TwoTowerConfig:
         """Member ``i``'s config: the shared hyperparameters, ``seed + i``, its own checkpoint folder."""
-        own = {f.name: getattr(self, f.name) for f in fields(TwoTowerConfig)}
+        own = tower_fields(self)
         own["seed"] = self.seed + i
         if self.checkpoint_dir:
             own["checkpoint_dir"] = str(Path(self.checkpoint_dir) / f"member_{i}")
         return TwoTowerConfig(**own)
+
+
+def tower_fields(cfg: TwoTowerConfig) -> dict:
+    """The :class:`TwoTowerConfig` fields of ``cfg`` (an ensemble config's, without its own)."""
+    return {f.name: getattr(cfg, f.name) for f in fields(TwoTowerConfig)}
 
 
 class MemberFailed(RuntimeError):
@@ -85,8 +88,7 @@ class TwoTowerEnsemble(Model):
     @classmethod
     def contract_config(cls) -> TwoTowerEnsembleConfig:
         """Small and fast, for the shared contract test."""
-        base = {f.name: getattr(TwoTower.contract_config(), f.name) for f in fields(TwoTowerConfig)}
-        return TwoTowerEnsembleConfig(**base, members=2)
+        return TwoTowerEnsembleConfig(**tower_fields(TwoTower.contract_config()), members=2)
 
     # -- training --------------------------------------------------------------------------------
     def fit(self, train: Sequences, on_epoch_end: EpochCallback | None = None, validate: Validator | None = None,
@@ -155,7 +157,7 @@ class TwoTowerEnsemble(Model):
                         handled.set()
         finally:
             torch.set_num_threads(threads)
-        errors += [f.exception() for f in futures if f.exception() is not None]
+        errors += [e for e in (f.exception() for f in futures) if e is not None]
         first = next((e for e in errors if not isinstance(e, MemberFailed)), errors[0] if errors else None)
         if first is not None:
             raise first
@@ -188,17 +190,11 @@ class TwoTowerEnsemble(Model):
     def save(self, directory: str | Path) -> None:
         """Write ensemble.json and one member_<i>/ folder per member (TwoTower.save), atomically."""
         members = self._require_members()
-        final = Path(directory)
-        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for i, m in enumerate(members):
-            m.save(tmp / f"member_{i}")
-        write_json(tmp / "ensemble.json", {"model": self.name, "format_version": FORMAT_VERSION,
-                                           "config": to_dict(self.config), "history": self.history})
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        with atomic_dir(directory) as tmp:
+            for i, m in enumerate(members):
+                m.save(tmp / f"member_{i}")
+            write_json(tmp / "ensemble.json", {"model": self.name, "format_version": FORMAT_VERSION,
+                                               "config": to_dict(self.config), "history": self.history})
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "auto") -> TwoTowerEnsemble:

@@ -9,14 +9,12 @@ encoder can be verified against torch in a test, which an unverifiable ONNX grap
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from recsys.models.base import write_json
+from recsys.models.base import atomic_dir, write_json
 from recsys.models.two_tower.ensemble import TwoTowerEnsemble
 from recsys.models.two_tower.model import TwoTower
 
@@ -40,21 +38,15 @@ def user_encoder_arrays(model: TwoTower) -> tuple[dict, dict[str, np.ndarray]]:
 def export_user_encoder(model: TwoTower | TwoTowerEnsemble, directory: str | Path) -> Path:
     """Write ``encoder.json`` + one ``<name>.npy`` per weight into ``directory`` (atomically); for an
     ensemble, one such folder per member (``member_<i>/``) beside an ``encoder.json`` of kind "ensemble"."""
-    final = Path(directory)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    if isinstance(model, TwoTowerEnsemble):
-        for i, member in enumerate(model._require_members()):
-            _write_encoder(tmp / f"member_{i}", *user_encoder_arrays(member))
-        write_json(tmp / "encoder.json", {"kind": "ensemble", "members": model.config.members,
-                                          "max_len": model.config.max_len, "similarity": model.similarity})
-    else:
-        _write_encoder(tmp, *user_encoder_arrays(model))
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    return final
+    with atomic_dir(directory) as tmp:
+        if isinstance(model, TwoTowerEnsemble):
+            for i, member in enumerate(model._require_members()):
+                _write_encoder(tmp / f"member_{i}", *user_encoder_arrays(member))
+            write_json(tmp / "encoder.json", {"kind": "ensemble", "members": model.config.members,
+                                              "max_len": model.config.max_len, "similarity": model.similarity})
+        else:
+            _write_encoder(tmp, *user_encoder_arrays(model))
+    return Path(directory)
 
 
 def _write_encoder(directory: Path, spec: dict, weights: dict[str, np.ndarray]) -> None:

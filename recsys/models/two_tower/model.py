@@ -14,8 +14,6 @@ feature-only vectors (their untrained ID embedding is left out) when item featur
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import threading
 from pathlib import Path
 from typing import ClassVar
@@ -27,7 +25,7 @@ from torch import nn
 from recsys.config import from_dict, to_dict
 from recsys.data.sequences import Sequences
 from recsys.device import autocast, resolve_device
-from recsys.models.base import EpochCallback, Model, NaNLossError, Validator, write_json
+from recsys.models.base import EpochCallback, Model, NaNLossError, Validator, atomic_dir, write_json
 from recsys.models.two_tower.checkpoint import load_tensors, save_tensors
 from recsys.models.two_tower.config import TwoTowerConfig
 from recsys.models.two_tower.ddp import device_for, init_distributed
@@ -153,20 +151,14 @@ class TwoTower(Model):
     def save(self, directory: str | Path) -> None:
         """Write config.json, weights/ (.npy), item_seen.npy, features/ and train/ (Sequences), atomically."""
         net, train = self._require_net(), self._require_train()
-        final = Path(directory)
-        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_tensors(tmp / "weights", net.state_dict())
-        np.save(tmp / "item_seen.npy", self.item_seen)
-        if self.item_features is not None:
-            self.item_features.save(tmp / "features")
-        train.save(tmp / "train")
-        write_json(tmp / "config.json", {"model": self.name, "format_version": FORMAT_VERSION,
-                                         "n_items": self.n_items, "config": to_dict(self.config)})
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        with atomic_dir(directory) as tmp:
+            save_tensors(tmp / "weights", net.state_dict())
+            np.save(tmp / "item_seen.npy", self.item_seen)
+            if self.item_features is not None:
+                self.item_features.save(tmp / "features")
+            train.save(tmp / "train")
+            write_json(tmp / "config.json", {"model": self.name, "format_version": FORMAT_VERSION,
+                                             "n_items": self.n_items, "config": to_dict(self.config)})
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "auto") -> TwoTower:
