@@ -1,9 +1,13 @@
-"""The promotion gate: candidate and champion bundles scored on the same held-out split.
+"""The promotion gate: candidate and champion bundles judged the same way on the same held-out split.
 
-Both bundles are judged as they would be served: the stored user vector of each test user
-(looked up by raw id) against the stored item vectors, full ranking with the user's history
-excluded. A bundle that does not know a user or an item gives it a zero vector (it cannot rank
-it), so a champion trained on older data is not favoured on new users or items.
+Each bundle is scored as it serves: its own encoder (:mod:`serving.encoder`, loaded from the bundle)
+encodes the new data's test histories, items matched by raw id, and its item vectors rank every item
+with the history excluded. Neither bundle's stored user vectors are used, so a champion encoded from
+older histories is not handicapped against a candidate encoded from the new ones. What a bundle does
+not know is handled as serving handles it: unknown history items are ignored, unknown items are never
+ranked (a target among them is a miss), and a user with no known history item gets the bundle's
+popularity ranking. The metrics carry those counts (``gate_unknown_items``, ``gate_unknown_targets``,
+``gate_fallback_users``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import polars as pl
 from recsys.data.idmap import IdMap
 from recsys.data.split import SplitData
 from recsys.evaluation.evaluator import EvalProtocol, evaluate
+from serving.loader import load_bundle
 
 
 @dataclass
@@ -44,13 +49,35 @@ def align_rows(vectors: np.ndarray, bundle_ids: np.ndarray, target: IdMap) -> np
     return out
 
 
-def bundle_metrics(bundle: Path, split: SplitData, users: IdMap, items: IdMap, protocol: EvalProtocol) -> dict:
-    """Test metrics of a bundle's stored vectors on ``split`` (ids mapped through the raw ids)."""
-    item_vecs = np.load(bundle / "item_vectors.npy", mmap_mode="r")
-    user_vecs = np.load(bundle / "user_vectors.npy", mmap_mode="r")
-    iv = align_rows(np.asarray(item_vecs), np.load(bundle / "item_ids.npy", allow_pickle=False), items)
-    uv = align_rows(np.asarray(user_vecs), np.load(bundle / "user_ids.npy", allow_pickle=False), users)
-    return evaluate(uv, iv, split.test_history, split.test_targets, protocol)
+def bundle_metrics(bundle: Path, split: SplitData, items: IdMap, protocol: EvalProtocol) -> dict:
+    """Test metrics of ``bundle`` as served (see the module docstring), on ``split``'s test users."""
+    b = load_bundle(bundle)
+    to_b = np.zeros(len(items) + 1, dtype=np.int64)  # this data's item index -> the bundle's (0 = unknown)
+    to_b[1:] = b.items.lookup(items.ids.to_list())
+    known = to_b > 0
+    known[0] = False
+    hist = split.test_history
+    mapped = to_b[np.asarray(hist.items, dtype=np.int64)]
+    keep = mapped > 0
+    lens = np.bincount(hist.row_index()[keep], minlength=hist.n_rows)
+    offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    users = b.encoder.encode_batch(offsets, mapped[keep])  # (n_rows, d): the bundle's own encoder
+    item_vecs = np.zeros((len(items) + 1, users.shape[1]), dtype=np.float32)
+    item_vecs[known] = b.item_vectors[to_b[known]]
+    if b.manifest["metric"] == "angular":  # serving ranks by cosine
+        item_vecs /= np.maximum(np.linalg.norm(item_vecs, axis=1, keepdims=True), 1e-12)
+    # serving's popularity fallback as one more dimension that only fallback users weigh
+    fallback = lens == 0
+    pop = np.zeros(len(items) + 1, dtype=np.float32)
+    pop[known] = b.popularity[to_b[known]]
+    users = np.hstack([np.where(fallback[:, None], 0.0, users), fallback[:, None]]).astype(np.float32)
+    item_vecs = np.hstack([item_vecs, pop[:, None]])
+    out = evaluate(users, item_vecs, hist, split.test_targets, protocol, ineligible=~known)
+    targets = np.asarray(split.test_targets.items, dtype=np.int64)
+    has_target = np.diff(split.test_targets.offsets) > 0
+    out.update(gate_unknown_items=float((~known[1:]).sum()), gate_unknown_targets=float((~known[targets]).sum()),
+               gate_fallback_users=float((fallback & has_target).sum()))
+    return out
 
 
 def decide(candidate: dict, champion: dict | None, metric: str, tolerance: float) -> GateDecision:

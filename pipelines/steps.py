@@ -6,7 +6,8 @@
              checkpoints under ``checkpoints/<label>`` let a killed training resume
 ``evaluate`` pick the candidate: the best validation metric (or the configured model)
 ``export``   the candidate's bundle (vectors, Annoy index, ids, seen items) + a registry version
-``gate``     candidate vs champion on this run's test split; a worse candidate ends the run
+``gate``     candidate vs champion on this run's test split, each bundle encoding the test histories
+             with its own encoder; a worse candidate ends the run
 ``publish``  switch ``current`` atomically, keep the last N bundles, alias ``champion``
 """
 
@@ -16,7 +17,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -110,11 +111,10 @@ def step_train(ctx: Context) -> None:
         if ctx.run.is_done(step):
             ctx.echo(f"  {m.label}: already trained, skipped")
             continue
-        params = dict(m.params)
-        config_keys = {f.name for f in fields(MODELS[m.name].Config)}
-        if "checkpoint_dir" in config_keys:
+        params, cls = dict(m.params), MODELS[m.name]
+        if cls.checkpoints:
             params.setdefault("checkpoint_dir", str(ctx.run.path / "checkpoints" / m.label))
-        if "init_vectors" in config_keys and "init_vectors" not in params and ctx.cfg.pipeline.warm_start:
+        if cls.warm_start and "init_vectors" not in params and ctx.cfg.pipeline.warm_start:
             params.update(_warm_start_vectors(ctx, m.label, m.name, params, data))
         result = train_run(_run_config(ctx, m.label, m.name, params), ctx.run.path / "train", data=data, nested=True)
         fault_point(f"trained-{m.label}")
@@ -164,22 +164,17 @@ def step_evaluate(ctx: Context) -> None:
 
 
 def step_export(ctx: Context) -> None:
-    from recsys.export.bundle import export_bundle
+    from recsys.export.bundle import export_model
 
     data, info = ctx.data(), ctx.run.info("evaluate")
     trained = ctx.run.info(f"train-{info['candidate']}")
     model = MODELS[info["model"]].load(trained["model_dir"])
-    split = data.split
-    # Served user vectors see everything but each user's last event, so the gate's test target never leaks.
-    user_vecs = model.encode_users(split.test_history)
-    seen = _all_events(data)
-    counts = np.bincount(np.asarray(seen.items, dtype=np.int64), minlength=data.split.n_items + 1)
     bundle = ctx.run.path / "bundle"
     for stale in ctx.run.path.glob(".bundle.tmp-*"):  # left by an export that was killed
         shutil.rmtree(stale, ignore_errors=True)
-    export_bundle(bundle, model.item_vectors(), user_vecs, data.items.ids, data.users.ids, seen=seen,
-                  popularity=counts, metric=model.similarity, model_name=f"{info['candidate']}:{model.name}",
-                  run_id=ctx.parent_run_id, item_meta=_meta_for_export(data), overwrite=True)
+    # the one export path: stored user vectors and histories from every event each user has, newest included
+    export_model(bundle, model, data.items.ids, data.users.ids, histories=_all_events(data), run_id=ctx.parent_run_id,
+                 model_name=f"{info['candidate']}:{model.name}", item_meta=_meta_for_export(data), overwrite=True)
     fault_point("exported")
     version = model_registry.register_bundle(bundle, ctx.cfg.pipeline.registered_model, ctx.parent_run_id)
     ctx.run.mark_done("export", bundle=str(bundle), version=version)
@@ -205,14 +200,19 @@ def _meta_for_export(data: Prepared):
 def step_gate(ctx: Context) -> None:
     p, data = ctx.cfg.pipeline, ctx.data()
     protocol = protocol_for(_run_config(ctx, "gate", "popularity", {}), data)
-    cand = gating.bundle_metrics(Path(ctx.run.info("export")["bundle"]), data.split, data.users, data.items, protocol)
+    cand = gating.bundle_metrics(Path(ctx.run.info("export")["bundle"]), data.split, data.items, protocol)
     champ_info = ctx.champion()
     champ = None
     if champ_info and Path(champ_info["bundle"]).is_dir():
-        champ = gating.bundle_metrics(Path(champ_info["bundle"]), data.split, data.users, data.items, protocol)
+        champ = gating.bundle_metrics(Path(champ_info["bundle"]), data.split, data.items, protocol)
     decision = gating.decide(cand, champ, p.metric, p.tolerance)
     write_json_atomic(ctx.run.path / "gate.json", {**decision.as_dict(), "candidate_metrics": cand,
                                                    "champion_metrics": champ})
+    for who, m in (("candidate", cand), ("champion", champ)):
+        if m and (m["gate_unknown_items"] or m["gate_fallback_users"]):
+            ctx.echo(f"  gate: the {who} does not know {int(m['gate_unknown_items']):,} items "
+                     f"({int(m['gate_unknown_targets']):,} test targets); {int(m['gate_fallback_users']):,} users "
+                     "had no known history item and got its popularity ranking")
     ctx.echo(f"  gate: {decision.reason}")
     if not decision.promote:
         raise PipelineExit(ExitCode.GATE_REJECTED, f"gate rejected the candidate: {decision.reason}; the champion "

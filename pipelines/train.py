@@ -10,7 +10,6 @@ FAILED with the error recorded (see :func:`pipelines.tracking.tracked_run`).
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import time
@@ -105,7 +104,7 @@ def train_run(cfg: RunConfig, out: str | Path, data: Prepared | None = None, nes
 def model_inputs(name: str, params: dict, data: Prepared) -> dict:
     """Side inputs a model's constructor takes: item features (titles, categories) for the two-tower model."""
     cls = MODELS[name]
-    if "item_features" not in inspect.signature(cls.__init__).parameters or data.items_meta is None:
+    if not cls.takes_item_features or data.items_meta is None:
         return {}
     from recsys.models.two_tower.features import ItemFeatures
 

@@ -10,10 +10,13 @@ A bundle is one directory, immutable once renamed into place::
     item_ids.npy         (n_items,) int64 or unicode: raw id of item index j + 1
     user_ids.npy         (n_users,) int64 or unicode: raw id of user index j + 1
     seen.npz             CSR ``indptr`` (n_users + 2,) int64 and ``indices`` int32 item indices per user
+    history.npz          ``indptr`` (n_users + 2,) int64 and ``items`` int32: each user's stored history,
+                         oldest first (repeats kept); request-time events are appended to it and encoded
     popular.npy          (m,) int64 item indices, most popular first (the cold-start fallback)
     popularity.npy       (n_items + 1,) float32 interaction counts (the fallback's scores)
     items_meta.json      optional: list of n_items dicts (title, categories, ...) or null, by item index - 1
-    encoder_<name>.npy   optional plain weights of the request-time history encoder
+    encoder_<name>.npy   plain weights of the request-time user encoder (manifest "encoder": its spec,
+                         see :mod:`serving.encoder`)
     ivf_centroids.npy    optional IVF index (manifest "ivf" not null): (nlist, dim) float32 cell centroids,
     ivf_offsets.npy      (nlist + 1,) int64 cell boundaries into the two arrays below,
     ivf_items.npy        (n_items,) int32 item index of each row, cells in order,
@@ -30,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: history.npz and model-specific encoders (kind)
 MANIFEST = "manifest.json"
 INDEX = "items.ann"
 ITEM_VECTORS = "item_vectors.npy"
@@ -38,6 +41,7 @@ USER_VECTORS = "user_vectors.npy"
 ITEM_IDS = "item_ids.npy"
 USER_IDS = "user_ids.npy"
 SEEN = "seen.npz"
+HISTORY = "history.npz"
 POPULAR = "popular.npy"
 POPULARITY = "popularity.npy"
 ITEMS_META = "items_meta.json"
@@ -48,7 +52,7 @@ IVF_ITEMS = "ivf_items.npy"
 IVF_VECTORS = "ivf_vectors.npy"
 IVF_FILES = (IVF_CENTROIDS, IVF_OFFSETS, IVF_ITEMS, IVF_VECTORS)
 #: files every bundle has (items_meta.json and encoder_*.npy are optional and listed in the manifest)
-REQUIRED_FILES = (INDEX, ITEM_VECTORS, USER_VECTORS, ITEM_IDS, USER_IDS, SEEN, POPULAR, POPULARITY)
+REQUIRED_FILES = (INDEX, ITEM_VECTORS, USER_VECTORS, ITEM_IDS, USER_IDS, SEEN, HISTORY, POPULAR, POPULARITY)
 #: Annoy metric per model similarity
 METRICS = ("dot", "angular")
 #: the manifest's ``search_k`` is for 10 results; see :func:`effective_search_k` for n results

@@ -2,7 +2,9 @@
 
     run("bundles_root", port=8000)      # or: python -m serving bundles_root --port 8000
 
-Endpoints: ``GET /v1/recommend?user_id=&k=``, ``POST /v1/recommend`` (``{"history": [...], "k": 10}``),
+Endpoints: ``GET /v1/recommend?user_id=&k=``, ``POST /v1/recommend`` (``{"history": [...], "k": 10}``;
+with ``"user_id"`` of a known user the history is that user's recent events, appended to their stored
+history and encoded at request time),
 ``GET /v1/similar?item_id=&k=``, ``GET /v1/model``, ``GET /healthz``, ``GET /readyz``; docs at ``/docs``.
 Every 4xx/5xx body has one shape: ``{"error": {"code": ..., "message": ..., "field": ...}}``.
 
@@ -42,11 +44,13 @@ RawId = str | int
 
 
 class HistoryRequest(BaseModel):
-    """Recommendations for a request-time history (anonymous or new user)."""
+    """Recommendations for a request-time history: an anonymous user's, or a known user's recent events."""
 
     history: list[RawId] = Field(..., max_length=MAX_K, description="raw item ids, oldest first")
     k: int = Field(10, ge=1, le=MAX_K)
-    user_id: RawId | None = Field(None, description="used when known; the history answers otherwise")
+    user_id: RawId | None = Field(None, description="a known user: history = their recent events, added to the "
+                                  "stored history; an unknown one: the history answers alone")
+    exclude_seen: bool = Field(True, description="never return the stored history's or the history's items")
     exclude: list[RawId] = Field(default_factory=list, max_length=MAX_K)
     allow: list[RawId] | None = Field(None, max_length=10 * MAX_K)
 
@@ -163,9 +167,11 @@ def create_app(path: str | Path, reload_interval: float = 2.0) -> FastAPI:
     async def recommend_history(body: HistoryRequest) -> JSON:
         rec = state.rec
         if body.user_id is not None:
-            result = rec.recommend(body.user_id, body.k, exclude=body.exclude, allow=body.allow, history=body.history)
+            result = rec.recommend(body.user_id, body.k, body.exclude_seen, exclude=body.exclude, allow=body.allow,
+                                   history=body.history)
         else:
-            result = rec.recommend_for_history(body.history, body.k, exclude=body.exclude, allow=body.allow)
+            result = rec.recommend_for_history(body.history, body.k, body.exclude_seen, exclude=body.exclude,
+                                               allow=body.allow)
         return JSON(_answer(rec, result))
 
     @app.get("/v1/similar")

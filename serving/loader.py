@@ -14,7 +14,7 @@ import numpy as np
 from annoy import AnnoyIndex
 
 from serving import format as fmt
-from serving.encoder import HistoryEncoder, validate_spec
+from serving.encoder import Encoder, build_encoder
 from serving.ivf import IvfIndex
 
 
@@ -34,12 +34,18 @@ class Bundle:
     popular: np.ndarray  # (m,) item indices, most popular first
     popularity: np.ndarray  # (n_items + 1,)
     meta: list | None
-    encoder: HistoryEncoder
+    encoder: Encoder
+    history_indptr: np.ndarray  # (n_users + 2,)
+    history_items: np.ndarray  # (n_events,) item indices, each user's oldest first
     ivf: IvfIndex | None = None  # the IVF index, when the bundle has one (large catalogues)
 
     def seen(self, user: int) -> np.ndarray:
         """Item indices user ``user`` (1-based index) interacted with."""
         return self.seen_indices[self.seen_indptr[user]:self.seen_indptr[user + 1]]
+
+    def history(self, user: int) -> np.ndarray:
+        """User ``user``'s stored history (item indices, oldest first), as the stored vector encoded it."""
+        return self.history_items[self.history_indptr[user]:self.history_indptr[user + 1]]
 
 
 def _npy(path: Path, mmap: bool = True) -> np.ndarray:
@@ -103,12 +109,11 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     item_ids, user_ids = _npy(d / fmt.ITEM_IDS, mmap=False), _npy(d / fmt.USER_IDS, mmap=False)
     _check(item_ids.shape == (n_items,), d, f"item_ids.npy has {item_ids.shape} ids for {n_items} items")
     _check(user_ids.shape == (n_users,), d, f"user_ids.npy has {user_ids.shape} ids for {n_users} users")
-    try:
-        with np.load(d / fmt.SEEN, allow_pickle=False) as z:
-            indptr, indices = z["indptr"], z["indices"]
-    except (ValueError, OSError, KeyError) as exc:
-        raise BundleError(f"{d / fmt.SEEN} is not a CSR npz with indptr/indices ({exc}); re-export") from exc
+    indptr, indices = _csr(d / fmt.SEEN, "indices")
     _check(indptr.shape == (n_users + 2,), d, f"seen.npz indptr has {indptr.shape} entries for {n_users} users")
+    h_ptr, h_items = _csr(d / fmt.HISTORY, "items")
+    _check(h_ptr.shape == (n_users + 2,) and h_ptr[-1] == len(h_items), d,
+           f"history.npz indptr has {h_ptr.shape} entries for {n_users} users and {len(h_items)} events")
     popularity = _npy(d / fmt.POPULARITY, mmap=False)
     _check(popularity.shape == (n_items + 1,), d, f"popularity.npy is {popularity.shape}")
     index = _load_index(d, manifest, dim, n_items)
@@ -117,12 +122,21 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     weights = {n[len(fmt.ENCODER_PREFIX):-4]: _npy(d / n, mmap=False)
                for n in manifest["files"] if n.startswith(fmt.ENCODER_PREFIX)}
     try:
-        spec = validate_spec({k: v for k, v in manifest["encoder"].items() if k != "weights"}, weights, n_items, dim)
+        encoder = build_encoder({k: v for k, v in manifest["encoder"].items() if k != "weights"}, weights, items)
     except ValueError as exc:
-        raise BundleError(f"{d}: encoder does not fit the bundle: {exc}") from exc
+        raise BundleError(f"{d}: the encoder does not fit the bundle: {exc}") from exc
     return Bundle(d, manifest, index, items, users, fmt.IdLookup(item_ids), fmt.IdLookup(user_ids), indptr,
-                  indices, _npy(d / fmt.POPULAR, mmap=False), popularity, meta, HistoryEncoder(spec, items, weights),
+                  indices, _npy(d / fmt.POPULAR, mmap=False), popularity, meta, encoder, h_ptr, h_items,
                   _load_ivf(d, manifest, dim, n_items))
+
+
+def _csr(path: Path, values: str) -> tuple[np.ndarray, np.ndarray]:
+    """``indptr`` and ``values`` of an npz the bundle stores per user."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["indptr"], z[values]
+    except (ValueError, OSError, KeyError) as exc:
+        raise BundleError(f"{path} is not an npz with indptr/{values} ({exc}); re-export the bundle") from exc
 
 
 def _load_ivf(d: Path, manifest: dict, dim: int, n_items: int) -> IvfIndex | None:

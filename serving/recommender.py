@@ -7,8 +7,11 @@ The candidate search is the bundle's measured choice (manifest "search"): Annoy,
     >>> rec.recommend("user-17", k=3)                   # doctest: +SKIP
     Recommendation(items=['b', 'q', 'x'], scores=[2.1, 1.9, 1.7], source='model', meta=None, unknown=[])
 
-Every answer says which path produced it (``source``): "model" (the user's vector), "history"
-(a request-time history encoded like the model's encoder) or "popularity" (cold start).
+Every answer says which path produced it (``source``): "model" (the user's stored vector, encoded
+from their stored history at export), "fresh" (a known user's stored history plus the recent events
+sent with the request, encoded now by the model's own encoder), "history" (an anonymous history,
+encoded the same way) or "popularity" (cold start). The encoder is the model's (:mod:`serving.encoder`),
+so a served history ranks as the model ranked it offline.
 Results carry raw ids only. Exclusions (seen items, ``exclude``) are honoured by over-fetching
 ``k + #excluded`` candidates from the index and doubling until ``k`` survive or the catalogue runs out.
 """
@@ -75,27 +78,36 @@ class Recommender:
     # -- public lookups ---------------------------------------------------------------------
     def recommend(self, user_id: object, k: int = 10, exclude_seen: bool = True, exclude: Iterable = (),
                   allow: Iterable | None = None, history: Iterable | None = None) -> Recommendation:
-        """Top-``k`` items for a known user; unknown users fall back to ``history`` or popularity."""
+        """Top-``k`` items for a user; ``history`` = recent events (raw item ids, oldest first) not in the bundle.
+
+        A known user without recent events is answered from the stored vector ("model"); with them, the
+        stored history plus the events is encoded now ("fresh"), and with ``exclude_seen`` neither the
+        stored nor the recent items come back. An unknown user is answered from ``history`` alone
+        ("history") or, without one, by popularity. Unknown ids in ``history`` are ignored and listed.
+        """
         k = _check_k(k)
         user = int(self.bundle.users.lookup([user_id])[0])
         if user == 0:
             if history is not None:
-                return self.recommend_for_history(history, k, exclude=exclude, allow=allow)
+                return self.recommend_for_history(history, k, exclude_seen, exclude=exclude, allow=allow)
             return self._popular(k, self._ids(exclude), self._allowed(allow))
+        known, unknown = self._lookup_items(history or ())
         banned = self._ids(exclude)
         if exclude_seen:  # duplicates are harmless to np.isin, so no union
-            banned = np.concatenate([banned, self.bundle.seen(user)])
-        query = np.asarray(self.bundle.user_vectors[user], dtype=np.float32)
-        return self._answer(query, k, banned, self._allowed(allow), "model")
+            banned = np.concatenate([banned, self.bundle.seen(user), known])
+        if len(known):
+            query = self.bundle.encoder.encode(np.concatenate([self.bundle.history(user), known]))
+            source = "fresh"
+        else:
+            query, source = np.asarray(self.bundle.user_vectors[user], dtype=np.float32), "model"
+        rec = self._answer(query, k, banned, self._allowed(allow), source)
+        return Recommendation(rec.items, rec.scores, rec.source, rec.meta, unknown)
 
     def recommend_for_history(self, item_ids: Iterable, k: int = 10, exclude_seen: bool = True,
                               exclude: Iterable = (), allow: Iterable | None = None) -> Recommendation:
         """Top-``k`` for an anonymous history (raw item ids, oldest first); unknown ids are ignored and reported."""
         k = _check_k(k)
-        raws = list(item_ids)
-        idx = self.bundle.items.lookup(raws)
-        unknown = [r for r, i in zip(raws, idx, strict=True) if i == 0]
-        known = idx[idx > 0]
+        known, unknown = self._lookup_items(item_ids)
         banned = self._ids(exclude)
         if exclude_seen:
             banned = np.union1d(banned, known)
@@ -120,6 +132,12 @@ class Recommender:
         return [self.recommend(u, k, exclude_seen) for u in user_ids]
 
     # -- internals -------------------------------------------------------------------------
+    def _lookup_items(self, raws: Iterable) -> tuple[np.ndarray, list]:
+        """(item indices of the known ids in order, the unknown raw ids)."""
+        raws = list(raws)
+        idx = self.bundle.items.lookup(raws)
+        return idx[idx > 0], [r for r, i in zip(raws, idx, strict=True) if i == 0]
+
     def _ids(self, raws: Iterable) -> np.ndarray:
         raws = list(raws)
         if not raws:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from recsys.data.sequences import Sequences
-from recsys.models.base import Model, NotFittedError
+from recsys.models.base import Model, NotFittedError, take_rows
 from recsys.models.registry import MODELS
 
 N_GROUP, N_USERS, LEN = 12, 200, 4
@@ -154,3 +154,71 @@ def test_callbacks(fitted: tuple[Model, list, list]) -> None:
             assert all("val_probe" in m for e, m in own if e % every == 0 or e == n)
     if every:
         assert len(validated) == sum(len([e for e, _ in own if e % every == 0 or e == n]) for own in per_member)
+
+
+# -- what is served is what was evaluated: the model's own encoder, numpy only ---------------------
+MAX_LEN = 60  # longer than every contract config's max_len
+
+
+def request_histories(seed: int) -> Sequences:
+    """Row 0 empty (the padding user), then an empty history, one item, one longer than max_len (repeats
+    included), and random ones of 2..12 items."""
+    rng = np.random.default_rng(seed)
+    rows = [[], [], [int(rng.integers(1, N_ITEMS + 1))], rng.integers(1, N_ITEMS + 1, MAX_LEN).tolist()]
+    rows += [rng.integers(1, N_ITEMS + 1, int(rng.integers(2, 13))).tolist() for _ in range(20)]
+    return Sequences.from_lists(rows, n_items=N_ITEMS)
+
+
+def test_served_encoder_reproduces_encode_users(fitted: tuple[Model, list, list]) -> None:
+    from recsys.export.bundle import model_encoder
+
+    model = fitted[0]
+    hist = request_histories(seed=3)
+    want = model.encode_users(hist)
+    enc = model_encoder(model)  # numpy only: serving.encoder
+    tol = dict(rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(want).max())))
+    np.testing.assert_allclose(enc.encode_batch(hist.offsets, hist.items), want, **tol)
+    for r in range(1, hist.n_rows):  # one request at a time gives the same vector as the batch
+        np.testing.assert_allclose(enc.encode(hist.row(r)), want[r], **tol)
+
+
+def _assert_model_top(served: list, user_vec: np.ndarray, items: np.ndarray, model_scores: np.ndarray) -> None:
+    """``served`` (raw ids ``i<j>``) is a top list under the model's own scores: the model's scores of the
+    served items, in served order, are the model's top scores (ties may be ordered either way)."""
+    idx = np.array([int(r[1:]) for r in served])
+    got = items[idx] @ user_vec
+    np.testing.assert_allclose(got, model_scores[np.isfinite(model_scores)], rtol=1e-4, atol=1e-5)
+
+
+def test_served_top10_equals_model_recommend(fitted: tuple[Model, list, list], train: Sequences,
+                                             tmp_path: Path) -> None:
+    from recsys.export import AnnConfig, export_model
+    from serving import Recommender
+
+    model = fitted[0]
+    item_ids, user_ids = [f"i{j}" for j in range(1, N_ITEMS + 1)], [f"u{j}" for j in range(1, N_USERS + 1)]
+    path = export_model(tmp_path / "b", model, item_ids, user_ids, ann=AnnConfig(n_trees=5, search_k_factors=(1,)))
+    rec = Recommender.load(path, search="exact")
+    items = model.item_vectors()
+    hist = request_histories(seed=4)
+    rows = np.arange(2, hist.n_rows)  # non-empty histories (an empty one is answered by popularity)
+    ids, scores = model.recommend(rows, k=10, histories=hist)
+    users = model.encode_users(hist)
+    for b, r in enumerate(rows):
+        raws = [f"i{j}" for j in hist.row(r)]
+        raws.insert(len(raws) // 2, "not-an-item")  # unknown ids are ignored and reported
+        got = rec.recommend_for_history(raws, k=10)
+        assert got.source == "history" and got.unknown == ["not-an-item"]
+        _assert_model_top(got.items, users[r], items, scores[b])
+    # a known user's recent events: stored history + events, encoded now; neither comes back
+    known = np.arange(1, 11)
+    fresh = Sequences.from_lists([[]] + [hist.row(r).tolist() for r in range(4, 4 + len(known))], n_items=N_ITEMS)
+    both = take_rows(train, np.concatenate([[0], known])).concat(fresh)
+    f_ids, f_scores = model.recommend(np.arange(1, len(known) + 1), k=10, histories=both)
+    f_users = model.encode_users(both)
+    for b, u in enumerate(known):
+        got = rec.recommend(f"u{u}", k=10, history=[f"i{j}" for j in fresh.row(b + 1)])
+        assert got.source == "fresh"
+        assert not {int(r[1:]) for r in got.items} & set(both.row(b + 1).tolist())
+        _assert_model_top(got.items, f_users[b + 1], items, f_scores[b])
+        assert rec.recommend(f"u{u}", k=10).source == "model"

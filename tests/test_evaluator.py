@@ -160,6 +160,9 @@ class FixedModel(Model):
     def encode_users(self, histories: Sequences) -> np.ndarray:
         return ones(histories.n_rows)
 
+    def export_encoder(self) -> tuple[dict, dict]:
+        return {"kind": "none"}, {}
+
     def save(self, directory: str | Path) -> None:  # pragma: no cover - not needed here
         raise NotImplementedError
 

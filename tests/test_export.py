@@ -15,6 +15,7 @@ from test_serving import make_bundle
 from recsys.data.sequences import Sequences
 from recsys.export import AnnConfig, export_bundle, export_model, list_bundles, publish, rollback
 from recsys.export.ann import SearchOption, ann_topk, build_index, choose_search, exact_topk, recall
+from recsys.export.bundle import EncoderMismatch
 from recsys.export.publish import current_version
 from recsys.models.base import Model, NaNLossError
 from serving import BundleError, Recommender
@@ -37,7 +38,7 @@ def test_manifest_lists_every_file_with_its_hash(tmp_path):
     assert set(m["files"]) == on_disk
     assert all(m["files"][n]["sha256"] == sha256_file(path / n) for n in on_disk)
     assert m["counts"] == {"items": 300, "users": 40, "seen": 320}
-    assert m["metric"] == "dot" and m["dim"] == 16 and m["format_version"] == 1
+    assert m["metric"] == "dot" and m["dim"] == 16 and m["format_version"] == 2
     assert m["recall_at_10"]["users"] == 1.0 and m["recall_at_10"]["items"] == 1.0
     assert m["annoy"]["n_trees"] == 50
     assert np.load(path / "user_vectors.npy").dtype == np.float32
@@ -111,21 +112,34 @@ def test_bad_inputs_are_refused_with_the_field_named(tmp_path):
 
 def test_encoder_spec_and_weights_drive_history_encoding(tmp_path):
     items, users, iids, uids, seen = _arrays()
-    w, b = np.eye(4, dtype=np.float32)[::-1], np.full(4, 0.5, np.float32)
-    spec = {"type": "mean_linear", "decay": 0.5, "max_len": 2}
+    table = np.eye(4, dtype=np.float32)[np.arange(items.shape[0]) % 4]
+    spec = {"kind": "mean", "decay": 0.5, "max_len": 2}
     path = export_bundle(tmp_path / "e", items, users, iids, uids, seen, None, "dot", "m", ann=SMALL,
-                         encoder_spec=spec, encoder_weights={"W": w, "b": b})
+                         encoder_spec=spec, encoder_weights={"item_table": table})
     enc = Recommender.load(path).bundle.encoder
-    # max_len 2 keeps items 2, 3; weights 0.5 (older) and 1 (newest)
-    expected = (0.5 * items[2] + 1.0 * items[3]) / 1.5 @ w + b
+    # max_len 2 keeps items 2, 3; weights 0.5 (older) and 1 (newest), over the item_table rows
+    expected = (0.5 * table[2] + 1.0 * table[3]) / 1.5
     assert np.allclose(enc.encode(np.array([1, 2, 3])), expected, atol=1e-6)
-    with pytest.raises(ValueError, match=r"encoder W must be \(4, 4\)"):
+    with pytest.raises(ValueError, match=r"item_table has 2 rows"):
         export_bundle(tmp_path / "f", items, users, iids, uids, seen, None, "dot", "m", ann=SMALL,
-                      encoder_spec=spec, encoder_weights={"W": w[:2], "b": b})
+                      encoder_spec=spec, encoder_weights={"item_table": table[:2]})
+    with pytest.raises(ValueError, match="encoder kind 'mean_linear' is unknown"):
+        export_bundle(tmp_path / "g", items, users, iids, uids, seen, None, "dot", "m", ann=SMALL,
+                      encoder_spec={"kind": "mean_linear"})
+
+
+def test_an_unknown_encoder_kind_is_refused_at_load(tmp_path):
+    items, users, iids, uids, seen = _arrays()
+    path = export_bundle(tmp_path / "e", items, users, iids, uids, seen, None, "dot", "m", ann=SMALL)
+    m = json.loads((path / "manifest.json").read_text())
+    m["encoder"]["kind"] = "gru"  # written by a newer recsys
+    (path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="encoder kind 'gru' is unknown to this server"):
+        Recommender.load(path)
 
 
 class _Fixed(Model):
-    """A fitted model with known vectors (the export path for real models)."""
+    """A fitted model with known item vectors whose users are the plain mean of their items."""
 
     name, similarity = "fixed", "cosine"
 
@@ -141,7 +155,11 @@ class _Fixed(Model):
         return self._items
 
     def encode_users(self, histories):
-        return self._users[: histories.n_rows]
+        return np.stack([self._items[histories.row(r)].mean(0) if histories.lengths()[r] else
+                         np.zeros(self._items.shape[1], np.float32) for r in range(histories.n_rows)])
+
+    def export_encoder(self):
+        return {"kind": "mean", "decay": 1.0, "max_len": None}, {}
 
     def save(self, directory):  # pragma: no cover - not part of this test
         raise NotImplementedError
@@ -151,17 +169,30 @@ class _Fixed(Model):
         raise NotImplementedError
 
 
-def test_export_model_uses_its_metric_counts_and_meta(tmp_path):
+class _Inconsistent(_Fixed):
+    """Its encoder says "mean" but encode_users returns something else: must not be served."""
+
+    def encode_users(self, histories):
+        return self._users[: histories.n_rows]
+
+
+def test_export_model_uses_its_metric_counts_meta_and_encoder(tmp_path):
     items, users, iids, uids, seen = _arrays()
     model = _Fixed(items, users).fit(seen)
     meta = pl.DataFrame({"item": [1, 2], "title": ["one", "two"], "categories": [["x"], []]})
     path = export_model(tmp_path / "m", model, iids, pl.Series(uids), seen, run_id="r1", item_meta=meta, ann=SMALL)
     m = json.loads((path / "manifest.json").read_text())
-    assert (m["metric"], m["model"], m["run_id"], m["encoder"]["normalize"]) == ("angular", "fixed", "r1", True)
+    assert (m["metric"], m["model"], m["run_id"], m["encoder"]["kind"]) == ("angular", "fixed", "r1", "mean")
+    assert m["encoder_check"]["users"] == len(uids) and m["encoder_check"]["max_abs_diff"] < 1e-6
     rec = Recommender.load(path)
+    np.testing.assert_allclose(rec.bundle.user_vectors, model.encode_users(seen), atol=1e-7)
+    np.testing.assert_array_equal(rec.bundle.history(2), seen.row(2))  # the stored history, in time order
     pop = rec.recommend("nobody", k=3)
     assert pop.items == [2, 3, 4] and pop.scores == [2.0, 2.0, 2.0]  # items 2..6 seen twice, ties by index
     assert pop.meta[0] == {"title": "two", "categories": []}
+    with pytest.raises(EncoderMismatch, match="does not reproduce the stored user vectors"):
+        export_model(tmp_path / "bad", _Inconsistent(items, users).fit(seen), iids, uids, seen, ann=SMALL)
+    assert not (tmp_path / "bad").exists()
 
 
 # -- publishing ----------------------------------------------------------------------------------

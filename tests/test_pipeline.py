@@ -237,3 +237,90 @@ def test_second_run_warm_starts_item2vec_from_the_champion(workdir: Path) -> Non
     # same data and stable ids: row j of the warm start is the champion's vector of item j
     assert first.run.path != second.run.path
     np.testing.assert_array_equal(init[1:], np.asarray(champion.bundle.item_vectors)[1:])
+
+
+def _markov_logs(logs: Path, n_users: int = 200, n_items: int = 60, day1: int = 12, day2: int = 10) -> None:
+    """Two days of a sequential log: items follow a fixed cycle (next = succ[prev]) with probability 0.85,
+    else a popular item (Zipf). Day 2 continues each user's walk, so the newest events decide the target."""
+    rng = np.random.default_rng(7)
+    succ = rng.permutation(n_items)
+    zipf = 1.0 / np.arange(1, n_items + 1) ** 1.2
+    zipf /= zipf.sum()
+    walks = np.zeros((n_users, day1 + day2), dtype=np.int64)
+    walks[:, 0] = rng.choice(n_items, n_users, p=zipf)
+    for t in range(1, day1 + day2):
+        jump = rng.random(n_users) >= 0.85
+        walks[:, t] = np.where(jump, rng.choice(n_items, n_users, p=zipf), succ[walks[:, t - 1]])
+    for name, cols, t0 in (("day1.csv", slice(0, day1), 1_600_000_000), ("day2.csv", slice(day1, None), 1_700_000_000)):
+        part = walks[:, cols]
+        pl.DataFrame({"user": np.repeat([f"u{u}" for u in range(n_users)], part.shape[1]),
+                      "item": [f"i{x}" for x in part.ravel()],
+                      "timestamp": t0 + np.tile(np.arange(part.shape[1]), n_users)}).write_csv(logs / name)
+
+
+TT = ('[models.tt]\nname = "two_tower"\ndim = 32\nmax_len = 10\nepochs = 15\nbatch_size = 32\nlr = 0.01\n'
+      'dropout = 0.1\nwarmup_steps = 10\n')
+
+
+def test_served_vectors_include_the_last_event_and_recent_events_change_the_answer(workdir: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from serving.http import create_app
+
+    logs = workdir / "logs"
+    logs.mkdir()
+    _markov_logs(logs)
+    ctx = run_pipeline(load_pipeline_config(write_config(workdir, TT, data='path = "logs"\nmin_length = 3\n')),
+                       echo=quiet)
+    rec = Recommender.load(workdir / "pub")
+    log = pl.concat([pl.read_csv(logs / n) for n in ("day1.csv", "day2.csv")]).sort("user", "timestamp")
+    last = dict(log.group_by("user", maintain_order=True).agg(pl.col("item").last()).iter_rows())
+    for user in ("u0", "u1", "u17"):
+        u = int(rec.bundle.users.lookup([user])[0])
+        hist = rec.bundle.history(u)
+        assert rec.bundle.items.raw(hist[-1:]) == [last[user]]  # the stored history ends with the newest event
+        np.testing.assert_allclose(rec.bundle.user_vectors[u], rec.bundle.encoder.encode(hist), atol=1e-5)
+        assert not np.allclose(rec.bundle.user_vectors[u], rec.bundle.encoder.encode(hist[:-1]), atol=1e-3)
+    assert rec.manifest["encoder"]["kind"] == "transformer" and ctx.run.is_done("publish")
+    with TestClient(create_app(workdir / "pub", reload_interval=0)) as http:
+        stored = http.get("/v1/recommend", params={"user_id": "u3", "k": 10}).json()
+        events = stored["items"][:2]  # the user just consumed the two items we would have shown
+        fresh = http.post("/v1/recommend", json={"user_id": "u3", "history": events, "k": 10}).json()
+    assert stored["source"] == "model" and fresh["source"] == "fresh"
+    assert fresh["items"] != stored["items"] and not set(events) & set(fresh["items"])
+    direct = rec.recommend("u3", k=10, history=events)
+    assert fresh["items"] == direct.items
+
+
+def test_gate_judges_both_bundles_by_their_own_encoder_on_the_grown_log(workdir: Path) -> None:
+    """The champion (a Transformer two-tower) is the better model on the grown log, but its stored user
+    vectors predate day 2; the old gate scored it with them and would have promoted a popularity candidate."""
+    from pipelines.gate import align_rows
+    from pipelines.prepare import load_prepared
+    from recsys.evaluation.evaluator import EvalProtocol, evaluate
+
+    logs = workdir / "logs"
+    logs.mkdir()
+    _markov_logs(logs)
+    (logs / "day2.csv").rename(workdir / "day2.csv")  # day 2 arrives before the second run
+    data = 'path = "logs"\nmin_length = 3\n'
+    first = run_pipeline(load_pipeline_config(write_config(workdir, TT, data=data)), echo=quiet)
+    champion_bundle = Path(os.readlink(workdir / "pub" / "current"))
+    champion_bundle = champion_bundle if champion_bundle.is_absolute() else workdir / "pub" / champion_bundle
+    (workdir / "day2.csv").rename(logs / "day2.csv")
+    cfg = load_pipeline_config(write_config(workdir, POP, data=data, pipeline="tolerance = 0.0", name="pop.toml"))
+    with pytest.raises(PipelineExit) as err:
+        run_pipeline(cfg, echo=quiet)
+    assert err.value.code == ExitCode.GATE_REJECTED
+    runs = sorted((workdir / "wd" / "runs").iterdir())
+    gate = json.loads((runs[-1] / "gate.json").read_text())
+    assert not gate["promote"] and gate["champion"] > gate["candidate"] + 0.1
+    assert gate["champion_metrics"]["gate_fallback_users"] == 0 and gate["champion_metrics"]["gate_unknown_items"] == 0
+    # the old gate: the champion's stored user vectors (encoded at its export from day 1 alone)
+    new = load_prepared(runs[-1] / "data", "logs")
+    stored = Recommender.load(champion_bundle, verify=False).bundle
+    users = align_rows(np.asarray(stored.user_vectors), stored.users.ids, new.users)
+    items = align_rows(np.asarray(stored.item_vectors), stored.items.ids, new.items)
+    old = evaluate(users, items, new.split.test_history, new.split.test_targets, EvalProtocol(ks=(10, 20)))
+    assert old["ndcg_10"] < gate["candidate"], "the old gate would have kept the champion: the case is not shown"
+    assert first.run.info("gate")["promote"]

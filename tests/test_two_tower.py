@@ -294,15 +294,17 @@ def test_early_stopping_restores_the_best_epoch() -> None:
 # -- export for serving without torch -----------------------------------------------------------
 @pytest.mark.parametrize("extra", [dict(user_tower="transformer"), dict(user_tower="pooled", similarity="cosine"),
                                    dict(user_tower="pooled", pooling="mean")])
-def test_numpy_user_encoder_matches_torch(tmp_path: Path, extra: dict) -> None:
-    from recsys.models.two_tower.export import export_user_encoder
-    from recsys.models.two_tower.numpy_encoder import NumpyUserEncoder
+def test_numpy_user_encoder_matches_torch(extra: dict) -> None:
+    from recsys.export.bundle import model_encoder
 
     tr = _markov()
     m = TwoTower(TwoTowerConfig(**TINY, **extra, dropout=0.1), device="cpu", item_features=_features(20)).fit(tr)
-    enc = NumpyUserEncoder.load(export_user_encoder(m, tmp_path / "enc"))
+    enc = model_encoder(m)
     hist = Sequences.from_lists([[], [3], [1, 2, 3, 4, 5, 6, 7, 8, 9], [20, 19]], n_items=20)
-    np.testing.assert_allclose(enc.encode(hist.padded(m.config.max_len)), m.encode_users(hist)[:], atol=2e-5)
+    want = m.encode_users(hist)
+    np.testing.assert_allclose(enc.encode_batch(hist.offsets, hist.items), want, atol=2e-5)
+    for r in range(hist.n_rows):  # one history at a time, unpadded, as a request is encoded
+        np.testing.assert_allclose(enc.encode(hist.row(r)), want[r], atol=2e-5)
 
 
 def test_run_configs_build_the_model() -> None:

@@ -65,8 +65,7 @@ def test_member_is_the_tower_trained_alone_and_parallel_equals_sequential(
 
 
 def test_save_load_and_numpy_encoder(tmp_path: Path, fitted: tuple[TwoTowerEnsemble, Sequences]) -> None:
-    from recsys.models.two_tower.export import export_user_encoder
-    from recsys.models.two_tower.numpy_encoder import NumpyUserEncoder
+    from recsys.export.bundle import model_encoder
 
     m, tr = fitted
     m.save(tmp_path / "ens")
@@ -74,9 +73,10 @@ def test_save_load_and_numpy_encoder(tmp_path: Path, fitted: tuple[TwoTowerEnsem
     np.testing.assert_array_equal(m.item_vectors(), back.item_vectors())
     np.testing.assert_array_equal(m.user_vectors(), back.user_vectors())
     assert back.config == m.config and len(back.history) == len(m.history) == 6  # 2 members x 3 epochs
-    enc = NumpyUserEncoder.load(export_user_encoder(m, tmp_path / "enc"))
+    enc = model_encoder(back)
     hist = Sequences.from_lists([[], [3], [1, 2, 3, 4, 5, 6, 7, 8, 9], [20, 19]], n_items=20)
-    np.testing.assert_allclose(enc.encode(hist.padded(m.config.max_len)), m.encode_users(hist), atol=2e-5)
+    np.testing.assert_allclose(enc.encode_batch(hist.offsets, hist.items), m.encode_users(hist), atol=2e-5)
+    np.testing.assert_allclose(enc.encode(hist.row(2)), m.encode_users(hist)[2], atol=2e-5)
 
 
 def test_cosine_ensemble_vectors_are_unit_length() -> None:

@@ -77,6 +77,7 @@ def evaluate(
     device: torch.device | None = None,
     item_popularity: np.ndarray | None = None,
     batch_size: int = 512,
+    ineligible: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Full-ranking metrics of dot-product scores.
 
@@ -90,6 +91,8 @@ def evaluate(
     device : torch device for the products (default CPU); scoring is fp32 for exact ranks.
     item_popularity : (n_items + 1,) popularity per item; default = item counts in ``histories``.
     batch_size : users scored per batch; memory is about batch_size x n_items floats.
+    ineligible : optional (n_items + 1,) bool: items never ranked for anyone (e.g. items a served bundle
+        does not know); a target among them is a miss, counted in ``n_masked_targets``.
 
     Returns
     -------
@@ -106,7 +109,7 @@ def evaluate(
     n_t[0] = 0  # row 0 is the padding user
     users = np.flatnonzero(n_t > 0)
     ranks, lists = _rank_all(user_vectors, item_vectors, users, tgt, exclude,
-                             max(protocol.ks), device or torch.device("cpu"), batch_size)
+                             max(protocol.ks), device or torch.device("cpu"), batch_size, ineligible)
     tr = M.TargetRanks(ranks, np.concatenate([[0], np.cumsum(n_t[users])]).astype(np.int64))
     pop = item_popularity if item_popularity is not None else np.bincount(histories.items, minlength=n_items + 1)
     out: dict[str, float] = {}
@@ -179,9 +182,11 @@ def _rank_all(
     k: int,
     device: torch.device,
     batch_size: int,
+    ineligible: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ranks of every target of ``users`` (in user order) and their top-``k`` lists (-1 = empty)."""
     items_t = torch.as_tensor(np.ascontiguousarray(item_vectors, dtype=np.float32), device=device)
+    never = None if ineligible is None else torch.as_tensor(np.flatnonzero(ineligible), device=device)
     k = min(k, item_vectors.shape[0] - 1)
     ranks, lists = [], np.full((len(users), k), -1, dtype=np.int64)
     for start in range(0, len(users), batch_size):
@@ -189,6 +194,8 @@ def _rank_all(
         u = torch.as_tensor(np.ascontiguousarray(user_vectors[rows], dtype=np.float32), device=device)
         s = u @ items_t.T  # (B, n_items + 1)
         mask_scores(s, exclude[rows] if exclude is not None else None)
+        if never is not None:
+            s[:, never] = -torch.inf
         ranks.append(_batch_ranks(s, tgt[rows], batch_size))
         top_s, top_i = torch.topk(s, k, dim=1)
         top_i[torch.isneginf(top_s)] = -1  # fewer than k eligible items

@@ -26,9 +26,9 @@ from recsys.data.sequences import Sequences
 from recsys.export.ann import AnnConfig
 from recsys.export.inputs import as_id_array, as_seen_csr, check_vectors, meta_list
 from recsys.export.search import build_search
-from recsys.models.base import Model
-from serving import encoder as enc
+from recsys.models.base import Model, take_rows
 from serving import format as fmt
+from serving.encoder import Encoder, build_encoder
 
 N_POPULAR = 10_000
 
@@ -50,6 +50,7 @@ def export_bundle(
     target_recall: float = 0.98,
     ann: AnnConfig | None = None,
     overwrite: bool = False,
+    check_users: int = 0,
 ) -> Path:
     """Export vectors, id maps, seen items and the tuned indexes (Annoy; IVF on large catalogues) as one bundle.
 
@@ -59,15 +60,20 @@ def export_bundle(
     item_vectors : (n_items + 1, d) float, row 0 = padding.
     user_vectors : (n_users + 1, d) float, row 0 = padding user.
     item_ids, user_ids : raw ids of indices 1..n (polars Series, IdMap, list or array; ints or strings).
-    seen : each user's seen items: Sequences (row = user) or CSR (n_users + 1, n_items + 1).
+    seen : each user's history: Sequences (row = user, oldest first; stored as ``history.npz``, which
+        request-time encoding extends with a user's recent events) or a CSR (n_users + 1, n_items + 1)
+        (then the stored history is in item-index order).
     popularity : (n_items + 1,) counts for the cold-start fallback; None counts users in ``seen``.
     metric : "dot" or "angular" (a model's "cosine" similarity maps to "angular").
     model_name, run_id : recorded in the manifest (run_id = the MLflow run).
     item_meta : optional polars DataFrame with an ``item`` column (plus title, categories, ...)
         or a mapping raw id -> dict.
     encoder_spec, encoder_weights : request-time history encoder (see :mod:`serving.encoder`);
-        default: mean of item vectors, normalised for "angular".
+        default: the plain mean of item vectors (``{"kind": "mean"}``).
     target_recall : ANN recall@10 to reach against exact top-10 (overrides ``ann.target_recall``).
+    check_users : when > 0 (``export_model`` sets it), the encoder re-encodes the stored histories of that
+        many sampled users and must reproduce their ``user_vectors`` (else ``EncoderMismatch``); the
+        manifest's ``encoder_check`` records the largest difference.
 
     Returns
     -------
@@ -91,11 +97,14 @@ def export_bundle(
     pop = _popularity(popularity, csr, n_items)
     arrays[fmt.POPULARITY], arrays[fmt.POPULAR] = pop, _popular_order(pop)
     weights = {k: np.asarray(v, dtype=np.float32) for k, v in (encoder_weights or {}).items()}
-    spec = enc.validate_spec(encoder_spec or {"normalize": metric == "angular"}, weights, n_items, dim)
+    spec = dict(encoder_spec or {"kind": "mean", "decay": 1.0, "max_len": None})
+    build_encoder(spec, weights, items)  # raises ValueError naming what does not fit
+    history = seen if isinstance(seen, Sequences) else None
     cfg = ann or AnnConfig()
     cfg = AnnConfig(**{**cfg.__dict__, "target_recall": target_recall})
     if cfg.search not in ("auto", *fmt.SEARCH_MODES):
         raise ValueError(f"AnnConfig.search must be 'auto' or one of {fmt.SEARCH_MODES}; got {cfg.search!r}")
+    encoder_check = _check_encoder(check_users, build_encoder(spec, weights, items), users, seen)
     built = build_search(items, users, metric, cfg, seen=csr)
     index, ann_result = built.annoy, built.annoy_result
 
@@ -107,6 +116,8 @@ def export_bundle(
         for name, arr in weights.items():
             np.save(tmp / f"{fmt.ENCODER_PREFIX}{name}.npy", arr, allow_pickle=False)
         np.savez(tmp / fmt.SEEN, indptr=csr.indptr.astype(np.int64), indices=csr.indices.astype(np.int32))
+        h_ptr, h_items = (history.offsets, history.items) if history is not None else (csr.indptr, csr.indices)
+        np.savez(tmp / fmt.HISTORY, indptr=np.asarray(h_ptr, dtype=np.int64), items=np.asarray(h_items, np.int32))
         index.save(str(tmp / fmt.INDEX))
         index.unload()
         if built.ivf is not None:
@@ -131,6 +142,7 @@ def export_bundle(
             "counts": {"items": n_items, "users": n_users, "seen": int(csr.nnz)},
             "id_types": {"item": _kind(arrays[fmt.ITEM_IDS]), "user": _kind(arrays[fmt.USER_IDS])},
             "encoder": {**spec, "weights": sorted(weights)},
+            "encoder_check": encoder_check,
             "files": _file_table(tmp),
         }
         (tmp / fmt.MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -143,13 +155,51 @@ def export_bundle(
     return dest
 
 
-def export_model(dest_dir: str | Path, model: Model, item_ids: Any, user_ids: Any, train: Sequences,
-                 run_id: str | None = None, **kwargs: Any) -> Path:
-    """:func:`export_bundle` for a fitted model: its vectors, its metric, ``train`` as seen items and counts."""
-    counts = np.bincount(np.asarray(train.items, dtype=np.int64), minlength=train.n_items + 1)
-    return export_bundle(dest_dir, model.item_vectors(), model.user_vectors(), item_ids, user_ids, seen=train,
-                         popularity=counts, metric=model.similarity, model_name=model.name, run_id=run_id,
+def export_model(dest_dir: str | Path, model: Model, item_ids: Any, user_ids: Any,
+                 histories: Sequences | None = None, run_id: str | None = None, **kwargs: Any) -> Path:
+    """:func:`export_bundle` for a fitted model: the one export path (the pipeline and every test use it).
+
+    ``histories`` (row = user, oldest first; default: the model's training sequences) are each user's
+    full history: the stored user vectors are ``model.encode_users(histories)``, the stored history that
+    request-time events extend, the seen items and the popularity counts. The model's own encoder
+    (``model.export_encoder()``) goes into the bundle and is checked to reproduce the stored vectors.
+    """
+    hist = histories if histories is not None else model._require_train()
+    counts = np.bincount(np.asarray(hist.items, dtype=np.int64), minlength=hist.n_items + 1)
+    spec, weights = model.export_encoder()
+    kwargs = {"popularity": counts, "model_name": model.name, "check_users": 200, **kwargs}
+    return export_bundle(dest_dir, model.item_vectors(), model.encode_users(hist), item_ids, user_ids, seen=hist,
+                         metric=model.similarity, run_id=run_id, encoder_spec=spec, encoder_weights=weights,
                          **kwargs)
+
+
+def model_encoder(model: Model) -> Encoder:
+    """Serving's numpy encoder for a fitted model, built from ``model.export_encoder()`` as a bundle loads it."""
+    spec, weights = model.export_encoder()
+    return build_encoder(spec, {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()},
+                         np.asarray(model.item_vectors(), dtype=np.float32))
+
+
+class EncoderMismatch(ValueError):
+    """The bundle's encoder does not reproduce the user vectors it is exported with."""
+
+
+def _check_encoder(n: int, encoder: Encoder, users: np.ndarray, seen: Sequences | sp.csr_matrix) -> dict | None:
+    """Re-encode ``n`` sampled users' stored histories; their vectors must match ``users`` (float32 round-off)."""
+    if n <= 0 or not isinstance(seen, Sequences) or seen.n_rows < 2:
+        return None
+    rows = np.sort(np.random.default_rng(0).choice(np.arange(1, seen.n_rows), min(n, seen.n_rows - 1), replace=False))
+    sub = take_rows(seen, rows)
+    got = encoder.encode_batch(sub.offsets, sub.items)
+    want = users[rows]
+    scale = max(float(np.abs(want).max(initial=0.0)), 1.0)
+    diff = float(np.abs(got - want).max(initial=0.0))
+    if diff > 1e-3 * scale:
+        worst = int(rows[np.abs(got - want).max(axis=1).argmax()])
+        raise EncoderMismatch(f"the bundle's {encoder.spec.get('kind')} encoder does not reproduce the stored user "
+                              f"vectors (max |diff| {diff:.3g} at user index {worst}); the model's export_encoder() "
+                              "and encode_users() disagree: fix the model before serving it")
+    return {"users": len(rows), "max_abs_diff": diff}
 
 
 def _popularity(popularity: np.ndarray | None, csr: sp.csr_matrix, n_items: int) -> np.ndarray:
@@ -176,4 +226,4 @@ def _file_table(directory: Path) -> dict[str, dict]:
             for p in sorted(directory.iterdir()) if p.is_file()}
 
 
-__all__: Sequence[str] = ("export_bundle", "export_model")
+__all__: Sequence[str] = ("EncoderMismatch", "export_bundle", "export_model", "model_encoder")

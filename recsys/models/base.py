@@ -8,11 +8,17 @@ row = user index, 0 = padding user) and exposes vectors whose dot product ranks 
     model.user_vectors()        # (n_users + 1, d) float32 for the users seen in fit
     model.encode_users(hist)    # (hist.n_rows, d) float32 from request-time histories
     model.recommend(users, k, exclude_seen=True)   # -> (ids, scores), both (len(users), k)
+    model.export_encoder()      # (spec, weights): serving's numpy encoder reproduces encode_users
     model.save(dir); Model.load(dir)
 
 ``similarity`` says how vectors compare: ``"dot"`` (raw dot product) or ``"cosine"``
 (vectors are L2-normalised, so the dot product is the cosine); export picks the Annoy
 metric from it.
+
+What a model takes beyond the training sequences is declared here, so callers never inspect
+constructor signatures or config fields: ``takes_item_features`` (an ``item_features=`` constructor
+argument), ``checkpoints`` (a ``checkpoint_dir`` config field; a killed fit resumes from it) and
+``warm_start`` (an ``init_vectors`` config field: an .npy of item vectors to start from).
 """
 
 from __future__ import annotations
@@ -50,6 +56,9 @@ class Model(ABC):
 
     name: ClassVar[str]
     similarity: ClassVar[Literal["dot", "cosine"]] = "dot"
+    takes_item_features: ClassVar[bool] = False
+    checkpoints: ClassVar[bool] = False
+    warm_start: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._train: Sequences | None = None
@@ -72,6 +81,15 @@ class Model(ABC):
     @abstractmethod
     def encode_users(self, histories: Sequences) -> np.ndarray:
         """(histories.n_rows, d) float32 user vectors computed from the given histories."""
+
+    @abstractmethod
+    def export_encoder(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The request-time user encoder: ``(spec, weights)`` for :func:`serving.encoder.build_encoder`.
+
+        ``spec`` is JSON (``kind`` plus its fields), ``weights`` plain float arrays by name. Serving's
+        numpy encoder built from them reproduces :meth:`encode_users` on any history to float32
+        round-off (the contract test checks every registered model).
+        """
 
     def user_vectors(self) -> np.ndarray:
         """(n_users + 1, d) float32 vectors of the users seen in ``fit`` (from their training history)."""

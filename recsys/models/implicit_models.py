@@ -11,9 +11,13 @@ device resolved by :mod:`recsys.device` is CUDA and ``implicit.gpu.HAS_CUDA`` (o
 * ALS: the exact least-squares user step of Hu et al. (``recalculate_user``), confidence
   ``1 + alpha * count``; the same solve the training loop does for every user.
 * BPR: item factors end with a bias column and user factors with a constant 1; the user part
-  is learned by full-batch gradient ascent on the BPR objective (one sampled negative per
-  history event and step, negatives that are in the history skipped, L2 ``regularization``),
-  starting from 0, for ``fold_in_steps`` steps with a fixed seed so it is deterministic.
+  is learned by full-batch gradient ascent on the BPR objective (one negative per history event
+  and step, negatives that are in the history skipped, L2 ``regularization``), starting from 0,
+  for ``fold_in_steps`` steps. Negatives are a hash of (seed, step, position, item)
+  (:func:`serving.encoder.bpr_negatives`), so a history gets the same vector alone or in a batch,
+  offline or served.
+
+Both export their fold-in as serving's numpy encoders (kinds "als" and "bpr").
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from recsys.data.sequences import Sequences
 from recsys.device import resolve_device
 from recsys.models.base import EpochCallback, Model, NaNLossError, NotFittedError, Validator
 from recsys.models.popularity import load_arrays, save_arrays
+from serving.encoder import bpr_fold_in
 
 
 @dataclass
@@ -209,6 +214,11 @@ class ALS(_ImplicitModel):
             users = solver.recalculate_user(np.arange(histories.n_rows), self._confidence(histories))
         return np.ascontiguousarray(users, dtype=np.float32)
 
+    def export_encoder(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Kind "als": the same least-squares solve with the exported item factors."""
+        self.item_vectors()
+        return {"kind": "als", "regularization": self.config.regularization, "alpha": self.config.alpha}, {}
+
 
 class BPR(_ImplicitModel):
     """Bayesian personalised ranking (Rendle et al. 2009) with an item bias column."""
@@ -239,40 +249,16 @@ class BPR(_ImplicitModel):
         items = self.item_vectors()
         if histories.n_items + 1 != items.shape[0]:
             raise ValueError(f"histories have n_items={histories.n_items} but the model has {items.shape[0] - 1}")
-        user = bpr_fold_in(items, histories, self.config.learning_rate, self.config.regularization,
-                           self.config.fold_in_steps, self.config.seed)
+        user = bpr_fold_in(items, histories.offsets, np.asarray(histories.items, dtype=np.int64),
+                           self.config.learning_rate, self.config.regularization, self.config.fold_in_steps,
+                           self.config.seed)
+        if not np.isfinite(user).all():
+            raise NaNLossError("BPR fold-in diverged (NaN user factors); lower learning_rate or fold_in_steps")
         return np.concatenate([user, np.ones((histories.n_rows, 1), np.float32)], axis=1)
 
-
-def bpr_fold_in(
-    items: np.ndarray, histories: Sequences, lr: float, reg: float, steps: int, seed: int
-) -> np.ndarray:
-    """User factors (histories.n_rows, d - 1) maximising the BPR objective with ``items`` fixed.
-
-    ``items`` is (n_items + 1, d): factors then the bias column. Each step samples one negative
-    per history event (negatives in the user's history are skipped, as implicit's
-    ``verify_negative_samples``) and adds ``lr * (sum_e sigmoid(-x_e) (y_pos - y_neg) - reg * n_u * u)``,
-    the sum of one epoch of implicit's per-sample SGD updates.
-    """
-    y, bias = items[:, :-1].astype(np.float32), items[:, -1].astype(np.float32)
-    rows, pos = histories.row_index(), np.asarray(histories.items, dtype=np.int64)
-    n_items, n_ev = histories.n_items, len(pos)
-    seen = np.unique(rows * (n_items + 1) + pos)  # sorted (row, item) keys of the histories
-    # (R, E) 0/1 matrix summing each row's events: events are grouped by row, so indptr = offsets
-    segment = sp.csr_matrix((np.ones(n_ev, np.float32), np.arange(n_ev), histories.offsets.copy()),
-                            shape=(histories.n_rows, n_ev))
-    n_u = histories.lengths().astype(np.float32)[:, None]  # (R, 1)
-    y_pos, b_pos = y[pos], bias[pos]  # (E, d - 1), (E,)
-    user = np.zeros((histories.n_rows, y.shape[1]), dtype=np.float32)
-    rng = np.random.default_rng(seed)
-    for _ in range(steps):
-        neg = rng.integers(1, n_items + 1, size=n_ev)
-        key = rows * (n_items + 1) + neg
-        in_hist = seen[np.minimum(np.searchsorted(seen, key), len(seen) - 1)] == key if n_ev else key < 0
-        diff = y_pos - y[neg]  # (E, d - 1)
-        x = np.einsum("ed,ed->e", user[rows], diff) + b_pos - bias[neg]
-        w = np.where(in_hist, 0.0, 0.5 * (1.0 - np.tanh(0.5 * x))).astype(np.float32)  # sigmoid(-x), stable
-        user += lr * (segment @ (w[:, None] * diff) - reg * n_u * user)
-    if not np.isfinite(user).all():
-        raise NaNLossError("BPR fold-in diverged (NaN user factors); lower learning_rate or fold_in_steps")
-    return user
+    def export_encoder(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Kind "bpr": the same fold-in (steps, rate, L2, seed) over the exported item factors."""
+        self.item_vectors()
+        c = self.config
+        return {"kind": "bpr", "learning_rate": c.learning_rate, "regularization": c.regularization,
+                "steps": c.fold_in_steps, "seed": c.seed}, {}

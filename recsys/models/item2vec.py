@@ -113,6 +113,7 @@ class Item2Vec(Model):
 
     name: ClassVar[str] = "item2vec"
     Config: ClassVar[type] = Item2VecConfig
+    warm_start: ClassVar[bool] = True
 
     def __init__(self, config: Item2VecConfig | None = None, device: str | torch.device = "auto") -> None:
         super().__init__()
@@ -283,6 +284,11 @@ class Item2Vec(Model):
         den = np.asarray(m.sum(axis=1)).ravel()
         out = (m @ vecs.astype(np.float64)) / np.where(den > 0, den, 1.0)[:, None]
         return out.astype(np.float32)
+
+    def export_encoder(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Kind "mean" over the exported item vectors with ``user_decay``, the whole history."""
+        self.item_vectors()  # raises NotFittedError
+        return {"kind": "mean", "decay": self.config.user_decay, "max_len": None}, {}
 
     # -- persistence ------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:

@@ -80,6 +80,10 @@ class Popularity(Model):
             raise NotFittedError("Popularity is not fitted: call fit() or load() first")
         return np.ones((histories.n_rows, 1), dtype=np.float32)
 
+    def export_encoder(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Kind "none": every history gets ``ones(1)``; the item vectors carry the ranking."""
+        return {"kind": "none"}, {}
+
     def save(self, directory: str | Path) -> None:
         save_arrays(directory, self.name, to_dict(self.config), {"counts": self.counts}, self._require_train())
 

@@ -75,6 +75,8 @@ class TwoTowerEnsemble(Model):
 
     name: ClassVar[str] = "two_tower_ensemble"
     Config: ClassVar[type] = TwoTowerEnsembleConfig
+    takes_item_features: ClassVar[bool] = True
+    checkpoints: ClassVar[bool] = True
 
     def __init__(self, config: TwoTowerEnsembleConfig | None = None, device: str | torch.device = "auto",
                  item_features: ItemFeatures | None = None) -> None:
@@ -176,6 +178,15 @@ class TwoTowerEnsemble(Model):
     def encode_users(self, histories: Sequences) -> np.ndarray:
         """(histories.n_rows, members * dim) float32: the members' user vectors side by side."""
         return self._join([m.encode_users(histories) for m in self._require_members()])
+
+    def export_encoder(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Kind "ensemble": the members' encoders (weights prefixed ``m<i>.``) side by side."""
+        specs, weights = [], {}
+        for i, m in enumerate(self._require_members()):
+            spec, w = m.export_encoder()
+            specs.append(spec)
+            weights.update({f"m{i}.{k}": v for k, v in w.items()})
+        return {"kind": "ensemble", "members": specs, "normalize": self.similarity == "cosine"}, weights
 
     def encode_item_features(self, features: ItemFeatures) -> np.ndarray:
         """Feature-only vectors of new items, side by side (see :meth:`TwoTower.encode_item_features`)."""

@@ -24,7 +24,7 @@ from torch import nn
 
 from recsys.config import from_dict, to_dict
 from recsys.data.sequences import Sequences
-from recsys.device import autocast, resolve_device
+from recsys.device import resolve_device
 from recsys.models.base import EpochCallback, Model, NaNLossError, Validator, atomic_dir, write_json
 from recsys.models.two_tower.checkpoint import load_tensors, save_tensors
 from recsys.models.two_tower.config import TwoTowerConfig
@@ -43,6 +43,8 @@ class TwoTower(Model):
     name: ClassVar[str] = "two_tower"
     Config: ClassVar[type] = TwoTowerConfig
     similarity = "dot"
+    takes_item_features: ClassVar[bool] = True
+    checkpoints: ClassVar[bool] = True
 
     def __init__(self, config: TwoTowerConfig | None = None, device: str | torch.device = "auto",
                  item_features: ItemFeatures | None = None) -> None:
@@ -105,13 +107,14 @@ class TwoTower(Model):
         id_mask = None
         if net["item"].has_features and self.item_seen is not None:
             id_mask = torch.as_tensor(self.item_seen, device=self.device)
-        with autocast(self.device, self.config.precision):
-            vecs = net["item"](ids, id_mask).float()
+        vecs = net["item"](ids, id_mask).float()  # fp32 whatever ``precision`` trains in: as served
         return self._finish(vecs)
 
     @torch.no_grad()
     def encode_users(self, histories: Sequences, batch_size: int = 1024) -> np.ndarray:
-        """(histories.n_rows, dim) float32: the user tower over the last ``max_len`` items of each row."""
+        """(histories.n_rows, dim) float32: the user tower over the last ``max_len`` items of each row.
+
+        Runs in fp32 whatever ``config.precision`` trains in, as serving's numpy encoder does."""
         net = self._require_net()
         if histories.n_items > self.n_items:
             raise ValueError(f"histories use item ids up to {histories.n_items} but the model knows {self.n_items}")
@@ -121,11 +124,23 @@ class TwoTower(Model):
             rows = np.arange(start, min(start + batch_size, histories.n_rows))
             inp = torch.as_tensor(histories.padded(self.config.max_len, rows), dtype=torch.long, device=self.device)
             uniq, inv = torch.unique(inp, return_inverse=True)  # encode each history item once
-            with autocast(self.device, self.config.precision):
-                x = net["item"](uniq)[inv]  # (B, T, D)
-                out.append(net["user"](x, inp > 0, last_only=True)[:, -1].float())  # (B, D) newest position
+            x = net["item"](uniq)[inv]  # (B, T, D)
+            out.append(net["user"](x, inp > 0, last_only=True)[:, -1].float())  # (B, D) newest position
         vecs = torch.cat(out) if out else torch.zeros(0, self.config.dim, device=self.device)
         return self._finish(vecs)
+
+    @torch.no_grad()
+    def export_encoder(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Kind "pooled" or "transformer" (:mod:`serving.towers`): the user tower's ``state_dict`` as arrays
+        plus ``item_table``, the item tower's vector of every item as history inputs see it (features folded in)."""
+        net = self._require_net()
+        net.eval()
+        cfg = self.config
+        weights = {"item_table": net["item"](torch.arange(self.n_items + 1, device=self.device)).float().cpu().numpy()}
+        weights.update({k: v.float().cpu().numpy() for k, v in net["user"].state_dict().items()})
+        spec = {"kind": cfg.user_tower, "pooling": cfg.pooling, "max_len": cfg.max_len, "n_layers": cfg.n_layers,
+                "n_heads": cfg.n_heads, "normalize": self.similarity == "cosine"}
+        return spec, weights
 
     def encode_item_features(self, features: ItemFeatures) -> np.ndarray:
         """(features.n_items + 1, dim) feature-only vectors of new items (e.g. from ``ItemFeatures.encode_new``)."""

@@ -1,0 +1,139 @@
+"""The two-tower user towers in numpy (pooled and causal Transformer), for serving without torch.
+
+Weights are the torch user tower's ``state_dict`` entries under their own names plus ``item_table``
+(the item tower's vector of every item, side features folded in at export), so
+:class:`TowerEncoder` reproduces ``TwoTower.encode_users`` to float32 round-off. A history is
+right-aligned as the torch tower sees it: the newest item always has position ``max_len - 1``, and
+padding is masked out of attention, so encoding ``(B, t)`` without padding equals encoding the
+left-padded ``(B, max_len)``. Only the newest position's output is computed in the last block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), so GELU matches torch's exact erf form."""
+    s = np.sign(x)
+    a = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return s * (1.0 - poly * np.exp(-a * a))
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + _erf(x * np.float32(1.0 / np.sqrt(2.0))))
+
+
+def _ln(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    mu = x.mean(-1, keepdims=True)
+    xc = x - mu
+    var = (xc * xc).mean(-1, keepdims=True)
+    return xc / np.sqrt(var + eps) * w + b
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    top = np.max(z, axis=-1, keepdims=True)
+    e = np.exp(z - np.where(np.isfinite(top), top, 0.0))  # rows of all -inf give 0 / 0, cleaned by the caller
+    with np.errstate(invalid="ignore"):
+        return e / e.sum(-1, keepdims=True)
+
+
+def required_weights(spec: Mapping) -> list[str]:
+    """Weight names a tower spec needs (the loader checks they are all in the bundle)."""
+    names = ["item_table", "norm.weight", "norm.bias"] if spec["kind"] == "pooled" else ["item_table", "pos.weight"]
+    if spec["kind"] == "pooled":
+        names += ["mlp.0.weight", "mlp.3.weight"]
+        if spec["pooling"] == "attention":
+            names += ["score.0.weight", "score.2.weight", "recency"]
+    else:
+        for i in range(int(spec["n_layers"])):
+            names += [f"blocks.{i}.{n}.weight" for n in ("ln1", "qkv", "proj", "ln2", "ffn.0", "ffn.3")]
+        names += ["ln_f.weight", "ln_f.bias"]
+    return names
+
+
+class TowerEncoder:
+    """Pooled or Transformer user tower over item-index histories, numpy float32.
+
+    Parameters
+    ----------
+    spec : ``{"kind": "pooled" | "transformer", "pooling", "dim", "max_len", "n_layers", "n_heads",
+        "normalize"}``.
+    weights : name -> array (see the module docstring).
+    """
+
+    def __init__(self, spec: Mapping, weights: Mapping[str, np.ndarray]) -> None:
+        missing = [n for n in required_weights(spec) if n not in weights]
+        if missing:
+            raise ValueError(f"{spec['kind']} encoder misses weights {missing[:5]}; re-export the bundle")
+        self.spec = dict(spec)
+        self.w = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
+        self.max_len = int(spec["max_len"])
+        # (out, in) torch layout -> (in, out) once, so every product is x @ W
+        self.wt = {k[: -len(".weight")]: v.T.copy() for k, v in self.w.items()
+                   if k.endswith(".weight") and v.ndim == 2 and k not in ("pos.weight",)}
+
+    @property
+    def dim(self) -> int:
+        return int(self.w["item_table"].shape[1])
+
+    def encode_padded(self, padded: np.ndarray) -> np.ndarray:
+        """(B, T) item indices, left-padded with 0, T <= max_len -> (B, dim) float32 user vectors."""
+        padded = np.asarray(padded, dtype=np.int64)[:, -self.max_len:]
+        x = self.w["item_table"][padded]  # (B, T, D)
+        valid = padded > 0
+        out = self._transformer(x, valid) if self.spec["kind"] == "transformer" else self._pooled(x, valid)
+        if self.spec.get("normalize"):
+            out = out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+        return out.astype(np.float32)
+
+    def _lin(self, x: np.ndarray, name: str) -> np.ndarray:
+        y = x @ self.wt[name]
+        bias = self.w.get(f"{name}.bias")
+        return y + bias if bias is not None else y
+
+    @staticmethod
+    def _visible(valid: np.ndarray) -> np.ndarray:
+        t = valid.shape[1]
+        tril = np.tril(np.ones((t, t), dtype=bool))
+        return (tril[None] & valid[:, None, :]) | np.eye(t, dtype=bool)[None]  # as user_tower.causal_mask
+
+    def _pooled(self, x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        t = x.shape[1]
+        visible = valid  # the last query sees every valid item (causal mask row T - 1)
+        if self.spec["pooling"] == "attention":
+            score = self._lin(np.tanh(self._lin(x, "score.0")), "score.2")[..., 0]  # (B, T)
+            gap = np.clip(t - 1 - np.arange(t), 0, self.max_len - 1)
+            logits = score + self.w["recency"][gap][None]
+        else:
+            logits = np.zeros(visible.shape, dtype=np.float32)
+        w = _softmax(np.where(visible, logits, -np.inf))
+        w = np.where(visible.any(-1, keepdims=True), np.nan_to_num(w), 0.0).astype(np.float32)
+        pooled = np.einsum("bt,btd->bd", w, x)  # (B, D)
+        h = _ln(pooled, self.w["norm.weight"], self.w["norm.bias"])
+        return pooled + self._lin(_gelu(self._lin(h, "mlp.0")), "mlp.3")
+
+    def _transformer(self, x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        b, t, d = x.shape
+        heads, hd = int(self.spec["n_heads"]), d // int(self.spec["n_heads"])
+        pos = self.w["pos.weight"][self.max_len - t:]
+        h = (x * np.float32(np.sqrt(d)) + pos[None]) * valid[..., None]
+        mask = self._visible(valid)[:, None]  # (B, 1, T, T)
+        n_layers = int(self.spec["n_layers"])
+        scale = np.float32(1.0 / np.sqrt(hd))
+        for i in range(n_layers):
+            p, last = f"blocks.{i}", i == n_layers - 1
+            qkv = self._lin(_ln(h, self.w[f"{p}.ln1.weight"], self.w[f"{p}.ln1.bias"]), f"{p}.qkv")
+            q, k, v = (z.reshape(b, t, heads, hd).transpose(0, 2, 1, 3) for z in np.split(qkv, 3, axis=-1))
+            m = mask
+            if last:  # the user vector is the newest position's output: its query alone in the last block
+                q, m, h = q[:, :, -1:], mask[:, :, -1:], h[:, -1:]
+            att = _softmax(np.where(m, (q @ k.transpose(0, 1, 3, 2)) * scale, -np.inf)) @ v
+            h = h + self._lin(att.transpose(0, 2, 1, 3).reshape(b, -1, d), f"{p}.proj")
+            f = _ln(h, self.w[f"{p}.ln2.weight"], self.w[f"{p}.ln2.bias"])
+            h = h + self._lin(_gelu(self._lin(f, f"{p}.ffn.0")), f"{p}.ffn.3")
+        return _ln(h, self.w["ln_f.weight"], self.w["ln_f.bias"])[:, -1]
