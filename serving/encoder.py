@@ -138,7 +138,7 @@ def bpr_negatives(seed: int, step: int, offsets: np.ndarray, items: np.ndarray, 
     """(E,) negative items in 1..n_items, one per event: a hash of (seed, step, position in its row, item),
     so a history draws the same negatives alone or in any batch."""
     pos = np.arange(len(items)) - np.repeat(offsets[:-1], np.diff(offsets))
-    key = (np.uint64(seed) * np.uint64(1_000_003) + np.uint64(step)) * np.uint64(0x100000001B3)
+    key = np.uint64(((seed * 1_000_003 + step) * 0x100000001B3) % 2**64)
     x = _mix(_mix(items.astype(np.uint64) + key) ^ pos.astype(np.uint64))
     return (x % np.uint64(n_items)).astype(np.int64) + 1
 

@@ -1,0 +1,227 @@
+"""Served = evaluated: offline test NDCG@10 of each Beauty model against the same histories served by its bundle.
+
+For every model of the README's Beauty table (configs ``experiments/configs/beauty_<model>.toml``): fit
+on the S3-Rec / ICLRec split (leave-last-out; validation for early stopping where the config asks),
+score test offline (``model.encode_users`` + full ranking, history excluded), export the bundle through
+``recsys.export.export_model`` (the pipeline's path), load it with ``serving.Recommender`` (exact search)
+and ask ``recommend_for_history(<test history>, k=10)`` for every test user: the model's own numpy
+encoder, no torch. Reported: offline and served HR@10 / NDCG@10, their difference, the share of
+identical top-10 lists, per-request latency, and a sample of the same requests sent over HTTP to
+``python -m serving`` whose lists must be identical to the in-process ones.
+
+    python experiments/served_parity.py                         # every model, configs as tuned (about 1.5 h)
+    python experiments/served_parity.py --models als,bpr        # some models; other rows kept from the last report
+    python experiments/served_parity.py --max-epochs 2 --quick  # smoke run: 2000 users
+
+Writes ``experiments/reports/served_parity{,_quick}.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from beauty_baselines import DEFAULT_DATA, REPORTS, read_beauty  # same folder; same reader as the baselines
+
+from pipelines.config import load_run_config
+from recsys.data.split import SplitData, leave_last_out
+from recsys.evaluation.evaluator import EvalProtocol, evaluate_model, make_validator
+from recsys.export import AnnConfig, export_model
+from recsys.models.base import Model
+from recsys.models.registry import MODELS, build_model
+from serving import Recommender
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+MODELS_IN_TABLE = ("popularity", "bpr", "als", "item2vec", "two_tower_pooled", "two_tower_transformer",
+                   "two_tower_ensemble")
+TOLERANCE = 0.001  # |served - offline| NDCG@10 allowed
+K = 10
+
+
+def fit(name: str, split: SplitData, protocol: EvalProtocol, max_epochs: int | None, models_dir: Path | None,
+        device: str) -> tuple[Model, float, bool]:
+    """The model of ``beauty_<name>.toml``, fitted (or loaded from ``models_dir`` when saved there before)."""
+    cfg = load_run_config(CONFIGS / f"beauty_{name}.toml")
+    saved = models_dir / name if models_dir else None
+    if saved is not None and saved.is_dir():
+        print(f"[{name}] loading the model saved in {saved}", flush=True)
+        return MODELS[cfg.model_name].load(saved), 0.0, True
+    params, config_cls = {"seed": cfg.run.seed, **cfg.model}, MODELS[cfg.model_name].Config
+    for key in ("epochs", "iterations"):
+        if max_epochs and key in config_cls.__dataclass_fields__:
+            params[key] = min(int(params.get(key, getattr(config_cls(), key))), max_epochs)
+    model = build_model(cfg.model_name, params, device)
+    t0 = time.perf_counter()
+    model.fit(split.train, on_epoch_end=lambda e, m: print(f"[{name}] epoch {e} {_short(m)}", flush=True),
+              validate=make_validator(split.valid_history, split.valid_targets, protocol))
+    seconds = time.perf_counter() - t0
+    if saved is not None:
+        model.save(saved)
+    return model, seconds, False
+
+
+def _short(m: dict) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in m.items() if k in ("loss", "val_ndcg_10") or k.startswith("val_ndcg"))
+
+
+def served(rec: Recommender, split: SplitData, users: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+    """HR@10 / NDCG@10 of ``recommend_for_history`` over ``users``, their (n, 10) lists (0 = empty) and
+    per-request seconds."""
+    hist, tgt = split.test_history, split.test_targets
+    lists, seconds, gains, hits = np.zeros((len(users), K), np.int64), np.zeros(len(users)), 0.0, 0
+    for b, u in enumerate(users.tolist()):
+        t0 = time.perf_counter()
+        items = rec.recommend_for_history(hist.row(u).tolist(), k=K).items
+        seconds[b] = time.perf_counter() - t0
+        lists[b, :len(items)] = items
+        target = int(tgt.row(u)[0])
+        if target in items:
+            hits += 1
+            gains += 1.0 / math.log2(items.index(target) + 2)
+    return {"hr_10": hits / len(users), "ndcg_10": gains / len(users)}, lists, seconds
+
+
+def over_http(bundle: Path, split: SplitData, users: np.ndarray) -> np.ndarray:
+    """The same requests POSTed to ``python -m serving <bundle>`` on 127.0.0.1: (n, 10) lists."""
+    import httpx
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "serving", str(bundle), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = np.zeros((len(users), K), np.int64)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            for b, u in enumerate(users.tolist()):
+                items = client.post("/v1/recommend", json={"history": split.test_history.row(u).tolist(),
+                                                           "k": K}).json()["items"]
+                out[b, :len(items)] = items
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return out
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_model(name: str, model: Model, split: SplitData, protocol: EvalProtocol, http_sample: int) -> dict:
+    users = np.flatnonzero(np.diff(split.test_targets.offsets) > 0)
+    offline = evaluate_model(model, split.test_history, split.test_targets, protocol)
+    model_lists, _ = model.recommend(users, k=K, histories=split.test_history)
+    with tempfile.TemporaryDirectory(prefix="parity-") as tmp:
+        t0 = time.perf_counter()
+        ids = np.arange(1, split.n_items + 1)
+        bundle = export_model(Path(tmp) / "bundle", model, ids, np.arange(1, split.n_users + 1),
+                              ann=AnnConfig(n_trees=10, search_k_factors=(1,), search="exact"))
+        export_s = time.perf_counter() - t0
+        rec = Recommender.load(bundle, search="exact")
+        metrics, lists, seconds = served(rec, split, users)
+        sample = np.random.default_rng(0).choice(len(users), min(http_sample, len(users)), replace=False)
+        http_lists = over_http(bundle, split, users[sample]) if http_sample else lists[sample]
+    row = {
+        "offline": {k: offline[k] for k in ("hr_10", "ndcg_10", "hr_20", "ndcg_20")},
+        "served": metrics, "users": len(users),
+        "ndcg_10_diff": metrics["ndcg_10"] - offline["ndcg_10"],
+        "identical_top10": float(np.mean(np.all(lists == model_lists, axis=1))),
+        "http_requests": int(len(sample)) if http_sample else 0,
+        "http_identical": bool(np.array_equal(http_lists, lists[sample])),
+        "encoder": rec.manifest["encoder"]["kind"], "encoder_check": rec.manifest["encoder_check"],
+        "request_ms": {"mean": 1e3 * float(seconds.mean()), "p99": 1e3 * float(np.percentile(seconds, 99))},
+        "export_s": round(export_s, 1),
+    }
+    row["within_tolerance"] = abs(row["ndcg_10_diff"]) <= TOLERANCE
+    print(f"[{name}] offline ndcg_10 {offline['ndcg_10']:.4f} served {metrics['ndcg_10']:.4f} "
+          f"diff {row['ndcg_10_diff']:+.5f} identical {row['identical_top10']:.3f} http {row['http_identical']}",
+          flush=True)
+    return row
+
+
+def markdown(report: dict) -> str:
+    lines = ["# Served = evaluated on Amazon Beauty", "",
+             f"Command: `{report['command']}`. Commit `{report['commit']}`. Machine: {report['machine']}.", "",
+             f"Every test user ({report['users']:,}); served = `Recommender.recommend_for_history(test history, "
+             f"k=10)` on the exported bundle, exact search; tolerance |served - offline| NDCG@10 <= {TOLERANCE}.", "",
+             "| model | encoder | epochs | offline HR@10 | served HR@10 | offline NDCG@10 | served NDCG@10 | diff | "
+             "identical top-10 | HTTP sample identical | request ms mean / p99 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in report["models"].items():
+        o, s = r["offline"], r["served"]
+        lines.append(f"| {name} | {r['encoder']} | {r.get('epochs', '-')} | {o['hr_10']:.4f} | {s['hr_10']:.4f} | "
+                     f"{o['ndcg_10']:.4f} | {s['ndcg_10']:.4f} | {r['ndcg_10_diff']:+.5f} | "
+                     f"{r['identical_top10']:.4f} | {r['http_identical']} ({r['http_requests']}) | "
+                     f"{r['request_ms']['mean']:.2f} / {r['request_ms']['p99']:.2f} |")
+    earlier = [f"- {k}: `{v['command']}` at `{v['commit']}`" for k, v in report["models"].items()
+               if v.get("command") != report["command"]]
+    if earlier:
+        lines += ["", "Rows kept from earlier runs:", "", *earlier]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Beauty.txt (user i1 i2 ... per line)")
+    ap.add_argument("--models", default=",".join(MODELS_IN_TABLE), help="comma list of: " + ", ".join(MODELS_IN_TABLE))
+    ap.add_argument("--max-epochs", type=int, default=0, help="cap every config's epochs / iterations (0 = as tuned)")
+    ap.add_argument("--models-dir", type=Path, default=None,
+                    help="save fitted models here, and load them instead of fitting when already saved")
+    ap.add_argument("--http-sample", type=int, default=300, help="requests also sent over HTTP (0 = none)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: the first 2000 users")
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    names = [n for n in args.models.split(",") if n]
+    unknown = sorted(set(names) - set(MODELS_IN_TABLE))
+    if unknown:
+        ap.error(f"unknown model(s) {unknown}; choose from {list(MODELS_IN_TABLE)}")
+    events, n_users, n_items = read_beauty(args.data, 2000 if args.quick else None)
+    split = leave_last_out(events, n_users, n_items)
+    protocol = EvalProtocol(split="leave_last_out", ks=(10, 20), fingerprint=split.fingerprint)
+    out = REPORTS / f"served_parity{'_quick' if args.quick else ''}.json"
+    report = json.loads(out.read_text()) if out.is_file() else {"models": {}}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    command = "python experiments/served_parity.py " + " ".join(sys.argv[1:])
+    report.update(command=command.strip(), commit=commit, users=int(np.sum(np.diff(split.test_targets.offsets) > 0)),
+                  machine=f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+                          "CPU only")
+    for name in names:
+        model, fit_s, loaded = fit(name, split, protocol, args.max_epochs or None, args.models_dir, args.device)
+        row = check_model(name, model, split, protocol, args.http_sample)
+        row.update(command=report["command"], commit=commit, fit_s=round(fit_s, 1), loaded=loaded,
+                   epochs=len(getattr(model, "history", [])) or "-", max_epochs=args.max_epochs or None)
+        report["models"][name] = row
+        report["models"] = {k: report["models"][k] for k in MODELS_IN_TABLE if k in report["models"]}
+        tmp = out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(report, indent=2))
+        tmp.replace(out)
+        md = out.with_suffix(".md.tmp")
+        md.write_text(markdown(report))
+        md.replace(out.with_suffix(".md"))
+    bad = [n for n in names if not report["models"][n]["within_tolerance"] or not report["models"][n]["http_identical"]]
+    if bad:
+        raise SystemExit(f"served != evaluated for {bad}; see {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
