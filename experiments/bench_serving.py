@@ -8,9 +8,16 @@
     exact numpy scorer over all items; recall@10 of each against the exact top-10.
 (b) HTTP: ``python -m serving`` (uvicorn, 1 and 2 workers) on the Beauty bundle, driven by a loopback
     asyncio keep-alive client with bounded concurrency for a fixed duration: req/s, p50/p99.
+(c) Request-time encoding: Transformer two-tower bundles on Beauty's 12,101 items (one tower of dim 128,
+    and the README's ensemble: 2 x dim 96 = 192), every user with a stored history of 50 items, max_len 50.
+    In process: ``recommend(user, k=10, history=<20 recent events>)`` (stored history + events encoded by
+    the model's numpy encoder, then scored) beside the stored-vector path; over HTTP: ``POST /v1/recommend``
+    with ``user_id`` + 20 events. The towers' weights are their initialisation (``epochs = 0``): the cost
+    does not depend on the values.
 
-    python experiments/bench_serving.py            # full run (~10 min on 2 cores)
-    python experiments/bench_serving.py --quick    # 100k synthetic items, short HTTP runs
+    python experiments/bench_serving.py                     # full run (~10 min on 2 cores)
+    python experiments/bench_serving.py --quick             # 100k synthetic items, short HTTP runs
+    python experiments/bench_serving.py --only encoding     # (c) alone; (a) and (b) kept from the last report
 
 Writes experiments/reports/bench_serving{,_quick}.{json,md}.
 """
@@ -38,7 +45,9 @@ from threadpoolctl import threadpool_limits
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from recsys.export import AnnConfig, export_bundle  # noqa: E402
+from recsys.data.sequences import Sequences  # noqa: E402
+from recsys.export import AnnConfig, export_bundle, export_model  # noqa: E402
+from recsys.models.two_tower import TwoTower, TwoTowerConfig, TwoTowerEnsemble, TwoTowerEnsembleConfig  # noqa: E402
 from serving import Recommender  # noqa: E402
 
 BEAUTY = Path(os.environ.get("RECSYS_SHARED_DATA", REPO.parent / "shared" / "data")) / "iclrec-amazon" / "Beauty.txt"
@@ -152,12 +161,98 @@ def in_process(name: str, items, users, seen, workdir: Path, n_queries: int, tar
             "bundle_mb": round(size / 2**20, 1), "bundle_path": str(bundle)}
 
 
+# -- request-time encoding -----------------------------------------------------------------------------
+ENCODING_MODELS = {  # the README's Beauty Transformer towers: one of dim 128, the ensemble of 2 x dim 96
+    "transformer-128": lambda: TwoTower(TwoTowerConfig(dim=128, max_len=50, n_layers=2, n_heads=2, epochs=0), "cpu"),
+    "ensemble-2x96": lambda: TwoTowerEnsemble(TwoTowerEnsembleConfig(dim=96, max_len=50, n_layers=2, n_heads=2,
+                                                                     epochs=0, members=2), "cpu"),
+}
+
+
+def stored_histories(n_users: int, n_items: int, length: int, seed: int = 3) -> Sequences:
+    """``length`` items per user, Zipf-popular items as in a real log (row 0 = padding user)."""
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    items = rng.choice(np.arange(1, n_items + 1), size=(n_users, length), p=p / p.sum())
+    offsets = np.concatenate([[0, 0], np.cumsum(np.full(n_users, length))]).astype(np.int64)
+    return Sequences(offsets, items.ravel().astype(np.int32), n_items)
+
+
+def encoding(work: Path, n_items: int, n_users: int, queries: int, recent: int) -> list[dict]:
+    """Per bundle: in-process ``recommend`` with ``recent`` events vs the stored vector (wall and CPU ms)."""
+    hist = stored_histories(n_users, n_items, 50)
+    rng = np.random.default_rng(4)
+    out = []
+    for name, make in ENCODING_MODELS.items():
+        model = make().fit(hist)  # epochs = 0: initialised weights
+        t0 = time.perf_counter()
+        bundle = export_model(work / name, model, np.arange(1, n_items + 1), np.arange(1, n_users + 1),
+                              histories=hist, ann=AnnConfig(sample=300))
+        export_s = time.perf_counter() - t0
+        rec = Recommender.load(bundle)
+        users = rng.integers(1, n_users + 1, queries)
+        events = rng.integers(1, n_items + 1, (queries, recent))
+        row = {"name": name, "items": n_items, "dim": rec.manifest["dim"], "encoder": rec.manifest["encoder"]["kind"],
+               "history": 50, "recent": recent, "queries": queries, "search": rec.search,
+               "export_s": round(export_s, 1), "bundle_path": str(bundle), "users": n_users,
+               "paths": _time_encoding(rec, users, events)}
+        assert rec.recommend(int(users[0]), 10, history=events[0].tolist()).source == "fresh"
+        out.append(row)
+        print(json.dumps(row, indent=1), flush=True)
+    return out
+
+
+def _time_encoding(rec: Recommender, users: np.ndarray, events: np.ndarray) -> dict:
+    """Wall and CPU percentiles of ``recommend`` with the recent ``events`` and from the stored vector."""
+    paths = {f"recommend + {events.shape[1]} recent events":
+             lambda i: rec.recommend(int(users[i]), 10, history=events[i].tolist()),
+             "recommend (stored vector)": lambda i: rec.recommend(int(users[i]), 10)}
+    out = {}
+    with threadpool_limits(limits=1, user_api="blas"):  # as `python -m serving` runs (--blas-threads 1)
+        for key, fn in paths.items():
+            for i in range(50):
+                fn(i)
+            ns, cpu = [], []
+            for i in range(len(users)):
+                t, c = time.perf_counter_ns(), time.thread_time_ns()
+                fn(i)
+                cpu.append(time.thread_time_ns() - c)
+                ns.append(time.perf_counter_ns() - t)
+            out[key] = {**_pct(ns), **{f"cpu_{k}": v for k, v in _pct(cpu).items() if k != "mean_ms"}}
+    return out
+
+
+def encoding_http(rows: list[dict], workers: int, concurrency: int, seconds: float, recent: int) -> list[dict]:
+    """``POST /v1/recommend`` with a known user and ``recent`` events, per encoding bundle."""
+    out = []
+    rng = np.random.default_rng(5)
+    for row in rows:
+        reqs = [post("/v1/recommend", {"user_id": int(u), "history": rng.integers(1, row["items"] + 1, recent).tolist(),
+                                       "k": 10}) for u in rng.integers(1, row["users"] + 1, 5000)]
+        got = http(Path(row["bundle_path"]), row["users"], workers, concurrency, seconds,
+                   loads=[(f"POST /v1/recommend + {recent} events ({row['name']})", reqs, seconds)])
+        out.extend(got)
+        print(json.dumps(got), flush=True)
+    return out
+
+
 # -- HTTP ------------------------------------------------------------------------------------------
-async def _client(host: str, port: int, paths: list[str], lat: list[int], errors: list[int], stop: float) -> None:
+def get(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+
+
+def post(path: str, body: dict) -> bytes:
+    data = json.dumps(body).encode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n")
+    return head.encode() + data
+
+
+async def _client(host: str, port: int, reqs: list[bytes], lat: list[int], errors: list[int], stop: float) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     i = 0
     while time.perf_counter() < stop:
-        req = f"GET {paths[i % len(paths)]} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        req = reqs[i % len(reqs)]
         i += 1
         t = time.perf_counter_ns()
         writer.write(req)
@@ -180,8 +275,10 @@ async def _load(port: int, paths: list[str], concurrency: int, seconds: float) -
             "req_per_s": round(len(lat) / wall, 1), **_pct(lat)}
 
 
-def http(bundle: Path, users: int, workers: int, concurrency: int, seconds: float) -> dict:
-    """Start uvicorn with ``workers`` processes, warm it up, drive it, shut it down."""
+def http(bundle: Path, users: int, workers: int, concurrency: int, seconds: float,
+         loads: list[tuple[str, list[bytes], float]] | None = None) -> list[dict]:
+    """Start uvicorn with ``workers`` processes, warm it up, drive each of ``loads`` (endpoint label,
+    requests, seconds; default: ``GET /v1/recommend`` then ``/healthz``), shut it down."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -195,12 +292,13 @@ def http(bundle: Path, users: int, workers: int, concurrency: int, seconds: floa
             except OSError:
                 time.sleep(0.1)
         rng = np.random.default_rng(2)
-        paths = [f"/v1/recommend?user_id={u}&k=10" for u in rng.integers(1, users + 1, 5000)]
-        asyncio.run(_load(port, paths, concurrency, min(2.0, seconds)))  # warm-up
+        paths = [get(f"/v1/recommend?user_id={u}&k=10") for u in rng.integers(1, users + 1, 5000)]
+        # the recommend endpoint, then /healthz as the framework-only baseline (uvicorn h11 + FastAPI)
+        loads = loads or [("GET /v1/recommend", paths, seconds), ("/healthz", [get("/healthz")], seconds / 2)]
+        asyncio.run(_load(port, loads[0][1], concurrency, min(2.0, seconds)))  # warm-up
         tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
         out = []
-        # the recommend endpoint, then /healthz as the framework-only baseline (uvicorn h11 + FastAPI)
-        for endpoint, ps, secs in (("/v1/recommend", paths, seconds), ("/healthz", ["/healthz"], seconds / 2)):
+        for endpoint, ps, secs in loads:
             cpu0 = sum(sum(p.cpu_times()[:2]) for p in tree)
             got = asyncio.run(_load(port, ps, concurrency, secs))
             cpu = sum(sum(p.cpu_times()[:2]) for p in tree) - cpu0
@@ -226,7 +324,7 @@ def markdown(res: dict) -> str:
             if key not in r:
                 continue
             x = r[key]
-            ivf = r["ivf_index"] or {}
+            ivf = r.get("ivf_index") or {}
             setting = {"annoy": f"n_trees {r['n_trees']}, search_k {r['search_k']}",
                        "ivf": f"nlist {ivf.get('nlist')}, nprobe {ivf.get('nprobe')}"}.get(key, "-")
             lines.append(f"| {r['name']} | {r['items']:,} | {r['dim']} | {key} | {setting} | "
@@ -248,12 +346,51 @@ def markdown(res: dict) -> str:
         lines.append(f"| {h['endpoint']} | {h['workers']} | {h['concurrency']} | {h['seconds']} | {h['requests']} | "
                      f"{h['errors']} | "
                      f"{h['req_per_s']} | {h['p50_ms']} | {h['p99_ms']} | {h['server_cpu_us_per_req']} |")
+    enc = res.get("encoding")
+    if enc:
+        lines += ["", "## Request-time encoding: a known user's stored history (50) + recent events",
+                  "", f"Command: `{enc['command']}`. Load average at start: {enc['loadavg']}.", "",
+                  "| bundle | encoder | items | dim | search | path | p50 ms | p99 ms | CPU p50 ms | CPU p99 ms |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in enc["in_process"]:
+            for key, x in r["paths"].items():
+                lines.append(f"| {r['name']} | {r['encoder']} | {r['items']:,} | {r['dim']} | {r['search']} | {key} | "
+                             f"{x['p50_ms']} | {x['p99_ms']} | {x['cpu_p50_ms']} | {x['cpu_p99_ms']} |")
+        lines += ["", "| endpoint | workers | concurrency | seconds | requests | errors | req/s | p50 ms | p99 ms "
+                  "| server CPU us/req |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for h in enc["http"]:
+            lines.append(f"| {h['endpoint']} | {h['workers']} | {h['concurrency']} | {h['seconds']} | "
+                         f"{h['requests']} | {h['errors']} | {h['req_per_s']} | {h['p50_ms']} | {h['p99_ms']} | "
+                         f"{h['server_cpu_us_per_req']} |")
+        lines += ["", "Targets: in-process p99 < 3 ms with 20 recent events (history 50); HTTP POST with recent "
+                  "events >= 500 req/s, p99 < 30 ms."]
     lines += ["", "Targets: in-process p99 < 1 ms at 1M items with recall@10 >= 0.95; "
               "HTTP >= 1,000 req/s, p99 < 20 ms.",
               "The client runs on the same 2 cores as the server, so HTTP figures are a lower bound. Server CPU per "
               "request (all worker processes) is the contention-independent cost: 2 dedicated cores / that cost "
               "bounds req/s.", ""]
     return "\n".join(lines)
+
+
+def run_lookups(res: dict, a: argparse.Namespace, n_items: int, queries: int, secs: float, work: Path) -> None:
+    """(a) in-process lookups on Beauty ALS and the synthetic catalogue, (b) HTTP GET on the Beauty bundle."""
+    if BEAUTY.is_file():
+        items, users, seen = beauty_als(BEAUTY, a.dim)
+        name = "beauty-als"
+    else:  # same shape as Beauty, random vectors
+        items, users, seen = synthetic(12_101, 22_363, a.dim)
+        name = "beauty-sized-synthetic"
+    res["in_process"].append(in_process(name, items, users, seen, work, queries, 0.98))
+    print(json.dumps(res["in_process"][-1], indent=1), flush=True)
+    items, users, seen = synthetic(n_items, 10_000, a.dim)
+    res["in_process"].append(in_process(f"synthetic-{n_items // 1000}k", items, users, seen, work, queries, 0.95))
+    print(json.dumps(res["in_process"][-1], indent=1), flush=True)
+    del items, users, seen
+    res["http_bundle"] = res["in_process"][0]["name"]
+    for w in (int(x) for x in a.workers.split(",")):
+        res["http"].extend(http(Path(res["in_process"][0]["bundle_path"]), res["in_process"][0]["users"], w,
+                                a.concurrency, secs))
+        print(json.dumps(res["http"][-2:]), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -266,34 +403,32 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--workers", default="1,2", help="comma-separated uvicorn worker counts")
     p.add_argument("--out", type=Path, default=REPO / "experiments" / "reports")
+    p.add_argument("--only", choices=("all", "encoding"), default="all",
+                   help="encoding: run (c) alone and keep (a) and (b) from the last report")
+    p.add_argument("--recent", type=int, default=20, help="recent events per request in (c)")
     a = p.parse_args(argv)
     n_items, queries, secs = (100_000, 500, 3.0) if a.quick else (a.items, a.queries, a.http_seconds)
     res = {"quick": a.quick, "command": "python " + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                       f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, python {platform.python_version()}",
            "loadavg": [round(x, 2) for x in os.getloadavg()], "in_process": [], "http": []}
+    stem = a.out / f"bench_serving{'_quick' if a.quick else ''}"
+    if a.only == "encoding":
+        res = {**json.loads(stem.with_suffix(".json").read_text()), "quick": a.quick}
     work = Path(tempfile.mkdtemp(prefix="bench_serving_"))
     try:
-        if BEAUTY.is_file():
-            items, users, seen = beauty_als(BEAUTY, a.dim)
-            name = "beauty-als"
-        else:  # same shape as Beauty, random vectors
-            items, users, seen = synthetic(12_101, 22_363, a.dim)
-            name = "beauty-sized-synthetic"
-        res["in_process"].append(in_process(name, items, users, seen, work, queries, 0.98))
-        print(json.dumps(res["in_process"][-1], indent=1), flush=True)
-        items, users, seen = synthetic(n_items, 10_000, a.dim)
-        res["in_process"].append(in_process(f"synthetic-{n_items // 1000}k", items, users, seen, work, queries, 0.95))
-        print(json.dumps(res["in_process"][-1], indent=1), flush=True)
-        del items, users, seen
-        res["http_bundle"] = res["in_process"][0]["name"]
+        if a.only == "all":
+            run_lookups(res, a, n_items, queries, secs, work)
+        enc = {"command": res["command"] if a.only == "all" else "python " + " ".join([Path(sys.argv[0]).name,
+                                                                                       *sys.argv[1:]]),
+               "loadavg": [round(x, 2) for x in os.getloadavg()]}
+        enc["in_process"] = encoding(work, 12_101, 2000 if a.quick else 22_363, queries, a.recent)
+        enc["http"] = []
         for w in (int(x) for x in a.workers.split(",")):
-            res["http"].extend(http(Path(res["in_process"][0]["bundle_path"]), res["in_process"][0]["users"], w,
-                                    a.concurrency, secs))
-            print(json.dumps(res["http"][-2:]), flush=True)
+            enc["http"].extend(encoding_http(enc["in_process"], w, a.concurrency, secs, a.recent))
+        res["encoding"] = enc
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    stem = a.out / f"bench_serving{'_quick' if a.quick else ''}"
     a.out.mkdir(parents=True, exist_ok=True)
     for suffix, text in ((".json", json.dumps(res, indent=2)), (".md", markdown(res))):
         tmp = stem.with_suffix(suffix + ".tmp")

@@ -13,7 +13,8 @@ sent with the request, encoded now by the model's own encoder), "history" (an an
 encoded the same way) or "popularity" (cold start). The encoder is the model's (:mod:`serving.encoder`),
 so a served history ranks as the model ranked it offline.
 Results carry raw ids only. Exclusions (seen items, ``exclude``) are honoured by over-fetching
-``k + #excluded`` candidates from the index and doubling until ``k`` survive or the catalogue runs out.
+``k + #excluded`` candidates from the index and doubling until ``k`` survive or the catalogue runs out
+(:mod:`serving.search`, the same code export measures recall and speed with).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 
 from serving import format as fmt
 from serving.loader import Bundle, load_bundle
+from serving.search import annoy_candidates, best, drop, exact_candidates, ivf_candidates
 
 
 @dataclass(frozen=True)
@@ -150,82 +152,33 @@ class Recommender:
 
     def _answer(self, query: np.ndarray, k: int, banned: np.ndarray, allowed: np.ndarray | None,
                 source: str) -> Recommendation:
+        b = self.bundle
         if allowed is not None:  # a whitelist is scored exactly: no ANN recall loss, cost O(|allow| d)
-            cands = _drop(allowed, banned)
+            cands = drop(allowed, banned)
         elif self.search == "exact":
-            cands = self._exact_candidates(query, k, banned)
+            cands = exact_candidates(b.item_vectors, query, k, banned, self._item_norms() if self.angular else None)
         elif self.search == "ivf":
-            cands = self._ivf_candidates(query, k, banned)
+            cands = ivf_candidates(b.ivf, query, k, banned)
         else:
-            cands = self._ann_candidates(query, k, banned)
-        scores = self._score(query, cands)
-        order = np.lexsort((cands, -scores))[:k]  # best first, ties by index for determinism
-        return self._result(cands[order], scores[order], source)
-
-    def _ann_candidates(self, query: np.ndarray, k: int, banned: np.ndarray) -> np.ndarray:
-        """At least ``k`` non-banned item indices (fewer only when the catalogue is exhausted)."""
-        n = min(k + len(banned), self.n_items)
-        while True:
-            search_k = fmt.effective_search_k(self._search_k, self._n_trees, n)
-            got = np.asarray(self.bundle.index.get_nns_by_vector(query, n, search_k=search_k), dtype=np.int64) + 1
-            keep = _drop(got, banned)
-            if len(keep) >= k or n >= self.n_items:
-                return keep
-            n = min(max(2 * n, n + k), self.n_items)
-
-    def _ivf_candidates(self, query: np.ndarray, k: int, banned: np.ndarray) -> np.ndarray:
-        """At least ``k`` non-banned item indices from the IVF cells; scans more cells while too few survive."""
-        ivf = self.bundle.ivf
-        n, nprobe = min(k + len(banned), self.n_items), ivf.nprobe
-        while True:
-            keep = _drop(ivf.search(query, n, nprobe), banned)
-            if len(keep) >= k or nprobe >= ivf.nlist:
-                return keep
-            nprobe = min(2 * nprobe, ivf.nlist)
-
-    def _exact_candidates(self, query: np.ndarray, k: int, banned: np.ndarray) -> np.ndarray:
-        """Best ``k`` non-banned item indices by scoring every item (order is settled by the caller)."""
-        scores = np.asarray(self.bundle.item_vectors @ query)  # (n_items + 1,)
-        if self.angular:
-            scores = scores / self._item_norms()
-        scores[0] = -np.inf
-        scores[banned] = -np.inf
-        top = np.argpartition(-scores, min(k, self.n_items) - 1)[:k]
-        return top[np.isfinite(scores[top])]
+            cands = annoy_candidates(b.index, query, k, banned, self._search_k, self._n_trees)
+        ids, scores = best(b.item_vectors, query, cands, k, self.angular)
+        return self._result(ids, scores, source)
 
     def _item_norms(self) -> np.ndarray:
         if not hasattr(self, "_norms"):
             self._norms = np.maximum(np.linalg.norm(self.bundle.item_vectors, axis=1), 1e-12)
         return self._norms
 
-    def _score(self, query: np.ndarray, cands: np.ndarray) -> np.ndarray:
-        vecs = np.asarray(self.bundle.item_vectors[cands], dtype=np.float32)  # (n, d)
-        scores = vecs @ query
-        if self.angular:
-            scores = scores / np.maximum(np.linalg.norm(vecs, axis=1) * np.linalg.norm(query), 1e-12)
-        return scores.astype(np.float32)
-
     def _popular(self, k: int, banned: np.ndarray, allowed: np.ndarray | None) -> Recommendation:
         pop = self.bundle.popular
         if allowed is not None:
             pop = allowed[np.lexsort((allowed, -self.bundle.popularity[allowed]))]
-        keep = _drop(pop, banned)[:k]
+        keep = drop(pop, banned)[:k]
         return self._result(keep, self.bundle.popularity[keep], "popularity")
 
     def _result(self, idx: np.ndarray, scores: np.ndarray, source: str) -> Recommendation:
         meta = None if self.bundle.meta is None else [self.bundle.meta[i - 1] for i in idx.tolist()]
         return Recommendation(self.bundle.items.raw(idx), [float(s) for s in scores], source, meta)
-
-
-def _drop(ids: np.ndarray, banned: np.ndarray) -> np.ndarray:
-    """``ids`` without the ``banned`` ones, order kept; a set for the usual few hundred ids (np.isin
-    sorts both arrays and costs ~10x more at these sizes)."""
-    if not len(banned):
-        return ids
-    if len(banned) > 512:
-        return ids[~np.isin(ids, banned)]
-    bset = set(banned.tolist())
-    return ids[np.fromiter((i not in bset for i in ids.tolist()), dtype=bool, count=len(ids))]
 
 
 def _check_k(k: object) -> int:

@@ -16,23 +16,41 @@ import numpy as np
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
-    """Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), so GELU matches torch's exact erf form."""
-    s = np.sign(x)
+    """Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), so GELU matches torch's exact erf form; in place
+    on temporaries (this is most of the FFN's elementwise work)."""
     a = np.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    return s * (1.0 - poly * np.exp(-a * a))
+    t = 0.3275911 * a
+    t += 1.0
+    np.reciprocal(t, out=t)
+    poly = 1.061405429 * t
+    for c in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
+        poly += c
+        poly *= t
+    np.multiply(a, a, out=a)
+    np.negative(a, out=a)
+    np.exp(a, out=a)
+    poly *= a
+    np.subtract(1.0, poly, out=poly)
+    return np.copysign(poly, x, out=poly)
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + _erf(x * np.float32(1.0 / np.sqrt(2.0))))
+    e = _erf(x * np.float32(1.0 / np.sqrt(2.0)))
+    e += 1.0
+    e *= x
+    e *= 0.5
+    return e
 
 
 def _ln(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 1e-5) -> np.ndarray:
-    mu = x.mean(-1, keepdims=True)
-    xc = x - mu
-    var = (xc * xc).mean(-1, keepdims=True)
-    return xc / np.sqrt(var + eps) * w + b
+    d = np.float32(1.0 / x.shape[-1])
+    xc = x - np.add.reduce(x, axis=-1, keepdims=True) * d
+    var = np.add.reduce(xc * xc, axis=-1, keepdims=True) * d
+    var += eps
+    xc /= np.sqrt(var, out=var)
+    xc *= w
+    xc += b
+    return xc
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -100,6 +118,8 @@ class TowerEncoder:
     def _visible(valid: np.ndarray) -> np.ndarray:
         t = valid.shape[1]
         tril = np.tril(np.ones((t, t), dtype=bool))
+        if valid.all():  # one unpadded request: the plain causal mask
+            return tril[None]
         return (tril[None] & valid[:, None, :]) | np.eye(t, dtype=bool)[None]  # as user_tower.causal_mask
 
     def _pooled(self, x: np.ndarray, valid: np.ndarray) -> np.ndarray:

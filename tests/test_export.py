@@ -71,8 +71,8 @@ def test_recall_helpers_on_a_hand_made_case():
     assert exact_topk(np.array([[1.0, 0.1]]), items, "dot", k=2).tolist()[0] in ([1, 2], [2, 1])
     assert recall(np.array([[1, 2]]), [np.array([2, 3])]) == 0.5
     index = build_index(items, "dot", n_trees=2)
-    assert ann_topk(index, np.array([[1.0, 0.1]], np.float32), -1, k=1)[0].tolist() == [1]
-    assert ann_topk(index, np.array([[1.0, 0.1]], np.float32), -1, k=1, banned=[[1]])[0].tolist() == [2]
+    assert ann_topk(index, np.array([[1.0, 0.1]], np.float32), -1, items, "dot", k=1)[0].tolist() == [1]
+    assert ann_topk(index, np.array([[1.0, 0.1]], np.float32), -1, items, "dot", k=1, banned=[[1]])[0].tolist() == [2]
     assert exact_topk(np.array([[1.0, 0.1]]), items, "dot", k=1, banned=[[1]]).tolist() == [[2]]
 
 

@@ -21,7 +21,8 @@ import numpy as np
 import scipy.sparse as sp
 from annoy import AnnoyIndex
 
-from serving.format import SEARCH_K_FOR, effective_search_k
+from serving.format import SEARCH_K_FOR
+from serving.search import search_top
 
 K = 10
 
@@ -117,21 +118,16 @@ def exact_topk(queries: np.ndarray, item_vectors: np.ndarray, metric: str, k: in
     return out
 
 
-def ann_topk(index: AnnoyIndex, queries: np.ndarray, search_k: int, k: int = K,
-             banned: list[np.ndarray] | None = None) -> list[np.ndarray]:
-    """Annoy best item indices (1-based) per query, fetched the way serving fetches them.
+def ann_topk(index: AnnoyIndex, queries: np.ndarray, search_k: int, item_vectors: np.ndarray, metric: str,
+             k: int = K, banned: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """Best item indices (1-based) per query as serving returns them from Annoy
+    (:func:`serving.search.search_top`: over-fetch past ``banned[i]``, exact re-scoring)."""
+    return [search_top("annoy", item_vectors, q, k, _banned(banned, i), metric == "angular", annoy=index,
+                       search_k=search_k) for i, q in enumerate(queries)]
 
-    With ``banned[i]`` the fetch grows to ``k + len(banned[i])`` and ``search_k`` with it
-    (:func:`serving.format.effective_search_k`), then the banned items are dropped.
-    """
-    out, n_trees = [], index.get_n_trees()
-    for i, q in enumerate(queries):
-        b = np.asarray(banned[i], dtype=np.int64) if banned is not None else np.zeros(0, np.int64)
-        n = k + len(b)
-        got = index.get_nns_by_vector(q, n, search_k=effective_search_k(search_k, n_trees, n))
-        ids = np.asarray(got, dtype=np.int64) + 1
-        out.append(ids[~np.isin(ids, b)][:k])
-    return out
+
+def _banned(banned: list[np.ndarray] | None, i: int) -> np.ndarray:
+    return np.asarray(banned[i], dtype=np.int64) if banned is not None else np.zeros(0, np.int64)
 
 
 def recall(exact: np.ndarray, approx: list[np.ndarray]) -> float:
@@ -195,8 +191,8 @@ def tune_index(item_vectors: np.ndarray, user_vectors: np.ndarray, metric: str, 
         index = build_index(item_vectors, metric, n_trees, cfg.seed, cfg.n_jobs)
         for f in cfg.search_k_factors:
             search_k = n_trees * SEARCH_K_FOR * f
-            ru = recall(p.u_exact, ann_topk(index, p.uq, search_k, p.k, banned=p.u_banned))
-            ri = recall(p.i_exact, ann_topk(index, p.iq, search_k, p.k, banned=p.i_banned))
+            ru = recall(p.u_exact, ann_topk(index, p.uq, search_k, item_vectors, metric, p.k, banned=p.u_banned))
+            ri = recall(p.i_exact, ann_topk(index, p.iq, search_k, item_vectors, metric, p.k, banned=p.i_banned))
             tried.append({"n_trees": n_trees, "search_k": search_k, "recall_users": ru, "recall_items": ri})
             if best is None or min(ru, ri) > min(best[3], best[4]):
                 best = (index, n_trees, search_k, ru, ri)

@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from recsys.export.ann import recall
+from recsys.export.ann import _banned, recall
 from serving.ivf import IvfIndex
+from serving.search import search_top
 
 
 @dataclass(frozen=True)
@@ -96,16 +97,12 @@ def build_ivf(item_vectors: np.ndarray, metric: str, nlist: int, nprobe: int = 1
     return IvfIndex(centroids, offsets, (order + 1).astype(np.int32), np.ascontiguousarray(x[order]), nprobe)
 
 
-def ivf_topk(index: IvfIndex, queries: np.ndarray, nprobe: int, k: int,
+def ivf_topk(index: IvfIndex, queries: np.ndarray, nprobe: int, item_vectors: np.ndarray, metric: str, k: int,
              banned: list[np.ndarray] | None = None) -> list[np.ndarray]:
-    """Best item indices per query the way serving fetches them: ``k + len(banned[i])`` from the
-    index, banned ones dropped, the first ``k`` kept."""
-    out = []
-    for i, q in enumerate(queries):
-        b = np.asarray(banned[i], dtype=np.int64) if banned is not None else np.zeros(0, np.int64)
-        got = index.search(q, k + len(b), nprobe)
-        out.append(got[~np.isin(got, b)][:k])
-    return out
+    """Best item indices per query as serving returns them from the IVF index
+    (:func:`serving.search.search_top`: more cells while too few survive ``banned[i]``, exact re-scoring)."""
+    return [search_top("ivf", item_vectors, q, k, _banned(banned, i), metric == "angular", ivf=index, nprobe=nprobe)
+            for i, q in enumerate(queries)]
 
 
 def tune_ivf(item_vectors: np.ndarray, metric: str, target: float, probe, nlist: int | None = None,
@@ -119,8 +116,8 @@ def tune_ivf(item_vectors: np.ndarray, metric: str, target: float, probe, nlist:
     tried, best = [], None
     nprobe = 1
     while True:
-        ru = recall(probe.u_exact, ivf_topk(index, probe.uq, nprobe, probe.k, probe.u_banned))
-        ri = recall(probe.i_exact, ivf_topk(index, probe.iq, nprobe, probe.k, probe.i_banned))
+        ru = recall(probe.u_exact, ivf_topk(index, probe.uq, nprobe, item_vectors, metric, probe.k, probe.u_banned))
+        ri = recall(probe.i_exact, ivf_topk(index, probe.iq, nprobe, item_vectors, metric, probe.k, probe.i_banned))
         tried.append({"nprobe": nprobe, "recall_users": ru, "recall_items": ri})
         if best is None or min(ru, ri) > min(best[1], best[2]):
             best = (nprobe, ru, ri)

@@ -3,7 +3,8 @@
 Annoy is always built (it is the bundle's portable index); the IVF index from
 ``AnnConfig.ivf_min_items`` items on; exact scoring needs no index but is a candidate only up to
 ``AnnConfig.exact_max_items``. All are measured on one :class:`~recsys.export.ann.Probe`: recall@10
-against exact top-10 and mean microseconds per user query through the fetch path serving uses.
+against exact top-10 and mean microseconds per user query through :func:`serving.search.search_top`,
+the code serving runs (candidates, then exact re-scoring).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from recsys.export.ann import (
     time_per_query,
     tune_index,
 )
-from recsys.export.ivf import IvfResult, ivf_topk, ivf_vectors, tune_ivf
+from recsys.export.ivf import IvfResult, ivf_topk, tune_ivf
 from serving.ivf import IvfIndex
+from serving.search import search_top
 
 
 @dataclass
@@ -54,17 +56,19 @@ def build_search(item_vectors: np.ndarray, user_vectors: np.ndarray, metric: str
     timed = probe.uq[: min(len(probe.uq), 200)]
     banned = probe.u_banned[: len(timed)] if probe.u_banned is not None else None
     options = {"annoy": SearchOption(min(ares.recall_users, ares.recall_items), ares.target_reached,
-                                     _per_query(lambda q, b: ann_topk(annoy, q, ares.search_k, probe.k, b),
-                                                timed, banned))}
+                                     _per_query(lambda q, b: ann_topk(annoy, q, ares.search_k, item_vectors, metric,
+                                                                      probe.k, b), timed, banned))}
     ivf, ires = None, None
     if (cfg.ivf_min_items and n_items >= cfg.ivf_min_items) or cfg.search == "ivf":
         ivf, ires = tune_ivf(item_vectors, metric, cfg.target_recall, probe, cfg.ivf_nlist, cfg.seed)
         options["ivf"] = SearchOption(min(ires.recall_users, ires.recall_items), ires.target_reached,
-                                      _per_query(lambda q, b: ivf_topk(ivf, q, ires.nprobe, probe.k, b),
-                                                 timed, banned))
+                                      _per_query(lambda q, b: ivf_topk(ivf, q, ires.nprobe, item_vectors, metric,
+                                                                       probe.k, b), timed, banned))
     if n_items <= cfg.exact_max_items or cfg.search == "exact":
-        x = ivf_vectors(item_vectors, metric)
-        options["exact"] = SearchOption(1.0, True, _per_query(lambda q, b: _exact(x, q, probe.k, b), timed, banned))
+        norms = np.maximum(np.linalg.norm(item_vectors, axis=1), 1e-12) if metric == "angular" else None
+        options["exact"] = SearchOption(1.0, True, _per_query(
+            lambda q, b: search_top("exact", item_vectors, q[0], probe.k, np.asarray(b[0] if b is not None else [],
+                                    dtype=np.int64), metric == "angular", norms=norms), timed, banned))
     return SearchIndexes(annoy, ares, ivf, ires, options, choose_search(options, cfg))
 
 
@@ -73,13 +77,6 @@ def _per_query(topk, queries: np.ndarray, banned: list[np.ndarray] | None) -> fl
     def one(i: int) -> object:
         return topk(queries[i:i + 1], None if banned is None else banned[i:i + 1])
     return time_per_query(one, np.arange(len(queries)))
-
-
-def _exact(x: np.ndarray, q: np.ndarray, k: int, banned: list[np.ndarray] | None) -> np.ndarray:
-    scores = x @ q[0]
-    if banned is not None:
-        scores[np.asarray(banned[0], dtype=np.int64) - 1] = -np.inf
-    return np.argpartition(-scores, k - 1)[:k] + 1
 
 
 __all__ = ["Probe", "SearchIndexes", "build_search"]
