@@ -94,6 +94,13 @@ class TowerEncoder:
         # (out, in) torch layout -> (in, out) once, so every product is x @ W
         self.wt = {k[: -len(".weight")]: v.T.copy() for k, v in self.w.items()
                    if k.endswith(".weight") and v.ndim == 2 and k not in ("pos.weight",)}
+        self._slices: dict[tuple, tuple] = {}  # the last block's query and key/value columns, split once
+        if spec["kind"] == "transformer":
+            name, d = f"blocks.{int(spec['n_layers']) - 1}.qkv", self.w["item_table"].shape[1]
+            bias = self.w.get(f"{name}.bias")
+            for a, b in ((0, d), (d, 3 * d)):
+                self._slices[(name, a, b)] = (np.ascontiguousarray(self.wt[name][:, a:b]),
+                                              None if bias is None else bias[a:b].copy())
 
     @property
     def dim(self) -> int:
@@ -112,6 +119,12 @@ class TowerEncoder:
     def _lin(self, x: np.ndarray, name: str) -> np.ndarray:
         y = x @ self.wt[name]
         bias = self.w.get(f"{name}.bias")
+        return y + bias if bias is not None else y
+
+    def _lin_cols(self, x: np.ndarray, name: str, a: int, b: int) -> np.ndarray:
+        """Output columns ``a:b`` of the linear layer ``name`` alone (contiguous weight slices made at load)."""
+        w, bias = self._slices[(name, a, b)]
+        y = x @ w
         return y + bias if bias is not None else y
 
     @staticmethod
@@ -147,11 +160,16 @@ class TowerEncoder:
         scale = np.float32(1.0 / np.sqrt(hd))
         for i in range(n_layers):
             p, last = f"blocks.{i}", i == n_layers - 1
-            qkv = self._lin(_ln(h, self.w[f"{p}.ln1.weight"], self.w[f"{p}.ln1.bias"]), f"{p}.qkv")
-            q, k, v = (z.reshape(b, t, heads, hd).transpose(0, 2, 1, 3) for z in np.split(qkv, 3, axis=-1))
+            x1 = _ln(h, self.w[f"{p}.ln1.weight"], self.w[f"{p}.ln1.bias"])
             m = mask
             if last:  # the user vector is the newest position's output: its query alone in the last block
-                q, m, h = q[:, :, -1:], mask[:, :, -1:], h[:, -1:]
+                q = self._lin_cols(x1[:, -1:], f"{p}.qkv", 0, d)
+                kv = self._lin_cols(x1, f"{p}.qkv", d, 3 * d)
+                k, v = np.split(kv, 2, axis=-1)
+                m, h = mask[:, :, -1:], h[:, -1:]
+            else:
+                q, k, v = np.split(self._lin(x1, f"{p}.qkv"), 3, axis=-1)
+            q, k, v = (z.reshape(b, -1, heads, hd).transpose(0, 2, 1, 3) for z in (q, k, v))
             att = _softmax(np.where(m, (q @ k.transpose(0, 1, 3, 2)) * scale, -np.inf)) @ v
             h = h + self._lin(att.transpose(0, 2, 1, 3).reshape(b, -1, d), f"{p}.proj")
             f = _ln(h, self.w[f"{p}.ln2.weight"], self.w[f"{p}.ln2.bias"])

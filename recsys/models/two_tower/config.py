@@ -56,7 +56,7 @@ class TwoTowerConfig:
     patience: int = 0  # early stopping on validation ``monitor``; 0 = off
     monitor: str = "val_ndcg_10"
     seed: int = 42
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # recsys.device.autocast: auto = bf16 on CUDA, fp32 on CPU
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # training autocast: auto = bf16 on CUDA, fp32 on CPU
     checkpoint_dir: str = ""  # empty: no checkpoints
     restore_best: bool = True  # with early stopping, end on the best epoch's parameters
 
