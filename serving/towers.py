@@ -60,6 +60,14 @@ def _softmax(z: np.ndarray) -> np.ndarray:
         return e / e.sum(-1, keepdims=True)
 
 
+def _softmax_inplace(z: np.ndarray) -> np.ndarray:
+    """Softmax of rows that each hold a finite value (every query sees itself), overwriting ``z``."""
+    z -= np.max(z, axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= np.add.reduce(z, axis=-1, keepdims=True)
+    return z
+
+
 def required_weights(spec: Mapping) -> list[str]:
     """Weight names a tower spec needs (the loader checks they are all in the bundle)."""
     names = ["item_table", "norm.weight", "norm.bias"] if spec["kind"] == "pooled" else ["item_table", "pos.weight"]
@@ -94,6 +102,9 @@ class TowerEncoder:
         # (out, in) torch layout -> (in, out) once, so every product is x @ W
         self.wt = {k[: -len(".weight")]: v.T.copy() for k, v in self.w.items()
                    if k.endswith(".weight") and v.ndim == 2 and k not in ("pos.weight",)}
+        # additive causal masks (0 / -inf) by history length, for unpadded requests
+        tril = np.tril(np.ones((self.max_len, self.max_len), dtype=bool))
+        self._causal = np.where(tril, np.float32(0.0), np.float32(-np.inf))
         self._slices: dict[tuple, tuple] = {}  # the last block's query and key/value columns, split once
         if spec["kind"] == "transformer":
             name, d = f"blocks.{int(spec['n_layers']) - 1}.qkv", self.w["item_table"].shape[1]
@@ -131,8 +142,6 @@ class TowerEncoder:
     def _visible(valid: np.ndarray) -> np.ndarray:
         t = valid.shape[1]
         tril = np.tril(np.ones((t, t), dtype=bool))
-        if valid.all():  # one unpadded request: the plain causal mask
-            return tril[None]
         return (tril[None] & valid[:, None, :]) | np.eye(t, dtype=bool)[None]  # as user_tower.causal_mask
 
     def _pooled(self, x: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -154,23 +163,33 @@ class TowerEncoder:
         b, t, d = x.shape
         heads, hd = int(self.spec["n_heads"]), d // int(self.spec["n_heads"])
         pos = self.w["pos.weight"][self.max_len - t:]
-        h = (x * np.float32(np.sqrt(d)) + pos[None]) * valid[..., None]
-        mask = self._visible(valid)[:, None]  # (B, 1, T, T)
+        h = x * np.float32(np.sqrt(d)) + pos[None]
+        dense = bool(valid.all())  # no padding (one request): an additive causal mask, no masked rows
+        if dense:
+            add = self._causal[self.max_len - t:, self.max_len - t:]  # (T, T), the same lower triangle
+        else:
+            h *= valid[..., None]
+            mask = self._visible(valid)[:, None]  # (B, 1, T, T)
         n_layers = int(self.spec["n_layers"])
         scale = np.float32(1.0 / np.sqrt(hd))
         for i in range(n_layers):
             p, last = f"blocks.{i}", i == n_layers - 1
             x1 = _ln(h, self.w[f"{p}.ln1.weight"], self.w[f"{p}.ln1.bias"])
-            m = mask
             if last:  # the user vector is the newest position's output: its query alone in the last block
                 q = self._lin_cols(x1[:, -1:], f"{p}.qkv", 0, d)
                 kv = self._lin_cols(x1, f"{p}.qkv", d, 3 * d)
-                k, v = np.split(kv, 2, axis=-1)
-                m, h = mask[:, :, -1:], h[:, -1:]
+                k, v, h = kv[..., :d], kv[..., d:], h[:, -1:]
             else:
-                q, k, v = np.split(self._lin(x1, f"{p}.qkv"), 3, axis=-1)
+                qkv = self._lin(x1, f"{p}.qkv")
+                q, k, v = qkv[..., :d], qkv[..., d:2 * d], qkv[..., 2 * d:]
             q, k, v = (z.reshape(b, -1, heads, hd).transpose(0, 2, 1, 3) for z in (q, k, v))
-            att = _softmax(np.where(m, (q @ k.transpose(0, 1, 3, 2)) * scale, -np.inf)) @ v
+            scores = q @ k.transpose(0, 1, 3, 2)  # (B, H, Tq, T)
+            scores *= scale
+            if dense:
+                scores += add[-1:] if last else add
+                att = _softmax_inplace(scores) @ v
+            else:
+                att = _softmax(np.where(mask[:, :, -1:] if last else mask, scores, -np.inf)) @ v
             h = h + self._lin(att.transpose(0, 2, 1, 3).reshape(b, -1, d), f"{p}.proj")
             f = _ln(h, self.w[f"{p}.ln2.weight"], self.w[f"{p}.ln2.bias"])
             h = h + self._lin(_gelu(self._lin(f, f"{p}.ffn.0")), f"{p}.ffn.3")
