@@ -293,7 +293,7 @@ def http(bundle: Path, users: int, workers: int, concurrency: int, seconds: floa
                 time.sleep(0.1)
         rng = np.random.default_rng(2)
         paths = [get(f"/v1/recommend?user_id={u}&k=10") for u in rng.integers(1, users + 1, 5000)]
-        # the recommend endpoint, then /healthz as the framework-only baseline (uvicorn h11 + FastAPI)
+        # the recommend endpoint, then /healthz as the framework-only baseline (uvicorn + FastAPI)
         loads = loads or [("GET /v1/recommend", paths, seconds), ("/healthz", [get("/healthz")], seconds / 2)]
         asyncio.run(_load(port, loads[0][1], concurrency, min(2.0, seconds)))  # warm-up
         tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
