@@ -122,11 +122,12 @@ def ann_topk(index: AnnoyIndex, queries: np.ndarray, search_k: int, item_vectors
              k: int = K, banned: list[np.ndarray] | None = None) -> list[np.ndarray]:
     """Best item indices (1-based) per query as serving returns them from Annoy
     (:func:`serving.search.search_top`: over-fetch past ``banned[i]``, exact re-scoring)."""
-    return [search_top("annoy", item_vectors, q, k, _banned(banned, i), metric == "angular", annoy=index,
+    return [search_top("annoy", item_vectors, q, k, banned_row(banned, i), metric == "angular", annoy=index,
                        search_k=search_k) for i, q in enumerate(queries)]
 
 
-def _banned(banned: list[np.ndarray] | None, i: int) -> np.ndarray:
+def banned_row(banned: list[np.ndarray] | None, i: int) -> np.ndarray:
+    """(n,) int64 item indices banned for query ``i`` (none when ``banned`` is None)."""
     return np.asarray(banned[i], dtype=np.int64) if banned is not None else np.zeros(0, np.int64)
 
 

@@ -98,13 +98,13 @@ def export_bundle(
     arrays[fmt.POPULARITY], arrays[fmt.POPULAR] = pop, _popular_order(pop)
     weights = {k: np.asarray(v, dtype=np.float32) for k, v in (encoder_weights or {}).items()}
     spec = dict(encoder_spec or {"kind": "mean", "decay": 1.0, "max_len": None})
-    build_encoder(spec, weights, items)  # raises ValueError naming what does not fit
+    encoder = build_encoder(spec, weights, items)  # raises ValueError naming what does not fit
     history = seen if isinstance(seen, Sequences) else None
     cfg = ann or AnnConfig()
     cfg = AnnConfig(**{**cfg.__dict__, "target_recall": target_recall})
     if cfg.search not in ("auto", *fmt.SEARCH_MODES):
         raise ValueError(f"AnnConfig.search must be 'auto' or one of {fmt.SEARCH_MODES}; got {cfg.search!r}")
-    encoder_check = _check_encoder(check_users, build_encoder(spec, weights, items), users, seen)
+    encoder_check = _check_encoder(check_users, encoder, users, seen)
     built = build_search(items, users, metric, cfg, seen=csr)
     index, ann_result = built.annoy, built.annoy_result
 

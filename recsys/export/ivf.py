@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from recsys.export.ann import _banned, recall
+from recsys.export.ann import banned_row, recall
 from serving.ivf import IvfIndex
 from serving.search import search_top
 
@@ -101,7 +101,7 @@ def ivf_topk(index: IvfIndex, queries: np.ndarray, nprobe: int, item_vectors: np
              banned: list[np.ndarray] | None = None) -> list[np.ndarray]:
     """Best item indices per query as serving returns them from the IVF index
     (:func:`serving.search.search_top`: more cells while too few survive ``banned[i]``, exact re-scoring)."""
-    return [search_top("ivf", item_vectors, q, k, _banned(banned, i), metric == "angular", ivf=index, nprobe=nprobe)
+    return [search_top("ivf", item_vectors, q, k, banned_row(banned, i), metric == "angular", ivf=index, nprobe=nprobe)
             for i, q in enumerate(queries)]
 
 

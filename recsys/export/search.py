@@ -21,6 +21,7 @@ from recsys.export.ann import (
     Probe,
     SearchOption,
     ann_topk,
+    banned_row,
     choose_search,
     sample_queries,
     time_per_query,
@@ -67,8 +68,8 @@ def build_search(item_vectors: np.ndarray, user_vectors: np.ndarray, metric: str
     if n_items <= cfg.exact_max_items or cfg.search == "exact":
         norms = np.maximum(np.linalg.norm(item_vectors, axis=1), 1e-12) if metric == "angular" else None
         options["exact"] = SearchOption(1.0, True, _per_query(
-            lambda q, b: search_top("exact", item_vectors, q[0], probe.k, np.asarray(b[0] if b is not None else [],
-                                    dtype=np.int64), metric == "angular", norms=norms), timed, banned))
+            lambda q, b: search_top("exact", item_vectors, q[0], probe.k, banned_row(b, 0), metric == "angular",
+                                    norms=norms), timed, banned))
     return SearchIndexes(annoy, ares, ivf, ires, options, choose_search(options, cfg))
 
 
