@@ -23,6 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
+from recsys import atomic
 from recsys.config import to_dict
 from recsys.data.schema import ITEM_IDX, TIMESTAMP, USER_IDX
 from recsys.data.split import SplitData, leave_last_out
@@ -127,9 +128,7 @@ def markdown(report: dict) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic.write_text(path, text)
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from beauty_baselines import DEFAULT_DATA, REPORTS, read_beauty  # same folder; same reader as the baselines
 
+from recsys import atomic
 from recsys.config import from_dict, load_toml, to_dict
 from recsys.data.split import SplitData, leave_last_out
 from recsys.evaluation.evaluator import EvalProtocol, evaluate_model, make_validator
@@ -94,7 +95,7 @@ def write_report(results: dict, path: Path) -> None:
             if k not in results["models"] and "command" not in v}
     kept.update({k: v for k, v in old.get("models", {}).items() if k not in results["models"] and "command" in v})
     results = {**results, "models": {**results["models"], **kept}}
-    path.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    atomic.write_text(path.with_suffix(".json"), json.dumps(results, indent=2))
     pop = results["models"]["popularity"]["test"]["ndcg_10"]
     lines = ["# Two-tower on Beauty (S3-Rec / ICLRec protocol)", "",
              f"Machine: {results['machine']}. Command: `{results['command']}`.", "",
@@ -115,7 +116,7 @@ def write_report(results: dict, path: Path) -> None:
                 for t in ("ensemble", "transformer")), default=0.0) or None
     for name, v in ANCHORS.items():
         lines.append(f"- {name}: {v:.4f}" + (f" (ours / anchor = {ours / v:.2f})" if ours else ""))
-    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    atomic.write_text(path.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
 def main() -> None:

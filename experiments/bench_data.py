@@ -27,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from recsys import atomic  # noqa: E402
 from recsys.data.synthetic import SyntheticConfig, write  # noqa: E402
 
 REPORTS = REPO / "experiments" / "reports"
@@ -279,9 +280,7 @@ def write_reports(rows: list[dict], args: argparse.Namespace) -> None:
 
 
 def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic.write_text(path, text)
 
 
 def main() -> None:

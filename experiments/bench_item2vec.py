@@ -44,6 +44,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from recsys import atomic  # noqa: E402
 from recsys.data.sequences import Sequences  # noqa: E402
 from recsys.data.split import SplitData, leave_last_out  # noqa: E402
 from recsys.data.synthetic import SyntheticConfig, generate  # noqa: E402
@@ -211,9 +212,7 @@ def write_reports(out: Path, results: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, text in (("bench_item2vec.json", json.dumps(results, indent=2, default=float)),
                        ("bench_item2vec.md", markdown(results))):
-        tmp = out / (name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(out / name)
+        atomic.write_text(out / name, text)
 
 
 def markdown(r: dict) -> str:

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from recsys import atomic
+
 STEPS = ("ingest", "train", "evaluate", "export", "gate", "publish")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,7 +62,7 @@ def main() -> None:
     args = ap.parse_args()
     results = {c.stem: bench(c, args.root) for c in args.configs}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_pipeline.json").write_text(json.dumps(results, indent=2))
+    atomic.write_text(args.out / "bench_pipeline.json", json.dumps(results, indent=2))
     lines = ["# Pipeline steps: wall time and peak RSS (one process per step)", "",
              "| config | step | seconds | peak RSS (GB) | exit |", "| --- | --- | ---: | ---: | ---: |"]
     for name, rows in results.items():
@@ -68,7 +70,7 @@ def main() -> None:
                   for r in rows]
         lines.append(f"| {name} | **total** | {sum(r['seconds'] for r in rows):.1f} | "
                      f"{max(r['peak_rss_gb'] for r in rows):.2f} | |")
-    (args.out / "bench_pipeline.md").write_text("\n".join(lines) + "\n")
+    atomic.write_text(args.out / "bench_pipeline.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

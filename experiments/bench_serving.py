@@ -45,6 +45,7 @@ from threadpoolctl import threadpool_limits
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from recsys import atomic  # noqa: E402
 from recsys.data.sequences import Sequences  # noqa: E402
 from recsys.export import AnnConfig, export_bundle, export_model  # noqa: E402
 from recsys.models.two_tower import TwoTower, TwoTowerConfig, TwoTowerEnsemble, TwoTowerEnsembleConfig  # noqa: E402
@@ -434,9 +435,7 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(work, ignore_errors=True)
     a.out.mkdir(parents=True, exist_ok=True)
     for suffix, text in ((".json", json.dumps(res, indent=2)), (".md", markdown(res))):
-        tmp = stem.with_suffix(suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(stem.with_suffix(suffix))
+        atomic.write_text(stem.with_suffix(suffix), text)
     print(markdown(res))
 
 

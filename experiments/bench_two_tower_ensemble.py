@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from beauty_baselines import DEFAULT_DATA, REPORTS, read_beauty  # same folder
 
+from recsys import atomic
 from recsys.config import from_dict, load_toml
 from recsys.data.split import leave_last_out
 from recsys.models.two_tower import TwoTower, TwoTowerEnsemble, TwoTowerEnsembleConfig
@@ -83,7 +84,7 @@ def main() -> None:
                "at_once_speedup_over_in_turn": speedup, "at_once_time_over_one_member": vs_one}
     REPORTS.mkdir(parents=True, exist_ok=True)
     path = REPORTS / ("bench_two_tower_ensemble_quick" if args.quick else "bench_two_tower_ensemble")
-    path.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    atomic.write_text(path.with_suffix(".json"), json.dumps(results, indent=2))
     lines = ["# Two-tower ensemble training: members at once vs in turn (Beauty, CPU)", "",
              f"Machine: {results['machine']}. Command: `{results['command']}`. {cfg.members} members of dim "
              f"{cfg.dim}, one epoch each on the first {args.users or 'all'} users, {args.rounds} alternating rounds.",
@@ -91,7 +92,7 @@ def main() -> None:
     lines += [f"| {v} | {med[v]:.1f} | {results['member_epochs_per_s'][v]:.4f} |" for v in VARIANTS]
     lines += ["", f"`at_once` is **{speedup:.2f}x** faster than `in_turn` (median of per-round ratios) and takes "
               f"**{vs_one:.2f}x** the time of `one_member` for {cfg.members} members."]
-    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    atomic.write_text(path.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

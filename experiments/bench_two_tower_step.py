@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from beauty_baselines import DEFAULT_DATA, REPORTS, read_beauty  # same folder
 
+from recsys import atomic
 from recsys.data.split import leave_last_out
 from recsys.models.two_tower import TwoTower, TwoTowerConfig
 from recsys.models.two_tower import user_tower as U
@@ -122,18 +123,14 @@ def main() -> None:
 
 def write_report(results: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    tmp.replace(path.with_suffix(".json"))
+    atomic.write_text(path.with_suffix(".json"), json.dumps(results, indent=2))
     lines = ["# Two-tower training step on Beauty: CPU speed-ups", "",
              f"Machine: {results['machine']}. Command: `{results['command']}`. Setup: {results['setup']}.", "",
              "| dim | variant | ms/step | epoch s | speed-up vs reference |", "| --- | --- | ---: | ---: | ---: |"]
     for dim, r in results["dims"].items():
         for v, m in r["variants"].items():
             lines.append(f"| {dim} | {v} | {m['ms_per_step']} | {m['epoch_s']} | {m['speedup_vs_reference']}x |")
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path.with_suffix(".md"))
+    atomic.write_text(path.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
 def _argv() -> list[str]:

@@ -33,6 +33,7 @@ import torch
 from beauty_baselines import DEFAULT_DATA, REPORTS, read_beauty  # same folder; same reader as the baselines
 
 from pipelines.config import load_run_config
+from recsys import atomic
 from recsys.data.split import SplitData, leave_last_out
 from recsys.evaluation.evaluator import EvalProtocol, evaluate_model, make_validator
 from recsys.export import AnnConfig, export_model
@@ -219,12 +220,8 @@ def main() -> None:
                    epochs=len(getattr(model, "history", [])) or "-", max_epochs=args.max_epochs or None)
         report["models"][name] = row
         report["models"] = {k: report["models"][k] for k in MODELS_IN_TABLE if k in report["models"]}
-        tmp = out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(report, indent=2))
-        tmp.replace(out)
-        md = out.with_suffix(".md.tmp")
-        md.write_text(markdown(report))
-        md.replace(out.with_suffix(".md"))
+        atomic.write_text(out, json.dumps(report, indent=2))
+        atomic.write_text(out.with_suffix(".md"), markdown(report))
     bad = [n for n in names if not report["models"][n]["within_tolerance"] or not report["models"][n]["http_identical"]]
     if bad:
         raise SystemExit(f"served != evaluated for {bad}; see {out.with_suffix('.md')}")

@@ -10,6 +10,7 @@ import polars as pl
 import typer
 
 from pipelines.config import DataConfig
+from recsys import atomic
 
 app = typer.Typer(help="Read, validate, split and sequence interaction logs; generate or download data sets.",
                   no_args_is_help=True)
@@ -63,15 +64,14 @@ def ingest(
         _atomic_parquet(ing.quarantine, out / "quarantine.parquet")
     if ing.items_meta is not None:
         _atomic_parquet(ing.items_meta, out / "items_meta.parquet")
-    (out / "report.json").write_text(json.dumps(ing.report.as_dict(), indent=2))
+    atomic.write_json(out / "report.json", ing.report.as_dict())
     typer.echo(ing.report.summary())
     typer.echo(f"wrote {out}/interactions.parquet ({ing.frame.height:,} rows)")
 
 
 def _atomic_parquet(frame: pl.DataFrame, path: Path) -> None:
-    tmp = path.with_suffix(".parquet.tmp")
-    frame.write_parquet(tmp)
-    tmp.replace(path)
+    with atomic.atomic_path(path) as tmp:
+        frame.write_parquet(tmp)
 
 
 @app.command()

@@ -11,6 +11,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from pipelines import plots, tracking
+from recsys import atomic
 
 
 @dataclass
@@ -31,6 +32,8 @@ def compare(experiment: str, metric: str = "test_ndcg_10", max_runs: int = 100) 
         names = [e.name for e in client.search_experiments()]
         raise ValueError(f"no experiment named {experiment!r} in {tracking.tracking_uri()}; experiments: {names}")
     runs = client.search_runs([exp.experiment_id], max_results=max_runs)
+    # a model trained again after a kill before its pipeline marker: only the run that counts is compared
+    runs = [r for r in runs if "superseded" not in r.data.tags]
     if not runs:
         raise ValueError(f"experiment {experiment!r} has no runs yet; run `recsys train --config ...` first")
     param_keys = sorted({k for r in runs for k in r.data.params})
@@ -83,9 +86,7 @@ def write_reports(c: Comparison, out_dir: Path, experiment: str, metric: str) ->
     written = []
     for suffix, text in ((".csv", to_csv(c)), (".md", to_markdown(c))):
         p = out_dir / f"{experiment}{suffix}"
-        tmp = p.with_suffix(p.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(p)
+        atomic.write_text(p, text)
         written.append(p)
     val_metric = "val_" + metric.split("_", 1)[1] if metric.startswith("test_") else metric
     png = plots.validation_curves(c.curves, val_metric, out_dir / f"{experiment}_val_curves.png")

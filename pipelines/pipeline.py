@@ -9,6 +9,7 @@ before the gate passed, and publishing is an atomic switch of ``current``.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ import mlflow
 
 from pipelines import tracking
 from pipelines.pipeline_config import PipelineConfig
-from pipelines.runstate import ExitCode, PipelineExit, RunDir, open_run, run_lock
+from pipelines.runstate import ExitCode, PipelineExit, RunDir, now, open_run, run_lock
 from pipelines.steps import STEP_FUNCS, STEPS, Context
 from recsys.config import to_dict
 
@@ -60,24 +61,35 @@ def run_pipeline(cfg: PipelineConfig, start: str | None = None, only: str | None
 def _run_steps(ctx: Context, steps: list[str]) -> None:
     tracking.setup(ctx.cfg.pipeline.experiment)
     with _ParentRun(ctx):
-        ctx.run.update_state(parent_run_id=ctx.parent_run_id, config=ctx.cfg.source)
+        attempts = ctx.run.state().get("attempts", 0) + 1
+        ctx.run.update_state(parent_run_id=ctx.parent_run_id, config=ctx.cfg.source, attempts=attempts,
+                             pid=os.getpid(), started_at=now(), step=None, error=None)
+        mlflow.set_tag("attempts", attempts)
         for step in steps:
             if ctx.run.is_done(step):
                 ctx.echo(f"[{step}] already done, skipped")
                 continue
             t0 = time.perf_counter()
             ctx.echo(f"[{step}] started")
+            ctx.run.update_state(step=step)
             try:
                 STEP_FUNCS[step](ctx)
             except PipelineExit as exc:
                 if exc.code in ENDINGS:
                     ctx.run.end(ENDINGS[exc.code], step=step, message=str(exc))
+                else:
+                    ctx.run.update_state(error=f"{exc}"[:2000])
+                raise
+            except Exception as exc:
+                ctx.run.update_state(error=f"{type(exc).__name__}: {exc}"[:2000])
                 raise
             seconds = time.perf_counter() - t0
             mlflow.log_metric(f"step_{step}_seconds", seconds)
             ctx.echo(f"[{step}] done in {seconds:.1f} s")
+        ctx.run.update_state(step=None)
         if ctx.run.is_done("publish"):
             ctx.run.end("published")
+            mlflow.set_tag("outcome", "published")
 
 
 class _ParentRun:
@@ -89,6 +101,10 @@ class _ParentRun:
     def __enter__(self) -> mlflow.ActiveRun:
         run_id = self.ctx.run.state().get("parent_run_id")
         if run_id:
+            ended = tracking.end_orphaned_children(run_id, f"the pipeline process running it stopped (killed or "
+                                                           f"crashed); run {self.ctx.run.run_id} resumed at {now()}")
+            for child in ended:
+                self.ctx.echo(f"  MLflow run {child} was left RUNNING by the stopped process: ended as KILLED")
             active = mlflow.start_run(run_id=run_id)
         else:
             tags = {"pipeline_run": self.ctx.run.run_id, "git_commit": tracking.git_commit(),

@@ -1,6 +1,6 @@
 """Config of the scheduled pipeline: ``[pipeline]``, ``[data]``, ``[models.<label>]`` tables, ``[eval]``.
 
-Example (experiments/pipelines/default.toml)::
+Example (the shape of ``experiments/pipelines/nightly.toml``)::
 
     [pipeline]
     workdir = "runs/pipeline"     # run folders, lock, log files

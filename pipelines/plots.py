@@ -10,6 +10,15 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from recsys import atomic  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    """Write the figure atomically (the temporary name keeps the suffix, which picks the format)."""
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+
 
 def training_curves(history: list[dict[str, float]], path: Path, title: str = "") -> Path | None:
     """One panel per metric over epochs; returns None when there is nothing to plot."""
@@ -24,8 +33,7 @@ def training_curves(history: list[dict[str, float]], path: Path, title: str = ""
         ax.set_xlabel("epoch")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -60,8 +68,7 @@ def embedding_map(
     fig.colorbar(sc, ax=ax, label=colour_label)
     ax.set_title(f"item embeddings (PCA), {len(vecs):,} items", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -78,6 +85,5 @@ def validation_curves(curves: dict[str, list[tuple[int, float]]], metric: str, p
     ax.set_ylabel(metric)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path)
     return path

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from pathlib import Path
 import polars as pl
 
 from pipelines.config import DataConfig
+from recsys.atomic import atomic_dir
 from recsys.config import to_dict
 from recsys.data import filters
 from recsys.data.idmap import IdMap, encode_interactions
@@ -143,9 +142,7 @@ def prepare(cfg: DataConfig, out_dir: str | Path, seed: int = 42, id_maps_from: 
     meta = _encode_meta(ing.items_meta, items)
     report = {**ing.report.as_dict(), "n_users": len(users), "n_items": len(items),
               "n_events": encoded.height, "fingerprint": split.fingerprint, "data_config": to_dict(cfg)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         encoded.write_parquet(tmp / "interactions.parquet")
         if ing.quarantine is not None and ing.quarantine.height:
             ing.quarantine.write_parquet(tmp / "quarantine.parquet")
@@ -155,12 +152,6 @@ def prepare(cfg: DataConfig, out_dir: str | Path, seed: int = 42, id_maps_from: 
             meta.write_parquet(tmp / "items_meta.parquet")
         split.save(tmp / "split")
         (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     clock.lap("write", encoded.height)
     log.info("prepared %s: %s", out, ing.report.summary())
     return load_prepared(out, name=cfg.name)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recsys import atomic
+
 
 class ExitCode:
     """Process exit codes of ``recsys pipeline run`` (documented in the README)."""
@@ -83,12 +85,6 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 @dataclass
 class RunDir:
     """One pipeline run's folder and its step markers."""
@@ -106,11 +102,11 @@ class RunDir:
         return self.marker(step).is_file()
 
     def mark_done(self, step: str, **info: Any) -> None:
-        write_json_atomic(self.marker(step), {"finished_at": now(), **info})
+        atomic.write_json(self.marker(step), {"finished_at": now(), **info})
 
     def end(self, outcome: str, **info: Any) -> None:
         """Mark the run ended (published, rejected, data check failed): the next run starts fresh."""
-        write_json_atomic(self.path / "ended.json", {"outcome": outcome, "at": now(), **info})
+        atomic.write_json(self.path / "ended.json", {"outcome": outcome, "at": now(), **info})
 
     def info(self, step: str) -> dict[str, Any]:
         return json.loads(self.marker(step).read_text())
@@ -128,7 +124,7 @@ class RunDir:
         return json.loads(p.read_text()) if p.is_file() else {}
 
     def update_state(self, **values: Any) -> None:
-        write_json_atomic(self.path / "state.json", {**self.state(), **values})
+        atomic.write_json(self.path / "state.json", {**self.state(), **values})
 
 
 def open_run(workdir: Path, reuse_latest: bool = False) -> tuple[RunDir, bool]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from pipelines import gate as gating
-from pipelines import ingest_logs, model_registry
+from pipelines import ingest_logs, model_registry, tracking
 from pipelines.config import RunConfig, RunSection
 from pipelines.pipeline_config import PipelineConfig
 from pipelines.prepare import Prepared, load_prepared, prepare
 from pipelines.publishing import record_champion
-from pipelines.runstate import ExitCode, PipelineExit, RunDir, fault_point, previous_runs, write_json_atomic
+from pipelines.runstate import ExitCode, PipelineExit, RunDir, fault_point, previous_runs
 from pipelines.train import protocol_for, train_run
+from recsys import atomic
 from recsys.data.build import build_sequences
 from recsys.models.registry import MODELS
 
@@ -67,27 +67,38 @@ def step_ingest(ctx: Context) -> None:
     cfg, p = ctx.cfg, ctx.cfg.pipeline
     champ = ctx.champion()
     id_maps_from = Path(champ["data_dir"]) if (champ and p.warm_start) else None
-    ingested = ingest_logs.collect(cfg.data, ctx.workdir) if ingest_logs.is_log_folder(cfg.data) else None
+    folder = ingest_logs.is_log_folder(cfg.data)
+    ingested = ingest_logs.collect(cfg.data, ctx.workdir, ctx.run.run_id) if folder else None
     try:
         data = prepare(cfg.data, ctx.run.path / "data", seed=p.seed, id_maps_from=id_maps_from, ingested=ingested)
     except ValueError as exc:  # the reader's max_bad_fraction, an empty result, ...
         raise PipelineExit(ExitCode.DATA_CHECK_FAILED, f"ingest failed its checks: {exc}") from exc
-    _check_ingest(ctx, data)
+    fault_point("ingest-prepared")
+    checks = _check_ingest(ctx, data)
     if ingested is not None:
         ingest_logs.commit(ctx.workdir)
+        fault_point("ingest-committed")
     r = data.report
     ctx.run.mark_done("ingest", rows_read=r["rows_read"], accepted=r["accepted"], quarantined=r["quarantined"],
-                      n_events=r["n_events"], n_users=r["n_users"], n_items=r["n_items"])
+                      n_events=r["n_events"], n_users=r["n_users"], n_items=r["n_items"], checks=checks)
     ctx.echo(f"  {r['rows_read']:,} rows read, {r['n_events']:,} events, {r['n_users']:,} users, "
              f"{r['n_items']:,} items (quarantined {r['quarantined']:,})")
+    ctx.echo(f"  this run's new rows: {checks['new_rows_read']:,} read, {checks['new_quarantined']:,} quarantined "
+             f"({checks['new_bad_fraction']:.2%}; all rows so far {checks['all_bad_fraction']:.2%})")
 
 
-def _check_ingest(ctx: Context, data: Prepared) -> None:
+def _check_ingest(ctx: Context, data: Prepared) -> dict:
+    """Judge this run's new rows alone (a growing log must not dilute today's bad rows); returns both figures."""
     p, r = ctx.cfg.pipeline, data.report
-    bad = r["quarantined"] / max(r["rows_read"], 1)
-    if bad > p.max_bad_fraction:
-        raise PipelineExit(ExitCode.DATA_CHECK_FAILED, f"{bad:.1%} of the rows were quarantined, above "
-                           f"pipeline.max_bad_fraction = {p.max_bad_fraction}; see {data.directory}")
+    new_read = int(r.get("stats", {}).get("new_rows_read", r["rows_read"]))
+    new_bad = int(r.get("stats", {}).get("new_quarantined", r["quarantined"]))
+    checks = {"new_rows_read": new_read, "new_quarantined": new_bad, "new_bad_fraction": new_bad / max(new_read, 1),
+              "rows_read": r["rows_read"], "quarantined": r["quarantined"],
+              "all_bad_fraction": r["quarantined"] / max(r["rows_read"], 1)}
+    if checks["new_bad_fraction"] > p.max_bad_fraction:
+        raise PipelineExit(ExitCode.DATA_CHECK_FAILED, f"{checks['new_bad_fraction']:.1%} of this run's "
+                           f"{new_read:,} new rows were quarantined ({new_bad:,}), above pipeline.max_bad_fraction = "
+                           f"{p.max_bad_fraction}; see {data.directory}/quarantine.parquet")
     for prev in previous_runs(ctx.workdir, ctx.run.run_id):
         if prev.is_done("ingest"):
             before = prev.info("ingest")["n_events"]
@@ -96,6 +107,7 @@ def _check_ingest(ctx: Context, data: Prepared) -> None:
                                    f"{prev.run_id}) to {r['n_events']:,}, more than pipeline.max_row_drop = "
                                    f"{p.max_row_drop}; check the log source before publishing from it")
             break
+    return checks
 
 
 def _run_config(ctx: Context, label: str, name: str, params: dict) -> RunConfig:
@@ -112,6 +124,8 @@ def step_train(ctx: Context) -> None:
             ctx.echo(f"  {m.label}: already trained, skipped")
             continue
         params, cls = dict(m.params), MODELS[m.name]
+        tracking.supersede_children(ctx.parent_run_id, m.label, f"trained again by attempt "
+                                    f"{ctx.run.state().get('attempts')} of pipeline run {ctx.run.run_id}")
         if cls.checkpoints:
             params.setdefault("checkpoint_dir", str(ctx.run.path / "checkpoints" / m.label))
         if cls.warm_start and "init_vectors" not in params and ctx.cfg.pipeline.warm_start:
@@ -145,8 +159,8 @@ def _warm_start_vectors(ctx: Context, label: str, name: str, params: dict, data:
         return {}
     aligned = gating.align_rows(vectors, np.load(bundle / "item_ids.npy", allow_pickle=False), data.items)
     path = ctx.run.path / "warm_start" / f"{label}.npy"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, aligned, allow_pickle=False)
+    with atomic.atomic_path(path) as tmp:
+        np.save(tmp, aligned, allow_pickle=False)
     ctx.echo(f"  {label}: warm start from the champion's item vectors ({champ['run_id']})")
     return {"init_vectors": str(path)}
 
@@ -159,7 +173,8 @@ def step_evaluate(ctx: Context) -> None:
         ctx.echo(f"  {label:<12} val_{p.metric}={info['val'][p.metric]:.4f}  test_{p.metric}="
                  f"{info['test'][p.metric]:.4f}")
     label = rows[0][0] if p.publish == "best" else p.publish
-    write_json_atomic(ctx.run.path / "evaluation.json", {"candidate": label, "models": trained})
+    atomic.write_json(ctx.run.path / "evaluation.json", {"candidate": label, "models": trained})
+    fault_point("evaluated")
     ctx.run.mark_done("evaluate", candidate=label, model=trained[label]["model"])
 
 
@@ -169,14 +184,13 @@ def step_export(ctx: Context) -> None:
     data, info = ctx.data(), ctx.run.info("evaluate")
     trained = ctx.run.info(f"train-{info['candidate']}")
     model = MODELS[info["model"]].load(trained["model_dir"])
-    bundle = ctx.run.path / "bundle"
-    for stale in ctx.run.path.glob(".bundle.tmp-*"):  # left by an export that was killed
-        shutil.rmtree(stale, ignore_errors=True)
+    bundle = ctx.run.path / "bundle"  # written atomically (a killed export leaves the old bundle or none)
     # the one export path: stored user vectors and histories from every event each user has, newest included
     export_model(bundle, model, data.items.ids, data.users.ids, histories=_all_events(data), run_id=ctx.parent_run_id,
                  model_name=f"{info['candidate']}:{model.name}", item_meta=_meta_for_export(data), overwrite=True)
     fault_point("exported")
     version = model_registry.register_bundle(bundle, ctx.cfg.pipeline.registered_model, ctx.parent_run_id)
+    fault_point("registered")
     ctx.run.mark_done("export", bundle=str(bundle), version=version)
     ctx.echo(f"  bundle {bundle} (registry version {version}, alias candidate)")
 
@@ -206,8 +220,9 @@ def step_gate(ctx: Context) -> None:
     if champ_info and Path(champ_info["bundle"]).is_dir():
         champ = gating.bundle_metrics(Path(champ_info["bundle"]), data.split, data.items, protocol)
     decision = gating.decide(cand, champ, p.metric, p.tolerance)
-    write_json_atomic(ctx.run.path / "gate.json", {**decision.as_dict(), "candidate_metrics": cand,
+    atomic.write_json(ctx.run.path / "gate.json", {**decision.as_dict(), "candidate_metrics": cand,
                                                    "champion_metrics": champ})
+    fault_point("gated")
     for who, m in (("candidate", cand), ("champion", champ)):
         if m and (m["gate_unknown_items"] or m["gate_fallback_users"]):
             ctx.echo(f"  gate: the {who} does not know {int(m['gate_unknown_items']):,} items "
@@ -221,16 +236,36 @@ def step_gate(ctx: Context) -> None:
 
 
 def step_publish(ctx: Context) -> None:
-    from recsys.export.publish import publish
+    """Move the bundle into the publish root, switch ``current``, alias ``champion``, record the champion.
 
-    exported = ctx.run.info("export")
-    published = publish(ctx.bundles, Path(exported["bundle"]), version=ctx.run.run_id, keep=ctx.cfg.pipeline.keep)
-    model_registry.promote(ctx.cfg.pipeline.registered_model, exported["version"])
+    Each effect is idempotent and checked before it is redone, so a rerun after a kill at any instant
+    (three fault points below) finishes the publication: the bundle already moved is verified and
+    reused, ``current`` is pointed again, the alias set again, and the champion record appended once.
+    Until that rerun, ``current`` may already serve the new bundle (complete and verified; the switch is
+    one rename) while ``champion.json`` names the old one; ``recsys pipeline status`` reports it.
+    """
+    from recsys.export.publish import place, point, prune
+
+    p, exported = ctx.cfg.pipeline, ctx.run.info("export")
+    published = place(ctx.bundles, Path(exported["bundle"]), version=ctx.run.run_id)
+    fault_point("publish-placed")
+    point(ctx.bundles, published.name)
+    fault_point("publish-switched")
+    model_registry.promote(p.registered_model, exported["version"])
+    fault_point("publish-promoted")
     record_champion(ctx.workdir, {"run_id": ctx.run.run_id, "bundle": str(published),
                                   "data_dir": str(ctx.run.path / "data"), "version": exported["version"],
                                   "gate": ctx.run.info("gate")})
+    fault_point("publish-recorded")
+    prune(ctx.bundles, p.keep)
     ctx.run.mark_done("publish", bundle=str(published))
     ctx.echo(f"  published {published} as {ctx.bundles}/current (registry alias champion -> v{exported['version']})")
+
+
+#: every crash-injection point of the steps, in the order a run passes them (``fitted-<label>``, inside the
+#: model's nested MLflow run, and ``trained-<label>`` once per model); the crash tests kill a run at each
+FAULT_POINTS = ("ingest-prepared", "ingest-committed", "fitted-{label}", "trained-{label}", "evaluated", "exported",
+                "registered", "gated", "publish-placed", "publish-switched", "publish-promoted", "publish-recorded")
 
 
 STEP_FUNCS: dict[str, Callable[[Context], None]] = {

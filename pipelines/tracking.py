@@ -134,3 +134,37 @@ def epoch_logger():
 
 def scratch_dir() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="recsys-mlflow-")
+
+
+def end_orphaned_children(parent_run_id: str, reason: str) -> list[str]:
+    """End the nested runs of ``parent_run_id`` still marked RUNNING as KILLED, tagged with ``reason``.
+
+    A process killed inside a nested run (training a model) cannot end it; the resumed pipeline calls
+    this before it opens new nested runs, so no run stays RUNNING forever. Returns the runs ended.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    parent = client.get_run(parent_run_id)
+    stale = client.search_runs([parent.info.experiment_id],
+                               filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and "
+                                             "attributes.status = 'RUNNING'")
+    for run in stale:
+        client.set_tag(run.info.run_id, "ended_reason", reason)
+        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+    return [r.info.run_id for r in stale]
+
+
+def supersede_children(parent_run_id: str, run_name: str, reason: str) -> list[str]:
+    """Tag the finished nested runs named ``run_name`` under ``parent_run_id`` as superseded (``superseded``
+    = ``reason``): a model trained again after a kill before its marker leaves one run that counts."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    parent = client.get_run(parent_run_id)
+    done = client.search_runs([parent.info.experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and "
+                                            f"tags.mlflow.runName = '{run_name}'")
+    for run in done:
+        client.set_tag(run.info.run_id, "superseded", reason)
+    return [r.info.run_id for r in done]

@@ -23,6 +23,7 @@ import polars as pl
 from pipelines import plots, tracking
 from pipelines.config import RunConfig
 from pipelines.prepare import Prepared, load_prepared, prepare
+from pipelines.runstate import fault_point
 from recsys.config import from_dict, to_dict
 from recsys.device import resolve_device
 from recsys.evaluation.evaluator import EvalProtocol, evaluate_model, make_validator
@@ -96,6 +97,7 @@ def train_run(cfg: RunConfig, out: str | Path, data: Prepared | None = None, nes
         tracking.log_metrics({"fit_seconds": fit_s, "total_seconds": seconds}, "")
         model_dir = out / "models" / run.info.run_id
         model.save(model_dir)
+        fault_point(f"fitted-{cfg.run.name}")  # inside the nested MLflow run: a kill here leaves it RUNNING
         _log_artifacts(cfg, model, data, on_epoch.history, val, test, model_dir)
         log.info("%s: val %s test %s", cfg.run.name, _short(val), _short(test))
         return TrainResult(run.info.run_id, cfg.model_name, model_dir, val, test, seconds, on_epoch.history)

@@ -16,7 +16,7 @@ import pytest
 from test_serving import make_bundle
 
 from recsys.export import publish
-from recsys.export.publish import _point
+from recsys.export.publish import point
 from serving import Recommender
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,14 +109,14 @@ def test_hot_reload_then_failed_reload_keeps_serving_then_shutdown(server):
     bad = root / "bundles" / "v002"
     shutil.copytree(root / "bundles" / "v001", bad)
     (bad / "item_vectors.npy").write_bytes((bad / "item_vectors.npy").read_bytes()[:-4])  # truncated copy
-    _point(root, "v002")
+    point(root, "v002")
     _wait(lambda: c.get("/readyz").status_code == 503, what="readyz to report the failed reload")
     err = _error(c.get("/readyz"), 503)
     assert err["code"] == "reload_failed" and "v002" in err["message"] and "still serving v001" in err["message"]
     still = c.get("/v1/recommend", params={"user_id": "101", "k": 5}).json()
     assert still["bundle"] == "v001" and still["items"] == expected
 
-    _point(root, "v001")  # pointing back at the bundle being served clears the failure
+    point(root, "v001")  # pointing back at the bundle being served clears the failure
     _wait(lambda: c.get("/readyz").status_code == 200, what="readyz to recover")
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=15) == 0

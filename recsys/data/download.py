@@ -29,6 +29,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
+from recsys import atomic
+
 BASE_URL = "https://files.grouplens.org/datasets/movielens/"
 _CHUNK = 1 << 20
 
@@ -143,29 +145,27 @@ def _verify(spec: RemoteDataset, archive: Path, recorded: str | None) -> str:
 
 def _fetch(url: str, archive: Path, progress: bool, timeout: float) -> None:
     """Stream ``url`` into a temporary file beside ``archive``, then rename it into place."""
-    part = archive.with_name(f".{archive.name}.part-{os.getpid()}")
     request = urllib.request.Request(url, headers={"User-Agent": "recsys-download/1"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response, part.open("wb") as out:
+        with atomic.atomic_path(archive) as part, urllib.request.urlopen(request, timeout=timeout) as response, \
+                part.open("wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=archive.name, disable=not progress) as bar:
                 while block := response.read(_CHUNK):
                     out.write(block)
                     bar.update(len(block))
     except urllib.error.HTTPError as exc:
-        part.unlink(missing_ok=True)
         raise DownloadError(f"HTTP {exc.code} ({exc.reason}) fetching {url}; check the data set name or the "
                             "url, or try again later") from exc
     except (urllib.error.URLError, OSError) as exc:
-        part.unlink(missing_ok=True)
         reason = getattr(exc, "reason", exc)
         raise DownloadError(f"could not download {url}: {reason}; check the network (or proxy), pass url= "
                             f"to a reachable mirror, or put {archive.name} into {archive.parent}") from exc
-    os.replace(part, archive)
 
 
 def _extract(spec: RemoteDataset, archive: Path, target: Path) -> None:
     """Unpack into a temporary folder, check it, then swap it in for ``target``."""
+    atomic.recover_dir(target)  # a swap killed half-way (old folder still aside)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -184,15 +184,13 @@ def _extract(spec: RemoteDataset, archive: Path, target: Path) -> None:
     if not (root / spec.must_contain).is_file():
         shutil.rmtree(tmp, ignore_errors=True)
         raise DownloadError(f"{archive} does not contain {spec.name}/{spec.must_contain}; is it the right archive?")
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        target.rename(old)
-    root.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-    shutil.rmtree(tmp, ignore_errors=True)
+    if root != tmp:  # the data set's folder inside the archive becomes the whole temporary folder
+        inner = tmp.with_name(tmp.name + "-root")
+        os.rename(root, inner)
+        shutil.rmtree(tmp)
+        tmp = inner
+    atomic.replace_dir(tmp, target)
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic.write_text(path, text)

@@ -13,13 +13,13 @@ sorted, after all known ones. Saved as Parquet with columns ``index`` (Int32) an
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from recsys.atomic import atomic_path
 from recsys.data.schema import ENCODED_COLUMNS, ITEM, ITEM_IDX, USER, USER_IDX
 
 _MAX_IDS = 2**31 - 2  # indices are Int32 and 0 is reserved
@@ -177,11 +177,9 @@ class IdMap:
     def save(self, path: str | Path) -> None:
         """Write Parquet (``index`` Int32, ``id`` raw dtype) atomically: temp file, then rename."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         frame = pl.DataFrame({"index": np.arange(1, len(self) + 1, dtype=np.int32), "id": self._ids})
-        frame.write_parquet(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            frame.write_parquet(tmp)
 
     @classmethod
     def load(cls, path: str | Path) -> IdMap:

@@ -161,16 +161,18 @@ class Sequences:
 
     # -- persistence ----------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
-        """Write ``offsets.npy``, ``items.npy`` (+ ``timestamps.npy``, ``row_users.npy``) and ``meta.json``."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        np.save(d / "offsets.npy", self.offsets)
-        np.save(d / "items.npy", self.items)
-        if self.timestamps is not None:
-            np.save(d / "timestamps.npy", self.timestamps)
-        if self.row_users is not None:
-            np.save(d / "row_users.npy", self.row_users)
-        (d / "meta.json").write_text(json.dumps({"n_items": self.n_items, "n_rows": self.n_rows}))
+        """Write ``offsets.npy``, ``items.npy`` (+ ``timestamps.npy``, ``row_users.npy``) and ``meta.json``
+        into a folder that replaces ``directory`` atomically (:func:`recsys.atomic.atomic_dir`)."""
+        from recsys.atomic import atomic_dir
+
+        with atomic_dir(directory) as d:
+            np.save(d / "offsets.npy", self.offsets)
+            np.save(d / "items.npy", self.items)
+            if self.timestamps is not None:
+                np.save(d / "timestamps.npy", self.timestamps)
+            if self.row_users is not None:
+                np.save(d / "row_users.npy", self.row_users)
+            (d / "meta.json").write_text(json.dumps({"n_items": self.n_items, "n_rows": self.n_rows}))
 
     @classmethod
     def load(cls, directory: str | Path, mmap: bool = True) -> Sequences:

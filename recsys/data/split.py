@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from recsys.atomic import atomic_dir
 from recsys.data.build import check_encoded, sort_events
 from recsys.data.schema import ITEM_IDX, TIMESTAMP, USER_IDX, WEIGHT
 from recsys.data.sequences import Sequences
@@ -62,23 +61,17 @@ class SplitData:
         A part that is the same object as an earlier one is written once and recorded as an alias.
         """
         final = Path(directory)
-        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
         aliases: dict[str, str] = {}  # a part that *is* an earlier one (leave-last-out's valid_history = train)
-        for i, part in enumerate(PARTS):
-            same = next((q for q in PARTS[:i] if getattr(self, q) is getattr(self, part)), None)
-            if same is not None:
-                aliases[part] = same
-            else:
-                getattr(self, part).save(tmp / part)
-        meta = {"n_users": self.n_users, "n_items": self.n_items,
-                "fingerprint": self.fingerprint, "params": self.params, "aliases": aliases}
-        (tmp / "params.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
+        with atomic_dir(final) as tmp:
+            for i, part in enumerate(PARTS):
+                same = next((q for q in PARTS[:i] if getattr(self, q) is getattr(self, part)), None)
+                if same is not None:
+                    aliases[part] = same
+                else:
+                    getattr(self, part).save(tmp / part)
+            meta = {"n_users": self.n_users, "n_items": self.n_items,
+                    "fingerprint": self.fingerprint, "params": self.params, "aliases": aliases}
+            (tmp / "params.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
     @classmethod
     def load(cls, directory: str | Path, mmap: bool = True) -> SplitData:

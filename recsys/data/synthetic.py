@@ -31,8 +31,6 @@ part files: the rows are the same for any ``chunk_size`` and equal :func:`genera
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +39,7 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
+from recsys.atomic import atomic_dir
 from recsys.config import ConfigError
 from recsys.data.schema import EVENT, ITEM, TIMESTAMP, USER, WEIGHT
 
@@ -305,29 +304,23 @@ def write(config: SyntheticConfig, directory: str | Path, progress: bool = True,
     final = Path(directory)
     if final.exists() and not overwrite:
         raise FileExistsError(f"{final} exists; pass overwrite=True or choose another directory")
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "interactions").mkdir(parents=True)
-    cat = build_catalogue(config)
-    cat.items.write_parquet(tmp / "items.parquet")
-    pending: list[pl.DataFrame] = []
-    parts, bar = 0, tqdm(total=config.n_events, unit="ev", disable=not progress, desc="synthetic")
-    for frame in iter_blocks(config, cat):
-        pending.append(frame)
-        bar.update(frame.height)
-        if sum(f.height for f in pending) >= config.chunk_size:
+    with atomic_dir(final) as tmp:
+        (tmp / "interactions").mkdir()
+        cat = build_catalogue(config)
+        cat.items.write_parquet(tmp / "items.parquet")
+        pending: list[pl.DataFrame] = []
+        parts, bar = 0, tqdm(total=config.n_events, unit="ev", disable=not progress, desc="synthetic")
+        for frame in iter_blocks(config, cat):
+            pending.append(frame)
+            bar.update(frame.height)
+            if sum(f.height for f in pending) >= config.chunk_size:
+                pl.concat(pending).write_parquet(tmp / "interactions" / f"part-{parts:05d}.parquet")
+                pending, parts = [], parts + 1
+        if pending:
             pl.concat(pending).write_parquet(tmp / "interactions" / f"part-{parts:05d}.parquet")
-            pending, parts = [], parts + 1
-    if pending:
-        pl.concat(pending).write_parquet(tmp / "interactions" / f"part-{parts:05d}.parquet")
-        parts += 1
-    bar.close()
-    manifest = {"format": "recsys-synthetic-v1", "config": asdict(config), "n_events": config.n_events,
-                "n_parts": parts}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+            parts += 1
+        bar.close()
+        manifest = {"format": "recsys-synthetic-v1", "config": asdict(config), "n_events": config.n_events,
+                    "n_parts": parts}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return final

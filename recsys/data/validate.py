@@ -18,7 +18,6 @@ stable short strings, meant for counting and filtering.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Literal
 
 import polars as pl
 
+from recsys.atomic import atomic_path
 from recsys.data.report import IngestReport
 from recsys.data.schema import EVENT, ITEM, REASON, ROW, SOURCE, TIMESTAMP, USER, WEIGHT
 from recsys.data.timeparse import TimestampUnit, epoch_seconds
@@ -259,11 +259,6 @@ def _unit_hint(validated: Validated) -> str:
 def write_quarantine(frame: pl.DataFrame, path: str | Path) -> Path:
     """Write a quarantine frame as Parquet atomically (temp file in the same folder, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         frame.write_parquet(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

@@ -11,9 +11,6 @@ only when complete, so a reader never sees half a bundle.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +19,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.atomic import atomic_dir
 from recsys.data.sequences import Sequences
 from recsys.export.ann import AnnConfig
 from recsys.export.inputs import as_id_array, as_seen_csr, check_vectors, meta_list
@@ -108,9 +106,9 @@ def export_bundle(
     built = build_search(items, users, metric, cfg, seen=csr)
     index, ann_result = built.annoy, built.annoy_result
 
-    tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
+    # written into a temporary folder that replaces `dest` in one exchange: a reader (or a rerun after a
+    # kill) finds the old bundle or the complete new one
+    with atomic_dir(dest) as tmp:
         for name, arr in arrays.items():
             np.save(tmp / name, arr, allow_pickle=False)
         for name, arr in weights.items():
@@ -146,12 +144,6 @@ def export_bundle(
             "files": _file_table(tmp),
         }
         (tmp / fmt.MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if dest.exists():  # overwrite: remove only once the new bundle is complete
-            shutil.rmtree(dest)
-        os.rename(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dest
 
 

@@ -5,9 +5,9 @@ Layout::
     <root>/bundles/20250101T120000123456Z/   one bundle per version (names sort by time)
     <root>/current -> bundles/<version>       relative symlink; the server follows it
 
-The pointer is switched by creating a temp symlink beside it and ``os.replace``-ing it over
-``current`` (an atomic rename on POSIX), so a reader sees the old or the new bundle, never
-neither. :func:`publish` keeps the newest ``keep`` versions (and always the current one);
+The pointer is switched by creating a temp symlink beside it and renaming it over ``current``
+(:func:`recsys.atomic.replace_symlink`; atomic on POSIX), so a reader sees the old or the new
+bundle, never neither. :func:`publish` keeps the newest ``keep`` versions (and always the current one);
 :func:`rollback` points ``current`` at the version published before it.
 """
 
@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from recsys import atomic
 from serving import format as fmt
 from serving.loader import read_manifest, verify_files
 
@@ -69,20 +69,39 @@ def publish(root: str | Path, bundle_dir: str | Path, version: str | None = None
     """
     if keep < 1:
         raise ValueError(f"keep must be >= 1 (the current bundle is always kept); got {keep}")
-    root, src = Path(root), Path(bundle_dir)
-    verify_files(src, read_manifest(src))
-    bundles = root / fmt.BUNDLES_DIR
-    bundles.mkdir(parents=True, exist_ok=True)
-    if src.resolve().parent == bundles.resolve():
-        dest = src
-    else:
-        dest = bundles / (version or new_version())
-        if dest.exists():
-            raise FileExistsError(f"version {dest.name} is already published in {bundles}; pick another version")
-        _move(src, dest)
-    _point(root, dest.name)
+    dest = place(root, bundle_dir, version or new_version())
+    point(root, dest.name)
     prune(root, keep)
     return dest
+
+
+def place(root: str | Path, bundle_dir: str | Path, version: str) -> Path:
+    """Move a verified bundle to ``root/bundles/<version>`` (a rename; the pointer is not touched).
+
+    Idempotent: when ``bundle_dir`` is gone and ``bundles/<version>`` holds a bundle that verifies (a
+    rerun after a kill that came after the move), that bundle is returned as it is.
+    """
+    root, src = Path(root), Path(bundle_dir)
+    bundles = root / fmt.BUNDLES_DIR
+    dest = bundles / version
+    if src.resolve() == dest.resolve() or (dest.is_dir() and not src.exists()):
+        verify_files(dest, read_manifest(dest))
+        return dest
+    verify_files(src, read_manifest(src))
+    if dest.exists():
+        raise FileExistsError(f"version {dest.name} is already published in {bundles}; pick another version")
+    bundles.mkdir(parents=True, exist_ok=True)
+    for stale in bundles.glob(f".{version}.tmp-*"):  # a cross-device copy that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    return atomic.move_dir(src, dest)
+
+
+def point(root: str | Path, version: str) -> None:
+    """Point ``current`` at ``bundles/<version>`` (atomic: readers see the old or the new target)."""
+    root = Path(root)
+    if not (root / fmt.BUNDLES_DIR / version).is_dir():
+        raise FileNotFoundError(f"{root / fmt.BUNDLES_DIR / version} does not exist; place the bundle first")
+    atomic.replace_symlink(root / fmt.CURRENT, Path(fmt.BUNDLES_DIR) / version)
 
 
 def rollback(root: str | Path) -> Path:
@@ -92,7 +111,7 @@ def rollback(root: str | Path) -> Path:
     if cur not in versions or versions.index(cur) == 0:
         raise RuntimeError(f"no bundle older than {cur!r} in {root} to roll back to; published: {versions}")
     prev = versions[versions.index(cur) - 1]
-    _point(Path(root), prev)
+    point(root, prev)
     return Path(root) / fmt.BUNDLES_DIR / prev
 
 
@@ -103,19 +122,3 @@ def prune(root: str | Path, keep: int) -> list[str]:
     for b in doomed:
         shutil.rmtree(b.path)
     return [b.version for b in doomed]
-
-
-def _point(root: Path, version: str) -> None:
-    tmp = root / f".{fmt.CURRENT}.{uuid.uuid4().hex[:8]}"
-    os.symlink(Path(fmt.BUNDLES_DIR) / version, tmp)
-    os.replace(tmp, root / fmt.CURRENT)  # atomic: readers see the old or the new target
-
-
-def _move(src: Path, dest: Path) -> None:
-    try:
-        os.rename(src, dest)
-    except OSError:  # another file system: copy under a temp name, then rename into place
-        tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
-        shutil.copytree(src, tmp)
-        os.rename(tmp, dest)
-        shutil.rmtree(src)

@@ -23,12 +23,8 @@ argument), ``checkpoints`` (a ``checkpoint_dir`` config field; a killed fit resu
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -141,29 +137,3 @@ def take_rows(seqs: Sequences, rows: np.ndarray) -> Sequences:
     idx = np.repeat(seqs.offsets[rows] - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
     ts = seqs.timestamps[idx] if seqs.timestamps is not None else None
     return Sequences(offsets, np.asarray(seqs.items)[idx], seqs.n_items, ts)
-
-
-
-@contextmanager
-def atomic_dir(directory: str | Path) -> Iterator[Path]:
-    """Yield a fresh temporary sibling of ``directory`` to write into; on success it replaces
-    ``directory`` (rename), on an exception it is removed and ``directory`` is left as it was."""
-    final = Path(directory)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file, then rename)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    tmp.replace(path)

@@ -14,8 +14,6 @@ Every user gets the same one-factor vector ``[1]`` and item ``i`` the vector
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
+from recsys.atomic import atomic_dir
 from recsys.config import from_dict, to_dict
 from recsys.data.sequences import Sequences
 from recsys.models.base import EpochCallback, Model, NotFittedError, Validator
@@ -110,19 +109,11 @@ def save_arrays(
     final = Path(directory)
     if any(v is None for v in arrays.values()):
         raise NotFittedError(f"{name} is not fitted: call fit() before save()")
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for key, arr in arrays.items():
-        np.save(tmp / f"{key}.npy", arr, allow_pickle=False)
-    train.save(tmp / "train")
-    meta = {"model": name, "config": dict(config)}
-    (tmp / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(final) as tmp:
+        for key, arr in arrays.items():
+            np.save(tmp / f"{key}.npy", arr, allow_pickle=False)
+        train.save(tmp / "train")
+        (tmp / "model.json").write_text(json.dumps({"model": name, "config": dict(config)}, indent=2, sort_keys=True))
 
 
 def load_arrays(

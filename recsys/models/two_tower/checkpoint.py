@@ -9,13 +9,13 @@ renamed into place, so a crash mid-write leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from recsys.atomic import atomic_dir
 
 
 def save_tensors(directory: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -63,16 +63,11 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, params: list[torch.nn.Par
 
 def write_checkpoint(root: Path, groups: dict[str, dict[str, torch.Tensor]], state: dict[str, Any]) -> Path:
     """Atomically replace ``root/last`` with the tensor groups (one sub-folder each) and ``state.json``."""
-    root.mkdir(parents=True, exist_ok=True)
-    final, tmp, old = root / "last", root / f".last.tmp-{os.getpid()}", root / f".last.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    for name, tensors in groups.items():
-        save_tensors(tmp / name, tensors)
-    (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    final = root / "last"
+    with atomic_dir(final) as tmp:
+        for name, tensors in groups.items():
+            save_tensors(tmp / name, tensors)
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
     return final
 
 

@@ -30,9 +30,10 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from recsys.atomic import atomic_dir, write_json
 from recsys.config import ConfigError, from_dict, to_dict
 from recsys.data.sequences import Sequences
-from recsys.models.base import EpochCallback, Model, Validator, atomic_dir, write_json
+from recsys.models.base import EpochCallback, Model, Validator
 from recsys.models.two_tower.config import TwoTowerConfig
 from recsys.models.two_tower.features import ItemFeatures
 from recsys.models.two_tower.model import TwoTower

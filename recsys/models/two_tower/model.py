@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from recsys.atomic import atomic_dir, write_json
 from recsys.config import from_dict, to_dict
 from recsys.data.sequences import Sequences
 from recsys.device import resolve_device
-from recsys.models.base import EpochCallback, Model, NaNLossError, Validator, atomic_dir, write_json
+from recsys.models.base import EpochCallback, Model, NaNLossError, Validator
 from recsys.models.two_tower.checkpoint import load_tensors, save_tensors
 from recsys.models.two_tower.config import TwoTowerConfig
 from recsys.models.two_tower.ddp import device_for, init_distributed
