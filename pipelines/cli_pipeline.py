@@ -80,6 +80,30 @@ def sample_recommendations(root: Path, n_users: int) -> str:
 
 
 @app.command()
+def status(
+    config: Path = typer.Option(None, "--config", "-c", help="Pipeline TOML (for its workdir and bundles)."),
+    last: int = typer.Option(10, "--last", min=1, help="How many recent runs to list."),
+    as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
+) -> None:
+    """The champion (run, model, gate metric, when), the last runs with their outcome (published, rejected
+    with the reason, failed or stopped at a step, running) and the lock holder. Exits 1 when `current`,
+    champion.json, the registry alias and the run markers disagree (a kill inside publish that no run has
+    finished yet): the findings are listed."""
+    import json
+
+    from pipelines.status import format_status, pipeline_status
+
+    try:
+        s = pipeline_status(_load(config), last=last)
+    except (ValueError, FileNotFoundError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(ExitCode.USAGE) from None
+    typer.echo(json.dumps(s, indent=2, default=str) if as_json else format_status(s))
+    if s["problems"]:
+        raise typer.Exit(1)
+
+
+@app.command()
 def rollback(
     config: Path = typer.Option(None, "--config", "-c", help="Pipeline TOML (for its workdir and bundles)."),
 ) -> None:

@@ -221,8 +221,28 @@ def test_incremental_log_folder_appends_new_files_and_keeps_ids_stable(workdir: 
     assert users2.ids[: len(users1)].to_list() == users1.ids.to_list()  # known users keep their index
     assert len(users2) == 60
     files = json.loads((workdir / "wd" / "logs" / "files.json").read_text())
-    assert sorted(files) == ["day1.csv", "day2.csv"]
+    assert sorted(files["files"]) == ["day1.csv", "day2.csv"] and files["run_id"] == second.run.run_id
+    assert files["previous_rows"] == 40 * 8 and sorted(files["previous_files"]) == ["day1.csv"]
     assert second.run.info("ingest")["n_events"] == (40 + 30) * 8
+    assert second.run.info("ingest")["checks"]["new_rows_read"] == 30 * 8
+
+
+def test_ingest_check_judges_the_new_rows_alone(workdir: Path) -> None:
+    logs = workdir / "logs"
+    logs.mkdir()
+    good = [f"u{i % 50},i{i % 37},{1_600_000_000 + i}" for i in range(1000)]
+    (logs / "day1.csv").write_text("\n".join(["user,item,timestamp", *good]) + "\n")
+    cfg = load_pipeline_config(write_config(workdir, POP, data='path = "logs"\nmax_bad_fraction = 0.9\n',
+                                            pipeline="tolerance = 1.0\nmax_bad_fraction = 0.1"))
+    run_pipeline(cfg, echo=quiet)
+    # 15 bad rows of 50 new ones: 30% of this run's rows, 1.4% of everything read so far
+    day2 = [f"u{i % 50},i{i % 37},{1_700_000_000 + i}" for i in range(35)] + [f"u{i},,bad" for i in range(15)]
+    (logs / "day2.csv").write_text("\n".join(["user,item,timestamp", *day2]) + "\n")
+    with pytest.raises(PipelineExit, match="30.0% of this run's 50 new rows were quarantined") as err:
+        run_pipeline(cfg, echo=quiet)
+    assert err.value.code == ExitCode.DATA_CHECK_FAILED
+    state = json.loads((workdir / "wd" / "logs" / "files.json").read_text())
+    assert sorted(state["files"]) == ["day1.csv"]  # nothing committed: the next run sees day2.csv again
 
 
 def test_second_run_warm_starts_item2vec_from_the_champion(workdir: Path) -> None:
@@ -324,3 +344,181 @@ def test_gate_judges_both_bundles_by_their_own_encoder_on_the_grown_log(workdir:
     old = evaluate(users, items, new.split.test_history, new.split.test_targets, EvalProtocol(ks=(10, 20)))
     assert old["ndcg_10"] < gate["candidate"], "the old gate would have kept the champion: the case is not shown"
     assert first.run.info("gate")["promote"]
+
+
+def _fault_points(label: str) -> list[str]:
+    from pipelines.steps import FAULT_POINTS
+
+    return [p.format(label=label) for p in FAULT_POINTS]
+
+
+class _Prober:
+    """Queries a `recsys serve` process on loopback without pause from a thread; records every failure."""
+
+    def __init__(self, url: str, user: str) -> None:
+        import threading
+
+        self.url, self.user, self.ok, self.failures, self.served = url, user, 0, [], set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set():
+                try:
+                    r = client.get(f"{self.url}/v1/recommend", params={"user_id": self.user, "k": 5})
+                    ready = client.get(f"{self.url}/readyz")
+                    bundle = client.get(f"{self.url}/v1/model").json()["bundle"]
+                    if r.status_code != 200 or len(r.json()["items"]) != 5 or ready.status_code != 200:
+                        self.failures.append((r.status_code, r.text[:200], ready.status_code))
+                    else:
+                        self.ok += 1
+                        self.served.add(bundle)
+                except Exception as exc:  # noqa: BLE001 - any transport error is a failure to report
+                    self.failures.append(repr(exc))
+                time.sleep(0.02)
+
+    def __enter__(self) -> _Prober:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", _fault_points("pop"))
+def test_killed_at_every_fault_point_the_rerun_finishes_and_the_state_agrees(workdir: Path, point: str) -> None:
+    """SIGKILL at each fault point of each step (four inside publish), rerun, then: current, champion.json,
+    published.json, the registry aliases and the run markers agree, no MLflow run is left RUNNING, the log
+    state holds each file once, and a server on the publish root answered every request meanwhile."""
+    import httpx
+
+    from pipelines.status import consistency
+
+    logs = workdir / "logs"
+    logs.mkdir()
+    rng = np.random.default_rng(0)
+
+    def write_log(name: str, users: range, t0: int) -> int:
+        n = len(users) * 10
+        pl.DataFrame({"user": np.repeat([f"u{u}" for u in users], 10),
+                      "item": [f"i{x}" for x in rng.integers(0, 60, n)], "timestamp": t0 + np.arange(n)}
+                     ).write_csv(logs / name)
+        return n
+
+    day1 = write_log("day1.csv", range(0, 60), 1_600_000_000)
+    write_config(workdir, POP, data='path = "logs"\nmin_length = 3\n', pipeline="tolerance = 1.0\nkeep = 2")
+    first = run_pipeline(load_pipeline_config(workdir / "p.toml"), echo=quiet)
+    day2 = write_log("day2.csv", range(40, 90), 1_700_000_000)
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "pub", "--port", str(port),
+                               "--reload-interval", "0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait(lambda: httpx.get(f"{url}/readyz").status_code == 200)
+        with _Prober(url, "u1") as probe:
+            _crash_at(point)
+            wd, pub = workdir / "wd", workdir / "pub"
+            killed_run = max((wd / "runs").iterdir()).name
+            found = consistency(wd, pub)
+            if point.startswith("publish-"):  # the window a kill inside publish leaves, until the rerun
+                assert found and all("publish step did not finish" in p or "champion.json names" in p
+                                     or "published.json ends" in p for p in found), found
+            else:
+                assert found == [], found
+            out = _cli(["pipeline", "run", "-c", "p.toml", "--no-samples"])
+            assert out.returncode == 0, out.stderr[-3000:]
+            _wait(lambda: httpx.get(f"{url}/v1/model").json()["bundle"] == killed_run, timeout=30)
+            time.sleep(0.5)
+        assert probe.failures == [] and probe.ok > 10, probe.failures[:5]
+        assert probe.served <= {first.run.run_id, killed_run}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    tracking.setup("pipeline")
+    assert consistency(wd, pub, registered_model="recsys") == []
+    champion = json.loads((wd / "champion.json").read_text())
+    assert champion["run_id"] == killed_run and os.readlink(pub / "current") == f"bundles/{killed_run}"
+    published = json.loads((wd / "published.json").read_text())["published"]
+    assert [e["run_id"] for e in published] == [first.run.run_id, killed_run]  # appended once
+    runs = sorted((wd / "runs").iterdir())
+    assert len(runs) == 2 and all(json.loads((r / "ended.json").read_text())["outcome"] == "published" for r in runs)
+    client = MlflowClient(tracking.tracking_uri())
+    assert str(client.get_model_version_by_alias("recsys", "champion").version) == champion["version"] == "2"
+    assert len(client.search_model_versions("name = 'recsys'")) == 2  # the rerun reused a registered version
+    every = client.search_runs([client.get_experiment_by_name("pipeline").experiment_id])
+    assert not [r.info.run_id for r in every if r.info.status == "RUNNING"]
+    parent = client.get_run(json.loads((runs[-1] / "state.json").read_text())["parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["outcome"] == "published"
+    if point == "fitted-pop":
+        killed = [r for r in every if r.info.status == "KILLED"]
+        assert len(killed) == 1 and "resumed" in killed[0].data.tags["ended_reason"]
+    state = json.loads((wd / "logs" / "files.json").read_text())
+    assert sorted(state["files"]) == ["day1.csv", "day2.csv"]
+    assert pl.read_parquet(wd / "logs" / "accumulated.parquet").height == day1 + day2  # day2 appended once
+    ingest = json.loads((runs[-1] / "ingest.done").read_text())
+    assert ingest["checks"]["new_rows_read"] == day2
+    assert not [p.name for p in wd.iterdir() if p.name.startswith(".")]  # nothing staged or half-written left
+    assert not [p.name for p in (pub / "bundles").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_the_readme_nightly_config_runs_as_written_and_status_reports_it(workdir: Path) -> None:
+    """The README's cron line: `recsys pipeline run --config experiments/pipelines/nightly.toml` from the
+    deployment root, with the day's log file in logs/incoming/; then `recsys pipeline status`."""
+    incoming = workdir / "logs" / "incoming"
+    incoming.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    n = 4000
+    pl.DataFrame({"user": [f"u{u}" for u in rng.integers(0, 200, n)], "item": [f"i{x}" for x in rng.zipf(1.3, n) % 300],
+                  "timestamp": 1_700_000_000 + np.arange(n)}).write_csv(incoming / "events-2026-12-01.csv")
+    nightly = Path(__file__).resolve().parents[1] / "experiments" / "pipelines" / "nightly.toml"
+    out = _cli(["pipeline", "run", "--config", str(nightly), "--no-samples"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    bundles = workdir / "bundles" / "nightly"
+    assert os.readlink(bundles / "current").startswith("bundles/")
+    status = _cli(["pipeline", "status", "--config", str(nightly)])
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "champion run" in status.stdout and "published" in status.stdout and "state    consistent" in status.stdout
+    as_json = json.loads(_cli(["pipeline", "status", "--config", str(nightly), "--json"]).stdout)
+    assert as_json["lock"] is None and as_json["problems"] == [] and as_json["runs"][0]["outcome"] == "published"
+    assert as_json["champion"]["gate_metric"] == "ndcg_10"
+
+
+def test_status_names_a_failed_step_a_rejection_and_a_half_finished_publish(workdir: Path) -> None:
+    from pipelines.status import format_status, pipeline_status
+    from recsys.export.publish import point
+
+    cfg = load_pipeline_config(write_config(workdir, ALS))
+    first = run_pipeline(cfg, echo=quiet)
+    worse = load_pipeline_config(write_config(workdir, POP, pipeline="tolerance = 0.0", name="worse.toml"))
+    with pytest.raises(PipelineExit):
+        run_pipeline(worse, echo=quiet)
+    s = pipeline_status(cfg)
+    assert [r["outcome"] for r in s["runs"]] == ["rejected", "published"]
+    assert "worse than the champion" in s["runs"][0]["reason"] and s["problems"] == []
+    assert s["champion"]["run_id"] == first.run.run_id and s["champion"]["model"] == "als:als"
+    # a run that passed its gate and was stopped after `current` switched, before the champion record
+    run = workdir / "wd" / "runs" / "20991231T000000000000Z"
+    run.mkdir()
+    (run / "gate.done").write_text("{}")
+    (workdir / "pub" / "bundles" / run.name).mkdir()
+    (workdir / "pub" / "bundles" / run.name / "manifest.json").write_text("{}")
+    point(workdir / "pub", run.name)
+    s = pipeline_status(cfg, check_registry=False)
+    assert s["runs"][0]["outcome"] == "stopped" and s["runs"][0]["step"] == "ingest"
+    assert any("publish step did not finish" in p for p in s["problems"])
+    assert any("champion.json names" in p for p in s["problems"])
+    assert "problems:" in format_status(s)
+    from pipelines.publishing import rollback_champion
+
+    with pytest.raises(RuntimeError, match="passed its gate but was stopped before its publish step finished"):
+        rollback_champion(cfg)  # rolling back now would leave the half-finished publish to overwrite it
+    (run / "state.json").write_text(json.dumps({"step": "publish", "error": "OSError: disk full"}))
+    assert pipeline_status(cfg, check_registry=False)["runs"][0] == {
+        "run_id": run.name, "attempts": 0, "outcome": "failed", "step": "publish", "reason": "OSError: disk full"}
