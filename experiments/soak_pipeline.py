@@ -1,0 +1,306 @@
+"""Soak test of the scheduled pipeline: consecutive runs on a growing log folder, SIGKILLs at random
+instants in about a third of them, while a `recsys serve` process on the same publish root is queried
+without pause on loopback.
+
+Each run adds the next day's log file (a time slice of one synthetic log from the built-in
+generator) to the folder and runs `recsys pipeline run`; a run chosen for a kill is SIGKILLed at a
+random instant of its expected duration and run again (it resumes), until it ends. After every
+ended run `current`, champion.json, published.json, the registry alias and the run markers must
+agree (`pipelines.status.consistency`), no MLflow run may be left RUNNING, and the server must have
+answered every request. Writes ``experiments/reports/soak_pipeline.{json,md}``.
+
+    python experiments/soak_pipeline.py                 # 20 runs, about 10 minutes on 2 cores
+    python experiments/soak_pipeline.py --runs 3 --out /tmp/soak   # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from recsys import atomic  # noqa: E402
+from recsys.data.synthetic import SyntheticConfig, write  # noqa: E402
+
+CONFIG = """# written by experiments/soak_pipeline.py: experiments/pipelines/nightly.toml with small models
+[pipeline]
+name = "soak"
+experiment = "pipeline-soak"
+workdir = "wd"
+bundles = "pub"
+keep = {keep}
+tolerance = {tolerance}
+max_bad_fraction = 0.05
+
+[data]
+name = "soak"
+path = "logs"
+min_length = 3
+
+[models.popularity]
+name = "popularity"
+
+[models.als]
+factors = 16
+iterations = 4
+"""
+
+
+class Prober:
+    """GET /v1/recommend for random known users (and /readyz) without pause; counts answers and failures."""
+
+    def __init__(self, url: str, users: list[str], seed: int) -> None:
+        self.url, self.users, self.rng = url, users, np.random.default_rng(seed)
+        self.requests, self.errors, self.examples, self.bundles = 0, 0, [], set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=10) as client:
+            n = 0
+            while not self._stop.is_set():
+                user = self.users[int(self.rng.integers(len(self.users)))]
+                try:
+                    r = client.get(f"{self.url}/v1/recommend", params={"user_id": user, "k": 10})
+                    ok = r.status_code == 200 and len(r.json()["items"]) == 10
+                    if n % 20 == 0:
+                        ready = client.get(f"{self.url}/readyz")
+                        ok = ok and ready.status_code == 200
+                        self.bundles.add(client.get(f"{self.url}/v1/model").json()["bundle"])
+                except Exception as exc:  # noqa: BLE001 - a transport error is an HTTP failure to report
+                    ok, r = False, exc
+                self.requests += 1
+                n += 1
+                if not ok:
+                    self.errors += 1
+                    if len(self.examples) < 5:
+                        self.examples.append(repr(r)[:300] if not hasattr(r, "text") else r.text[:300])
+                time.sleep(0.005)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def make_days(work: Path, days: int, events_per_day: int, seed: int) -> list[pl.DataFrame]:
+    """One synthetic log (the built-in generator) cut into ``days + 1`` time slices; slice 0 is the history."""
+    total = events_per_day * (days + 3)
+    cfg = SyntheticConfig(n_users=max(total // 25, 200), n_items=max(total // 100, 100), n_events=total, seed=seed)
+    gen = write(cfg, work / "generated", progress=False)
+    frame = (pl.read_parquet(gen / "interactions" / "*.parquet").select("user", "item", "timestamp")
+             .sort("timestamp"))
+    shutil.rmtree(gen)
+    bounds = [0, 3 * events_per_day] + [3 * events_per_day + i * events_per_day for i in range(1, days + 1)]
+    bounds[-1] = frame.height
+    return [frame.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def cli(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check(work: Path) -> tuple[list[str], list[str]]:
+    """(consistency findings, MLflow runs left RUNNING) of the soak's workdir, in a fresh process."""
+    code = ("import json,sys; from pathlib import Path; from pipelines import tracking; "
+            "from pipelines.status import consistency; from mlflow.tracking import MlflowClient; "
+            "tracking.setup('pipeline-soak'); c = MlflowClient(); "
+            "e = c.get_experiment_by_name('pipeline-soak'); "
+            "running = [r.info.run_id for r in c.search_runs([e.experiment_id], max_results=5000) "
+            "if r.info.status == 'RUNNING']; "
+            "print(json.dumps([consistency(Path('wd'), Path('pub'), 'recsys'), running]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True, check=True)
+    problems, running = json.loads(out.stdout.strip().splitlines()[-1])
+    return problems, running
+
+
+def soak(args: argparse.Namespace) -> dict:
+    rng = np.random.default_rng(args.seed)
+    work = Path(tempfile.mkdtemp(prefix="recsys-soak-")) if args.work is None else args.work
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "logs").mkdir(exist_ok=True)
+    atomic.write_text(work / "soak.toml", CONFIG.format(keep=args.keep, tolerance=args.tolerance))
+    days = make_days(work, args.runs, args.events_per_day, args.seed)
+    known_users = days[0]["user"].unique().sort().head(500).cast(pl.Utf8).to_list()
+    counts = {"runs": 0, "published": 0, "rejected": 0, "data_check_failed": 0, "errors": 0, "kills": 0,
+              "kills_missed": 0, "resumes": 0, "killed_before_run_folder": 0, "publish_windows_after_kill": 0,
+              "inconsistent_states": 0,
+              "mlflow_running_left": 0}
+    rows, durations, findings = [], [], []
+    server = prober = None
+    t_start = time.time()
+    try:
+        for day in range(args.runs):
+            logs_now = days[: day + 2] if day == 0 else [days[day + 1]]
+            for i, frame in enumerate(logs_now):
+                name = f"day-{(0 if day == 0 else day + 1) + i:03d}.csv"
+                with atomic.atomic_path(work / "logs" / name) as tmp:
+                    frame.write_csv(tmp)
+            kill = day > 0 and rng.random() < args.kill_fraction
+            row = {"run": day + 1, "kill_planned": bool(kill), "attempts": 0, "killed_at_s": None}
+            t0 = time.time()
+            while True:
+                proc = cli(["pipeline", "run", "-c", "soak.toml", "--no-samples"], work)
+                row["attempts"] += 1
+                if kill and row["attempts"] == 1:
+                    at = float(rng.uniform(0.2, 1.1) * (np.median(durations) if durations else 10.0))
+                    try:
+                        proc.wait(timeout=at)
+                        counts["kills_missed"] += 1  # it finished before the instant drawn
+                    except subprocess.TimeoutExpired:
+                        proc.send_signal(signal.SIGKILL)
+                        row["killed_at_s"] = round(at, 2)
+                        counts["kills"] += 1
+                out = proc.communicate()[0]
+                if proc.returncode == -signal.SIGKILL:
+                    problems, _ = check(work)
+                    if any("publish step did not finish" in p for p in problems):
+                        counts["publish_windows_after_kill"] += 1
+                    row["after_kill"] = problems
+                    continue
+                if row["attempts"] > 1:  # killed before its run folder existed: the rerun starts the run anew
+                    counts["resumes" if "(resumed)" in out else "killed_before_run_folder"] += 1
+                break
+            rc = proc.returncode
+            outcome = {0: "published", 3: "data_check_failed", 4: "rejected"}.get(rc, "error")
+            counts["errors" if outcome == "error" else outcome] += 1
+            counts["runs"] += 1
+            if outcome == "error":
+                row["output"] = out[-2000:]
+            if row["attempts"] == 1 and not kill:
+                durations.append(time.time() - t0)
+            problems, running = check(work)
+            counts["inconsistent_states"] += bool(problems)
+            counts["mlflow_running_left"] += len(running)
+            findings += problems
+            bundles = sorted(p.name for p in (work / "pub" / "bundles").iterdir()) if (work / "pub").exists() else []
+            row.update(outcome=outcome, rc=rc, seconds=round(time.time() - t0, 1), problems=problems,
+                       bundles_on_disk=len(bundles))
+            rows.append(row)
+            print(f"run {day + 1:>2}: {outcome:<17} attempts {row['attempts']} "
+                  f"{'killed at ' + str(row['killed_at_s']) + ' s' if row['killed_at_s'] else ''} "
+                  f"bundles {len(bundles)} problems {problems}", flush=True)
+            if server is None and (work / "pub" / "current").exists():
+                port = free_port()
+                server = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "pub", "--port", str(port),
+                                           "--reload-interval", "0.2"], cwd=work, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL)
+                _wait_ready(f"http://127.0.0.1:{port}")
+                prober = Prober(f"http://127.0.0.1:{port}", known_users, args.seed)
+                prober.start()
+    finally:
+        if prober is not None:
+            prober.stop()
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+    bundles_on_disk = len(list((work / "pub" / "bundles").iterdir())) if (work / "pub").exists() else 0
+    result = {
+        **counts, "http_requests": prober.requests if prober else 0, "http_errors": prober.errors if prober else 0,
+        "http_error_examples": prober.examples if prober else [], "bundles_served": sorted(prober.bundles)
+        if prober else [], "bundles_on_disk": bundles_on_disk, "keep": args.keep, "findings": findings,
+        "seconds": round(time.time() - t_start, 1), "rows": rows, "work": str(work),
+    }
+    if args.work is None and not args.keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _wait_ready(url: str, timeout: float = 60) -> None:
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"the server at {url} did not become ready in {timeout} s")
+
+
+def markdown(r: dict) -> str:
+    lines = ["# Pipeline soak: consecutive runs, random SIGKILLs, a server queried throughout", "",
+             f"Command: `{r['command']}`. Commit `{r['commit']}`. Machine: {r['machine']}. {r['seconds']} s.", "",
+             f"Each run adds one day of a synthetic log ({r['events_per_day']:,} events; the first run reads "
+             f"{3 * r['events_per_day']:,} + one day) to the log folder and runs `recsys pipeline run` "
+             "(popularity + ALS, gate tolerance "
+             f"{r['tolerance']}). A run drawn for a kill (probability {r['kill_fraction']:.2f}) is SIGKILLed at a "
+             "random instant of the median run's duration and run again until it ends.", "",
+             "| figure | value | must be |", "| --- | ---: | --- |"]
+    must = {"inconsistent_states": "0", "http_errors": "0", "mlflow_running_left": "0", "errors": "0"}
+    for key in ("runs", "published", "rejected", "data_check_failed", "errors", "kills", "kills_missed", "resumes",
+                "killed_before_run_folder", "publish_windows_after_kill", "inconsistent_states", "mlflow_running_left",
+                "http_requests",
+                "http_errors", "bundles_on_disk", "keep"):
+        lines.append(f"| {key.replace('_', ' ')} | {r[key]:,} | {must.get(key, '')} |")
+    lines += ["", "- kills missed: the run ended before the instant drawn; killed before run folder: the kill "
+              "came while the process was starting, so the rerun began the run afresh instead of resuming it.",
+              "- inconsistent states: `pipelines.status.consistency` after every ended run (current, "
+              "champion.json, published.json, the registry alias `champion`, the run markers).",
+              "- publish windows after kill: kills that landed inside publish, where `current` already served the new "
+              "bundle and champion.json still named the old one until the rerun finished the step.",
+              f"- bundles served (from `/v1/model` while probing): {len(r['bundles_served'])}.", "",
+              "| run | outcome | attempts | killed at (s) | seconds | bundles on disk |",
+              "| ---: | --- | ---: | ---: | ---: | ---: |"]
+    for row in r["rows"]:
+        lines.append(f"| {row['run']} | {row['outcome']} | {row['attempts']} | {row['killed_at_s'] or ''} | "
+                     f"{row['seconds']} | {row['bundles_on_disk']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--runs", type=int, default=20, help="consecutive pipeline runs (default 20)")
+    ap.add_argument("--kill-fraction", type=float, default=1 / 3, help="share of runs SIGKILLed once (default 1/3)")
+    ap.add_argument("--events-per-day", type=int, default=6000, help="events in each day's log file")
+    ap.add_argument("--keep", type=int, default=3, help="pipeline.keep: published bundles kept")
+    ap.add_argument("--tolerance", type=float, default=0.0, help="gate tolerance (0: some runs are rejected)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one, removed)")
+    ap.add_argument("--keep-work", action="store_true", help="keep the temporary working folder")
+    ap.add_argument("--out", type=Path, default=REPO / "experiments" / "reports", help="report folder")
+    args = ap.parse_args()
+    r = soak(args)
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip()
+    r.update(command="python experiments/soak_pipeline.py " + " ".join(sys.argv[1:]), commit=commit,
+             machine=f"{platform.machine()}, {os.cpu_count()} cores, CPU only", events_per_day=args.events_per_day,
+             tolerance=args.tolerance, kill_fraction=args.kill_fraction)
+    atomic.write_text(args.out / "soak_pipeline.json", json.dumps(r, indent=2))
+    atomic.write_text(args.out / "soak_pipeline.md", markdown(r))
+    print(markdown(r))
+    bad = r["inconsistent_states"] or r["http_errors"] or r["mlflow_running_left"] or r["errors"]
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
