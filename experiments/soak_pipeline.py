@@ -1,5 +1,5 @@
 """Soak test of the scheduled pipeline: consecutive runs on a growing log folder, SIGKILLs at random
-instants in about a third of them, while a `recsys serve` process on the same publish root is queried
+instants in a third of them, while a `recsys serve` process on the same publish root is queried
 without pause on loopback.
 
 Each run adds the next day's log file (a time slice of one synthetic log from the built-in
@@ -154,6 +154,9 @@ def soak(args: argparse.Namespace) -> dict:
               "inconsistent_states": 0,
               "mlflow_running_left": 0}
     rows, durations, findings = [], [], []
+    # exactly round(kill_fraction * runs) runs are killed, drawn among runs 2.. (run 1 has no duration yet)
+    n_kill = min(round(args.kill_fraction * args.runs), args.runs - 1)
+    to_kill = set((rng.choice(np.arange(2, args.runs + 1), size=n_kill, replace=False)).tolist())
     server = prober = None
     t_start = time.time()
     try:
@@ -163,14 +166,14 @@ def soak(args: argparse.Namespace) -> dict:
                 name = f"day-{(0 if day == 0 else day + 1) + i:03d}.csv"
                 with atomic.atomic_path(work / "logs" / name) as tmp:
                     frame.write_csv(tmp)
-            kill = day > 0 and rng.random() < args.kill_fraction
+            kill = (day + 1) in to_kill
             row = {"run": day + 1, "kill_planned": bool(kill), "attempts": 0, "killed_at_s": None}
             t0 = time.time()
             while True:
                 proc = cli(["pipeline", "run", "-c", "soak.toml", "--no-samples"], work)
                 row["attempts"] += 1
                 if kill and row["attempts"] == 1:
-                    at = float(rng.uniform(0.2, 1.1) * (np.median(durations) if durations else 10.0))
+                    at = float(rng.uniform(0.1, 0.95) * (np.median(durations) if durations else 10.0))
                     try:
                         proc.wait(timeout=at)
                         counts["kills_missed"] += 1  # it finished before the instant drawn
@@ -253,8 +256,9 @@ def markdown(r: dict) -> str:
              f"Each run adds one day of a synthetic log ({r['events_per_day']:,} events; the first run reads "
              f"{3 * r['events_per_day']:,} + one day) to the log folder and runs `recsys pipeline run` "
              "(popularity + ALS, gate tolerance "
-             f"{r['tolerance']}). A run drawn for a kill (probability {r['kill_fraction']:.2f}) is SIGKILLed at a "
-             "random instant of the median run's duration and run again until it ends.", "",
+             f"{r['tolerance']}). Runs drawn for a kill ({r['kill_fraction']:.2f} of them, chosen at random) are "
+             "SIGKILLed once at a random instant between 0.1 and 0.95 of the median run's duration, then run again "
+             "until they end.", "",
              "| figure | value | must be |", "| --- | ---: | --- |"]
     must = {"inconsistent_states": "0", "http_errors": "0", "mlflow_running_left": "0", "errors": "0"}
     for key in ("runs", "published", "rejected", "data_check_failed", "errors", "kills", "kills_missed", "resumes",
@@ -280,7 +284,8 @@ def markdown(r: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--runs", type=int, default=20, help="consecutive pipeline runs (default 20)")
-    ap.add_argument("--kill-fraction", type=float, default=1 / 3, help="share of runs SIGKILLed once (default 1/3)")
+    ap.add_argument("--kill-fraction", type=float, default=1 / 3,
+                    help="share of runs SIGKILLed once, drawn at random (default 1/3)")
     ap.add_argument("--events-per-day", type=int, default=6000, help="events in each day's log file")
     ap.add_argument("--keep", type=int, default=3, help="pipeline.keep: published bundles kept")
     ap.add_argument("--tolerance", type=float, default=0.0, help="gate tolerance (0: some runs are rejected)")
