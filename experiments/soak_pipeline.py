@@ -141,6 +141,17 @@ def check(work: Path) -> tuple[list[str], list[str]]:
     return problems, running
 
 
+def killed_in(work: Path, before: set[str]) -> str:
+    """The step the killed process was in: ``state.json``'s step of a run folder it created, else "startup"."""
+    runs = work / "wd" / "runs"
+    new = sorted(set(os.listdir(runs)) - before) if runs.is_dir() else []
+    if not new:
+        return "startup"
+    state = runs / new[-1] / "state.json"
+    step = json.loads(state.read_text()).get("step") if state.is_file() else None
+    return step or "opening the run"
+
+
 def soak(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(args.seed)
     work = Path(tempfile.mkdtemp(prefix="recsys-soak-")) if args.work is None else args.work
@@ -169,6 +180,7 @@ def soak(args: argparse.Namespace) -> dict:
             kill = (day + 1) in to_kill
             row = {"run": day + 1, "kill_planned": bool(kill), "attempts": 0, "killed_at_s": None}
             t0 = time.time()
+            runs_before = set(os.listdir(work / "wd" / "runs")) if (work / "wd" / "runs").is_dir() else set()
             while True:
                 proc = cli(["pipeline", "run", "-c", "soak.toml", "--no-samples"], work)
                 row["attempts"] += 1
@@ -183,6 +195,7 @@ def soak(args: argparse.Namespace) -> dict:
                         counts["kills"] += 1
                 out = proc.communicate()[0]
                 if proc.returncode == -signal.SIGKILL:
+                    row["killed_in"] = killed_in(work, before=runs_before)
                     problems, _ = check(work)
                     if any("publish step did not finish" in p for p in problems):
                         counts["publish_windows_after_kill"] += 1
@@ -273,11 +286,11 @@ def markdown(r: dict) -> str:
               "- publish windows after kill: kills that landed inside publish, where `current` already served the new "
               "bundle and champion.json still named the old one until the rerun finished the step.",
               f"- bundles served (from `/v1/model` while probing): {len(r['bundles_served'])}.", "",
-              "| run | outcome | attempts | killed at (s) | seconds | bundles on disk |",
-              "| ---: | --- | ---: | ---: | ---: | ---: |"]
+              "| run | outcome | attempts | killed at (s) | killed in step | seconds | bundles on disk |",
+              "| ---: | --- | ---: | ---: | --- | ---: | ---: |"]
     for row in r["rows"]:
         lines.append(f"| {row['run']} | {row['outcome']} | {row['attempts']} | {row['killed_at_s'] or ''} | "
-                     f"{row['seconds']} | {row['bundles_on_disk']} |")
+                     f"{row.get('killed_in', '')} | {row['seconds']} | {row['bundles_on_disk']} |")
     return "\n".join(lines) + "\n"
 
 
