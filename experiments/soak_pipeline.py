@@ -147,9 +147,11 @@ def killed_in(work: Path, before: set[str]) -> str:
     new = sorted(set(os.listdir(runs)) - before) if runs.is_dir() else []
     if not new:
         return "startup"
+    if (runs / new[-1] / "ended.json").is_file():
+        return "after the run ended"
     state = runs / new[-1] / "state.json"
     step = json.loads(state.read_text()).get("step") if state.is_file() else None
-    return step or "opening the run"
+    return step or "between steps"
 
 
 def soak(args: argparse.Namespace) -> dict:
@@ -161,7 +163,7 @@ def soak(args: argparse.Namespace) -> dict:
     days = make_days(work, args.runs, args.events_per_day, args.seed)
     known_users = days[0]["user"].unique().sort().head(500).cast(pl.Utf8).to_list()
     counts = {"runs": 0, "published": 0, "rejected": 0, "data_check_failed": 0, "errors": 0, "kills": 0,
-              "kills_missed": 0, "resumes": 0, "killed_before_run_folder": 0, "publish_windows_after_kill": 0,
+              "kills_missed": 0, "resumes": 0, "reruns_started_anew": 0, "publish_windows_after_kill": 0,
               "inconsistent_states": 0,
               "mlflow_running_left": 0}
     rows, durations, findings = [], [], []
@@ -185,7 +187,7 @@ def soak(args: argparse.Namespace) -> dict:
                 proc = cli(["pipeline", "run", "-c", "soak.toml", "--no-samples"], work)
                 row["attempts"] += 1
                 if kill and row["attempts"] == 1:
-                    at = float(rng.uniform(0.1, 0.95) * (np.median(durations) if durations else 10.0))
+                    at = float(rng.uniform(0.05, 0.85) * (np.median(durations) if durations else 10.0))
                     try:
                         proc.wait(timeout=at)
                         counts["kills_missed"] += 1  # it finished before the instant drawn
@@ -202,7 +204,7 @@ def soak(args: argparse.Namespace) -> dict:
                     row["after_kill"] = problems
                     continue
                 if row["attempts"] > 1:  # killed before its run folder existed: the rerun starts the run anew
-                    counts["resumes" if "(resumed)" in out else "killed_before_run_folder"] += 1
+                    counts["resumes" if "(resumed)" in out else "reruns_started_anew"] += 1
                 break
             rc = proc.returncode
             outcome = {0: "published", 3: "data_check_failed", 4: "rejected"}.get(rc, "error")
@@ -270,17 +272,18 @@ def markdown(r: dict) -> str:
              f"{3 * r['events_per_day']:,} + one day) to the log folder and runs `recsys pipeline run` "
              "(popularity + ALS, gate tolerance "
              f"{r['tolerance']}). Runs drawn for a kill ({r['kill_fraction']:.2f} of them, chosen at random) are "
-             "SIGKILLed once at a random instant between 0.1 and 0.95 of the median run's duration, then run again "
+             "SIGKILLed once at a random instant between 0.05 and 0.85 of the median run's duration, then run again "
              "until they end.", "",
              "| figure | value | must be |", "| --- | ---: | --- |"]
     must = {"inconsistent_states": "0", "http_errors": "0", "mlflow_running_left": "0", "errors": "0"}
     for key in ("runs", "published", "rejected", "data_check_failed", "errors", "kills", "kills_missed", "resumes",
-                "killed_before_run_folder", "publish_windows_after_kill", "inconsistent_states", "mlflow_running_left",
+                "reruns_started_anew", "publish_windows_after_kill", "inconsistent_states", "mlflow_running_left",
                 "http_requests",
                 "http_errors", "bundles_on_disk", "keep"):
         lines.append(f"| {key.replace('_', ' ')} | {r[key]:,} | {must.get(key, '')} |")
-    lines += ["", "- kills missed: the run ended before the instant drawn; killed before run folder: the kill "
-              "came while the process was starting, so the rerun began the run afresh instead of resuming it.",
+    lines += ["", "- kills missed: the run ended before the instant drawn. Reruns started anew: the kill came "
+              "before the run folder existed (process start-up) or after the run had ended, so there was nothing "
+              "to resume and the rerun was a new run.",
               "- inconsistent states: `pipelines.status.consistency` after every ended run (current, "
               "champion.json, published.json, the registry alias `champion`, the run markers).",
               "- publish windows after kill: kills that landed inside publish, where `current` already served the new "
