@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from recsys.config import ConfigError, to_dict
 from recsys.data.sequences import Sequences
-from recsys.device import autocast, resolve_device
+from recsys.device import resolve_device
 from recsys.models.base import EpochCallback, Model, NaNLossError, NotFittedError, Validator
 from recsys.models.pairs import (
     AliasSampler,
@@ -210,8 +210,9 @@ class Item2Vec(Model):
         def run(batch: tuple[tuple[torch.Tensor, ...], float]) -> tuple[float, int, int]:
             tensors, progress = batch
             lr = cfg.lr - (cfg.lr - cfg.min_lr) * min(1.0, (epoch - 1 + progress) / cfg.epochs)
-            with autocast(self.device):
-                loss = step(w_in, w_out, *tensors, lr=lr, sparse=cfg.sparse, cap=cfg.repeat_cap)
+            # no autocast: the hand-written SGD updates stay float32 on every device (bf16 rounding would
+            # swallow updates of lr * gradient much smaller than the weights)
+            loss = step(w_in, w_out, *tensors, lr=lr, sparse=cfg.sparse, cap=cfg.repeat_cap)
             return float(loss), len(tensors[1]), len(tensors[0])
 
         if self._hogwild:
@@ -398,7 +399,7 @@ def _add_rows(weight: torch.Tensor, rows: torch.Tensor, delta: torch.Tensor, spa
     """``weight[rows] += delta`` with repeated rows summed. ``sparse`` touches only the given rows;
     otherwise the update is first materialised as a dense (V, D) tensor, as a dense embedding
     gradient would be (kept to measure the difference)."""
-    delta = delta.to(weight.dtype)  # autocast may hand back bf16
+    delta = delta.to(weight.dtype)
     # an expanded index takes torch's sorted scatter path; index_add_ with several CPU threads is up
     # to 100x slower on repeated rows (measured: 16k rows x 64, 2 threads: 28-43 ms vs 0.3-0.5 ms)
     index = rows[:, None].expand(-1, weight.shape[1])

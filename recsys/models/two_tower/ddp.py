@@ -31,13 +31,21 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed() -> DistInfo:
-    """Join the process group when launched with ``WORLD_SIZE > 1``; else a single-process DistInfo."""
+def backend_for(device: str | torch.device) -> str:
+    """NCCL when the ranks train on CUDA, gloo when they train on the CPU (even on a machine with GPUs)."""
+    kind = device.type if isinstance(device, torch.device) else str(device)
+    on_cuda = kind.startswith("cuda") or (kind == "auto" and torch.cuda.is_available())
+    return "nccl" if on_cuda else "gloo"
+
+
+def init_distributed(device: str | torch.device = "auto") -> DistInfo:
+    """Join the process group when launched with ``WORLD_SIZE > 1`` (NCCL for CUDA ranks, gloo for CPU
+    ranks); else a single-process DistInfo."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(backend=backend_for(device))
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 

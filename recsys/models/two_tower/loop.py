@@ -1,5 +1,9 @@
-"""The epoch loop of :class:`~recsys.models.two_tower.model.TwoTower`: optimiser, schedule,
-early stopping, per-epoch checkpoints and resume.
+"""The epoch loop of the two-tower models: optimiser, schedule, early stopping, per-epoch
+checkpoints and resume.
+
+The loop is given the network, its config, the device and the process group, and returns the
+per-epoch history (as nanoGPT's ``train.py`` does); it never reaches into a model object, so
+:mod:`~recsys.models.two_tower.model` imports it and nothing imports back.
 
 Resume continues the *same* run: parameters, AdamW moments, the loop's generator (dropout, ID dropout;
 :mod:`~recsys.models.two_tower.rng`),
@@ -10,17 +14,19 @@ parameters as an uninterrupted one.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from recsys.config import to_dict
 from recsys.data.sequences import Sequences
-from recsys.models.base import EpochCallback, NaNLossError, Validator
+from recsys.models.base import EpochCallback, NaNLossError
 from recsys.models.two_tower import rng
 from recsys.models.two_tower.checkpoint import (
     load_optimizer_tensors,
@@ -28,43 +34,48 @@ from recsys.models.two_tower.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
+from recsys.models.two_tower.config import TwoTowerConfig
 from recsys.models.two_tower.data import epoch_batches, target_counts, training_windows, trim_padding
-from recsys.models.two_tower.ddp import all_reduce_sum, broadcast_parameters, sync_gradients
+from recsys.models.two_tower.ddp import DistInfo, all_reduce_sum, broadcast_parameters, sync_gradients
 from recsys.models.two_tower.losses import StreamingFrequency
 from recsys.models.two_tower.train import StepInputs, lr_at, step_loss
 
-if TYPE_CHECKING:
-    from recsys.models.two_tower.model import TwoTower
+log = logging.getLogger(__name__)
 
 
 class TrainLoop:
-    """Trains ``model.net`` on ``train``; one instance per ``fit`` call."""
+    """Trains ``net`` (item and user towers) on ``train``; one instance per ``fit`` call."""
 
-    def __init__(self, model: TwoTower, train: Sequences, checkpoint_dir: Path | None) -> None:
-        self.m, self.cfg, self.ckpt = model, model.config, checkpoint_dir
+    def __init__(self, net: torch.nn.Module, config: TwoTowerConfig, device: torch.device, dist: DistInfo,
+                 train: Sequences, checkpoint_dir: Path | None) -> None:
+        self.net, self.cfg, self.device, self.dist, self.ckpt = net, config, device, dist, checkpoint_dir
+        self.n_items = train.n_items
         self.windows = training_windows(train, self.cfg.max_len, self.cfg.windows)
-        self.params = list(model.net.parameters())
+        self.params = list(net.parameters())
         # fused: one pass per parameter instead of ~6 (the full-softmax item table is updated densely every step)
         self.opt = torch.optim.AdamW(self.params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay, fused=True)
         n_steps = math.ceil(len(self.windows) / self.cfg.batch_size)
         self.total_steps = max(n_steps * self.cfg.epochs, 1)
         counts = target_counts(train)
-        prob = torch.as_tensor(counts / max(counts.sum(), 1.0), dtype=torch.float32, device=model.device)
-        streaming = StreamingFrequency(train.n_items + 1, device=model.device) if self.cfg.logq == "streaming" else None
+        prob = torch.as_tensor(counts / max(counts.sum(), 1.0), dtype=torch.float32, device=device)
+        streaming = StreamingFrequency(train.n_items + 1, device=device) if self.cfg.logq == "streaming" else None
         self.aux = StepInputs(train.n_items, prob, streaming)
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": 0, "bad_epochs": 0,
                                       "history": []}
         self.best_params: dict[str, torch.Tensor] | None = None
         # dropout draws; the same on every rank, as a checkpoint holds one state
-        self.gen = torch.Generator(device=model.device).manual_seed(self.cfg.seed)
-        broadcast_parameters(model.net, model.dist)
+        self.gen = torch.Generator(device=device).manual_seed(self.cfg.seed)
+        broadcast_parameters(net, dist)
 
     # -- the loop --------------------------------------------------------------------------------
-    def run(self, on_epoch_end: EpochCallback | None, validate: Validator | None, resume: bool) -> None:
+    def run(self, on_epoch_end: EpochCallback | None, validate: Callable[[], dict[str, float]] | None,
+            resume: bool) -> list[dict[str, float]]:
+        """Train; ``validate()`` scores the network as it stands. Returns the per-epoch history."""
         with rng.use_generator(self.gen):
-            self._run(on_epoch_end, validate, resume)
+            return self._run(on_epoch_end, validate, resume)
 
-    def _run(self, on_epoch_end: EpochCallback | None, validate: Validator | None, resume: bool) -> None:
+    def _run(self, on_epoch_end: EpochCallback | None, validate: Callable[[], dict[str, float]] | None,
+             resume: bool) -> list[dict[str, float]]:
         if self.ckpt is not None and resume:
             self._restore()
         for epoch in range(self.state["epoch"] + 1, self.cfg.epochs + 1):
@@ -74,28 +85,28 @@ class TrainLoop:
             metrics = {"loss": self._epoch(epoch), "lr": self.opt.param_groups[0]["lr"],
                        "epoch_seconds": time.perf_counter() - t0}
             if validate is not None:
-                metrics.update(validate(self.m))
+                metrics.update(validate())
             self._early_stopping(epoch, metrics, validate is not None)
             self.state["epoch"] = epoch
             self.state["history"].append(metrics)
-            if self.ckpt is not None and self.m.dist.is_main:
+            if self.ckpt is not None and self.dist.is_main:
                 self._save()
             if on_epoch_end is not None:
                 on_epoch_end(epoch, metrics)
-        self.m.history = list(self.state["history"])
         if self.best_params is not None and self.cfg.restore_best:
-            self.m.net.load_state_dict(self.best_params)
+            self.net.load_state_dict(self.best_params)
+        return list(self.state["history"])
 
     def _epoch(self, epoch: int) -> float:
-        self.m.net.train()
-        info, dev = self.m.dist, self.m.device
+        self.net.train()
+        info, dev = self.dist, self.device
         total, count = 0.0, 0.0
         for idx in epoch_batches(len(self.windows), self.cfg.batch_size, self.cfg.seed, epoch, info.rank,
                                  info.world_size, self.windows.lengths):
             inp, tgt = trim_padding(*self.windows.batch(idx))  # outputs are invariant to padding
             inp, tgt = torch.as_tensor(inp, device=dev), torch.as_tensor(tgt, device=dev)
             self.aux.step = self.state["step"]
-            loss_sum, n_global = step_loss(self.m.net, self.cfg, inp, tgt, self.aux, info, dev)
+            loss_sum, n_global = step_loss(self.net, self.cfg, inp, tgt, self.aux, info, dev)
             total += self._apply(loss_sum, n_global)
             count += float(n_global)
         return total / max(count, 1.0)
@@ -107,14 +118,14 @@ class TrainLoop:
                                f"(now {self.cfg.lr}) or the temperature, or check the data")
         self.opt.zero_grad(set_to_none=True)
         (loss_sum / n_global.clamp_min(1.0)).backward()
-        sync_gradients(self.params, self.m.dist)
+        sync_gradients(self.params, self.dist)
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         for g in self.opt.param_groups:
             g["lr"] = lr_at(self.state["step"], self.cfg, self.total_steps)
         self.opt.step()
         self.state["step"] += 1
-        return float(all_reduce_sum(loss_sum.detach().float().clone(), self.m.dist))
+        return float(all_reduce_sum(loss_sum.detach().float().clone(), self.dist))
 
     def _early_stopping(self, epoch: int, metrics: dict[str, float], validating: bool) -> None:
         if not validating or (self.cfg.monitor not in metrics and self.cfg.patience == 0):
@@ -125,37 +136,53 @@ class TrainLoop:
         value = float(metrics[self.cfg.monitor])
         if value > self.state["best"]:
             self.state.update(best=value, best_epoch=epoch, bad_epochs=0)
-            self.best_params = {k: v.detach().clone() for k, v in self.m.net.state_dict().items()}
+            self.best_params = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
         else:
             self.state["bad_epochs"] += 1
 
     # -- checkpoints -----------------------------------------------------------------------------
     def _save(self) -> None:
-        groups = {"model": self.m.net.state_dict(), "optim": optimizer_tensors(self.opt, self.params),
+        groups = {"model": self.net.state_dict(), "optim": optimizer_tensors(self.opt, self.params),
                   "rng": {"generator": self.gen.get_state()}}
         if self.best_params is not None:
             groups["best"] = self.best_params
         if self.aux.streaming is not None:
             groups["streaming"] = self.aux.streaming.state()
-        state = {**self.state, "config": to_dict(self.cfg), "n_items": self.m.n_items}
+        state = {**self.state, "config": to_dict(self.cfg), "n_items": self.n_items, "rng_device": self.device.type}
         write_checkpoint(self.ckpt, groups, _json_safe(state))
 
     def _restore(self) -> None:
-        found = read_checkpoint(self.ckpt, self.m.device)
+        found = read_checkpoint(self.ckpt, self.device)
         if found is None:
             return
         groups, state = found
-        if state["n_items"] != self.m.n_items:
+        if state["n_items"] != self.n_items:
             raise ValueError(f"checkpoint {self.ckpt} was trained on {state['n_items']} items, the data has "
-                             f"{self.m.n_items}; use a fresh checkpoint_dir or resume=False")
-        self.m.net.load_state_dict(groups["model"])
+                             f"{self.n_items}; use a fresh checkpoint_dir or resume=False")
+        self.net.load_state_dict(groups["model"])
         load_optimizer_tensors(self.opt, self.params, groups["optim"])
-        self.gen.set_state(groups["rng"]["generator"].cpu())
+        self._restore_generator(groups["rng"]["generator"].cpu(), state.get("rng_device"), state["step"])
         self.best_params = groups.get("best")
         if self.aux.streaming is not None and "streaming" in groups:
             self.aux.streaming.load_state(groups["streaming"])
         self.state = {k: state[k] for k in self.state}
         self.state["best"] = -math.inf if state["best"] is None else state["best"]
+
+
+    def _restore_generator(self, saved: torch.Tensor, saved_on: str | None, step: int) -> None:
+        """The generator state as saved when the device type matches; a CPU (Mersenne Twister) and a
+        CUDA (Philox) state do not convert, so resuming on another device reseeds from (seed, step):
+        the run continues deterministically, with dropout draws that differ from an uninterrupted one."""
+        if saved_on in (None, self.device.type):
+            try:
+                self.gen.set_state(saved)
+                return
+            except RuntimeError:  # an old checkpoint without rng_device, written on another device
+                pass
+        self.gen.manual_seed(self.cfg.seed * 1_000_003 + step)
+        log.warning("checkpoint %s was written on %s, resuming on %s: its generator state does not carry over; "
+                    "dropout draws reseeded from (seed, step %d)", self.ckpt, saved_on or "another device",
+                    self.device.type, step)
 
 
 def _json_safe(state: dict[str, Any]) -> dict[str, Any]:

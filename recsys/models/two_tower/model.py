@@ -25,13 +25,14 @@ from torch import nn
 from recsys.atomic import atomic_dir, write_json
 from recsys.config import from_dict, to_dict
 from recsys.data.sequences import Sequences
-from recsys.device import resolve_device
+from recsys.device import check_precision, resolve_device
 from recsys.models.base import EpochCallback, Model, NaNLossError, Validator
 from recsys.models.two_tower.checkpoint import load_tensors, save_tensors
 from recsys.models.two_tower.config import TwoTowerConfig
 from recsys.models.two_tower.ddp import device_for, init_distributed
 from recsys.models.two_tower.features import ItemFeatures
 from recsys.models.two_tower.item_tower import ItemTower
+from recsys.models.two_tower.loop import TrainLoop
 from recsys.models.two_tower.user_tower import build_user_tower
 
 FORMAT_VERSION = 1
@@ -52,8 +53,9 @@ class TwoTower(Model):
         super().__init__()
         self.config = config or TwoTowerConfig()
         self.similarity = self.config.similarity  # cosine: exported vectors are L2-normalised
-        self.dist = init_distributed()
+        self.dist = init_distributed(device)
         self.device = device if isinstance(device, torch.device) else resolve_device(device_for(device, self.dist))
+        check_precision(self.device, self.config.precision)  # a clear error now, not a slow emulated run
         self.item_features = item_features
         self.net: nn.ModuleDict | None = None
         self.n_items = 0
@@ -80,8 +82,6 @@ class TwoTower(Model):
             checkpoint_dir: str | Path | None = None, resume: bool = True) -> TwoTower:
         """Train on ``train``; with ``checkpoint_dir`` (or ``config.checkpoint_dir``) a checkpoint is
         written after every epoch and, when ``resume``, an existing one is continued."""
-        from recsys.models.two_tower.loop import TrainLoop
-
         if train.n_items < 1:
             raise ValueError("training data has no items (n_items = 0); check the data step")
         self._train = train
@@ -90,7 +90,8 @@ class TwoTower(Model):
         seen[np.asarray(train.items)] = True
         self.item_seen = seen
         ckpt = checkpoint_dir if checkpoint_dir is not None else (self.config.checkpoint_dir or None)
-        TrainLoop(self, train, Path(ckpt) if ckpt else None).run(on_epoch_end, validate, resume)
+        loop = TrainLoop(self.net, self.config, self.device, self.dist, train, Path(ckpt) if ckpt else None)
+        self.history = loop.run(on_epoch_end, (lambda: validate(self)) if validate is not None else None, resume)
         return self
 
     def _require_net(self) -> nn.ModuleDict:
