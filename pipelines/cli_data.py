@@ -16,7 +16,8 @@ app = typer.Typer(help="Read, validate, split and sequence interaction logs; gen
                   no_args_is_help=True)
 
 FORMAT_HELP = ("auto (by file name), csv, tsv, parquet, ml-100k, ml-1m, ml-latest-small, "
-               "seq-per-user (`user i1 i2 ...`), seq-pairs (`user item` per line)")
+               "seq-per-user (`user i1 i2 ...`), seq-pairs (`user item` per line); gzip, zstd and bz2 files "
+               "(events.csv.gz) are decompressed first, whatever the format")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -48,12 +49,13 @@ def ingest(
     fmt: str = FmtOpt, user_col: str = UserOpt, item_col: str = ItemOpt, timestamp_col: str = TsOpt,
     encoding: str = EncOpt, max_bad_fraction: float = BadOpt,
     repeat_policy: str = typer.Option("keep_all", help="Repeated (user, item): keep_all, first, last, sum_weight."),
+    max_id_len: int = typer.Option(256, min=1, help="Quarantine user/item ids longer than this (serving's limit)."),
 ) -> None:
     """Read and validate a log, drop exact duplicates; write interactions.parquet, quarantine.parquet, report.json."""
     from pipelines.prepare import ingest as run_ingest
 
     cfg = _data_config(path, fmt, user_col, item_col, timestamp_col, encoding, max_bad_fraction,
-                       repeat_policy=repeat_policy)
+                       repeat_policy=repeat_policy, max_id_len=max_id_len)
     try:
         ing = run_ingest(cfg)
     except (ValueError, FileNotFoundError) as exc:

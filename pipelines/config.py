@@ -55,6 +55,7 @@ class DataConfig:
     event_col: str = ""
     encoding: str = "utf8"
     max_bad_fraction: float = 0.05
+    max_id_len: int = 256  # longer user/item ids are quarantined (serving refuses them too)
     repeat_policy: Literal["keep_all", "first", "last", "sum_weight"] = "keep_all"
     user_k: int = 0  # k-core thresholds; 0 = no k-core filtering
     item_k: int = 0

@@ -24,6 +24,8 @@ from pipelines.config import DataConfig
 from pipelines.prepare import Ingested, read_source
 from recsys import atomic
 from recsys.data import filters
+from recsys.data.compressed import SUFFIXES as COMPRESSED
+from recsys.data.compressed import inner_name
 from recsys.data.report import IngestReport
 
 log = logging.getLogger(__name__)
@@ -40,9 +42,11 @@ def _state_dir(workdir: Path) -> Path:
 
 
 def _listing(folder: Path) -> dict[str, dict]:
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in SUFFIXES and not p.name.startswith("."))
+    files = sorted(p for p in folder.iterdir() if p.is_file() and Path(inner_name(p)).suffix in SUFFIXES
+                   and not p.name.startswith("."))
     if not files:
-        raise ValueError(f"log folder {folder} holds no log files ({', '.join(SUFFIXES)}); add files or fix data.path")
+        raise ValueError(f"log folder {folder} holds no log files ({', '.join(SUFFIXES)}, each optionally "
+                         f"compressed: {', '.join(COMPRESSED)}); add files or fix data.path")
     return {p.name: {"size": p.stat().st_size, "mtime": p.stat().st_mtime} for p in files}
 
 

@@ -66,7 +66,7 @@ def read_source(cfg: DataConfig, path: str | Path) -> Ingested:
     mapping = ColumnMapping(user=cfg.user_col, item=cfg.item_col, timestamp=cfg.timestamp_col,
                             weight=cfg.weight_col or None, event=cfg.event_col or None)
     res = read_interactions(path, fmt=cfg.format, mapping=mapping, encoding=cfg.encoding,
-                            max_bad_fraction=cfg.max_bad_fraction)
+                            max_bad_fraction=cfg.max_bad_fraction, max_id_len=cfg.max_id_len)
     return Ingested(res.frame, res.quarantine, res.items_meta, res.report)
 
 

@@ -33,6 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+#: longest user or item id accepted: by the readers (longer ids are quarantined) and by serving requests
+MAX_ID_LEN = 256
+
 FORMAT_VERSION = 2  # 2: history.npz and model-specific encoders (kind)
 MANIFEST = "manifest.json"
 INDEX = "items.ann"

@@ -30,13 +30,12 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from serving.format import CURRENT, BundleError
+from serving.format import CURRENT, MAX_ID_LEN, BundleError
 from serving.recommender import Recommender
 
 log = logging.getLogger("serving.http")
 MAX_K = 1000
 MAX_BODY_BYTES = 64 * 1024
-MAX_ID_LEN = 256
 _CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 411: "length_required",
           413: "body_too_large", 422: "invalid_request", 500: "internal", 503: "not_ready"}
 

@@ -263,3 +263,47 @@ def test_movielens_u_data_with_a_ragged_line(tmp_path):
     assert res.report.stats["format"] == "ml-100k" and _reasons(res) == {40: "wrong field count"}
     assert res.items_meta is None  # no u.item beside it
     assert math.isclose(res.frame["weight"].sum(), 4.0 * 39)
+
+
+GOOD = "u1,i1,1600000000\nu2,i2,1600000001\nu3,i3,1600000002\n"
+# (name, file bytes, read_interactions kwargs, expected: DataError text, or (accepted, {row: reason}))
+CORPUS = [
+    ("extra field on the first data row", b"user,item,timestamp\nu0,i0,1600000000,EXTRA\n" + GOOD.encode(), {},
+     (3, {2: "wrong field count"})),
+    ("missing field", b"user,item,timestamp\n" + GOOD.encode() + b"u4,i4\n", {}, (3, {5: "wrong field count"})),
+    ("duplicated header name", b"user,item,item,timestamp\n" + GOOD.encode(), {},
+     "duplicated column name(s) ['item']"),
+    ("empty header name", b"user,item,timestamp,\n" + GOOD.encode(), {}, "empty column name(s) at position(s) [4]"),
+    ("2 MB id", b"user,item,timestamp\n" + GOOD.encode() + b"u" * 2_000_000 + b",i9,1600000009\n", {},
+     (3, {5: "id too long"})),
+    ("id over a configured limit", b"user,item,timestamp\n" + GOOD.encode() + b"u1234567890,i9,1600000009\n",
+     {"max_id_len": 10}, (3, {5: "id too long"})),
+    ("NUL inside one id", b"user,item,timestamp\n" + GOOD.encode() + b"u\x009,i9,1600000009\n", {},
+     (3, {5: "control character in id"})),
+    ("quoted newline in an id", b'user,item,timestamp\n"u1",i1,1600000000\n"u\n2",i2,1600000001\n', {},
+     (1, {3: "control character in id"})),
+]
+
+
+@pytest.mark.parametrize(("name", "data", "kw", "expected"), CORPUS, ids=[c[0] for c in CORPUS])
+def test_malformed_log_corpus(tmp_path, name, data, kw, expected) -> None:
+    p = tmp_path / "log.csv"
+    p.write_bytes(data)
+    if isinstance(expected, str):
+        _data_error(p, expected, **kw)
+        return
+    res = read_interactions(p, max_bad_fraction=0.9, **kw)
+    accepted, reasons = expected
+    r = res.report
+    assert r.rows_read == r.accepted + r.quarantined + r.duplicates_removed
+    assert r.accepted == accepted and _reasons(res) == reasons, (r.summary(), _reasons(res))
+
+
+def test_after_a_quoted_field_that_spans_lines_ragged_records_are_still_caught(tmp_path) -> None:
+    """The issue's case: a later ragged row used to be cut and accepted, and row numbers drifted."""
+    p = tmp_path / "log.csv"
+    p.write_text('user,item,timestamp\nu1,"i\n1",1600000000\nu2,i2,1600000001\nu3,i3,1600000002,EXTRA\n'
+                 "u4,i4,1600000003\nu5,i5\n")
+    res = read_interactions(p, max_bad_fraction=0.9, id_dtype="str")
+    assert _reasons(res) == {2: "control character in id", 5: "wrong field count", 7: "wrong field count"}
+    assert res.frame["user"].to_list() == ["u2", "u4"]  # line numbers are the file's: u4 is on line 6

@@ -522,3 +522,19 @@ def test_status_names_a_failed_step_a_rejection_and_a_half_finished_publish(work
     (run / "state.json").write_text(json.dumps({"step": "publish", "error": "OSError: disk full"}))
     assert pipeline_status(cfg, check_registry=False)["runs"][0] == {
         "run_id": run.name, "attempts": 0, "outcome": "failed", "step": "publish", "reason": "OSError: disk full"}
+
+
+def test_a_log_folder_takes_compressed_files(tmp_path: Path) -> None:
+    import gzip
+
+    from pipelines.config import DataConfig
+    from pipelines.ingest_logs import collect
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    rows = "\n".join(["user,item,timestamp"] + [f"u{i % 9},i{i % 13},{1_600_000_000 + i}" for i in range(90)])
+    (logs / "day1.csv.gz").write_bytes(gzip.compress((rows + "\n").encode()))
+    (logs / "day2.csv").write_text("user,item,timestamp\nu1,i1,1700000000\n")
+    (logs / "notes.md.gz").write_bytes(gzip.compress(b"not a log"))  # not a log suffix: ignored
+    got = collect(DataConfig(path=str(logs)), tmp_path / "wd", run_id="r1")
+    assert got.report.stats["new_files"] == 2 and got.report.rows_read == 91 and got.frame.height == 91

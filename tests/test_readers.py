@@ -147,3 +147,51 @@ def test_quarantine_path_written_even_when_read_succeeds(tmp_path: Path):
     q = tmp_path / "x.quarantine.parquet"
     res = read_interactions(p, quarantine_path=q)
     assert res.frame.height == 30 and pl.read_parquet(q)["row"].to_list() == [32]
+
+
+def _log_text() -> str:
+    rows = [f"u{i % 7},i{i % 11},{1_600_000_000 + i}" for i in range(200)] + ["u1,,not-a-time"]
+    return "\n".join(["user,item,timestamp", *rows]) + "\n"
+
+
+def _compress(kind: str, data: bytes) -> bytes:
+    import bz2
+    import gzip
+
+    import zstandard
+
+    return {"gzip": gzip.compress, "bz2": bz2.compress,
+            "zstd": lambda b: zstandard.ZstdCompressor().compress(b)}[kind](data)
+
+
+@pytest.mark.parametrize(("kind", "name"), [("gzip", "events.csv.gz"), ("zstd", "events.csv.zst"),
+                                            ("bz2", "events.csv.bz2"), ("gzip", "events.log")])
+def test_compressed_logs_read_like_the_plain_file(tmp_path: Path, kind: str, name: str) -> None:
+    plain = tmp_path / "events.csv"
+    plain.write_text(_log_text())
+    packed = tmp_path / name
+    packed.write_bytes(_compress(kind, plain.read_bytes()))
+    want = read_interactions(plain)
+    got = read_interactions(packed, fmt="auto" if name != "events.log" else "csv")  # the magic bytes decide
+    assert got.frame.equals(want.frame)
+    assert (got.report.rows_read, got.report.accepted, got.report.quarantined) == (201, 200, 1)
+    assert got.report.source == str(packed) and got.report.stats["compression"] == kind
+    assert got.quarantine["row"].to_list() == want.quarantine["row"].to_list() == [202]  # file line numbers
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd", "bz2"])
+def test_a_truncated_archive_is_an_error_that_names_the_file(tmp_path: Path, kind: str) -> None:
+    data = _compress(kind, _log_text().encode() * 50)
+    p = tmp_path / ("events.csv." + {"gzip": "gz", "zstd": "zst", "bz2": "bz2"}[kind])
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=rf"{p.name}: the {kind} archive is truncated or damaged"):
+        read_interactions(p)
+
+
+def test_errors_inside_a_compressed_file_name_the_archive(tmp_path: Path) -> None:
+    import gzip
+
+    p = tmp_path / "events.csv.gz"
+    p.write_bytes(gzip.compress(b"uid,iid,ts\n1,2,3\n"))
+    with pytest.raises(DataError, match=r"events\.csv\.gz \(decompressed\): column\(s\) \['user', 'item'"):
+        read_interactions(p)

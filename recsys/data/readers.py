@@ -13,8 +13,9 @@ returns a :class:`ReadResult` whose report reconciles ``rows_read == accepted + 
 ``fmt="auto"`` picks the format from the file name: ``u.data`` -> ml-100k, ``ratings*.dat`` ->
 ml-1m, ``ratings.csv`` with header ``userId,movieId,...`` -> ml-latest-small, ``*.parquet``,
 ``*.csv``, ``*.tsv``, and ``*.txt`` -> sequence file (layout sniffed: one user a line, or one
-``user item`` pair a line). CSV is read as strings first, so a bad value is quarantined instead
-of failing the whole read.
+``user item`` pair a line). gzip, zstd and bz2 files are recognised by their magic bytes and
+decompressed as a stream first (:mod:`recsys.data.compressed`); ``events.csv.gz`` is read as CSV.
+CSV is read as strings first, so a bad value is quarantined instead of failing the whole read.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import polars as pl
 
 from recsys.data import movielens, seqfile
+from recsys.data.compressed import compression, decompressed, inner_name
 from recsys.data.filters import dedupe as dedupe_rows
 from recsys.data.report import IngestReport
 from recsys.data.schema import ROW
@@ -50,6 +52,7 @@ from recsys.data.validate import (
     validate_frame,
     write_quarantine,
 )
+from serving.format import MAX_ID_LEN
 
 FORMATS = ("auto", "csv", "tsv", "parquet", "ml-100k", "ml-1m", "ml-latest-small", "seq", "seq-lines", "seq-pairs")
 _ALIASES = {"seq-per-user": "seq-lines", "seq-per-event": "seq-pairs"}  # names used in run configs
@@ -95,8 +98,10 @@ class ReadResult:
 
 
 def detect_format(path: Path) -> str:
-    """The format ``fmt="auto"`` uses for ``path``, from its name (and a CSV's header)."""
-    name, suffix = path.name.lower(), path.suffix.lower()
+    """The format ``fmt="auto"`` uses for ``path``, from its name without a compression suffix (and a
+    CSV's header)."""
+    name = inner_name(path).lower()
+    suffix = Path(name).suffix
     if name == "u.data":
         return "ml-100k"
     if name.startswith("ratings") and suffix == ".dat":
@@ -107,7 +112,7 @@ def detect_format(path: Path) -> str:
     if suffix in by_suffix:
         return by_suffix[suffix]
     raise DataError(f"{path}: cannot tell the format from the name {path.name!r}; pass fmt= one of "
-                    f"{list(FORMATS[1:])}.")
+                    f"{list(FORMATS[1:])} (compressed files: name.csv.gz, name.tsv.zst, name.csv.bz2).")
 
 
 def _header_line(path: Path, encoding: str = "utf8") -> str:
@@ -140,17 +145,25 @@ def _delimited_raw(path: Path, sep: str, mapping: ColumnMapping, encoding: str) 
     with polars_errors(path, "CSV/TSV", encoding):
         names = pl.read_csv(header.encode(), separator=sep, has_header=False, infer_schema=False).row(0)
     names = [n.strip() if n is not None else "" for n in names]
+    empty = [i + 1 for i, n in enumerate(names) if not n]
+    dupes = sorted({n for n in names if n and names.count(n) > 1})
+    if empty or dupes:
+        what = "; ".join(([f"empty column name(s) at position(s) {empty}"] if empty else [])
+                         + ([f"duplicated column name(s) {dupes}"] if dupes else []))
+        raise DataError(f"{path}: the header line has {what}: {header!r}. Every column needs its own name; fix the "
+                        "header (a stray separator at the end of the line makes an empty name).")
     if any(src not in names for src in mapping.pairs().values()):
         raise _missing_columns(path, names, mapping, sep)
     schema = {f"_c{i}": pl.String for i in range(len(names))}
     with polars_errors(path, "CSV/TSV", encoding):
         src = text_source(path, encoding)
         data = pl.scan_csv(src, separator=sep, has_header=False, skip_lines=1, schema=schema,
-                           truncate_ragged_lines=True, missing_columns="insert", empty_string_is_null=False).collect()
+                           truncate_ragged_lines=True, missing_columns="insert", extra_columns="ignore",
+                           empty_string_is_null=False).collect()
         lines = read_lines(path, encoding).slice(1)
     picked = data.select([pl.col(f"_c{names.index(src)}").alias(dst) for dst, src in mapping.pairs().items()])
-    if lines.height != data.height:  # a quoted field spans lines: no per-line field check possible
-        return picked.with_columns(pl.int_range(2, data.height + 2, dtype=pl.Int64).alias(ROW))
+    if lines.height != data.height:  # a quoted field spans lines: check records, not lines
+        return _checked_records(path, picked, sep, len(names), encoding)
     blank = lines[LINE].str.strip_chars() == ""
     ragged = field_counts(lines, sep) != len(names)
     reason = pl.when(blank).then(pl.lit(BLANK_LINE)).when(ragged).then(pl.lit(WRONG_FIELD_COUNT))
@@ -158,6 +171,35 @@ def _delimited_raw(path: Path, sep: str, mapping: ColumnMapping, encoding: str) 
         pl.select(reason.alias(READER_REASON))[READER_REASON],
         pl.when(ragged | blank).then(pl.col(LINE)).alias(LINE),  # keep the raw text only where it helps
     )
+
+
+def _checked_records(path: Path, picked: pl.DataFrame, sep: str, n_fields: int, encoding: str) -> pl.DataFrame:
+    """Row numbers and ragged/blank flags per CSV record when a quoted field spans lines.
+
+    Python's csv module walks the records (quotes and all) and gives each one's first line number and
+    field count; only this rare layout pays for it. Should its record count disagree with polars', the
+    rows get record numbers and no field check (the quarantine still catches bad values).
+    """
+    import csv
+    import io
+
+    text = text_source(path, encoding)
+    with (open(text, newline="", encoding="utf-8") if isinstance(text, str)
+          else io.TextIOWrapper(io.BytesIO(text), encoding="utf-8", newline="")) as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        next(reader, None)  # header
+        starts, counts, line = [], [], reader.line_num + 1
+        for record in reader:
+            starts.append(line)
+            counts.append(len(record))
+            line = reader.line_num + 1
+    if len(starts) != picked.height:
+        return picked.with_columns(pl.int_range(2, picked.height + 2, dtype=pl.Int64).alias(ROW))
+    n = pl.Series(counts)
+    blank, ragged = n == 0, (n != n_fields) & (n != 0)
+    reason = pl.select(pl.when(blank).then(pl.lit(BLANK_LINE)).when(ragged).then(pl.lit(WRONG_FIELD_COUNT))
+                       .alias(READER_REASON))[READER_REASON]
+    return picked.with_columns(pl.Series(ROW, starts, dtype=pl.Int64), reason)
 
 
 def _parquet_raw(path: Path, mapping: ColumnMapping) -> pl.DataFrame:
@@ -206,6 +248,7 @@ def read_interactions(
     bounds: TimeBounds | None = None,
     dedupe: bool = False,
     quarantine_path: str | Path | None = None,
+    max_id_len: int = MAX_ID_LEN,
 ) -> ReadResult:
     """Read, validate and account for every row of an interaction file.
 
@@ -223,6 +266,7 @@ def read_interactions(
     bounds : plausible timestamp range (default 1990-01-01 .. now + 1 day).
     dedupe : also remove exact duplicate rows (counted in ``report.duplicates_removed``).
     quarantine_path : where to write the quarantine as Parquet (also when the read then fails).
+    max_id_len : ids longer than this are quarantined (default 256, the limit serving enforces).
 
     Returns
     -------
@@ -234,10 +278,30 @@ def read_interactions(
     p = check_file(path)
     if encoding is not None:
         check_encoding(encoding)
+    kind = compression(p)
+    if kind is None:
+        return _read(p, p, fmt, mapping, encoding, timestamp_unit, max_bad_fraction, separator, id_dtype, bounds,
+                     dedupe, quarantine_path, max_id_len)
+    with decompressed(p, kind) as plain:
+        try:
+            res = _read(plain, p, fmt, mapping, encoding, timestamp_unit, max_bad_fraction, separator, id_dtype,
+                        bounds, dedupe, quarantine_path, max_id_len)
+        except DataError as exc:  # name the file the caller passed, not the temporary copy
+            raise DataError(str(exc).replace(str(plain), f"{p} (decompressed)")) from None
+    res.report.stats["compression"] = kind
+    return res
+
+
+def _read(p: Path, source: Path, fmt: str, mapping: ColumnMapping | None, encoding: str | None,
+          timestamp_unit: TimestampUnit, max_bad_fraction: float, separator: str | None, id_dtype: IdDtype,
+          bounds: TimeBounds | None, dedupe: bool, quarantine_path: str | Path | None,
+          max_id_len: int) -> ReadResult:
+    """:func:`read_interactions` on the plain file ``p``; ``source`` is what reports and metadata name."""
     fmt = detect_format(p) if fmt == "auto" else fmt
     raw, stats = _raw_frame(p, fmt, mapping, encoding, separator)
     unit = "position" if fmt.startswith("seq") else timestamp_unit
-    validated = validate_frame(raw, str(p), timestamp_unit=unit, bounds=bounds, id_dtype=id_dtype)
+    validated = validate_frame(raw, str(source), timestamp_unit=unit, bounds=bounds, id_dtype=id_dtype,
+                               max_id_len=max_id_len)
     if quarantine_path is not None and validated.quarantine.height:
         write_quarantine(validated.quarantine, quarantine_path)
     check_bad_fraction(validated, max_bad_fraction, None if quarantine_path is None else str(quarantine_path))
@@ -248,7 +312,7 @@ def read_interactions(
     report.check()
     items_meta = users_meta = None
     if fmt in ("ml-100k", "ml-1m", "ml-latest-small"):
-        items_meta, users_meta = movielens.metadata(fmt, p.parent)
+        items_meta, users_meta = movielens.metadata(fmt, source.parent)
     return ReadResult(frame, validated.quarantine, report, items_meta, users_meta)
 
 

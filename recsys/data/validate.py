@@ -29,6 +29,7 @@ from recsys.atomic import atomic_path
 from recsys.data.report import IngestReport
 from recsys.data.schema import EVENT, ITEM, REASON, ROW, SOURCE, TIMESTAMP, USER, WEIGHT
 from recsys.data.timeparse import TimestampUnit, epoch_seconds
+from serving.format import MAX_ID_LEN
 
 BLANK_LINE = "blank line"
 WRONG_FIELD_COUNT = "wrong field count"
@@ -36,6 +37,8 @@ NO_ITEMS = "no items"
 NULL_USER = "null user"
 NULL_ITEM = "null item"
 EMPTY_ID = "empty id"
+ID_TOO_LONG = "id too long"
+CONTROL_CHARACTER = "control character in id"
 WRONG_TYPE = "wrong type"
 MISSING_TIMESTAMP = "missing timestamp"
 UNPARSABLE_TIMESTAMP = "unparsable timestamp"
@@ -50,6 +53,8 @@ REASONS: dict[str, str] = {
     NULL_USER: "user is null (Parquet null)",
     NULL_ITEM: "item is null (Parquet null)",
     EMPTY_ID: "user or item is blank after stripping whitespace",
+    ID_TOO_LONG: "user or item id longer than max_id_len characters (default 256, the limit serving enforces)",
+    CONTROL_CHARACTER: "user or item id holds a control character (NUL, tab, newline, ... U+0000-U+001F, U+007F)",
     WRONG_TYPE: "a value of the wrong type: non-numeric weight, non-integer id under id_dtype='int'",
     MISSING_TIMESTAMP: "timestamp is null or blank",
     UNPARSABLE_TIMESTAMP: "timestamp is neither a number nor an ISO-8601 date/time",
@@ -91,7 +96,8 @@ class Validated:
     stats: dict = field(default_factory=dict)
 
 
-def _id_checks(raw: pl.DataFrame, col: str, null_reason: str, id_dtype: IdDtype, source: str) -> tuple:
+def _id_checks(raw: pl.DataFrame, col: str, null_reason: str, id_dtype: IdDtype, source: str,
+               max_id_len: int = MAX_ID_LEN) -> tuple:
     """(stripped id expression, [(condition, reason), ...]); conditions read the ``_<col>`` column."""
     dtype, tmp = raw.schema[col], pl.col(f"_{col}")
     if dtype.is_integer():
@@ -101,7 +107,8 @@ def _id_checks(raw: pl.DataFrame, col: str, null_reason: str, id_dtype: IdDtype,
             f"{source}: column {col!r} has dtype {dtype}; ids must be integers or strings. "
             f"Cast the column to Int64 or String before writing the file."
         )
-    checks = [(tmp.is_null(), null_reason), (tmp == "", EMPTY_ID)]
+    checks = [(tmp.is_null(), null_reason), (tmp == "", EMPTY_ID), (tmp.str.len_chars() > max_id_len, ID_TOO_LONG),
+              (tmp.str.contains(r"[\x00-\x1f\x7f]"), CONTROL_CHARACTER)]
     if id_dtype == "int":
         checks.append((~tmp.str.contains(_INT_ID), WRONG_TYPE))
     return pl.col(col).str.strip_chars(), checks
@@ -159,6 +166,7 @@ def validate_frame(
     timestamp_unit: TimestampUnit = "auto",
     bounds: TimeBounds | None = None,
     id_dtype: IdDtype = "auto",
+    max_id_len: int = MAX_ID_LEN,
 ) -> Validated:
     """Split ``raw`` into accepted rows (canonical layout) and quarantined rows.
 
@@ -173,6 +181,7 @@ def validate_frame(
     bounds : plausible time range (default: 1990-01-01 .. now + 1 day).
     id_dtype : ``"auto"`` (Int64 when every accepted id is a plain integer, else String),
         ``"int"`` (non-integers quarantined as wrong type) or ``"str"``.
+    max_id_len : longer ids are quarantined (default: the limit serving enforces on request ids).
 
     Returns
     -------
@@ -185,8 +194,10 @@ def validate_frame(
     if TIMESTAMP not in raw.columns:
         raw, timestamp_unit = raw.with_columns(pl.col(ROW).cast(pl.Int64).alias(TIMESTAMP)), "position"
     checks = [(pl.col(READER_REASON).is_not_null(), pl.col(READER_REASON))] if READER_REASON in raw.columns else []
-    user, user_checks = _id_checks(raw, USER, NULL_USER, id_dtype, source)
-    item, item_checks = _id_checks(raw, ITEM, NULL_ITEM, id_dtype, source)
+    if max_id_len < 1:
+        raise ValueError(f"max_id_len must be >= 1; got {max_id_len}")
+    user, user_checks = _id_checks(raw, USER, NULL_USER, id_dtype, source, max_id_len)
+    item, item_checks = _id_checks(raw, ITEM, NULL_ITEM, id_dtype, source, max_id_len)
     ts, unit = epoch_seconds(raw, TIMESTAMP, timestamp_unit, source)
     weight, weight_checks = _weight_expr(raw)
     # parse every column once; the checks below only compare the parsed columns
