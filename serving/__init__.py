@@ -4,7 +4,7 @@ Imports numpy and annoy only (never torch, mlflow, polars or recsys), so applica
 light dependency. ``serving.http`` adds the FastAPI app on top.
 """
 
-from serving.format import BundleError
+from serving.format import BundleError, RequestError
 from serving.recommender import Recommendation, Recommender
 
-__all__ = ["BundleError", "Recommendation", "Recommender"]
+__all__ = ["BundleError", "Recommendation", "Recommender", "RequestError"]

@@ -77,6 +77,11 @@ def effective_search_k(search_k: int, n_trees: int, n: int) -> int:
     return max(search_k, n_trees * n)
 
 
+class RequestError(ValueError):
+    """A caller's mistake (bad k, ...): the HTTP service answers 400 with the message; any other error is a
+    500 with a log line."""
+
+
 class BundleError(RuntimeError):
     """A bundle is missing, corrupt or inconsistent; the message names the file and the fix."""
 

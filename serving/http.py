@@ -6,7 +6,10 @@ Endpoints: ``GET /v1/recommend?user_id=&k=``, ``POST /v1/recommend`` (``{"histor
 with ``"user_id"`` of a known user the history is that user's recent events, appended to their stored
 history and encoded at request time),
 ``GET /v1/similar?item_id=&k=``, ``GET /v1/model``, ``GET /healthz``, ``GET /readyz``; docs at ``/docs``.
-Every 4xx/5xx body has one shape: ``{"error": {"code": ..., "message": ..., "field": ...}}``.
+Every 4xx/5xx body has one shape: ``{"error": {"code": ..., "message": ..., "field": ...}}``: caller
+errors (invalid parameters, :class:`~serving.format.RequestError`) are 4xx; anything else is a 500 whose
+message names only the exception type, with the traceback in the server log. No response carries a
+server file-system path.
 
 Hot reload: when ``path`` is a publish root, a daemon thread polls its ``current`` pointer every
 ``reload_interval`` seconds and loads (and verifies) the bundle it names. On success the new
@@ -30,7 +33,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from serving.format import CURRENT, MAX_ID_LEN, BundleError
+from serving.format import CURRENT, MAX_ID_LEN, BundleError, RequestError
 from serving.recommender import Recommender
 
 log = logging.getLogger("serving.http")
@@ -182,7 +185,7 @@ def create_app(path: str | Path, reload_interval: float = 2.0) -> FastAPI:
     @app.get("/v1/model")
     async def model() -> JSON:
         rec = state.rec
-        return JSON({**rec.manifest, "bundle": rec.path.name, "path": str(rec.path)})
+        return JSON({**rec.manifest, "bundle": rec.path.name})  # no server paths in responses
 
     @app.get("/healthz")
     async def healthz() -> JSON:
@@ -213,8 +216,8 @@ def _install_errors(app: FastAPI) -> None:
     async def http_error(_request: Request, exc: HTTPException) -> JSON:
         return error(exc.status_code, str(exc.detail))
 
-    @app.exception_handler(ValueError)
-    async def bad_value(_request: Request, exc: ValueError) -> JSON:
+    @app.exception_handler(RequestError)
+    async def bad_request(_request: Request, exc: RequestError) -> JSON:
         return error(400, str(exc))
 
     @app.exception_handler(Exception)

@@ -183,7 +183,7 @@ class Recommender:
 
 def _check_k(k: object) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= 100_000:
-        raise ValueError(f"k must be an integer in 1..100000; got {k!r}")
+        raise fmt.RequestError(f"k must be an integer in 1..100000; got {k!r}")
     return int(k)
 
 

@@ -122,3 +122,33 @@ def test_hot_reload_then_failed_reload_keeps_serving_then_shutdown(server):
     assert proc.wait(timeout=15) == 0
     log = proc.stdout.read()
     assert "item_vectors.npy has" in log and "Shutting down" in log
+
+
+def test_internal_errors_are_500_with_a_log_line_caller_errors_400_and_no_path_leaks(tmp_path, caplog):
+    import logging
+
+    from fastapi.testclient import TestClient
+
+    from serving import RequestError
+    from serving.http import create_app
+
+    path = make_bundle(tmp_path / "b", seed=0)[0]
+    app = create_app(path, reload_interval=0)
+    rec = app.state.serving.rec
+
+    def broken(*_a, **_k):
+        raise ValueError(f"an internal invariant broke in {tmp_path}")
+
+    def caller_mistake(*_a, **_k):
+        raise RequestError("k must be an integer in 1..100000; got 0")
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        rec.recommend = broken  # an internal ValueError is the server's fault, not the caller's
+        with caplog.at_level(logging.ERROR, logger="serving.http"):
+            e = _error(c.get("/v1/recommend", params={"user_id": "101"}), 500)
+        assert e["code"] == "internal" and "ValueError" in e["message"] and str(tmp_path) not in e["message"]
+        assert "an internal invariant broke" in caplog.text  # the detail goes to the log only
+        rec.recommend = caller_mistake
+        assert "k must be" in _error(c.get("/v1/recommend", params={"user_id": "101"}), 400)["message"]
+        model = c.get("/v1/model")
+        assert model.status_code == 200 and "path" not in model.json() and str(tmp_path) not in model.text
