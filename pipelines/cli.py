@@ -63,11 +63,20 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to bind; 127.0.0.1 keeps it local."),
     port: int = typer.Option(8000, help="TCP port."),
     reload_interval: float = typer.Option(2.0, help="Seconds between checks of `current` for a new bundle."),
+    workers: int = typer.Option(1, min=1, help="Server processes sharing the port."),
+    lookup_threads: int = typer.Option(4, min=1, help="Lookups running at once in each worker."),
+    blas_threads: int = typer.Option(1, min=1, help="BLAS threads per worker (one query is a small product)."),
 ) -> None:
-    """Serve top-k lookups over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs."""
+    """Serve top-k lookups over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs.
+
+    Lookups run off the event loop, so /healthz answers while heavy lookups run; the bounds on the work
+    one request can cause are in the README (Serving over HTTP)."""
+    from serving.__main__ import limit_blas_threads
     from serving.http import run
 
-    run(str(path), host=host, port=port, reload_interval=reload_interval)
+    limit_blas_threads(blas_threads)
+    run(str(path), host=host, port=port, reload_interval=reload_interval, workers=workers,
+        lookup_threads=lookup_threads)
 
 
 def main() -> None:

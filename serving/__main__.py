@@ -1,4 +1,5 @@
-"""``python -m serving PATH [--host H] [--port P] [--workers N] [--reload-interval S] [--blas-threads T]``."""
+"""``python -m serving PATH [--host H] [--port P] [--workers N] [--lookup-threads L] [--reload-interval S]
+[--blas-threads T]``."""
 
 from __future__ import annotations
 
@@ -27,13 +28,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("path", help="bundle directory, or publish root whose `current` pointer is watched")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1, help="server processes sharing the port (default 1)")
+    p.add_argument("--lookup-threads", type=int, default=4, help="lookups at once per worker (default 4)")
     p.add_argument("--reload-interval", type=float, default=2.0, help="seconds between checks of `current`")
     p.add_argument("--blas-threads", type=int, default=1, help="BLAS threads per worker (default 1)")
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     limit_blas_threads(a.blas_threads)
-    run(a.path, a.host, a.port, a.reload_interval, a.workers, a.log_level)
+    run(a.path, a.host, a.port, a.reload_interval, a.workers, a.log_level, a.lookup_threads)
 
 
 if __name__ == "__main__":

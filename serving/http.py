@@ -6,6 +6,12 @@ Endpoints: ``GET /v1/recommend?user_id=&k=``, ``POST /v1/recommend`` (``{"histor
 with ``"user_id"`` of a known user the history is that user's recent events, appended to their stored
 history and encoded at request time),
 ``GET /v1/similar?item_id=&k=``, ``GET /v1/model``, ``GET /healthz``, ``GET /readyz``; docs at ``/docs``.
+Lookups run in worker threads (at most ``lookup_threads`` at a time per process, the rest wait), never on
+the event loop, so a slow lookup does not stall other requests or ``/healthz``. Work per request is
+bounded: bodies of at most 64 KiB (411 without a Content-Length, so no chunked bodies), ``k`` and
+``history`` at most 1000, ``allow`` at most 10,000 ids, and an index search of at most
+:data:`serving.search.MAX_FETCH` candidates, past which a query is scored exactly (one pass over the
+catalogue) however many items the user has seen.
 Every 4xx/5xx body has one shape: ``{"error": {"code": ..., "message": ..., "field": ...}}``: caller
 errors (invalid parameters, :class:`~serving.format.RequestError`) are 4xx; anything else is a 500 whose
 message names only the exception type, with the traceback in the server log. No response carries a
@@ -27,6 +33,7 @@ import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -145,15 +152,33 @@ def _answer(rec: Recommender, result) -> dict:
     return {**result.to_json(), "model": rec.manifest["model"], "bundle": rec.path.name}
 
 
-def create_app(path: str | Path, reload_interval: float = 2.0) -> FastAPI:
-    """FastAPI app serving the bundle at ``path`` (a bundle dir, or a publish root that is watched)."""
+def create_app(path: str | Path, reload_interval: float = 2.0, lookup_threads: int = 4) -> FastAPI:
+    """FastAPI app serving the bundle at ``path`` (a bundle dir, or a publish root that is watched).
+
+    ``lookup_threads``: lookups running at once in this process (numpy and Annoy release the GIL).
+    """
+    if lookup_threads < 1:
+        raise ValueError(f"lookup_threads must be >= 1; got {lookup_threads}")
     state = State(path, reload_interval)
+    limiter: list[CapacityLimiter] = []  # made in the server's event loop
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        limiter.append(CapacityLimiter(lookup_threads))
         state.start()
         yield
         state.stop()
+
+    async def lookup(method: str, *args, **kwargs) -> JSON:
+        """``Recommender.<method>(...)`` on the bundle served now, in a worker thread; the answer names that bundle."""
+        rec = state.rec
+
+        def work() -> dict:
+            return _answer(rec, getattr(rec, method)(*args, **kwargs))
+
+        if not limiter:  # an app driven without its lifespan (a bare ASGI call): one lookup at a time
+            limiter.append(CapacityLimiter(1))
+        return JSON(await to_thread.run_sync(work, limiter=limiter[0]))
 
     app = FastAPI(title="recsys serving", version="1", lifespan=lifespan, default_response_class=JSON)
     app.state.serving = state
@@ -162,25 +187,20 @@ def create_app(path: str | Path, reload_interval: float = 2.0) -> FastAPI:
     @app.get("/v1/recommend")
     async def recommend(user_id: str = Query(..., min_length=1, max_length=MAX_ID_LEN),
                         k: int = Query(10, ge=1, le=MAX_K), exclude_seen: bool = True) -> JSON:
-        rec = state.rec
-        return JSON(_answer(rec, rec.recommend(user_id, k, exclude_seen=exclude_seen)))
+        return await lookup("recommend", user_id, k, exclude_seen=exclude_seen)
 
     @app.post("/v1/recommend")
     async def recommend_history(body: HistoryRequest) -> JSON:
-        rec = state.rec
         if body.user_id is not None:
-            result = rec.recommend(body.user_id, body.k, body.exclude_seen, exclude=body.exclude, allow=body.allow,
-                                   history=body.history)
-        else:
-            result = rec.recommend_for_history(body.history, body.k, body.exclude_seen, exclude=body.exclude,
-                                               allow=body.allow)
-        return JSON(_answer(rec, result))
+            return await lookup("recommend", body.user_id, body.k, body.exclude_seen, exclude=body.exclude,
+                                allow=body.allow, history=body.history)
+        return await lookup("recommend_for_history", body.history, body.k, body.exclude_seen,
+                            exclude=body.exclude, allow=body.allow)
 
     @app.get("/v1/similar")
     async def similar(item_id: str = Query(..., min_length=1, max_length=MAX_ID_LEN),
                       k: int = Query(10, ge=1, le=MAX_K)) -> JSON:
-        rec = state.rec
-        return JSON(_answer(rec, rec.similar_items(item_id, k)))
+        return await lookup("similar_items", item_id, k)
 
     @app.get("/v1/model")
     async def model() -> JSON:
@@ -228,7 +248,8 @@ def _install_errors(app: FastAPI) -> None:
 
 def _app_from_env() -> FastAPI:
     """Factory for multi-worker uvicorn (each worker process builds its own app)."""
-    return create_app(os.environ["SERVING_BUNDLE_PATH"], float(os.environ.get("SERVING_RELOAD_INTERVAL", "2.0")))
+    return create_app(os.environ["SERVING_BUNDLE_PATH"], float(os.environ.get("SERVING_RELOAD_INTERVAL", "2.0")),
+                      int(os.environ.get("SERVING_LOOKUP_THREADS", "4")))
 
 
 def _run_workers(host: str, port: int, workers: int, log_level: str) -> None:
@@ -253,13 +274,19 @@ def _run_workers(host: str, port: int, workers: int, log_level: str) -> None:
 
 
 def run(path: str | Path, host: str = "127.0.0.1", port: int = 8000, reload_interval: float = 2.0,
-        workers: int = 1, log_level: str = "info") -> None:
-    """Serve ``path`` with uvicorn (blocks until interrupted)."""
+        workers: int = 1, log_level: str = "info", lookup_threads: int = 4) -> None:
+    """Serve ``path`` with uvicorn (blocks until interrupted): ``workers`` processes, each running up to
+    ``lookup_threads`` lookups at once."""
     import uvicorn
 
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1; got {workers}")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if workers > 1:
-        os.environ["SERVING_BUNDLE_PATH"], os.environ["SERVING_RELOAD_INTERVAL"] = str(path), str(reload_interval)
+        os.environ.update(SERVING_BUNDLE_PATH=str(path), SERVING_RELOAD_INTERVAL=str(reload_interval),
+                          SERVING_LOOKUP_THREADS=str(lookup_threads))
+        create_app(path, 0, lookup_threads)  # fail fast here on a bad bundle, not once per worker
         _run_workers(host, port, workers, log_level)
     else:
-        uvicorn.run(create_app(path, reload_interval), host=host, port=port, log_level=log_level, access_log=False)
+        uvicorn.run(create_app(path, reload_interval, lookup_threads), host=host, port=port, log_level=log_level,
+                    access_log=False)

@@ -13,8 +13,10 @@ sent with the request, encoded now by the model's own encoder), "history" (an an
 encoded the same way) or "popularity" (cold start). The encoder is the model's (:mod:`serving.encoder`),
 so a served history ranks as the model ranked it offline.
 Results carry raw ids only. Exclusions (seen items, ``exclude``) are honoured by over-fetching
-``k + #excluded`` candidates from the index and doubling until ``k`` survive or the catalogue runs out
-(:mod:`serving.search`, the same code export measures recall and speed with).
+``k + #excluded`` candidates from the index and doubling until ``k`` survive, up to
+:data:`serving.search.MAX_FETCH` candidates; past that the query is scored exactly over every item, so
+a user with a very long history costs at most one pass over the catalogue (:mod:`serving.search`, the
+same code export measures recall and speed with).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 
 from serving import format as fmt
 from serving.loader import Bundle, load_bundle
-from serving.search import annoy_candidates, best, drop, exact_candidates, ivf_candidates
+from serving.search import best, candidates, drop
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,6 @@ class Recommender:
             raise ValueError(f"search='ivf' but {bundle.path} has no IVF index (exported below "
                              "AnnConfig.ivf_min_items items); use 'annoy' or 'exact', or re-export with the IVF index")
         self._search_k = int(bundle.manifest["annoy"]["search_k"])
-        self._n_trees = int(bundle.manifest["annoy"]["n_trees"])
 
     @classmethod
     def load(cls, path: str | Path, verify: bool = True, search: str | None = None) -> Recommender:
@@ -155,12 +156,9 @@ class Recommender:
         b = self.bundle
         if allowed is not None:  # a whitelist is scored exactly: no ANN recall loss, cost O(|allow| d)
             cands = drop(allowed, banned)
-        elif self.search == "exact":
-            cands = exact_candidates(b.item_vectors, query, k, banned, self._item_norms() if self.angular else None)
-        elif self.search == "ivf":
-            cands = ivf_candidates(b.ivf, query, k, banned)
         else:
-            cands = annoy_candidates(b.index, query, k, banned, self._search_k, self._n_trees)
+            cands = candidates(self.search, b.item_vectors, query, k, banned, self.angular, b.index, self._search_k,
+                               b.ivf, norms=self._item_norms() if self.angular else None)
         ids, scores = best(b.item_vectors, query, cands, k, self.angular)
         return self._result(ids, scores, source)
 

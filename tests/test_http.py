@@ -99,6 +99,23 @@ def test_bad_input_gets_one_error_shape(server):
     assert _error(c.delete("/v1/model"), 405)["code"] == "method_not_allowed"
 
 
+def test_chunked_bodies_get_411_and_allow_exclude_work_over_http(server):
+    c, rec = server["client"], Recommender.load(server["root"])
+    chunked = c.post("/v1/recommend", content=iter([b'{"history": ', b'["i5"]}']),
+                     headers={"content-type": "application/json"})
+    assert "chunked" in chunked.request.headers.get("transfer-encoding", "")
+    assert _error(chunked, 411)["code"] == "length_required"
+    allow = [f"i{j}" for j in range(1, 60)]
+    body = {"history": ["i5", "i9"], "k": 5, "exclude": ["i1", "i2", "i3"], "allow": allow}
+    got = c.post("/v1/recommend", json=body).json()
+    want = rec.recommend_for_history(["i5", "i9"], k=5, exclude=["i1", "i2", "i3"], allow=allow)
+    assert got["items"] == want.items and set(got["items"]) <= set(allow) - {"i1", "i2", "i3", "i5", "i9"}
+    known = c.post("/v1/recommend", json={**body, "user_id": 101}).json()
+    assert known["source"] == "fresh"
+    assert known["items"] == rec.recommend(101, 5, exclude=body["exclude"], allow=allow, history=["i5", "i9"]).items
+    assert c.post("/v1/recommend", json={"history": [], "k": 3, "allow": []}).json()["items"] == []
+
+
 def test_hot_reload_then_failed_reload_keeps_serving_then_shutdown(server):
     c, root, tmp, proc = server["client"], server["root"], server["tmp"], server["proc"]
     publish(root, make_bundle(tmp / "b1", seed=1)[0], version="v001")
@@ -152,3 +169,85 @@ def test_internal_errors_are_500_with_a_log_line_caller_errors_400_and_no_path_l
         assert "k must be" in _error(c.get("/v1/recommend", params={"user_id": "101"}), 400)["message"]
         model = c.get("/v1/model")
         assert model.status_code == 200 and "path" not in model.json() and str(tmp_path) not in model.text
+
+
+def test_lookups_run_off_the_event_loop(tmp_path):
+    """A lookup that blocks until /healthz has answered: on the event loop it would deadlock."""
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from serving.http import create_app
+
+    app = create_app(make_bundle(tmp_path / "b", seed=0)[0], reload_interval=0)
+    rec = app.state.serving.rec
+    original, started, release = rec.recommend, threading.Event(), threading.Event()
+
+    def slow(*args, **kwargs):
+        started.set()
+        release.wait(30)
+        return original(*args, **kwargs)
+
+    rec.recommend = slow
+    answers: dict[str, int] = {}
+    with TestClient(app) as c:
+        heavy = threading.Thread(target=lambda: answers.update(heavy=c.get("/v1/recommend?user_id=101").status_code))
+        heavy.start()
+        try:
+            assert started.wait(10), "the lookup never started"
+            probe = threading.Thread(target=lambda: answers.update(health=c.get("/healthz").status_code))
+            probe.start()
+            probe.join(10)
+            assert answers.get("health") == 200, "/healthz did not answer while a lookup was running"
+            assert "heavy" not in answers
+        finally:
+            release.set()
+            heavy.join(30)
+    assert answers["heavy"] == 200
+
+
+def _children(pid: int) -> list[int]:
+    import psutil
+
+    return [p.pid for p in psutil.Process(pid).children()]
+
+
+def test_two_workers_answer_concurrent_clients_identically(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tmp_path / "root"
+    publish(root, make_bundle(tmp_path / "b0", seed=3)[0], version="v000")
+    rec = Recommender.load(root)
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", str(root), "--port", str(port),
+                             "--workers", "2", "--lookup-threads", "2"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=10) as probe:
+            _wait(lambda: proc.poll() is None and probe.get("/healthz").status_code == 200, 30, "server start")
+        _wait(lambda: len(_children(proc.pid)) >= 2, 20, "two worker processes")
+
+        def client(n: int) -> list[tuple[int, list, list]]:
+            out = []
+            with httpx.Client(base_url=base, timeout=10) as c:
+                for i in range(40):
+                    user = 101 + (n * 40 + i) % 200
+                    r = c.get("/v1/recommend", params={"user_id": str(user), "k": 5})
+                    out.append((r.status_code, r.json()["items"], rec.recommend(user, k=5).items))
+                    h = c.post("/v1/recommend", json={"history": [f"i{1 + i}", f"i{2 + n}"], "k": 4})
+                    want = rec.recommend_for_history([f"i{1 + i}", f"i{2 + n}"], k=4).items
+                    out.append((h.status_code, h.json()["items"], want))
+            return out
+
+        with ThreadPoolExecutor(8) as pool:
+            results = [r for rs in pool.map(client, range(8)) for r in rs]
+        assert len(results) == 640 and all(status == 200 for status, _, _ in results)
+        assert all(got == want for _, got, want in results)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

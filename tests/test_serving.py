@@ -203,3 +203,29 @@ def test_id_lookup_roundtrip(ids, data):
     assert lookup.lookup([str(i) for i in ids]).tolist() == idx.tolist()
     stranger = data.draw(st.integers(-(2**62), 2**62).filter(lambda x: x not in ids))
     assert lookup.lookup([stranger, "abc", None, 2**70, True]).tolist() == [0] * 5
+
+
+def test_work_per_query_is_bounded_however_long_the_exclusions(rec, bundle, monkeypatch):
+    """Past MAX_FETCH the index is not asked for more; the query is scored exactly, with the same answer."""
+    import serving.search as search
+
+    monkeypatch.setattr(search, "MAX_FETCH", 40)
+    asked: list[int] = []
+    index = rec.bundle.index
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(index, name)
+
+        def get_nns_by_vector(self, query, n, search_k=-1):
+            asked.append(n)
+            return index.get_nns_by_vector(query, n, search_k=search_k)
+
+    monkeypatch.setattr(rec.bundle, "index", Counting())
+    items = bundle[1]["items"]
+    heavy = [f"i{j}" for j in range(1, 121)]  # 120 exclusions > MAX_FETCH: exact scoring, no index call
+    got = rec.recommend_for_history(["i150"], k=10, exclude=heavy)
+    assert asked == [] and got.items == exact(items[150], items, 10, banned=[*range(1, 121), 150])
+    light = rec.recommend_for_history(["i150"], k=10, exclude=heavy[:5])  # within the bound: the index answers
+    assert asked and max(asked) <= 40
+    assert light.items == exact(items[150], items, 10, banned=[1, 2, 3, 4, 5, 150])
