@@ -1,0 +1,343 @@
+"""HTTP load test: mixed valid, malformed and oversized traffic against `recsys serve` on loopback.
+
+The bundle: 100,000 clustered 64-d items and 20,000 users (the synthetic catalogue of
+``bench_serving.py``), 20 seen items per user, plus one heavy user who has seen 10,000 items.
+The server is ``recsys serve`` (``python -m pipelines.cli serve``) with 1, then 2 workers. A loopback
+asyncio client keeps ``--concurrency`` connections busy with a weighted mix of requests:
+
+    valid      GET /v1/recommend (a user), POST /v1/recommend (an anonymous history; a known user's recent
+               events), GET /v1/similar, and in the heavy phase the heavy user (GET, and POST with recent
+               events: their 10,000-item history is encoded at request time)
+    malformed  bad k, missing or oversized ids, broken JSON, wrong types, unknown paths and methods
+               (each with its expected 4xx)
+    oversized  a 100 KB body (413) and a chunked body without Content-Length (411), each on its own
+               connection
+
+while one more connection probes ``/healthz`` every 20 ms. Each worker count runs two phases: the mix
+without the heavy user, then the mix with it (``--seconds`` each). Reported: requests and errors per
+kind (an error: a valid request not answered 200, any other request not answered its expected status,
+or a connection failure), p50/p99 of the valid requests with and without the heavy user, the heavy
+requests' own p99, ``/healthz`` p99 while heavy requests run, and the server's RSS (all its processes)
+at start and end. Client and server share the machine's cores, so latencies are upper bounds.
+
+    python experiments/load_http.py                   # 60 s per phase, 1 and 2 workers (~5 min)
+    python experiments/load_http.py --seconds 5 --quick
+
+Writes experiments/reports/load_http{,_quick}.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "experiments"))
+
+from bench_serving import _pct, get, post, synthetic  # noqa: E402
+
+from recsys import atomic  # noqa: E402
+from recsys.export import export_bundle  # noqa: E402
+from serving.http import MAX_BODY_BYTES  # noqa: E402
+from serving.search import MAX_FETCH  # noqa: E402
+
+HEAVY_USER = 1
+VALID = ("get_user", "post_history", "post_fresh", "similar", "heavy")
+
+
+# -- the bundle ------------------------------------------------------------------------------------
+def build_bundle(work: Path, n_items: int, n_users: int, heavy_seen: int, dim: int) -> Path:
+    """The synthetic catalogue with user 1's history replaced by ``heavy_seen`` distinct items."""
+    items, users, seen = synthetic(n_items, n_users, dim)
+    rng = np.random.default_rng(7)
+    seen = seen.tolil()
+    seen[HEAVY_USER, :] = 0
+    seen[HEAVY_USER, rng.choice(np.arange(1, n_items + 1), heavy_seen, replace=False)] = 1
+    seen = seen.tocsr()
+    seen.eliminate_zeros()
+    return export_bundle(work / "bundle", items, users, np.arange(1, n_items + 1), np.arange(1, n_users + 1), seen,
+                         None, "dot", "load-synthetic", target_recall=0.95)
+
+
+# -- traffic ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Req:
+    kind: str
+    data: bytes
+    expect: int
+    own_connection: bool = False  # bodies the server refuses unread: the connection is not reused
+
+
+MALFORMED = [
+    (get("/v1/recommend?user_id=5&k=0"), 422), (get("/v1/recommend?k=10"), 422),
+    (get("/v1/recommend?user_id=5&k=ten"), 422), (get(f"/v1/similar?item_id={'x' * 300}"), 422),
+    (post("/v1/recommend", {"history": "not-a-list"}), 422), (post("/v1/recommend", {"history": [[1, 2]]}), 422),
+    (post("/v1/recommend", {"history": ["1"], "k": 5000}), 422), (get("/v1/nothing-here"), 404),
+    (b"DELETE /v1/model HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 405),
+    (b"POST /v1/recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+     b"Content-Length: 9\r\n\r\n{not json", 422),
+]
+
+
+def _oversized(rng: np.random.Generator) -> Req:
+    if rng.random() < 0.5:
+        body = json.dumps({"history": [str(i) for i in range(20_000)]}).encode()  # ~130 KB
+        assert len(body) > MAX_BODY_BYTES
+        return Req("oversized", b"POST /v1/recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                   b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body, 413, True)
+    return Req("chunked", b"POST /v1/recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"his\r\n0\r\n\r\n", 411, True)
+
+
+def make_request(rng: np.random.Generator, kind: str, n_items: int, n_users: int) -> Req:
+    if kind == "get_user":
+        return Req(kind, get(f"/v1/recommend?user_id={rng.integers(2, n_users + 1)}&k=10"), 200)
+    if kind == "post_history":
+        hist = [str(i) for i in rng.integers(1, n_items + 1, rng.integers(1, 31))]
+        return Req(kind, post("/v1/recommend", {"history": hist, "k": 10}), 200)
+    if kind == "post_fresh":
+        hist = [str(i) for i in rng.integers(1, n_items + 1, 5)]
+        return Req(kind, post("/v1/recommend", {"user_id": str(rng.integers(2, n_users + 1)), "history": hist,
+                                                "k": 10}), 200)
+    if kind == "similar":
+        return Req(kind, get(f"/v1/similar?item_id={rng.integers(1, n_items + 1)}&k=10"), 200)
+    if kind == "heavy":
+        if rng.random() < 0.5:
+            return Req(kind, get(f"/v1/recommend?user_id={HEAVY_USER}&k=10"), 200)
+        hist = [str(i) for i in rng.integers(1, n_items + 1, 5)]
+        return Req(kind, post("/v1/recommend", {"user_id": str(HEAVY_USER), "history": hist, "k": 10}), 200)
+    if kind == "malformed":
+        data, status = MALFORMED[rng.integers(len(MALFORMED))]
+        return Req(kind, data, status)
+    return _oversized(rng)
+
+
+MIX = {"get_user": 0.40, "post_history": 0.15, "post_fresh": 0.10, "similar": 0.05, "heavy": 0.10,
+       "malformed": 0.15, "oversized": 0.05}
+
+
+@dataclass
+class Tally:
+    lat: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    statuses: dict[str, dict[int, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+    samples: list[str] = field(default_factory=list)
+
+    def record(self, kind: str, ns: int, status: int, expect: int) -> None:
+        self.lat[kind].append(ns)
+        self.statuses[kind][status] += 1
+        if status != expect:
+            self.errors[kind] += 1
+            if len(self.samples) < 10:
+                self.samples.append(f"{kind}: expected {expect}, got {status}")
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes) -> tuple[int, bool]:
+    """Send one request, read the whole response: (status, whether the server keeps the connection)."""
+    writer.write(data)
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, v in (h.split(b":", 1) for h in lines[1:] if b":" in h)}
+    await reader.readexactly(int(headers.get(b"content-length", b"0")))
+    return status, headers.get(b"connection", b"").lower() != b"close"
+
+
+async def _client(port: int, seed: int, mix: dict[str, float], stop: float, tally: Tally, n_items: int,
+                  n_users: int) -> None:
+    rng = np.random.default_rng(seed)
+    kinds, weights = list(mix), np.array(list(mix.values())) / sum(mix.values())
+    conn = None
+    while time.perf_counter() < stop:
+        req = make_request(rng, kinds[rng.choice(len(kinds), p=weights)], n_items, n_users)
+        t = time.perf_counter_ns()
+        try:
+            if req.own_connection:
+                r, w = await asyncio.open_connection("127.0.0.1", port)
+                status, _ = await _exchange(r, w, req.data)
+                w.close()
+            else:
+                if conn is None:
+                    conn = await asyncio.open_connection("127.0.0.1", port)
+                status, keep = await _exchange(*conn, req.data)
+                if not keep:
+                    conn[1].close()
+                    conn = None
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            status, conn = -1, None
+            tally.samples.append(f"{req.kind}: {type(exc).__name__}: {exc}"[:200])
+        tally.record(req.kind, time.perf_counter_ns() - t, status, req.expect)
+    if conn is not None:
+        conn[1].close()
+
+
+async def _prober(port: int, stop: float, tally: Tally, every: float = 0.02) -> None:
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    while time.perf_counter() < stop:
+        t = time.perf_counter_ns()
+        status, _ = await _exchange(r, w, get("/healthz"))
+        tally.record("healthz", time.perf_counter_ns() - t, status, 200)
+        await asyncio.sleep(every)
+    w.close()
+
+
+async def _phase(port: int, mix: dict[str, float], concurrency: int, seconds: float, n_items: int,
+                 n_users: int, seed: int) -> Tally:
+    tally, stop = Tally(), time.perf_counter() + seconds
+    await asyncio.gather(_prober(port, stop, tally),
+                         *[_client(port, seed * 1000 + c, mix, stop, tally, n_items, n_users)
+                           for c in range(concurrency)])
+    return tally
+
+
+def summarise(tally: Tally, seconds: float) -> dict:
+    lat = dict(tally.lat)
+    valid_light = [x for k in VALID if k != "heavy" for x in lat.get(k, [])]
+    valid_all = [x for k in VALID for x in lat.get(k, [])]
+    kinds = {k: {"requests": len(v), "errors": tally.errors[k], **_pct(v),
+                 "statuses": {str(s): n for s, n in sorted(tally.statuses[k].items())}}
+             for k, v in sorted(lat.items())}
+    return {"seconds": seconds, "requests": sum(len(v) for v in tally.lat.values()),
+            "valid_errors": sum(tally.errors[k] for k in VALID),
+            "invalid_unexpected": sum(tally.errors[k] for k in ("malformed", "oversized", "chunked")),
+            "healthz_errors": tally.errors["healthz"],
+            "valid_without_heavy": _pct(valid_light) if valid_light else None,
+            "valid_all": _pct(valid_all) if valid_all else None,
+            "heavy": _pct(lat["heavy"]) if lat.get("heavy") else None,
+            "healthz": _pct(lat["healthz"]), "kinds": kinds, "error_samples": tally.samples}
+
+
+# -- the server ------------------------------------------------------------------------------------
+def _rss_mb(proc: subprocess.Popen) -> float:
+    tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    return round(sum(p.memory_info().rss for p in tree) / 2**20, 1)
+
+
+def run_workers(bundle: Path, workers: int, a: argparse.Namespace, n_items: int, n_users: int) -> dict:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", str(bundle), "--port", str(port),
+                             "--workers", str(workers), "--lookup-threads", str(a.lookup_threads)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"recsys serve exited {proc.returncode}: {proc.stderr.read()[-2000:]}") from None
+                time.sleep(0.1)
+        while len(psutil.Process(proc.pid).children()) < (workers if workers > 1 else 0):
+            time.sleep(0.1)
+        asyncio.run(_phase(port, MIX, a.concurrency, 2.0, n_items, n_users, seed=99))  # warm-up, not reported
+        out = {"workers": workers, "rss_start_mb": _rss_mb(proc)}
+        light = {k: v for k, v in MIX.items() if k != "heavy"}
+        for name, mix, seed in (("without_heavy", light, 1), ("with_heavy", MIX, 2)):
+            out[name] = summarise(asyncio.run(_phase(port, mix, a.concurrency, a.seconds, n_items, n_users, seed)),
+                                  a.seconds)
+            print(json.dumps({"workers": workers, "phase": name,
+                              **{k: out[name][k] for k in ("requests", "valid_errors", "invalid_unexpected",
+                                                           "valid_without_heavy", "heavy", "healthz")}}), flush=True)
+        out["rss_end_mb"] = _rss_mb(proc)
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+# -- report ----------------------------------------------------------------------------------------
+def markdown(res: dict) -> str:
+    lines = [f"# HTTP load test{' (quick)' if res['quick'] else ''}", "",
+             f"Machine: {res['machine']}. Load average at start: {res['loadavg']}. Commit {res['commit']}.",
+             f"Command: `{res['command']}`", "",
+             f"Bundle: {res['bundle']['items']:,} items, {res['bundle']['users']:,} users, dim {res['bundle']['dim']}, "
+             f"candidate search `{res['bundle']['search']}`; the heavy user has seen {res['bundle']['heavy_seen']:,} "
+             f"items (more than MAX_FETCH = {MAX_FETCH:,}, so their queries are scored exactly). Server: "
+             f"`recsys serve --workers W --lookup-threads {res['lookup_threads']}`; client: {res['concurrency']} "
+             "keep-alive connections plus a /healthz probe every 20 ms, all on the same machine.", "",
+             "| workers | phase | seconds | requests | errors (valid) | unexpected (invalid) | valid p50 ms | "
+             "valid p99 ms | heavy p99 ms | /healthz p99 ms | RSS start MB | RSS end MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["runs"]:
+        for phase in ("without_heavy", "with_heavy"):
+            x = r[phase]
+            heavy = x["heavy"]["p99_ms"] if x["heavy"] else "-"
+            lines.append(f"| {r['workers']} | {phase.replace('_', ' ')} | {x['seconds']} | {x['requests']:,} | "
+                         f"{x['valid_errors']} | {x['invalid_unexpected']} | {x['valid_without_heavy']['p50_ms']} | "
+                         f"{x['valid_without_heavy']['p99_ms']} | {heavy} | {x['healthz']['p99_ms']} | "
+                         f"{r['rss_start_mb']} | {r['rss_end_mb']} |")
+    lines += ["", "valid p50/p99: the valid requests other than the heavy user's, in each phase; RSS: all server "
+              "processes (master and workers) before the first and after the last phase.", "",
+              "## Requests by kind", "", "| workers | phase | kind | requests | errors | p50 ms | p99 ms | statuses |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in res["runs"]:
+        for phase in ("without_heavy", "with_heavy"):
+            for kind, x in r[phase]["kinds"].items():
+                st = ", ".join(f"{s}: {n:,}" for s, n in x["statuses"].items())
+                lines.append(f"| {r['workers']} | {phase.replace('_', ' ')} | {kind} | {x['requests']:,} | "
+                             f"{x['errors']} | {x['p50_ms']} | {x['p99_ms']} | {st} |")
+    samples = [s for r in res["runs"] for p in ("without_heavy", "with_heavy") for s in r[p]["error_samples"]]
+    lines += ["", "Errors seen: " + ("none" if not samples else "; ".join(samples[:10])), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=60.0, help="seconds per phase (default 60)")
+    p.add_argument("--concurrency", type=int, default=16, help="client connections (default 16)")
+    p.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
+    p.add_argument("--lookup-threads", type=int, default=4)
+    p.add_argument("--items", type=int, default=100_000)
+    p.add_argument("--users", type=int, default=20_000)
+    p.add_argument("--heavy-seen", type=int, default=10_000)
+    p.add_argument("--quick", action="store_true", help="write the *_quick report")
+    p.add_argument("--out", type=Path, default=REPO / "experiments" / "reports")
+    a = p.parse_args(argv)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip()
+    res = {"quick": a.quick, "command": "python " + " ".join([f"experiments/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+           "commit": commit or "unknown", "concurrency": a.concurrency, "lookup_threads": a.lookup_threads,
+           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                      f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, python {platform.python_version()}",
+           "loadavg": [round(x, 2) for x in os.getloadavg()], "runs": []}
+    work = Path(tempfile.mkdtemp(prefix="load_http_"))
+    try:
+        bundle = build_bundle(work, a.items, a.users, a.heavy_seen, 64)
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        res["bundle"] = {"items": a.items, "users": a.users, "dim": 64, "heavy_seen": a.heavy_seen,
+                         "search": manifest.get("search", "annoy")}
+        for w in (int(x) for x in a.workers.split(",")):
+            res["runs"].append(run_workers(bundle, w, a, a.items, a.users))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    stem = a.out / f"load_http{'_quick' if a.quick else ''}"
+    a.out.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(stem.with_suffix(".json"), json.dumps(res, indent=2))
+    atomic.write_text(stem.with_suffix(".md"), markdown(res))
+    print(markdown(res))
+    bad = sum(r[p]["valid_errors"] + r[p]["invalid_unexpected"] + r[p]["healthz_errors"]
+              for r in res["runs"] for p in ("without_heavy", "with_heavy"))
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
