@@ -6,6 +6,12 @@ pandas implementation of the same steps, measured in the same run, and the ratio
 
     python experiments/bench_data.py              # 10M and 50M events, pandas too (each run has a timeout)
     python experiments/bench_data.py --quick      # 1M events, smoke run
+    python experiments/bench_data.py --csv 20     # a 20M-row CSV log, plain and gzip-compressed
+
+``--csv N`` writes N million synthetic events as one CSV log (``user,item,timestamp,weight,event``) and
+a gzip copy of it (level 6), then reads each with ``recsys.data.readers.read_interactions`` in a fresh
+subprocess (the gzip file is decompressed as a stream): rows/s and peak RSS of both, and their ratios
+(report ``experiments/reports/bench_data_csv.{json,md}``).
 
 Synthetic data is cached under ``bench_data/`` at the repository root (gitignored); results go to
 ``experiments/reports/bench_data.{json,md}``.
@@ -182,7 +188,19 @@ def _result(t: _Timer) -> dict:
             "peak_rss_mb_after_step": t.peak_mb}
 
 
-WORKERS = {"polars": run_polars, "pandas": run_pandas}
+def run_csv(data: Path, out: Path) -> dict:
+    """Read one CSV log (plain or compressed) through the public reader; the rows it accepted and the cost."""
+    from recsys.data.readers import ColumnMapping, read_interactions
+
+    t = _Timer()
+    res = read_interactions(data, mapping=ColumnMapping(weight="weight", event="event"))
+    t.lap("read")
+    r = res.report
+    return {"rows_read": r.rows_read, "accepted": r.accepted, "quarantined": r.quarantined,
+            "compression": r.stats.get("compression"), "file_mb": data.stat().st_size / 2**20, **_result(t)}
+
+
+WORKERS = {"polars": run_polars, "pandas": run_pandas, "csv": run_csv}
 
 
 # -- driver -------------------------------------------------------------------------------------
@@ -227,6 +245,80 @@ def bench_size(n_events: int, args: argparse.Namespace) -> dict:
               f"{row['cpu_ratio_pandas_over_polars']:.2f}x, peak RSS {row['rss_ratio_pandas_over_polars']:.2f}x",
               flush=True)
     return row
+
+
+def ensure_csv(n_events: int, root: Path) -> tuple[Path, Path, dict]:
+    """The synthetic data set as one CSV log and its gzip copy (cached); returns (csv, csv.gz, timings)."""
+    import gzip
+    import shutil
+
+    import polars as pl
+
+    data, _ = ensure_data(n_events, root)
+    plain, packed = root / f"log-{n_events // 1_000_000}M.csv", root / f"log-{n_events // 1_000_000}M.csv.gz"
+    timings: dict = {}
+    if not plain.is_file():
+        t0 = time.perf_counter()
+        with atomic.atomic_path(plain) as tmp:
+            pl.scan_parquet(sorted((data / "interactions").glob("part-*.parquet"))).select(
+                "user", "item", "timestamp", "weight", "event").sink_csv(tmp)
+        timings["write_csv_s"] = time.perf_counter() - t0
+    if not packed.is_file():
+        t0 = time.perf_counter()
+        with atomic.atomic_path(packed) as tmp, plain.open("rb") as src, gzip.open(tmp, "wb", compresslevel=6) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        timings["gzip_s"] = time.perf_counter() - t0
+    return plain, packed, timings
+
+
+def bench_csv(n_events: int, args: argparse.Namespace) -> dict:
+    plain, packed, timings = ensure_csv(n_events, args.cache)
+    row: dict = {"n_events": n_events, **timings}
+    for name, path in (("plain", plain), ("gzip", packed)):
+        row[name] = run_child("csv", path, args.cache, args.timeout)
+        r = row[name]
+        if "skipped" not in r:
+            r["rows_per_s"] = r["rows_read"] / r["total_s"]
+        print(f"{n_events:>12,} csv {name:5s} " + (f"skipped: {r['skipped']}" if "skipped" in r else
+              f"{r['total_s']:.1f} s, {r['rows_per_s'] / 1e6:.2f} M rows/s, peak RSS {r['peak_rss_mb'] / 1024:.2f} GB, "
+              f"file {r['file_mb']:.0f} MB"), flush=True)
+    p, g = row["plain"], row["gzip"]
+    if "total_s" in p and "total_s" in g:
+        row["gzip_over_plain"] = {"wall": g["total_s"] / p["total_s"], "cpu": g["cpu_s"] / p["cpu_s"],
+                                  "peak_rss": g["peak_rss_mb"] / p["peak_rss_mb"],
+                                  "file_size": g["file_mb"] / p["file_mb"]}
+    return row
+
+
+def write_csv_report(row: dict, args: argparse.Namespace) -> None:
+    import subprocess as sp
+
+    commit = sp.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    meta = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs", "python":
+            platform.python_version(), "command": " ".join(["python", "experiments/bench_data.py", *sys.argv[1:]]),
+            "commit": commit, "loadavg": args.loadavg}
+    _atomic(REPORTS / "bench_data_csv.json", json.dumps({"meta": meta, "row": row}, indent=2))
+    lines = ["# Reading a CSV log, plain and gzip-compressed", "",
+             f"Machine: {meta['machine']}; Python {meta['python']}. Command: `{meta['command']}` at commit "
+             f"{meta['commit']}. Load average at start: {meta['loadavg']}.", "",
+             f"{row['n_events']:,} synthetic events as one CSV (`user,item,timestamp,weight,event`), read by "
+             "`recsys.data.readers.read_interactions` (validation and quarantine included) in a fresh subprocess; "
+             "peak RSS = its ru_maxrss. The gzip file is decompressed as a stream into a temporary plain copy "
+             "(1 MiB buffer), which the CSV reader then reads.", "",
+             "| file | size MB | rows read | accepted | seconds | CPU s | M rows/s | peak RSS GB |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name in ("plain", "gzip"):
+        r = row[name]
+        if "skipped" in r:
+            lines.append(f"| {name} | skipped: {r['skipped']} |||||||")
+            continue
+        lines.append(f"| {name} | {r['file_mb']:.0f} | {r['rows_read']:,} | {r['accepted']:,} | {r['total_s']:.1f} | "
+                     f"{r['cpu_s']:.1f} | {r['rows_per_s'] / 1e6:.2f} | {r['peak_rss_mb'] / 1024:.2f} |")
+    if "gzip_over_plain" in row:
+        x = row["gzip_over_plain"]
+        lines += ["", f"gzip / plain: wall time {x['wall']:.2f}x, CPU time {x['cpu']:.2f}x, peak RSS "
+                  f"{x['peak_rss']:.2f}x, file size {x['file_size']:.2f}x."]
+    _atomic(REPORTS / "bench_data_csv.md", "\n".join(lines) + "\n")
 
 
 def _line(r: dict) -> str:
@@ -291,6 +383,7 @@ def main() -> None:
                     help="largest size the pandas reference runs on (default 50M; it needs ~8 GB there)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per child run (default 900)")
     ap.add_argument("--cache", type=Path, default=REPO / "bench_data", help="synthetic data cache (gitignored)")
+    ap.add_argument("--csv", type=float, metavar="N", help="instead: N million events as a CSV log, plain vs gzip")
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -299,6 +392,10 @@ def main() -> None:
         print(json.dumps(WORKERS[args.worker](args.data, args.out)))
         return
     args.loadavg = [round(x, 2) for x in os.getloadavg()]
+    if args.csv:
+        write_csv_report(bench_csv(int(args.csv * 1_000_000), args), args)
+        print(f"wrote {REPORTS / 'bench_data_csv'}.{{json,md}}")
+        return
     sizes = [1_000_000] if args.quick else [int(s * 1_000_000) for s in args.sizes]
     rows = [bench_size(n, args) for n in sizes]
     write_reports(rows, args)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from recsys.data.errors import REASONS, DataError
 from recsys.data.readers import ColumnMapping, read_interactions
-from recsys.data.validate import REASONS, DataError, TimeBounds
+from recsys.data.validate import TimeBounds
 
 HEADER = "user,item,timestamp\n"
 T0 = 1_600_000_000  # 2020-09-13
@@ -266,37 +268,130 @@ def test_movielens_u_data_with_a_ragged_line(tmp_path):
 
 
 GOOD = "u1,i1,1600000000\nu2,i2,1600000001\nu3,i3,1600000002\n"
-# (name, file bytes, read_interactions kwargs, expected: DataError text, or (accepted, {row: reason}))
+
+
+def _gzip(b: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(b)
+
+
+def _zstd(b: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor().compress(b)
+
+
+def _bz2(b: bytes) -> bytes:
+    import bz2
+
+    return bz2.compress(b)
+
+
+def _plain(text: bytes, pack=None, cut: int = 0):
+    """A case's file bytes: ``text`` + ``extra`` good rows, compressed by ``pack``, less ``cut`` final bytes."""
+    def build(extra: bytes) -> bytes:
+        data = text + extra
+        data = pack(data) if pack else data
+        return data[:-cut] if cut else data
+    return build
+
+
+H = b"user,item,timestamp\n"
+G = GOOD.encode()
+# (name, file name, bytes(extra good rows), read_interactions kwargs,
+#  expected: DataError text, or (accepted, {row: reason}, duplicates removed))
 CORPUS = [
-    ("extra field on the first data row", b"user,item,timestamp\nu0,i0,1600000000,EXTRA\n" + GOOD.encode(), {},
-     (3, {2: "wrong field count"})),
-    ("missing field", b"user,item,timestamp\n" + GOOD.encode() + b"u4,i4\n", {}, (3, {5: "wrong field count"})),
-    ("duplicated header name", b"user,item,item,timestamp\n" + GOOD.encode(), {},
+    ("extra field on the first data row", "log.csv", _plain(H + b"u0,i0,1600000000,EXTRA\n" + G), {},
+     (3, {2: "wrong field count"}, 0)),
+    ("missing field", "log.csv", _plain(H + G + b"u4,i4\n"), {}, (3, {5: "wrong field count"}, 0)),
+    ("duplicated header name", "log.csv", _plain(b"user,item,item,timestamp\n" + G), {},
      "duplicated column name(s) ['item']"),
-    ("empty header name", b"user,item,timestamp,\n" + GOOD.encode(), {}, "empty column name(s) at position(s) [4]"),
-    ("2 MB id", b"user,item,timestamp\n" + GOOD.encode() + b"u" * 2_000_000 + b",i9,1600000009\n", {},
-     (3, {5: "id too long"})),
-    ("id over a configured limit", b"user,item,timestamp\n" + GOOD.encode() + b"u1234567890,i9,1600000009\n",
-     {"max_id_len": 10}, (3, {5: "id too long"})),
-    ("NUL inside one id", b"user,item,timestamp\n" + GOOD.encode() + b"u\x009,i9,1600000009\n", {},
-     (3, {5: "control character in id"})),
-    ("quoted newline in an id", b'user,item,timestamp\n"u1",i1,1600000000\n"u\n2",i2,1600000001\n', {},
-     (1, {3: "control character in id"})),
+    ("empty header name", "log.csv", _plain(b"user,item,timestamp,\n" + G), {},
+     "empty column name(s) at position(s) [4]"),
+    ("2 MB id", "log.csv", _plain(H + G + b"u" * 2_000_000 + b",i9,1600000009\n"), {}, (3, {5: "id too long"}, 0)),
+    ("id over a configured limit", "log.csv", _plain(H + G + b"u1234567890,i9,1600000009\n"), {"max_id_len": 10},
+     (3, {5: "id too long"}, 0)),
+    ("NUL inside one id", "log.csv", _plain(H + G + b"u\x009,i9,1600000009\n"), {},
+     (3, {5: "control character in id"}, 0)),
+    ("quoted newline in an id", "log.csv", _plain(H + b'"u1",i1,1600000000\n"u\n2",i2,1600000001\n'), {},
+     (1, {3: "control character in id"}, 0)),
+    ("ragged rows after a quoted field spanning lines", "log.csv",
+     _plain(H + b'u1,"i\n1",1600000000\nu2,i2,1600000001\nu3,i3,1600000002,EXTRA\nu4,i4,1600000003\nu5,i5\n'),
+     {"id_dtype": "str"}, (2, {2: "control character in id", 5: "wrong field count", 7: "wrong field count"}, 0)),
+    ("gzip by name", "log.csv.gz", _plain(H + G, _gzip), {}, (3, {}, 0)),
+    ("zstd by name", "log.csv.zst", _plain(H + G, _zstd), {}, (3, {}, 0)),
+    ("bz2 by name", "log.csv.bz2", _plain(H + G, _bz2), {}, (3, {}, 0)),
+    ("gzip with a bad row", "log.csv.gz", _plain(H + G + b"u4,,1600000003\n", _gzip), {}, (3, {5: "empty id"}, 0)),
+    ("gzip named .log, format given", "events.log", _plain(H + G, _gzip), {"fmt": "csv"}, (3, {}, 0)),
+    ("truncated gzip", "log.csv.gz", _plain(H + G * 50, _gzip, cut=20), {}, "the gzip archive is truncated"),
+    ("truncated zstd", "log.csv.zst", _plain(H + G * 50, _zstd, cut=6), {}, "the zstd archive is truncated"),
+    ("binary file named .csv", "log.csv", _plain(b"\x00\x01\x02\x03" * 200), {}, "binary file"),
+    ("duplicate rows, deduplicated", "log.csv", _plain(H + G + b"u2,i2,1600000001\n"), {"dedupe": True},
+     (3, {}, 1)),
 ]
+CASE_IDS = [c[0] for c in CORPUS]
 
 
-@pytest.mark.parametrize(("name", "data", "kw", "expected"), CORPUS, ids=[c[0] for c in CORPUS])
-def test_malformed_log_corpus(tmp_path, name, data, kw, expected) -> None:
-    p = tmp_path / "log.csv"
-    p.write_bytes(data)
+@pytest.mark.parametrize(("name", "filename", "build", "kw", "expected"), CORPUS, ids=CASE_IDS)
+def test_malformed_log_corpus(tmp_path, name, filename, build, kw, expected) -> None:
+    p = tmp_path / filename
+    p.write_bytes(build(b""))
     if isinstance(expected, str):
         _data_error(p, expected, **kw)
         return
     res = read_interactions(p, max_bad_fraction=0.9, **kw)
-    accepted, reasons = expected
+    accepted, reasons, duplicates = expected
     r = res.report
     assert r.rows_read == r.accepted + r.quarantined + r.duplicates_removed
-    assert r.accepted == accepted and _reasons(res) == reasons, (r.summary(), _reasons(res))
+    assert (r.accepted, _reasons(res), r.duplicates_removed) == (accepted, reasons, duplicates), r.summary()
+
+
+EXTRA_USERS = 40
+
+
+def _extra_rows() -> bytes:
+    """Rows every user of which survives the pipeline's k-core: 40 users x 8 of 30 items."""
+    return "".join(f"x{u},y{(u * 7 + j) % 30},{T0 + 100 + u * 10 + j}\n"
+                   for u in range(EXTRA_USERS) for j in range(8)).encode()
+
+
+@pytest.mark.parametrize(("name", "filename", "build", "kw", "expected"), CORPUS, ids=CASE_IDS)
+def test_the_corpus_through_the_pipeline_ingest(tmp_path, monkeypatch, name, filename, build, kw, expected) -> None:
+    """Each case as the pipeline's log (plus enough good rows to train on): a read error, or any quarantined
+    row under pipeline.max_bad_fraction = 0, stops the run with exit code 3; with 0.5 quarantined rows pass."""
+    from pipelines.pipeline import run_pipeline
+    from pipelines.pipeline_config import load_pipeline_config
+    from pipelines.runstate import ExitCode, PipelineExit
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / filename).write_bytes(build(_extra_rows()))
+    # the pipeline's [data] names for the reader options (it always removes exact duplicates)
+    options = "".join(f"{ {'fmt': 'format'}.get(k, k)} = {json.dumps(v)}\n" for k, v in kw.items()
+                      if k in ("fmt", "max_id_len"))
+
+    def ingest(threshold: float):
+        cfg = tmp_path / f"p{threshold}.toml"
+        cfg.write_text(f'[pipeline]\nworkdir = "wd{threshold}"\nbundles = "pub"\nmax_bad_fraction = {threshold}\n'
+                       f'[data]\npath = "{filename}"\nmax_bad_fraction = 0.9\nmin_length = 1\n{options}'
+                       '[models.pop]\nname = "popularity"\n')
+        return run_pipeline(load_pipeline_config(cfg), only="ingest", echo=lambda _: None)
+
+    if isinstance(expected, str):
+        with pytest.raises(PipelineExit) as err:
+            ingest(0.5)
+        assert err.value.code == ExitCode.DATA_CHECK_FAILED and expected in str(err.value)
+        return
+    accepted, reasons, duplicates = expected
+    extra = EXTRA_USERS * 8
+    if reasons:
+        with pytest.raises(PipelineExit) as err:
+            ingest(0.0)
+        assert err.value.code == ExitCode.DATA_CHECK_FAILED and "quarantined" in str(err.value)
+    done = ingest(0.5).run.info("ingest")
+    assert (done["accepted"], done["quarantined"]) == (accepted + extra, len(reasons))
+    assert done["rows_read"] == done["accepted"] + done["quarantined"] + duplicates
 
 
 def test_after_a_quoted_field_that_spans_lines_ragged_records_are_still_caught(tmp_path) -> None:

@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recsys.data.build import build_sequences
+from recsys.data.errors import REASONS
 from recsys.data.idmap import IdMap, encode_interactions
 from recsys.data.split import leave_last_out, temporal_split
-from recsys.data.validate import REASONS, TimeBounds, validate_frame
+from recsys.data.validate import TimeBounds, validate_frame
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

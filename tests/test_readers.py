@@ -8,11 +8,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from recsys.data.errors import DataError
 from recsys.data.movielens import ML100K_GENRES
 from recsys.data.readers import ColumnMapping, detect_format, read_interactions
 from recsys.data.seqfile import seq_raw, sniff_layout
 from recsys.data.timeparse import epoch_seconds
-from recsys.data.validate import DataError, validate_frame, write_quarantine
+from recsys.data.validate import validate_frame, write_quarantine
 
 T0 = 1_600_000_000
 

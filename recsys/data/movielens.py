@@ -24,9 +24,9 @@ from pathlib import Path
 
 import polars as pl
 
+from recsys.data.errors import READER_REASON, DataError
 from recsys.data.schema import ITEM, TIMESTAMP, USER, WEIGHT
 from recsys.data.textio import check_file, polars_errors, read_lines, split_fields
-from recsys.data.validate import READER_REASON, DataError
 
 ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",

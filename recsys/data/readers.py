@@ -1,10 +1,19 @@
 """Read interaction logs (CSV, TSV, Parquet, MovieLens, sequence files) into the canonical raw layout.
 
-:func:`read_interactions` is the one entry point. It parses the file, validates every row
-(:func:`recsys.data.validate.validate_frame`: bad rows are quarantined with a reason, never
-dropped), raises :class:`~recsys.data.validate.DataError` when too many rows are bad, and
-returns a :class:`ReadResult` whose report reconciles ``rows_read == accepted + quarantined
-(+ duplicates_removed when dedupe=True)``::
+:func:`read_interactions` is the one entry point. The read path, top to bottom:
+
+1. :mod:`recsys.data.textio` checks the file (exists, not empty, text or not) and the encoding;
+2. :mod:`recsys.data.compressed` streams a gzip, zstd or bz2 file (recognised by its magic bytes) into
+   a temporary plain copy; ``events.csv.gz`` is then read as CSV;
+3. :func:`detect_format` takes the format from the name (``fmt="auto"``), and one module per format
+   parses it into raw columns plus ``row`` (the file's line number) and reader-level reasons:
+   :mod:`recsys.data.delimited` (CSV/TSV), :mod:`recsys.data.parquet`, :mod:`recsys.data.movielens`,
+   :mod:`recsys.data.seqfile`;
+4. :func:`recsys.data.validate.validate_frame` accepts or quarantines every row with a reason;
+5. :func:`~recsys.data.validate.check_bad_fraction` raises when too many rows are bad.
+
+Errors and quarantine reasons live in :mod:`recsys.data.errors`. The report reconciles
+``rows_read == accepted + quarantined (+ duplicates_removed when dedupe=True)``::
 
     >>> res = read_interactions("ratings.csv")                       # doctest: +SKIP
     >>> res.frame.columns, res.report.summary()                      # doctest: +SKIP
@@ -13,73 +22,34 @@ returns a :class:`ReadResult` whose report reconciles ``rows_read == accepted + 
 ``fmt="auto"`` picks the format from the file name: ``u.data`` -> ml-100k, ``ratings*.dat`` ->
 ml-1m, ``ratings.csv`` with header ``userId,movieId,...`` -> ml-latest-small, ``*.parquet``,
 ``*.csv``, ``*.tsv``, and ``*.txt`` -> sequence file (layout sniffed: one user a line, or one
-``user item`` pair a line). gzip, zstd and bz2 files are recognised by their magic bytes and
-decompressed as a stream first (:mod:`recsys.data.compressed`); ``events.csv.gz`` is read as CSV.
-CSV is read as strings first, so a bad value is quarantined instead of failing the whole read.
+``user item`` pair a line); a compression suffix (``.gz``, ``.zst``, ``.bz2``) is dropped first.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from recsys.data import movielens, seqfile
 from recsys.data.compressed import compression, decompressed, inner_name
+from recsys.data.delimited import SEPARATORS, delimited_raw, header_line
+from recsys.data.errors import DataError
 from recsys.data.filters import dedupe as dedupe_rows
+from recsys.data.parquet import parquet_raw
 from recsys.data.report import IngestReport
-from recsys.data.schema import ROW
-from recsys.data.textio import (
-    check_encoding,
-    check_file,
-    check_text,
-    field_counts,
-    polars_errors,
-    read_lines,
-    text_source,
-)
+from recsys.data.schema import ColumnMapping
+from recsys.data.textio import check_encoding, check_file, read_lines
 from recsys.data.timeparse import TimestampUnit
-from recsys.data.validate import (
-    BLANK_LINE,
-    LINE,
-    READER_REASON,
-    WRONG_FIELD_COUNT,
-    DataError,
-    IdDtype,
-    TimeBounds,
-    check_bad_fraction,
-    validate_frame,
-    write_quarantine,
-)
+from recsys.data.validate import IdDtype, TimeBounds, check_bad_fraction, validate_frame, write_quarantine
 from serving.format import MAX_ID_LEN
 
 FORMATS = ("auto", "csv", "tsv", "parquet", "ml-100k", "ml-1m", "ml-latest-small", "seq", "seq-lines", "seq-pairs")
 _ALIASES = {"seq-per-user": "seq-lines", "seq-per-event": "seq-pairs"}  # names used in run configs
-_SEPARATORS = {"csv": ",", "tsv": "\t"}
 _MOVIELENS_TEXT = {"ml-100k": "\t", "ml-1m": "::"}
-
-
-@dataclass(frozen=True)
-class ColumnMapping:
-    """Source column names for each canonical column; None = the source has no such column.
-
-    Without ``timestamp`` the file order is taken as time order (synthetic timestamps);
-    without ``weight`` every event weighs 1.0.
-    """
-
-    user: str = "user"
-    item: str = "item"
-    timestamp: str | None = "timestamp"
-    weight: str | None = None
-    event: str | None = None
-
-    def pairs(self) -> dict[str, str]:
-        """{canonical name: source name} for the mapped columns."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
-
-
 LATEST_SMALL = ColumnMapping(user="userId", item="movieId", timestamp="timestamp", weight="rating")
+"""The columns of MovieLens latest-small's ratings.csv."""
 
 
 @dataclass
@@ -106,115 +76,13 @@ def detect_format(path: Path) -> str:
         return "ml-100k"
     if name.startswith("ratings") and suffix == ".dat":
         return "ml-1m"
-    if name == "ratings.csv" and _header_line(path).replace('"', "").startswith("userId,movieId"):
+    if name == "ratings.csv" and header_line(path).replace('"', "").startswith("userId,movieId"):
         return "ml-latest-small"
     by_suffix = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".txt": "seq"}
     if suffix in by_suffix:
         return by_suffix[suffix]
     raise DataError(f"{path}: cannot tell the format from the name {path.name!r}; pass fmt= one of "
                     f"{list(FORMATS[1:])} (compressed files: name.csv.gz, name.tsv.zst, name.csv.bz2).")
-
-
-def _header_line(path: Path, encoding: str = "utf8") -> str:
-    with path.open("rb") as fh:
-        first = fh.readline()
-    try:
-        text = first.decode(encoding)
-    except UnicodeDecodeError:
-        text = first.decode("latin-1")
-    return text.lstrip("\ufeff").rstrip("\r\n")
-
-
-def _missing_columns(path: Path, found: list[str], mapping: ColumnMapping, sep: str | None) -> DataError:
-    wanted = mapping.pairs()
-    missing = [src for src in wanted.values() if src not in found]
-    hint = ""
-    if sep is not None and len(found) == 1:
-        seps = [s for s in (",", "\t", ";", "|") if s != sep and s in found[0]]
-        if seps:
-            hint = f" The header looks {seps[0]!r}-separated: pass separator={seps[0]!r} (or fmt=)."
-    expects = ", ".join(f"{k}={v!r}" for k, v in wanted.items())
-    return DataError(f"{path}: column(s) {missing} not found. The file has columns {found}; the mapping expects "
-                     f"{expects}.{hint} Pass mapping=ColumnMapping(...) naming the file's columns.")
-
-
-def _delimited_raw(path: Path, sep: str, mapping: ColumnMapping, encoding: str) -> pl.DataFrame:
-    """CSV/TSV with a header -> raw string columns under canonical names + row + line + _reason."""
-    check_text(path, "CSV/TSV")
-    header = _header_line(path, encoding)
-    with polars_errors(path, "CSV/TSV", encoding):
-        names = pl.read_csv(header.encode(), separator=sep, has_header=False, infer_schema=False).row(0)
-    names = [n.strip() if n is not None else "" for n in names]
-    empty = [i + 1 for i, n in enumerate(names) if not n]
-    dupes = sorted({n for n in names if n and names.count(n) > 1})
-    if empty or dupes:
-        what = "; ".join(([f"empty column name(s) at position(s) {empty}"] if empty else [])
-                         + ([f"duplicated column name(s) {dupes}"] if dupes else []))
-        raise DataError(f"{path}: the header line has {what}: {header!r}. Every column needs its own name; fix the "
-                        "header (a stray separator at the end of the line makes an empty name).")
-    if any(src not in names for src in mapping.pairs().values()):
-        raise _missing_columns(path, names, mapping, sep)
-    schema = {f"_c{i}": pl.String for i in range(len(names))}
-    with polars_errors(path, "CSV/TSV", encoding):
-        src = text_source(path, encoding)
-        data = pl.scan_csv(src, separator=sep, has_header=False, skip_lines=1, schema=schema,
-                           truncate_ragged_lines=True, missing_columns="insert", extra_columns="ignore",
-                           empty_string_is_null=False).collect()
-        lines = read_lines(path, encoding).slice(1)
-    picked = data.select([pl.col(f"_c{names.index(src)}").alias(dst) for dst, src in mapping.pairs().items()])
-    if lines.height != data.height:  # a quoted field spans lines: check records, not lines
-        return _checked_records(path, picked, sep, len(names), encoding)
-    blank = lines[LINE].str.strip_chars() == ""
-    ragged = field_counts(lines, sep) != len(names)
-    reason = pl.when(blank).then(pl.lit(BLANK_LINE)).when(ragged).then(pl.lit(WRONG_FIELD_COUNT))
-    return picked.with_columns(lines[ROW], lines[LINE]).with_columns(
-        pl.select(reason.alias(READER_REASON))[READER_REASON],
-        pl.when(ragged | blank).then(pl.col(LINE)).alias(LINE),  # keep the raw text only where it helps
-    )
-
-
-def _checked_records(path: Path, picked: pl.DataFrame, sep: str, n_fields: int, encoding: str) -> pl.DataFrame:
-    """Row numbers and ragged/blank flags per CSV record when a quoted field spans lines.
-
-    Python's csv module walks the records (quotes and all) and gives each one's first line number and
-    field count; only this rare layout pays for it. Should its record count disagree with polars', the
-    rows get record numbers and no field check (the quarantine still catches bad values).
-    """
-    import csv
-    import io
-
-    text = text_source(path, encoding)
-    with (open(text, newline="", encoding="utf-8") if isinstance(text, str)
-          else io.TextIOWrapper(io.BytesIO(text), encoding="utf-8", newline="")) as fh:
-        reader = csv.reader(fh, delimiter=sep)
-        next(reader, None)  # header
-        starts, counts, line = [], [], reader.line_num + 1
-        for record in reader:
-            starts.append(line)
-            counts.append(len(record))
-            line = reader.line_num + 1
-    if len(starts) != picked.height:
-        return picked.with_columns(pl.int_range(2, picked.height + 2, dtype=pl.Int64).alias(ROW))
-    n = pl.Series(counts)
-    blank, ragged = n == 0, (n != n_fields) & (n != 0)
-    reason = pl.select(pl.when(blank).then(pl.lit(BLANK_LINE)).when(ragged).then(pl.lit(WRONG_FIELD_COUNT))
-                       .alias(READER_REASON))[READER_REASON]
-    return picked.with_columns(pl.Series(ROW, starts, dtype=pl.Int64), reason)
-
-
-def _parquet_raw(path: Path, mapping: ColumnMapping) -> pl.DataFrame:
-    with path.open("rb") as fh:
-        magic = fh.read(4)
-    if magic != b"PAR1":
-        raise DataError(f"{path}: is not a Parquet file (starts with {magic!r}, not b'PAR1'). Check the path, "
-                        "or pass fmt='csv' / 'tsv' if it is text.")
-    with polars_errors(path, "Parquet"):
-        lf = pl.scan_parquet(path)
-        found = lf.collect_schema().names()
-        if any(src not in found for src in mapping.pairs().values()):
-            raise _missing_columns(path, found, mapping, None)
-        cols = [pl.col(src).alias(dst) for dst, src in mapping.pairs().items()]
-        return lf.select(*cols, pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(ROW)).collect()
 
 
 def _raw_frame(path: Path, fmt: str, mapping: ColumnMapping | None, encoding: str | None,
@@ -225,11 +93,11 @@ def _raw_frame(path: Path, fmt: str, mapping: ColumnMapping | None, encoding: st
     if fmt == "ml-latest-small":
         # the default mapping (user, item, timestamp) means "the standard columns of this format"
         custom = mapping is not None and mapping != ColumnMapping()
-        return _delimited_raw(path, ",", mapping if custom else LATEST_SMALL, encoding or "utf8"), {}
+        return delimited_raw(path, ",", mapping if custom else LATEST_SMALL, encoding or "utf8"), {}
     if fmt in ("csv", "tsv"):
-        return _delimited_raw(path, separator or _SEPARATORS[fmt], mapping or ColumnMapping(), encoding or "utf8"), {}
+        return delimited_raw(path, separator or SEPARATORS[fmt], mapping or ColumnMapping(), encoding or "utf8"), {}
     if fmt == "parquet":
-        return _parquet_raw(path, mapping or ColumnMapping()), {}
+        return parquet_raw(path, mapping or ColumnMapping()), {}
     lines = read_lines(path, encoding or "utf8")
     layout = {"seq-lines": "lines", "seq-pairs": "pairs"}.get(fmt) or seqfile.sniff_layout(lines)
     return seqfile.seq_raw(lines, layout), {"layout": layout}

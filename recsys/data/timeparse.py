@@ -20,6 +20,8 @@ from typing import Literal
 
 import polars as pl
 
+from recsys.data.errors import DataError
+
 TimestampUnit = Literal["auto", "s", "ms", "iso", "position"]
 TIMESTAMP_UNITS = ("auto", "s", "ms", "iso", "position")
 MS_THRESHOLD = 1e11  # |t| above this is taken as milliseconds under "auto"
@@ -65,8 +67,6 @@ def epoch_seconds(raw: pl.DataFrame, col: str, unit: TimestampUnit, source: str)
     (expr, resolved) where ``expr`` evaluates to (n,) Int64 with null for unparsable values and
     ``resolved`` is ``"s"``, ``"ms"``, ``"iso"``, ``"datetime"`` or ``"position"``.
     """
-    from recsys.data.validate import DataError  # validate imports this module
-
     if unit not in TIMESTAMP_UNITS:
         raise ValueError(f"timestamp_unit={unit!r} is not a choice; use one of {list(TIMESTAMP_UNITS)}")
     dtype = raw.schema[col]
