@@ -7,6 +7,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recsys.data.errors import DataError
 from recsys.data.movielens import ML100K_GENRES
@@ -196,3 +198,37 @@ def test_errors_inside_a_compressed_file_name_the_archive(tmp_path: Path) -> Non
     p.write_bytes(gzip.compress(b"uid,iid,ts\n1,2,3\n"))
     with pytest.raises(DataError, match=r"events\.csv\.gz \(decompressed\): column\(s\) \['user', 'item'"):
         read_interactions(p)
+
+
+_IDS = st.sampled_from(["u1", "u2", "7", "8", "007", "", " ", '"q,1"', '"multi\nline"', '""""', "x"])
+_TIMES = {"s": st.sampled_from(["1600000000", "1600000077", "2020-01-02", "", "x", '"multi\n"']),
+          "ms": st.sampled_from(["1600000000123", "1600000077000", "2020-01-02", "", "x", '"multi\n"'])}
+
+
+@st.composite
+def _csv_rows(draw) -> list[list[str]]:
+    """Rows of 0-4 fields (user, item, timestamp, extra); one time unit a file, as real logs have."""
+    unit = draw(st.sampled_from(["s", "ms"]))
+    row = st.tuples(_IDS, _IDS, _TIMES[unit], _IDS, st.integers(0, 4)).map(lambda r: list(r[:r[4]]))
+    return draw(st.lists(row, min_size=1, max_size=40))
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=_csv_rows(), block=st.integers(1, 200))
+def test_a_csv_read_in_blocks_equals_the_csv_read_whole(tmp_path_factory, rows, block) -> None:
+    """Blocks of whole records (never split inside quotes) give the same rows, reasons, line numbers and report."""
+    # (blocks of 1..200 bytes: most records get a block of their own)
+    import recsys.data.delimited as delimited
+
+    p = tmp_path_factory.mktemp("blocks") / "log.csv"
+    p.write_text("user,item,timestamp\n" + "".join(",".join(r) + "\n" for r in rows))
+    whole = read_interactions(p, max_bad_fraction=1.0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(delimited, "BLOCK_BYTES", block)
+        parts = read_interactions(p, max_bad_fraction=1.0)
+    assert parts.frame.equals(whole.frame)
+    # the raw text of a blank or ragged line is kept unless its block holds a multi-line record
+    assert parts.quarantine.drop("line").equals(whole.quarantine.drop("line"))
+    a, b = parts.report.as_dict(), whole.report.as_dict()
+    a["stats"].pop("blocks", None)
+    assert a == b

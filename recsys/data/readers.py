@@ -27,6 +27,7 @@ ml-1m, ``ratings.csv`` with header ``userId,movieId,...`` -> ml-latest-small, ``
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from recsys.data.report import IngestReport
 from recsys.data.schema import ColumnMapping
 from recsys.data.textio import check_encoding, check_file, read_lines
 from recsys.data.timeparse import TimestampUnit
-from recsys.data.validate import IdDtype, TimeBounds, check_bad_fraction, validate_frame, write_quarantine
+from recsys.data.validate import IdDtype, TimeBounds, check_bad_fraction, validate_frames, write_quarantine
 from serving.format import MAX_ID_LEN
 
 FORMATS = ("auto", "csv", "tsv", "parquet", "ml-100k", "ml-1m", "ml-latest-small", "seq", "seq-lines", "seq-pairs")
@@ -85,11 +86,11 @@ def detect_format(path: Path) -> str:
                     f"{list(FORMATS[1:])} (compressed files: name.csv.gz, name.tsv.zst, name.csv.bz2).")
 
 
-def _raw_frame(path: Path, fmt: str, mapping: ColumnMapping | None, encoding: str | None,
-               separator: str | None) -> tuple[pl.DataFrame, dict]:
-    """Dispatch to the parser of ``fmt``; returns the raw frame and stats about the parse."""
+def _raw_frames(path: Path, fmt: str, mapping: ColumnMapping | None, encoding: str | None,
+                separator: str | None) -> tuple[Iterable[pl.DataFrame], dict]:
+    """Dispatch to the parser of ``fmt``: the raw frames (CSV/TSV: one per block) and stats about the parse."""
     if fmt in _MOVIELENS_TEXT:
-        return movielens.ratings_raw(path, _MOVIELENS_TEXT[fmt], encoding or "latin-1"), {}
+        return [movielens.ratings_raw(path, _MOVIELENS_TEXT[fmt], encoding or "latin-1")], {}
     if fmt == "ml-latest-small":
         # the default mapping (user, item, timestamp) means "the standard columns of this format"
         custom = mapping is not None and mapping != ColumnMapping()
@@ -97,10 +98,10 @@ def _raw_frame(path: Path, fmt: str, mapping: ColumnMapping | None, encoding: st
     if fmt in ("csv", "tsv"):
         return delimited_raw(path, separator or SEPARATORS[fmt], mapping or ColumnMapping(), encoding or "utf8"), {}
     if fmt == "parquet":
-        return parquet_raw(path, mapping or ColumnMapping()), {}
+        return [parquet_raw(path, mapping or ColumnMapping())], {}
     lines = read_lines(path, encoding or "utf8")
     layout = {"seq-lines": "lines", "seq-pairs": "pairs"}.get(fmt) or seqfile.sniff_layout(lines)
-    return seqfile.seq_raw(lines, layout), {"layout": layout}
+    return [seqfile.seq_raw(lines, layout)], {"layout": layout}
 
 
 def read_interactions(
@@ -166,10 +167,10 @@ def _read(p: Path, source: Path, fmt: str, mapping: ColumnMapping | None, encodi
           max_id_len: int) -> ReadResult:
     """:func:`read_interactions` on the plain file ``p``; ``source`` is what reports and metadata name."""
     fmt = detect_format(p) if fmt == "auto" else fmt
-    raw, stats = _raw_frame(p, fmt, mapping, encoding, separator)
+    raws, stats = _raw_frames(p, fmt, mapping, encoding, separator)
     unit = "position" if fmt.startswith("seq") else timestamp_unit
-    validated = validate_frame(raw, str(source), timestamp_unit=unit, bounds=bounds, id_dtype=id_dtype,
-                               max_id_len=max_id_len)
+    validated = validate_frames(raws, str(source), timestamp_unit=unit, bounds=bounds, id_dtype=id_dtype,
+                                max_id_len=max_id_len)
     if quarantine_path is not None and validated.quarantine.height:
         write_quarantine(validated.quarantine, quarantine_path)
     check_bad_fraction(validated, max_bad_fraction, None if quarantine_path is None else str(quarantine_path))

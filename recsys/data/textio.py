@@ -109,6 +109,12 @@ def read_lines(path: Path, encoding: str = "utf8") -> pl.DataFrame:
         return lines.with_columns(pl.col(ROW).cast(pl.Int64)).collect()
 
 
+def lines_of(text: bytes, first: int = 1) -> pl.DataFrame:
+    """:func:`read_lines` for UTF-8 text in memory whose first line is line ``first`` of its file."""
+    lines = pl.scan_lines(text, name=LINE, row_index_name=ROW, row_index_offset=first)
+    return lines.with_columns(pl.col(ROW).cast(pl.Int64)).collect()
+
+
 def split_fields(lines: pl.DataFrame, sep: str, names: Sequence[str]) -> pl.DataFrame:
     """Split ``line`` on the literal ``sep`` into ``names``; flag blank and ragged lines.
 

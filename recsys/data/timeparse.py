@@ -11,7 +11,8 @@ milliseconds, it is milliseconds), ISO-8601 strings (``2020-01-02``, ``2020-01-0
     ('ms', [978300760, 978300761, 978307200, None])
 
 The unit is decided once per column, so a file that mixes seconds and milliseconds gets the
-minority values flagged as implausible by the caller instead of silently misread.
+minority values flagged as implausible by the caller instead of silently misread. A CSV read in blocks
+(:mod:`recsys.data.delimited`) decides it on the first block that holds numbers (``auto_unit``).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def _detect_unit(raw: pl.DataFrame, numeric: pl.Expr) -> str:
     return "ms" if median > MS_THRESHOLD else "s"
 
 
-def epoch_seconds(raw: pl.DataFrame, col: str, unit: TimestampUnit, source: str) -> tuple[pl.Expr, str]:
+def epoch_seconds(raw: pl.DataFrame, col: str, unit: TimestampUnit, source: str,
+                  auto_unit: str | None = None) -> tuple[pl.Expr, str]:
     """An expression giving column ``col`` of ``raw`` as Int64 epoch seconds, and the unit used.
 
     Parameters
@@ -61,6 +63,8 @@ def epoch_seconds(raw: pl.DataFrame, col: str, unit: TimestampUnit, source: str)
     unit : ``"auto"`` (numbers: s or ms by magnitude, plus ISO strings), ``"s"``, ``"ms"``,
         ``"iso"`` (strings only) or ``"position"`` (integers kept as they are: synthetic order).
     source : file name for error messages.
+    auto_unit : under ``"auto"``, take numbers in this unit ("s" or "ms") instead of deciding from this
+        frame's magnitudes (later blocks of one file follow the first block's decision).
 
     Returns
     -------
@@ -91,7 +95,7 @@ def epoch_seconds(raw: pl.DataFrame, col: str, unit: TimestampUnit, source: str)
             raise DataError(f"{source}: timestamp_unit='iso' needs a string column, {col!r} is {dtype}; "
                             "use timestamp_unit='s' or 'ms' (or 'auto').")
         return _iso_seconds(s), "iso"
-    resolved = _detect_unit(raw, as_float) if unit == "auto" else unit
+    resolved = (auto_unit or _detect_unit(raw, as_float)) if unit == "auto" else unit
     if resolved == "iso":  # auto found no numbers at all
         return _iso_seconds(s), "iso"
     numeric = _numeric_seconds(as_int, as_float, resolved)

@@ -18,6 +18,7 @@ The first failing check (in the order of :data:`recsys.data.errors.REASONS`) nam
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -142,6 +143,7 @@ def validate_frame(
     bounds: TimeBounds | None = None,
     id_dtype: IdDtype = "auto",
     max_id_len: int = MAX_ID_LEN,
+    auto_unit: str | None = None,
 ) -> Validated:
     """Split ``raw`` into accepted rows (canonical layout) and quarantined rows.
 
@@ -157,6 +159,7 @@ def validate_frame(
     id_dtype : ``"auto"`` (Int64 when every accepted id is a plain integer, else String),
         ``"int"`` (non-integers quarantined as wrong type) or ``"str"``.
     max_id_len : longer ids are quarantined (default: the limit serving enforces on request ids).
+    auto_unit : under ``"auto"``, the unit ("s" or "ms") numbers are taken in instead of deciding it here.
 
     Returns
     -------
@@ -173,7 +176,7 @@ def validate_frame(
         raise ValueError(f"max_id_len must be >= 1; got {max_id_len}")
     user, user_checks = _id_checks(raw, USER, NULL_USER, id_dtype, source, max_id_len)
     item, item_checks = _id_checks(raw, ITEM, NULL_ITEM, id_dtype, source, max_id_len)
-    ts, unit = epoch_seconds(raw, TIMESTAMP, timestamp_unit, source)
+    ts, unit = epoch_seconds(raw, TIMESTAMP, timestamp_unit, source, auto_unit)
     weight, weight_checks = _weight_expr(raw)
     # parse every column once; the checks below only compare the parsed columns
     parsed = raw.with_columns(user.alias("_user"), item.alias("_item"), ts.alias("_ts"), weight.alias("_w"))
@@ -195,6 +198,40 @@ def validate_frame(
     report.stats["timestamp_unit"] = unit
     report.check()
     return Validated(frame, _quarantine_frame(bad, source), report, {"timestamp_unit": unit})
+
+
+def validate_frames(raws: Iterable[pl.DataFrame], source: str, *, timestamp_unit: TimestampUnit = "auto",
+                    bounds: TimeBounds | None = None, id_dtype: IdDtype = "auto",
+                    max_id_len: int = MAX_ID_LEN) -> Validated:
+    """:func:`validate_frame` over consecutive blocks of one source, merged as if validated whole.
+
+    Under ``timestamp_unit="auto"`` the first block that holds numbers decides seconds or milliseconds for
+    the rest; under ``id_dtype="auto"`` ids are Int64 only when every block's are (the plain integers of a
+    block whose neighbours hold other ids go back to the strings they were read as).
+    """
+    parts, auto_unit = [], None
+    for raw in raws:
+        v = validate_frame(raw, source, timestamp_unit=timestamp_unit, bounds=bounds, id_dtype=id_dtype,
+                           max_id_len=max_id_len, auto_unit=auto_unit)
+        if timestamp_unit == "auto" and auto_unit is None and v.stats["timestamp_unit"] in ("s", "ms"):
+            auto_unit = v.stats["timestamp_unit"]
+        parts.append(v)
+    if len(parts) == 1:
+        return parts[0]
+    frames = [p.frame for p in parts]
+    for col in (USER, ITEM):
+        if any(f.schema[col] == pl.String for f in frames):
+            frames = [f.with_columns(pl.col(col).cast(pl.String)) for f in frames]
+    report = IngestReport(source=source, rows_read=sum(p.report.rows_read for p in parts),
+                          accepted=sum(p.report.accepted for p in parts),
+                          quarantined=sum(p.report.quarantined for p in parts))
+    for p in parts:
+        report.reasons.update(p.report.reasons)
+    unit = auto_unit or parts[0].stats["timestamp_unit"]
+    report.stats.update(timestamp_unit=unit, blocks=len(parts))
+    report.check()
+    return Validated(pl.concat(frames, rechunk=False), pl.concat([p.quarantine for p in parts], how="diagonal"),
+                     report, {"timestamp_unit": unit})
 
 
 def _blank(raw: pl.DataFrame, col: str) -> pl.Expr:
