@@ -6,8 +6,11 @@ Endpoints: ``GET /v1/recommend?user_id=&k=``, ``POST /v1/recommend`` (``{"histor
 with ``"user_id"`` of a known user the history is that user's recent events, appended to their stored
 history and encoded at request time),
 ``GET /v1/similar?item_id=&k=``, ``GET /v1/model``, ``GET /healthz``, ``GET /readyz``; docs at ``/docs``.
-Lookups run in worker threads (at most ``lookup_threads`` at a time per process, the rest wait), never on
-the event loop, so a slow lookup does not stall other requests or ``/healthz``. Work per request is
+Lookups that can take long run in worker threads (at most ``lookup_threads`` at a time per process, the rest
+wait), never on the event loop, so a slow lookup does not stall other requests or ``/healthz``: every lookup
+that encodes a history or carries ``exclude``/``allow`` lists, and a stored-vector lookup unless export timed
+the bundle's search at most ``INLINE_US`` (500) microseconds a query (a heavy user priced as exact scoring).
+Those cheap lookups run inline, where a thread hand-off would cost more than the lookup. Work per request is
 bounded: bodies of at most 64 KiB (411 without a Content-Length, so no chunked bodies), ``k`` and
 ``history`` at most 1000, ``allow`` at most 10,000 ids, and an index search of at most
 :data:`serving.search.MAX_FETCH` candidates, past which a query is scored exactly (one pass over the
@@ -25,15 +28,16 @@ serving, the error is logged and ``/readyz`` answers 503 with the reason until a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -64,11 +68,15 @@ class HistoryRequest(BaseModel):
     allow: list[RawId] | None = Field(None, max_length=10 * MAX_K)
 
 
+def _dumps(content: object) -> bytes:
+    return json.dumps(content, separators=(",", ":")).encode()
+
+
 class JSON(Response):
     media_type = "application/json"
 
     def render(self, content: object) -> bytes:
-        return json.dumps(content, separators=(",", ":")).encode()
+        return _dumps(content)
 
 
 def error(status: int, message: str, field: str | None = None, code: str | None = None) -> JSON:
@@ -160,25 +168,31 @@ def create_app(path: str | Path, reload_interval: float = 2.0, lookup_threads: i
     if lookup_threads < 1:
         raise ValueError(f"lookup_threads must be >= 1; got {lookup_threads}")
     state = State(path, reload_interval)
-    limiter: list[CapacityLimiter] = []  # made in the server's event loop
+    pool = ThreadPoolExecutor(max_workers=lookup_threads, thread_name_prefix="lookup")
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        limiter.append(CapacityLimiter(lookup_threads))
         state.start()
         yield
         state.stop()
+        pool.shutdown(wait=False, cancel_futures=True)
 
-    async def lookup(method: str, *args, **kwargs) -> JSON:
-        """``Recommender.<method>(...)`` on the bundle served now, in a worker thread; the answer names that bundle."""
+    async def lookup(method: str, *args, light: bool = False, **kwargs) -> Response:
+        """``Recommender.<method>(...)`` on the bundle served now; the answer names that bundle.
+
+        A ``light`` lookup (priced by :func:`_light`) runs on the event loop: handing it to a thread would
+        cost more than the lookup. Every other one runs and is rendered in a pool thread (at most
+        ``lookup_threads`` at once, the rest queue), so the loop keeps answering meanwhile.
+        """
         rec = state.rec
 
-        def work() -> dict:
-            return _answer(rec, getattr(rec, method)(*args, **kwargs))
+        def work() -> bytes:
+            return _dumps(_answer(rec, getattr(rec, method)(*args, **kwargs)))
 
-        if not limiter:  # an app driven without its lifespan (a bare ASGI call): one lookup at a time
-            limiter.append(CapacityLimiter(1))
-        return JSON(await to_thread.run_sync(work, limiter=limiter[0]))
+        if light:
+            return Response(work(), media_type=JSON.media_type)
+        body = await asyncio.get_running_loop().run_in_executor(pool, work)
+        return Response(body, media_type=JSON.media_type)
 
     app = FastAPI(title="recsys serving", version="1", lifespan=lifespan, default_response_class=JSON)
     app.state.serving = state
@@ -187,7 +201,7 @@ def create_app(path: str | Path, reload_interval: float = 2.0, lookup_threads: i
     @app.get("/v1/recommend")
     async def recommend(user_id: str = Query(..., min_length=1, max_length=MAX_ID_LEN),
                         k: int = Query(10, ge=1, le=MAX_K), exclude_seen: bool = True) -> JSON:
-        return await lookup("recommend", user_id, k, exclude_seen=exclude_seen)
+        return await lookup("recommend", user_id, k, exclude_seen=exclude_seen, light=_light(state.rec, user_id, k))
 
     @app.post("/v1/recommend")
     async def recommend_history(body: HistoryRequest) -> JSON:
@@ -200,7 +214,7 @@ def create_app(path: str | Path, reload_interval: float = 2.0, lookup_threads: i
     @app.get("/v1/similar")
     async def similar(item_id: str = Query(..., min_length=1, max_length=MAX_ID_LEN),
                       k: int = Query(10, ge=1, le=MAX_K)) -> JSON:
-        return await lookup("similar_items", item_id, k)
+        return await lookup("similar_items", item_id, k, light=_light(state.rec, None, k))
 
     @app.get("/v1/model")
     async def model() -> JSON:
@@ -218,6 +232,20 @@ def create_app(path: str | Path, reload_interval: float = 2.0, lookup_threads: i
         return JSON({"status": "ready", "bundle": state.rec.path.name})
 
     return app
+
+
+INLINE_US = 500.0  # a lookup export timed at or under this many microseconds runs on the event loop
+
+
+def _light(rec: Recommender, user_id: object | None, k: int) -> bool:
+    """Whether a stored-vector lookup is cheap enough for the event loop: the bundle's search was timed at
+    export at most :data:`INLINE_US` per query (a heavy user's exact scoring priced as exact). Lookups that
+    encode a history, or carry ``exclude``/``allow`` lists, are never light."""
+    try:
+        us = rec.expected_us(user_id, k)
+    except Exception:  # pricing must never fail a request: the lookup itself reports its errors
+        return False
+    return us is not None and us <= INLINE_US
 
 
 def _install_errors(app: FastAPI) -> None:

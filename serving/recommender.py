@@ -29,7 +29,7 @@ import numpy as np
 
 from serving import format as fmt
 from serving.loader import Bundle, load_bundle
-from serving.search import best, candidates, drop
+from serving.search import MAX_FETCH, best, candidates, drop
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,20 @@ class Recommender:
             return Recommendation(rec.items, rec.scores, rec.source, rec.meta, [item_id])
         query = np.asarray(self.bundle.item_vectors[item], dtype=np.float32)
         return self._answer(query, k, np.array([item]), None, "model")
+
+    def expected_us(self, user_id: object | None, k: int = 10) -> float | None:
+        """Microseconds a stored-vector lookup (``recommend(user_id, k)`` without recent events, or
+        ``similar_items`` when ``user_id`` is None) took per query when export timed this bundle's search, or
+        None when unknown (not measured, or a search other than the measured one). A user whose seen items
+        push the query past :data:`~serving.search.MAX_FETCH` is priced as exact scoring."""
+        options = self.manifest.get("search_options") or {}
+        search = self.search
+        if user_id is not None:
+            user = int(self.bundle.users.lookup([user_id])[0])
+            if user and k + len(self.bundle.seen(user)) > MAX_FETCH:
+                search = "exact"
+        measured = (options.get(search) or {}).get("us_per_query")
+        return None if measured is None else float(measured)
 
     def recommend_batch(self, user_ids: Iterable, k: int = 10, exclude_seen: bool = True) -> list[Recommendation]:
         """:meth:`recommend` for each user, in order."""

@@ -171,7 +171,8 @@ def test_internal_errors_are_500_with_a_log_line_caller_errors_400_and_no_path_l
         assert model.status_code == 200 and "path" not in model.json() and str(tmp_path) not in model.text
 
 
-def test_lookups_run_off_the_event_loop(tmp_path):
+@pytest.mark.parametrize("request_kind", ["history", "slow-search"])
+def test_lookups_that_can_take_long_run_off_the_event_loop(tmp_path, request_kind):
     """A lookup that blocks until /healthz has answered: on the event loop it would deadlock."""
     import threading
 
@@ -181,17 +182,26 @@ def test_lookups_run_off_the_event_loop(tmp_path):
 
     app = create_app(make_bundle(tmp_path / "b", seed=0)[0], reload_interval=0)
     rec = app.state.serving.rec
-    original, started, release = rec.recommend, threading.Event(), threading.Event()
+    method = "recommend_for_history" if request_kind == "history" else "recommend"
+    original, started, release = getattr(rec, method), threading.Event(), threading.Event()
 
     def slow(*args, **kwargs):
         started.set()
         release.wait(30)
         return original(*args, **kwargs)
 
-    rec.recommend = slow
+    setattr(rec, method, slow)
+    if request_kind == "slow-search":  # export timed this bundle's search far above the inline budget
+        rec.manifest["search_options"][rec.search]["us_per_query"] = 50_000.0
+
+    def heavy_request(c):
+        if request_kind == "history":
+            return c.post("/v1/recommend", json={"history": ["i5", "i9"], "k": 3}).status_code
+        return c.get("/v1/recommend?user_id=101").status_code
+
     answers: dict[str, int] = {}
     with TestClient(app) as c:
-        heavy = threading.Thread(target=lambda: answers.update(heavy=c.get("/v1/recommend?user_id=101").status_code))
+        heavy = threading.Thread(target=lambda: answers.update(heavy=heavy_request(c)))
         heavy.start()
         try:
             assert started.wait(10), "the lookup never started"
@@ -204,6 +214,26 @@ def test_lookups_run_off_the_event_loop(tmp_path):
             release.set()
             heavy.join(30)
     assert answers["heavy"] == 200
+
+
+def test_only_lookups_timed_cheap_at_export_run_inline(tmp_path):
+    from serving import search
+    from serving.http import INLINE_US, _light
+
+    rec = Recommender.load(make_bundle(tmp_path / "b", seed=0)[0])
+    timed = rec.manifest["search_options"][rec.search]["us_per_query"]
+    assert timed <= INLINE_US and _light(rec, 101, 10) and _light(rec, None, 10)  # a 300-item catalogue
+    assert _light(rec, "nobody", 10)  # unknown user: popularity, cheaper still
+    rec.manifest["search_options"][rec.search]["us_per_query"] = INLINE_US * 10
+    assert not _light(rec, 101, 10)
+    rec.manifest["search_options"][rec.search]["us_per_query"] = timed
+    rec.search = "annoy"  # a search export did not time (an override): priced unknown, so pooled
+    rec.manifest["search_options"].pop("annoy", None)
+    assert not _light(rec, 101, 10)
+    rec.manifest["search_options"] = {"annoy": {"us_per_query": 100.0}, "exact": {"us_per_query": 5000.0}}
+    assert _light(rec, 101, 10)  # Annoy, timed cheap
+    past = search.MAX_FETCH - len(rec.bundle.seen(1)) + 1  # k + seen items past the fetch cap: exact scoring
+    assert rec.expected_us(101, past) == 5000.0 and not _light(rec, 101, past)
 
 
 def _children(pid: int) -> list[int]:
