@@ -39,20 +39,61 @@ def train(
     typer.echo(result.summary())
 
 
+@app.command()
+def evaluate(
+    model: str = typer.Option(..., "--model", "-m", help="runs:/<run_id>/model (or a local model folder)."),
+    split: str = typer.Option("test", help="test or valid."),
+    out: Path = typer.Option(Path("runs"), help="Folder where the prepared data is (re)built."),
+) -> None:
+    """Evaluate a model logged by `recsys train`, given only its MLflow URI, on the data its config names."""
+    from pipelines.train import evaluate_run_model
+
+    try:
+        metrics = evaluate_run_model(model, out, split)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    typer.echo("  ".join(f"{split}_{k}={v:.4f}" for k, v in metrics.items() if k not in ("n_users", "n_skipped",
+                                                                                       "n_masked_targets")))
+
+
+@app.command()
+def export(
+    model: str = typer.Option(..., "--model", "-m", help="runs:/<run_id>/model (or a local model folder)."),
+    dest: Path = typer.Option(..., "--out", help="Bundle folder to write (must not exist)."),
+    runs: Path = typer.Option(Path("runs"), help="Folder where the prepared data is (re)built."),
+) -> None:
+    """Export a model logged by `recsys train`, given only its MLflow URI, as a servable bundle."""
+    from pipelines.train import export_run_model
+
+    try:
+        path = export_run_model(model, dest, runs)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        fail(str(exc))
+    typer.echo(f"wrote {path}")
+
+
 @experiments_app.command("compare")
 def experiments_compare(
     experiment: str = typer.Option(..., "--experiment", "-e", help="MLflow experiment name."),
     metric: str = typer.Option("test_ndcg_10", help="Metric to sort by (best first)."),
+    metrics: str = typer.Option("", help="Comma-separated metrics for the terminal table (default: the sort "
+                                "metric, test_hr_10, test_ndcg_10, val_ndcg_10)."),
+    include_pipeline: bool = typer.Option(False, "--include-pipeline", help="Also list pipeline parent runs."),
+    width: int = typer.Option(120, help="Terminal table width in characters."),
     out: Path = typer.Option(Path("experiments/reports"), help="Folder for the CSV, Markdown and PNG."),
 ) -> None:
-    """Print a table of the runs (differing config keys, metrics) and write CSV/Markdown/PNG."""
+    """Print the model runs best first (chosen metrics, params that differ) and write CSV/Markdown/PNG.
+
+    The CSV and Markdown keep every param and metric; the PNGs are the validation curves per epoch, the test
+    metrics as bars (protocol in the caption) and the training curves."""
     from pipelines import compare as cmp
 
     try:
-        c = cmp.compare(experiment, metric)
+        chosen = tuple(m.strip() for m in metrics.split(",") if m.strip()) or None
+        c = cmp.compare(experiment, metric, metrics=chosen, include_pipeline=include_pipeline)
     except ValueError as exc:
         fail(str(exc))
-    typer.echo(cmp.to_text(c))
+    typer.echo(cmp.to_text(c, width))
     for p in cmp.write_reports(c, out, experiment, metric):
         typer.echo(f"wrote {p}")
 

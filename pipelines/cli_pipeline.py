@@ -104,6 +104,29 @@ def status(
 
 
 @app.command()
+def history(
+    config: Path = typer.Option(None, "--config", "-c", help="Pipeline TOML (for its workdir)."),
+    png: Path = typer.Option(None, "--png", help="Also draw the timeline PNG here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
+) -> None:
+    """Every pipeline run, oldest first: its candidate, the gate metric against the champion's, the decision
+    (published, rejected, data check failed, stopped) and the reason; --png draws them as a timeline."""
+    import json
+
+    from pipelines.history import format_history, run_history, timeline
+
+    try:
+        rows = run_history(Path(_load(config).pipeline.workdir))
+    except (ValueError, FileNotFoundError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(ExitCode.USAGE) from None
+    typer.echo(json.dumps(rows, indent=2, default=str) if as_json else format_history(rows))
+    if png is not None:
+        drawn = timeline(rows, png)
+        typer.echo(f"wrote {drawn}" if drawn else "no gated runs yet: no timeline drawn")
+
+
+@app.command()
 def rollback(
     config: Path = typer.Option(None, "--config", "-c", help="Pipeline TOML (for its workdir and bundles)."),
 ) -> None:

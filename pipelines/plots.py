@@ -1,4 +1,4 @@
-"""PNG figures logged with runs: training curves, embedding maps, validation curves per run."""
+"""PNG figures: training curves (a small grid), embedding maps, validation curves and test-metric bars."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from recsys import atomic  # noqa: E402
 
@@ -20,19 +21,71 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def training_curves(history: list[dict[str, float]], path: Path, title: str = "") -> Path | None:
-    """One panel per metric over epochs; returns None when there is nothing to plot."""
-    keys = sorted({k for h in history for k in h if k != "epoch"})
-    if not history or not keys:
+#: the panels of a training-curve grid: (title, [(series, line style)])
+PANELS = (("training loss", [("train_loss", "-")]), ("learning rate", [("train_lr", "-")]),
+          ("validation per epoch", [("epoch_val_ndcg_10", "-"), ("epoch_val_hr_10", "--")]),
+          ("seconds per epoch", [("train_epoch_seconds", "-")]))
+
+
+def training_grid(curves: dict[str, dict[str, list[tuple[int, float]]]], path: Path, title: str = "") -> Path | None:
+    """A 2 x 2 grid (loss, learning rate, validation NDCG@10 solid and HR@10 dashed, seconds per epoch), one
+    line per run: ``curves[run][series] = [(epoch, value), ...]``. Panels without data are left out; returns
+    None when there is nothing to plot."""
+    panels = [(t, series) for t, series in PANELS if any(s in c for c in curves.values() for s, _ in series)]
+    if not panels:
         return None
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
-    for ax, key in zip(axes[0], keys, strict=True):
-        pts = [(h["epoch"], h[key]) for h in history if key in h]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3)
-        ax.set_title(key, fontsize=9)
+    cols = 2 if len(panels) > 1 else 1
+    rows = (len(panels) + 1) // 2
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.2 * rows), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (panel, series) in zip(axes.flat, panels, strict=False):
+        for i, (run, c) in enumerate(curves.items()):
+            for name, style in series:
+                if c.get(name):
+                    pts = sorted(c[name])
+                    label = run if style == "-" else None
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", ms=3,
+                            color=colours[i % len(colours)], label=label)
+        ax.set_title(panel + (" (NDCG@10 solid, HR@10 dashed)" if len(series) > 1 else ""), fontsize=9)
         ax.set_xlabel("epoch")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if len(curves) > 1 and labels:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.08 if len(curves) > 1 else 0, 1, 1))
+    _save(fig, path)
+    return path
+
+
+def training_curves(history: list[dict[str, float]], path: Path, title: str = "") -> Path | None:
+    """One run's per-epoch figures (``history`` rows: epoch + series) as a :func:`training_grid`."""
+    series = {k for h in history for k in h if k != "epoch"}
+    curve = {k: [(h["epoch"], h[k]) for h in history if k in h] for k in series}
+    return training_grid({title or "run": curve}, path, title)
+
+
+def metric_bars(rows: list[dict[str, str]], metrics: list[str], path: Path, caption: str = "") -> Path | None:
+    """Grouped bars: one group per metric, one bar per run (``rows[i]["run"]``, values as strings)."""
+    metrics = [m for m in metrics if any(r.get(m) for r in rows)]
+    if not metrics or not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(metrics) + 2), 4.2))
+    width = 0.8 / len(rows)
+    for i, r in enumerate(rows):
+        values = [float(r[m]) if r.get(m) else 0.0 for m in metrics]
+        ax.bar(np.arange(len(metrics)) + (i - (len(rows) - 1) / 2) * width, values, width, label=r["run"])
+    ax.set_xticks(np.arange(len(metrics)), [m.removeprefix("test_") for m in metrics])
+    ax.set_ylabel("test")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if len(rows) > 6 else 1)
+    if caption:
+        fig.text(0.5, 0.01, caption, ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.05 if caption else 0, 1, 1))
     _save(fig, path)
     return path
 
@@ -73,16 +126,45 @@ def embedding_map(
 
 
 def validation_curves(curves: dict[str, list[tuple[int, float]]], metric: str, path: Path) -> Path | None:
-    """One line per run: ``curves[run_label] = [(step, value), ...]``."""
+    """One line per run: ``curves[run_label] = [(epoch, value), ...]``, the per-epoch validation series."""
     if not any(curves.values()):
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
     for label, pts in curves.items():
         if pts:
             pts = sorted(pts)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=label)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(metric.removeprefix("epoch_"))
+    ax.set_title(f"{metric.removeprefix('epoch_')} after each epoch", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+    return path
+
+
+def gate_timeline(rows: list[dict], path: Path) -> Path:
+    """Pipeline runs in order: each candidate's gate metric (green = published, red = rejected, grey = other
+    endings) and the champion's value it was gated against (black steps)."""
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(rows) + 2), 4))
+    x = np.arange(len(rows))
+    champ = [r.get("champion_value") for r in rows]
+    if any(c is not None for c in champ):
+        ax.step(x, [np.nan if c is None else c for c in champ], where="mid", color="black", lw=1,
+                label="champion at gate time")
+    styles = {"published": ("o", "tab:green"), "rejected": ("x", "tab:red")}
+    for outcome, (marker, colour) in [*styles.items(), ("other", ("s", "tab:gray"))]:
+        pick = [i for i, r in enumerate(rows) if (r["outcome"] == outcome) or
+                (outcome == "other" and r["outcome"] not in styles)]
+        if pick:
+            ax.scatter(x[pick], [rows[i]["candidate_value"] for i in pick], marker=marker, color=colour, s=40,
+                       label=f"candidate, {outcome}", zorder=3)
+    ax.set_xticks(x, [r["run_id"][:15] for r in rows], rotation=60, ha="right", fontsize=7)  # to the second
+    ax.set_ylabel(rows[0].get("metric") or "gate metric")
+    ax.set_title("pipeline runs: candidate vs champion at the gate", fontsize=10)
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)

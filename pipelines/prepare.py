@@ -31,6 +31,7 @@ from recsys.data import filters
 from recsys.data.idmap import IdMap, encode_interactions
 from recsys.data.report import IngestReport
 from recsys.data.schema import ITEM, ITEM_IDX, USER
+from recsys.data.sequences import Sequences
 from recsys.data.split import SplitData, leave_last_out, temporal_split
 
 log = logging.getLogger(__name__)
@@ -192,3 +193,11 @@ def load_prepared(directory: str | Path, name: str = "") -> Prepared:
     return Prepared(d, SplitData.load(d / "split"), users, items,
                     pl.read_parquet(meta_path) if meta_path.is_file() else None, report,
                     name or report.get("data_config", {}).get("name", d.name))
+
+
+def all_events(data: Prepared) -> Sequences:
+    """Every user's whole history (all splits, oldest first): what an exported bundle encodes and stores."""
+    from recsys.data.build import build_sequences
+
+    encoded = pl.read_parquet(data.directory / "interactions.parquet")
+    return build_sequences(encoded, data.split.n_users, data.split.n_items)

@@ -25,12 +25,11 @@ from pipelines import gate as gating
 from pipelines import ingest_logs, model_registry, tracking
 from pipelines.config import RunConfig, RunSection
 from pipelines.pipeline_config import PipelineConfig
-from pipelines.prepare import Prepared, load_prepared, prepare
+from pipelines.prepare import Prepared, all_events, load_prepared, prepare
 from pipelines.publishing import record_champion
 from pipelines.runstate import ExitCode, PipelineExit, RunDir, fault_point, previous_runs
 from pipelines.train import protocol_for, train_run
 from recsys import atomic
-from recsys.data.build import build_sequences
 from recsys.models.registry import MODELS
 
 log = logging.getLogger(__name__)
@@ -186,20 +185,13 @@ def step_export(ctx: Context) -> None:
     model = MODELS[info["model"]].load(trained["model_dir"])
     bundle = ctx.run.path / "bundle"  # written atomically (a killed export leaves the old bundle or none)
     # the one export path: stored user vectors and histories from every event each user has, newest included
-    export_model(bundle, model, data.items.ids, data.users.ids, histories=_all_events(data), run_id=ctx.parent_run_id,
+    export_model(bundle, model, data.items.ids, data.users.ids, histories=all_events(data), run_id=ctx.parent_run_id,
                  model_name=f"{info['candidate']}:{model.name}", item_meta=_meta_for_export(data), overwrite=True)
     fault_point("exported")
     version = model_registry.register_bundle(bundle, ctx.cfg.pipeline.registered_model, ctx.parent_run_id)
     fault_point("registered")
     ctx.run.mark_done("export", bundle=str(bundle), version=version)
     ctx.echo(f"  bundle {bundle} (registry version {version}, alias candidate)")
-
-
-def _all_events(data: Prepared):
-    import polars as pl
-
-    encoded = pl.read_parquet(data.directory / "interactions.parquet")
-    return build_sequences(encoded, data.split.n_users, data.split.n_items)
 
 
 def _meta_for_export(data: Prepared):

@@ -101,9 +101,16 @@ def log_params(params: dict[str, Any]) -> None:
         mlflow.log_params(dict(items[i : i + 90]))
 
 
+COUNTERS = ("n_users", "n_skipped", "n_masked_targets")  # evaluation counts: tags, not metric series
+
+
 def log_metrics(metrics: dict[str, float], prefix: str, step: int | None = None) -> None:
-    """Log ``{prefix}{name}`` metrics (e.g. ``val_ndcg_10``) at ``step``."""
-    mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in metrics.items()}, step=step)
+    """Log ``{prefix}{name}`` metrics (e.g. ``val_ndcg_10``) at ``step``; evaluation counters (``n_users``, ...)
+    become tags (``{prefix}{name}``), since they are counts, not figures to plot."""
+    mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in metrics.items() if k not in COUNTERS}, step=step)
+    counts = {f"{prefix}{k}": str(int(v)) for k, v in metrics.items() if k in COUNTERS}
+    if counts:
+        mlflow.set_tags(counts)
 
 
 def log_json(payload: dict[str, Any], name: str) -> None:
@@ -114,17 +121,28 @@ def log_file(path: Path, artifact_path: str | None = None) -> None:
     mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
 
+EPOCH_VAL = "epoch_val_"  # per-epoch validation series; the final validation figures are ``val_*``
+
+
 def epoch_logger():
     """An ``on_epoch_end(epoch, metrics)`` callback that logs every figure with ``step=epoch``.
 
     Validation metrics arrive prefixed ``val_`` (see :func:`recsys.evaluation.evaluator.make_validator`)
-    and keep their name; every other figure (loss, seconds, learning rate) is logged as ``train_<name>``.
-    The logged rows are kept in ``on_epoch_end.history`` for the training-curve plot.
+    and are logged as ``epoch_val_<name>``, so the per-epoch series never mixes with the final ``val_*`` and
+    ``test_*`` figures of the run; every other figure (loss, seconds, learning rate) is logged as
+    ``train_<name>``. Evaluation counters (users evaluated, ...) are left out. The logged rows are kept in
+    ``on_epoch_end.history`` for the training-curve plot.
     """
     history: list[dict[str, float]] = []
 
     def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
-        named = {k if k.startswith(("train_", "val_")) else f"train_{k}": float(v) for k, v in metrics.items()}
+        named = {}
+        for k, v in metrics.items():
+            if k.startswith("val_"):
+                if k[4:] not in COUNTERS:
+                    named[EPOCH_VAL + k[4:]] = float(v)
+            else:
+                named[k if k.startswith("train_") else f"train_{k}"] = float(v)
         mlflow.log_metrics(named, step=epoch)
         history.append({"epoch": epoch, **named})
 

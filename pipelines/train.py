@@ -1,10 +1,12 @@
 """`recsys train`: prepared data -> fit (validating every epoch) -> test -> one MLflow run.
 
 The run records: params = the flattened config + the evaluation protocol; metrics ``train_*`` and
-``val_*`` per epoch (``step=epoch``) and the final ``val_*`` / ``test_*``; tags = git commit, data
-set name and fingerprint, device, package versions; artifacts = the config, ``metrics.json``, the
-training-curve PNG and, for models with item vectors, an embedding map PNG. A run that raises ends
-FAILED with the error recorded (see :func:`pipelines.tracking.tracked_run`).
+``epoch_val_*`` per epoch (``step=epoch``) and the final ``val_*`` / ``test_*`` once; tags = git commit,
+data set name and fingerprint, device, package versions, the evaluation counters (``test_n_users``, ...)
+and ``model_uri``; artifacts = the fitted model (``model/``, loadable from the run alone with
+:func:`pipelines.run_model.load_run_model`), the config, ``metrics.json``, the training-curve PNG and, for
+models with item vectors, an embedding map PNG. A run that raises ends FAILED with the error recorded
+(see :func:`pipelines.tracking.tracked_run`).
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import mlflow
 import numpy as np
 import polars as pl
 
-from pipelines import plots, tracking
+from pipelines import plots, run_model, tracking
 from pipelines.config import RunConfig
-from pipelines.prepare import Prepared, load_prepared, prepare
+from pipelines.prepare import Prepared, all_events, load_prepared, prepare
 from pipelines.runstate import fault_point
+from recsys import atomic
 from recsys.config import from_dict, to_dict
 from recsys.device import resolve_device
 from recsys.evaluation.evaluator import EvalProtocol, evaluate_model, make_validator
@@ -97,10 +100,44 @@ def train_run(cfg: RunConfig, out: str | Path, data: Prepared | None = None, nes
         tracking.log_metrics({"fit_seconds": fit_s, "total_seconds": seconds}, "")
         model_dir = out / "models" / run.info.run_id
         model.save(model_dir)
+        atomic.write_json(model_dir / run_model.MANIFEST, run_model.manifest(cfg, split.fingerprint))
         fault_point(f"fitted-{cfg.run.name}")  # inside the nested MLflow run: a kill here leaves it RUNNING
+        mlflow.log_artifacts(str(model_dir), run_model.ARTIFACT)
+        mlflow.set_tag("model_uri", f"runs:/{run.info.run_id}/{run_model.ARTIFACT}")
         _log_artifacts(cfg, model, data, on_epoch.history, val, test, model_dir)
         log.info("%s: val %s test %s", cfg.run.name, _short(val), _short(test))
         return TrainResult(run.info.run_id, cfg.model_name, model_dir, val, test, seconds, on_epoch.history)
+
+
+def _run_model_data(uri: str, out: Path):
+    """The model at ``uri``, its config and the prepared data it was trained on (rebuilt if absent)."""
+    rm = run_model.load_run_model(uri)
+    data = prepared_data(rm.cfg, Path(out))
+    if data.split.fingerprint != rm.fingerprint:
+        raise ValueError(f"{uri}: the data its config names now splits to fingerprint {data.split.fingerprint}, "
+                         f"not the {rm.fingerprint} the model was trained and evaluated on; the log changed since")
+    return rm, data
+
+
+def evaluate_run_model(uri: str, out: str | Path, split: str = "test") -> dict[str, float]:
+    """Evaluate the model logged at ``uri`` (``runs:/<id>/model``) as its run did; returns the metrics."""
+    if split not in ("test", "valid"):
+        raise ValueError(f"split must be 'test' or 'valid'; got {split!r}")
+    rm, data = _run_model_data(uri, Path(out))
+    device = resolve_device(rm.cfg.run.device)
+    hist, targets = ((data.split.test_history, data.split.test_targets) if split == "test"
+                     else (data.split.valid_history, data.split.valid_targets))
+    return evaluate_model(rm.model, hist, targets, protocol_for(rm.cfg, data), device=device,
+                          batch_size=rm.cfg.eval.batch_size)
+
+
+def export_run_model(uri: str, dest: str | Path, out: str | Path) -> Path:
+    """Export the model logged at ``uri`` as a bundle at ``dest`` (the one export path, as the pipeline does)."""
+    from recsys.export import export_model
+
+    rm, data = _run_model_data(uri, Path(out))
+    return export_model(dest, rm.model, data.items.ids, data.users.ids, histories=all_events(data),
+                        run_id=uri.split("/")[1] if uri.startswith("runs:/") else None)
 
 
 def model_inputs(name: str, params: dict, data: Prepared) -> dict:

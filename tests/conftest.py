@@ -47,3 +47,14 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def beauty_path(shared_data: Path) -> Path:
     return _require(shared_data / "iclrec-amazon" / "Beauty.txt")
+
+
+@pytest.fixture()
+def sqlite_store(tmp_path, monkeypatch):
+    """The embedded MLflow store (``mlruns.db``) in a fresh working directory; ends any run left active."""
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield tmp_path
+    mlflow.end_run()

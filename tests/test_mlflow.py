@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -27,14 +28,6 @@ def _cfg(model: dict, experiment: str = "t", name: str = "") -> object:
     return parse_run_config(raw, source="test")
 
 
-@pytest.fixture()
-def sqlite_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    yield tmp_path
-    mlflow.end_run()
-
-
 def _check_run(client: MlflowClient, run_id: str, result) -> None:
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
@@ -51,8 +44,10 @@ def _check_run(client: MlflowClient, run_id: str, result) -> None:
     assert t["version.torch"].startswith("2.") and "version.mlflow" in t
     names = {a.path for a in client.list_artifacts(run_id)}
     assert {"config.json", "metrics.json", "embedding_map.png"} <= names
-    history = client.get_metric_history(run_id, "val_ndcg_10")  # validated after every ALS iteration
-    assert sorted(h.step for h in history) == [0, 1, 2, 3]  # epochs 1..3, then the final value at step 0
+    history = client.get_metric_history(run_id, "epoch_val_ndcg_10")  # validated after every ALS iteration
+    assert sorted(h.step for h in history) == [1, 2, 3]
+    assert len(client.get_metric_history(run_id, "val_ndcg_10")) == 1  # the final figure, apart from the series
+    assert "model/recsys_run.json" in {a.path for a in client.list_artifacts(run_id, "model")}
     assert {h.step for h in client.get_metric_history(run_id, "train_epoch_seconds")} == {1, 2, 3}
 
 
@@ -81,7 +76,7 @@ def test_compare_lists_differing_params_and_writes_reports(sqlite_store: Path) -
                   sqlite_store / "runs")
     c = compare.compare("cmp", "test_ndcg_10")
     assert len(c.rows) == 2
-    assert "model.factors" in c.columns and "run.seed" not in c.columns
+    assert "model.factors" in c.columns and "run.seed" not in c.columns and "run.seed" in c.all_columns
     values = [float(r["test_ndcg_10"]) for r in c.rows]
     assert values == sorted(values, reverse=True)
     paths = compare.write_reports(c, sqlite_store / "reports", "cmp", "test_ndcg_10")
@@ -98,8 +93,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_train_run_against_a_real_mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@contextlib.contextmanager
+def mlflow_server(tmp_path: Path):
+    """A real `mlflow server` on 127.0.0.1 (sqlite backend, proxied artifacts); yields (uri, store folder)."""
     port = _free_port()
     store = tmp_path / "server"
     store.mkdir()
@@ -111,16 +107,22 @@ def test_train_run_against_a_real_mlflow_server(tmp_path: Path, monkeypatch: pyt
     uri = f"http://127.0.0.1:{port}"
     try:
         _wait_for(uri, proc)
+        yield uri, store
+    finally:
+        mlflow.end_run()
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_train_run_against_a_real_mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with mlflow_server(tmp_path) as (uri, store):
         monkeypatch.chdir(tmp_path)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         result = train_run(_cfg({"name": "als", "factors": 8, "iterations": 3}), tmp_path / "runs")
         _check_run(MlflowClient(tracking_uri=uri), result.run_id, result)
         assert not (tmp_path / "mlruns.db").exists()  # nothing went to the embedded store
         assert any((store / "artifacts").rglob("metrics.json"))
-    finally:
-        mlflow.end_run()
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _wait_for(uri: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:

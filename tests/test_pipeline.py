@@ -90,6 +90,16 @@ def test_gate_rejects_a_worse_candidate_and_keeps_the_champion(workdir: Path) ->
     # the next run starts fresh (the rejected run has ended) and a good model is published again
     ctx = run_pipeline(load_pipeline_config(write_config(workdir, ALS)), echo=quiet)
     assert ctx.run.path != runs[-1] and ctx.run.is_done("publish")
+    # `recsys pipeline history`: each run's candidate, gate metric against the champion, decision and reason
+    out = _cli(["pipeline", "history", "-c", "p.toml", "--png", "history.png", "--json"])
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout[: out.stdout.rindex("]") + 1])
+    assert [r["outcome"] for r in rows] == ["published", "rejected", "published"]
+    assert [r["candidate"] for r in rows] == ["als", "pop", "als"]
+    assert rows[0]["champion_value"] is None and rows[1]["candidate_value"] < rows[1]["champion_value"]
+    assert "worse than the champion" in rows[1]["reason"] and (workdir / "history.png").stat().st_size > 0
+    table = _cli(["pipeline", "history", "-c", "p.toml"]).stdout
+    assert max(map(len, table.splitlines())) <= 120 and "rejected" in table and "published" in table
 
 
 def test_a_concurrent_run_is_refused(workdir: Path) -> None:
