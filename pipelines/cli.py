@@ -110,8 +110,8 @@ def serve(
 ) -> None:
     """Serve top-k lookups over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs.
 
-    Lookups run off the event loop, so /healthz answers while heavy lookups run; the bounds on the work
-    one request can cause are in the README (Serving over HTTP)."""
+    Lookups that can take long run in a thread pool, off the event loop, so /healthz answers while they
+    run; the bounds on the work one request can cause are in the README ("Serving")."""
     from serving.__main__ import limit_blas_threads
     from serving.http import run
 
