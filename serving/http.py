@@ -7,10 +7,12 @@ with ``"user_id"`` of a known user the history is that user's recent events, app
 history and encoded at request time),
 ``GET /v1/similar?item_id=&k=``, ``GET /v1/model``, ``GET /healthz``, ``GET /readyz``; docs at ``/docs``.
 Lookups that can take long run in worker threads (at most ``lookup_threads`` at a time per process, the rest
-wait), never on the event loop, so a slow lookup does not stall other requests or ``/healthz``: every lookup
-that encodes a history or carries ``exclude``/``allow`` lists, and a stored-vector lookup unless export timed
-the bundle's search at most ``INLINE_US`` (500) microseconds a query (a heavy user priced as exact scoring).
-Those cheap lookups run inline, where a thread hand-off would cost more than the lookup. Work per request is
+wait), never on the event loop, so a slow lookup does not stall other requests or ``/healthz``. Each lookup is
+priced first (:meth:`Recommender.expected_us`: the search as export timed it, a heavy user priced as exact
+scoring, history encoding as the server timed it when it loaded the bundle); one priced at most
+``INLINE_US`` (2 ms) runs inline, where the hand-off to a thread would cost more than it saves (the GIL
+hand-offs of a thread doing many small numpy calls cost up to a millisecond a request). Lookups with
+``exclude``/``allow`` lists, or that cannot be priced, always go to the pool. Work per request is
 bounded: bodies of at most 64 KiB (411 without a Content-Length, so no chunked bodies), ``k`` and
 ``history`` at most 1000, ``allow`` at most 10,000 ids, and an index search of at most
 :data:`serving.search.MAX_FETCH` candidates, past which a query is scored exactly (one pass over the
@@ -104,13 +106,20 @@ class BodyLimit:
         await self.app(scope, receive, send)
 
 
+def _loaded(path: Path) -> Recommender:
+    """Load and verify a bundle, and time its encoder here, so lookups can be priced (:func:`_light`)."""
+    rec = Recommender.load(path)
+    rec.calibrate_encoder()
+    return rec
+
+
 class State:
     """The serving Recommender plus hot-reload bookkeeping (read by handlers, written by the watcher)."""
 
     def __init__(self, path: str | Path, reload_interval: float) -> None:
         self.root = Path(path)
         self.watch = (self.root / CURRENT).is_symlink()
-        self.rec = Recommender.load(self.root)  # fail fast: no bundle, no server
+        self.rec = _loaded(self.root)  # fail fast: no bundle, no server
         self.loaded_target = self._target()
         self.error: str | None = None
         self._failed: str | None = None
@@ -130,7 +139,7 @@ class State:
         if target == self._failed:  # bundles are immutable: retry only when the pointer moves
             return
         try:
-            rec = Recommender.load(self.root / target)
+            rec = _loaded(self.root / target)
         except (BundleError, OSError, ValueError, KeyError) as exc:
             self._failed, self.error = target, f"loading {target} failed: {exc}; still serving {self.rec.path.name}"
             log.error("hot reload: %s", self.error)
@@ -205,11 +214,12 @@ def create_app(path: str | Path, reload_interval: float = 2.0, lookup_threads: i
 
     @app.post("/v1/recommend")
     async def recommend_history(body: HistoryRequest) -> JSON:
+        light = not body.exclude and body.allow is None and _light(state.rec, body.user_id, body.k, len(body.history))
         if body.user_id is not None:
             return await lookup("recommend", body.user_id, body.k, body.exclude_seen, exclude=body.exclude,
-                                allow=body.allow, history=body.history)
+                                allow=body.allow, history=body.history, light=light)
         return await lookup("recommend_for_history", body.history, body.k, body.exclude_seen,
-                            exclude=body.exclude, allow=body.allow)
+                            exclude=body.exclude, allow=body.allow, light=light)
 
     @app.get("/v1/similar")
     async def similar(item_id: str = Query(..., min_length=1, max_length=MAX_ID_LEN),
@@ -234,15 +244,15 @@ def create_app(path: str | Path, reload_interval: float = 2.0, lookup_threads: i
     return app
 
 
-INLINE_US = 500.0  # a lookup export timed at or under this many microseconds runs on the event loop
+INLINE_US = 2000.0  # a lookup priced at or under this many microseconds runs on the event loop
 
 
-def _light(rec: Recommender, user_id: object | None, k: int) -> bool:
-    """Whether a stored-vector lookup is cheap enough for the event loop: the bundle's search was timed at
-    export at most :data:`INLINE_US` per query (a heavy user's exact scoring priced as exact). Lookups that
-    encode a history, or carry ``exclude``/``allow`` lists, are never light."""
+def _light(rec: Recommender, user_id: object | None, k: int, n_recent: int = 0) -> bool:
+    """Whether a lookup is cheap enough for the event loop: :meth:`Recommender.expected_us` (the search as
+    export timed it, a heavy user priced as exact scoring, encoding as the server timed it at load) is at most
+    :data:`INLINE_US`. Unpriced lookups are never light."""
     try:
-        us = rec.expected_us(user_id, k)
+        us = rec.expected_us(user_id, k, n_recent)
     except Exception:  # pricing must never fail a request: the lookup itself reports its errors
         return False
     return us is not None and us <= INLINE_US

@@ -130,19 +130,49 @@ class Recommender:
         query = np.asarray(self.bundle.item_vectors[item], dtype=np.float32)
         return self._answer(query, k, np.array([item]), None, "model")
 
-    def expected_us(self, user_id: object | None, k: int = 10) -> float | None:
-        """Microseconds a stored-vector lookup (``recommend(user_id, k)`` without recent events, or
-        ``similar_items`` when ``user_id`` is None) took per query when export timed this bundle's search, or
-        None when unknown (not measured, or a search other than the measured one). A user whose seen items
-        push the query past :data:`~serving.search.MAX_FETCH` is priced as exact scoring."""
+    def calibrate_encoder(self, samples: int = 16, recent: int = 20, seed: int = 0) -> tuple[int, float]:
+        """Time the bundle's encoder on ``samples`` stored histories plus ``recent`` events each (the shape of a
+        known user's request-time lookup); :meth:`expected_us` then prices encoding from it. Returns (events
+        per timed history, median microseconds)."""
+        import time
+
+        rng = np.random.default_rng(seed)
+        n_users = len(self.bundle.history_indptr) - 1
+        users = rng.integers(1, n_users, samples) if n_users > 1 else np.zeros(samples, np.int64)
+        extra = rng.integers(1, self.n_items + 1, recent)
+        hists = [np.concatenate([self.bundle.history(int(u)), extra]) for u in users]
+        self.bundle.encoder.encode(hists[0])  # first call pays one-off costs
+        times = []
+        for h in hists:
+            t = time.perf_counter()
+            self.bundle.encoder.encode(h)
+            times.append((time.perf_counter() - t) * 1e6)
+        self._encode_cost = (max(int(np.median([len(h) for h in hists])), 1), float(np.median(times)))
+        return self._encode_cost
+
+    def expected_us(self, user_id: object | None, k: int = 10, n_recent: int = 0) -> float | None:
+        """Microseconds a lookup should take: the bundle's search as export timed it per query (a user whose
+        seen items push the query past :data:`~serving.search.MAX_FETCH` priced as exact scoring), plus, with
+        ``n_recent`` request-time events, encoding the history (:meth:`calibrate_encoder`'s time, scaled by
+        the history's length past the calibrated one). ``user_id`` None: an anonymous history, or
+        ``similar_items`` without events. None when a part is unknown (not timed or not calibrated)."""
         options = self.manifest.get("search_options") or {}
-        search = self.search
+        search, n_events = self.search, n_recent
         if user_id is not None:
             user = int(self.bundle.users.lookup([user_id])[0])
-            if user and k + len(self.bundle.seen(user)) > MAX_FETCH:
+            if user and k + len(self.bundle.seen(user)) + n_recent > MAX_FETCH:
                 search = "exact"
+            if user and n_recent:
+                n_events += len(self.bundle.history(user))
         measured = (options.get(search) or {}).get("us_per_query")
-        return None if measured is None else float(measured)
+        if measured is None:
+            return None
+        if not n_events:
+            return float(measured)
+        cost = getattr(self, "_encode_cost", None)
+        if cost is None:
+            return None
+        return float(measured) + cost[1] * max(1.0, n_events / cost[0])
 
     def recommend_batch(self, user_ids: Iterable, k: int = 10, exclude_seen: bool = True) -> list[Recommendation]:
         """:meth:`recommend` for each user, in order."""

@@ -193,6 +193,8 @@ def test_lookups_that_can_take_long_run_off_the_event_loop(tmp_path, request_kin
     setattr(rec, method, slow)
     if request_kind == "slow-search":  # export timed this bundle's search far above the inline budget
         rec.manifest["search_options"][rec.search]["us_per_query"] = 50_000.0
+    else:  # the server timed this bundle's encoder far above it
+        rec._encode_cost = (1, 50_000.0)
 
     def heavy_request(c):
         if request_kind == "history":
@@ -216,7 +218,7 @@ def test_lookups_that_can_take_long_run_off_the_event_loop(tmp_path, request_kin
     assert answers["heavy"] == 200
 
 
-def test_only_lookups_timed_cheap_at_export_run_inline(tmp_path):
+def test_only_lookups_priced_cheap_run_inline(tmp_path):
     from serving import search
     from serving.http import INLINE_US, _light
 
@@ -227,6 +229,14 @@ def test_only_lookups_timed_cheap_at_export_run_inline(tmp_path):
     rec.manifest["search_options"][rec.search]["us_per_query"] = INLINE_US * 10
     assert not _light(rec, 101, 10)
     rec.manifest["search_options"][rec.search]["us_per_query"] = timed
+    assert not _light(rec, 101, 10, n_recent=3)  # encoding not timed yet: unpriced, so pooled
+    events, us = rec.calibrate_encoder(samples=4, recent=3)
+    assert events == 8 + 3 and us > 0  # make_bundle: 8 stored items a user
+    assert rec.expected_us(101, 10, n_recent=3) == pytest.approx(timed + us)
+    assert rec.expected_us(None, 10, n_recent=110) == pytest.approx(timed + us * 10)  # scaled by length
+    assert _light(rec, 101, 10, n_recent=3) == (timed + us <= INLINE_US)
+    rec._encode_cost = (events, INLINE_US)
+    assert not _light(rec, 101, 10, n_recent=3) and not _light(rec, None, 10, n_recent=3)
     rec.search = "annoy"  # a search export did not time (an override): priced unknown, so pooled
     rec.manifest["search_options"].pop("annoy", None)
     assert not _light(rec, 101, 10)
