@@ -83,6 +83,7 @@ def compare(experiment: str, metric: str = "test_ndcg_10", max_runs: int = 100,
             if hist:
                 curves[label][name] = sorted((m.step, m.value) for m in hist)
     rows.sort(key=lambda row: -float(row.get(metric) or "-inf"))
+    curves = {row["run"]: curves[row["run"]] for row in rows}  # figures colour the runs in the table's order
     protocol = {k: runs[0].data.params[k] for k in param_keys
                 if k.startswith("eval_") and k not in differing and k in runs[0].data.params}
     return Comparison(["run", *chosen, *differing], rows, curves, ["run", "status", *param_keys, *final], metric,

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from recsys import atomic  # noqa: E402
@@ -52,9 +53,12 @@ def training_grid(curves: dict[str, dict[str, list[tuple[int, float]]]], path: P
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if len(curves) > 1 and labels:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize=8, frameon=False)
+    drawn = [(i, run) for i, (run, c) in enumerate(curves.items())
+             if any(c.get(name) for _, ser in panels for name, _ in ser)]
+    if len(curves) > 1 and drawn:  # every run with a line in any panel, in its colour
+        handles = [Line2D([], [], color=colours[i % len(colours)], marker="o", ms=3) for i, _ in drawn]
+        fig.legend(handles, [run for _, run in drawn], loc="lower center", ncol=min(len(drawn), 3), fontsize=8,
+                   frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.08 if len(curves) > 1 else 0, 1, 1))
