@@ -53,12 +53,14 @@ def main(argv: list[str] | None = None) -> None:
     c = compare.compare(EXPERIMENT, "test_ndcg_10")
     runs = mlflow.search_runs(experiment_names=[EXPERIMENT], output_format="list")
     seconds = {r.info.run_name: r.data.metrics["total_seconds"] for r in runs if "total_seconds" in r.data.metrics}
+    trained_at = sorted({r.data.tags.get("git_commit", "unknown")[:7] for r in runs})
     written = compare.write_reports(c, a.out, "beauty", "test_ndcg_10")
     table = compare.to_text(c)
     command = "python " + " ".join([f"experiments/{Path(sys.argv[0]).name}", *sys.argv[1:]])
     lines = ["# Model runs on Amazon Beauty, as `recsys experiments compare` shows them", "",
-             f"Command: `{command}` at commit {commit}; then `recsys experiments compare --experiment {EXPERIMENT}` "
-             "over the same store. CPU only, 2 cores.", "",
+             f"Command: `{command}` at commit {commit} (runs trained at commit {', '.join(trained_at)}); it calls "
+             f"what `recsys experiments compare --experiment {EXPERIMENT}` does, over the same store. CPU only, "
+             "2 cores.", "",
              "The terminal table (120 columns; the CSV and Markdown keep every param and metric):", "", "```",
              table, "```", "", "Fit + evaluation seconds (each run's `total_seconds`): "
              + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + ".", "",
