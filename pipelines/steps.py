@@ -138,7 +138,7 @@ def step_train(ctx: Context) -> None:
 
 
 def _warm_start_vectors(ctx: Context, label: str, name: str, params: dict, data: Prepared) -> dict:
-    """``{"init_vectors": path}`` holding the champion's item vectors aligned to this run's item ids.
+    """``{"init_vectors": path}`` holding the champion's input vectors aligned to this run's item ids.
 
     Only when the published champion is the same kind of model with the same dimension; new items get
     zero rows (the model keeps their random init). Otherwise ``{}``: the model starts from scratch.
@@ -147,11 +147,16 @@ def _warm_start_vectors(ctx: Context, label: str, name: str, params: dict, data:
     if not champ or not (Path(champ["bundle"]) / "item_vectors.npy").is_file():
         return {}
     bundle = Path(champ["bundle"])
-    champ_model = json.loads((bundle / "manifest.json").read_text())["model"].split(":")[-1]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    champ_model = manifest["model"].split(":")[-1]
     if champ_model != name:
         log.info("%s: the champion is a %s model, not %s: no warm start", label, champ_model, name)
         return {}
-    vectors = np.load(bundle / "item_vectors.npy", allow_pickle=False)
+    # what a history is made of: a mean encoder's own table when it has one (item2vec in-out ships its input
+    # vectors there; the bundle's item vectors are then its output vectors), else the item vectors
+    enc = manifest.get("encoder", {})
+    own = enc.get("kind") == "mean" and "item_table" in enc.get("weights", [])
+    vectors = np.load(bundle / ("encoder_item_table.npy" if own else "item_vectors.npy"), allow_pickle=False)
     dim = params.get("dim", MODELS[name].Config().dim)
     if vectors.shape[1] != dim:
         log.info("%s: champion vectors have dim %d, model dim %d: no warm start", label, vectors.shape[1], dim)

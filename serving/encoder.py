@@ -8,7 +8,9 @@ indices of the bundle, oldest first. Kinds:
     popularity: every history gets the vector ``ones(dim)`` (the items' vectors carry the ranking).
 ``mean``
     item2vec: ``sum_a decay**a v[item_a] / sum_a decay**a`` over the last ``max_len`` items (null: all),
-    ``a`` = 0 for the newest; ``v`` = the bundle's item vectors; an empty history gives 0.
+    ``a`` = 0 for the newest; ``v`` = the encoder's ``item_table`` when it has one (item2vec's input
+    vectors under in-out scoring, where the bundle's item vectors are the output vectors), else the
+    bundle's item vectors; an empty history gives 0.
 ``als``
     the exact implicit-ALS user solve with the item factors ``Y`` (the bundle's item vectors) fixed:
     ``(Y'Y + reg I + sum_i (c_i - 1) y_i y_i') x = sum_i c_i y_i``, ``c_i = 1 + alpha * count_i``.

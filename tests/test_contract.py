@@ -4,7 +4,7 @@ Known answer: two disjoint item groups (A = 1..12, B = 13..24); every user consu
 within one group. A personalised model must rank the user's own group above the other one.
 Non-personalised models (``NON_PERSONAL``) must instead rank by training popularity.
 A model is fitted with its ``contract_config()`` classmethod if it has one (small and fast),
-else with its default ``Config()``.
+else with its default ``Config()``; ``VARIANTS`` adds configurations that change what is exported.
 """
 
 from __future__ import annotations
@@ -58,10 +58,15 @@ def epochs_of(config: object) -> int | None:
     return None
 
 
-@pytest.fixture(scope="module", params=sorted(MODELS))
+# registered models, plus configurations whose vectors or encoder take another path through export
+VARIANTS = {"item2vec-in-out": ("item2vec", {"scoring": "in-out"})}
+
+
+@pytest.fixture(scope="module", params=[*sorted(MODELS), *VARIANTS])
 def fitted(request: pytest.FixtureRequest, train: Sequences) -> tuple[Model, list, list]:
-    cls = MODELS[request.param]
-    model = cls(config_for(cls), device="cpu")
+    name, overrides = VARIANTS.get(request.param, (request.param, {}))
+    cls = MODELS[name]
+    model = cls(dataclasses.replace(config_for(cls), **overrides), device="cpu")
     with pytest.raises(NotFittedError):
         model.item_vectors()
     with pytest.raises(NotFittedError):

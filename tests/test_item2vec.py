@@ -171,6 +171,32 @@ def test_normalized_vectors_and_padding_row(split: SplitData) -> None:
     np.testing.assert_allclose(np.linalg.norm(v[1:], axis=1), 1.0, rtol=1e-5)
 
 
+def test_in_out_scores_output_vectors_against_the_input_vectors_of_the_history(split: SplitData) -> None:
+    model = Item2Vec(fast(epochs=2, user_decay=0.5, scoring="in-out"), device="cpu").fit(split.train)
+    assert model.similarity == "dot"
+    items, inputs = model.item_vectors(), model.input_vectors()
+    np.testing.assert_array_equal(items[1:], model.w_out[1:])  # raw output vectors, never normalised
+    assert not items[0].any() and not inputs[0].any()
+    np.testing.assert_allclose(np.linalg.norm(inputs[1:], axis=1), 1.0, rtol=1e-5)
+    hist = Sequences.from_lists([[], [3, 7]], n_items=split.n_items)
+    np.testing.assert_allclose(model.encode_users(hist)[1], (0.5 * inputs[3] + inputs[7]) / 1.5, rtol=1e-5, atol=1e-7)
+    spec, weights = model.export_encoder()
+    assert spec == {"kind": "mean", "decay": 0.5, "max_len": None}
+    np.testing.assert_array_equal(weights["item_table"], inputs)
+    # the same training under the other scoring: same input vectors, other candidates
+    in_in = Item2Vec(fast(epochs=2, user_decay=0.5), device="cpu").fit(split.train)
+    np.testing.assert_array_equal(in_in.input_vectors(), inputs)
+    assert in_in.export_encoder()[1] == {}
+
+
+def test_in_out_scoring_learns_the_clusters_and_beats_popularity(split: SplitData) -> None:
+    model = Item2Vec(fast(scoring="in-out"), device="cpu").fit(split.train)
+    ours = evaluate_model(model, split.test_history, split.test_targets)
+    pop = evaluate_model(Popularity().fit(split.train), split.test_history, split.test_targets)
+    assert ours["hr_10"] > pop["hr_10"] + 0.2, (ours["hr_10"], pop["hr_10"])
+    assert ours["ndcg_10"] > pop["ndcg_10"] + 0.1
+
+
 def test_save_load_identical(split: SplitData, tmp_path: Path) -> None:
     model = Item2Vec(fast(epochs=2, user_decay=0.8), device="cpu").fit(split.train)
     model.save(tmp_path / "m")
@@ -192,6 +218,8 @@ def test_unfitted_and_config_errors() -> None:
         Item2VecConfig(dim=0)
     with pytest.raises(ConfigError, match="user_decay"):
         Item2VecConfig(user_decay=1.5)
+    with pytest.raises(ConfigError, match="scoring in"):
+        Item2VecConfig(scoring="out-out")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="window"):
         build_model("item2vec", {"windw": 3}, device="cpu")
     model = build_model("item2vec", {"mode": "cbow", "dim": 8}, device="cpu")

@@ -255,8 +255,9 @@ def test_ingest_check_judges_the_new_rows_alone(workdir: Path) -> None:
     assert sorted(state["files"]) == ["day1.csv"]  # nothing committed: the next run sees day2.csv again
 
 
-def test_second_run_warm_starts_item2vec_from_the_champion(workdir: Path) -> None:
-    i2v = '[models.i2v]\nname = "item2vec"\ndim = 8\nepochs = 1\n'
+@pytest.mark.parametrize("scoring", ["in-in", "in-out"])
+def test_second_run_warm_starts_item2vec_from_the_champion(workdir: Path, scoring: str) -> None:
+    i2v = f'[models.i2v]\nname = "item2vec"\ndim = 8\nepochs = 1\nscoring = "{scoring}"\n'
     cfg = load_pipeline_config(write_config(workdir, i2v, pipeline="tolerance = 1.0"))
     first = run_pipeline(cfg, echo=quiet)
     champion = Recommender.load(workdir / "pub")
@@ -264,9 +265,14 @@ def test_second_run_warm_starts_item2vec_from_the_champion(workdir: Path) -> Non
     second = run_pipeline(cfg, echo=lines.append)
     assert any("warm start from the champion's item vectors" in line for line in lines)
     init = np.load(second.run.path / "warm_start" / "i2v.npy")
-    # same data and stable ids: row j of the warm start is the champion's vector of item j
+    # same data and stable ids: row j of the warm start is the champion's input vector of item j: its item
+    # vector under in-in, its encoder's table under in-out (the bundle's item vectors are output vectors)
     assert first.run.path != second.run.path
-    np.testing.assert_array_equal(init[1:], np.asarray(champion.bundle.item_vectors)[1:])
+    bundle = champion.bundle
+    want = bundle.item_vectors if scoring == "in-in" else np.load(bundle.path / "encoder_item_table.npy")
+    np.testing.assert_array_equal(init[1:], np.asarray(want)[1:])
+    if scoring == "in-out":
+        assert not np.allclose(init[1:], np.asarray(bundle.item_vectors)[1:])
 
 
 def _markov_logs(logs: Path, n_users: int = 200, n_items: int = 60, day1: int = 12, day2: int = 10) -> None:
