@@ -1,0 +1,222 @@
+"""Tune item2vec on Beauty *validation* only: ours and gensim, each scoring, the same search and grid.
+
+Four searches (ours / gensim x in-in / in-out), each a greedy coordinate search from the same start:
+for every parameter of the grid in turn, try each value with the others at the best so far, keep
+the best validation NDCG@10; pass after pass until a pass improves nothing, ``--passes`` passes are
+done or the search has fitted ``--budget`` models (the same budget for every search). The grid is
+``GRID`` for both fitters; ours also searches ``OURS_ONLY`` first (``repeat_cap``, how far a row
+repeated in one batch may move: batched SGD has it, gensim's one-pair-at-a-time SGD has no
+counterpart), within the same fit budget. ``user_decay`` is an encode-time setting: it is searched on the fitted
+vectors without a refit. A setting already scored is not fitted again. Test data is never looked at.
+
+The report (``experiments/reports/tune_item2vec.{json,md}``) records the grid, every trial (its
+parameters, validation NDCG@10 / HR@10, fit seconds), each search's budget (fits, evaluations,
+seconds) and its best configuration. ``experiments/bench_item2vec.py --parts sets`` runs our best
+(over both scorings, by validation) against gensim's best of each scoring on the test splits of
+Beauty, Games and the MovieLens 1M sample.
+
+    python experiments/tune_item2vec.py                 # the four searches (about half an hour on 2 cores)
+    python experiments/tune_item2vec.py --quick         # a tiny grid, one pass: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "experiments"))
+
+from item2vec_common import fit, sentences, with_scoring  # noqa: E402
+
+from recsys import atomic  # noqa: E402
+from recsys.data.split import SplitData  # noqa: E402
+from recsys.evaluation.evaluator import evaluate_model  # noqa: E402
+from recsys.models.base import NaNLossError  # noqa: E402
+from recsys.models.item2vec import Item2VecConfig  # noqa: E402
+
+# where every search starts: the Beauty config tuned earlier (in-in, ours), its scoring replaced
+START = {"dim": 64, "window": 10, "negatives": 5, "ns_exponent": 0.75, "subsample": 1e-3, "epochs": 10,
+         "lr": 0.1, "min_lr": 1e-4, "user_decay": 0.2}
+GRID: dict[str, list] = {
+    "window": [3, 5, 10, 20],
+    "negatives": [5, 10, 20],
+    "ns_exponent": [1.0, 0.75, 0.5, 0.0, -0.5],
+    "epochs": [5, 10, 20],
+    "dim": [64, 128],
+    "subsample": [1e-3, 1e-4, 1e-5, 0.0],
+    "lr": [0.025, 0.05, 0.1],
+    "user_decay": [1.0, 0.6, 0.4, 0.2, 0.1],  # encode-time: no refit
+}
+OURS_ONLY: dict[str, list] = {"repeat_cap": [4, 16, 64]}
+ENCODE_TIME = ("user_decay",)
+FITTERS = ("ours", "gensim")
+SCORINGS = ("in-in", "in-out")
+
+
+def grid_of(fitter: str) -> dict[str, list]:
+    """The parameters a fitter's search varies, in order (encode-time ones last)."""
+    grid = {**(OURS_ONLY if fitter == "ours" else {}), **{k: v for k, v in GRID.items() if k not in ENCODE_TIME}}
+    return {**grid, **{k: GRID[k] for k in ENCODE_TIME}}
+
+
+def search(split: SplitData, fitter: str, scoring: str, passes: int, budget: int, workers: int) -> dict:
+    """Greedy coordinate search on validation NDCG@10; returns the best config, every trial and the budget."""
+    grid = grid_of(fitter)
+    sents = sentences(split.train) if fitter == "gensim" else None
+    models: dict[tuple, object] = {}  # every fit of the search (~12 MB each on Beauty): decay needs no refit
+    trials: list[dict] = []
+    n_fits = n_evals = 0
+    t0 = time.perf_counter()
+
+    def score(cfg: Item2VecConfig) -> dict:
+        nonlocal n_fits, n_evals
+        key = tuple(getattr(cfg, k) for k in grid if k not in ENCODE_TIME)
+        fit_s = None
+        if key not in models:
+            model, fit_s = fit(fitter, split.train, cfg, sents, workers)
+            models[key] = model
+            n_fits += 1
+        model = with_scoring(models[key], scoring=scoring, user_decay=cfg.user_decay)
+        res = evaluate_model(model, split.valid_history, split.valid_targets)
+        n_evals += 1
+        return {"val_ndcg_10": round(res["ndcg_10"], 5), "val_hr_10": round(res["hr_10"], 5),
+                "fit_s": None if fit_s is None else round(fit_s, 2)}
+
+    best_cfg = Item2VecConfig(**START, scoring=scoring, seed=0)
+    seen: dict[tuple, float] = {}
+    best = -1.0
+    spent = False
+    for p in range(1, passes + 1):
+        improved = False
+        for key, values in grid.items():
+            for v in values:
+                cfg = dataclasses.replace(best_cfg, **{key: v})
+                sig = tuple(getattr(cfg, k) for k in grid)
+                if sig in seen:
+                    continue
+                if key not in ENCODE_TIME and n_fits >= budget:
+                    spent = True
+                    break
+                row = {"pass": p, "vary": key, **{k: getattr(cfg, k) for k in grid}}
+                try:
+                    row.update(score(cfg))
+                except NaNLossError as exc:  # too high a learning rate for this setting
+                    row["error"] = str(exc).split(";")[0]
+                    seen[sig] = -1.0
+                    trials.append(row)
+                    continue
+                seen[sig] = row["val_ndcg_10"]
+                trials.append(row)
+                print(f"  {fitter} {scoring} pass {p} {key}={v}: {row['val_ndcg_10']:.5f}"
+                      + (f" (fit {row['fit_s']}s)" if row["fit_s"] else ""), flush=True)
+                if row["val_ndcg_10"] > best:
+                    improved = improved or best >= 0
+                    best, best_cfg = row["val_ndcg_10"], cfg
+        if spent or (not improved and p > 1):
+            break
+    best_row = next(t for t in trials if t.get("val_ndcg_10") == best and all(
+        t[k] == getattr(best_cfg, k) for k in grid))
+    return {"fitter": fitter, "scoring": scoring, "best": dataclasses.asdict(best_cfg), "val_ndcg_10": best,
+            "val_hr_10": best_row["val_hr_10"], "trials": trials,
+            "grid": list(grid),
+            "budget": {"fits": n_fits, "fit_budget": budget, "budget_spent": spent, "evaluations": n_evals,
+                       "seconds": round(time.perf_counter() - t0, 1), "passes_run": max(t["pass"] for t in trials)}}
+
+
+def chosen(results: dict) -> dict:
+    """Per fitter, the search with the best validation NDCG@10 (over both scorings)."""
+    out = {}
+    for fitter in FITTERS:
+        runs = [r for r in results["searches"] if r["fitter"] == fitter]
+        if runs:
+            out[fitter] = max(runs, key=lambda r: r["val_ndcg_10"])["best"]
+    return out
+
+
+def markdown(r: dict) -> str:
+    lines = ["# item2vec tuned on Beauty validation: ours and gensim, both scorings", "",
+             f"Commit {r['commit']}; machine: {r['machine']}; load average at start {r['loadavg']}", "",
+             f"Command: `{r['command']}`", "",
+             "Greedy coordinate search on validation NDCG@10 (test never seen), the same for all four searches: "
+             "each parameter in turn over its values, the others at the best so far; a setting already scored is "
+             f"not refitted; at most {r['passes']} passes and {r['budget']} fits a search, stopping after a pass "
+             f"without improvement. Start: `{r['start']}`. Training threads: {r['workers']} for each fitter.", "",
+             "## grid", "", "| parameter | values |", "|---|---|"]
+    lines += [f"| {k} | {', '.join(str(x) for x in v)}{' (encode-time, no refit)' if k in ENCODE_TIME else ''} |"
+              for k, v in r["grid"].items()]
+    lines += [f"| {k} (ours only) | {', '.join(str(x) for x in v)} |" for k, v in r["ours_only"].items()]
+    lines += ["", "## best of each search", "",
+              "| fitter | scoring | val NDCG@10 | val HR@10 | fits | evaluations | seconds | best setting |",
+              "|---|---|---|---|---|---|---|---|"]
+    for s in r["searches"]:
+        b = s["budget"]
+        setting = ", ".join(f"{k}={s['best'][k]}" for k in s["grid"])
+        lines.append(f"| {s['fitter']} | {s['scoring']} | {s['val_ndcg_10']:.5f} | {s['val_hr_10']:.5f} | "
+                     f"{b['fits']} | {b['evaluations']} | {b['seconds']} | {setting} |")
+    lines += ["", "Chosen by validation (best over both scorings): "
+              + "; ".join(f"{f}: scoring={c['scoring']}" for f, c in r["chosen"].items()), ""]
+    for s in r["searches"]:
+        lines += [f"## trials: {s['fitter']}, {s['scoring']}", "",
+                  "| pass | varied | " + " | ".join(s["grid"]) + " | val NDCG@10 | val HR@10 | fit s |",
+                  "|---|---|" + "---|" * (len(s["grid"]) + 3)]
+        for t in s["trials"]:
+            tail = (f"{t['val_ndcg_10']:.5f} | {t['val_hr_10']:.5f} | {t['fit_s'] or ''}" if "error" not in t
+                    else f"{t['error']} | | ")
+            lines.append(f"| {t['pass']} | {t['vary']} | " + " | ".join(str(t[k]) for k in s["grid"]) + f" | {tail} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--passes", type=int, default=3, help="coordinate passes at most (default 3)")
+    ap.add_argument("--budget", type=int, default=36, help="fits a search may make at most (default 36)")
+    ap.add_argument("--workers", type=int, default=2, help="training threads of each fitter (default 2)")
+    ap.add_argument("--fitters", default=",".join(FITTERS), help="comma-separated: ours, gensim")
+    ap.add_argument("--scorings", default=",".join(SCORINGS), help="comma-separated: in-in, in-out")
+    ap.add_argument("--quick", action="store_true", help="two values per parameter, one pass: a smoke run")
+    ap.add_argument("--out", type=Path, default=REPO / "experiments" / "reports")
+    args = ap.parse_args(argv)
+    from item2vec_common import load_set
+
+    if args.quick:
+        args.passes = 1
+        for grid in (GRID, OURS_ONLY):
+            for k in grid:
+                grid[k] = grid[k][:2] if k not in ("epochs",) else [5]
+    split = load_set("beauty")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    results: dict = {
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
+                   f"{torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "commit": commit.strip(), "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "command": " ".join(["python", "experiments/tune_item2vec.py", *(argv if argv is not None else sys.argv[1:])]),
+        "quick": args.quick, "passes": args.passes, "workers": args.workers, "start": START,
+        "budget": args.budget, "grid": {k: list(v) for k, v in GRID.items()},
+        "ours_only": {k: list(v) for k, v in OURS_ONLY.items()}, "searches": [],
+    }
+    name = "tune_item2vec_quick" if args.quick else "tune_item2vec"
+    for fitter in args.fitters.split(","):
+        for scoring in args.scorings.split(","):
+            print(f"== {fitter} {scoring}", flush=True)
+            results["searches"].append(search(split, fitter, scoring, args.passes, args.budget, args.workers))
+            results["chosen"] = chosen(results)
+            args.out.mkdir(parents=True, exist_ok=True)  # after every search: a long run leaves partial results
+            atomic.write_text(args.out / f"{name}.json", json.dumps(results, indent=2))
+            atomic.write_text(args.out / f"{name}.md", markdown(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
