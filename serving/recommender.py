@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from serving import format as fmt
+from serving.encoder import MeanEncoder
 from serving.loader import Bundle, load_bundle
 from serving.search import MAX_FETCH, best, candidates, drop
 
@@ -121,13 +122,20 @@ class Recommender:
         return Recommendation(rec.items, rec.scores, rec.source, rec.meta, unknown)
 
     def similar_items(self, item_id: object, k: int = 10) -> Recommendation:
-        """The ``k`` items nearest to ``item_id`` (itself left out); an unknown item gives popularity."""
+        """The ``k`` items nearest to ``item_id`` (itself left out); an unknown item gives popularity.
+
+        The query is the item's vector, except under a mean encoder with its own table (item2vec in-out
+        scoring), where it is the item's row of that table: its input vector against the others' output
+        vectors, i.e. the items a history of this one item would get.
+        """
         k = _check_k(k)
         item = int(self.bundle.items.lookup([item_id])[0])
         if item == 0:
             rec = self._popular(k, np.zeros(0, np.int64), None)
             return Recommendation(rec.items, rec.scores, rec.source, rec.meta, [item_id])
-        query = np.asarray(self.bundle.item_vectors[item], dtype=np.float32)
+        enc = self.bundle.encoder
+        table = enc.vectors if isinstance(enc, MeanEncoder) else self.bundle.item_vectors
+        query = np.asarray(table[item], dtype=np.float32)
         return self._answer(query, k, np.array([item]), None, "model")
 
     def calibrate_encoder(self, samples: int = 16, recent: int = 20, seed: int = 0) -> tuple[int, float]:

@@ -197,6 +197,23 @@ def test_in_out_scoring_learns_the_clusters_and_beats_popularity(split: SplitDat
     assert ours["ndcg_10"] > pop["ndcg_10"] + 0.1
 
 
+def test_in_out_bundle_serves_next_items_for_a_history_and_for_similar_items(split: SplitData, tmp_path: Path) -> None:
+    from recsys.export import AnnConfig, export_model
+    from serving import Recommender
+
+    model = Item2Vec(fast(epochs=3, scoring="in-out"), device="cpu").fit(split.train)
+    ids = [f"i{j}" for j in range(1, split.n_items + 1)]
+    path = export_model(tmp_path / "b", model, ids, [f"u{j}" for j in range(1, split.n_users + 1)],
+                        ann=AnnConfig(n_trees=5, search_k_factors=(1,)))
+    rec = Recommender.load(path, search="exact")
+    inputs, outputs = model.input_vectors(), model.item_vectors()
+    scores = outputs @ inputs[7]  # item 7's input vector against every output vector
+    scores[[0, 7]] = -np.inf
+    want = [f"i{j}" for j in np.argsort(-scores, kind="stable")[:5]]
+    assert rec.similar_items("i7", k=5).items == want
+    assert rec.recommend_for_history(["i7"], k=5).items == want  # the same question, asked as a history
+
+
 def test_save_load_identical(split: SplitData, tmp_path: Path) -> None:
     model = Item2Vec(fast(epochs=2, user_decay=0.8), device="cpu").fit(split.train)
     model.save(tmp_path / "m")
