@@ -1,13 +1,14 @@
 """Tune item2vec on Beauty *validation* only: ours and gensim, each scoring, the same search and grid.
 
 Four searches (ours / gensim x in-in / in-out), each a greedy coordinate search from the same start:
-for every parameter of the grid in turn, try each value with the others at the best so far, keep
-the best validation NDCG@10; pass after pass until a pass improves nothing, ``--passes`` passes are
-done or the search has fitted ``--budget`` models (the same budget for every search). The grid is
-``GRID`` for both fitters; ours also searches ``OURS_ONLY`` first (``repeat_cap``, how far a row
-repeated in one batch may move: batched SGD has it, gensim's one-pair-at-a-time SGD has no
-counterpart), within the same fit budget. ``user_decay`` is an encode-time setting: it is searched on the fitted
-vectors without a refit. A setting already scored is not fitted again. Test data is never looked at.
+for every parameter of the grid in turn, try each value with the others at the best so far, keep the
+best validation NDCG@10; pass after pass until a pass improves nothing, ``--passes`` passes are done
+or the search has fitted ``--budget`` models (the same budget for every search). The grid is
+``GRID`` for both fitters; ours also searches ``OURS_ONLY`` first (``batch_size`` and
+``repeat_cap``, how far a row repeated in one batch may move: batched SGD has them, gensim's one-
+pair-at-a-time SGD has no counterpart), within the same fit budget. ``user_decay`` is an encode-time
+setting: it is searched on the fitted vectors without a refit. A setting already scored is not
+fitted again. Test data is never looked at.
 
 The report (``experiments/reports/tune_item2vec.{json,md}``) records the grid, every trial (its
 parameters, validation NDCG@10 / HR@10, fit seconds), each search's budget (fits, evaluations,
@@ -58,7 +59,7 @@ GRID: dict[str, list] = {
     "lr": [0.025, 0.05, 0.1],
     "user_decay": [1.0, 0.6, 0.4, 0.2, 0.1],  # encode-time: no refit
 }
-OURS_ONLY: dict[str, list] = {"repeat_cap": [4, 16, 64]}
+OURS_ONLY: dict[str, list] = {"batch_size": [16384, 4096, 1024], "repeat_cap": [4, 16, 64]}
 ENCODE_TIME = ("user_decay",)
 FITTERS = ("ours", "gensim")
 SCORINGS = ("in-in", "in-out")
@@ -187,6 +188,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--scorings", default=",".join(SCORINGS), help="comma-separated: in-in, in-out")
     ap.add_argument("--quick", action="store_true", help="two values per parameter, one pass: a smoke run")
     ap.add_argument("--out", type=Path, default=REPO / "experiments" / "reports")
+    ap.add_argument("--merge", action="store_true", help="keep the existing report's searches that this run does "
+                    "not repeat (same grid and start required)")
     args = ap.parse_args(argv)
     from item2vec_common import load_set
 
@@ -207,6 +210,15 @@ def main(argv: list[str] | None = None) -> dict:
         "ours_only": {k: list(v) for k, v in OURS_ONLY.items()}, "searches": [],
     }
     name = "tune_item2vec_quick" if args.quick else "tune_item2vec"
+    previous = args.out / f"{name}.json"
+    if args.merge and previous.is_file():
+        old = json.loads(previous.read_text())
+        if old["grid"] != results["grid"] or old["start"] != results["start"] or old["budget"] != args.budget:
+            sys.exit(f"--merge: {previous} was made with another grid, start or budget; rerun every search")
+        redo = {(f, sc) for f in args.fitters.split(",") for sc in args.scorings.split(",")}
+        results["searches"] = [x for x in old["searches"] if (x["fitter"], x["scoring"]) not in redo]
+        for key in ("commit", "command", "loadavg", "machine"):
+            results[key] = f"{old[key]}; then {results[key]}"
     for fitter in args.fitters.split(","):
         for scoring in args.scorings.split(","):
             print(f"== {fitter} {scoring}", flush=True)
