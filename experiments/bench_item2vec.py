@@ -1,20 +1,23 @@
 """Benchmark: our PyTorch item2vec vs gensim Word2Vec, side by side in one run.
 
-Same data, same hyperparameters (skip-gram, dim 64, window 5, 5 negatives, 5 epochs,
-ns_exponent 0.75, subsampling 1e-3; gensim ``workers=2, sg=1, hs=0``; ours ``workers=2``, i.e. two
-lock-free training threads like gensim's, unless ``--ours-workers`` says otherwise), same evaluation:
-gensim's vectors go through our user encoder and ``recsys.evaluation`` full ranking.
+Same evaluation for both: gensim's input and output vectors go through our user encoder, our
+scoring (in-in or in-out) and ``recsys.evaluation``'s full ranking; gensim ``workers=2, sg=1, hs=0``,
+ours ``workers=2`` (two lock-free training threads like gensim's) unless ``--ours-workers`` says
+otherwise. Data sets: ``experiments/item2vec_common.py`` (leave-last-out; fit on train, test with
+test_history).
 
 Parts (each writes into ``experiments/reports/bench_item2vec.{json,md}``):
 
-* ``beauty``: Amazon Beauty (ICLRec), leave-last-out; fit on train, test with test_history.
-  Ours and gensim alternate ``--repeats`` times; medians and the throughput ratio are reported,
-  plus our variants (sparse vs dense updates, independent vs shared negatives, CBOW).
+* ``sets``: configurations chosen on Beauty *validation* by ``experiments/tune_item2vec.py`` run
+  unchanged on the test splits of Beauty, Games and the MovieLens 1M sample: ours (the library's
+  default ``Item2VecConfig()``, checked against the tuner's choice), gensim's best of each scoring,
+  and gensim at our configuration (the throughput reference); ``--seeds`` seeds each, alternating.
+* ``beauty``: Beauty with the fixed side-by-side hyperparameters (``SHARED``: dim 64, window 5,
+  5 negatives, 5 epochs, ns_exponent 0.75, subsampling 1e-3; gensim at its default alpha);
+  ours and gensim alternate ``--repeats`` times; medians and the throughput ratio.
+* ``variants``: our design choices on Beauty (sparse vs dense updates, shared negatives, repeat cap, CBOW).
 * ``workers``: our fit on Beauty with ``workers=1`` and ``workers=2``, alternating ``--repeats`` times.
 * ``synthetic``: ``recsys.data.synthetic`` with 5M events (one fit each).
-* ``tune``: a greedy one-parameter-at-a-time search on Beauty *validation* over window, ns_exponent,
-  dim, epochs, subsample, lr and user_decay, for ours and for gensim; the best of each is then
-  scored on test.
 
 Throughput = training events x epochs / fit seconds (fit = everything from the training
 sequences to vectors: vocabulary/counts, sampling tables and all epochs; gensim's list-of-token
@@ -22,7 +25,7 @@ conversion is data preparation and not timed). The machine may be shared: figure
 whatever contention there was, which is why the two sides alternate within one run.
 
     python experiments/bench_item2vec.py --quick        # small smoke run
-    python experiments/bench_item2vec.py                # full run (minutes)
+    python experiments/bench_item2vec.py                # full run (about 20 minutes on 2 cores)
 """
 
 from __future__ import annotations
@@ -33,38 +36,26 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+sys.path.insert(0, str(REPO / "experiments"))
+
+from item2vec_common import METRICS, SETS, fit, fit_gensim, fit_ours, load_set, scores, sentences  # noqa: E402
+
 from recsys import atomic  # noqa: E402
-from recsys.data.sequences import Sequences  # noqa: E402
 from recsys.data.split import SplitData, leave_last_out  # noqa: E402
 from recsys.data.synthetic import SyntheticConfig, generate  # noqa: E402
-from recsys.evaluation.evaluator import evaluate_model  # noqa: E402
-from recsys.models.item2vec import Item2Vec, Item2VecConfig  # noqa: E402
+from recsys.models.item2vec import Item2VecConfig  # noqa: E402
 
-BEAUTY = REPO.parent / "shared" / "data" / "iclrec-amazon" / "Beauty.txt"
 SHARED = {"dim": 64, "window": 5, "negatives": 5, "epochs": 5, "ns_exponent": 0.75, "subsample": 1e-3}
-METRICS = ("hr_10", "ndcg_10", "hr_20", "ndcg_20")
-
-
-def load_beauty(path: Path) -> SplitData:
-    """One user a line ``user i1 i2 ...`` (time order) -> leave-last-out split."""
-    users, items = [], []
-    for line in path.read_text().splitlines():
-        tok = line.split()
-        users += [int(tok[0])] * (len(tok) - 1)
-        items += [int(t) for t in tok[1:]]
-    enc = pl.DataFrame({"user_idx": users, "item_idx": items, "timestamp": np.arange(len(users))})
-    return leave_last_out(enc, max(users), max(items))
 
 
 def load_synthetic(n_events: int) -> SplitData:
@@ -72,39 +63,6 @@ def load_synthetic(n_events: int) -> SplitData:
     inter = generate(cfg).interactions
     enc = inter.select(pl.col("user").alias("user_idx"), pl.col("item").alias("item_idx"), "timestamp")
     return leave_last_out(enc, cfg.n_users, cfg.n_items)
-
-
-def sentences(train: Sequences) -> list[list[str]]:
-    off, items = train.offsets, train.items.astype(str)
-    return [items[off[r] : off[r + 1]].tolist() for r in range(train.n_rows) if off[r + 1] > off[r]]
-
-
-def fit_ours(train: Sequences, cfg: Item2VecConfig) -> tuple[Item2Vec, float]:
-    t = time.perf_counter()
-    model = Item2Vec(cfg, device="cpu").fit(train)
-    return model, time.perf_counter() - t
-
-
-def fit_gensim(train: Sequences, sents: list[list[str]], cfg: Item2VecConfig, workers: int) -> tuple[Item2Vec, float]:
-    """gensim Word2Vec with ``cfg``'s hyperparameters; vectors wrapped in an Item2Vec for the same encoder."""
-    from gensim.models import Word2Vec
-
-    t = time.perf_counter()
-    w2v = Word2Vec(sents, vector_size=cfg.dim, window=cfg.window, negative=cfg.negatives, sg=1, hs=0,
-                   sample=cfg.subsample, ns_exponent=cfg.ns_exponent, alpha=cfg.lr, min_alpha=cfg.min_lr,
-                   min_count=1, workers=workers, epochs=cfg.epochs, seed=cfg.seed + 1)
-    seconds = time.perf_counter() - t
-    vecs = np.zeros((train.n_items + 1, cfg.dim), dtype=np.float32)
-    keys = np.array([int(k) for k in w2v.wv.index_to_key])
-    vecs[keys] = w2v.wv.vectors
-    model = Item2Vec(cfg, device="cpu")
-    model.w_in, model.w_out, model._train = vecs, np.zeros_like(vecs), train
-    return model, seconds
-
-
-def scores(model: Item2Vec, hist: Sequences, targets: Sequences) -> dict[str, float]:
-    res = evaluate_model(model, hist, targets)
-    return {k: round(res[k], 5) for k in METRICS}
 
 
 def side_by_side(split: SplitData, cfg: Item2VecConfig, repeats: int, workers: int) -> dict:
@@ -162,50 +120,67 @@ def variants(split: SplitData, base: Item2VecConfig) -> dict:
 
 NOTE = ("Timings are wall-clock on a 2-core VM that may be shared with other jobs (the load average at the start "
         "is recorded above), so single fits vary; the two sides alternate to share any contention. Gensim uses its "
-        "default alpha 0.025 in the side-by-side parts; the tuning grid tries lr/alpha 0.025, 0.05 and 0.1 for both. "
-        "Gensim's fit time includes build_vocab, ours includes counting and the sampling tables.")
-
-GRID = {
-    "window": [3, 5, 10], "ns_exponent": [0.75, 0.0, -0.5, 1.0], "dim": [64, 128], "epochs": [5, 10],
-    "subsample": [1e-3, 1e-4, 0.0], "lr": [0.025, 0.05, 0.1],
-}
-DECAYS = [1.0, 0.8, 0.6, 0.4, 0.2]
+        "default alpha 0.025 in the side-by-side parts (beauty, synthetic); the sets part runs each side at its "
+        "tuned configuration. Gensim's fit time includes build_vocab, ours includes counting and the sampling tables.")
+TUNE_REPORT = REPO / "experiments" / "reports" / "tune_item2vec.json"
+# what the tuner varies or fixes: the library default must equal the tuned choice on these
+TUNED = ("window", "negatives", "ns_exponent", "epochs", "dim", "subsample", "lr", "min_lr", "repeat_cap",
+         "user_decay", "scoring")
 
 
-def tune(split: SplitData, base: Item2VecConfig, fitter: str, workers: int) -> dict:
-    """Greedy search on validation (one parameter at a time, in GRID order); user_decay needs no refit."""
-    sents = sentences(split.train) if fitter == "gensim" else None
-    best_cfg, best, trials = base, -1.0, []
+def tuned_configs(path: Path) -> dict[str, Item2VecConfig]:
+    """Ours (the tuner's choice over both scorings) and gensim's best of each scoring, from the tune report."""
+    if not path.is_file():
+        sys.exit(f"{path} not found: run python experiments/tune_item2vec.py first")
+    rep = json.loads(path.read_text())
+    out = {"ours": Item2VecConfig(**rep["chosen"]["ours"])}
+    for srch in rep["searches"]:
+        if srch["fitter"] == "gensim":
+            out[f"gensim {srch['scoring']}"] = Item2VecConfig(**srch["best"])
+    return out
 
-    def run(cfg: Item2VecConfig) -> tuple[float, Item2Vec]:
-        if fitter == "ours":
-            model, _ = fit_ours(split.train, cfg)
-        else:
-            model, _ = fit_gensim(split.train, sents, cfg, workers)
-        res = []
-        for d in DECAYS:  # encode-time parameter: same vectors, several user encoders
-            model.config = dataclasses.replace(cfg, user_decay=d)
-            res.append((evaluate_model(model, split.valid_history, split.valid_targets)["ndcg_10"], d))
-        score, decay = max(res)
-        trials.append({**{k: getattr(cfg, k) for k in GRID}, "user_decay": decay, "val_ndcg_10": round(score, 5)})
-        print(f"  {fitter} {trials[-1]}", flush=True)
-        model.config = dataclasses.replace(cfg, user_decay=decay)
-        return score, model
 
-    for key, values in GRID.items():
-        for v in values:
-            cfg = dataclasses.replace(best_cfg, **{key: v})
-            if any(all(t.get(k) == getattr(cfg, k) for k in GRID) for t in trials):
-                continue  # this exact setting was already scored in an earlier pass
-            try:
-                score, model = run(cfg)
-            except FloatingPointError as exc:  # NaNLossError: too high a learning rate for this setting
-                trials.append({key: v, "error": str(exc)})
-                continue
-            if score > best:
-                best, best_cfg, best_model = score, model.config, model
-    return {"best": dataclasses.asdict(best_cfg), "val_ndcg_10": round(best, 5), "trials": trials,
-            "test": scores(best_model, split.test_history, split.test_targets)}
+def default_vs_tuned(tuned: Item2VecConfig) -> dict:
+    """Fields where the library's ``Item2VecConfig()`` differs from the tuned choice (empty: they agree)."""
+    d = Item2VecConfig()
+    return {k: {"default": getattr(d, k), "tuned": getattr(tuned, k)}
+            for k in TUNED if getattr(d, k) != getattr(tuned, k)}
+
+
+def sets_part(names: list[str], tuned: dict[str, Item2VecConfig], seeds: int, workers: int) -> dict:
+    """On each set's test split, with configs chosen on Beauty validation and not changed: ours (the library
+    default), gensim's best of each scoring, and gensim at our configuration (the throughput reference).
+    The four fits of a seed alternate; metrics are means over ``seeds`` seeds."""
+    ours = dataclasses.replace(Item2VecConfig(), workers=workers)
+    plan = [("ours", "ours", ours), *[(k, "gensim", v) for k, v in tuned.items() if k.startswith("gensim")],
+            ("gensim at our config", "gensim", ours)]
+    out: dict = {"default_vs_tuned": default_vs_tuned(tuned["ours"]), "seeds": seeds,
+                 "configs": {label: {k: getattr(cfg, k) for k in TUNED} for label, _, cfg in plan}}
+    for name in names:
+        split = load_set(name)
+        sents = sentences(split.train)
+        runs: dict[str, list] = {label: [] for label, _, _ in plan}
+        for seed in range(seeds):
+            for label, fitter, cfg in plan:
+                model, sec = fit(fitter, split.train, dataclasses.replace(cfg, seed=seed), sents, workers)
+                runs[label].append({"fit_s": round(sec, 3), **scores(model, split.test_history, split.test_targets)})
+                print(f"  {name} seed {seed} {label}: {runs[label][-1]}", flush=True)
+        mean = {label: {m: round(statistics.mean(r[m] for r in rs), 5) for m in METRICS} for label, rs in runs.items()}
+        gensim = [k for k in mean if k.startswith("gensim")]
+        best = max(gensim, key=lambda k: mean[k]["ndcg_10"])
+        t_ours = statistics.median(r["fit_s"] for r in runs["ours"])
+        t_gs = statistics.median(r["fit_s"] for r in runs["gensim at our config"])
+        ev = split.train.n_events * ours.epochs
+        out[name] = {
+            "train_events": split.train.n_events, "users": split.n_users, "items": split.n_items, "runs": runs,
+            "mean": mean, "gensim_best": best,
+            "ours_at_least_gensim_best": {m: mean["ours"][m] >= mean[best][m] for m in ("ndcg_10", "hr_10")},
+            "ours_at_least_every_gensim": {m: all(mean["ours"][m] >= mean[k][m] for k in gensim)
+                                           for m in ("ndcg_10", "hr_10")},
+            "events_per_s_epoch_ours": ev / t_ours, "events_per_s_epoch_gensim": ev / t_gs,
+            "throughput_ratio_ours_over_gensim": t_gs / t_ours,
+        }
+    return out
 
 
 def write_reports(out: Path, results: dict) -> None:
@@ -215,10 +190,44 @@ def write_reports(out: Path, results: dict) -> None:
         atomic.write_text(out / name, text)
 
 
+def sets_markdown(r: dict) -> list[str]:
+    lines = ["## Beauty-chosen configurations, unchanged, on three sets (test split)", "",
+             "Ours = the library's default `Item2VecConfig()`, which is the tuner's choice on Beauty validation "
+             "(`experiments/reports/tune_item2vec.md`)"
+             + (" **except " + ", ".join(f"{k}: default {v['default']} vs tuned {v['tuned']}"
+                                         for k, v in r["default_vs_tuned"].items()) + "**"
+                if r["default_vs_tuned"] else "") + ". Gensim: its best configuration of each scoring from the same "
+             "search, and gensim at our configuration (same hyperparameters; the throughput reference). "
+             f"Metrics are means over {r['seeds']} seeds; "
+             "each seed's fits alternate.", "",
+             "| configuration | " + " | ".join(TUNED) + " |", "|---|" + "---|" * len(TUNED)]
+    lines += [f"| {label} | " + " | ".join(str(c[k]) for k in TUNED) + " |" for label, c in r["configs"].items()]
+    lines.append("")
+    for name in (k for k in r if isinstance(r[k], dict) and "mean" in r[k]):
+        p = r[name]
+        lines += [f"### {name} ({p['users']} users, {p['items']} items, {p['train_events']} training events)", "",
+                  "| | " + " | ".join(f"test {m}" for m in METRICS) + " | fit s (median) |",
+                  "|---|" + "---|" * (len(METRICS) + 1)]
+        for label, m in p["mean"].items():
+            fit_s = statistics.median(x["fit_s"] for x in p["runs"][label])
+            mark = " (gensim's best)" if label == p["gensim_best"] else ""
+            lines.append(f"| {label}{mark} | " + " | ".join(f"{m[k]:.4f}" for k in METRICS) + f" | {fit_s:.2f} |")
+        b = p["mean"][p["gensim_best"]]
+        lines += ["", f"ours / gensim's best: NDCG@10 {p['mean']['ours']['ndcg_10'] / b['ndcg_10']:.3f}, "
+                  f"HR@10 {p['mean']['ours']['hr_10'] / b['hr_10']:.3f}; ours at least gensim's best: "
+                  f"{p['ours_at_least_gensim_best']}; throughput ours / gensim at our config: "
+                  f"{p['throughput_ratio_ours_over_gensim']:.2f}x ({p['events_per_s_epoch_ours']:.0f} vs "
+                  f"{p['events_per_s_epoch_gensim']:.0f} events/s per epoch, median fits)", ""]
+    return lines
+
+
 def markdown(r: dict) -> str:
     lines = ["# item2vec (PyTorch) vs gensim Word2Vec", "",
-             f"Machine: {r['machine']}; load average at start {r.get('loadavg')}", "",
-             f"Command: `{r['command']}`", "", f"Shared hyperparameters: {r['shared']}", ""]
+             f"Commit {r.get('commit', '?')}; machine: {r['machine']}; load average at start {r.get('loadavg')}", "",
+             f"Command: `{r['command']}`", ""]
+    if "sets" in r:
+        lines += sets_markdown(r["sets"])
+    lines += [f"Side-by-side hyperparameters (parts beauty, synthetic, variants, workers): {r['shared']}", ""]
     for part in ("beauty", "synthetic"):
         if part in r:
             p = r[part]
@@ -234,7 +243,7 @@ def markdown(r: dict) -> str:
                       f"{p['test_ours'][m] / max(p['test_gensim'][m], 1e-12):.2f} |" for m in METRICS]
             lines.append("")
     if "variants" in r:
-        lines += ["## our variants (Beauty test, one fit each)", "",
+        lines += ["## our variants (Beauty test, one fit each, side-by-side hyperparameters)", "",
                   "| variant | fit s | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
         lines += [f"| {k} | {v['fit_s']} | " + " | ".join(f"{v[m]:.4f}" for m in METRICS) + " |"
                   for k, v in r["variants"].items()]
@@ -246,59 +255,53 @@ def markdown(r: dict) -> str:
         lines += [f"| {k} | {statistics.median(v):.2f} | {min(v):.2f} |" for k, v in w["fit_s"].items()]
         lines += ["", f"workers=2 over workers=1: {w['speedup_median']:.2f}x (medians), "
                   f"{w['speedup_best_of']:.2f}x (fastest)", ""]
-    for who in ("ours", "gensim"):
-        key = f"tune_{who}"
-        if key in r:
-            t = r[key]
-            lines += [f"## tuned on Beauty validation: {who}", "", f"best: {t['best']}", "",
-                      f"val ndcg@10 {t['val_ndcg_10']}; test " + ", ".join(f"{m} {t['test'][m]:.4f}" for m in METRICS),
-                      ""]
     lines += ["## notes", "", NOTE]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small smoke run: 1 repeat, 200k synthetic events, tiny grid")
-    ap.add_argument("--beauty", type=Path, default=BEAUTY, help="path to Beauty.txt")
+    ap.add_argument("--quick", action="store_true", help="small smoke run: 1 repeat, 200k synthetic events, 1 seed")
     ap.add_argument("--repeats", type=int, default=7, help="alternating ours/gensim fits on Beauty")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds per model and set in the sets part")
+    ap.add_argument("--sets", default=",".join(SETS), help=f"data sets of the sets part ({', '.join(SETS)})")
     ap.add_argument("--synthetic-events", type=int, default=5_000_000)
-    ap.add_argument("--parts", default="beauty,variants,workers,synthetic,tune", help="comma-separated parts to run")
+    ap.add_argument("--parts", default="sets,beauty,variants,workers,synthetic", help="comma-separated parts to run")
     ap.add_argument("--workers", type=int, default=2, help="gensim worker threads")
     ap.add_argument("--ours-workers", type=int, default=2, help="our training threads (Item2VecConfig.workers; "
                     "1 = deterministic, torch's own intra-op threads)")
-    ap.add_argument("--batch-size", type=int, default=Item2VecConfig.batch_size)
+    ap.add_argument("--tune-report", type=Path, default=TUNE_REPORT, help="tune_item2vec.json with the chosen configs")
     ap.add_argument("--out", type=Path, default=REPO / "experiments" / "reports")
     ap.add_argument("--merge", action="store_true", help="keep the parts of the existing report that this run skips")
     args = ap.parse_args(argv)
     parts = set(args.parts.split(","))
     if args.quick:
-        args.repeats, args.synthetic_events = 1, 200_000
-        GRID.update({"window": [5], "ns_exponent": [0.75], "dim": [64], "epochs": [5], "subsample": [1e-3],
-                     "lr": [Item2VecConfig.lr]})
-    base = Item2VecConfig(**SHARED, batch_size=args.batch_size, workers=args.ours_workers)
+        args.repeats, args.synthetic_events, args.seeds = 1, 200_000, 1
+    base = Item2VecConfig(**SHARED, workers=args.ours_workers)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
     results: dict = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
                      f"{torch.get_num_threads()} torch threads available, torch {torch.__version__}",
-                     "command": " ".join(["python", "experiments/bench_item2vec.py", *(argv or sys.argv[1:])]),
+                     "commit": commit.strip(),
+                     "command": " ".join(["python", "experiments/bench_item2vec.py",
+                                          *(argv if argv is not None else sys.argv[1:])]),
                      "shared": SHARED, "ours_config": dataclasses.asdict(base), "quick": args.quick,
                      "loadavg": [round(x, 2) for x in os.getloadavg()]}
     previous = args.out / "bench_item2vec.json"
     if args.merge and previous.exists():  # earlier parts first; this run's parts replace theirs
         old = json.loads(previous.read_text())
         results = {**old, **results, "command": f"{old['command']}; then {results['command']}",
+                   "commit": f"{old.get('commit', '?')}; then {results['commit']}",
                    "loadavg": f"{old['loadavg']}; then {results['loadavg']}"}
-    if parts & {"beauty", "variants", "workers", "tune"}:
-        if not args.beauty.exists():
-            sys.exit(f"{args.beauty} not found: pass --beauty or run with --parts synthetic")
-        beauty = load_beauty(args.beauty)
-    steps = [("beauty", lambda: side_by_side(beauty, base, args.repeats, args.workers)),
+    if parts & {"beauty", "variants", "workers"}:
+        beauty = load_set("beauty")
+    steps = [("sets", lambda: sets_part(args.sets.split(","), tuned_configs(args.tune_report), args.seeds,
+                                        args.workers)),
+             ("beauty", lambda: side_by_side(beauty, base, args.repeats, args.workers)),
              ("variants", lambda: variants(beauty, base)),
              ("workers", lambda: workers_ab(beauty, base, args.repeats)),
-             ("synthetic", lambda: side_by_side(load_synthetic(args.synthetic_events), base, 1, args.workers)),
-             ("tune_ours", lambda: tune(beauty, base, "ours", args.workers)),
-             ("tune_gensim", lambda: tune(beauty, base, "gensim", args.workers))]
+             ("synthetic", lambda: side_by_side(load_synthetic(args.synthetic_events), base, 1, args.workers))]
     for name, fn in steps:
-        if name.split("_")[0] in parts:
+        if name in parts:
             print(f"== {name}", flush=True)
             results[name] = fn()
             write_reports(args.out, results)  # after every part, so a long run leaves partial results
