@@ -9,9 +9,9 @@ test_history).
 Parts (each writes into ``experiments/reports/bench_item2vec.{json,md}``):
 
 * ``sets``: configurations chosen on Beauty *validation* by ``experiments/tune_item2vec.py`` run
-  unchanged on the test splits of Beauty, Games and the MovieLens 1M sample: ours (the library's
-  default ``Item2VecConfig()``, checked against the tuner's choice), gensim's best of each scoring,
-  and gensim at our configuration (the throughput reference); ``--seeds`` seeds each, alternating.
+  unchanged on the test splits of Beauty, Games and the MovieLens 1M sample: ours (the tuner's
+  choice), gensim's best of each scoring, and gensim at our configuration (the throughput
+  reference); ``--seeds`` seeds each, alternating.
 * ``beauty``: Beauty with the fixed side-by-side hyperparameters (``SHARED``: dim 64, window 5,
   5 negatives, 5 epochs, ns_exponent 0.75, subsampling 1e-3; gensim at its default alpha);
   ours and gensim alternate ``--repeats`` times; medians and the throughput ratio.
@@ -53,6 +53,7 @@ from item2vec_common import METRICS, SETS, fit, fit_gensim, fit_ours, load_set, 
 from recsys import atomic  # noqa: E402
 from recsys.data.split import SplitData, leave_last_out  # noqa: E402
 from recsys.data.synthetic import SyntheticConfig, generate  # noqa: E402
+from recsys.models.base import NaNLossError  # noqa: E402
 from recsys.models.item2vec import Item2VecConfig  # noqa: E402
 
 SHARED = {"dim": 64, "window": 5, "negatives": 5, "epochs": 5, "ns_exponent": 0.75, "subsample": 1e-3}
@@ -124,7 +125,7 @@ NOTE = ("Timings are wall-clock on a 2-core VM that may be shared with other job
         "tuned configuration. Gensim's fit time includes build_vocab, ours includes counting and the sampling tables.")
 TUNE_REPORT = REPO / "experiments" / "reports" / "tune_item2vec.json"
 # what the tuner varies or fixes: the library default must equal the tuned choice on these
-TUNED = ("window", "negatives", "ns_exponent", "epochs", "dim", "subsample", "lr", "min_lr", "repeat_cap",
+TUNED = ("window", "negatives", "ns_exponent", "epochs", "dim", "subsample", "lr", "min_lr", "batch_size", "repeat_cap",
          "user_decay", "scoring")
 
 
@@ -140,21 +141,16 @@ def tuned_configs(path: Path) -> dict[str, Item2VecConfig]:
     return out
 
 
-def default_vs_tuned(tuned: Item2VecConfig) -> dict:
-    """Fields where the library's ``Item2VecConfig()`` differs from the tuned choice (empty: they agree)."""
-    d = Item2VecConfig()
-    return {k: {"default": getattr(d, k), "tuned": getattr(tuned, k)}
-            for k in TUNED if getattr(d, k) != getattr(tuned, k)}
-
-
 def sets_part(names: list[str], tuned: dict[str, Item2VecConfig], seeds: int, workers: int) -> dict:
-    """On each set's test split, with configs chosen on Beauty validation and not changed: ours (the library
-    default), gensim's best of each scoring, and gensim at our configuration (the throughput reference).
-    The four fits of a seed alternate; metrics are means over ``seeds`` seeds."""
-    ours = dataclasses.replace(Item2VecConfig(), workers=workers)
+    """On each set's test split, with configs chosen on Beauty validation and not changed: ours (the tuner's
+    choice), gensim's best of each scoring, and gensim at our configuration (the throughput reference).
+    The four fits of a seed alternate; metrics are means over ``seeds`` seeds. A fit that diverges
+    (NaNLossError) is recorded as such and its model scores nothing on that set."""
+    ours = dataclasses.replace(tuned["ours"], workers=workers)
     plan = [("ours", "ours", ours), *[(k, "gensim", v) for k, v in tuned.items() if k.startswith("gensim")],
-            ("gensim at our config", "gensim", ours)]
-    out: dict = {"default_vs_tuned": default_vs_tuned(tuned["ours"]), "seeds": seeds,
+            ("gensim at our config", "gensim", ours),
+            ("ours, library default", "ours", dataclasses.replace(Item2VecConfig(), workers=workers))]
+    out: dict = {"seeds": seeds,
                  "configs": {label: {k: getattr(cfg, k) for k in TUNED} for label, _, cfg in plan}}
     for name in names:
         split = load_set(name)
@@ -162,18 +158,25 @@ def sets_part(names: list[str], tuned: dict[str, Item2VecConfig], seeds: int, wo
         runs: dict[str, list] = {label: [] for label, _, _ in plan}
         for seed in range(seeds):
             for label, fitter, cfg in plan:
-                model, sec = fit(fitter, split.train, dataclasses.replace(cfg, seed=seed), sents, workers)
+                try:
+                    model, sec = fit(fitter, split.train, dataclasses.replace(cfg, seed=seed), sents, workers)
+                except NaNLossError as exc:
+                    runs[label].append({"fit_s": None, "diverged": str(exc).split(";")[0],
+                                        **dict.fromkeys(METRICS, 0.0)})
+                    print(f"  {name} seed {seed} {label}: diverged ({exc})", flush=True)
+                    continue
                 runs[label].append({"fit_s": round(sec, 3), **scores(model, split.test_history, split.test_targets)})
                 print(f"  {name} seed {seed} {label}: {runs[label][-1]}", flush=True)
         mean = {label: {m: round(statistics.mean(r[m] for r in rs), 5) for m in METRICS} for label, rs in runs.items()}
         gensim = [k for k in mean if k.startswith("gensim")]
         best = max(gensim, key=lambda k: mean[k]["ndcg_10"])
-        t_ours = statistics.median(r["fit_s"] for r in runs["ours"])
-        t_gs = statistics.median(r["fit_s"] for r in runs["gensim at our config"])
+        t_ours = statistics.median([r["fit_s"] for r in runs["ours"] if r["fit_s"]] or [float("nan")])
+        t_gs = statistics.median([r["fit_s"] for r in runs["gensim at our config"] if r["fit_s"]] or [float("nan")])
         ev = split.train.n_events * ours.epochs
         out[name] = {
             "train_events": split.train.n_events, "users": split.n_users, "items": split.n_items, "runs": runs,
             "mean": mean, "gensim_best": best,
+            "diverged": {label: sum("diverged" in r for r in rs) for label, rs in runs.items()},
             "ours_at_least_gensim_best": {m: mean["ours"][m] >= mean[best][m] for m in ("ndcg_10", "hr_10")},
             "ours_at_least_every_gensim": {m: all(mean["ours"][m] >= mean[k][m] for k in gensim)
                                            for m in ("ndcg_10", "hr_10")},
@@ -192,14 +195,11 @@ def write_reports(out: Path, results: dict) -> None:
 
 def sets_markdown(r: dict) -> list[str]:
     lines = ["## Beauty-chosen configurations, unchanged, on three sets (test split)", "",
-             "Ours = the library's default `Item2VecConfig()`, which is the tuner's choice on Beauty validation "
-             "(`experiments/reports/tune_item2vec.md`)"
-             + (" **except " + ", ".join(f"{k}: default {v['default']} vs tuned {v['tuned']}"
-                                         for k, v in r["default_vs_tuned"].items()) + "**"
-                if r["default_vs_tuned"] else "") + ". Gensim: its best configuration of each scoring from the same "
+             "Ours = the tuner's choice on Beauty validation (`experiments/reports/tune_item2vec.md`). "
+             "Gensim: its best configuration of each scoring from the same "
              "search, and gensim at our configuration (same hyperparameters; the throughput reference). "
-             f"Metrics are means over {r['seeds']} seeds; "
-             "each seed's fits alternate.", "",
+             f"Metrics are means over {r['seeds']} seeds; each seed's fits alternate; a fit that diverged "
+             "(NaN) counts as 0.", "",
              "| configuration | " + " | ".join(TUNED) + " |", "|---|" + "---|" * len(TUNED)]
     lines += [f"| {label} | " + " | ".join(str(c[k]) for k in TUNED) + " |" for label, c in r["configs"].items()]
     lines.append("")
@@ -209,12 +209,15 @@ def sets_markdown(r: dict) -> list[str]:
                   "| | " + " | ".join(f"test {m}" for m in METRICS) + " | fit s (median) |",
                   "|---|" + "---|" * (len(METRICS) + 1)]
         for label, m in p["mean"].items():
-            fit_s = statistics.median(x["fit_s"] for x in p["runs"][label])
+            times = [x["fit_s"] for x in p["runs"][label] if x["fit_s"]]
+            fit_s = f"{statistics.median(times):.2f}" if times else "-"
             mark = " (gensim's best)" if label == p["gensim_best"] else ""
-            lines.append(f"| {label}{mark} | " + " | ".join(f"{m[k]:.4f}" for k in METRICS) + f" | {fit_s:.2f} |")
+            bad = p["diverged"][label]
+            mark += f" **diverged in {bad} of {len(p['runs'][label])} seeds**" if bad else ""
+            lines.append(f"| {label}{mark} | " + " | ".join(f"{m[k]:.4f}" for k in METRICS) + f" | {fit_s} |")
         b = p["mean"][p["gensim_best"]]
-        lines += ["", f"ours / gensim's best: NDCG@10 {p['mean']['ours']['ndcg_10'] / b['ndcg_10']:.3f}, "
-                  f"HR@10 {p['mean']['ours']['hr_10'] / b['hr_10']:.3f}; ours at least gensim's best: "
+        lines += ["", f"ours / gensim's best: NDCG@10 {p['mean']['ours']['ndcg_10'] / max(b['ndcg_10'], 1e-12):.3f}, "
+                  f"HR@10 {p['mean']['ours']['hr_10'] / max(b['hr_10'], 1e-12):.3f}; ours at least gensim's best: "
                   f"{p['ours_at_least_gensim_best']}; throughput ours / gensim at our config: "
                   f"{p['throughput_ratio_ours_over_gensim']:.2f}x ({p['events_per_s_epoch_ours']:.0f} vs "
                   f"{p['events_per_s_epoch_gensim']:.0f} events/s per epoch, median fits)", ""]
