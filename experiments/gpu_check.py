@@ -37,7 +37,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
-from bench_item2vec import BEAUTY, SHARED, fit_gensim, load_beauty, load_synthetic, sentences  # noqa: E402
+from bench_item2vec import SHARED, load_synthetic  # noqa: E402
+from item2vec_common import BEAUTY, fit_gensim, load_beauty, sentences  # noqa: E402
 
 from recsys import atomic  # noqa: E402
 from recsys.config import from_dict, load_toml  # noqa: E402

@@ -35,16 +35,25 @@ SETS = {
     "ml-1m-sample": ("ml-1m/ratings.sample-100k.dat", "auto", "latin-1"),
 }
 METRICS = ("hr_10", "ndcg_10", "hr_20", "ndcg_20")
+BEAUTY = DATA / SETS["beauty"][0]
 
 
 def load_set(name: str) -> SplitData:
     """The named data set through the pipeline's data steps (no files written)."""
+    rel, fmt, encoding = SETS[name]
+    return load_file(DATA / rel, fmt, encoding, name)
+
+
+def load_beauty(path: Path = BEAUTY) -> SplitData:
+    """A Beauty-format file (``user i1 i2 ...`` a line) as :func:`load_set` prepares it."""
+    return load_file(Path(path), "seq-per-user", "utf8", "beauty")
+
+
+def load_file(path: Path, fmt: str, encoding: str, name: str) -> SplitData:
     from pipelines.config import DataConfig
     from pipelines.prepare import clean, fit_id_maps, ingest, split_encoded
     from recsys.data.idmap import encode_interactions
 
-    rel, fmt, encoding = SETS[name]
-    path = DATA / rel
     if not path.is_file():
         raise SystemExit(f"{path} not found: the data sets live in ../shared/data (or set RECSYS_SHARED_DATA)")
     cfg = DataConfig(name=name, path=str(path), format=fmt, encoding=encoding, min_length=3)

@@ -23,7 +23,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_item2vec import BEAUTY, load_beauty, load_synthetic  # noqa: E402
+from bench_item2vec import load_synthetic  # noqa: E402
+from item2vec_common import BEAUTY, load_beauty  # noqa: E402
 
 from recsys.config import from_dict, load_toml  # noqa: E402
 from recsys.evaluation.evaluator import EvalProtocol, evaluate_model  # noqa: E402
