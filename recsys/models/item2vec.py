@@ -72,8 +72,8 @@ class Item2VecConfig:
     history's input vectors, L2-normalised first when ``normalize``). ``"in-in"``: cosine (or dot
     without ``normalize``) between ``u`` and the candidates' input vectors. ``"in-out"``: dot between
     ``u`` and the candidates' raw output vectors, the score skip-gram is trained to give the next
-    item; output vectors are never normalised, their norm carries what the training learnt of an
-    item's frequency as a context (normalising them cost 3x NDCG on Beauty validation).
+    item; output vectors are never normalised: their norm carries what the training learnt of an
+    item's frequency as a context.
     """
 
     mode: Literal["skipgram", "cbow"] = "skipgram"
@@ -275,7 +275,7 @@ class Item2Vec(Model):
         ``"in-out"``: the raw output vectors.
         """
         if self.config.scoring == "in-out":
-            self.input_vectors()  # raises NotFittedError
+            self._require_fitted()
             v = self.w_out.astype(np.float32, copy=True)
             v[0] = 0.0
             return v
@@ -284,8 +284,7 @@ class Item2Vec(Model):
     def input_vectors(self) -> np.ndarray:
         """(n_items + 1, dim) float32 input vectors (what a history is made of), L2-normalised when
         ``config.normalize``; row 0 = 0. Under ``scoring="in-in"`` these are also the item vectors."""
-        if self.w_in is None or self.w_out is None:
-            raise NotFittedError("Item2Vec is not fitted: call fit() or load() first")
+        self._require_fitted()
         v = self.w_in.astype(np.float32, copy=True)
         if self.config.normalize:
             norms = np.linalg.norm(v, axis=1, keepdims=True)
@@ -320,8 +319,12 @@ class Item2Vec(Model):
         spec = {"kind": "mean", "decay": self.config.user_decay, "max_len": None}
         if self.config.scoring == "in-out":
             return spec, {"item_table": self.input_vectors()}
-        self.item_vectors()  # raises NotFittedError
+        self._require_fitted()
         return spec, {}
+
+    def _require_fitted(self) -> None:
+        if self.w_in is None or self.w_out is None:
+            raise NotFittedError("Item2Vec is not fitted: call fit() or load() first")
 
     # -- persistence ------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
