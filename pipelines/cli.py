@@ -61,12 +61,18 @@ def export(
     model: str = typer.Option(..., "--model", "-m", help="runs:/<run_id>/model (or a local model folder)."),
     dest: Path = typer.Option(..., "--out", help="Bundle folder to write (must not exist)."),
     runs: Path = typer.Option(Path("runs"), help="Folder where the prepared data is (re)built."),
+    catalogue: Path | None = typer.Option(
+        None, help="Catalogue file (.csv/.tsv/.parquet/.jsonl: item, title, categories, tags; lists '|'-separated "
+        "in CSV). Items the model was not trained on are added with vectors from their content by the trained "
+        "item tower (two-tower models with features), without retraining; the manifest lists them."),
+    content_cache: Path | None = typer.Option(
+        None, help="Text-vector cache for --catalogue (default: the model config's content_cache)."),
 ) -> None:
     """Export a model logged by `recsys train`, given only its MLflow URI, as a servable bundle."""
     from pipelines.train import export_run_model
 
     try:
-        path = export_run_model(model, dest, runs)
+        path = export_run_model(model, dest, runs, catalogue, content_cache)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         fail(str(exc))
     typer.echo(f"wrote {path}")

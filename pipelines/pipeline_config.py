@@ -50,6 +50,9 @@ class PipelineSection:
     warm_start: bool = True  # keep id maps stable against the champion's data
     registered_model: str = "recsys"  # MLflow Model Registry name
     sample_users: int = 3  # sample recommendations printed at the end
+    # catalogue file (item, title, categories, tags): its items the data does not know are exported with vectors
+    # from their content by the trained item tower (two-tower models with features), without retraining
+    catalogue: str = ""
 
 
 @dataclass

@@ -195,6 +195,14 @@ def load_prepared(directory: str | Path, name: str = "") -> Prepared:
                     name or report.get("data_config", {}).get("name", d.name))
 
 
+def raw_items_meta(data: Prepared) -> pl.DataFrame | None:
+    """The item metadata keyed by raw ``item`` id (as bundles store it), or None."""
+    if data.items_meta is None:
+        return None
+    meta = data.items_meta
+    return meta.with_columns(pl.Series("item", data.items.decode(meta["item_idx"].to_numpy()))).drop("item_idx")
+
+
 def all_events(data: Prepared) -> Sequences:
     """Every user's whole history (all splits, oldest first): what an exported bundle encodes and stores."""
     from recsys.data.build import build_sequences

@@ -25,7 +25,7 @@ from pipelines import gate as gating
 from pipelines import ingest_logs, model_registry, tracking
 from pipelines.config import RunConfig, RunSection
 from pipelines.pipeline_config import PipelineConfig
-from pipelines.prepare import Prepared, all_events, load_prepared, prepare
+from pipelines.prepare import Prepared, all_events, load_prepared, prepare, raw_items_meta
 from pipelines.publishing import record_champion
 from pipelines.runstate import ExitCode, PipelineExit, RunDir, fault_point, previous_runs
 from pipelines.train import protocol_for, train_run
@@ -184,28 +184,25 @@ def step_evaluate(ctx: Context) -> None:
 
 def step_export(ctx: Context) -> None:
     from recsys.export.bundle import export_model
+    from recsys.export.extend import export_with_catalogue
 
     data, info = ctx.data(), ctx.run.info("evaluate")
     trained = ctx.run.info(f"train-{info['candidate']}")
     model = MODELS[info["model"]].load(trained["model_dir"])
     bundle = ctx.run.path / "bundle"  # written atomically (a killed export leaves the old bundle or none)
     # the one export path: stored user vectors and histories from every event each user has, newest included
-    export_model(bundle, model, data.items.ids, data.users.ids, histories=all_events(data), run_id=ctx.parent_run_id,
-                 model_name=f"{info['candidate']}:{model.name}", item_meta=_meta_for_export(data), overwrite=True)
+    kwargs = {"run_id": ctx.parent_run_id, "model_name": f"{info['candidate']}:{model.name}",
+              "item_meta": raw_items_meta(data), "overwrite": True}
+    if ctx.cfg.pipeline.catalogue:  # plus the catalogue's items the data does not know, from their content
+        export_with_catalogue(bundle, model, data.items.ids, data.users.ids, all_events(data),
+                              ctx.cfg.pipeline.catalogue, **kwargs)
+    else:
+        export_model(bundle, model, data.items.ids, data.users.ids, histories=all_events(data), **kwargs)
     fault_point("exported")
     version = model_registry.register_bundle(bundle, ctx.cfg.pipeline.registered_model, ctx.parent_run_id)
     fault_point("registered")
     ctx.run.mark_done("export", bundle=str(bundle), version=version)
     ctx.echo(f"  bundle {bundle} (registry version {version}, alias candidate)")
-
-
-def _meta_for_export(data: Prepared):
-    if data.items_meta is None:
-        return None
-    import polars as pl
-
-    meta = data.items_meta
-    return meta.with_columns(pl.Series("item", data.items.decode(meta["item_idx"].to_numpy()))).drop("item_idx")
 
 
 def step_gate(ctx: Context) -> None:

@@ -24,7 +24,7 @@ import polars as pl
 
 from pipelines import plots, run_model, tracking
 from pipelines.config import RunConfig
-from pipelines.prepare import Prepared, all_events, load_prepared, prepare
+from pipelines.prepare import Prepared, all_events, load_prepared, prepare, raw_items_meta
 from pipelines.runstate import fault_point
 from recsys import atomic
 from recsys.config import from_dict, to_dict
@@ -131,25 +131,38 @@ def evaluate_run_model(uri: str, out: str | Path, split: str = "test") -> dict[s
                           batch_size=rm.cfg.eval.batch_size)
 
 
-def export_run_model(uri: str, dest: str | Path, out: str | Path) -> Path:
-    """Export the model logged at ``uri`` as a bundle at ``dest`` (the one export path, as the pipeline does)."""
+def export_run_model(uri: str, dest: str | Path, out: str | Path, catalogue: str | Path | None = None,
+                     content_cache: str | Path | None = None) -> Path:
+    """Export the model logged at ``uri`` as a bundle at ``dest`` (the one export path, as the pipeline does).
+
+    With ``catalogue`` (a file of items with title / categories / tags), its items the model does not know are
+    added with vectors from their content (:mod:`recsys.export.extend`), without retraining."""
     from recsys.export import export_model
+    from recsys.export.extend import export_with_catalogue
 
     rm, data = _run_model_data(uri, Path(out))
-    return export_model(dest, rm.model, data.items.ids, data.users.ids, histories=all_events(data),
-                        run_id=uri.split("/")[1] if uri.startswith("runs:/") else None)
+    kwargs = {"run_id": uri.split("/")[1] if uri.startswith("runs:/") else None, "item_meta": raw_items_meta(data)}
+    if catalogue is not None:
+        return export_with_catalogue(dest, rm.model, data.items.ids, data.users.ids, all_events(data), catalogue,
+                                     cache_dir=content_cache, **kwargs)
+    return export_model(dest, rm.model, data.items.ids, data.users.ids, histories=all_events(data), **kwargs)
 
 
 def model_inputs(name: str, params: dict, data: Prepared) -> dict:
-    """Side inputs a model's constructor takes: item features (titles, categories) for the two-tower model."""
+    """Side inputs a model's constructor takes: item features (the config's ``features``) for the two-tower models."""
     cls = MODELS[name]
-    if not cls.takes_item_features or data.items_meta is None:
+    if not cls.takes_item_features:
         return {}
-    from recsys.models.two_tower.features import ItemFeatures
+    from recsys.models.two_tower.content import build_item_features
 
     c = from_dict(cls.Config, params, where=f"model {name!r}")
-    return {"item_features": ItemFeatures.from_frame(data.items_meta, data.split.n_items, c.text_buckets,
-                                                     c.ngram_min, c.ngram_max)}
+    feats, sources = build_item_features(c, data.items_meta, data.split.n_items, data.items.ids.to_list())
+    if feats is None:
+        return {}
+    if sources:
+        counts = {s: sources.count(s) for s in sorted(set(sources))}
+        log.info("item features %s for %d items; content from %s", list(c.features), len(sources), counts)
+    return {"item_features": feats}
 
 
 def _split_params(params: dict) -> dict:

@@ -38,6 +38,8 @@ class Recommendation:
     """One answer: raw item ids best first, their scores, which path answered, metadata when present.
 
     ``unknown`` lists ids in the request (history or similar_items query) that the bundle does not know.
+    ``note`` (JSON key present only when set) explains an answer about an item added after training:
+    where its vector came from, or why popularity answered instead.
     """
 
     items: list
@@ -45,10 +47,12 @@ class Recommendation:
     source: str
     meta: list | None = None
     unknown: list = field(default_factory=list)
+    note: str | None = None
 
     def to_json(self) -> dict:
-        return {"items": self.items, "scores": self.scores, "source": self.source, "meta": self.meta,
-                "unknown": self.unknown}
+        out = {"items": self.items, "scores": self.scores, "source": self.source, "meta": self.meta,
+               "unknown": self.unknown}
+        return out if self.note is None else {**out, "note": self.note}
 
 
 class Recommender:
@@ -66,6 +70,11 @@ class Recommender:
             raise ValueError(f"search='ivf' but {bundle.path} has no IVF index (exported below "
                              "AnnConfig.ivf_min_items items); use 'annoy' or 'exact', or re-export with the IVF index")
         self._search_k = int(bundle.manifest["annoy"]["search_k"])
+        # items added after training (manifest "content_only"): what each vector came from; "none" = no vector
+        added = (bundle.manifest.get("content_only") or {}).get("items", [])
+        idx = bundle.items.lookup([raw for raw, _ in added]) if added else np.zeros(0, np.int64)
+        self._added = {int(i): src for i, (_, src) in zip(idx, added, strict=True)}
+        self._no_vector = np.array(sorted(i for i, src in self._added.items() if src == "none"), np.int64)
 
     @classmethod
     def load(cls, path: str | Path, verify: bool = True, search: str | None = None) -> Recommender:
@@ -115,11 +124,15 @@ class Recommender:
         banned = self._ids(exclude)
         if exclude_seen:
             banned = np.union1d(banned, known)
-        if not len(known):
+        note = None
+        if len(known) and len(self._no_vector) and np.isin(known, self._no_vector).all():
+            note = (f"the history holds only items added without content (no title, tags or categories): "
+                    f"{self.bundle.items.raw(known)[:3]}; popular items instead")
+        if not len(known) or note is not None:
             rec = self._popular(k, banned, self._allowed(allow))
         else:
             rec = self._answer(self.bundle.encoder.encode(known), k, banned, self._allowed(allow), "history")
-        return Recommendation(rec.items, rec.scores, rec.source, rec.meta, unknown)
+        return Recommendation(rec.items, rec.scores, rec.source, rec.meta, unknown, note)
 
     def similar_items(self, item_id: object, k: int = 10) -> Recommendation:
         """The ``k`` items nearest to ``item_id`` (itself left out); an unknown item gives popularity.
@@ -133,10 +146,21 @@ class Recommender:
         if item == 0:
             rec = self._popular(k, np.zeros(0, np.int64), None)
             return Recommendation(rec.items, rec.scores, rec.source, rec.meta, [item_id])
+        source = self._added.get(item)
+        if source == "none":
+            rec = self._popular(k, np.array([item]), None)
+            return Recommendation(rec.items, rec.scores, rec.source, rec.meta, [],
+                                  f"item {item_id!r} was added without content (no title, tags or categories) and "
+                                  "has no interactions: popular items instead")
         enc = self.bundle.encoder
         table = enc.vectors if isinstance(enc, MeanEncoder) else self.bundle.item_vectors
         query = np.asarray(table[item], dtype=np.float32)
-        return self._answer(query, k, np.array([item]), None, "model")
+        rec = self._answer(query, k, np.array([item]), None, "model")
+        if source is None:
+            return rec
+        what = {"categories": "its categories (it has no title or tags)"}.get(source, f"its {source}")
+        return Recommendation(rec.items, rec.scores, rec.source, rec.meta, [],
+                              f"item {item_id!r} was added after training: its vector comes from {what} alone")
 
     def calibrate_encoder(self, samples: int = 16, recent: int = 20, seed: int = 0) -> tuple[int, float]:
         """Time the bundle's encoder on ``samples`` stored histories plus ``recent`` events each (the shape of a
@@ -206,6 +230,8 @@ class Recommender:
     def _answer(self, query: np.ndarray, k: int, banned: np.ndarray, allowed: np.ndarray | None,
                 source: str) -> Recommendation:
         b = self.bundle
+        if len(self._no_vector):  # items added without any content have no vector: never a candidate
+            banned = np.concatenate([banned, self._no_vector])
         if allowed is not None:  # a whitelist is scored exactly: no ANN recall loss, cost O(|allow| d)
             cands = drop(allowed, banned)
         else:

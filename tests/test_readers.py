@@ -62,10 +62,27 @@ def test_latest_small_default_mapping_and_format_aliases(tmp_path):
     for mapping in (None, ColumnMapping()):  # the pipeline passes the default mapping explicitly
         res = read_interactions(p, mapping=mapping)
         assert res.frame.rows() == [(1, 31, 1260759144, 2.5, None), (1, 1029, 1260759179, 3.0, None)]
-    assert res.items_meta.rows() == [(31, "Dangerous Minds, The (1995)", ["Drama"]), (1029, "Dumbo (1941)", [])]
+    assert res.items_meta.rows() == [(31, "Dangerous Minds, The (1995)", ["Drama"], []), (1029, "Dumbo (1941)", [], [])]
     seq = tmp_path / "s.txt"
     seq.write_text("1 2 3\n")
     assert read_interactions(seq, fmt="seq-per-user").frame.height == 2
+
+
+def test_latest_small_tags_join_the_item_metadata(tmp_path):
+    p = tmp_path / "ratings.csv"
+    p.write_bytes(b"userId,movieId,rating,timestamp\r\n1,31,2.5,1260759144\r\n1,1029,3.0,1260759179\r\n")
+    (tmp_path / "movies.csv").write_bytes(b"movieId,title,genres\r\n31,Heat (1995),Action|Crime\r\n"
+                                          b"1029,Dumbo (1941),Animation\r\n")
+    (tmp_path / "tags.csv").write_bytes(b"userId,movieId,tag,timestamp\r\n2,31,Heist,1\r\n3,31, heist ,2\r\n"
+                                        b"3,31,Pacino,3\r\n4,999,orphan,4\r\n5,31,  ,5\r\n")
+    meta = read_interactions(p).items_meta
+    assert meta.columns == ["item", "title", "categories", "tags"]
+    # distinct, trimmed, lower-cased, in order of first use; blank tags dropped; an untagged movie gets []
+    assert meta.rows() == [(31, "Heat (1995)", ["Action", "Crime"], ["heist", "pacino"]),
+                           (1029, "Dumbo (1941)", ["Animation"], [])]
+    (tmp_path / "tags.csv").write_bytes(b"userId,movieId,tag,timestamp\r\n2,x31,Heist,1\r\n")
+    with pytest.raises(DataError, match=r"tags.csv: line 2 has a non-integer id 'x31'"):
+        read_interactions(p)
 
 
 def test_ml100k_metadata_latin1_and_genre_flags(tmp_path):

@@ -69,7 +69,9 @@ def test_latest_small_crlf_quotes_and_empty_genres(shared_data):
     meta = res.items_meta
     assert meta.height == 9_742
     assert _meta(meta, 11) == {"item": 11, "title": "American President, The (1995)",
-                               "categories": ["Comedy", "Drama", "Romance"]}
+                               "categories": ["Comedy", "Drama", "Romance"], "tags": ["politics", "president"]}
+    assert _meta(meta, 1)["tags"] == ["pixar", "fun"]  # tags.csv, distinct and lower-cased
+    assert (meta["tags"].list.len() > 0).sum() == 1_572
     assert _meta(meta, 114335)["categories"] == []  # "(no genres listed)"
     assert not meta["title"].str.ends_with("\r").any()
     assert set(res.frame["item"].unique().to_list()) <= set(meta["item"].to_list())

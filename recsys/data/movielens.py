@@ -4,6 +4,8 @@ Use :func:`recsys.data.readers.read_interactions` (``fmt="auto"`` knows the file
 validates what the raw parsers here return. Ratings become ``weight``; the metadata frames are::
 
     items_meta  item Int64, title String, categories List[String]   (genres, in the source's order)
+                + tags List[String] for latest-small (``tags.csv``: each movie's distinct tags, lower-cased,
+                in order of first use; empty for a movie nobody tagged)
     users_meta  user Int64, then the demographic columns of the source (strings, age Int64)
 
 Layouts (no headers, except latest-small's CSVs):
@@ -14,7 +16,8 @@ Layouts (no headers, except latest-small's CSVs):
 - ml-1m ``ratings.dat`` ``user::item::rating::timestamp``; ``movies.dat`` ``id::title::A|B``
   (latin-1); ``users.dat`` ``id::gender::age::occupation::zip`` (age and occupation are codes).
 - latest-small ``ratings.csv`` ``userId,movieId,rating,timestamp``; ``movies.csv``
-  ``movieId,title,genres`` (quoted titles, CRLF; ``(no genres listed)`` -> empty list).
+  ``movieId,title,genres`` (quoted titles, CRLF; ``(no genres listed)`` -> empty list);
+  ``tags.csv`` ``userId,movieId,tag,timestamp`` (optional).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
     "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
 )
-TITLE, CATEGORIES = "title", "categories"
+TITLE, CATEGORIES, TAGS = "title", "categories", "tags"
 _RATING_FIELDS = (USER, ITEM, WEIGHT, TIMESTAMP)
 NO_GENRES = "(no genres listed)"
 
@@ -102,6 +105,28 @@ def latest_small_items(path: Path) -> pl.DataFrame:
                     genres.str.split("|").fill_null(pl.lit([], pl.List(pl.String))).alias(CATEGORIES))
 
 
+def latest_small_tags(path: Path) -> pl.DataFrame:
+    """``tags.csv`` -> item, tags: each movie's distinct tags (stripped, lower-cased), in order of first use."""
+    check_file(path)
+    with polars_errors(path, "MovieLens tags.csv"):
+        f = pl.read_csv(path, schema={"userId": pl.String, "movieId": pl.String, "tag": pl.String,
+                                      "timestamp": pl.String})
+    f = f.with_row_index("row", offset=2)
+    tag = pl.col("tag").str.strip_chars().str.to_lowercase()
+    f = f.with_columns(_int_ids(f, "movieId", path).alias(ITEM), tag.alias(TAGS))
+    f = f.filter(pl.col(TAGS).str.len_chars() > 0)
+    return f.group_by(ITEM, maintain_order=True).agg(pl.col(TAGS).unique(maintain_order=True))
+
+
+def _with_tags(items: pl.DataFrame, directory: Path) -> pl.DataFrame:
+    """latest-small: add the ``tags`` list column from ``tags.csv`` beside ``movies.csv`` (empty lists without it)."""
+    empty = pl.lit([], pl.List(pl.String))
+    if not (directory / "tags.csv").is_file():
+        return items.with_columns(empty.alias(TAGS))
+    tags = latest_small_tags(directory / "tags.csv")
+    return items.join(tags, on=ITEM, how="left", maintain_order="left").with_columns(pl.col(TAGS).fill_null(empty))
+
+
 _META = {
     "ml-100k": (("u.item", ml100k_items), ("u.user", ml100k_users)),
     "ml-1m": (("movies.dat", ml1m_items), ("users.dat", ml1m_users)),
@@ -117,4 +142,6 @@ def metadata(fmt: str, directory: Path) -> tuple[pl.DataFrame | None, pl.DataFra
             out.append(None)
         else:
             out.append(entry[1](directory / entry[0]))
+    if fmt == "ml-latest-small" and out[0] is not None:
+        out[0] = _with_tags(out[0], directory)
     return out[0], out[1]

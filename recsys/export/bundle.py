@@ -49,6 +49,7 @@ def export_bundle(
     ann: AnnConfig | None = None,
     overwrite: bool = False,
     check_users: int = 0,
+    content_only: Sequence[Sequence[Any]] | None = None,
 ) -> Path:
     """Export vectors, id maps, seen items and the tuned indexes (Annoy; IVF on large catalogues) as one bundle.
 
@@ -72,6 +73,8 @@ def export_bundle(
     check_users : when > 0 (``export_model`` sets it), the encoder re-encodes the stored histories of that
         many sampled users and must reproduce their ``user_vectors`` (else ``EncoderMismatch``); the
         manifest's ``encoder_check`` records the largest difference.
+    content_only : ``[raw id, source]`` of items added after training whose vectors come from their content
+        alone (:mod:`recsys.export.extend`); recorded in the manifest, where serving reads it.
 
     Returns
     -------
@@ -141,6 +144,7 @@ def export_bundle(
             "id_types": {"item": _kind(arrays[fmt.ITEM_IDS]), "user": _kind(arrays[fmt.USER_IDS])},
             "encoder": {**spec, "weights": sorted(weights)},
             "encoder_check": encoder_check,
+            "content_only": _content_only(content_only, arrays[fmt.ITEM_IDS]),
             "files": _file_table(tmp),
         }
         (tmp / fmt.MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -192,6 +196,24 @@ def _check_encoder(n: int, encoder: Encoder, users: np.ndarray, seen: Sequences 
                               f"vectors (max |diff| {diff:.3g} at user index {worst}); the model's export_encoder() "
                               "and encode_users() disagree: fix the model before serving it")
     return {"users": len(rows), "max_abs_diff": diff}
+
+
+def _content_only(entries: Sequence[Sequence[Any]] | None, item_ids: np.ndarray) -> dict | None:
+    """Manifest record of the content-only items: ``{"count", "sources": {source: n}, "items": [[id, source]]}``."""
+    if not entries:
+        return None
+    known = set(item_ids.tolist())
+    missing = [e[0] for e in entries if e[0] not in known]
+    if missing:
+        raise ValueError(f"content_only lists items the bundle does not hold: {missing[:3]}")
+    sources: dict[str, int] = {}
+    for _, src in entries:
+        sources[src] = sources.get(src, 0) + 1
+    return {"count": len(entries), "sources": sources, "items": [[_plain(raw), src] for raw, src in entries]}
+
+
+def _plain(raw: Any) -> Any:
+    return raw.item() if isinstance(raw, np.generic) else raw
 
 
 def _popularity(popularity: np.ndarray | None, csr: sp.csr_matrix, n_items: int) -> np.ndarray:

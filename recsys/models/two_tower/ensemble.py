@@ -3,7 +3,9 @@
 Member ``i`` is a :class:`~recsys.models.two_tower.model.TwoTower` with ``seed + i``, trained on the
 same data with its own early stopping. The ensemble's vectors are the members' vectors side by side,
 so its score is the sum of the members' scores: still one dot product, which export, Annoy and
-serving use as they use any other model's vectors::
+serving use as they use any other model's vectors. With ``fusion="model"`` (model-level fusion of ID
+and content) there are two members: member 0 an ID-only tower, member 1 a content-only tower
+(``item_id=False``) over the item features; an item never trained scores by its content alone::
 
     >>> m = TwoTowerEnsemble(TwoTowerEnsembleConfig(members=2, dim=64), device="cpu").fit(train)
     >>> m.item_vectors().shape        # (n_items + 1, 2 * 64)
@@ -52,11 +54,18 @@ class TwoTowerEnsembleConfig(TwoTowerConfig):
         super().__post_init__()
         if self.members < 1:
             raise ConfigError(f"TwoTowerEnsembleConfig: members must be >= 1; got {self.members}")
+        if self.fusion == "model" and (self.members != 2 or not self.features):
+            raise ConfigError('TwoTowerEnsembleConfig: fusion = "model" is two members, an ID tower and a content '
+                              f"tower: set members = 2 and some features (got members = {self.members}, "
+                              f"features = {list(self.features)})")
 
     def member(self, i: int) -> TwoTowerConfig:
         """Member ``i``'s config: the shared hyperparameters, ``seed + i``, its own checkpoint folder."""
         own = tower_fields(self)
         own["seed"] = self.seed + i
+        if self.fusion == "model":  # member 0: IDs only; member 1: content only
+            own.update(fusion="sum", id_dropout=0.0)
+            own.update({"features": ()} if i == 0 else {"item_id": False})
         if self.checkpoint_dir:
             own["checkpoint_dir"] = str(Path(self.checkpoint_dir) / f"member_{i}")
         return TwoTowerConfig(**own)
@@ -108,7 +117,7 @@ class TwoTowerEnsemble(Model):
         """
         self._train = train
         cfg = self.config
-        self.members = [TwoTower(cfg.member(i), self.device, self.item_features) for i in range(cfg.members)]
+        self.members = [self._member(i) for i in range(cfg.members)]
         self.history = []
         parallel = cfg.parallel and cfg.members > 1 and self.members[0].dist.world_size == 1
         reports: queue.Queue = queue.Queue()  # parallel: (epoch, record, handled) from the members' threads
@@ -166,6 +175,12 @@ class TwoTowerEnsemble(Model):
             raise first
         return self
 
+    def _member(self, i: int) -> TwoTower:
+        model_level = self.config.fusion == "model"
+        m = TwoTower(self.config.member(i), self.device, None if model_level and i == 0 else self.item_features)
+        m.zero_unseen = model_level  # the ID member: an item never trained adds nothing to its content score
+        return m
+
     def _require_members(self) -> list[TwoTower]:
         if not self.members:
             self._require_train()
@@ -191,7 +206,21 @@ class TwoTowerEnsemble(Model):
 
     def encode_item_features(self, features: ItemFeatures) -> np.ndarray:
         """Feature-only vectors of new items, side by side (see :meth:`TwoTower.encode_item_features`)."""
-        return self._join([m.encode_item_features(features) for m in self._require_members()])
+        return self.encode_new_items(features)[0]
+
+    def encode_new_items(self, features: ItemFeatures) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """New items' vectors and encoder-table rows (``m<i>.item_table``), as :meth:`TwoTower.encode_new_items`.
+        Under model-level fusion the ID member knows no new item: its part and table rows are zero."""
+        vecs, tables = [], {}
+        for i, m in enumerate(self._require_members()):
+            if self.config.fusion == "model" and i == 0:
+                v = np.zeros((features.n_items + 1, m.config.dim), np.float32)
+                t = {"item_table": v}
+            else:
+                v, t = m.encode_new_items(features)
+            vecs.append(v)
+            tables.update({f"m{i}.{k}": rows for k, rows in t.items()})
+        return self._join(vecs), tables
 
     def _join(self, parts: list[np.ndarray]) -> np.ndarray:
         """Concatenate; with cosine similarity each part is unit length, so scale the whole back to unit length."""
@@ -217,7 +246,8 @@ class TwoTowerEnsemble(Model):
         meta = json.loads((d / "ensemble.json").read_text())
         model = cls(from_dict(TwoTowerEnsembleConfig, meta["config"], where=str(d / "ensemble.json")), device)
         model.members = [TwoTower.load(d / f"member_{i}", device) for i in range(model.config.members)]
-        model.item_features = model.members[0].item_features
+        model.members[0].zero_unseen = model.config.fusion == "model"
+        model.item_features = model.members[-1].item_features
         model.history = meta.get("history", [])
         model._train = model.members[0]._train
         return model

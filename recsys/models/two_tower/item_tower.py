@@ -1,4 +1,8 @@
-"""Item tower: ID embedding + side features (category bags, hashed title n-grams, dense vectors).
+"""Item tower: ID embedding + side features (category bags, hashed title n-grams, dense content vectors).
+
+Feature-level fusion: the parts are summed (``fusion="sum"``) or concatenated and mixed by an MLP
+(``"concat"``); ``item_id=False`` leaves the ID embedding out (a content-only tower, the content half
+of the ensemble's model-level fusion).
 
 ``forward(ids)`` returns one vector per requested item id, so a step only encodes the items it
 needs (or the whole catalogue for a full softmax). Bags are gathered from CSR arrays with
@@ -33,14 +37,19 @@ class ItemTower(nn.Module):
     def __init__(self, cfg: TwoTowerConfig, n_items: int, features: ItemFeatures | None = None) -> None:
         super().__init__()
         d = cfg.dim
+        if cfg.fusion == "model":
+            raise ValueError('fusion = "model" (model-level: an ID tower and a content tower scored separately) '
+                             'is the two_tower_ensemble model\'s; a single tower fuses at feature level: "sum" or '
+                             '"concat"')
         self.id_dropout = cfg.id_dropout
         self.fusion = cfg.fusion
-        self.id_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
-        nn.init.normal_(self.id_emb.weight, std=d**-0.5)
-        with torch.no_grad():
-            self.id_emb.weight[0].zero_()
+        self.id_emb = nn.Embedding(n_items + 1, d, padding_idx=0) if cfg.item_id else None
+        if self.id_emb is not None:
+            nn.init.normal_(self.id_emb.weight, std=d**-0.5)
+            with torch.no_grad():
+                self.id_emb.weight[0].zero_()
         self.cat_emb = self.text_emb = self.dense_proj = None
-        n_parts = 1
+        n_parts = int(cfg.item_id)
         if features is not None:
             if features.n_items != n_items:
                 raise ValueError(f"item features cover {features.n_items} items but the data has {n_items}")
@@ -60,6 +69,9 @@ class ItemTower(nn.Module):
                                      persistent=False)
             if features.dense is not None:
                 self.register_buffer("dense", torch.as_tensor(features.dense), persistent=False)
+        if not cfg.item_id and n_parts == 0:
+            raise ValueError("item_id = false (a content-only item tower) needs item features (categories, ngrams, "
+                             "text or vectors); without them an item has no vector")
         if cfg.id_dropout > 0 and n_parts == 1:
             raise ValueError("id_dropout > 0 needs item features (title/categories/dense); without them an item "
                              "whose ID is dropped has no vector. Pass item_features or set id_dropout = 0")
@@ -76,13 +88,15 @@ class ItemTower(nn.Module):
         ``id_mask`` (N,) float/bool multiplies the ID embedding: 0 gives the feature-only vector
         (cold items at inference; ID dropout in training draws it at random).
         """
-        id_part = self.id_emb(ids)  # (N, d)
-        if self.training and self.id_dropout > 0:
-            keep = (rng.rand(ids.shape, ids.device) >= self.id_dropout).to(id_part.dtype)
-            id_part = id_part * keep[:, None]
-        if id_mask is not None:
-            id_part = id_part * id_mask.to(id_part.dtype)[:, None]
-        parts = [id_part]
+        parts = []
+        if self.id_emb is not None:
+            id_part = self.id_emb(ids)  # (N, d)
+            if self.training and self.id_dropout > 0:
+                keep = (rng.rand(ids.shape, ids.device) >= self.id_dropout).to(id_part.dtype)
+                id_part = id_part * keep[:, None]
+            if id_mask is not None:
+                id_part = id_part * id_mask.to(id_part.dtype)[:, None]
+            parts.append(id_part)
         if self.cat_emb is not None:
             parts.append(self.cat_emb(*gather_bags(self.cat_offsets, self.cat_values, ids)))
         if self.text_emb is not None:

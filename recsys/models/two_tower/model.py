@@ -8,7 +8,8 @@ its history by sliding windows or by prefixes (``windows``; see :mod:`~recsys.mo
 with a full or sampled softmax (:mod:`.losses`), AdamW with warm-up and cosine decay, optional
 early stopping on the ``validate`` callable, a checkpoint after every epoch and resume from it
 (:mod:`.loop`). Items with no training interactions get
-feature-only vectors (their untrained ID embedding is left out) when item features are given.
+feature-only vectors (their untrained ID embedding is left out) when item features are given, both as
+candidates and as history inputs (``zero_unseen`` does the same without features: zero vectors).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class TwoTower(Model):
         self.net: nn.ModuleDict | None = None
         self.n_items = 0
         self.item_seen: np.ndarray | None = None  # (n_items + 1,) bool: item occurs in the training data
+        self.zero_unseen = False  # drop unseen items' ID embeddings even without features (model-level fusion)
         self.history: list[dict[str, float]] = []
 
     @classmethod
@@ -106,11 +108,16 @@ class TwoTower(Model):
         net = self._require_net()
         net.eval()
         ids = torch.arange(self.n_items + 1, device=self.device)
-        id_mask = None
-        if net["item"].has_features and self.item_seen is not None:
-            id_mask = torch.as_tensor(self.item_seen, device=self.device)
-        vecs = net["item"](ids, id_mask).float()  # fp32 whatever ``precision`` trains in: as served
+        vecs = net["item"](ids, self._id_mask(ids)).float()  # fp32 whatever ``precision`` trains in: as served
         return self._finish(vecs)
+
+    def _id_mask(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """Keep (1) / drop (0) each item's ID embedding: items never trained are dropped when the tower has
+        features (or ``zero_unseen``); None = keep all."""
+        net = self._require_net()
+        if self.item_seen is None or not (net["item"].has_features or self.zero_unseen):
+            return None
+        return torch.as_tensor(self.item_seen, device=ids.device)[ids]
 
     @torch.no_grad()
     def encode_users(self, histories: Sequences, batch_size: int = 1024) -> np.ndarray:
@@ -126,7 +133,7 @@ class TwoTower(Model):
             rows = np.arange(start, min(start + batch_size, histories.n_rows))
             inp = torch.as_tensor(histories.padded(self.config.max_len, rows), dtype=torch.long, device=self.device)
             uniq, inv = torch.unique(inp, return_inverse=True)  # encode each history item once
-            x = net["item"](uniq)[inv]  # (B, T, D)
+            x = net["item"](uniq, self._id_mask(uniq))[inv]  # (B, T, D), as item_table below
             out.append(net["user"](x, inp > 0, last_only=True)[:, -1].float())  # (B, D) newest position
         vecs = torch.cat(out) if out else torch.zeros(0, self.config.dim, device=self.device)
         return self._finish(vecs)
@@ -138,7 +145,8 @@ class TwoTower(Model):
         net = self._require_net()
         net.eval()
         cfg = self.config
-        weights = {"item_table": net["item"](torch.arange(self.n_items + 1, device=self.device)).float().cpu().numpy()}
+        ids = torch.arange(self.n_items + 1, device=self.device)
+        weights = {"item_table": net["item"](ids, self._id_mask(ids)).float().cpu().numpy()}
         weights.update({k: v.float().cpu().numpy() for k, v in net["user"].state_dict().items()})
         spec = {"kind": cfg.user_tower, "pooling": cfg.pooling, "max_len": cfg.max_len, "n_layers": cfg.n_layers,
                 "n_heads": cfg.n_heads, "normalize": self.similarity == "cosine"}
@@ -146,6 +154,12 @@ class TwoTower(Model):
 
     def encode_item_features(self, features: ItemFeatures) -> np.ndarray:
         """(features.n_items + 1, dim) feature-only vectors of new items (e.g. from ``ItemFeatures.encode_new``)."""
+        return self.encode_new_items(features)[0]
+
+    @torch.no_grad()
+    def encode_new_items(self, features: ItemFeatures) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Feature-only vectors of new items (row 0 = padding) and their rows of every ``export_encoder`` table
+        (``item_table``: the item tower's output, as history inputs see it), with the trained item tower."""
         net = self._require_net()
         if not net["item"].has_features:
             raise ValueError("this model was trained without item features; it cannot encode new items")
@@ -153,8 +167,11 @@ class TwoTower(Model):
         probe._build(features.n_items)
         state = {k: v for k, v in net["item"].state_dict().items() if not k.startswith("id_emb")}
         probe.net["item"].load_state_dict(state, strict=False)
+        probe.net.eval()
         probe.item_seen = np.zeros(features.n_items + 1, dtype=bool)
-        return probe.item_vectors()
+        ids = torch.arange(features.n_items + 1, device=self.device)
+        table = probe.net["item"](ids, probe._id_mask(ids)).float().cpu().numpy()
+        return probe.item_vectors(), {"item_table": table}
 
     def _finish(self, vecs: torch.Tensor) -> np.ndarray:
         if self.similarity == "cosine":
