@@ -554,3 +554,21 @@ def test_a_log_folder_takes_compressed_files(tmp_path: Path) -> None:
     (logs / "notes.md.gz").write_bytes(gzip.compress(b"not a log"))  # not a log suffix: ignored
     got = collect(DataConfig(path=str(logs)), tmp_path / "wd", run_id="r1")
     assert got.report.stats["new_files"] == 2 and got.report.rows_read == 91 and got.frame.height == 91
+
+
+def test_a_catalogue_adds_new_items_to_the_published_bundle_without_retraining(workdir: Path) -> None:
+    """`[pipeline] catalogue`: the export step gives the catalogue's unknown items vectors from their content."""
+    pl.DataFrame({"item": [1, 100001, 100002, 100003],  # item 1 is known: kept as trained
+                  "title": ["renamed", "Sunny Forest Lamp Deluxe", None, None],
+                  "categories": ["Lighting", "Lighting", "Books", None]}).write_csv(workdir / "catalogue.csv")
+    tt = TT.replace("epochs = 15", "epochs = 3") + 'features = ["categories", "ngrams"]\nid_dropout = 0.3\n'
+    ctx = run_pipeline(load_pipeline_config(write_config(workdir, tt, pipeline='catalogue = "catalogue.csv"')),
+                       echo=quiet)
+    assert ctx.run.is_done("publish")
+    rec = Recommender.load(workdir / "pub", search="exact")
+    assert rec.manifest["content_only"]["items"] == [[100001, "text"], [100002, "categories"], [100003, "none"]]
+    lamp = rec.similar_items(100001, k=5)
+    assert lamp.source == "model" and "added after training" in lamp.note and len(lamp.items) == 5
+    assert rec.similar_items(100003, k=5).source == "popularity"
+    n_known = rec.manifest["counts"]["items"] - 3
+    assert n_known == ctx.data().split.n_items  # the data's items, then the catalogue's new ones
