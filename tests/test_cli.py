@@ -28,11 +28,13 @@ def _log(path: Path, bad_rows: int = 0) -> Path:
 @pytest.mark.parametrize("command", [[], ["data"], ["data", "ingest"], ["data", "split"], ["data", "sequences"],
                                      ["data", "generate"], ["data", "download"], ["data", "stats"], ["train"],
                                      ["experiments", "compare"], ["pipeline", "run"], ["pipeline", "rollback"],
-                                     ["serve"]])
+                                     ["serve"], ["export"]])
 def test_every_command_has_help(command: list[str]) -> None:
     res = runner.invoke(app, [*command, "--help"])
     assert res.exit_code == 0, res.output
     assert "Usage" in res.output and len(res.output) > 200
+    if command == ["export"]:
+        assert "--catalogue" in res.output and "without retraining" in res.output
 
 
 def test_ingest_writes_accepted_rows_quarantine_and_a_reconciling_report(tmp_path: Path) -> None:

@@ -148,6 +148,9 @@ def test_a_model_comes_back_from_its_run_with_the_metrics_it_logged(sqlite_store
     bundle = export_run_model(uri, sqlite_store / "bundle", sqlite_store / "elsewhere")
     rec = Recommender.load(bundle)
     assert rec.manifest["model"] == "item2vec" and rec.manifest["run_id"] == result.run_id
+    (sqlite_store / "catalogue.csv").write_text("item,title\n999999,a new item\n")
+    with pytest.raises(ValueError, match="item2vec model has no item features, so it cannot give vectors"):
+        export_run_model(uri, sqlite_store / "bundle2", sqlite_store / "elsewhere", sqlite_store / "catalogue.csv")
     with pytest.raises(ValueError, match="cannot download"):
         evaluate_run_model("runs:/0123456789abcdef/model", sqlite_store / "elsewhere")
 
