@@ -127,13 +127,14 @@ class CachedEncoder:
         have = set(_key_list(old_keys))
         todo = sorted({t for t, k in zip(texts, keys, strict=True) if t and k not in have})
         new_vecs = self._embed(todo)
+        new_keys = _key_array([text_key(t) for t in todo])
         if old_vecs is None:
-            all_keys, all_vecs = _key_array([text_key(t) for t in todo]), new_vecs
+            all_keys, all_vecs = new_keys, new_vecs
         elif todo:
             if old_vecs.shape[1] != new_vecs.shape[1]:
                 raise ValueError(f"content cache {self.dir} holds {old_vecs.shape[1]}-d vectors but {self.name} "
                                  f"gives {new_vecs.shape[1]}-d; delete that folder")
-            all_keys = np.concatenate([old_keys, _key_array([text_key(t) for t in todo])])
+            all_keys = np.concatenate([old_keys, new_keys])
             all_vecs = np.concatenate([old_vecs, new_vecs])
         else:
             all_keys, all_vecs = old_keys, old_vecs
