@@ -20,6 +20,7 @@ Synthetic data is cached under ``bench_data/`` at the repository root (gitignore
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -124,13 +125,14 @@ def run_polars(data: Path, out: Path) -> dict:
     t.lap("idmap")
     split = leave_last_out(encoded, len(users), len(items))
     t.lap("split")
+    fp = split.fingerprint
     split.save(out / "split")
     users.save(out / "users.parquet")
     items.save(out / "items.parquet")
     t.lap("save")
     report.check()
     return {"ingest": how, "rows_read": n_read, "rows_kept": encoded.height, "n_users": len(users),
-            "n_items": len(items), "n_test_targets": split.params["n_test_targets"], **_result(t)}
+            "n_items": len(items), "n_test_targets": split.params["n_test_targets"], "fingerprint": fp, **_result(t)}
 
 
 def run_pandas(data: Path, out: Path) -> dict:
@@ -200,7 +202,92 @@ def run_csv(data: Path, out: Path) -> dict:
             "compression": r.stats.get("compression"), "file_mb": data.stat().st_size / 2**20, **_result(t)}
 
 
-WORKERS = {"polars": run_polars, "pandas": run_pandas, "csv": run_csv}
+class _Monitor:
+    """Samples, once a second in a thread, the RSS of this process and its children (Spark's JVM) and the disk
+    used under ``dirs``; keeps the peaks."""
+
+    def __init__(self, dirs: list[Path]) -> None:
+        import threading
+
+        self.dirs, self.peak_tree_mb, self.peak_disk_mb = dirs, 0.0, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _disk_mb(self) -> float:
+        total = 0
+        for d in self.dirs:
+            for root, _, files in os.walk(d):
+                for f in files:
+                    with contextlib.suppress(OSError):
+                        total += os.stat(os.path.join(root, f)).st_blocks * 512
+        return total / 2**20
+
+    def _run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.wait(1.0):
+            rss = 0
+            for p in [me, *me.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    rss += p.memory_info().rss
+            self.peak_tree_mb = max(self.peak_tree_mb, rss / 2**20)
+            self.peak_disk_mb = max(self.peak_disk_mb, self._disk_mb())
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        return {"peak_tree_rss_mb": self.peak_tree_mb, "peak_disk_mb": self.peak_disk_mb,
+                "output_mb": self._disk_mb()}
+
+
+def _engine_run(data: Path, out: Path, engine: str) -> dict:
+    """The out-of-core or Spark engine on the same steps as run_polars: dedupe, k-core(5,5), ids, leave-last-out."""
+    import shutil
+
+    from recsys.data.readers import ColumnMapping
+
+    work = out.parent / f"{out.name}-work"
+    shutil.rmtree(work, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    mon = _Monitor([work, out])
+    t = _Timer()
+    kwargs = dict(mapping=ColumnMapping(weight="weight", event="event"), user_k=USER_K, item_k=ITEM_K, min_length=1)
+    if engine == "outofcore":
+        from recsys.data.outofcore import OutOfCoreOptions, prepare_out_of_core
+
+        res = prepare_out_of_core(data / "interactions", out, **kwargs, options=OutOfCoreOptions(work_dir=str(work)))
+    else:
+        from recsys.data.spark import prepare_spark
+
+        res = prepare_spark(data / "interactions", out, **kwargs, work_dir=str(work))
+    t.lap("total")
+    disk = mon.stop()
+    r = res.report
+    return {"ingest": f"recsys.data.{engine}", "rows_read": r.rows_read, "rows_kept": res.n_events,
+            "n_users": len(res.users), "n_items": len(res.items), "n_test_targets": res.split_params["n_test_targets"],
+            "fingerprint": res.fingerprint, "partitions": r.stats.get("partitions"), "engine_steps_s": res.steps_s,
+            **disk, **_result(t)}
+
+
+def run_outofcore(data: Path, out: Path) -> dict:
+    return _engine_run(data, out, "outofcore")
+
+
+def run_spark(data: Path, out: Path) -> dict:
+    return _engine_run(data, out, "spark")
+
+
+def run_polars_fp(data: Path, out: Path) -> dict:
+    """run_polars plus the fingerprint (to check the engines agree) and the disk monitor."""
+    mon = _Monitor([out])
+    result = run_polars(data, out)
+    return {**result, **mon.stop()}
+
+
+WORKERS = {"polars": run_polars, "pandas": run_pandas, "csv": run_csv, "outofcore": run_outofcore,
+           "spark": run_spark, "polars_fp": run_polars_fp}
 
 
 # -- driver -------------------------------------------------------------------------------------
@@ -371,8 +458,108 @@ def write_reports(rows: list[dict], args: argparse.Namespace) -> None:
     _atomic(REPORTS / f"{name}.md", "\n".join(lines) + "\n")
 
 
+def bench_engines(n_events: int, impls: list[str], args: argparse.Namespace) -> dict:
+    """One size through several implementations, each in a fresh subprocess; out folders removed after."""
+    import shutil
+
+    data, gen_s = ensure_data(n_events, args.cache)
+    row: dict = {"n_events": n_events, "generate_s": gen_s,
+                 "data_mb": sum(p.stat().st_size for p in (data / "interactions").glob("*.parquet")) / 2**20}
+    for impl in impls:
+        if impl in ("polars_fp", "polars") and n_events > args.memory_max_events:
+            row[impl] = {"impl": impl, "skipped": f"{n_events:,} events > --memory-max-events "
+                         f"{args.memory_max_events:,}: the in-memory path needs ~10 GB per 100M events here"}
+        else:
+            out = args.cache / f"out-{impl}-{n_events // 1_000_000}M"
+            shutil.rmtree(out, ignore_errors=True)
+            row[impl] = run_child(impl, data, out, args.timeout)
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(out.parent / f"{out.name}-work", ignore_errors=True)
+        print(f"{n_events:>14,} {impl:9s} " + _line(row[impl]), flush=True)
+    fps = {impl: row[impl].get("fingerprint") for impl in impls if "fingerprint" in row[impl]}
+    row["fingerprints_agree"] = len(set(fps.values())) == 1 if len(fps) > 1 else None
+    base = row.get("polars_fp", {})
+    for impl in impls:
+        r = row[impl]
+        if impl != "polars_fp" and "total_s" in r and "total_s" in base:
+            row[f"{impl}_over_memory"] = {"wall": r["total_s"] / base["total_s"],
+                                          "peak_rss": r["peak_rss_mb"] / base["peak_rss_mb"]}
+    return row
+
+
+def write_engine_report(rows: list[dict], args: argparse.Namespace, name: str, title: str) -> None:
+    import subprocess as sp
+
+    commit = sp.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    meta = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
+            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB RAM", "python":
+            platform.python_version(), "command": " ".join(["python", "experiments/bench_data.py", *sys.argv[1:]]),
+            "commit": commit, "loadavg": args.loadavg,
+            "pipeline": "read + validate -> dedupe -> kcore(5,5) -> IdMap fit+encode -> leave_last_out -> save"}
+    _atomic(REPORTS / f"{name}.json", json.dumps({"meta": meta, "rows": rows}, indent=2))
+    labels = {"polars_fp": "memory (polars)", "outofcore": "out-of-core", "spark": "Spark local[*]"}
+    lines = [f"# {title}", "", f"Machine: {meta['machine']}; Python {meta['python']}. Command: `{meta['command']}` "
+             f"at commit {commit}. Load average at start: {meta['loadavg']}.", "",
+             f"Pipeline: {meta['pipeline']}. Synthetic logs (`bench_data.synthetic_config`: ~50 events per user), "
+             "Parquet parts. Each run in a fresh subprocess. Peak RSS = ru_maxrss of the Python process; tree RSS = "
+             "the peak, sampled each second, of it and its children (Spark's JVM); disk = the peak, sampled each "
+             "second, of the scratch folder plus the output folder.", "",
+             "| events | engine | wall s | CPU s | M events/s | peak RSS GB | peak tree RSS GB | peak disk GB | "
+             "output GB | partitions |", "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for row in rows:
+        for impl, label in labels.items():
+            r = row.get(impl)
+            if r is None:
+                continue
+            if "skipped" in r:
+                lines.append(f"| {row['n_events']:,} | {label} | skipped: {r['skipped']} ||||||||")
+                continue
+            lines.append(f"| {row['n_events']:,} | {label} | {r['total_s']:.1f} | {r['cpu_s']:.1f} | "
+                         f"{r['rows_read'] / r['total_s'] / 1e6:.2f} | {r['peak_rss_mb'] / 1024:.2f} | "
+                         f"{r.get('peak_tree_rss_mb', 0) / 1024:.2f} | {r.get('peak_disk_mb', 0) / 1024:.2f} | "
+                         f"{r.get('output_mb', 0) / 1024:.2f} | {r.get('partitions') or ''} |")
+    lines += ["", "| events | log on disk GB | same fingerprint | engine / memory wall | engine / memory peak RSS |",
+              "| ---: | ---: | --- | --- | --- |"]
+    for row in rows:
+        ratios = "; ".join(f"{labels[k]} {row[f'{k}_over_memory']['wall']:.2f}x" for k in ("outofcore", "spark")
+                           if f"{k}_over_memory" in row) or "n/a"
+        rss = "; ".join(f"{labels[k]} {row[f'{k}_over_memory']['peak_rss']:.2f}x" for k in ("outofcore", "spark")
+                        if f"{k}_over_memory" in row) or "n/a"
+        lines.append(f"| {row['n_events']:,} | {row['data_mb'] / 1024:.2f} | {row['fingerprints_agree']} | {ratios} "
+                     f"| {rss} |")
+    ooc = [(row["n_events"], row["outofcore"]) for row in rows if "total_s" in row.get("outofcore", {})]
+    if len(ooc) > 1:
+        lines += ["", "Out-of-core per 100M events: " + ", ".join(
+            f"{n / 1e6:.0f}M: {r['total_s'] / (n / 1e8):.0f} s" for n, r in ooc) + "."]
+    steps = [(row["n_events"], k, row[k]["engine_steps_s"]) for row in rows for k in ("outofcore", "spark")
+             if row.get(k, {}).get("engine_steps_s")]
+    if steps:
+        lines += ["", "Out-of-core steps (wall s):", ""]
+        lines += [f"- {n:,} {labels[k]}: " + ", ".join(f"{s} {v:.0f}" for s, v in st.items()) for n, k, st in steps]
+    _atomic(REPORTS / f"{name}.md", "\n".join(lines + [""] + args.notes) + "\n")
+
+
 def _atomic(path: Path, text: str) -> None:
     atomic.write_text(path, text)
+
+
+ENGINE_NOTES = {
+    "bench_data_outofcore": [
+        "Notes:", "",
+        "- Peak memory of the out-of-core engine is set by its partition size (5M accepted rows, the default) and",
+        "  one count per user and item, not by the log size; disk holds the partitions, the buckets and the",
+        "  output at once at worst.",
+        "- The synthetic parts are grouped by user and time-ordered within a user; the in-memory path sorts",
+        "  such input faster than a globally time-ordered log, the out-of-core path regroups it either way.",
+    ],
+    "bench_data_spark": [
+        "Notes:", "",
+        "- Spark runs in local mode on this machine's cores: it is slower than polars here. What it buys is the",
+        "  same job (`recsys data split --engine spark --master <url>`) on a cluster, next to the lakehouse",
+        "  that holds the logs, with the same prepared folder as the result (same fingerprint above).",
+        "- The split and the `.npy` assembly run on the Spark driver, streaming one bucket of users at a time.",
+    ],
+}
 
 
 def main() -> None:
@@ -384,6 +571,14 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=900, help="seconds per child run (default 900)")
     ap.add_argument("--cache", type=Path, default=REPO / "bench_data", help="synthetic data cache (gitignored)")
     ap.add_argument("--csv", type=float, metavar="N", help="instead: N million events as a CSV log, plain vs gzip")
+    ap.add_argument("--outofcore", type=float, nargs="+", metavar="N",
+                    help="instead: the out-of-core engine on N million events each, the in-memory path beside it "
+                         "up to --memory-max-events (report bench_data_outofcore)")
+    ap.add_argument("--spark", type=float, metavar="N",
+                    help="instead: Spark local mode vs the in-memory path vs out-of-core on N million events "
+                         "(report bench_data_spark)")
+    ap.add_argument("--memory-max-events", type=int, default=100_000_000,
+                    help="largest size the in-memory path runs on in --outofcore (default 100M)")
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -395,6 +590,20 @@ def main() -> None:
     if args.csv:
         write_csv_report(bench_csv(int(args.csv * 1_000_000), args), args)
         print(f"wrote {REPORTS / 'bench_data_csv'}.{{json,md}}")
+        return
+    if args.outofcore or args.spark:
+        if args.outofcore:
+            impls, name, title = ["polars_fp", "outofcore"], "bench_data_outofcore", "Out-of-core preparation"
+            sizes = [int(x * 1_000_000) for x in args.outofcore]
+        else:
+            impls, name, title = ["polars_fp", "outofcore", "spark"], "bench_data_spark", "Spark local mode vs polars"
+            sizes = [int(args.spark * 1_000_000)]
+        args.notes = ENGINE_NOTES[name]
+        rows = []
+        for n in sizes:
+            rows.append(bench_engines(n, impls, args))
+            write_engine_report(rows, args, name, title)  # after every size: a long run keeps what it measured
+        print(f"wrote {REPORTS / name}.{{json,md}}")
         return
     sizes = [1_000_000] if args.quick else [int(s * 1_000_000) for s in args.sizes]
     rows = [bench_size(n, args) for n in sizes]

@@ -129,12 +129,25 @@ def split(
     fmt: str = FmtOpt, user_col: str = UserOpt, item_col: str = ItemOpt, timestamp_col: str = TsOpt,
     encoding: str = EncOpt, max_bad_fraction: float = BadOpt,
     id_maps_from: Path = typer.Option(None, help="Earlier prepared folder whose id maps are extended (stable ids)."),
+    engine: str = typer.Option("memory", help="memory (the whole log in RAM), outofcore (hash partitions on disk: "
+                               "logs larger than memory) or spark (a PySpark job; needs `pip install recsys[spark]` "
+                               "and Java). All three write the same prepared folder."),
+    partition_rows: int = typer.Option(5_000_000, help="outofcore: rows per partition; peak memory follows it "
+                                       "(about 1 GB per 5M)."),
+    work_dir: Path = typer.Option(None, help="outofcore/spark: scratch folder (a few times the log's size); "
+                                  "default beside --out."),
+    master: str = typer.Option("local[*]", help="spark: master URL; local mode by default, a cluster's URL "
+                               "(spark://host:7077, yarn) runs the same job there."),
 ) -> None:
     """Ingest -> clean (k-core, min length) -> IdMap -> split; writes a prepared data folder."""
     from pipelines.prepare import prepare
 
     cfg = _data_config(path, fmt, user_col, item_col, timestamp_col, encoding, max_bad_fraction, split=kind,
-                       cut_quantile=cut_quantile, user_k=user_k, item_k=item_k, min_length=min_length)
+                       cut_quantile=cut_quantile, user_k=user_k, item_k=item_k, min_length=min_length,
+                       engine=engine, partition_rows=partition_rows, work_dir=str(work_dir or ""),
+                       spark_master=master)
+    if engine not in ("memory", "outofcore", "spark"):
+        fail(f"--engine {engine!r} is not one of memory, outofcore, spark")
     try:
         prep = prepare(cfg, out, id_maps_from=id_maps_from)
     except (ValueError, FileNotFoundError) as exc:

@@ -62,6 +62,12 @@ class DataConfig:
     min_length: int = 3
     split: Literal["leave_last_out", "temporal"] = "leave_last_out"
     cut_quantile: float = 0.9
+    # how the log is prepared: "memory" (the whole log in RAM), "outofcore" (hash partitions on disk, memory
+    # set by partition_rows), "spark" (a PySpark job; needs the `spark` extra and a Java runtime)
+    engine: Literal["memory", "outofcore", "spark"] = "memory"
+    partition_rows: int = 5_000_000  # outofcore: accepted rows per partition (about 1 GB of memory per 5M)
+    work_dir: str = ""  # outofcore / spark scratch folder; "" = beside the prepared folder
+    spark_master: str = "local[*]"  # spark: the master URL (local mode by default; a cluster's URL otherwise)
     # built-in synthetic data set size (used when path is empty)
     synthetic_users: int = 5_000
     synthetic_items: int = 2_000

@@ -126,6 +126,11 @@ def prepare(cfg: DataConfig, out_dir: str | Path, seed: int = 42, id_maps_from: 
     (the pipeline's incremental log folder); otherwise :func:`ingest` reads ``cfg``.
     """
     out = Path(out_dir)
+    if cfg.engine != "memory":
+        if ingested is not None:
+            raise ValueError(f"data.engine = {cfg.engine!r} reads data.path itself, but this run reads a folder of "
+                             "logs incrementally, which the in-memory engine does; set data.engine = \"memory\"")
+        return prepare_with_engine(cfg, out, seed, id_maps_from)
     clock = _Clock()
     ing = ingested if ingested is not None else ingest(cfg, seed)
     clock.lap("read + validate + dedupe", ing.frame.height)
@@ -155,6 +160,51 @@ def prepare(cfg: DataConfig, out_dir: str | Path, seed: int = 42, id_maps_from: 
         (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str))
     clock.lap("write", encoded.height)
     log.info("prepared %s: %s", out, ing.report.summary())
+    return load_prepared(out, name=cfg.name)
+
+
+def prepare_with_engine(cfg: DataConfig, out: Path, seed: int = 42, id_maps_from: str | Path | None = None) -> Prepared:
+    """:func:`prepare` on the out-of-core or Spark engine: the same prepared folder, for logs larger than memory."""
+    from recsys.data.readers import ColumnMapping
+
+    previous = load_id_maps(Path(id_maps_from)) if id_maps_from else None
+    mapping = ColumnMapping(user=cfg.user_col, item=cfg.item_col, timestamp=cfg.timestamp_col,
+                            weight=cfg.weight_col or None, event=cfg.event_col or None)
+    with atomic_dir(out) as tmp:
+        path, meta_raw, fmt = cfg.path, None, cfg.format
+        if not path:  # the built-in synthetic set, as a Parquet log the engine reads
+            frame, meta_raw = _synthetic(cfg, seed)
+            path, fmt = str(tmp / "synthetic.parquet"), "parquet"
+            mapping = ColumnMapping(weight="weight", event="event")
+            frame.write_parquet(path)
+        kwargs = dict(fmt=fmt, mapping=mapping, encoding=cfg.encoding, max_bad_fraction=cfg.max_bad_fraction,
+                      max_id_len=cfg.max_id_len, repeat_policy=cfg.repeat_policy, user_k=cfg.user_k,
+                      item_k=cfg.item_k, min_length=cfg.min_length, split=cfg.split, cut_quantile=cfg.cut_quantile,
+                      previous=previous)
+        if cfg.engine == "outofcore":
+            from recsys.data.outofcore import OutOfCoreOptions, prepare_out_of_core
+
+            res = prepare_out_of_core(path, tmp, **kwargs, options=OutOfCoreOptions(
+                partition_rows=cfg.partition_rows, work_dir=cfg.work_dir))
+        elif cfg.engine == "spark":
+            from recsys.data.spark import prepare_spark
+
+            res = prepare_spark(path, tmp, **kwargs, master=cfg.spark_master, work_dir=cfg.work_dir)
+        else:
+            raise ValueError(f"data.engine = {cfg.engine!r} is not one of 'memory', 'outofcore', 'spark'")
+        if not cfg.path:
+            Path(path).unlink()
+        elif res.fmt in ("ml-100k", "ml-1m", "ml-latest-small"):
+            from recsys.data import movielens
+
+            meta_raw, _ = movielens.metadata(res.fmt, Path(cfg.path).parent)
+        meta = _encode_meta(meta_raw, res.items)
+        if meta is not None:
+            meta.write_parquet(tmp / "items_meta.parquet")
+        report = {**res.report.as_dict(), "n_users": len(res.users), "n_items": len(res.items),
+                  "n_events": res.n_events, "fingerprint": res.fingerprint, "data_config": to_dict(cfg)}
+        (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    log.info("prepared %s (%s engine): %s", out, cfg.engine, res.report.summary())
     return load_prepared(out, name=cfg.name)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -11,7 +12,8 @@ from recsys.data.schema import ROW, ColumnMapping
 from recsys.data.textio import polars_errors
 
 
-def parquet_raw(path: Path, mapping: ColumnMapping) -> pl.DataFrame:
+def parquet_raw(path: Path, mapping: ColumnMapping, schema_only: bool = False) -> pl.DataFrame:
+    """The mapped columns (canonical names) and ``row``; with ``schema_only`` only the checks run (empty frame)."""
     with path.open("rb") as fh:
         magic = fh.read(4)
     if magic != b"PAR1":
@@ -22,8 +24,49 @@ def parquet_raw(path: Path, mapping: ColumnMapping) -> pl.DataFrame:
         found = lf.collect_schema().names()
         if any(src not in found for src in mapping.pairs().values()):
             raise mapping.missing_error(path, found, None)
+        if schema_only:
+            return pl.DataFrame()
         cols = [pl.col(src).alias(dst) for dst, src in mapping.pairs().items()]
         return lf.select(*cols, pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(ROW)).collect()
 
 
-__all__ = ["parquet_raw"]
+
+
+def parquet_files(path: Path) -> list[Path]:
+    """``path`` itself, or the ``*.parquet`` files of a folder (recursively, sorted by name): the parts of
+    one log, read in that order."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.parquet") if p.is_file())
+        if not files:
+            raise DataError(f"{path}: the folder holds no *.parquet files; pass a Parquet file or a folder of parts.")
+        return files
+    return [path]
+
+
+def parquet_rows(path: Path) -> int:
+    """Rows of a Parquet file or folder of parts, from the footers alone (nothing is read)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(path))
+
+
+def parquet_blocks(path: Path, mapping: ColumnMapping, block_rows: int = 4_000_000) -> Iterator[pl.DataFrame]:
+    """:func:`parquet_raw` as a stream: one frame per ``block_rows`` rows (record batches of the row groups),
+    ``row`` counted across the file, or across a folder's parts in name order; memory is one block."""
+    import pyarrow.parquet as pq
+
+    offset = 1
+    for file in parquet_files(path):
+        parquet_raw(file, mapping, schema_only=True)  # the magic bytes and the mapped columns, named errors
+        with polars_errors(file, "Parquet"):
+            pf = pq.ParquetFile(file)
+            cols = list(dict.fromkeys(mapping.pairs().values()))
+            for batch in pf.iter_batches(batch_size=block_rows, columns=cols):
+                raw = pl.from_arrow(batch)
+                n = raw.height
+                yield raw.select(*[pl.col(src).alias(dst) for dst, src in mapping.pairs().items()],
+                                 pl.int_range(offset, offset + n, dtype=pl.Int64).alias(ROW))
+                offset += n
+
+
+__all__ = ["parquet_blocks", "parquet_files", "parquet_raw", "parquet_rows"]

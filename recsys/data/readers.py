@@ -38,7 +38,7 @@ from recsys.data.compressed import compression, decompressed, inner_name
 from recsys.data.delimited import SEPARATORS, delimited_raw, header_line
 from recsys.data.errors import DataError
 from recsys.data.filters import dedupe as dedupe_rows
-from recsys.data.parquet import parquet_raw
+from recsys.data.parquet import parquet_blocks, parquet_raw
 from recsys.data.report import IngestReport
 from recsys.data.schema import ColumnMapping
 from recsys.data.textio import check_encoding, check_file, read_lines
@@ -71,6 +71,8 @@ class ReadResult:
 def detect_format(path: Path) -> str:
     """The format ``fmt="auto"`` uses for ``path``, from its name without a compression suffix (and a
     CSV's header)."""
+    if path.is_dir():  # a folder of Parquet parts (the out-of-core and Spark engines read those)
+        return "parquet"
     name = inner_name(path).lower()
     suffix = Path(name).suffix
     if name == "u.data":
@@ -102,6 +104,22 @@ def _raw_frames(path: Path, fmt: str, mapping: ColumnMapping | None, encoding: s
     lines = read_lines(path, encoding or "utf8")
     layout = {"seq-lines": "lines", "seq-pairs": "pairs"}.get(fmt) or seqfile.sniff_layout(lines)
     return [seqfile.seq_raw(lines, layout)], {"layout": layout}
+
+
+def raw_blocks(path: Path, fmt: str, mapping: ColumnMapping | None, encoding: str | None = None,
+               separator: str | None = None, parquet_block_rows: int = 4_000_000
+               ) -> tuple[str, Iterable[pl.DataFrame], dict]:
+    """(format, raw frames, parse stats) of a plain (not compressed) file: what :func:`read_interactions`
+    validates, as a stream. CSV/TSV come in text blocks and Parquet (a file or a folder of parts) in blocks of
+    ``parquet_block_rows`` rows; the small formats (MovieLens, sequence files) as one frame."""
+    fmt = _ALIASES.get(fmt, fmt)
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt={fmt!r} is unknown; use one of {list(FORMATS)}")
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt == "parquet":
+        return fmt, parquet_blocks(path, mapping or ColumnMapping(), parquet_block_rows), {}
+    raws, stats = _raw_frames(path, fmt, mapping, encoding, separator)
+    return fmt, raws, stats
 
 
 def read_interactions(
@@ -185,5 +203,5 @@ def _read(p: Path, source: Path, fmt: str, mapping: ColumnMapping | None, encodi
     return ReadResult(frame, validated.quarantine, report, items_meta, users_meta)
 
 
-__all__ = ["FORMATS", "LATEST_SMALL", "ColumnMapping", "DataError", "ReadResult", "detect_format",
+__all__ = ["FORMATS", "LATEST_SMALL", "ColumnMapping", "DataError", "ReadResult", "detect_format", "raw_blocks",
            "read_interactions"]

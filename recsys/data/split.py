@@ -108,14 +108,17 @@ def _hash_sorted(frame: pl.DataFrame) -> str:
     return h.hexdigest()
 
 
-def _sorted_arrays(encoded: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """users, items, timestamps sorted by (user, time, input order), and the fingerprint.
+def _sorted_arrays(encoded: pl.DataFrame, with_fingerprint: bool = True) -> tuple[np.ndarray, np.ndarray,
+                                                                                   np.ndarray, str]:
+    """users, items, timestamps sorted by (user, time, input order), and the fingerprint ("" without).
 
     Without (user, timestamp) ties that order is also :func:`fingerprint`'s sort order (item and
     weight never decide), so one sort serves both; with ties the fingerprint sorts on its own.
     """
     ev = sort_events(encoded.select([c for c in (USER_IDX, ITEM_IDX, TIMESTAMP, WEIGHT) if c in encoded.columns]))
     users, items, ts = ev[USER_IDX].to_numpy(), ev[ITEM_IDX].to_numpy(), ev[TIMESTAMP].to_numpy()
+    if not with_fingerprint:
+        return users, items, ts, ""
     ties = len(users) > 1 and bool(np.any((ts[1:] == ts[:-1]) & (users[1:] == users[:-1])))
     fp = fingerprint(encoded) if ties else _hash_sorted(ev)
     return users, items, ts, fp
@@ -148,7 +151,7 @@ class _Parts:
         return np.bincount(self.users[mask], minlength=self.n_users + 1) > 0
 
 
-def leave_last_out(encoded: pl.DataFrame, n_users: int, n_items: int) -> SplitData:
+def leave_last_out(encoded: pl.DataFrame, n_users: int, n_items: int, *, with_fingerprint: bool = True) -> SplitData:
     """Per user: last event -> test target, second last -> validation target, rest -> train.
 
     Parameters
@@ -156,9 +159,11 @@ def leave_last_out(encoded: pl.DataFrame, n_users: int, n_items: int) -> SplitDa
     encoded : (n, ...) frame with ``user_idx``, ``item_idx``, ``timestamp``; order is irrelevant
         (events are sorted by user then time, ties in input order).
     n_users, n_items : sizes of the index spaces.
+    with_fingerprint : False leaves ``fingerprint`` empty (the out-of-core path splits a range of users at
+        a time and fingerprints the whole set itself).
     """
     check_encoded(encoded, n_users, n_items, "leave_last_out")
-    users, items, ts, fp = _sorted_arrays(encoded)
+    users, items, ts, fp = _sorted_arrays(encoded, with_fingerprint)
     parts = _Parts(users, items, ts, n_users, n_items)
     counts = np.diff(parts.starts)
     # mark each eligible user's last / second-last event by index (no full-length position arrays)
@@ -192,6 +197,10 @@ def temporal_split(
     cut: int | None = None,
     cut_quantile: float = 0.9,
     valid_fraction: float = 0.1,
+    *,
+    valid_cut: int | None = None,
+    train_items: np.ndarray | None = None,
+    with_fingerprint: bool = True,
 ) -> SplitData:
     """Global time cut: events with ``timestamp > cut`` are test targets.
 
@@ -203,6 +212,9 @@ def temporal_split(
         (``method="lower"``, so at least that fraction of events is at or before it).
     valid_fraction : in [0, 1); the latest ``valid_fraction`` of the events at or before ``cut``
         (again a "lower" quantile of time, ``valid_cut``) form the validation window.
+    valid_cut, train_items, with_fingerprint : for a split computed a range of users at a time (the
+        out-of-core path): the global validation cut (epoch s, with ``cut``), the (n_items + 1,) bool
+        "item occurs in train" over *all* users (cold-item counts), and False to skip the fingerprint.
 
     Notes
     -----
@@ -221,17 +233,22 @@ def temporal_split(
         raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
     if cut is None and not 0.0 < cut_quantile < 1.0:
         raise ValueError(f"cut_quantile must be in (0, 1), got {cut_quantile}; or pass cut=<epoch s>")
+    if valid_cut is not None and cut is None:
+        raise ValueError("temporal_split: valid_cut needs cut too")
     check_encoded(encoded, n_users, n_items, "temporal_split")
-    users, items, ts, fp = _sorted_arrays(encoded)
+    users, items, ts, fp = _sorted_arrays(encoded, with_fingerprint)
     parts = _Parts(users, items, ts, n_users, n_items)
     cut_s = _quantile_time(ts, cut_quantile) if cut is None else int(cut)
     before = ts <= cut_s
-    valid_cut = _quantile_time(ts[before], 1.0 - valid_fraction) if valid_fraction > 0 else cut_s
+    if valid_cut is None:
+        valid_cut = _quantile_time(ts[before], 1.0 - valid_fraction) if valid_fraction > 0 else cut_s
     train = ts <= valid_cut
     vwin, twin = before & ~train, ~before
     valid_t = vwin & parts.users_with(train)[users]
     test_t = twin & parts.users_with(before)[users]
-    cold_item = ~(np.bincount(items[train], minlength=n_items + 1) > 0)[items]
+    if train_items is None:
+        train_items = np.bincount(items[train], minlength=n_items + 1) > 0
+    cold_item = ~train_items[items]
     params = {
         "split": "temporal", "cut": cut_s, "cut_quantile": None if cut is not None else cut_quantile,
         "valid_cut": int(valid_cut), "valid_fraction": valid_fraction, "n_events": int(len(ts)),

@@ -1,0 +1,157 @@
+"""Out-of-core preparation: a log larger than memory -> the same prepared data as the in-memory path.
+
+The steps, each streaming or local to one partition, with their working files under a scratch folder::
+
+    ingest    blocks of the log -> validate -> Parquet partitions by a hash of the user   (ingest.py)
+    dedupe    per partition: exact duplicates and the repeat policy                       (clean.py)
+    k-core    iterated counts over the partitions (per-user counts local, item counts summed)
+    ids       user and item IdMaps from the distinct surviving ids (sorted, as IdMap.fit)
+    encode    partitions -> buckets of consecutive user indices                            (write.py)
+    split     per bucket with the in-memory split functions, appended to the .npy parts
+
+Peak memory is set by the partition size (``partition_rows``) plus one count per user and item, not by the
+log size. The outputs equal the in-memory path's: the same IdMaps, the same split arrays byte for byte, the same
+fingerprint and report counts (``interactions.parquet`` holds the same rows, sorted by user and time).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from recsys.data.compressed import compression, decompressed
+from recsys.data.idmap import IdMap
+from recsys.data.outofcore.clean import dedupe_partitions, fit_maps, kcore_partitions, min_length_partitions
+from recsys.data.outofcore.ingest import partition_log, validated_blocks, write_quarantine_parts
+from recsys.data.outofcore.write import encode_buckets, write_split
+from recsys.data.report import IngestReport
+from recsys.data.schema import ColumnMapping
+from recsys.data.textio import check_file
+
+log = logging.getLogger(__name__)
+
+TEXT_BYTES_PER_ROW = 24  # a guess for sizing partitions of a text log (short ids and epoch seconds)
+
+
+@dataclass(frozen=True)
+class OutOfCoreOptions:
+    """Sizes of the out-of-core path; memory follows ``partition_rows`` (about 1 GB per 5M rows)."""
+
+    partition_rows: int = 5_000_000  # target accepted rows per partition (and per bucket)
+    partitions: int = 0  # 0: from the log's size (Parquet footers, or the file size of a text log)
+    block_rows: int = 2_000_000  # rows of a Parquet log read at a time
+    work_dir: str = ""  # scratch folder (a few times the log's size on disk); "" = beside the output
+
+    def __post_init__(self) -> None:
+        if self.partition_rows < 1 or self.partitions < 0 or self.block_rows < 1:
+            raise ValueError(f"out-of-core sizes must be positive (partitions >= 0), got {self}")
+
+
+@dataclass
+class OutOfCoreResult:
+    report: IngestReport
+    users: IdMap
+    items: IdMap
+    n_events: int
+    fingerprint: str
+    split_params: dict
+    fmt: str
+    steps_s: dict = field(default_factory=dict)  # wall seconds of each step
+
+
+def estimated_rows(path: Path, fmt: str) -> int:
+    """Rows of the log, for sizing the partitions: exact for Parquet, a guess from a text file's size."""
+    from recsys.data.parquet import parquet_rows
+
+    if path.is_dir() or fmt == "parquet" or path.suffix in (".parquet", ".pq"):
+        return parquet_rows(path)
+    return max(path.stat().st_size // TEXT_BYTES_PER_ROW, 1)
+
+
+def prepare_out_of_core(path: str | Path, dest: Path, *, fmt: str = "auto", mapping: ColumnMapping | None = None,
+                        encoding: str | None = None, max_bad_fraction: float = 0.05, max_id_len: int = 256,
+                        repeat_policy: str = "keep_all", user_k: int = 0, item_k: int = 0, min_length: int = 1,
+                        split: str = "leave_last_out", cut_quantile: float = 0.9,
+                        previous: tuple[IdMap, IdMap] | None = None,
+                        options: OutOfCoreOptions | None = None) -> OutOfCoreResult:
+    """Write ``interactions.parquet``, ``quarantine.parquet`` (when rows were bad), ``user_ids.parquet``,
+    ``item_ids.parquet`` and ``split/`` into the folder ``dest`` (the caller makes it appear atomically).
+
+    Parameters mirror :class:`pipelines.config.DataConfig`; ``previous`` = IdMaps to extend (stable indices).
+    Raises DataError / ValueError with the same messages as the in-memory path for bad input.
+    """
+    opts = options or OutOfCoreOptions()
+    src = check_file(path) if not Path(path).is_dir() else Path(path)
+    work = Path(opts.work_dir) if opts.work_dir else dest.parent / f".{dest.name}.ooc-work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    clock = _Clock()
+    try:
+        kind = None if src.is_dir() else compression(src)
+        if kind is None:
+            parts = _ingest(src, src, fmt, mapping, encoding, max_bad_fraction, max_id_len, opts, work)
+        else:
+            with decompressed(src, kind) as plain:
+                parts = _ingest(plain, src, fmt, mapping, encoding, max_bad_fraction, max_id_len, opts, work)
+            parts.report.stats["compression"] = kind
+        report = parts.report
+        clock.lap(f"ingest into {parts.n_partitions} partitions", report.accepted)
+        write_quarantine_parts(parts, dest / "quarantine.parquet")
+        cleaned = dedupe_partitions(parts, work / "dedup", repeat_policy, report)
+        clock.lap("dedupe", report.accepted)
+        if user_k > 0 or item_k > 0:
+            kcore_partitions(cleaned, max(user_k, 1), max(item_k, 1), report)
+            clock.lap(f"k-core ({report.stats['kcore_passes']} passes)", report.accepted)
+        if min_length > 1:
+            min_length_partitions(cleaned, min_length, report)
+        report.check()
+        if report.accepted == 0:
+            raise ValueError(f"no interactions left after cleaning {src}: {report.summary()}; "
+                             "lower data.user_k / data.item_k / data.min_length")
+        users, items = fit_maps(cleaned, previous)
+        clock.lap("id maps", report.accepted)
+        counts = encode_buckets(cleaned, users, items, work / "buckets", parts.n_partitions)
+        clock.lap("encode + regroup by user", int(counts.sum()))
+        fp, params, n_events = write_split(work / "buckets", dest, len(users), len(items), parts.n_partitions,
+                                           split, cut_quantile=cut_quantile)
+        clock.lap(f"{split} split + write", n_events)
+        users.save(dest / "user_ids.parquet")
+        items.save(dest / "item_ids.parquet")
+        report.stats["engine"] = "outofcore"
+        report.stats["partitions"] = parts.n_partitions
+        return OutOfCoreResult(report, users, items, n_events, fp, params, parts.fmt, clock.laps)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _ingest(plain: Path, source: Path, fmt: str, mapping, encoding, max_bad_fraction: float, max_id_len: int,
+            opts: OutOfCoreOptions, work: Path):
+    from recsys.data.readers import raw_blocks
+
+    fmt, raws, stats = raw_blocks(plain, fmt, mapping, encoding, parquet_block_rows=opts.block_rows)
+    n = opts.partitions or max(1, math.ceil(estimated_rows(plain, fmt) / opts.partition_rows))
+    unit = "position" if fmt.startswith("seq") else "auto"
+    blocks = validated_blocks(raws, str(source), timestamp_unit=unit, max_id_len=max_id_len)
+    parts = partition_log(blocks, str(source), work / "partitions", n, max_bad_fraction)
+    parts.fmt = fmt
+    parts.report.stats.update(stats, format=fmt)
+    return parts
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, step: str, rows: int) -> None:
+        now = time.perf_counter()
+        log.info("  %-34s %14s rows  %7.1f s", step, f"{rows:,}", now - self.t)
+        self.laps[step.split(" (")[0].split(" into ")[0]] = now - self.t
+        self.t = now
+
+
+__all__ = ["OutOfCoreOptions", "OutOfCoreResult", "estimated_rows", "prepare_out_of_core"]

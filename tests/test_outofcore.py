@@ -1,0 +1,239 @@
+"""The out-of-core and Spark engines prepare exactly what the in-memory path prepares.
+
+Generated logs hold what real ones do: exact duplicates, repeated (user, item) events, timestamp ties inside a
+user, bad rows of several kinds, users too short to split (cold), string ids among integer ones. Every engine
+must give the same prepared folder: the same report counts, id maps and fingerprint, split arrays byte for byte,
+the same rows in ``interactions.parquet`` and the same quarantine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipelines.config import DataConfig
+from pipelines.prepare import prepare
+from recsys.data.errors import DataError
+from recsys.data.outofcore import OutOfCoreOptions, prepare_out_of_core
+from recsys.data.outofcore.write import NpyAppender, kth_smallest
+from recsys.data.readers import ColumnMapping
+
+COUNTS = ("rows_read", "accepted", "quarantined", "duplicates_removed", "filtered", "reasons", "n_users", "n_items",
+          "n_events", "fingerprint")
+
+
+def messy_log(n: int = 6000, seed: int = 0, string_ids: bool = True) -> pl.DataFrame:
+    """A raw log as strings: duplicates, repeats, ties, bad rows, cold users (1-2 events), a few string ids."""
+    rng = np.random.default_rng(seed)
+    users = rng.zipf(1.6, n) % 400 + 1  # skewed activity: many users with 1-2 events
+    items = rng.zipf(1.4, n) % 150 + 1
+    ts = 1_600_000_000 + rng.integers(0, 3000, n)  # coarse time: ties inside a user
+    df = pl.DataFrame({"user": users.astype(str), "item": items.astype(str), "timestamp": ts.astype(str),
+                       "weight": rng.integers(1, 4, n).astype(np.float64).astype(str)})
+    df = pl.concat([df, df.sample(n // 15, seed=seed + 1), df.sample(n // 30, seed=seed + 2)])  # exact copies
+    rows = df.rows()
+    for k, bad in enumerate([("", "3", "1600000000", "1.0"), ("8", "9", "notatime", "1.0"),
+                             ("9", "10", "1600000100", "-2"), ("10", "", "1600000100", "1.0"),
+                             ("11", "12", "12", "1.0")]):
+        rows[17 * k + 3] = bad
+    if string_ids:
+        rows[40] = ("user-x", "item-y", "1600000500", "1.0")
+        rows[41] = ("user-x", "item-y", "1600000600", "2.0")
+    return pl.DataFrame(rows, schema=df.columns, orient="row")
+
+
+def write_log(df: pl.DataFrame, folder: Path, fmt: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        path = folder / "log.csv"
+        df.write_csv(path)
+    else:  # Parquet with typed columns where they parse (ids stay strings when some are not integers)
+        path = folder / "log.parquet"
+        df.with_columns(pl.col("timestamp").cast(pl.Int64, strict=False),
+                        pl.col("weight").cast(pl.Float64, strict=False)).write_parquet(path, row_group_size=1000)
+    return path
+
+
+def assert_same_prepared(a: Path, b: Path) -> None:
+    ra, rb = json.loads((a / "report.json").read_text()), json.loads((b / "report.json").read_text())
+    assert {k: ra[k] for k in COUNTS} == {k: rb[k] for k in COUNTS}
+    assert ra["stats"].get("kcore_passes") == rb["stats"].get("kcore_passes")
+    for name in ("user_ids.parquet", "item_ids.parquet"):
+        assert pl.read_parquet(a / name).equals(pl.read_parquet(b / name)), name
+    files = sorted(p.relative_to(a) for p in (a / "split").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in (b / "split").rglob("*") if p.is_file())
+    for f in files:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f"{f} differs"
+    ia, ib = pl.read_parquet(a / "interactions.parquet"), pl.read_parquet(b / "interactions.parquet")
+    assert ia.schema == ib.schema
+    assert ia.sort(pl.all()).equals(ib.sort(pl.all()))
+    qa, qb = a / "quarantine.parquet", b / "quarantine.parquet"
+    assert qa.exists() == qb.exists()
+    if qa.exists():
+        assert pl.read_parquet(qa).equals(pl.read_parquet(qb))
+
+
+def run(tmp: Path, name: str, **cfg) -> Path:
+    out = tmp / name
+    prepare(DataConfig(**cfg), out)
+    return out
+
+
+CASES = [  # (format, split, repeat policy, user_k, item_k)
+    ("csv", "leave_last_out", "keep_all", 3, 3),
+    ("csv", "temporal", "sum_weight", 0, 0),
+    ("parquet", "leave_last_out", "first", 2, 4),
+    ("parquet", "temporal", "last", 3, 2),
+]
+
+
+@pytest.mark.parametrize(("fmt", "split", "policy", "user_k", "item_k"), CASES)
+def test_out_of_core_prepares_what_memory_prepares(tmp_path, fmt, split, policy, user_k, item_k):
+    path = write_log(messy_log(seed=len(fmt) + user_k), tmp_path / "log", fmt)
+    common = dict(path=str(path), format=fmt, weight_col="weight", split=split, repeat_policy=policy,
+                  user_k=user_k, item_k=item_k, min_length=3)
+    mem = run(tmp_path, "memory", **common)
+    ooc = run(tmp_path, "ooc", engine="outofcore", partition_rows=500, **common)  # ~13 partitions
+    assert json.loads((ooc / "report.json").read_text())["stats"]["partitions"] > 5
+    assert_same_prepared(mem, ooc)
+    assert not list(tmp_path.glob(".*ooc-work*")), "the scratch folder is removed"
+
+
+def test_out_of_core_parquet_in_many_blocks_and_one_partition(tmp_path):
+    """Block boundaries (the time unit and id dtype are decided per block) and partition counts do not matter."""
+    path = write_log(messy_log(seed=5), tmp_path / "log", "parquet")
+    mem = run(tmp_path, "memory", path=str(path), weight_col="weight", user_k=2, item_k=2)
+    for parts, block in ((1, 700), (7, 333)):
+        dest = tmp_path / f"ooc-{parts}"
+        dest.mkdir()
+        res = prepare_out_of_core(path, dest, mapping=ColumnMapping(weight="weight"), user_k=2, item_k=2,
+                                  min_length=3, options=OutOfCoreOptions(partitions=parts, block_rows=block))
+        assert res.report.stats["blocks"] > 5
+        (dest / "report.json").write_text(json.dumps({**res.report.as_dict(), "n_users": len(res.users),
+                                                      "n_items": len(res.items), "n_events": res.n_events,
+                                                      "fingerprint": res.fingerprint}))
+        assert_same_prepared(mem, dest)
+
+
+def test_out_of_core_refuses_a_log_with_too_many_bad_rows(tmp_path):
+    df = messy_log(n=300, seed=1).with_columns(
+        pl.when(pl.int_range(pl.len()) % 4 == 0).then(pl.lit("x")).otherwise(pl.col("timestamp")).alias("timestamp"))
+    path = write_log(df, tmp_path, "csv")
+    with pytest.raises(DataError, match=r"log\.csv.*quarantined.*max_bad_fraction"):
+        prepare(DataConfig(path=str(path), engine="outofcore", partition_rows=50), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_pipeline_log_folder_needs_the_memory_engine(tmp_path):
+    from pipelines.prepare import Ingested
+    from recsys.data.report import IngestReport
+
+    ing = Ingested(pl.DataFrame(), None, None, IngestReport("x"))
+    with pytest.raises(ValueError, match="engine = \"memory\""):
+        prepare(DataConfig(engine="outofcore", path="x.csv"), tmp_path / "o", ingested=ing)
+
+
+def test_out_of_core_on_the_built_in_synthetic_set(tmp_path):
+    small = dict(synthetic_users=300, synthetic_items=100, synthetic_events=6000)
+    mem = run(tmp_path, "memory", **small)
+    ooc = run(tmp_path, "ooc", engine="outofcore", partition_rows=1000, **small)
+    ra, rb = (json.loads((d / "report.json").read_text()) for d in (mem, ooc))
+    assert ra["fingerprint"] == rb["fingerprint"] and ra["n_users"] == rb["n_users"]
+    assert (ooc / "items_meta.parquet").exists() and not (ooc / "synthetic.parquet").exists()
+
+
+def test_cli_split_with_the_out_of_core_engine(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    path = write_log(messy_log(n=2000), tmp_path, "csv")
+    r = CliRunner().invoke(app, ["data", "split", str(path), "--out", str(tmp_path / "p"), "--engine", "outofcore",
+                                 "--partition-rows", "300", "--user-k", "2", "--item-k", "2"])
+    assert r.exit_code == 0, r.output
+    assert "fingerprint" in r.output
+    bad = CliRunner().invoke(app, ["data", "split", str(path), "--out", str(tmp_path / "q"), "--engine", "dask"])
+    assert bad.exit_code != 0 and "memory, outofcore, spark" in bad.output
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-2**40, 2**40), min_size=1, max_size=300), st.integers(1, 7), st.data())
+def test_kth_smallest_is_exact(values, n_chunks, data):
+    arr = np.array(values, dtype=np.int64)
+    chunks = np.array_split(arr, n_chunks)
+    k = data.draw(st.integers(0, len(arr) - 1))
+    assert kth_smallest(lambda: iter(chunks), k) == np.sort(arr)[k]
+    upper = data.draw(st.sampled_from(values))
+    below = np.sort(arr[arr <= upper])
+    j = data.draw(st.integers(0, len(below) - 1))
+    assert kth_smallest(lambda: iter(chunks), j, upper=upper) == below[j]
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.float32])
+def test_npy_appender_writes_what_np_save_writes(tmp_path, dtype):
+    arr = np.arange(1000, dtype=dtype)
+    w = NpyAppender(tmp_path / "a.npy", dtype)
+    for part in np.array_split(arr, 7):
+        w.append(part)
+    w.close()
+    np.save(tmp_path / "b.npy", arr)
+    assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
+
+
+# -- Spark (local mode) ----------------------------------------------------------------------------------------
+
+def _spark_available() -> str | None:
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        return "pyspark is not installed (pip install -e '.[spark]')"
+    if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+        return "no Java runtime for Spark (install a JRE 17+, e.g. apt-get install default-jre-headless)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def spark_ok():
+    why = _spark_available()
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the Spark tests: {why}")
+        pytest.skip(why)
+    yield
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("fmt", "split", "policy", "user_k", "item_k"), [CASES[0], CASES[3], CASES[1]])
+def test_spark_prepares_what_memory_and_out_of_core_prepare(tmp_path, spark_ok, fmt, split, policy, user_k, item_k):
+    path = write_log(messy_log(seed=len(fmt) + user_k), tmp_path / "log", fmt)
+    common = dict(path=str(path), format=fmt, weight_col="weight", split=split, repeat_policy=policy,
+                  user_k=user_k, item_k=item_k, min_length=3)
+    mem = run(tmp_path, "memory", **common)
+    ooc = run(tmp_path, "ooc", engine="outofcore", partition_rows=500, **common)
+    spark = run(tmp_path, "spark", engine="spark", spark_master="local[2]", **common)
+    assert json.loads((spark / "report.json").read_text())["stats"]["engine"] == "spark"
+    assert_same_prepared(mem, spark)
+    assert_same_prepared(ooc, spark)
+
+
+def test_spark_without_java_says_what_to_install(monkeypatch):
+    pytest.importorskip("pyspark")
+    from recsys.data import spark
+
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setattr(spark.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="Java runtime.*default-jre-headless"):
+        spark.spark_session()
