@@ -296,3 +296,16 @@ def test_warm_start_begins_from_the_given_vectors(split: SplitData, tmp_path: Pa
     np.save(tmp_path / "bad.npy", init[:, :8])
     with pytest.raises(ConfigError, match="align it to the current item ids and dim"):
         Item2Vec(fast(**still, init_vectors=str(tmp_path / "bad.npy")), "cpu").fit(split.train)
+
+
+def test_item2vec_streams_a_memory_mapped_split(tmp_path):
+    """Counts and pairs are read from a memory-mapped split chunk by chunk: the same vectors as in memory."""
+    from conftest import markov_sequences
+
+    tr = markov_sequences(n_users=50, n_items=20, seed=4)
+    tr.save(tmp_path / "train")
+    mapped = Sequences.load(tmp_path / "train", mmap=True)
+    assert isinstance(mapped.items, np.memmap)
+    cfg = fast(epochs=2)
+    a, b = Item2Vec(cfg).fit(tr), Item2Vec(cfg).fit(mapped)
+    np.testing.assert_allclose(a.item_vectors(), b.item_vectors())

@@ -11,6 +11,8 @@ import polars as pl
 import pytest
 import torch
 from conftest import markov_sequences
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recsys.config import ConfigError
 from recsys.data.sequences import Sequences
@@ -22,6 +24,7 @@ from recsys.models.two_tower.data import (
     epoch_batches,
     make_windows,
     target_counts,
+    training_windows,
     trim_padding,
 )
 from recsys.models.two_tower.features import text_tokens
@@ -326,3 +329,36 @@ def test_run_configs_build_the_model() -> None:
             assert model.config.user_tower == "transformer"
         else:
             assert isinstance(model, TwoTower) and model.config.user_tower in p.stem
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.integers(1, 9), max_size=12), min_size=1, max_size=8), st.integers(1, 5))
+def test_batches_read_from_the_sequences_equal_the_materialised_windows(rows, max_len) -> None:
+    """Sliding windows and prefixes read per batch from ``train.items`` are exactly the eager ones."""
+    tr = Sequences.from_lists([[], *rows], n_items=9)
+    inp, tgt = make_windows(tr, max_len)
+    sliding = SlidingWindows(tr, max_len)
+    assert len(sliding) == len(inp)
+    a, b = sliding.batch(np.arange(len(sliding)))
+    np.testing.assert_array_equal(a, inp)
+    np.testing.assert_array_equal(b, tgt)
+    np.testing.assert_array_equal(sliding.lengths, (tgt > 0).sum(axis=1))
+    pre = PrefixWindows(tr, max_len)
+    want = [([0] * (max_len - len(r[max(0, i - max_len):i])) + r[max(0, i - max_len):i], r[i])
+            for r in [[], *rows] for i in range(1, len(r))]
+    x, y = pre.batch(np.arange(len(pre)))
+    assert [(p.tolist(), int(q[-1])) for p, q in zip(x, y, strict=True)] == want
+
+
+def test_two_tower_trains_on_a_memory_mapped_split_without_copying_it(tmp_path) -> None:
+    """A split loaded with mmap=True trains to the same weights as the same split in memory."""
+    tr = markov_sequences(n_users=40, n_items=15, seed=3)
+    tr.save(tmp_path / "train")
+    mapped = Sequences.load(tmp_path / "train", mmap=True)
+    assert isinstance(mapped.items, np.memmap)
+    for kind in ("sliding", "prefix"):
+        windows = training_windows(mapped, 4, kind)
+        assert np.shares_memory(windows.items, mapped.items)  # read per batch, never copied
+    cfg = TwoTowerConfig(**TINY)
+    a, b = TwoTower(cfg, device="cpu").fit(tr), TwoTower(cfg, device="cpu").fit(mapped)
+    np.testing.assert_allclose(a.item_vectors(), b.item_vectors())

@@ -24,6 +24,15 @@ import numpy as np
 import scipy.sparse as sp
 
 
+def item_counts(items: np.ndarray, n_items: int, chunk: int = 1 << 24) -> np.ndarray:
+    """(n_items + 1,) int64 occurrences of every item index, read ``chunk`` events at a time (a memory-mapped
+    ``items`` is streamed, never copied whole)."""
+    counts = np.zeros(n_items + 1, dtype=np.int64)
+    for s in range(0, len(items), chunk):
+        counts += np.bincount(np.asarray(items[s:s + chunk]), minlength=n_items + 1)
+    return counts
+
+
 @dataclass(frozen=True)
 class Sequences:
     """Flat time-ordered item sequences.

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from recsys.config import ConfigError, to_dict
-from recsys.data.sequences import Sequences
+from recsys.data.sequences import Sequences, item_counts
 from recsys.device import resolve_device
 from recsys.models.base import EpochCallback, Model, NaNLossError, NotFittedError, Validator
 from recsys.models.pairs import (
@@ -157,7 +157,7 @@ class Item2Vec(Model):
         Raises :class:`NaNLossError` when the loss or the vectors stop being finite.
         """
         cfg = self.config
-        counts = np.bincount(np.asarray(train.items), minlength=train.n_items + 1)
+        counts = item_counts(train.items, train.n_items)  # streamed: train may be memory-mapped
         rng = np.random.default_rng(cfg.seed)
         self._train = train
         w_in, w_out = self._init_weights(train.n_items + 1, rng)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys.data.sequences import Sequences
+from recsys.data.sequences import Sequences, item_counts
 
 
 def target_events(train: Sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -53,40 +53,102 @@ def make_windows(train: Sequences, max_len: int) -> tuple[np.ndarray, np.ndarray
     return inputs, targets
 
 
-class SlidingWindows:
-    """Training examples as sliding windows: every position of a window predicts its next item."""
+class _Lengths:
+    """(n,) example lengths computed for the indices asked for (``lengths[idx]``), never stored whole."""
 
-    def __init__(self, train: Sequences, max_len: int) -> None:
-        self.inputs, self.targets = make_windows(train, max_len)
-        self.lengths = (self.targets > 0).sum(axis=1)  # (n,) targets per window
+    def __init__(self, n: int, fn) -> None:
+        self._n, self._fn = n, fn
 
     def __len__(self) -> int:
-        return len(self.inputs)
+        return self._n
+
+    def __getitem__(self, idx) -> np.ndarray:
+        return self._fn(np.arange(self._n)[idx] if isinstance(idx, slice) else np.asarray(idx, dtype=np.int64))
+
+    def tolist(self) -> list[int]:
+        return self[np.arange(self._n)].tolist()
+
+
+def _gather_padded(items: np.ndarray, first_event: np.ndarray, count: np.ndarray, max_len: int,
+                   shift: int = 0) -> np.ndarray:
+    """(b, max_len) int64: events ``first_event + shift .. + count - 1`` of each example, right-aligned."""
+    out = np.zeros((len(first_event), max_len), dtype=np.int64)
+    col = np.arange(max_len)[None, :]
+    first = (max_len - count)[:, None]
+    mask = col >= first
+    src = first_event[:, None] + shift + (col - first)
+    out[mask] = items[src[mask]]
+    return out
+
+
+class SlidingWindows:
+    """Training examples as sliding windows: every position of a window predicts its next item.
+
+    Only each window's first target event and length are kept ((n_windows,) int64 each); a batch reads its
+    items from ``train.items``, so a memory-mapped split is never loaded whole. The windows and their order are
+    :func:`make_windows`' (rows in order, each cut from its newest event into windows of ``max_len`` targets).
+    """
+
+    def __init__(self, train: Sequences, max_len: int) -> None:
+        off = np.asarray(train.offsets)
+        n_targets = np.maximum(np.diff(off) - 1, 0)  # (n_rows,)
+        rows = np.flatnonzero(n_targets)
+        nt = n_targets[rows]
+        n_win = -(-nt // max_len)  # windows per row; the oldest holds the remainder
+        first_size = nt - (n_win - 1) * max_len
+        row_of = np.repeat(np.arange(len(rows)), n_win)
+        k = np.arange(len(row_of)) - np.repeat(np.cumsum(n_win) - n_win, n_win)  # window number within its row
+        self.start = off[rows][row_of] + 1 + np.where(k == 0, 0, first_size[row_of] + (k - 1) * max_len)
+        self.count = np.where(k == 0, first_size[row_of], max_len)
+        self.items, self.max_len = train.items, max_len
+        self.lengths = self.count  # (n,) targets per window
+
+    def __len__(self) -> int:
+        return len(self.start)
 
     def batch(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(inputs, targets) (b, max_len) int64 of windows ``idx``."""
-        return self.inputs[idx], self.targets[idx]
+        start, count = self.start[idx], self.count[idx]
+        return (_gather_padded(self.items, start, count, self.max_len, shift=-1),
+                _gather_padded(self.items, start, count, self.max_len))
+
+    @property
+    def targets(self) -> np.ndarray:
+        """(n, max_len) every window's targets (small data and tests: this materialises them all)."""
+        return self.batch(np.arange(len(self)))[1]
 
 
 class PrefixWindows:
-    """One example per target: its right-aligned history of up to ``max_len`` items; built per batch,
-    so memory is one index per target, not ``max_len`` of them."""
+    """One example per target: its right-aligned history of up to ``max_len`` items.
+
+    Targets are numbered row by row (every event but a row's first); an example's event is found from the
+    per-row target counts ((n_rows,) arrays), and its items are read per batch from ``train.items``, so memory
+    is O(rows) plus the batch and a memory-mapped split is never loaded whole.
+    """
 
     def __init__(self, train: Sequences, max_len: int) -> None:
-        self.t_idx, _, pos = target_events(train)
-        self.lengths = np.minimum(pos, max_len)  # (n,) history items per example
-        self.items = np.asarray(train.items).astype(np.int64)
-        self.max_len = max_len
+        off = np.asarray(train.offsets)
+        per_row = np.maximum(np.diff(off) - 1, 0)
+        rows = np.flatnonzero(per_row)
+        self._tstart = np.concatenate([[0], np.cumsum(per_row[rows])]).astype(np.int64)  # first target of each row
+        self._ev0 = off[rows].astype(np.int64)  # first event of each row with targets
+        self.items, self.max_len = train.items, max_len
+        self.lengths = _Lengths(len(self), lambda idx: np.minimum(self._events(idx)[1], self.max_len))
 
     def __len__(self) -> int:
-        return len(self.t_idx)
+        return int(self._tstart[-1])
+
+    def _events(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(flat event index, position within its row) of targets ``idx``."""
+        r = np.searchsorted(self._tstart, idx, side="right") - 1
+        pos = idx - self._tstart[r] + 1
+        return self._ev0[r] + pos, pos
 
     def batch(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(inputs, targets) (b, max_len) int64 of examples ``idx``; targets are 0 but in the last column."""
-        t = self.t_idx[idx]
-        col = np.arange(-self.max_len, 0)[None, :]
-        src = t[:, None] + col  # (b, max_len) flat index of each history slot
-        inputs = np.where(col >= -self.lengths[idx][:, None], self.items[np.maximum(src, 0)], 0)
+        t, pos = self._events(np.asarray(idx, dtype=np.int64))
+        inputs = _gather_padded(self.items, t - np.minimum(pos, self.max_len), np.minimum(pos, self.max_len),
+                                self.max_len)
         targets = np.zeros_like(inputs)
         targets[:, -1] = self.items[t]
         return inputs, targets
@@ -128,5 +190,7 @@ def trim_padding(inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, n
 
 def target_counts(train: Sequences) -> np.ndarray:
     """(n_items + 1,) float64 count of each item as a training target (every event but a row's first)."""
-    items = np.asarray(train.items)[target_events(train)[0]]
-    return np.bincount(items, minlength=train.n_items + 1).astype(np.float64)
+    off = np.asarray(train.offsets)
+    firsts = np.asarray(train.items)[off[:-1][np.diff(off) > 0]]
+    counts = item_counts(train.items, train.n_items) - np.bincount(firsts, minlength=train.n_items + 1)
+    return counts.astype(np.float64)

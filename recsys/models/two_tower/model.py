@@ -25,7 +25,7 @@ from torch import nn
 
 from recsys.atomic import atomic_dir, write_json
 from recsys.config import from_dict, to_dict
-from recsys.data.sequences import Sequences
+from recsys.data.sequences import Sequences, item_counts
 from recsys.device import check_precision, resolve_device
 from recsys.models.base import EpochCallback, Model, NaNLossError, Validator
 from recsys.models.two_tower.checkpoint import load_tensors, save_tensors
@@ -88,8 +88,7 @@ class TwoTower(Model):
             raise ValueError("training data has no items (n_items = 0); check the data step")
         self._train = train
         self._build(train.n_items)
-        seen = np.zeros(train.n_items + 1, dtype=bool)
-        seen[np.asarray(train.items)] = True
+        seen = item_counts(train.items, train.n_items) > 0  # streamed: train may be memory-mapped
         self.item_seen = seen
         ckpt = checkpoint_dir if checkpoint_dir is not None else (self.config.checkpoint_dir or None)
         loop = TrainLoop(self.net, self.config, self.device, self.dist, train, Path(ckpt) if ckpt else None)
