@@ -135,3 +135,16 @@ def test_fit_on_compact_ints_equals_sorted_unique(values):
     """fit's presence-count path (non-negative compact ints) numbers ids exactly like sorted unique."""
     assert IdMap.fit(values).ids.to_list() == sorted(set(values))
     assert IdMap.fit(pl.Series(values + [None])).ids.to_list() == sorted(set(values))
+
+
+def test_few_lookups_in_a_large_sorted_map_use_binary_search_and_agree():
+    ids = pl.Series([f"id-{i:06d}" for i in range(5000)])
+    m = IdMap.fit(ids.sample(fraction=1.0, shuffle=True, seed=3))
+    query = ids.sample(100, seed=4)
+    got = m.encode(query)
+    assert got.to_list() == [int(q[3:]) + 1 for q in query.to_list()]
+    unsorted = IdMap(m.ids.reverse())  # not sorted: the hash path
+    assert unsorted.encode(query).to_list() == [5000 - v + 1 for v in got.to_list()]
+    with pytest.raises(UnknownIdError, match="not in the IdMap"):
+        m.encode(pl.Series(["id-999999", *query.head(5).to_list()]))
+    assert m.encode(pl.Series(["nope", "id-000000"]), unknown="null").to_list() == [None, 1]

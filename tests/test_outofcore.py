@@ -237,3 +237,22 @@ def test_spark_without_java_says_what_to_install(monkeypatch):
     monkeypatch.setattr(spark.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="Java runtime.*default-jre-headless"):
         spark.spark_session()
+
+
+def test_run_configs_choose_the_engine_and_refuse_unknown_ones():
+    from pipelines.config import parse_run_config
+    from recsys.config import ConfigError
+
+    cfg = parse_run_config({"data": {"engine": "outofcore", "partition_rows": 1000}, "model": {"name": "popularity"}})
+    assert cfg.data.engine == "outofcore" and cfg.data.partition_rows == 1000
+    with pytest.raises(ConfigError, match="engine"):
+        parse_run_config({"data": {"engine": "dask"}, "model": {"name": "popularity"}})
+
+
+def test_split_help_names_the_engines():
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    out = CliRunner().invoke(app, ["data", "split", "--help"], env={"COLUMNS": "200"}).output
+    assert "--engine" in out and "outofcore" in out and "--master" in out and "--partition-rows" in out

@@ -64,6 +64,7 @@ class IdMap:
         if len(ids) > _MAX_IDS:
             raise ValueError(f"{len(ids)} ids do not fit Int32 indices (max {_MAX_IDS})")
         self._ids = ids
+        self._sorted: bool | None = None  # ids in sorted order (decided on first use)
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -125,6 +126,8 @@ class IdMap:
             raise ValueError(f"unknown={unknown!r} is not a choice; use 'error' or 'null'")
         s = self._check_dtype(_as_series(values, getattr(values, "name", "id")))
         fast = self._encode_compact_ints(s)
+        if fast is None:
+            fast = self._encode_few_sorted(s)
         if fast is not None:
             return fast
         idx = np.arange(1, len(self) + 1, dtype=np.int32)
@@ -137,6 +140,22 @@ class IdMap:
                 f"the IdMap, e.g. {shown}; extend the map with IdMap.extend(...) or pass unknown='null'"
             )
         return out
+
+    def _encode_few_sorted(self, s: pl.Series) -> pl.Series | None:
+        """Few values in a large map whose ids are sorted (every fitted map): binary search, no hash table of
+        the whole map (the out-of-core path encodes one partition's users at a time). None when not applicable
+        or when a value is missing (the general path reports it)."""
+        if not len(s) or 16 * len(s) > len(self) or s.null_count():
+            return None
+        if self._sorted is None:
+            self._sorted = bool(self._ids.is_sorted())
+        if not self._sorted:
+            return None
+        pos = self._ids.search_sorted(s, side="left")
+        pos = pos.cast(pl.Int64).clip(upper_bound=len(self) - 1)
+        if not (self._ids.gather(pos) == s).all():
+            return None
+        return (pos + 1).cast(pl.Int32).rename(s.name)
 
     def _encode_compact_ints(self, s: pl.Series) -> pl.Series | None:
         """Integer ids spanning a range <= 4x the map size: a lookup table instead of a hash join.
