@@ -51,8 +51,8 @@ def parquet_rows(path: Path) -> int:
 
 
 def parquet_blocks(path: Path, mapping: ColumnMapping, block_rows: int = 4_000_000) -> Iterator[pl.DataFrame]:
-    """:func:`parquet_raw` as a stream: one frame per ``block_rows`` rows (record batches of the row groups),
-    ``row`` counted across the file, or across a folder's parts in name order; memory is one block."""
+    """:func:`parquet_raw` as a stream: frames of at most ``block_rows`` rows, cut from one row group at a time,
+    ``row`` counted across the file, or across a folder's parts in name order; memory is one row group."""
     import pyarrow.parquet as pq
 
     offset = 1
@@ -61,12 +61,15 @@ def parquet_blocks(path: Path, mapping: ColumnMapping, block_rows: int = 4_000_0
         with polars_errors(file, "Parquet"):
             pf = pq.ParquetFile(file)
             cols = list(dict.fromkeys(mapping.pairs().values()))
-            for batch in pf.iter_batches(batch_size=block_rows, columns=cols):
-                raw = pl.from_arrow(batch)
-                n = raw.height
-                yield raw.select(*[pl.col(src).alias(dst) for dst, src in mapping.pairs().items()],
-                                 pl.int_range(offset, offset + n, dtype=pl.Int64).alias(ROW))
-                offset += n
+            # a row group at a time (ParquetFile.iter_batches keeps decoded data alive: memory grew with the file)
+            for g in range(pf.num_row_groups):
+                group = pl.from_arrow(pf.read_row_group(g, columns=cols))
+                for start in range(0, group.height, block_rows):
+                    raw = group.slice(start, block_rows)
+                    n = raw.height
+                    yield raw.select(*[pl.col(src).alias(dst) for dst, src in mapping.pairs().items()],
+                                     pl.int_range(offset, offset + n, dtype=pl.Int64).alias(ROW))
+                    offset += n
 
 
 __all__ = ["parquet_blocks", "parquet_files", "parquet_raw", "parquet_rows"]

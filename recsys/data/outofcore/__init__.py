@@ -148,8 +148,11 @@ class _Clock:
         self.laps: dict[str, float] = {}
 
     def lap(self, step: str, rows: int) -> None:
+        import resource
+
         now = time.perf_counter()
-        log.info("  %-34s %14s rows  %7.1f s", step, f"{rows:,}", now - self.t)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB -> GiB
+        log.info("  %-34s %14s rows  %7.1f s  peak RSS so far %.2f GB", step, f"{rows:,}", now - self.t, peak)
         self.laps[step.split(" (")[0].split(" into ")[0]] = now - self.t
         self.t = now
 

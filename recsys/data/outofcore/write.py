@@ -290,8 +290,10 @@ def fingerprint_file(path: Path, n_rows: int) -> str:
     h = hashlib.sha256(f"recsys-fingerprint-v1 rows={n_rows} cols={cols}".encode())
     for col in cols:
         dtype = _NP_TYPES[col]
-        for batch in pf.iter_batches(batch_size=8_000_000, columns=[col]):
-            h.update(np.ascontiguousarray(batch.column(0).to_numpy(zero_copy_only=False).astype(dtype, copy=False)))
+        # row group by row group: ParquetFile.iter_batches keeps what it decoded alive (memory grows with the file)
+        for g in range(pf.num_row_groups):
+            values = pf.read_row_group(g, columns=[col]).column(0).to_numpy()
+            h.update(np.ascontiguousarray(values.astype(dtype, copy=False)))
     return h.hexdigest()
 
 
