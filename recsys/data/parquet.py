@@ -61,15 +61,22 @@ def parquet_blocks(path: Path, mapping: ColumnMapping, block_rows: int = 4_000_0
         with polars_errors(file, "Parquet"):
             pf = pq.ParquetFile(file)
             cols = list(dict.fromkeys(mapping.pairs().values()))
-            # a row group at a time (ParquetFile.iter_batches keeps decoded data alive: memory grew with the file)
-            for g in range(pf.num_row_groups):
-                group = pl.from_arrow(pf.read_row_group(g, columns=cols))
+            # a row group at a time (ParquetFile.iter_batches keeps decoded data alive: memory grew with the file);
+            # small row groups are gathered into blocks of block_rows (tiny blocks make tiny partition row groups)
+            pending: list[pl.DataFrame] = []
+            for g in range(pf.num_row_groups + 1):
+                if g < pf.num_row_groups:
+                    pending.append(pl.from_arrow(pf.read_row_group(g, columns=cols)))
+                    if sum(f.height for f in pending) < block_rows:
+                        continue
+                if not pending:
+                    continue
+                group, pending = pl.concat(pending), []
                 for start in range(0, group.height, block_rows):
                     raw = group.slice(start, block_rows)
                     n = raw.height
                     yield raw.select(*[pl.col(src).alias(dst) for dst, src in mapping.pairs().items()],
                                      pl.int_range(offset, offset + n, dtype=pl.Int64).alias(ROW))
                     offset += n
-
 
 __all__ = ["parquet_blocks", "parquet_files", "parquet_raw", "parquet_rows"]
