@@ -75,7 +75,9 @@ def test_old_items_and_users_are_served_identically(bundles) -> None:
     for user in RAW_USERS[:20]:
         ra = a.recommend(user, k=10)
         rb = b.recommend(user, k=10, allow=RAW_ITEMS)  # the same candidates: the same answer
-        assert (ra.items, ra.scores, ra.source) == (rb.items, rb.scores, rb.source)
+        assert (ra.items, ra.source) == (rb.items, rb.source)
+        # the same vectors; the score matmul over a larger catalogue may round the last bit differently (BLAS blocking)
+        np.testing.assert_allclose(rb.scores, ra.scores, rtol=1e-6, atol=1e-6)
         full = b.recommend(user, k=N + 4)  # new items slot in by score among the old ones
         assert [i for i in full.items if i in RAW_ITEMS][:10] == ra.items
         hist = ["i1", "i4"]
