@@ -577,6 +577,7 @@ def main() -> None:
     ap.add_argument("--spark", type=float, metavar="N",
                     help="instead: Spark local mode vs the in-memory path vs out-of-core on N million events "
                          "(report bench_data_spark)")
+    ap.add_argument("--report-name", default="", help="write the --outofcore/--spark report under this name instead")
     ap.add_argument("--memory-max-events", type=int, default=100_000_000,
                     help="largest size the in-memory path runs on in --outofcore (default 100M)")
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
@@ -599,6 +600,7 @@ def main() -> None:
             impls, name, title = ["polars_fp", "outofcore", "spark"], "bench_data_spark", "Spark local mode vs polars"
             sizes = [int(args.spark * 1_000_000)]
         args.notes = ENGINE_NOTES[name]
+        name = args.report_name or name
         rows = []
         for n in sizes:
             rows.append(bench_engines(n, impls, args))
