@@ -31,7 +31,7 @@ from pathlib import Path
 import polars as pl
 
 from recsys.data.compressed import compression, decompressed
-from recsys.data.errors import LINE, READER_REASON
+from recsys.data.errors import LINE
 from recsys.data.idmap import IdMap
 from recsys.data.outofcore import OutOfCoreResult
 from recsys.data.outofcore.write import write_split
@@ -325,4 +325,4 @@ def _quarantine(table, cols: list[str], source: str) -> pl.DataFrame:
                     pl.col(REASON), pl.lit(source).alias(SOURCE))
 
 
-__all__ = ["VALIDATED_SCHEMA", "prepare_spark", "spark_session", "READER_REASON"]
+__all__ = ["VALIDATED_SCHEMA", "prepare_spark", "spark_session"]
