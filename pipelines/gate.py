@@ -21,6 +21,7 @@ import polars as pl
 from recsys.data.idmap import IdMap
 from recsys.data.split import SplitData
 from recsys.evaluation.evaluator import EvalProtocol, evaluate
+from serving import format as fmt
 from serving.loader import load_bundle
 
 
@@ -56,6 +57,9 @@ def bundle_metrics(bundle: Path, split: SplitData, items: IdMap, protocol: EvalP
     to_b[1:] = b.items.lookup(items.ids.to_list())
     known = to_b > 0
     known[0] = False
+    never = np.zeros(len(b.item_vectors), dtype=bool)  # the bundle's never-candidates, as serving bans them
+    never[np.asarray(b.manifest.get(fmt.NEVER_CANDIDATES) or [], dtype=np.int64)] = True
+    eligible = known & ~never[to_b]
     hist = split.test_history
     mapped = to_b[np.asarray(hist.items, dtype=np.int64)]
     keep = mapped > 0
@@ -72,7 +76,7 @@ def bundle_metrics(bundle: Path, split: SplitData, items: IdMap, protocol: EvalP
     pop[known] = b.popularity[to_b[known]]
     users = np.hstack([np.where(fallback[:, None], 0.0, users), fallback[:, None]]).astype(np.float32)
     item_vecs = np.hstack([item_vecs, pop[:, None]])
-    out = evaluate(users, item_vecs, hist, split.test_targets, protocol, ineligible=~known)
+    out = evaluate(users, item_vecs, hist, split.test_targets, protocol, ineligible=~eligible)
     targets = np.asarray(split.test_targets.items, dtype=np.int64)
     has_target = np.diff(split.test_targets.offsets) > 0
     out.update(gate_unknown_items=float((~known[1:]).sum()), gate_unknown_targets=float((~known[targets]).sum()),

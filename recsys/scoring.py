@@ -14,6 +14,7 @@ def topk_batched(
     exclude: sp.csr_matrix | None = None,
     device: torch.device | None = None,
     batch_size: int = 1024,
+    ineligible: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` items per user by dot product, with padding item 0 and ``exclude`` masked.
 
@@ -24,6 +25,8 @@ def topk_batched(
     k : number of items per user; capped at the number of real items.
     exclude : optional (n_users, n_items + 1) sparse; nonzero entries are never returned.
     device : torch device for the matrix products (default CPU).
+    batch_size : users scored per batch.
+    ineligible : optional (n_items + 1,) bool: items never returned to anyone.
 
     Returns
     -------
@@ -34,6 +37,7 @@ def topk_batched(
     n_users = user_vecs.shape[0]
     k = min(k, item_vecs.shape[0] - 1)
     items_t = torch.as_tensor(np.ascontiguousarray(item_vecs, dtype=np.float32), device=device)
+    never = None if ineligible is None else torch.as_tensor(np.flatnonzero(ineligible), device=device)
     ids = np.zeros((n_users, k), dtype=np.int64)
     scores = np.zeros((n_users, k), dtype=np.float32)
     for start in range(0, n_users, batch_size):
@@ -41,6 +45,8 @@ def topk_batched(
         u = torch.as_tensor(np.ascontiguousarray(user_vecs[start:stop], dtype=np.float32), device=device)
         s = u @ items_t.T  # (B, n_items + 1)
         mask_scores(s, exclude[start:stop] if exclude is not None else None)
+        if never is not None:
+            s[:, never] = -torch.inf
         top_s, top_i = torch.topk(s, k, dim=1)
         ids[start:stop] = top_i.cpu().numpy()
         scores[start:stop] = top_s.float().cpu().numpy()

@@ -3,7 +3,9 @@
 A bundle is one directory, immutable once renamed into place::
 
     manifest.json        format_version, model, run_id, created_at, dim, metric, annoy params,
-                         counts, measured ANN recall@10, encoder spec, sha256 + size of every file
+                         counts, measured ANN recall@10, encoder spec, sha256 + size of every file,
+                         never_candidates (item indices a model lookup never returns: vectors with
+                         nothing learnt, e.g. items absent from training; absent in older bundles = none)
     items.ann            Annoy index over items; Annoy id j is item index j + 1 (index 0 = padding)
     item_vectors.npy     (n_items + 1, dim) float32, row 0 = padding
     user_vectors.npy     (n_users + 1, dim) float32, row 0 = padding user
@@ -58,6 +60,8 @@ IVF_FILES = (IVF_CENTROIDS, IVF_OFFSETS, IVF_ITEMS, IVF_VECTORS)
 REQUIRED_FILES = (INDEX, ITEM_VECTORS, USER_VECTORS, ITEM_IDS, USER_IDS, SEEN, HISTORY, POPULAR, POPULARITY)
 #: Annoy metric per model similarity
 METRICS = ("dot", "angular")
+#: manifest key: sorted item indices that model lookups never return (see the module docstring)
+NEVER_CANDIDATES = "never_candidates"
 #: the manifest's ``search_k`` is for 10 results; see :func:`effective_search_k` for n results
 SEARCH_K_FOR = 10
 #: candidate search per bundle (manifest "search"): the Annoy index, exact scoring of every item, or the

@@ -75,6 +75,9 @@ class Recommender:
         idx = bundle.items.lookup([raw for raw, _ in added]) if added else np.zeros(0, np.int64)
         self._added = {int(i): src for i, (_, src) in zip(idx, added, strict=True)}
         self._no_vector = np.array(sorted(i for i, src in self._added.items() if src == "none"), np.int64)
+        # items never a candidate: those without a vector and those the model learnt nothing for
+        self._never = np.union1d(self._no_vector, np.asarray(bundle.manifest.get(fmt.NEVER_CANDIDATES) or [],
+                                                              dtype=np.int64))
 
     @classmethod
     def load(cls, path: str | Path, verify: bool = True, search: str | None = None) -> Recommender:
@@ -230,8 +233,8 @@ class Recommender:
     def _answer(self, query: np.ndarray, k: int, banned: np.ndarray, allowed: np.ndarray | None,
                 source: str) -> Recommendation:
         b = self.bundle
-        if len(self._no_vector):  # items added without any content have no vector: never a candidate
-            banned = np.concatenate([banned, self._no_vector])
+        if len(self._never):  # no content (added items) or nothing learnt (untrained items): never a candidate
+            banned = np.concatenate([banned, self._never])
         if allowed is not None:  # a whitelist is scored exactly: no ANN recall loss, cost O(|allow| d)
             cands = drop(allowed, banned)
         else:

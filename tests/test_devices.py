@@ -69,6 +69,37 @@ def test_item2vec_trains_in_float32_and_beats_popularity(device: str, monkeypatc
         assert abs(score - _ndcg(Item2Vec(cfg, device="cpu").fit(hist), "cpu")) < 0.03
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_item2vec_adagrad_step_is_rowwise_adagrad_on_the_summed_gradient(device: str) -> None:
+    """skipgram_step under the default rule equals autograd's summed gradient G put through row-wise Adagrad
+    by hand (``w -= lr * G / sqrt(mean_d G**2)`` on each touched row), in float32 on the device."""
+    from recsys.models.item2vec import skipgram_step
+
+    g = torch.Generator().manual_seed(0)
+    w_in, w_out = torch.randn(12, 8, generator=g) * 0.3, torch.randn(12, 8, generator=g) * 0.3
+    source = torch.tensor([1, 2, 2, 5, 8, 1, 1, 1, 3])  # repeated rows: one summed gradient each
+    target = torch.tensor([2, 1, 4, 4, 7, 3, 3, 9, 1])
+    neg = torch.randint(1, 12, (9, 3), generator=g)
+    wi, wo = w_in.clone().requires_grad_(), w_out.clone().requires_grad_()
+    u, v, nv = wi[source], wo[target], wo[neg]
+    loss = -(torch.nn.functional.logsigmoid((u * v).sum(1)).sum()
+             + torch.nn.functional.logsigmoid(-(nv * u[:, None, :]).sum(-1)).sum())
+    loss.backward()
+    want = []
+    for w, grad in ((w_in, wi.grad), (w_out, wo.grad)):
+        acc = grad.pow(2).mean(1, keepdim=True)
+        want.append(w - 0.1 * torch.where(acc > 0, grad / acc.sqrt().clamp_min(1e-30), 0.0))
+    dev = torch.device(device)
+    got_in, got_out = w_in.to(dev), w_out.to(dev)
+    acc_in, acc_out = torch.zeros(12, device=dev), torch.zeros(12, device=dev)
+    got = skipgram_step(got_in, got_out, source.to(dev), target.to(dev), neg.to(dev), 1, lr=0.1, sparse=True,
+                        rule="adagrad", acc_in=acc_in, acc_out=acc_out)
+    assert got_in.dtype == torch.float32 and float(got) == pytest.approx(loss.item(), rel=1e-5)
+    torch.testing.assert_close(got_in.cpu(), want[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got_out.cpu(), want[1], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(acc_in.cpu(), wi.grad.pow(2).mean(1), rtol=1e-4, atol=1e-7)
+
+
 @pytest.mark.parametrize("tower", ["pooled", "transformer"])
 @pytest.mark.parametrize("device", DEVICES)
 def test_two_tower_trains_and_evaluates_on_the_device(device: str, tower: str) -> None:

@@ -133,7 +133,12 @@ def evaluate_model(
     protocol: EvalProtocol | None = None,
     **kwargs: Any,
 ) -> dict[str, float]:
-    """:func:`evaluate` with ``model.encode_users(histories)`` and ``model.item_vectors()``."""
+    """:func:`evaluate` with ``model.encode_users(histories)`` and ``model.item_vectors()``; the model's
+    :meth:`~recsys.models.base.Model.ineligible_items` are never ranked (besides any ``ineligible`` given)."""
+    own = model.ineligible_items()
+    if own is not None:
+        given = kwargs.get("ineligible")
+        kwargs["ineligible"] = own if given is None else (own | np.asarray(given, dtype=bool))
     return evaluate(model.encode_users(histories), model.item_vectors(), histories, targets, protocol, **kwargs)
 
 

@@ -50,6 +50,7 @@ def export_bundle(
     overwrite: bool = False,
     check_users: int = 0,
     content_only: Sequence[Sequence[Any]] | None = None,
+    never_candidates: np.ndarray | None = None,
 ) -> Path:
     """Export vectors, id maps, seen items and the tuned indexes (Annoy; IVF on large catalogues) as one bundle.
 
@@ -75,6 +76,8 @@ def export_bundle(
         manifest's ``encoder_check`` records the largest difference.
     content_only : ``[raw id, source]`` of items added after training whose vectors come from their content
         alone (:mod:`recsys.export.extend`); recorded in the manifest, where serving reads it.
+    never_candidates : item indices (1..n_items) that serving never returns from a model lookup (a model's
+        ``ineligible_items()``: vectors with nothing learnt); recorded in the manifest.
 
     Returns
     -------
@@ -145,6 +148,7 @@ def export_bundle(
             "encoder": {**spec, "weights": sorted(weights)},
             "encoder_check": encoder_check,
             "content_only": _content_only(content_only, arrays[fmt.ITEM_IDS]),
+            fmt.NEVER_CANDIDATES: _never_candidates(never_candidates, n_items),
             "files": _file_table(tmp),
         }
         (tmp / fmt.MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -163,7 +167,9 @@ def export_model(dest_dir: str | Path, model: Model, item_ids: Any, user_ids: An
     hist = histories if histories is not None else model._require_train()
     counts = np.bincount(np.asarray(hist.items, dtype=np.int64), minlength=hist.n_items + 1)
     spec, weights = model.export_encoder()
-    kwargs = {"popularity": counts, "model_name": model.name, "check_users": 200, **kwargs}
+    never = model.ineligible_items()
+    kwargs = {"popularity": counts, "model_name": model.name, "check_users": 200,
+              "never_candidates": None if never is None else np.flatnonzero(never), **kwargs}
     return export_bundle(dest_dir, model.item_vectors(), model.encode_users(hist), item_ids, user_ids, seen=hist,
                          metric=model.similarity, run_id=run_id, encoder_spec=spec, encoder_weights=weights,
                          **kwargs)
@@ -210,6 +216,16 @@ def _content_only(entries: Sequence[Sequence[Any]] | None, item_ids: np.ndarray)
     for _, src in entries:
         sources[src] = sources.get(src, 0) + 1
     return {"count": len(entries), "sources": sources, "items": [[_plain(raw), src] for raw, src in entries]}
+
+
+def _never_candidates(items: np.ndarray | None, n_items: int) -> list[int]:
+    """Sorted distinct item indices, checked to lie in 1..n_items."""
+    if items is None:
+        return []
+    idx = np.unique(np.asarray(items, dtype=np.int64))
+    if len(idx) and (idx[0] < 1 or idx[-1] > n_items):
+        raise ValueError(f"never_candidates must be item indices in 1..{n_items}; got {idx[0]}..{idx[-1]}")
+    return idx.tolist()
 
 
 def _plain(raw: Any) -> Any:

@@ -8,6 +8,7 @@ row = user index, 0 = padding user) and exposes vectors whose dot product ranks 
     model.user_vectors()        # (n_users + 1, d) float32 for the users seen in fit
     model.encode_users(hist)    # (hist.n_rows, d) float32 from request-time histories
     model.recommend(users, k, exclude_seen=True)   # -> (ids, scores), both (len(users), k)
+    model.ineligible_items()    # (n_items + 1,) bool of items never ranked, or None
     model.export_encoder()      # (spec, weights): serving's numpy encoder reproduces encode_users
     model.save(dir); Model.load(dir)
 
@@ -87,6 +88,18 @@ class Model(ABC):
         round-off (the contract test checks every registered model).
         """
 
+    def ineligible_items(self) -> np.ndarray | None:
+        """Items this model never ranks for anyone, or None when every item may be ranked.
+
+        Returns
+        -------
+        (n_items + 1,) bool or None. A model whose vectors for some items carry nothing learnt (item2vec's
+        items that never occur in training keep their initial vectors) marks them here, so their arbitrary
+        scores cannot reach a top-k: :meth:`recommend`, ``evaluate_model``, the exported bundle (manifest
+        ``never_candidates``) and serving all leave them out.
+        """
+        return None
+
     def user_vectors(self) -> np.ndarray:
         """(n_users + 1, d) float32 vectors of the users seen in ``fit`` (from their training history)."""
         return self.encode_users(self._require_train())
@@ -110,7 +123,7 @@ class Model(ABC):
             raise IndexError(f"user ids must lie in 0..{hist.n_rows - 1}; got {user_ids.min()}..{user_ids.max()}")
         sub = take_rows(hist, user_ids)
         exclude = sub.to_csr() if exclude_seen else None
-        return topk_batched(self.encode_users(sub), self.item_vectors(), k, exclude)
+        return topk_batched(self.encode_users(sub), self.item_vectors(), k, exclude, ineligible=self.ineligible_items())
 
     # -- persistence ------------------------------------------------------------------------
     @abstractmethod

@@ -24,6 +24,7 @@ speed and quality; the benchmark measures them against ``sparse=False``, indepen
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from recsys.models.pairs import (
     run_threads,
 )
 from recsys.models.popularity import load_arrays, save_arrays
+from recsys.models.row_updates import UPDATE_RULES, UpdateRule, apply_rows, row_coefficients
 
 
 @dataclass
@@ -66,8 +68,14 @@ class Item2VecConfig:
     ``workers`` > 1 (CPU only): that many threads train on different batches at once, each with
     one torch thread, lock-free like gensim's workers (Hogwild); no barrier between cores, but
     concurrent updates of a row may race, so the result is no longer bitwise fixed by the seed.
-    ``repeat_cap``: a row drawn k > cap times in one batch moves by cap/k of its summed gradient
-    (0 = plain sum); batched SGD otherwise overshoots on popular items (see :func:`_sgd_rows`).
+    ``update``: how a row touched by several pairs of one batch moves (:mod:`recsys.models.row_updates`):
+    ``"adagrad"`` (row-wise Adagrad on its summed gradient: no step longer than ``lr * sqrt(dim)``),
+    ``"mean"`` (``lr`` times the mean of its gradients) or ``"capped"`` (the summed gradient, times
+    ``repeat_cap / k`` for a row drawn k > ``repeat_cap`` times; 0 = plain sum: the earlier rule, whose
+    step grows with the row's count up to the cap and which diverged on the MovieLens 1M sample).
+    ``max_backoffs``: a step whose loss is not finite restores the weights of the epoch's start and
+    reruns the epoch at half the learning rate (recorded as ``lr_backoffs``); after that many halvings
+    the fit stops with :class:`~recsys.models.base.NaNLossError` naming the epoch and step.
     ``scoring``: how candidates are ranked for a user (the recency-weighted mean ``u`` of the
     history's input vectors, L2-normalised first when ``normalize``). ``"in-in"``: cosine (or dot
     without ``normalize``) between ``u`` and the candidates' input vectors. ``"in-out"``: dot between
@@ -86,10 +94,12 @@ class Item2VecConfig:
     epochs: int = 10
     lr: float = 0.1
     min_lr: float = 1e-4
-    batch_size: int = 16384
+    batch_size: int = 4096
     shared_negatives: int = 16
     sparse: bool = True
-    repeat_cap: int = 4
+    update: UpdateRule = "adagrad"  # row step rule: "adagrad" | "mean" | "capped" (see above)
+    repeat_cap: int = 4  # "capped" only: repeats a row may sum in a batch before it is damped
+    max_backoffs: int = 3  # learning-rate halvings allowed after a non-finite step before the fit fails
     normalize: bool = True
     user_decay: float = 0.1
     seed: int = 0
@@ -105,7 +115,8 @@ class Item2VecConfig:
             "lr": self.lr > 0, "min_lr": 0 <= self.min_lr <= self.lr, "shared_negatives": self.shared_negatives >= 1,
             "user_decay": 0 < self.user_decay <= 1, "num_threads": self.num_threads >= 0,
             "workers": self.workers >= 1,
-            "repeat_cap": self.repeat_cap >= 0,
+            "repeat_cap": self.repeat_cap >= 0, "max_backoffs": self.max_backoffs >= 0,
+            "update": self.update in UPDATE_RULES,
             "mode": self.mode in ("skipgram", "cbow"),
             "window_kind": self.window_kind in ("fixed", "dynamic", "session"),
             "scoring": self.scoring in ("in-in", "in-out"),
@@ -116,7 +127,8 @@ class Item2VecConfig:
             raise ConfigError(
                 f"Item2VecConfig: invalid value(s) {shown}; need dim/window/negatives/epochs/batch_size/"
                 "shared_negatives/workers >= 1, subsample >= 0, 0 <= min_lr <= lr, 0 < user_decay <= 1, "
-                "mode in {skipgram, cbow}, window_kind in {fixed, dynamic, session}, scoring in {in-in, in-out}"
+                "repeat_cap/max_backoffs >= 0, update in {adagrad, mean, capped}, mode in {skipgram, cbow}, "
+                "window_kind in {fixed, dynamic, session}, scoring in {in-in, in-out}"
             )
 
 
@@ -141,10 +153,8 @@ class Item2Vec(Model):
     @classmethod
     def contract_config(cls) -> Item2VecConfig:
         """A small, fast configuration for the shared contract test."""
-        # 24 items: small batches keep an item's repeats per batch near the cap; with batches of 1024 and
-        # no cap (plain summed steps) the groups separated for some seeds and epochs and not others
-        return Item2VecConfig(dim=16, epochs=5, batch_size=128, lr=0.05, subsample=0.0, repeat_cap=4,
-                              shared_negatives=1, window=5, negatives=5, ns_exponent=0.75, user_decay=1.0)
+        return Item2VecConfig(dim=16, epochs=5, batch_size=128, lr=0.05, subsample=0.0, shared_negatives=1,
+                              window=5, negatives=5, ns_exponent=0.75, user_decay=1.0)
 
     # -- training -------------------------------------------------------------------------------
     def fit(
@@ -160,23 +170,51 @@ class Item2Vec(Model):
         counts = item_counts(train.items, train.n_items)  # streamed: train may be memory-mapped
         rng = np.random.default_rng(cfg.seed)
         self._train = train
-        w_in, w_out = self._init_weights(train.n_items + 1, rng)
+        weights = self._init_weights(train.n_items + 1, rng)
         keep = keep_probabilities(counts, cfg.subsample) if cfg.subsample > 0 else None
         sampler = PairSampler(train, cfg.window, cfg.window_kind, keep, sort=cfg.mode == "cbow")
         noise = AliasSampler(negative_distribution(counts, cfg.ns_exponent))
+        self.lr_backoffs: list[dict] = []
         with _torch_threads(1 if self._hogwild else cfg.num_threads):
             for epoch in range(1, cfg.epochs + 1):
-                loss, n_pos, pairs = self._epoch(sampler, noise, rng, w_in, w_out, epoch)
-                self.w_in, self.w_out = w_in.cpu().numpy(), w_out.cpu().numpy()
-                if not (math.isfinite(loss) and np.isfinite(self.w_in).all()):
-                    raise NaNLossError(
-                        f"item2vec epoch {epoch}: loss {loss} or vectors are not finite; lower lr (now {cfg.lr})"
-                    )
-                metrics = {"loss": loss / max(n_pos, 1), "pairs": float(pairs)}
+                loss, n_pos, pairs = self._epoch_with_backoff(sampler, noise, rng, weights, epoch)
+                self.w_in, self.w_out = weights[0].cpu().numpy(), weights[1].cpu().numpy()
+                metrics = {"loss": loss / max(n_pos, 1), "pairs": float(pairs),
+                           "lr_backoffs": float(len(self.lr_backoffs))}
                 metrics.update(validate(self) if validate is not None else {})
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, metrics)
         return self
+
+    def _epoch_with_backoff(self, sampler: PairSampler, noise: AliasSampler, rng: np.random.Generator,
+                            weights: list[torch.Tensor], epoch: int) -> tuple[float, int, int]:
+        """:meth:`_epoch`, checked every step: a non-finite loss (or non-finite vectors at the epoch's end)
+        restores the epoch's starting weights and reruns it at half the learning rate, recorded in
+        ``self.lr_backoffs``; past ``config.max_backoffs`` halvings, :class:`NaNLossError`."""
+        cfg = self.config
+        while True:
+            start = [w.clone() for w in weights]
+            try:
+                out = self._epoch(sampler, noise, rng, weights, epoch)
+                if not all(bool(torch.isfinite(w).all()) for w in weights[:2]):
+                    raise _NonFinite(epoch, None, float("nan"))
+                return out
+            except _NonFinite as bad:
+                for w, s in zip(weights, start, strict=True):
+                    w.copy_(s)
+                if len(self.lr_backoffs) >= cfg.max_backoffs:
+                    where = f"step {bad.step}" if bad.step is not None else "its end (vectors)"
+                    raise NaNLossError(
+                        f"item2vec diverged at epoch {bad.epoch}, {where}: loss {bad.loss} after "
+                        f"{len(self.lr_backoffs)} learning-rate halvings (lr now {cfg.lr * self._lr_scale}); "
+                        f"lower lr (now {cfg.lr}) or batch_size (now {cfg.batch_size}), or use update=\"adagrad\""
+                    ) from None
+                self.lr_backoffs.append({"epoch": bad.epoch, "step": bad.step, "lr_scale": self._lr_scale / 2})
+
+    @property
+    def _lr_scale(self) -> float:
+        """Factor on the learning-rate schedule after the recorded backoffs (1 without any)."""
+        return 0.5 ** len(getattr(self, "lr_backoffs", []))
 
     def _warm_start(self, w_in: np.ndarray) -> np.ndarray:
         """Rows of ``config.init_vectors`` (e.g. the published champion's item vectors) replace the random init.
@@ -196,18 +234,23 @@ class Item2Vec(Model):
         w_in[known] = init[known]
         return w_in
 
-    def _init_weights(self, n_rows: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """word2vec initialisation: inputs U(-0.5, 0.5) / dim, outputs 0; padding row 0 is 0."""
+    def _init_weights(self, n_rows: int, rng: np.random.Generator) -> list[torch.Tensor]:
+        """word2vec initialisation: inputs U(-0.5, 0.5) / dim, outputs 0; padding row 0 is 0.
+
+        Returns ``[w_in, w_out, acc_in, acc_out]``: the (V, D) vectors and the (V,) Adagrad
+        accumulators of their rows (zeros; used by ``update="adagrad"`` only).
+        """
         w_in = ((rng.random((n_rows, self.config.dim)) - 0.5) / self.config.dim).astype(np.float32)
         if self.config.init_vectors:
             w_in = self._warm_start(w_in)
         w_in[0] = 0.0
         w_out = np.zeros_like(w_in)
-        return torch.from_numpy(w_in).to(self.device), torch.from_numpy(w_out).to(self.device)
+        acc = [torch.zeros(n_rows, dtype=torch.float32, device=self.device) for _ in range(2)]
+        return [torch.from_numpy(w_in).to(self.device), torch.from_numpy(w_out).to(self.device), *acc]
 
     def _epoch(
         self, sampler: PairSampler, noise: AliasSampler, rng: np.random.Generator,
-        w_in: torch.Tensor, w_out: torch.Tensor, epoch: int,
+        weights: list[torch.Tensor], epoch: int,
     ) -> tuple[float, int, int]:
         """One pass; returns (float64 loss sum, positive examples, pairs).
 
@@ -219,14 +262,20 @@ class Item2Vec(Model):
         cfg = self.config
         step = skipgram_step if cfg.mode == "skipgram" else cbow_step
         batches = self._batches(sampler, noise, rng)
+        w_in, w_out, acc_in, acc_out = weights
+        steps = itertools.count(1)
 
         def run(batch: tuple[tuple[torch.Tensor, ...], float]) -> tuple[float, int, int]:
             tensors, progress = batch
-            lr = cfg.lr - (cfg.lr - cfg.min_lr) * min(1.0, (epoch - 1 + progress) / cfg.epochs)
+            n = next(steps)
+            lr = self._lr_scale * (cfg.lr - (cfg.lr - cfg.min_lr) * min(1.0, (epoch - 1 + progress) / cfg.epochs))
             # no autocast: the hand-written SGD updates stay float32 on every device (bf16 rounding would
             # swallow updates of lr * gradient much smaller than the weights)
-            loss = step(w_in, w_out, *tensors, lr=lr, sparse=cfg.sparse, cap=cfg.repeat_cap)
-            return float(loss), len(tensors[1]), len(tensors[0])
+            loss = float(step(w_in, w_out, *tensors, lr=lr, sparse=cfg.sparse, cap=cfg.repeat_cap, rule=cfg.update,
+                              acc_in=acc_in, acc_out=acc_out))
+            if not math.isfinite(loss):  # every step: a diverging row shows in the loss of the batch touching it
+                raise _NonFinite(epoch, n, loss)
+            return loss, len(tensors[1]), len(tensors[0])
 
         if self._hogwild:
             done = run_threads(batches, run, cfg.workers)
@@ -313,6 +362,14 @@ class Item2Vec(Model):
         out = (m @ vecs.astype(np.float64)) / np.where(den > 0, den, 1.0)[:, None]
         return out.astype(np.float32)
 
+    def ineligible_items(self) -> np.ndarray | None:
+        """(n_items + 1,) bool: items that never occur in the training sequences (their input vectors are
+        the random initialisation, their output vectors 0), never ranked; None when every item occurs."""
+        train = self._require_train()
+        unseen = item_counts(train.items, train.n_items) == 0
+        unseen[0] = False
+        return unseen if unseen.any() else None
+
     def export_encoder(self) -> tuple[dict, dict[str, np.ndarray]]:
         """Kind "mean" with ``user_decay`` over the whole history, of the exported item vectors
         (in-in) or of the input vectors shipped as the encoder's ``item_table`` (in-out)."""
@@ -342,7 +399,8 @@ class Item2Vec(Model):
 
 def skipgram_step(
     w_in: torch.Tensor, w_out: torch.Tensor, source: torch.Tensor, target: torch.Tensor,
-    neg: torch.Tensor, share: int, *, lr: float, sparse: bool, cap: int = 0,
+    neg: torch.Tensor, share: int, *, lr: float, sparse: bool, cap: int = 0, rule: UpdateRule = "capped",
+    acc_in: torch.Tensor | None = None, acc_out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One SGD step of skip-gram with negative sampling; returns the float64 loss sum.
 
@@ -351,9 +409,14 @@ def skipgram_step(
     w_in, w_out : (V, D) input / output vectors, updated in place.
     source, target : (P,) item indices: ``w_in[source]`` predicts ``w_out[target]``.
     neg : (G, K) negatives, G = ceil(P / share); row g serves pairs ``g*share .. g*share+share-1``.
+    share : consecutive pairs that share one row of negatives.
+    lr : learning rate of this step.
+    sparse : update only the touched rows (else through a dense (V, D) tensor).
+    cap, rule : how a row repeated in the batch moves (:mod:`recsys.models.row_updates`).
+    acc_in, acc_out : (V,) row accumulators of ``w_in`` / ``w_out`` (``rule="adagrad"`` only).
 
-    The step sizes (``-lr``, damped per row by :func:`_row_scale`) are folded into the (P,) and
-    (G, share, K) score gradients before they meet the (., D) vectors, so each updated row costs
+    The per-row factors (:func:`~recsys.models.row_updates.row_coefficients`) are folded into the (P,)
+    and (G, share, K) score gradients before they meet the (., D) vectors, so each updated row costs
     one product and one scatter: the step is memory-bound and every (P, D) pass counts.
     """
     p, (g, k), d = len(source), neg.shape, w_in.shape[1]
@@ -372,33 +435,37 @@ def skipgram_step(
         valid = (torch.arange(g * share, device=u.device) < p).view(g, share, 1)
         g_neg, loss_neg = g_neg * valid, loss_neg * valid
     loss = -(F.logsigmoid(s_pos).sum(dtype=torch.float64) + loss_neg.sum(dtype=torch.float64))
-    c_src = _row_scale(source, w_in.shape[0], lr, cap, g_pos.dtype)  # (P,)
+    n_rows, dt = w_in.shape[0], g_pos.dtype
+    c_src = row_coefficients(rule, source, n_rows, lr, cap, dt)  # (P,)
     c_src3 = (F.pad(c_src, (0, pad)) if pad else c_src).view(g, share, 1)
     delta_u = torch.bmm(g_neg * c_src3, nv).view(g * share, d)[:p]  # negatives' part of the source rows' step
     delta_u.addcmul_((g_pos * c_src)[:, None], v)  # + the positive's part, in place
-    _add_rows(w_in, source, delta_u, sparse)
-    c_tgt = _row_scale(target, w_out.shape[0], lr, cap, g_pos.dtype)
-    _add_rows(w_out, target, u * (g_pos * c_tgt)[:, None], sparse)
+    # every row of w_out (targets and negatives) in one update, so a row that is both moves once
+    c_tgt = row_coefficients(rule, target, n_rows, lr, cap, dt)
     # a negative row's delta sums the ``share`` pairs of its group: it counts as ``share`` repeats
-    c_neg = _row_scale(neg_flat, w_out.shape[0], lr, cap, g_pos.dtype, per_row=share).view(g, 1, k)
-    _add_rows(w_out, neg_flat, torch.bmm((g_neg * c_neg).transpose(1, 2), u3).view(g * k, d), sparse)
+    c_neg = row_coefficients(rule, neg_flat, n_rows, lr, cap, dt, per_row=share).view(g, 1, k)
+    delta_out = torch.cat([u * (g_pos * c_tgt)[:, None],
+                           torch.bmm((g_neg * c_neg).transpose(1, 2), u3).view(g * k, d)])
+    apply_rows(w_in, source, delta_u, rule=rule, lr=lr, accumulator=acc_in, sparse=sparse)
+    apply_rows(w_out, torch.cat([target, neg_flat]), delta_out, rule=rule, lr=lr, accumulator=acc_out, sparse=sparse)
     return loss
 
 
 def cbow_step(
     w_in: torch.Tensor, w_out: torch.Tensor, context: torch.Tensor, centre: torch.Tensor, neg: torch.Tensor,
-    local: torch.Tensor, *, lr: float, sparse: bool, cap: int = 0,
+    local: torch.Tensor, *, lr: float, sparse: bool, cap: int = 0, rule: UpdateRule = "capped",
+    acc_in: torch.Tensor | None = None, acc_out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One SGD step of CBOW (mean of contexts) with negative sampling; returns the float64 loss sum.
 
     ``context`` / ``local`` (P,): context items and their group 0..G-1; ``centre`` (G,); ``neg`` (G, K).
     As in word2vec / gensim (``cbow_mean=1``) every context vector receives the full error of its
-    group's mean, not 1/count of it.
+    group's mean, not 1/count of it. ``rule``, ``cap`` and the accumulators as in :func:`skipgram_step`.
     """
     g, d = len(centre), w_in.shape[1]
     count = torch.bincount(local, minlength=g).clamp_min(1).to(w_in.dtype)
     h = torch.zeros(g, d, dtype=w_in.dtype, device=w_in.device).scatter_add_(
-        0, local[:, None].expand(-1, d), w_in.index_select(0, context))  # not index_add_: see _add_rows
+        0, local[:, None].expand(-1, d), w_in.index_select(0, context))  # not index_add_: see row_updates
     h = h / count[:, None]  # (G, D)
     v = w_out.index_select(0, centre)  # (G, D)
     nv = w_out.index_select(0, neg.reshape(-1)).view(g, -1, d)  # (G, K, D)
@@ -408,48 +475,23 @@ def cbow_step(
     g_pos = (torch.sigmoid(s_pos) - 1.0)[:, None]  # (G, 1)
     g_neg = torch.sigmoid(s_neg)  # (G, K)
     grad_h = g_pos * v + torch.bmm(g_neg[:, None, :], nv).squeeze(1)  # (G, D)
-    _sgd_rows(w_in, context, grad_h.index_select(0, local), lr, sparse, cap)
+    n_rows, dt = w_in.shape[0], w_in.dtype
+    c_ctx = row_coefficients(rule, context, n_rows, lr, cap, dt)
+    apply_rows(w_in, context, grad_h.index_select(0, local) * c_ctx[:, None], rule=rule, lr=lr,
+               accumulator=acc_in, sparse=sparse)
+    rows_out = torch.cat([centre, neg.reshape(-1)])
     grad_out = torch.cat([g_pos * h, (g_neg[:, :, None] * h[:, None, :]).view(-1, d)])
-    _sgd_rows(w_out, torch.cat([centre, neg.reshape(-1)]), grad_out, lr, sparse, cap)
+    c_out = row_coefficients(rule, rows_out, n_rows, lr, cap, dt)
+    apply_rows(w_out, rows_out, grad_out * c_out[:, None], rule=rule, lr=lr, accumulator=acc_out, sparse=sparse)
     return loss
 
 
-def _row_scale(rows: torch.Tensor, n_rows: int, lr: float, cap: int, dtype: torch.dtype,
-               per_row: int = 1) -> torch.Tensor:
-    """(P,) step size of each gradient row: ``-lr``, times ``cap / k`` for a row repeated k > cap times
-    (k = occurrences in ``rows`` x ``per_row``, the summed contributions each occurrence carries).
+class _NonFinite(FloatingPointError):
+    """A step's loss (or the vectors at an epoch's end) stopped being finite; caught by the backoff."""
 
-    A batch sums the gradients of an item's repeats where word2vec applies them one after the
-    other (each step shrinking the next); for an item drawn k times the sum overshoots about
-    k-fold and popular items diverge. With ``cap`` > 0, a row seen k > cap times in the batch
-    moves by ``cap / k`` of the sum (the mean gradient times cap).
-    """
-    if not cap:
-        return torch.full(rows.shape, -lr, dtype=dtype, device=rows.device)
-    repeats = torch.bincount(rows, minlength=n_rows).index_select(0, rows) * per_row  # (P,) k of each row
-    return (-lr * cap) / repeats.clamp_min(cap).to(dtype)
-
-
-def _add_rows(weight: torch.Tensor, rows: torch.Tensor, delta: torch.Tensor, sparse: bool) -> None:
-    """``weight[rows] += delta`` with repeated rows summed. ``sparse`` touches only the given rows;
-    otherwise the update is first materialised as a dense (V, D) tensor, as a dense embedding
-    gradient would be (kept to measure the difference)."""
-    delta = delta.to(weight.dtype)
-    # an expanded index takes torch's sorted scatter path; index_add_ with several CPU threads is up
-    # to 100x slower on repeated rows (measured: 16k rows x 64, 2 threads: 28-43 ms vs 0.3-0.5 ms)
-    index = rows[:, None].expand(-1, weight.shape[1])
-    if sparse:
-        weight.scatter_add_(0, index, delta)
-    else:
-        weight.add_(torch.zeros_like(weight).scatter_add_(0, index, delta))
-
-
-def _sgd_rows(
-    weight: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor, lr: float, sparse: bool, cap: int = 0
-) -> None:
-    """``weight[rows] -= lr * grad`` with repeated rows summed, a row's sum damped beyond ``cap``
-    repeats (:func:`_row_scale`)."""
-    _add_rows(weight, rows, grad * _row_scale(rows, weight.shape[0], lr, cap, grad.dtype)[:, None], sparse)
+    def __init__(self, epoch: int, step: int | None, loss: float) -> None:
+        super().__init__(f"epoch {epoch}, step {step}: loss {loss}")
+        self.epoch, self.step, self.loss = epoch, step, loss
 
 
 @contextlib.contextmanager

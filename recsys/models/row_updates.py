@@ -1,0 +1,94 @@
+"""How a batch's gradient rows move the embedding rows they touch (item2vec's hand-written SGD).
+
+A batch of skip-gram pairs touches a popular item's row many times. Plain batched SGD *sums* those
+gradients, so the row's step grows with its count in the batch, where word2vec (one pair at a time)
+takes many small steps that each shrink the next; the sum overshoots and popular rows diverge. The
+rules here bound every row's step whatever its count:
+
+* ``"adagrad"``: row-wise Adagrad (as PyTorch-BigGraph trains its embeddings): each row keeps one
+  accumulator ``G += mean_d(g_d ** 2)`` of its *summed* batch gradient ``g`` and moves by
+  ``-lr * g / sqrt(G)``. Since ``G >= |g|**2 / D``, no step is longer than ``lr * sqrt(D)``, for any
+  number of repeats; rows that keep receiving large gradients slow down on their own.
+* ``"mean"``: count-normalised (``nn.Embedding(scale_grad_by_freq=True)``, Spark's SPARK-24666 fix):
+  a row moves by ``lr`` times the mean of its gradients in the batch, never their sum.
+* ``"capped"``: the earlier rule, kept to measure against: a row repeated ``k > cap`` times moves by
+  ``cap / k`` of its summed gradient, so its step still grows ``cap``-fold (0 = the plain sum).
+
+Updates stay float32 on every device (no autocast: bf16 rounding would swallow steps much smaller than
+the weights). :func:`row_coefficients` gives the per-occurrence factor that is folded into the score
+gradients before they meet the ``(., D)`` vectors; :func:`apply_rows` adds the resulting deltas.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+UpdateRule = Literal["adagrad", "mean", "capped"]
+UPDATE_RULES = ("adagrad", "mean", "capped")
+#: Adagrad's floor under the accumulator's square root (a row whose gradients are all 0 stays put)
+ADAGRAD_EPS = 1e-10
+
+
+def row_coefficients(rule: UpdateRule, rows: torch.Tensor, n_rows: int, lr: float, cap: int, dtype: torch.dtype,
+                     per_row: int = 1) -> torch.Tensor:
+    """(P,) factor of each gradient row before :func:`apply_rows`.
+
+    Parameters
+    ----------
+    rule : the update rule (see the module docstring).
+    rows : (P,) int64 row of each gradient.
+    n_rows : rows of the weight matrix.
+    lr : learning rate of this step.
+    cap : repeats a row may sum before it is damped (``"capped"`` only; 0 = plain sum).
+    dtype : dtype of the result.
+    per_row : gradients each occurrence already sums (a shared negative serves ``per_row`` pairs).
+
+    Returns
+    -------
+    (P,) tensor: ``-lr / k`` (``"mean"``, k = count of the row x ``per_row``), ``-lr * min(1, cap / k)``
+    (``"capped"``) or ``-1`` (``"adagrad"``: the step size comes from the accumulator in :func:`apply_rows`).
+    """
+    if rule == "adagrad":
+        return torch.full(rows.shape, -1.0, dtype=dtype, device=rows.device)
+    if rule == "capped" and not cap:
+        return torch.full(rows.shape, -lr, dtype=dtype, device=rows.device)
+    k = (torch.bincount(rows, minlength=n_rows).index_select(0, rows) * per_row).to(dtype)  # (P,) repeats of each row
+    if rule == "mean":
+        return -lr / k
+    return (-lr * cap) / k.clamp_min(cap)
+
+
+def apply_rows(weight: torch.Tensor, rows: torch.Tensor, delta: torch.Tensor, *, rule: UpdateRule, lr: float,
+               accumulator: torch.Tensor | None = None, sparse: bool = True) -> None:
+    """Add the (P, D) ``delta`` rows (already multiplied by :func:`row_coefficients`) to ``weight[rows]``.
+
+    Repeated rows are summed. Under ``"adagrad"`` the summed delta of each distinct row is ``-g`` (its
+    negative gradient), the row's ``accumulator`` (V,) grows by ``mean_d(g_d ** 2)`` and the row moves by
+    ``lr * (-g) / sqrt(accumulator)``. ``sparse`` touches only the given rows; otherwise the update is first
+    materialised as a dense (V, D) tensor, as a dense embedding gradient would be (kept to measure it).
+    """
+    delta = delta.to(weight.dtype)
+    if rule != "adagrad":
+        _add_rows(weight, rows, delta, sparse)
+        return
+    if accumulator is None:
+        raise ValueError("apply_rows: the adagrad rule needs the rows' accumulator (a (V,) float32 tensor)")
+    uniq, inverse = torch.unique(rows, return_inverse=True)
+    summed = torch.zeros(len(uniq), weight.shape[1], dtype=weight.dtype, device=weight.device)
+    summed.scatter_add_(0, inverse[:, None].expand(-1, weight.shape[1]), delta)  # (U, D) = -g per distinct row
+    acc = accumulator.index_select(0, uniq).add_(summed.pow(2).mean(1))  # (U,)
+    accumulator.index_copy_(0, uniq, acc)
+    _add_rows(weight, uniq, summed * (lr / (acc.sqrt() + ADAGRAD_EPS))[:, None], sparse)
+
+
+def _add_rows(weight: torch.Tensor, rows: torch.Tensor, delta: torch.Tensor, sparse: bool) -> None:
+    """``weight[rows] += delta`` with repeated rows summed."""
+    # an expanded index takes torch's sorted scatter path; index_add_ with several CPU threads is up
+    # to 100x slower on repeated rows (measured: 16k rows x 64, 2 threads: 28-43 ms vs 0.3-0.5 ms)
+    index = rows[:, None].expand(-1, weight.shape[1])
+    if sparse:
+        weight.scatter_add_(0, index, delta)
+    else:
+        weight.add_(torch.zeros_like(weight).scatter_add_(0, index, delta))
