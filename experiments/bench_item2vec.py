@@ -9,9 +9,10 @@ test_history).
 Parts (each writes into ``experiments/reports/bench_item2vec.{json,md}``):
 
 * ``sets``: configurations chosen on Beauty *validation* by ``experiments/tune_item2vec.py`` run
-  unchanged on the test splits of Beauty, Games and the MovieLens 1M sample: ours (the tuner's
-  choice), gensim's best of each scoring, and gensim at our configuration (the throughput
-  reference); ``--seeds`` seeds each, alternating.
+  unchanged on the test splits of Beauty, Games, the MovieLens 1M sample, latest-small, 100K and the
+  synthetic set (``--synthetic-events``, 5M): ours (the tuner's choice, which is the library
+  default), gensim's best of each scoring, and gensim at our configuration (the throughput
+  reference); ``--seeds`` seeds each, alternating; mean ± sd, and any learning-rate backoff of ours.
 * ``beauty``: Beauty with the fixed side-by-side hyperparameters (``SHARED``: dim 64, window 5,
   5 negatives, 5 epochs, ns_exponent 0.75, subsampling 1e-3; gensim at its default alpha);
   ours and gensim alternate ``--repeats`` times; medians and the throughput ratio.
@@ -25,7 +26,9 @@ conversion is data preparation and not timed). The machine may be shared: figure
 whatever contention there was, which is why the two sides alternate within one run.
 
     python experiments/bench_item2vec.py --quick        # small smoke run
-    python experiments/bench_item2vec.py                # full run (about 20 minutes on 2 cores)
+    python experiments/bench_item2vec.py                # every part (hours on 2 cores: the sets part fits
+                                                        # gensim 3 times a seed on the 5M synthetic set)
+    python experiments/bench_item2vec.py --parts sets --sets beauty,games,ml-1m-sample,ml-latest-small,ml-100k
 """
 
 from __future__ import annotations
@@ -40,7 +43,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import polars as pl
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,22 +50,25 @@ sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(REPO / "experiments"))
 
-from item2vec_common import METRICS, SETS, fit, fit_gensim, fit_ours, load_set, scores, sentences  # noqa: E402
+from item2vec_common import (  # noqa: E402
+    METRICS,
+    SETS,
+    SYNTHETIC,
+    fit,
+    fit_gensim,
+    fit_ours,
+    load_set,
+    load_synthetic,
+    scores,
+    sentences,
+)
 
 from recsys import atomic  # noqa: E402
-from recsys.data.split import SplitData, leave_last_out  # noqa: E402
-from recsys.data.synthetic import SyntheticConfig, generate  # noqa: E402
+from recsys.data.split import SplitData  # noqa: E402
 from recsys.models.base import NaNLossError  # noqa: E402
 from recsys.models.item2vec import Item2VecConfig  # noqa: E402
 
 SHARED = {"dim": 64, "window": 5, "negatives": 5, "epochs": 5, "ns_exponent": 0.75, "subsample": 1e-3}
-
-
-def load_synthetic(n_events: int) -> SplitData:
-    cfg = SyntheticConfig(n_users=max(n_events // 50, 100), n_items=max(n_events // 250, 200), n_events=n_events)
-    inter = generate(cfg).interactions
-    enc = inter.select(pl.col("user").alias("user_idx"), pl.col("item").alias("item_idx"), "timestamp")
-    return leave_last_out(enc, cfg.n_users, cfg.n_items)
 
 
 def side_by_side(split: SplitData, cfg: Item2VecConfig, repeats: int, workers: int) -> dict:
@@ -124,9 +129,9 @@ NOTE = ("Timings are wall-clock on a 2-core VM that may be shared with other job
         "default alpha 0.025 in the side-by-side parts (beauty, synthetic); the sets part runs each side at its "
         "tuned configuration. Gensim's fit time includes build_vocab, ours includes counting and the sampling tables.")
 TUNE_REPORT = REPO / "experiments" / "reports" / "tune_item2vec.json"
-OURS_ONLY = ("batch_size", "repeat_cap")  # batched SGD's settings: gensim steps one pair at a time
+OURS_ONLY = ("batch_size", "update")  # batched SGD's settings: gensim steps one pair at a time
 # what the tuner varies or fixes: the library default must equal the tuned choice on these
-TUNED = ("window", "negatives", "ns_exponent", "epochs", "dim", "subsample", "lr", "min_lr", "batch_size", "repeat_cap",
+TUNED = ("window", "negatives", "ns_exponent", "epochs", "dim", "subsample", "lr", "min_lr", "batch_size", "update",
          "user_decay", "scoring")
 
 
@@ -142,20 +147,23 @@ def tuned_configs(path: Path) -> dict[str, Item2VecConfig]:
     return out
 
 
-def sets_part(names: list[str], tuned: dict[str, Item2VecConfig], seeds: int, workers: int) -> dict:
+def sets_part(names: list[str], tuned: dict[str, Item2VecConfig], seeds: int, workers: int,
+              synthetic_events: int) -> dict:
     """On each set's test split, with configs chosen on Beauty validation and not changed: ours (the tuner's
     choice), gensim's best of each scoring, and gensim at our configuration (the throughput reference).
     The four fits of a seed alternate; metrics are means over ``seeds`` seeds. A fit that diverges
     (NaNLossError) is recorded as such and its model scores nothing on that set."""
     ours = dataclasses.replace(tuned["ours"], workers=workers)
+    default = dataclasses.replace(Item2VecConfig(), workers=workers)
     plan = [("ours", "ours", ours), *[(k, "gensim", v) for k, v in tuned.items() if k.startswith("gensim")],
-            ("gensim at our config", "gensim", ours),
-            ("ours, library default", "ours", dataclasses.replace(Item2VecConfig(), workers=workers))]
-    out: dict = {"seeds": seeds,
+            ("gensim at our config", "gensim", ours)]
+    if default != ours:  # the library default is the tuned choice once it ships; no second fit of the same thing
+        plan.append(("ours, library default", "ours", default))
+    out: dict = {"seeds": seeds, "default_is_ours": default == ours,
                  "configs": {label: {k: getattr(cfg, k) if fitter == "ours" or k not in OURS_ONLY else "-"
                                      for k in TUNED} for label, fitter, cfg in plan}}
     for name in names:
-        split = load_set(name)
+        split = load_set(name, synthetic_events)
         sents = sentences(split.train)
         runs: dict[str, list] = {label: [] for label, _, _ in plan}
         for seed in range(seeds):
@@ -167,9 +175,12 @@ def sets_part(names: list[str], tuned: dict[str, Item2VecConfig], seeds: int, wo
                                         **dict.fromkeys(METRICS, 0.0)})
                     print(f"  {name} seed {seed} {label}: diverged ({exc})", flush=True)
                     continue
-                runs[label].append({"fit_s": round(sec, 3), **scores(model, split.test_history, split.test_targets)})
+                runs[label].append({"fit_s": round(sec, 3), "lr_backoffs": len(getattr(model, "lr_backoffs", [])),
+                                    **scores(model, split.test_history, split.test_targets)})
                 print(f"  {name} seed {seed} {label}: {runs[label][-1]}", flush=True)
         mean = {label: {m: round(statistics.mean(r[m] for r in rs), 5) for m in METRICS} for label, rs in runs.items()}
+        sd = {label: {m: round(statistics.stdev([r[m] for r in rs]), 5) if len(rs) > 1 else 0.0 for m in METRICS}
+              for label, rs in runs.items()}
         gensim = [k for k in mean if k.startswith("gensim")]
         best = max(gensim, key=lambda k: mean[k]["ndcg_10"])
         t_ours = statistics.median([r["fit_s"] for r in runs["ours"] if r["fit_s"]] or [float("nan")])
@@ -177,7 +188,7 @@ def sets_part(names: list[str], tuned: dict[str, Item2VecConfig], seeds: int, wo
         ev = split.train.n_events * ours.epochs
         out[name] = {
             "train_events": split.train.n_events, "users": split.n_users, "items": split.n_items, "runs": runs,
-            "mean": mean, "gensim_best": best,
+            "mean": mean, "sd": sd, "gensim_best": best,
             "diverged": {label: sum("diverged" in r for r in rs) for label, rs in runs.items()},
             "ours_at_least_gensim_best": {m: mean["ours"][m] >= mean[best][m] for m in ("ndcg_10", "hr_10")},
             "ours_at_least_every_gensim": {m: all(mean["ours"][m] >= mean[k][m] for k in gensim)
@@ -185,6 +196,8 @@ def sets_part(names: list[str], tuned: dict[str, Item2VecConfig], seeds: int, wo
             "events_per_s_epoch_ours": ev / t_ours, "events_per_s_epoch_gensim": ev / t_gs,
             "throughput_ratio_ours_over_gensim": t_gs / t_ours,
         }
+        if name == SYNTHETIC:
+            out[name]["synthetic_events"] = synthetic_events
     return out
 
 
@@ -196,11 +209,11 @@ def write_reports(out: Path, results: dict) -> None:
 
 
 def sets_markdown(r: dict) -> list[str]:
-    lines = ["## Beauty-chosen configurations, unchanged, on three sets (test split)", "",
+    lines = ["## Beauty-chosen configurations, unchanged, on every set (test split)", "",
              "Ours = the tuner's choice on Beauty validation (`experiments/reports/tune_item2vec.md`). "
              "Gensim: its best configuration of each scoring from the same "
              "search, and gensim at our configuration (same hyperparameters; the throughput reference). "
-             f"Metrics are means over {r['seeds']} seeds; each seed's fits alternate; a fit that diverged "
+             f"Metrics are mean ± sd over {r['seeds']} seeds; each seed's fits alternate; a fit that diverged "
              "(NaN) counts as 0.", "",
              "| configuration | " + " | ".join(TUNED) + " |", "|---|" + "---|" * len(TUNED)]
     lines += [f"| {label} | " + " | ".join(str(c[k]) for k in TUNED) + " |" for label, c in r["configs"].items()]
@@ -208,21 +221,26 @@ def sets_markdown(r: dict) -> list[str]:
     for name in (k for k in r if isinstance(r[k], dict) and "mean" in r[k]):
         p = r[name]
         lines += [f"### {name} ({p['users']} users, {p['items']} items, {p['train_events']} training events)", "",
-                  "| | " + " | ".join(f"test {m}" for m in METRICS) + " | fit s (median) |",
-                  "|---|" + "---|" * (len(METRICS) + 1)]
+                  "| | " + " | ".join(f"test {m}" for m in METRICS) + " | fit s (median) | lr backoffs |",
+                  "|---|" + "---|" * (len(METRICS) + 2)]
+        sd = p.get("sd", {})
         for label, m in p["mean"].items():
             times = [x["fit_s"] for x in p["runs"][label] if x["fit_s"]]
             fit_s = f"{statistics.median(times):.2f}" if times else "-"
             mark = " (gensim's best)" if label == p["gensim_best"] else ""
             bad = p["diverged"][label]
             mark += f" **diverged in {bad} of {len(p['runs'][label])} seeds**" if bad else ""
-            lines.append(f"| {label}{mark} | " + " | ".join(f"{m[k]:.4f}" for k in METRICS) + f" | {fit_s} |")
+            cells = [f"{m[k]:.4f}" + (f" ± {sd[label][k]:.4f}" if label in sd else "") for k in METRICS]
+            backoffs = sum(x.get("lr_backoffs", 0) for x in p["runs"][label]) if label.startswith("ours") else "-"
+            lines.append(f"| {label}{mark} | " + " | ".join(cells) + f" | {fit_s} | {backoffs} |")
         b = p["mean"][p["gensim_best"]]
         lines += ["", f"ours / gensim's best: NDCG@10 {p['mean']['ours']['ndcg_10'] / max(b['ndcg_10'], 1e-12):.3f}, "
                   f"HR@10 {p['mean']['ours']['hr_10'] / max(b['hr_10'], 1e-12):.3f}; ours at least gensim's best: "
-                  f"{p['ours_at_least_gensim_best']}; library default at least gensim's best: "
-                  f"{ {m: p['mean']['ours, library default'][m] >= b[m] for m in ('ndcg_10', 'hr_10')} }; "
-                  "throughput ours / gensim at our config: "
+                  f"{p['ours_at_least_gensim_best']}; "
+                  + ("ours is the library default; " if r.get("default_is_ours") else
+                     "library default at least gensim's best: "
+                     f"{ {m: p['mean']['ours, library default'][m] >= b[m] for m in ('ndcg_10', 'hr_10')} }; ")
+                  + "throughput ours / gensim at our config: "
                   f"{p['throughput_ratio_ours_over_gensim']:.2f}x ({p['events_per_s_epoch_ours']:.0f} vs "
                   f"{p['events_per_s_epoch_gensim']:.0f} events/s per epoch, median fits)", ""]
     return lines
@@ -271,7 +289,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true", help="small smoke run: 1 repeat, 200k synthetic events, 1 seed")
     ap.add_argument("--repeats", type=int, default=7, help="alternating ours/gensim fits on Beauty")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per model and set in the sets part")
-    ap.add_argument("--sets", default=",".join(SETS), help=f"data sets of the sets part ({', '.join(SETS)})")
+    ap.add_argument("--sets", default=",".join([*SETS, SYNTHETIC]),
+                    help=f"data sets of the sets part ({', '.join([*SETS, SYNTHETIC])}; synthetic: --synthetic-events)")
     ap.add_argument("--synthetic-events", type=int, default=5_000_000)
     ap.add_argument("--parts", default="sets,beauty,variants,workers,synthetic", help="comma-separated parts to run")
     ap.add_argument("--workers", type=int, default=2, help="gensim worker threads")
@@ -302,7 +321,7 @@ def main(argv: list[str] | None = None) -> dict:
     if parts & {"beauty", "variants", "workers"}:
         beauty = load_set("beauty")
     steps = [("sets", lambda: sets_part(args.sets.split(","), tuned_configs(args.tune_report), args.seeds,
-                                        args.workers)),
+                                        args.workers, args.synthetic_events)),
              ("beauty", lambda: side_by_side(beauty, base, args.repeats, args.workers)),
              ("variants", lambda: variants(beauty, base)),
              ("workers", lambda: workers_ab(beauty, base, args.repeats)),

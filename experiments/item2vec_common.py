@@ -1,11 +1,15 @@
-"""What the item2vec benchmark and tuner share: the three data sets, the two fitters, the scores.
+"""What the item2vec benchmark and tuner share: the data sets, the two fitters, the scores.
 
 Data sets (``../shared/data``, or ``$RECSYS_SHARED_DATA``), each prepared by the pipeline's own data
 steps (read, validate, minimum length 3, sorted id maps, leave-last-out):
 
 * ``beauty``: Amazon Beauty 5-core (S3-Rec / ICLRec ``Beauty.txt``), one user a line;
 * ``games``: the SASRec paper's Amazon Games set (``sasrec/Video.txt``), one ``user item`` a line;
-* ``ml-1m-sample``: the MovieLens 1M ratings sample (``ml-1m/ratings.sample-100k.dat``, 10%), by time.
+* ``ml-1m-sample``: the MovieLens 1M ratings sample (``ml-1m/ratings.sample-100k.dat``, 10%), by time;
+* ``ml-latest-small``: MovieLens latest-small (``ml-latest-small/ratings.csv``), by time;
+* ``ml-100k``: MovieLens 100K (``ml-100k/u.data``), by time;
+* ``synthetic``: ``recsys.data.synthetic`` (users with category tastes and sequential habits), generated:
+  :func:`load_synthetic` (5M events in the benchmark).
 
 Fitters: ``ours`` (:class:`~recsys.models.item2vec.Item2Vec` on CPU) and ``gensim`` (``Word2Vec``,
 ``sg=1, hs=0``, the same hyperparameters under gensim's names). Gensim's input vectors (``wv``) and
@@ -33,13 +37,22 @@ SETS = {
     "beauty": ("iclrec-amazon/Beauty.txt", "seq-per-user", "utf8"),
     "games": ("sasrec/Video.txt", "seq-per-event", "utf8"),
     "ml-1m-sample": ("ml-1m/ratings.sample-100k.dat", "auto", "latin-1"),
+    "ml-latest-small": ("ml-latest-small/ratings.csv", "auto", "utf8"),
+    "ml-100k": ("ml-100k/u.data", "auto", "latin-1"),
 }
+#: generated rather than read: ``load_set("synthetic", n_events)``
+SYNTHETIC = "synthetic"
 METRICS = ("hr_10", "ndcg_10", "hr_20", "ndcg_20")
 BEAUTY = DATA / SETS["beauty"][0]
 
 
-def load_set(name: str) -> SplitData:
-    """The named data set through the pipeline's data steps (no files written)."""
+def load_set(name: str, synthetic_events: int = 5_000_000) -> SplitData:
+    """The named data set through the pipeline's data steps (no files written); ``"synthetic"`` is generated
+    with ``synthetic_events`` events."""
+    if name == SYNTHETIC:
+        return load_synthetic(synthetic_events)
+    if name not in SETS:
+        raise SystemExit(f"unknown data set {name!r}; known: {', '.join([*SETS, SYNTHETIC])}")
     rel, fmt, encoding = SETS[name]
     return load_file(DATA / rel, fmt, encoding, name)
 
@@ -61,6 +74,19 @@ def load_file(path: Path, fmt: str, encoding: str, name: str) -> SplitData:
     frame = clean(ing, cfg)
     users, items = fit_id_maps(frame)
     return split_encoded(encode_interactions(frame, users, items), cfg, len(users), len(items))
+
+
+def load_synthetic(n_events: int) -> SplitData:
+    """``recsys.data.synthetic`` with ``n_events`` events (a user per 50 events, an item per 250), leave-last-out."""
+    import polars as pl
+
+    from recsys.data.split import leave_last_out
+    from recsys.data.synthetic import SyntheticConfig, generate
+
+    cfg = SyntheticConfig(n_users=max(n_events // 50, 100), n_items=max(n_events // 250, 200), n_events=n_events)
+    inter = generate(cfg).interactions
+    enc = inter.select(pl.col("user").alias("user_idx"), pl.col("item").alias("item_idx"), "timestamp")
+    return leave_last_out(enc, cfg.n_users, cfg.n_items)
 
 
 def sentences(train: Sequences) -> list[list[str]]:

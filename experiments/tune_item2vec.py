@@ -3,12 +3,13 @@
 Four searches (ours / gensim x in-in / in-out), each a greedy coordinate search from the same start:
 for every parameter of the grid in turn, try each value with the others at the best so far, keep the
 best validation NDCG@10; pass after pass until a pass improves nothing, ``--passes`` passes are done
-or the search has fitted ``--budget`` models (the same budget for every search). The grid is
-``GRID`` for both fitters; ours also searches ``OURS_ONLY`` first (``batch_size`` and
-``repeat_cap``, how far a row repeated in one batch may move: batched SGD has them, gensim's one-
-pair-at-a-time SGD has no counterpart), within the same fit budget. ``user_decay`` is an encode-time
-setting: it is searched on the fitted vectors without a refit. A setting already scored is not
-fitted again. Test data is never looked at.
+or the search has fitted ``--budget`` models. The grid is ``GRID`` for both fitters, the same
+parameters and values; our batched SGD's own settings (``batch_size``, ``update``) stay at the library
+defaults. With ``--merge`` and gensim's searches kept from the report, each of our searches may fit at
+most as many models as gensim's search of the same scoring did (``fits_like_gensim``), so both sides
+get the same search and the same number of fits. ``user_decay`` is an encode-time setting: it is
+searched on the fitted vectors without a refit. A setting already scored is not fitted again. Test
+data is never looked at.
 
 The report (``experiments/reports/tune_item2vec.{json,md}``) records the grid, every trial (its
 parameters, validation NDCG@10 / HR@10, fit seconds), each search's budget (fits, evaluations,
@@ -59,7 +60,7 @@ GRID: dict[str, list] = {
     "lr": [0.025, 0.05, 0.1],
     "user_decay": [1.0, 0.6, 0.4, 0.2, 0.1],  # encode-time: no refit
 }
-OURS_ONLY: dict[str, list] = {"batch_size": [16384, 4096, 1024], "repeat_cap": [4, 16, 64]}
+OURS_ONLY: dict[str, list] = {}  # none: both fitters search GRID alone
 ENCODE_TIME = ("user_decay",)
 FITTERS = ("ours", "gensim")
 SCORINGS = ("in-in", "in-out")
@@ -135,6 +136,15 @@ def search(split: SplitData, fitter: str, scoring: str, passes: int, budget: int
                        "seconds": round(time.perf_counter() - t0, 1), "passes_run": max(t["pass"] for t in trials)}}
 
 
+def fits_like_gensim(searches: list[dict], fitter: str, scoring: str, budget: int) -> int:
+    """Our search's fit budget: at most the fits gensim's search of the same scoring made (when it is in
+    ``searches``), never more than ``budget``."""
+    if fitter == "gensim":
+        return budget
+    theirs = [s["budget"]["fits"] for s in searches if s["fitter"] == "gensim" and s["scoring"] == scoring]
+    return min([budget, *theirs])
+
+
 def chosen(results: dict) -> dict:
     """Per fitter, the search with the best validation NDCG@10 (over both scorings)."""
     out = {}
@@ -151,8 +161,10 @@ def markdown(r: dict) -> str:
              f"Command: `{r['command']}`", "",
              "Greedy coordinate search on validation NDCG@10 (test never seen), the same for all four searches: "
              "each parameter in turn over its values, the others at the best so far; a setting already scored is "
-             f"not refitted; at most {r['passes']} passes and {r['budget']} fits a search, stopping after a pass "
-             f"without improvement. Start: `{r['start']}`. Training threads: {r['workers']} for each fitter.", "",
+             f"not refitted; at most {r['passes']} passes and {r['budget']} fits a search (ours: at most the fits of "
+             "gensim's search of the same scoring), stopping after a pass "
+             f"without improvement. Start: `{r['start']}`. Training threads: {r['workers']} for each fitter. "
+             f"Our batched SGD's own settings, fixed (library defaults): {r.get('ours_fixed', {})}.", "",
              "## grid", "", "| parameter | values |", "|---|---|"]
     lines += [f"| {k} | {', '.join(str(x) for x in v)}{' (encode-time, no refit)' if k in ENCODE_TIME else ''} |"
               for k, v in r["grid"].items()]
@@ -208,6 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
         "quick": args.quick, "passes": args.passes, "workers": args.workers, "start": START,
         "budget": args.budget, "grid": {k: list(v) for k, v in GRID.items()},
         "ours_only": {k: list(v) for k, v in OURS_ONLY.items()}, "searches": [],
+        "ours_fixed": {k: getattr(Item2VecConfig(), k) for k in ("batch_size", "update", "shared_negatives")},
     }
     name = "tune_item2vec_quick" if args.quick else "tune_item2vec"
     previous = args.out / f"{name}.json"
@@ -221,8 +234,9 @@ def main(argv: list[str] | None = None) -> dict:
             results[key] = f"{old[key]}; then {results[key]}"
     for fitter in args.fitters.split(","):
         for scoring in args.scorings.split(","):
-            print(f"== {fitter} {scoring}", flush=True)
-            results["searches"].append(search(split, fitter, scoring, args.passes, args.budget, args.workers))
+            budget = fits_like_gensim(results["searches"], fitter, scoring, args.budget)
+            print(f"== {fitter} {scoring} (at most {budget} fits)", flush=True)
+            results["searches"].append(search(split, fitter, scoring, args.passes, budget, args.workers))
             results["chosen"] = chosen(results)
             args.out.mkdir(parents=True, exist_ok=True)  # after every search: a long run leaves partial results
             atomic.write_text(args.out / f"{name}.json", json.dumps(results, indent=2))

@@ -120,7 +120,7 @@ def default_config() -> PipelineConfig:
         "models": {
             "popularity": {"name": "popularity"},
             "als": {"name": "als", "factors": 32, "iterations": 10, "validate_every": 5},
-            "item2vec": {"name": "item2vec", "dim": 32, "epochs": 5},
+            "item2vec": {"name": "item2vec"},  # the library defaults, as the shipped pipeline configs
             "two_tower": {"name": "two_tower", "dim": 32, "epochs": 4, "max_len": 30, "text_buckets": 5000},
         },
     }

@@ -59,7 +59,7 @@ def epochs_of(config: object) -> int | None:
 
 
 # registered models, plus configurations whose vectors or encoder take another path through export
-VARIANTS = {"item2vec-in-out": ("item2vec", {"scoring": "in-out"})}
+VARIANTS = {"item2vec-in-in": ("item2vec", {"scoring": "in-in"})}
 
 
 @pytest.fixture(scope="module", params=[*sorted(MODELS), *VARIANTS])

@@ -18,7 +18,7 @@ from recsys.models.base import NaNLossError, NotFittedError
 from recsys.models.item2vec import Item2Vec, Item2VecConfig, cbow_step, skipgram_step
 from recsys.models.popularity import Popularity
 from recsys.models.registry import build_model
-from recsys.models.row_updates import apply_rows, row_coefficients
+from recsys.models.row_updates import RowState, apply_rows, row_coefficients
 
 N_CLUSTERS, PER_CLUSTER = 8, 15
 
@@ -48,7 +48,7 @@ def split() -> SplitData:
 
 def fast(**kw: object) -> Item2VecConfig:
     """Small and fast; the sampling settings pinned here so the tests do not move with the tuned defaults."""
-    pinned = {"window": 5, "negatives": 5, "ns_exponent": 0.75, "user_decay": 1.0}
+    pinned = {"window": 5, "negatives": 5, "ns_exponent": 0.75, "user_decay": 1.0, "scoring": "in-in"}
     return Item2VecConfig(**{"dim": 16, "epochs": 8, "batch_size": 1024, "lr": 0.2, "seed": 1, **pinned, **kw})
 
 
@@ -246,7 +246,7 @@ def test_capped_rule_damps_rows_repeated_in_a_batch() -> None:
     rows = torch.tensor([1, 1, 1, 1, 2, 3, 3])
     grad = torch.tensor([[1.0, 0], [1, 0], [1, 0], [1, 0], [0, 1], [2, 2], [2, 2]])
     c = row_coefficients("capped", rows, 4, 0.5, 2, torch.float32)
-    apply_rows(w, rows, grad * c[:, None], rule="capped", lr=0.5)
+    apply_rows(w, [(rows, grad * c[:, None])], rule="capped", lr=0.5)
     # row 1: 4 repeats > cap 2 -> half of the summed step; rows 2, 3: at most cap repeats -> plain sum
     torch.testing.assert_close(w, torch.tensor([[0.0, 0], [-1, 0], [0, -0.5], [-2, -2]]))
 
@@ -256,25 +256,35 @@ def test_mean_rule_moves_a_row_by_the_mean_of_its_gradients() -> None:
     rows = torch.tensor([1, 1, 1, 1, 2, 3, 3])
     grad = torch.tensor([[1.0, 0], [3, 0], [1, 0], [3, 0], [0, 1], [2, 2], [4, 2]])
     c = row_coefficients("mean", rows, 4, 0.5, 0, torch.float32)
-    apply_rows(w, rows, grad * c[:, None], rule="mean", lr=0.5)
+    apply_rows(w, [(rows, grad * c[:, None])], rule="mean", lr=0.5)
     torch.testing.assert_close(w, torch.tensor([[0.0, 0], [-1, 0], [0, -0.5], [-1.5, -1]]))
 
 
 def test_adagrad_rule_by_hand() -> None:
     """Row-wise Adagrad on each row's summed gradient: G += mean(g**2), step -lr * g / sqrt(G)."""
-    w, acc = torch.zeros(3, 2), torch.zeros(3)
+    w, state = torch.zeros(3, 2), RowState.zeros(3)
     rows = torch.tensor([1, 1, 2])
     grad = torch.tensor([[1.0, 1.0], [2.0, 1.0], [0.0, 2.0]])
-    for _ in range(2):
+    for parts in ([(rows, grad)], [(rows[:1], grad[:1]), (rows[1:], grad[1:])]):  # one part, or split across two
         c = row_coefficients("adagrad", rows, 3, 0.1, 0, torch.float32)
-        apply_rows(w, rows, grad * c[:, None], rule="adagrad", lr=0.1, accumulator=acc)
+        apply_rows(w, [(r, g * c[: len(r), None]) for r, g in parts], rule="adagrad", lr=0.1, state=state)
+    acc = state.acc
     # row 1: g = (3, 2), mean g^2 = 6.5 per step; row 2: g = (0, 2), mean g^2 = 2
     torch.testing.assert_close(acc, torch.tensor([0.0, 13.0, 4.0]))
     want1 = -0.1 * torch.tensor([3.0, 2.0]) * (1 / 6.5**0.5 + 1 / 13**0.5)
     want2 = -0.1 * torch.tensor([0.0, 2.0]) * (1 / 2**0.5 + 1 / 4**0.5)
     torch.testing.assert_close(w, torch.stack([torch.zeros(2), want1, want2]))
-    with pytest.raises(ValueError, match="accumulator"):
-        apply_rows(w, rows, grad, rule="adagrad", lr=0.1)
+    with pytest.raises(ValueError, match="RowState"):
+        apply_rows(w, [(rows, grad)], rule="adagrad", lr=0.1)
+
+
+def test_row_state_groups_repeated_rows() -> None:
+    state = RowState.zeros(10)
+    rows = torch.tensor([7, 3, 7, 7, 1, 3, 9])
+    uniq, inverse = state.group(rows)
+    assert sorted(uniq.tolist()) == [1, 3, 7, 9] and torch.equal(uniq[inverse], rows)
+    uniq, inverse = state.group(torch.tensor([2, 2]))  # stale slots of earlier batches do not leak in
+    assert uniq.tolist() == [2] and inverse.tolist() == [0, 0]
 
 
 def test_a_shared_negative_counts_once_per_pair_it_serves() -> None:
@@ -307,14 +317,15 @@ def test_one_item_in_every_pair_takes_a_bounded_step_whatever_the_batch(rule: st
             w_in = torch.randn(n_items + 1, d, generator=torch.Generator().manual_seed(1)) * 0.5
             w_out = torch.randn(n_items + 1, d, generator=torch.Generator().manual_seed(2)) * 0.5
             before_in, before_out = w_in[1].clone(), w_out[1].clone()
-            acc = (torch.zeros(n_items + 1), torch.zeros(n_items + 1))
-            loss = skipgram_step(w_in, w_out, source, target, neg, 1, lr=cfg.lr, sparse=True, acc_in=acc[0],
-                                 acc_out=acc[1], **kw)
+            states = (RowState.zeros(n_items + 1), RowState.zeros(n_items + 1))
+            loss = skipgram_step(w_in, w_out, source, target, neg, 1, lr=cfg.lr, sparse=True, state_in=states[0],
+                                 state_out=states[1], **kw)
             assert torch.isfinite(loss) and torch.isfinite(w_in).all() and torch.isfinite(w_out).all()
             steps[key].append(max(float((w_in[1] - before_in).norm()), float((w_out[1] - before_out).norm())))
     bounded = steps["bounded"]
-    # adagrad: |step| <= lr * sqrt(dim); mean: <= lr * (|positive part| + |negatives part|) <= lr * 2 * max |u|
-    limit = cfg.lr * d**0.5 if rule == "adagrad" else cfg.lr * 2 * 0.5 * 5 * d**0.5
+    # adagrad: |step| <= lr * sqrt(dim); mean: <= lr * one pair's gradient <= lr * (1 + negatives) * max row norm
+    max_norm = 0.5 * 1.5 * d**0.5  # randn * 0.5 rows: norm about 0.5 sqrt(d); 1.5x leaves room for the largest
+    limit = cfg.lr * d**0.5 if rule == "adagrad" else cfg.lr * (1 + cfg.negatives) * max_norm
     assert max(bounded) <= limit * (1 + 1e-5), bounded
     assert max(bounded) <= 1.5 * min(bounded), bounded  # flat in the batch size
     assert steps["plain sum"][-1] > 100 * steps["plain sum"][0], steps["plain sum"]  # the old summed step grows

@@ -7,18 +7,23 @@ epoch, streamed in bounded chunks) and negatives from ``count ** ns_exponent`` (
     >>> train = Sequences.from_lists([[], [1, 2, 3], [2, 3, 1]] * 20, n_items=3)
     >>> m = Item2Vec(Item2VecConfig(dim=8, epochs=2, batch_size=64), device="cpu").fit(train)
     >>> m.item_vectors().shape, m.similarity
-    ((4, 8), 'cosine')
+    ((4, 8), 'dot')
 
 Training is word2vec's SGD with a linearly decaying learning rate, batched: the SGNS gradients
 (``-log s(u.v) - sum_k log s(-u.n_k)``) are written out by hand and added to the touched rows
-only, so a step costs O(batch x (1 + negatives) x dim) whatever the catalogue size.
-The defaults are the in-in configuration ``experiments/tune_item2vec.py`` chose on Beauty
-validation (window 10, 10 negatives, ``ns_exponent`` 0.5, 10 epochs, ``user_decay`` 0.1; report
-``experiments/reports/tune_item2vec.md``). Its in-out choice scores higher on Beauty and Games but
-diverges on the MovieLens 1M sample (``experiments/reports/bench_item2vec.md``, which runs both
-unchanged on three sets against gensim), so it is a config (``experiments/configs/beauty_item2vec.toml``),
-not the default. ``lr`` 0.1, ``repeat_cap`` 4, ``shared_negatives`` 16 and ``sparse`` were chosen for
-speed and quality; the benchmark measures them against ``sparse=False``, independent negatives and gensim.
+only, so a step costs O(batch x (1 + negatives) x dim) whatever the catalogue size. A row that
+several pairs of a batch touch moves by a bounded step (row-wise Adagrad on its summed gradient,
+:mod:`recsys.models.row_updates`): the plain summed step grows with the row's count in the batch and
+diverged on popular items. The loss is checked every step; a non-finite one reruns the epoch at half
+the learning rate (recorded), so a fit ends with finite vectors or a :class:`NaNLossError` that says
+where and what to lower. Items that never occur in training are never ranked (:meth:`ineligible_items`).
+
+The defaults are the configuration ``experiments/tune_item2vec.py`` chose on Beauty validation, with the
+same grid and no more fits than gensim's search got (in-out scoring, 128 dimensions, window 5, 20
+negatives, ``ns_exponent`` 0.5, 20 epochs, ``lr`` 0.05, ``user_decay`` 0.4; report
+``experiments/reports/tune_item2vec.md``); ``experiments/reports/bench_item2vec.md`` runs it unchanged on
+every data set against gensim's best of each scoring. ``batch_size`` 4096, ``shared_negatives`` 16 and
+``sparse`` are our batched SGD's own settings, fixed for speed and quality and measured in that benchmark.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from recsys.models.pairs import (
     run_threads,
 )
 from recsys.models.popularity import load_arrays, save_arrays
-from recsys.models.row_updates import UPDATE_RULES, UpdateRule, apply_rows, row_coefficients
+from recsys.models.row_updates import UPDATE_RULES, RowState, UpdateRule, apply_rows, row_coefficients
 
 
 @dataclass
@@ -84,29 +89,30 @@ class Item2VecConfig:
     item's frequency as a context.
     """
 
-    mode: Literal["skipgram", "cbow"] = "skipgram"
-    dim: int = 64
-    window: int = 10
-    window_kind: Literal["fixed", "dynamic", "session"] = "dynamic"
-    negatives: int = 10
-    ns_exponent: float = 0.5
-    subsample: float = 1e-3
-    epochs: int = 10
-    lr: float = 0.1
-    min_lr: float = 1e-4
-    batch_size: int = 4096
-    shared_negatives: int = 16
-    sparse: bool = True
-    update: UpdateRule = "adagrad"  # row step rule: "adagrad" | "mean" | "capped" (see above)
+    # defaults: what experiments/tune_item2vec.py chose on Beauty validation (its report), except where noted
+    mode: Literal["skipgram", "cbow"] = "skipgram"  # skip-gram pairs, or CBOW (mean of the window predicts the centre)
+    dim: int = 128  # vector width
+    window: int = 5  # context distance (dynamic: each centre draws 1..window)
+    window_kind: Literal["fixed", "dynamic", "session"] = "dynamic"  # see recsys.models.pairs
+    negatives: int = 20  # noise items per pair
+    ns_exponent: float = 0.5  # noise distribution count**ns_exponent (word2vec: 0.75)
+    subsample: float = 1e-3  # word2vec's frequent-item subsampling threshold; 0 = off
+    epochs: int = 20  # passes over the training pairs
+    lr: float = 0.05  # learning rate at the start, decaying linearly to min_lr (Adagrad scales it per row)
+    min_lr: float = 1e-4  # learning rate at the end
+    batch_size: int = 4096  # pairs per step (not searched: measured once against 16384 on Beauty validation)
+    shared_negatives: int = 16  # consecutive pairs sharing one draw of negatives (1 = word2vec), for speed
+    sparse: bool = True  # update only the touched rows (False: through a dense (V, D) tensor, kept to measure)
+    update: UpdateRule = "adagrad"  # row step rule: "adagrad" | "mean" | "capped" (see above); bounded steps
     repeat_cap: int = 4  # "capped" only: repeats a row may sum in a batch before it is damped
     max_backoffs: int = 3  # learning-rate halvings allowed after a non-finite step before the fit fails
-    normalize: bool = True
-    user_decay: float = 0.1
-    seed: int = 0
-    num_threads: int = 0
-    workers: int = 1
+    normalize: bool = True  # L2-normalise the input vectors (in-in: cosine scoring)
+    user_decay: float = 0.4  # recency weight of the user encoder: decay**age (encode-time, no refit)
+    seed: int = 0  # fixes init, pairs and negatives (with workers = 1)
+    num_threads: int = 0  # torch threads during fit; 0 = torch's setting
+    workers: int = 1  # Hogwild training threads on CPU (1 = deterministic)
     init_vectors: str = ""  # warm start: .npy (n_items + 1, dim) input vectors; all-zero rows stay random
-    scoring: Literal["in-in", "in-out"] = "in-in"
+    scoring: Literal["in-in", "in-out"] = "in-out"  # how candidates are ranked (see above)
 
     def __post_init__(self) -> None:
         checks = {
@@ -262,7 +268,8 @@ class Item2Vec(Model):
         cfg = self.config
         step = skipgram_step if cfg.mode == "skipgram" else cbow_step
         batches = self._batches(sampler, noise, rng)
-        w_in, w_out, acc_in, acc_out = weights
+        w_in, w_out = weights[:2]
+        state_in, state_out = RowState(weights[2]), RowState(weights[3])  # accumulators persist across epochs
         steps = itertools.count(1)
 
         def run(batch: tuple[tuple[torch.Tensor, ...], float]) -> tuple[float, int, int]:
@@ -272,7 +279,7 @@ class Item2Vec(Model):
             # no autocast: the hand-written SGD updates stay float32 on every device (bf16 rounding would
             # swallow updates of lr * gradient much smaller than the weights)
             loss = float(step(w_in, w_out, *tensors, lr=lr, sparse=cfg.sparse, cap=cfg.repeat_cap, rule=cfg.update,
-                              acc_in=acc_in, acc_out=acc_out))
+                              state_in=state_in, state_out=state_out))
             if not math.isfinite(loss):  # every step: a diverging row shows in the loss of the batch touching it
                 raise _NonFinite(epoch, n, loss)
             return loss, len(tensors[1]), len(tensors[0])
@@ -400,7 +407,7 @@ class Item2Vec(Model):
 def skipgram_step(
     w_in: torch.Tensor, w_out: torch.Tensor, source: torch.Tensor, target: torch.Tensor,
     neg: torch.Tensor, share: int, *, lr: float, sparse: bool, cap: int = 0, rule: UpdateRule = "capped",
-    acc_in: torch.Tensor | None = None, acc_out: torch.Tensor | None = None,
+    state_in: RowState | None = None, state_out: RowState | None = None,
 ) -> torch.Tensor:
     """One SGD step of skip-gram with negative sampling; returns the float64 loss sum.
 
@@ -413,7 +420,8 @@ def skipgram_step(
     lr : learning rate of this step.
     sparse : update only the touched rows (else through a dense (V, D) tensor).
     cap, rule : how a row repeated in the batch moves (:mod:`recsys.models.row_updates`).
-    acc_in, acc_out : (V,) row accumulators of ``w_in`` / ``w_out`` (``rule="adagrad"`` only).
+    state_in, state_out : the :class:`~recsys.models.row_updates.RowState` of ``w_in`` / ``w_out``
+        (``rule="adagrad"`` only).
 
     The per-row factors (:func:`~recsys.models.row_updates.row_coefficients`) are folded into the (P,)
     and (G, share, K) score gradients before they meet the (., D) vectors, so each updated row costs
@@ -444,23 +452,23 @@ def skipgram_step(
     c_tgt = row_coefficients(rule, target, n_rows, lr, cap, dt)
     # a negative row's delta sums the ``share`` pairs of its group: it counts as ``share`` repeats
     c_neg = row_coefficients(rule, neg_flat, n_rows, lr, cap, dt, per_row=share).view(g, 1, k)
-    delta_out = torch.cat([u * (g_pos * c_tgt)[:, None],
-                           torch.bmm((g_neg * c_neg).transpose(1, 2), u3).view(g * k, d)])
-    apply_rows(w_in, source, delta_u, rule=rule, lr=lr, accumulator=acc_in, sparse=sparse)
-    apply_rows(w_out, torch.cat([target, neg_flat]), delta_out, rule=rule, lr=lr, accumulator=acc_out, sparse=sparse)
+    delta_tgt = u * (g_pos * c_tgt)[:, None]
+    delta_neg = torch.bmm((g_neg * c_neg).transpose(1, 2), u3).view(g * k, d)
+    apply_rows(w_in, [(source, delta_u)], rule=rule, lr=lr, state=state_in, sparse=sparse)
+    apply_rows(w_out, [(target, delta_tgt), (neg_flat, delta_neg)], rule=rule, lr=lr, state=state_out, sparse=sparse)
     return loss
 
 
 def cbow_step(
     w_in: torch.Tensor, w_out: torch.Tensor, context: torch.Tensor, centre: torch.Tensor, neg: torch.Tensor,
     local: torch.Tensor, *, lr: float, sparse: bool, cap: int = 0, rule: UpdateRule = "capped",
-    acc_in: torch.Tensor | None = None, acc_out: torch.Tensor | None = None,
+    state_in: RowState | None = None, state_out: RowState | None = None,
 ) -> torch.Tensor:
     """One SGD step of CBOW (mean of contexts) with negative sampling; returns the float64 loss sum.
 
     ``context`` / ``local`` (P,): context items and their group 0..G-1; ``centre`` (G,); ``neg`` (G, K).
     As in word2vec / gensim (``cbow_mean=1``) every context vector receives the full error of its
-    group's mean, not 1/count of it. ``rule``, ``cap`` and the accumulators as in :func:`skipgram_step`.
+    group's mean, not 1/count of it. ``rule``, ``cap`` and the row states as in :func:`skipgram_step`.
     """
     g, d = len(centre), w_in.shape[1]
     count = torch.bincount(local, minlength=g).clamp_min(1).to(w_in.dtype)
@@ -477,12 +485,12 @@ def cbow_step(
     grad_h = g_pos * v + torch.bmm(g_neg[:, None, :], nv).squeeze(1)  # (G, D)
     n_rows, dt = w_in.shape[0], w_in.dtype
     c_ctx = row_coefficients(rule, context, n_rows, lr, cap, dt)
-    apply_rows(w_in, context, grad_h.index_select(0, local) * c_ctx[:, None], rule=rule, lr=lr,
-               accumulator=acc_in, sparse=sparse)
+    apply_rows(w_in, [(context, grad_h.index_select(0, local) * c_ctx[:, None])], rule=rule, lr=lr,
+               state=state_in, sparse=sparse)
     rows_out = torch.cat([centre, neg.reshape(-1)])
     grad_out = torch.cat([g_pos * h, (g_neg[:, :, None] * h[:, None, :]).view(-1, d)])
     c_out = row_coefficients(rule, rows_out, n_rows, lr, cap, dt)
-    apply_rows(w_out, rows_out, grad_out * c_out[:, None], rule=rule, lr=lr, accumulator=acc_out, sparse=sparse)
+    apply_rows(w_out, [(rows_out, grad_out * c_out[:, None])], rule=rule, lr=lr, state=state_out, sparse=sparse)
     return loss
 
 

@@ -16,11 +16,14 @@ rules here bound every row's step whatever its count:
 
 Updates stay float32 on every device (no autocast: bf16 rounding would swallow steps much smaller than
 the weights). :func:`row_coefficients` gives the per-occurrence factor that is folded into the score
-gradients before they meet the ``(., D)`` vectors; :func:`apply_rows` adds the resulting deltas.
+gradients before they meet the ``(., D)`` vectors; :func:`apply_rows` adds the resulting deltas, and
+:class:`RowState` holds what the Adagrad rule keeps between steps.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -60,27 +63,70 @@ def row_coefficients(rule: UpdateRule, rows: torch.Tensor, n_rows: int, lr: floa
     return (-lr * cap) / k.clamp_min(cap)
 
 
-def apply_rows(weight: torch.Tensor, rows: torch.Tensor, delta: torch.Tensor, *, rule: UpdateRule, lr: float,
-               accumulator: torch.Tensor | None = None, sparse: bool = True) -> None:
-    """Add the (P, D) ``delta`` rows (already multiplied by :func:`row_coefficients`) to ``weight[rows]``.
+class RowState:
+    """What the ``"adagrad"`` rule keeps per weight matrix: the (V,) float32 accumulator of each row, and a (V,)
+    int64 scratch map per thread that groups a batch's repeated rows in O(batch) (no sort; Hogwild workers
+    each get their own)."""
 
-    Repeated rows are summed. Under ``"adagrad"`` the summed delta of each distinct row is ``-g`` (its
-    negative gradient), the row's ``accumulator`` (V,) grows by ``mean_d(g_d ** 2)`` and the row moves by
-    ``lr * (-g) / sqrt(accumulator)``. ``sparse`` touches only the given rows; otherwise the update is first
-    materialised as a dense (V, D) tensor, as a dense embedding gradient would be (kept to measure it).
+    def __init__(self, acc: torch.Tensor) -> None:
+        self.acc = acc  # (V,) float32, updated in place
+        self._local = threading.local()
+
+    @classmethod
+    def zeros(cls, n_rows: int, device: torch.device | str = "cpu") -> RowState:
+        """A fresh state: every accumulator 0."""
+        return cls(torch.zeros(n_rows, dtype=torch.float32, device=device))
+
+    def group(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(uniq, inverse)`` with ``rows == uniq[inverse]`` and distinct ``uniq`` (in no particular order)."""
+        slots = getattr(self._local, "slots", None)
+        if slots is None:
+            slots = self._local.slots = torch.empty(self.acc.shape, dtype=torch.int64, device=self.acc.device)
+        pos = torch.arange(len(rows), device=rows.device)
+        slots.index_put_((rows,), pos)  # a repeated row keeps one of its positions, whichever: all read the same
+        rep = slots.index_select(0, rows)  # (P,) the position that represents each occurrence's row
+        first = rep == pos
+        compact = torch.cumsum(first, 0) - 1  # (P,) slot of each representative among the distinct rows
+        return rows[first], compact.index_select(0, rep)
+
+
+def apply_rows(weight: torch.Tensor, parts: Sequence[tuple[torch.Tensor, torch.Tensor]], *, rule: UpdateRule,
+               lr: float, state: RowState | None = None, sparse: bool = True) -> None:
+    """Add each part's (P, D) deltas (already multiplied by :func:`row_coefficients`) to ``weight[rows]``.
+
+    Parameters
+    ----------
+    weight : (V, D) float32, updated in place.
+    parts : ``(rows (P,), delta (P, D))`` pairs; repeated rows, within and across parts, are summed.
+    rule : the update rule; under ``"adagrad"`` the summed delta of each distinct row is ``-g`` (its negative
+        gradient), the row's accumulator grows by ``mean_d(g_d ** 2)`` and the row moves by
+        ``lr * (-g) / sqrt(accumulator)``.
+    lr : learning rate of this step (``"adagrad"`` only; the other rules folded it into the deltas).
+    state : the weight's :class:`RowState` (``"adagrad"`` only).
+    sparse : touch only the given rows; otherwise the update is first materialised as a dense (V, D)
+        tensor, as a dense embedding gradient would be (kept to measure the difference).
     """
-    delta = delta.to(weight.dtype)
     if rule != "adagrad":
-        _add_rows(weight, rows, delta, sparse)
+        for rows, delta in parts:
+            _add_rows(weight, rows, delta.to(weight.dtype), sparse)
         return
-    if accumulator is None:
-        raise ValueError("apply_rows: the adagrad rule needs the rows' accumulator (a (V,) float32 tensor)")
-    uniq, inverse = torch.unique(rows, return_inverse=True)
-    summed = torch.zeros(len(uniq), weight.shape[1], dtype=weight.dtype, device=weight.device)
-    summed.scatter_add_(0, inverse[:, None].expand(-1, weight.shape[1]), delta)  # (U, D) = -g per distinct row
-    acc = accumulator.index_select(0, uniq).add_(summed.pow(2).mean(1))  # (U,)
-    accumulator.index_copy_(0, uniq, acc)
-    _add_rows(weight, uniq, summed * (lr / (acc.sqrt() + ADAGRAD_EPS))[:, None], sparse)
+    if state is None:
+        raise ValueError("apply_rows: the adagrad rule needs the weight's RowState (accumulator)")
+    uniq, inverse = state.group(torch.cat([rows for rows, _ in parts]) if len(parts) > 1 else parts[0][0])
+    d = weight.shape[1]
+    summed = torch.zeros(len(uniq), d, dtype=weight.dtype, device=weight.device)  # (U, D) = -g per distinct row
+    start = 0
+    for rows, delta in parts:
+        # scatter_add_, not index_add_: repeated indices take index_add_'s slow multi-threaded path (_add_rows)
+        summed.scatter_add_(0, inverse[start : start + len(rows), None].expand(-1, d), delta.to(weight.dtype))
+        start += len(rows)
+    acc = state.acc.index_select(0, uniq).add_(torch.linalg.vector_norm(summed, dim=1).square_().div_(d))  # (U,)
+    state.acc.index_copy_(0, uniq, acc)
+    step = summed.mul_((lr / (acc.sqrt_() + ADAGRAD_EPS))[:, None])
+    if sparse:  # distinct rows: index_add_ needs no sorted scatter here
+        weight.index_add_(0, uniq, step)
+    else:
+        _add_rows(weight, uniq, step, sparse)
 
 
 def _add_rows(weight: torch.Tensor, rows: torch.Tensor, delta: torch.Tensor, sparse: bool) -> None:
