@@ -196,9 +196,26 @@ def sets_part(names: list[str], tuned: dict[str, Item2VecConfig], seeds: int, wo
             "events_per_s_epoch_ours": ev / t_ours, "events_per_s_epoch_gensim": ev / t_gs,
             "throughput_ratio_ours_over_gensim": t_gs / t_ours,
         }
+        out[name]["seeds"] = seeds
+        out[name]["commit"] = _commit()
         if name == SYNTHETIC:
             out[name]["synthetic_events"] = synthetic_events
     return out
+
+
+def merge_sets(old: dict | None, new: dict) -> dict:
+    """``new``'s sets, plus those of ``old`` it did not rerun (same configurations required)."""
+    if not old or old.get("configs") != new["configs"]:
+        return new
+    kept = {k: v for k, v in old.items() if isinstance(v, dict) and "mean" in v and k not in new}
+    return {**new, **kept}
+
+
+def _commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
+                           text=True).stdout.strip()
+    return out.strip() + ("+dirty" if dirty else "")
 
 
 def write_reports(out: Path, results: dict) -> None:
@@ -213,14 +230,16 @@ def sets_markdown(r: dict) -> list[str]:
              "Ours = the tuner's choice on Beauty validation (`experiments/reports/tune_item2vec.md`). "
              "Gensim: its best configuration of each scoring from the same "
              "search, and gensim at our configuration (same hyperparameters; the throughput reference). "
-             f"Metrics are mean ± sd over {r['seeds']} seeds; each seed's fits alternate; a fit that diverged "
+             "Metrics are mean ± sd over the seeds each heading names; each seed's fits alternate; a fit that diverged "
              "(NaN) counts as 0.", "",
              "| configuration | " + " | ".join(TUNED) + " |", "|---|" + "---|" * len(TUNED)]
     lines += [f"| {label} | " + " | ".join(str(c[k]) for k in TUNED) + " |" for label, c in r["configs"].items()]
     lines.append("")
     for name in (k for k in r if isinstance(r[k], dict) and "mean" in r[k]):
         p = r[name]
-        lines += [f"### {name} ({p['users']} users, {p['items']} items, {p['train_events']} training events)", "",
+        lines += [f"### {name} ({p['users']} users, {p['items']} items, {p['train_events']} training events; "
+                  f"{p.get('seeds', r['seeds'])} seed{'s' if p.get('seeds', r['seeds']) > 1 else ''}, commit "
+                  f"{p.get('commit', '?')})", "",
                   "| | " + " | ".join(f"test {m}" for m in METRICS) + " | fit s (median) | lr backoffs |",
                   "|---|" + "---|" * (len(METRICS) + 2)]
         sd = p.get("sd", {})
@@ -320,8 +339,9 @@ def main(argv: list[str] | None = None) -> dict:
                    "loadavg": f"{old['loadavg']}; then {results['loadavg']}"}
     if parts & {"beauty", "variants", "workers"}:
         beauty = load_set("beauty")
-    steps = [("sets", lambda: sets_part(args.sets.split(","), tuned_configs(args.tune_report), args.seeds,
-                                        args.workers, args.synthetic_events)),
+    steps = [("sets", lambda: merge_sets(results.get("sets") if args.merge else None,
+                                         sets_part(args.sets.split(","), tuned_configs(args.tune_report), args.seeds,
+                                                   args.workers, args.synthetic_events))),
              ("beauty", lambda: side_by_side(beauty, base, args.repeats, args.workers)),
              ("variants", lambda: variants(beauty, base)),
              ("workers", lambda: workers_ab(beauty, base, args.repeats)),
