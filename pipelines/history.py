@@ -10,7 +10,8 @@ from typing import Any
 from pipelines.runstate import RunDir
 from pipelines.status import run_outcome
 
-DECISIONS = {"published": "published", "rejected": "rejected", "data_check_failed": "data check failed"}
+DECISIONS = {"published": "published", "rejected": "rejected", "data_check_failed": "data check failed",
+             "no_model_trained": "no model trained"}
 
 
 def run_history(workdir: Path) -> list[dict[str, Any]]:
@@ -51,6 +52,8 @@ def format_history(rows: list[dict[str, Any]], width: int = 120) -> str:
                 f"{str(r.get('metric') or '-')[:8]:<8}  {_num(r.get('candidate_value')):>6}  "
                 f"{_num(r.get('champion_value')):>6}  ")
         reason = str(r.get("reason") or "")
+        if r.get("failed_models"):
+            reason = f"failed: {', '.join(r['failed_models'])}; " + reason
         lines.append((line + reason)[:width].rstrip())
     return "\n".join(lines)
 

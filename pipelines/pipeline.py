@@ -25,7 +25,8 @@ from recsys.config import to_dict
 log = logging.getLogger(__name__)
 
 #: exit code -> how the run ended (``ended.json``); errors are not listed: such runs resume
-ENDINGS = {ExitCode.DATA_CHECK_FAILED: "data_check_failed", ExitCode.GATE_REJECTED: "rejected"}
+ENDINGS = {ExitCode.DATA_CHECK_FAILED: "data_check_failed", ExitCode.GATE_REJECTED: "rejected",
+           ExitCode.NO_MODEL: "no_model_trained"}
 
 
 def plan(start: str | None = None, only: str | None = None) -> list[str]:

@@ -29,6 +29,7 @@ class ExitCode:
     USAGE = 2  # bad config or command line
     DATA_CHECK_FAILED = 3  # ingest checks failed (bad-row fraction, row-count drop); nothing trained
     GATE_REJECTED = 4  # the candidate was worse than the champion beyond the tolerance; champion kept
+    NO_MODEL = 5  # every configured model failed to train (or the one to publish did); champion kept
     LOCKED = 75  # another run holds the lock (EX_TEMPFAIL); try again later
 
 
@@ -110,6 +111,16 @@ class RunDir:
 
     def info(self, step: str) -> dict[str, Any]:
         return json.loads(self.marker(step).read_text())
+
+    def failed_models(self) -> dict[str, str]:
+        """``{label: error}`` of the models whose training failed in this run (``train-<label>.done`` with
+        ``failed``)."""
+        out = {}
+        for marker in sorted(self.path.glob("train-*.done")):
+            info = json.loads(marker.read_text())
+            if info.get("failed"):
+                out[marker.name[len("train-") : -len(".done")]] = info.get("error", "")
+        return out
 
     def clear_from(self, steps: list[str]) -> None:
         """Forget that ``steps`` ran (``train`` includes every per-model ``train-<label>`` marker)."""

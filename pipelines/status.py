@@ -36,6 +36,9 @@ def run_outcome(run: RunDir, running: bool) -> dict[str, Any]:
     ended = run.path / "ended.json"
     state = run.state()
     row: dict[str, Any] = {"run_id": run.run_id, "attempts": state.get("attempts", 0)}
+    failed = run.failed_models()
+    if failed:
+        row["failed_models"] = failed
     if ended.is_file():
         info = json.loads(ended.read_text())
         row.update(outcome=info["outcome"], at=info.get("at"), step=info.get("step"), reason=info.get("message"))
@@ -152,6 +155,8 @@ def format_status(s: dict[str, Any]) -> str:
         reason = f": {r['reason']}" if r.get("reason") and r["outcome"] != "published" else ""
         lines.append(f"  {r['run_id']}  {r['outcome']}{extra}{reason[:160]}"
                      + (f"  (attempts {r['attempts']})" if r.get("attempts", 0) > 1 else ""))
+        lines += [f"      model {label} failed to train: {err[:160]}"
+                  for label, err in r.get("failed_models", {}).items()]
     if s["problems"]:
         lines.append("problems:")
         lines += [f"  - {p}" for p in s["problems"]]

@@ -3,7 +3,9 @@
 ``ingest``   read the logs (new files appended to what earlier runs read), validate, clean, keep
              the champion's id maps stable, split; fails the run on bad-row fraction or row drop
 ``train``    one nested MLflow run per configured model (``train-<label>.done`` each);
-             checkpoints under ``checkpoints/<label>`` let a killed training resume
+             checkpoints under ``checkpoints/<label>`` let a killed training resume; a model that
+             raises (non-finite loss, out of memory, a bad value) ends its run FAILED with the reason,
+             is recorded as failed and the others go on; no model trained ends the run (exit 5)
 ``evaluate`` pick the candidate: the best validation metric (or the configured model)
 ``export``   the candidate's bundle (vectors, Annoy index, ids, seen items) + a registry version
 ``gate``     candidate vs champion on this run's test split, each bundle encoding the test histories
@@ -129,12 +131,25 @@ def step_train(ctx: Context) -> None:
             params.setdefault("checkpoint_dir", str(ctx.run.path / "checkpoints" / m.label))
         if cls.warm_start and "init_vectors" not in params and ctx.cfg.pipeline.warm_start:
             params.update(_warm_start_vectors(ctx, m.label, m.name, params, data))
-        result = train_run(_run_config(ctx, m.label, m.name, params), ctx.run.path / "train", data=data, nested=True)
+        try:
+            result = train_run(_run_config(ctx, m.label, m.name, params), ctx.run.path / "train", data=data,
+                               nested=True)
+        except Exception as exc:  # this model only: its MLflow run ended FAILED with the reason; the others go on
+            reason = f"{type(exc).__name__}: {exc}"
+            log.exception("%s failed to train", m.label)
+            ctx.run.mark_done(step, failed=True, model=m.name, error=reason[:2000],
+                              run_id=tracking.latest_child(ctx.parent_run_id, m.label))
+            ctx.echo(f"  {m.label}: FAILED, {reason[:300]}; the other models go on")
+            continue
         fault_point(f"trained-{m.label}")
         ctx.run.mark_done(step, run_id=result.run_id, model=m.name, model_dir=str(result.model_dir),
                           val=result.val, test=result.test, seconds=result.seconds)
         ctx.echo(f"  {result.summary()}")
-    ctx.run.mark_done("train")
+    failed = ctx.run.failed_models()
+    if all(m.label in failed for m in ctx.cfg.models):
+        raise PipelineExit(ExitCode.NO_MODEL, "no model trained, nothing to publish; the champion stays published: "
+                           + "; ".join(f"{label}: {err[:300]}" for label, err in failed.items()))
+    ctx.run.mark_done("train", failed=sorted(failed))
 
 
 def _warm_start_vectors(ctx: Context, label: str, name: str, params: dict, data: Prepared) -> dict:
@@ -171,12 +186,19 @@ def _warm_start_vectors(ctx: Context, label: str, name: str, params: dict, data:
 
 def step_evaluate(ctx: Context) -> None:
     p = ctx.cfg.pipeline
-    trained = {m.label: ctx.run.info(f"train-{m.label}") for m in ctx.cfg.models}
+    infos = {m.label: ctx.run.info(f"train-{m.label}") for m in ctx.cfg.models}
+    trained = {label: info for label, info in infos.items() if not info.get("failed")}
     rows = sorted(trained.items(), key=lambda kv: -kv[1]["val"][p.metric])
     for label, info in rows:
         ctx.echo(f"  {label:<12} val_{p.metric}={info['val'][p.metric]:.4f}  test_{p.metric}="
                  f"{info['test'][p.metric]:.4f}")
+    for label, info in infos.items():
+        if info.get("failed"):
+            ctx.echo(f"  {label:<12} failed to train: {info.get('error', '')[:200]}")
     label = rows[0][0] if p.publish == "best" else p.publish
+    if label not in trained:
+        raise PipelineExit(ExitCode.NO_MODEL, f"pipeline.publish = {label!r}, but that model failed to train "
+                           f"({infos[label].get('error', '')[:300]}); the champion stays published")
     atomic.write_json(ctx.run.path / "evaluation.json", {"candidate": label, "models": trained})
     fault_point("evaluated")
     ctx.run.mark_done("evaluate", candidate=label, model=trained[label]["model"])

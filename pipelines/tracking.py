@@ -173,6 +173,18 @@ def end_orphaned_children(parent_run_id: str, reason: str) -> list[str]:
     return [r.info.run_id for r in stale]
 
 
+def latest_child(parent_run_id: str, run_name: str) -> str | None:
+    """The run id of the newest nested run named ``run_name`` under ``parent_run_id`` (None without one)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs([parent.info.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                              filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and "
+                                            f"tags.mlflow.runName = '{run_name}'")
+    return runs[0].info.run_id if runs else None
+
+
 def supersede_children(parent_run_id: str, run_name: str, reason: str) -> list[str]:
     """Tag the finished nested runs named ``run_name`` under ``parent_run_id`` as superseded (``superseded``
     = ``reason``): a model trained again after a kill before its marker leaves one run that counts."""

@@ -72,6 +72,44 @@ def test_end_to_end_publishes_a_servable_bundle_and_logs_nested_runs(workdir: Pa
     assert (ctx.run.path / "pipeline.log").stat().st_size > 0
 
 
+# item2vec that cannot train: a learning rate so large that the first steps overflow, and no backoff allowed
+BROKEN = '[models.i2v]\nname = "item2vec"\ndim = 8\nepochs = 1\nlr = 1e30\nmin_lr = 0.0\nmax_backoffs = 0\n'
+
+
+def test_a_model_that_fails_to_train_does_not_stop_the_run(workdir: Path) -> None:
+    from pipelines.history import format_history, run_history
+    from pipelines.status import format_status, pipeline_status
+
+    cfg = load_pipeline_config(write_config(workdir, POP + BROKEN + ALS))
+    ctx = run_pipeline(cfg, echo=quiet)
+    assert ctx.run.is_done("publish") and ctx.run.info("evaluate")["candidate"] == "als"
+    info = ctx.run.info("train-i2v")
+    assert info["failed"] and info["error"].startswith("NaNLossError: item2vec diverged at epoch 1, step ")
+    assert ctx.run.info("train")["failed"] == ["i2v"]
+    client = MlflowClient(tracking.tracking_uri())
+    failed = client.get_run(info["run_id"])
+    assert failed.info.status == "FAILED" and failed.data.tags["mlflow.runName"] == "i2v"
+    assert failed.data.tags["error"].startswith("NaNLossError: item2vec diverged")
+    assert client.get_run(ctx.run.info("train-als")["run_id"]).info.status == "FINISHED"
+    status = pipeline_status(cfg, check_registry=False)
+    assert status["runs"][0]["outcome"] == "published" and list(status["runs"][0]["failed_models"]) == ["i2v"]
+    assert "model i2v failed to train: NaNLossError" in format_status(status)
+    assert "failed: i2v; " in format_history(run_history(workdir / "wd"))
+
+
+def test_no_model_trained_ends_the_run_with_exit_code_5_and_keeps_the_champion(workdir: Path) -> None:
+    run_pipeline(load_pipeline_config(write_config(workdir, ALS)), echo=quiet)
+    champion_before = os.readlink(workdir / "pub" / "current")
+    cfg = load_pipeline_config(write_config(workdir, BROKEN, name="broken.toml"))
+    with pytest.raises(PipelineExit) as err:
+        run_pipeline(cfg, echo=quiet)
+    assert err.value.code == ExitCode.NO_MODEL == 5 and "no model trained" in str(err.value)
+    assert "i2v: NaNLossError" in str(err.value)
+    assert os.readlink(workdir / "pub" / "current") == champion_before
+    runs = sorted((workdir / "wd" / "runs").iterdir())
+    assert json.loads((runs[-1] / "ended.json").read_text())["outcome"] == "no_model_trained"
+
+
 def test_gate_rejects_a_worse_candidate_and_keeps_the_champion(workdir: Path) -> None:
     run_pipeline(load_pipeline_config(write_config(workdir, ALS)), echo=quiet)
     champion_before = os.readlink(workdir / "pub" / "current")

@@ -213,7 +213,8 @@ class Item2Vec(Model):
                     raise NaNLossError(
                         f"item2vec diverged at epoch {bad.epoch}, {where}: loss {bad.loss} after "
                         f"{len(self.lr_backoffs)} learning-rate halvings (lr now {cfg.lr * self._lr_scale}); "
-                        f"lower lr (now {cfg.lr}) or batch_size (now {cfg.batch_size}), or use update=\"adagrad\""
+                        f"lower lr (now {cfg.lr}) or batch_size (now {cfg.batch_size})"
+                        + ("" if cfg.update == "adagrad" else ', or use update="adagrad" (bounded row steps)')
                     ) from None
                 self.lr_backoffs.append({"epoch": bad.epoch, "step": bad.step, "lr_scale": self._lr_scale / 2})
 
