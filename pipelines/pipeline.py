@@ -20,7 +20,8 @@ from pipelines import tracking
 from pipelines.pipeline_config import PipelineConfig
 from pipelines.runstate import ExitCode, PipelineExit, RunDir, now, open_run, run_lock
 from pipelines.steps import STEP_FUNCS, STEPS, Context
-from recsys.config import to_dict
+from recsys.config import ConfigError, to_dict
+from recsys.models.registry import check_model_config
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,22 @@ def plan(start: str | None = None, only: str | None = None) -> list[str]:
     return list(STEPS[STEPS.index(start):]) if start else list(STEPS)
 
 
+def check_models(cfg: PipelineConfig) -> None:
+    """Every model entry validated against its config and the device before anything runs (a bf16 model on a
+    CPU without bf16 fails here, not after the other models trained). Raises ``PipelineExit`` (exit 2)."""
+    for m in cfg.models:
+        try:
+            check_model_config(m.name, m.params, cfg.pipeline.device, where=f"{cfg.source} [models.{m.label}]")
+        except ConfigError as exc:
+            raise PipelineExit(ExitCode.USAGE, str(exc)) from None
+
+
 def run_pipeline(cfg: PipelineConfig, start: str | None = None, only: str | None = None,
                  echo: Callable[[str], None] = print) -> Context:
     """Run (or resume) the pipeline. Raises :class:`PipelineExit` for the documented non-zero endings."""
     workdir = Path(cfg.pipeline.workdir)
     steps = plan(start, only)
+    check_models(cfg)
     with run_lock(workdir):
         run, resumed = open_run(workdir, reuse_latest=bool(start or only))
         if start or only:

@@ -31,7 +31,7 @@ from recsys.config import from_dict, to_dict
 from recsys.device import resolve_device
 from recsys.evaluation.evaluator import EvalProtocol, evaluate_model, make_validator
 from recsys.models.base import Model
-from recsys.models.registry import MODELS, build_model
+from recsys.models.registry import MODELS, build_model, check_model_config
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,9 @@ def protocol_for(cfg: RunConfig, data: Prepared) -> EvalProtocol:
 def train_run(cfg: RunConfig, out: str | Path, data: Prepared | None = None, nested: bool = False) -> TrainResult:
     """Fit ``cfg``'s model on its data, evaluate it, and log everything to one MLflow run."""
     out = Path(out)
-    data = data or prepared_data(cfg, out)
     device = resolve_device(cfg.run.device)
+    check_model_config(cfg.model_name, cfg.model, device, where=f"{cfg.source} [model]")  # before the data step
+    data = data or prepared_data(cfg, out)
     protocol = protocol_for(cfg, data)
     split = data.split
     tags = {"data_name": data.name, "data_fingerprint": split.fingerprint, "device": str(device),

@@ -110,6 +110,24 @@ def test_no_model_trained_ends_the_run_with_exit_code_5_and_keeps_the_champion(w
     assert json.loads((runs[-1] / "ended.json").read_text())["outcome"] == "no_model_trained"
 
 
+def test_models_are_validated_before_anything_runs(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bf16 two-tower on a CPU without native bf16 (or an unknown key) stops the run before ingest, naming the
+    model and the fix, not after the other models trained."""
+    import recsys.device
+
+    monkeypatch.setattr(recsys.device, "bf16_supported", lambda device: False)
+    tt = '[models.tt]\nname = "two_tower"\nprecision = "bf16"\n'
+    cfg = load_pipeline_config(write_config(workdir, ALS + tt))
+    with pytest.raises(PipelineExit) as err:
+        run_pipeline(cfg, echo=quiet)
+    assert err.value.code == ExitCode.USAGE and "[models.tt]" in str(err.value)
+    assert "no native bf16; set precision = \"fp32\"" in str(err.value)
+    assert not (workdir / "wd" / "runs").exists()  # nothing ingested, nothing trained
+    typo = load_pipeline_config(write_config(workdir, ALS.replace("factors", "factor"), name="typo.toml"))
+    with pytest.raises(PipelineExit, match=r"unknown key\(s\) \['factor'\] in .*typo.toml \[models.als\]"):
+        run_pipeline(typo, echo=quiet)
+
+
 def test_gate_rejects_a_worse_candidate_and_keeps_the_champion(workdir: Path) -> None:
     run_pipeline(load_pipeline_config(write_config(workdir, ALS)), echo=quiet)
     champion_before = os.readlink(workdir / "pub" / "current")

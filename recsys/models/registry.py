@@ -24,6 +24,30 @@ MODELS: dict[str, type[Model]] = {
 }
 
 
+def check_model_config(name: str, params: Mapping[str, Any], device: str | torch.device = "auto",
+                       where: str = "") -> None:
+    """Validate a model's flat ``params`` before anything trains: the name, every key and value, and a
+    ``precision`` the device can run (bf16 needs native support).
+
+    Raises
+    ------
+    ConfigError
+        naming ``where``, the model and the fix.
+    """
+    from recsys.device import check_precision, resolve_device
+
+    ctx = f"{where}: " if where else ""
+    if name not in MODELS:
+        raise ConfigError(f"{ctx}unknown model {name!r}; registered models are: {sorted(MODELS)}")
+    config = from_dict(MODELS[name].Config, params, where=where or f"model {name!r}")
+    precision = getattr(config, "precision", None)
+    if precision is not None:
+        try:
+            check_precision(device if isinstance(device, torch.device) else resolve_device(device), precision)
+        except ValueError as exc:
+            raise ConfigError(f"{ctx}{exc}") from None
+
+
 def build_model(name: str, params: Mapping[str, Any], device: str | torch.device = "auto", **inputs: Any) -> Model:
     """Instantiate ``MODELS[name]`` with its config built from the flat ``params``.
 
