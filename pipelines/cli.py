@@ -33,7 +33,7 @@ def train(
 
     try:
         cfg = load_run_config(config)
-        result = train_run(cfg, out)
+        result = train_run(cfg, out, echo=typer.echo)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     typer.echo(result.summary())

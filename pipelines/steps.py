@@ -133,7 +133,7 @@ def step_train(ctx: Context) -> None:
             params.update(_warm_start_vectors(ctx, m.label, m.name, params, data))
         try:
             result = train_run(_run_config(ctx, m.label, m.name, params), ctx.run.path / "train", data=data,
-                               nested=True)
+                               nested=True, echo=ctx.echo)
         except Exception as exc:  # this model only: its MLflow run ended FAILED with the reason; the others go on
             reason = f"{type(exc).__name__}: {exc}"
             log.exception("%s failed to train", m.label)

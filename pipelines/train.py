@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import polars as pl
 from pipelines import plots, run_model, tracking
 from pipelines.config import RunConfig
 from pipelines.prepare import Prepared, all_events, load_prepared, prepare, raw_items_meta
+from pipelines.progress import chain, epoch_progress, total_epochs
 from pipelines.runstate import fault_point
 from recsys import atomic
 from recsys.config import from_dict, to_dict
@@ -73,8 +75,10 @@ def protocol_for(cfg: RunConfig, data: Prepared) -> EvalProtocol:
                         exclude_history=cfg.eval.exclude_history, fingerprint=data.split.fingerprint)
 
 
-def train_run(cfg: RunConfig, out: str | Path, data: Prepared | None = None, nested: bool = False) -> TrainResult:
-    """Fit ``cfg``'s model on its data, evaluate it, and log everything to one MLflow run."""
+def train_run(cfg: RunConfig, out: str | Path, data: Prepared | None = None, nested: bool = False,
+              echo: Callable[[str], None] | None = None) -> TrainResult:
+    """Fit ``cfg``'s model on its data, evaluate it, and log everything to one MLflow run; with ``echo``, a
+    progress line per epoch (:func:`pipelines.progress.epoch_progress`)."""
     out = Path(out)
     device = resolve_device(cfg.run.device)
     check_model_config(cfg.model_name, cfg.model, device, where=f"{cfg.source} [model]")  # before the data step
@@ -91,7 +95,9 @@ def train_run(cfg: RunConfig, out: str | Path, data: Prepared | None = None, nes
         validator = make_validator(split.valid_history, split.valid_targets, protocol, **kw)
         on_epoch = tracking.epoch_logger()
         t0 = time.perf_counter()
-        model.fit(split.train, on_epoch_end=on_epoch, validate=validator)
+        total = total_epochs(getattr(model, "config", None))
+        shown = epoch_progress(cfg.run.name, total, echo) if echo is not None else None
+        model.fit(split.train, on_epoch_end=chain(on_epoch, shown), validate=validator)
         fit_s = time.perf_counter() - t0
         val = evaluate_model(model, split.valid_history, split.valid_targets, protocol, **kw)
         test = evaluate_model(model, split.test_history, split.test_targets, protocol, **kw)

@@ -60,14 +60,34 @@ def test_train_run_round_trips_through_sqlite_store(sqlite_store: Path) -> None:
     assert Path(local).read_text().count("ndcg_10") >= 2
 
 
-def test_failing_run_ends_failed_with_the_error(sqlite_store: Path) -> None:
+def test_a_bad_config_is_refused_before_any_run_is_logged(sqlite_store: Path) -> None:
     with pytest.raises(ConfigError, match="no_such_key"):
         train_run(_cfg({"name": "als", "no_such_key": 1}), sqlite_store / "runs")
     client = MlflowClient(tracking_uri=tracking.tracking_uri())
     exp = client.get_experiment_by_name("t")
+    assert exp is None or not client.search_runs([exp.experiment_id])
+
+
+def test_failing_run_ends_failed_with_the_error(sqlite_store: Path) -> None:
+    from recsys.models.base import NaNLossError
+
+    diverging = {"name": "item2vec", "dim": 8, "epochs": 1, "lr": 1e30, "min_lr": 0.0, "max_backoffs": 0}
+    with pytest.raises(NaNLossError, match="item2vec diverged"):
+        train_run(_cfg(diverging), sqlite_store / "runs")
+    client = MlflowClient(tracking_uri=tracking.tracking_uri())
+    exp = client.get_experiment_by_name("t")
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FAILED"
-    assert "no_such_key" in runs[0].data.tags["error"]
+    assert runs[0].data.tags["error"].startswith("NaNLossError: item2vec diverged")
+
+
+def test_train_run_echoes_a_progress_line_per_epoch(sqlite_store: Path) -> None:
+    lines: list[str] = []
+    train_run(_cfg({"name": "item2vec", "dim": 8, "epochs": 2, "batch_size": 512}), sqlite_store / "runs",
+              echo=lines.append)
+    assert [line.split()[:3] for line in lines] == [["[item2vec]", "epoch", "1/2"], ["[item2vec]", "epoch", "2/2"]]
+    assert all("loss " in line and "val_ndcg_10 " in line and "s/epoch" in line for line in lines)
+    assert "at most" in lines[0] and lines[1].endswith("at most 0 s left")
 
 
 def test_compare_lists_differing_params_and_writes_reports(sqlite_store: Path) -> None:

@@ -1,0 +1,74 @@
+"""Progress of long training: one line per epoch (loss, validation metric, time per epoch, time left),
+the same on a terminal and in a cron log.
+
+    >>> lines = []
+    >>> cb = epoch_progress("als", 10, lines.append, clock=iter([0.0, 30.0]).__next__)
+    >>> cb(1, {"loss": 0.5, "val_ndcg_10": 0.04})
+    >>> lines[0]
+    '  [als] epoch 1/10  loss 0.5000  val_ndcg_10 0.0400  30.0 s/epoch, at most 4 min 30 s left'
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from recsys.models.base import EpochCallback
+
+#: the figures a progress line shows, when the epoch reports them
+SHOWN = ("loss", "val_ndcg_10", "val_hr_10", "lr_backoffs")
+
+
+def epoch_progress(name: str, total: int | None, echo: Callable[[str], None],
+                   clock: Callable[[], float] = time.perf_counter) -> EpochCallback:
+    """An ``on_epoch_end`` callback that echoes one line per epoch.
+
+    Parameters
+    ----------
+    name : the model's label, shown in brackets.
+    total : epochs the config asks for (None: unknown); early stopping may end sooner, so the time left is
+        an upper bound ("at most").
+    echo : where the line goes (``print``, ``typer.echo``, the pipeline's echo).
+    clock : seconds, monotonic (a parameter for tests).
+    """
+    start = clock()
+
+    def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
+        per_epoch = (clock() - start) / max(epoch, 1)
+        figures = "  ".join(f"{k} {metrics[k]:.4f}" for k in SHOWN if k in metrics and k != "lr_backoffs")
+        if metrics.get("lr_backoffs"):
+            figures += f"  lr halved {int(metrics['lr_backoffs'])}x"
+        left = "" if not total else f", at most {_duration(per_epoch * max(total - epoch, 0))} left"
+        echo(f"  [{name}] epoch {epoch}/{total or '?'}  {figures}  {per_epoch:.1f} s/epoch{left}")
+
+    return on_epoch_end
+
+
+def chain(*callbacks: EpochCallback | None) -> EpochCallback:
+    """One ``on_epoch_end`` that calls each of ``callbacks`` (None ones skipped) in order."""
+    live = [cb for cb in callbacks if cb is not None]
+
+    def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
+        for cb in live:
+            cb(epoch, metrics)
+
+    return on_epoch_end
+
+
+def total_epochs(config: object) -> int | None:
+    """The epochs (or iterations) a model config asks for; None for a model without epochs."""
+    for key in ("epochs", "iterations"):
+        if hasattr(config, key):
+            return int(getattr(config, key))
+    return None
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, s = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {s} s"
+    hours, m = divmod(minutes, 60)
+    return f"{hours} h {m} min"
