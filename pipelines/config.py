@@ -39,6 +39,9 @@ class RunSection:
     name: str = ""
     seed: int = 42
     device: str = "auto"
+    # time budget of the fit in minutes (0 = none): training stops after the epoch that reaches it, with the
+    # model's best validation checkpoint where it keeps one; the MLflow run's tag stop_reason says so
+    max_minutes: float = 0.0
 
 
 @dataclass

@@ -57,9 +57,13 @@ class PipelineSection:
 
 @dataclass
 class ModelEntry:
+    """One ``[models.<label>]`` table: the model's registered ``name``, its config ``params`` and the pipeline's
+    own key for it, ``max_minutes`` (the fit's time budget; 0 = none)."""
+
     label: str
     name: str
     params: dict[str, Any]
+    max_minutes: float = 0.0
 
 
 @dataclass
@@ -84,7 +88,11 @@ def parse_pipeline_config(raw: dict[str, Any], source: str = "<dict>") -> Pipeli
         if not isinstance(table, dict):
             raise ConfigError(f"{source} [models.{label}] must be a table of model parameters")
         params = dict(table)
-        models.append(ModelEntry(label, params.pop("name", label), params))
+        budget = params.pop("max_minutes", 0.0)
+        if isinstance(budget, bool) or not isinstance(budget, int | float) or budget < 0:
+            raise ConfigError(f"{source} [models.{label}] max_minutes must be a number of minutes >= 0 (0 = no "
+                              f"budget); got {budget!r}")
+        models.append(ModelEntry(label, params.pop("name", label), params, float(budget)))
     if not models:
         raise ConfigError(f"{source} defines no model: add at least one [models.<label>] table (e.g. [models.als])")
     cfg = PipelineConfig(

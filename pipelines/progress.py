@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from recsys.models.base import EpochCallback
+from recsys.models.base import EpochCallback, StopTraining
 
 #: the figures a progress line shows, when the epoch reports them
 SHOWN = ("loss", "val_ndcg_10", "val_hr_10", "lr_backoffs")
@@ -40,6 +40,19 @@ def epoch_progress(name: str, total: int | None, echo: Callable[[str], None],
             figures += f"  lr halved {int(metrics['lr_backoffs'])}x"
         left = "" if not total else f", at most {_duration(per_epoch * max(total - epoch, 0))} left"
         echo(f"  [{name}] epoch {epoch}/{total or '?'}  {figures}  {per_epoch:.1f} s/epoch{left}")
+
+    return on_epoch_end
+
+
+def time_budget(minutes: float, clock: Callable[[], float] = time.perf_counter) -> EpochCallback:
+    """An ``on_epoch_end`` callback that raises :class:`~recsys.models.base.StopTraining` after the first epoch
+    that ends ``minutes`` or more after it was made (the fit then ends as after its last epoch)."""
+    start = clock()
+
+    def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
+        spent = (clock() - start) / 60.0
+        if spent >= minutes:
+            raise StopTraining(f"time budget of {minutes:g} min reached after epoch {epoch} ({spent:.1f} min)")
 
     return on_epoch_end
 

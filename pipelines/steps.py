@@ -111,9 +111,10 @@ def _check_ingest(ctx: Context, data: Prepared) -> dict:
     return checks
 
 
-def _run_config(ctx: Context, label: str, name: str, params: dict) -> RunConfig:
+def _run_config(ctx: Context, label: str, name: str, params: dict, max_minutes: float = 0.0) -> RunConfig:
     p = ctx.cfg.pipeline
-    return RunConfig(run=RunSection(experiment=p.experiment, name=label, seed=p.seed, device=p.device),
+    return RunConfig(run=RunSection(experiment=p.experiment, name=label, seed=p.seed, device=p.device,
+                                    max_minutes=max_minutes),
                      data=ctx.cfg.data, model_name=name, model=dict(params), eval=ctx.cfg.eval, source=ctx.cfg.source)
 
 
@@ -132,8 +133,8 @@ def step_train(ctx: Context) -> None:
         if cls.warm_start and "init_vectors" not in params and ctx.cfg.pipeline.warm_start:
             params.update(_warm_start_vectors(ctx, m.label, m.name, params, data))
         try:
-            result = train_run(_run_config(ctx, m.label, m.name, params), ctx.run.path / "train", data=data,
-                               nested=True, echo=ctx.echo)
+            result = train_run(_run_config(ctx, m.label, m.name, params, m.max_minutes), ctx.run.path / "train",
+                               data=data, nested=True, echo=ctx.echo)
         except Exception as exc:  # this model only: its MLflow run ended FAILED with the reason; the others go on
             reason = f"{type(exc).__name__}: {exc}"
             log.exception("%s failed to train", m.label)
@@ -143,7 +144,7 @@ def step_train(ctx: Context) -> None:
             continue
         fault_point(f"trained-{m.label}")
         ctx.run.mark_done(step, run_id=result.run_id, model=m.name, model_dir=str(result.model_dir),
-                          val=result.val, test=result.test, seconds=result.seconds)
+                          val=result.val, test=result.test, seconds=result.seconds, stop_reason=result.stop_reason)
         ctx.echo(f"  {result.summary()}")
     failed = ctx.run.failed_models()
     if all(m.label in failed for m in ctx.cfg.models):

@@ -26,7 +26,7 @@ import polars as pl
 from pipelines import plots, run_model, tracking
 from pipelines.config import RunConfig
 from pipelines.prepare import Prepared, all_events, load_prepared, prepare, raw_items_meta
-from pipelines.progress import chain, epoch_progress, total_epochs
+from pipelines.progress import chain, epoch_progress, time_budget, total_epochs
 from pipelines.runstate import fault_point
 from recsys import atomic
 from recsys.config import from_dict, to_dict
@@ -49,11 +49,13 @@ class TrainResult:
     test: dict[str, float]
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    stop_reason: str = "completed"  # "completed" (every epoch), or why fit ended early (a time budget)
 
     def summary(self) -> str:
         keys = [k for k in ("hr_10", "ndcg_10", "hr_20", "ndcg_20", "mrr") if k in self.test]
         figures = "  ".join(f"test_{k}={self.test[k]:.4f}" for k in keys)
-        return f"{self.model_name} run {self.run_id}: {figures}  ({self.seconds:.1f} s fit+eval)"
+        stopped = "" if self.stop_reason == "completed" else f"; stopped: {self.stop_reason}"
+        return f"{self.model_name} run {self.run_id}: {figures}  ({self.seconds:.1f} s fit+eval{stopped})"
 
 
 def data_dir_for(cfg: RunConfig, root: Path) -> Path:
@@ -97,8 +99,13 @@ def train_run(cfg: RunConfig, out: str | Path, data: Prepared | None = None, nes
         t0 = time.perf_counter()
         total = total_epochs(getattr(model, "config", None))
         shown = epoch_progress(cfg.run.name, total, echo) if echo is not None else None
-        model.fit(split.train, on_epoch_end=chain(on_epoch, shown), validate=validator)
+        budget = time_budget(cfg.run.max_minutes) if cfg.run.max_minutes > 0 else None
+        model.fit(split.train, on_epoch_end=chain(on_epoch, shown, budget), validate=validator)
         fit_s = time.perf_counter() - t0
+        stop_reason = getattr(model, "stopped", None) or "completed"
+        mlflow.set_tag("stop_reason", stop_reason)
+        if echo is not None and stop_reason != "completed":
+            echo(f"  [{cfg.run.name}] stopped: {stop_reason}")
         val = evaluate_model(model, split.valid_history, split.valid_targets, protocol, **kw)
         test = evaluate_model(model, split.test_history, split.test_targets, protocol, **kw)
         seconds = time.perf_counter() - t0
@@ -113,7 +120,8 @@ def train_run(cfg: RunConfig, out: str | Path, data: Prepared | None = None, nes
         mlflow.set_tag("model_uri", f"runs:/{run.info.run_id}/{run_model.ARTIFACT}")
         _log_artifacts(cfg, model, data, on_epoch.history, val, test, model_dir)
         log.info("%s: val %s test %s", cfg.run.name, _short(val), _short(test))
-        return TrainResult(run.info.run_id, cfg.model_name, model_dir, val, test, seconds, on_epoch.history)
+        return TrainResult(run.info.run_id, cfg.model_name, model_dir, val, test, seconds, on_epoch.history,
+                           stop_reason)
 
 
 def _run_model_data(uri: str, out: Path):

@@ -161,6 +161,27 @@ def test_callbacks(fitted: tuple[Model, list, list]) -> None:
         assert len(validated) == sum(len([e for e, _ in own if e % every == 0 or e == n]) for own in per_member)
 
 
+@pytest.mark.parametrize("name", sorted(n for n in MODELS if epochs_of(config_for(MODELS[n])) is not None))
+def test_a_callback_can_stop_fit_after_an_epoch(name: str, train: Sequences) -> None:
+    """StopTraining from ``on_epoch_end`` (a time budget) ends fit after that epoch: fit returns normally, the
+    model says why, and it ranks with finite vectors (an ensemble stops every member after its epoch)."""
+    from recsys.models.base import StopTraining
+
+    cls = MODELS[name]
+    model = cls(dataclasses.replace(config_for(cls), **({"epochs": 3} if hasattr(config_for(cls), "epochs")
+                                                        else {"iterations": 3})), device="cpu")
+    calls: list[int] = []
+
+    def stop_after_first(epoch: int, metrics: dict) -> None:
+        calls.append(epoch)
+        raise StopTraining("time budget of 1 min reached after epoch 1")
+
+    assert model.fit(train, on_epoch_end=stop_after_first) is model
+    assert model.stopped is not None and model.stopped.startswith("time budget of 1 min reached after epoch 1")
+    assert set(calls) == {1}  # no epoch after the stop (an ensemble's members each report their first)
+    assert np.isfinite(model.item_vectors()).all() and np.isfinite(model.user_vectors()).all()
+
+
 # -- what is served is what was evaluated: the model's own encoder, numpy only ---------------------
 MAX_LEN = 60  # longer than every contract config's max_len
 

@@ -20,6 +20,7 @@ from pipelines import tracking
 from pipelines.pipeline import run_pipeline
 from pipelines.pipeline_config import load_pipeline_config
 from pipelines.runstate import ExitCode, LockedError, PipelineExit, run_lock
+from recsys.config import ConfigError
 from recsys.data.idmap import IdMap
 from serving import Recommender
 
@@ -126,6 +127,24 @@ def test_models_are_validated_before_anything_runs(workdir: Path, monkeypatch: p
     typo = load_pipeline_config(write_config(workdir, ALS.replace("factors", "factor"), name="typo.toml"))
     with pytest.raises(PipelineExit, match=r"unknown key\(s\) \['factor'\] in .*typo.toml \[models.als\]"):
         run_pipeline(typo, echo=quiet)
+
+
+def test_a_model_stops_at_its_time_budget_and_the_run_records_why(workdir: Path) -> None:
+    budget = ALS.replace("iterations = 4", "iterations = 50") + "max_minutes = 1e-9\n"
+    cfg = load_pipeline_config(write_config(workdir, POP + budget))
+    assert cfg.models[1].max_minutes == 1e-9 and "max_minutes" not in cfg.models[1].params
+    lines: list[str] = []
+    ctx = run_pipeline(cfg, echo=lines.append)
+    info = ctx.run.info("train-als")
+    assert info["stop_reason"].startswith("time budget of 1e-09 min reached after epoch 1")
+    assert ctx.run.info("train-pop")["stop_reason"] == "completed" and ctx.run.is_done("publish")
+    client = MlflowClient(tracking.tracking_uri())
+    assert client.get_run(info["run_id"]).data.tags["stop_reason"] == info["stop_reason"]
+    assert [m.step for m in client.get_metric_history(info["run_id"], "train_epoch_seconds")] == [1]
+    assert any(line.startswith("  [als] epoch 1/50") for line in lines)
+    assert any(line.startswith("  [als] stopped: time budget") for line in lines)
+    with pytest.raises(ConfigError, match="max_minutes must be a number of minutes >= 0"):
+        load_pipeline_config(write_config(workdir, ALS + 'max_minutes = "soon"\n', name="bad.toml"))
 
 
 def test_gate_rejects_a_worse_candidate_and_keeps_the_champion(workdir: Path) -> None:

@@ -34,7 +34,8 @@ import numpy as np
 from recsys.data.sequences import Sequences
 from recsys.scoring import topk_batched
 
-#: ``on_epoch_end(epoch, metrics)``: called after every epoch (1-based) with that epoch's figures.
+#: ``on_epoch_end(epoch, metrics)``: called after every epoch (1-based) with that epoch's figures; it may raise
+#: :class:`StopTraining` to end the fit after that epoch.
 EpochCallback = Callable[[int, dict[str, float]], None]
 #: ``validate(model) -> metrics``: run by models with epochs after each epoch; merged into the callback.
 Validator = Callable[["Model"], dict[str, float]]
@@ -42,6 +43,14 @@ Validator = Callable[["Model"], dict[str, float]]
 
 class NaNLossError(FloatingPointError):
     """Training produced a NaN/inf loss or NaN vectors; lower the learning rate or check the data."""
+
+
+class StopTraining(Exception):  # noqa: N818 (a signal, not an error)
+    """Raised by an ``on_epoch_end`` callback (a time budget, say) to end ``fit`` after the epoch it was called for.
+
+    ``fit`` then returns normally, as after its last epoch (two-tower models restore their best validation
+    checkpoint as they do at the end), and the model's ``stopped`` attribute holds the message.
+    """
 
 
 class NotFittedError(RuntimeError):
@@ -59,6 +68,7 @@ class Model(ABC):
 
     def __init__(self) -> None:
         self._train: Sequences | None = None
+        self.stopped: str | None = None  # why fit ended before its last epoch (a StopTraining message), if it did
 
     # -- training ---------------------------------------------------------------------------
     @abstractmethod

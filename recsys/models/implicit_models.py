@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_limits
 from recsys.config import ConfigError, to_dict
 from recsys.data.sequences import Sequences
 from recsys.device import resolve_device
-from recsys.models.base import EpochCallback, Model, NaNLossError, NotFittedError, Validator
+from recsys.models.base import EpochCallback, Model, NaNLossError, NotFittedError, StopTraining, Validator
 from recsys.models.popularity import load_arrays, save_arrays
 from serving.encoder import bpr_fold_in
 
@@ -145,7 +145,10 @@ class _ImplicitModel(Model):
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, metrics)
 
-            impl.fit(self._confidence(train), show_progress=False, callback=callback)
+            try:
+                impl.fit(self._confidence(train), show_progress=False, callback=callback)
+            except StopTraining as stop:  # raised by on_epoch_end after an iteration: keep the factors so far
+                self.stopped = str(stop)
         self._set_items(impl.item_factors)
         return self
 

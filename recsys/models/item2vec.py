@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from recsys.config import ConfigError, to_dict
 from recsys.data.sequences import Sequences, item_counts
 from recsys.device import resolve_device
-from recsys.models.base import EpochCallback, Model, NaNLossError, NotFittedError, Validator
+from recsys.models.base import EpochCallback, Model, NaNLossError, NotFittedError, StopTraining, Validator
 from recsys.models.pairs import (
     AliasSampler,
     PairSampler,
@@ -188,8 +188,12 @@ class Item2Vec(Model):
                 metrics = {"loss": loss / max(n_pos, 1), "pairs": float(pairs),
                            "lr_backoffs": float(len(self.lr_backoffs))}
                 metrics.update(validate(self) if validate is not None else {})
-                if on_epoch_end is not None:
-                    on_epoch_end(epoch, metrics)
+                try:
+                    if on_epoch_end is not None:
+                        on_epoch_end(epoch, metrics)
+                except StopTraining as stop:
+                    self.stopped = str(stop)
+                    break
         return self
 
     def _epoch_with_backoff(self, sampler: PairSampler, noise: AliasSampler, rng: np.random.Generator,

@@ -20,6 +20,7 @@ training give the same members bit for bit.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import queue
@@ -35,7 +36,7 @@ import torch
 from recsys.atomic import atomic_dir, write_json
 from recsys.config import ConfigError, from_dict, to_dict
 from recsys.data.sequences import Sequences
-from recsys.models.base import EpochCallback, Model, Validator
+from recsys.models.base import EpochCallback, Model, StopTraining, Validator
 from recsys.models.two_tower.config import TwoTowerConfig
 from recsys.models.two_tower.features import ItemFeatures
 from recsys.models.two_tower.model import TwoTower
@@ -76,8 +77,9 @@ def tower_fields(cfg: TwoTowerConfig) -> dict:
     return {f.name: getattr(cfg, f.name) for f in fields(TwoTowerConfig)}
 
 
-class MemberFailed(RuntimeError):
-    """Another member's training raised; this member stopped at the end of its epoch."""
+class MemberFailed(StopTraining):
+    """Another member's training raised (or a callback stopped the ensemble); this member stopped at the end of
+    its epoch, as after its last one (its best checkpoint restored)."""
 
 
 class TwoTowerEnsemble(Model):
@@ -110,10 +112,11 @@ class TwoTowerEnsemble(Model):
         ``validate`` is called with the member being trained (its early stopping). ``on_epoch_end``
         gets every member's epochs, metric names suffixed ``_member_<i>``, one call at a time and
         always on the calling thread. With ``checkpoint_dir`` member ``i`` checkpoints to
-        ``<checkpoint_dir>/member_<i>``. If a member or a callback raises (a NaN loss, a budget
-        stop), the other members stop at the end of their epoch and the first exception is
-        re-raised; the members then hold their last finished epoch (in turn, without ``parallel``,
-        the members after the failed one are not trained).
+        ``<checkpoint_dir>/member_<i>``. If a member raises (a NaN loss), the other members stop at
+        the end of their epoch and the exception is re-raised. A callback's :class:`StopTraining` (a time
+        budget) ends every member after its current epoch, each with its best checkpoint restored, and
+        ``fit`` returns normally with ``stopped`` set; in turn (without ``parallel``) the members not yet
+        trained are left out (``config.members`` shrinks to those trained).
         """
         self._train = train
         cfg = self.config
@@ -147,6 +150,11 @@ class TwoTowerEnsemble(Model):
         if not parallel:
             for i in range(cfg.members):
                 train_member(i)
+                if self.members[i].stopped is not None:  # a budget: the members after this one are not trained
+                    self.stopped = f"{self.members[i].stopped} (member {i}; {cfg.members - i - 1} later not trained)"
+                    self.members = self.members[: i + 1]
+                    self.config = dataclasses.replace(cfg, members=i + 1)
+                    break
             return self
         threads = torch.get_num_threads()
         torch.set_num_threads(max(1, threads // cfg.members))  # intra-op threads, process-wide
@@ -171,7 +179,9 @@ class TwoTowerEnsemble(Model):
             torch.set_num_threads(threads)
         errors += [e for e in (f.exception() for f in futures) if e is not None]
         first = next((e for e in errors if not isinstance(e, MemberFailed)), errors[0] if errors else None)
-        if first is not None:
+        if isinstance(first, StopTraining) and not isinstance(first, MemberFailed):
+            self.stopped = str(first)  # every member stopped after its epoch and restored its best checkpoint
+        elif first is not None:
             raise first
         return self
 

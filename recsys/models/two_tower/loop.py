@@ -26,7 +26,7 @@ import torch
 
 from recsys.config import to_dict
 from recsys.data.sequences import Sequences
-from recsys.models.base import EpochCallback, NaNLossError
+from recsys.models.base import EpochCallback, NaNLossError, StopTraining
 from recsys.models.two_tower import rng
 from recsys.models.two_tower.checkpoint import (
     load_optimizer_tensors,
@@ -63,6 +63,7 @@ class TrainLoop:
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": 0, "bad_epochs": 0,
                                       "history": []}
         self.best_params: dict[str, torch.Tensor] | None = None
+        self.stopped: str | None = None  # the StopTraining message when a callback ended the run early
         # dropout draws; the same on every rank, as a checkpoint holds one state
         self.gen = torch.Generator(device=device).manual_seed(self.cfg.seed)
         broadcast_parameters(net, dist)
@@ -91,8 +92,12 @@ class TrainLoop:
             self.state["history"].append(metrics)
             if self.ckpt is not None and self.dist.is_main:
                 self._save()
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, metrics)
+            try:
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, metrics)
+            except StopTraining as stop:  # a budget: end here, as after the last epoch (best checkpoint restored)
+                self.stopped = str(stop)
+                break
         if self.best_params is not None and self.cfg.restore_best:
             self.net.load_state_dict(self.best_params)
         return list(self.state["history"])

@@ -93,6 +93,7 @@ class TwoTower(Model):
         ckpt = checkpoint_dir if checkpoint_dir is not None else (self.config.checkpoint_dir or None)
         loop = TrainLoop(self.net, self.config, self.device, self.dist, train, Path(ckpt) if ckpt else None)
         self.history = loop.run(on_epoch_end, (lambda: validate(self)) if validate is not None else None, resume)
+        self.stopped = loop.stopped
         return self
 
     def _require_net(self) -> nn.ModuleDict:
