@@ -40,6 +40,34 @@ def train(
 
 
 @app.command()
+def tune(
+    config: Path = typer.Option(..., "--config", "-c", help="Run config TOML: the data and the model's fixed "
+                                "parameters; the model's declared search space overrides the searched ones."),
+    trials: int = typer.Option(20, help="Finished trials (complete or pruned) the study should hold at the end."),
+    minutes: float = typer.Option(0.0, help="Wall-clock budget of this call in minutes (0 = none)."),
+    study: str = typer.Option("", help="Study name (default <experiment>-<run name>); rerun to continue it."),
+    storage: str = typer.Option("", help="Optuna RDB URL (default sqlite:///optuna.db beside the MLflow store); "
+                                "a database URL for a study shared by several machines."),
+    jobs: int = typer.Option(1, help="Trials run at once (threads); keep 1 on 2 cores."),
+    metric: str = typer.Option("ndcg_10", help="Validation metric to maximise; its per-epoch value drives pruning."),
+    out: Path = typer.Option(Path("runs"), help="Folder for the prepared data and best_<model>.toml."),
+) -> None:
+    """Search the model's hyperparameters on validation (Optuna TPE, pruning), each trial a nested MLflow run;
+    resumable; prints the best config as a TOML table for a pipeline config."""
+    from pipelines.config import load_run_config
+    from pipelines.tune import tune as run_tune
+
+    try:
+        cfg = load_run_config(config)
+        result = run_tune(cfg, out, trials=trials, minutes=minutes, storage=storage or None, study_name=study or None,
+                          jobs=jobs, metric=metric, echo=typer.echo)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        fail(str(exc))
+    typer.echo(result.summary())
+    typer.echo(result.toml_path.read_text())
+
+
+@app.command()
 def evaluate(
     model: str = typer.Option(..., "--model", "-m", help="runs:/<run_id>/model (or a local model folder)."),
     split: str = typer.Option("test", help="test or valid."),

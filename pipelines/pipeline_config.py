@@ -120,7 +120,7 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
 
 
 def default_config() -> PipelineConfig:
-    """The built-in run: a synthetic log; popularity, ALS, item2vec and a two-tower model; minutes on 2 cores."""
+    """The built-in run: a synthetic log; popularity, ALS, item2vec and a Transformer two-tower; minutes on 2 cores."""
     raw = {
         "pipeline": {"name": "default"},
         "data": {"name": "synthetic", "synthetic_users": 3000, "synthetic_items": 1000,
@@ -129,7 +129,10 @@ def default_config() -> PipelineConfig:
             "popularity": {"name": "popularity"},
             "als": {"name": "als", "factors": 32, "iterations": 10, "validate_every": 5},
             "item2vec": {"name": "item2vec"},  # the library defaults, as the shipped pipeline configs
-            "two_tower": {"name": "two_tower", "dim": 32, "epochs": 4, "max_len": 30, "text_buckets": 5000},
+            # the Transformer tower on prefixes, as the shipped configs, small: early stopping and a budget
+            "two_tower": {"name": "two_tower", "user_tower": "transformer", "windows": "prefix", "dim": 32,
+                          "n_layers": 1, "epochs": 10, "patience": 2, "max_len": 30, "text_buckets": 5000,
+                          "precision": "auto", "max_minutes": 2},
         },
     }
     return parse_pipeline_config(raw, source="<built-in defaults>")

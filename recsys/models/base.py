@@ -65,6 +65,8 @@ class Model(ABC):
     takes_item_features: ClassVar[bool] = False
     checkpoints: ClassVar[bool] = False
     warm_start: ClassVar[bool] = False
+    #: what ``recsys tune`` searches: config field -> range (:mod:`recsys.search_space`); empty = nothing to tune
+    search_space: ClassVar[dict] = {}
 
     def __init__(self) -> None:
         self._train: Sequences | None = None

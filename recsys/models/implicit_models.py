@@ -40,6 +40,7 @@ from recsys.data.sequences import Sequences
 from recsys.device import resolve_device
 from recsys.models.base import EpochCallback, Model, NaNLossError, NotFittedError, StopTraining, Validator
 from recsys.models.popularity import load_arrays, save_arrays
+from recsys.search_space import Choice, Float, SearchSpace
 from serving.encoder import bpr_fold_in
 
 
@@ -105,6 +106,14 @@ def _numpy(factors: Any) -> np.ndarray:
     """implicit GPU matrices -> numpy; numpy passes through. Always float32 C-contiguous."""
     arr = factors.to_numpy() if hasattr(factors, "to_numpy") else factors
     return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+#: what ``recsys tune`` searches for ALS (confidence 1 + alpha * count)
+ALS_SPACE: SearchSpace = {"factors": Choice(32, 64, 128, 256), "regularization": Float(1e-3, 100.0, log=True),
+                          "alpha": Float(0.1, 100.0, log=True), "iterations": Choice(10, 15, 25)}
+#: what ``recsys tune`` searches for BPR
+BPR_SPACE: SearchSpace = {"factors": Choice(32, 64, 128, 256), "learning_rate": Float(1e-3, 0.1, log=True),
+                          "regularization": Float(1e-4, 0.1, log=True), "iterations": Choice(50, 100, 200)}
 
 
 class _ImplicitModel(Model):
@@ -184,6 +193,7 @@ class ALS(_ImplicitModel):
 
     name: ClassVar[str] = "als"
     Config: ClassVar[type] = ALSConfig
+    search_space: ClassVar[SearchSpace] = ALS_SPACE
 
     @classmethod
     def contract_config(cls) -> ALSConfig:
@@ -228,6 +238,7 @@ class BPR(_ImplicitModel):
 
     name: ClassVar[str] = "bpr"
     Config: ClassVar[type] = BPRConfig
+    search_space: ClassVar[SearchSpace] = BPR_SPACE
 
     @classmethod
     def contract_config(cls) -> BPRConfig:

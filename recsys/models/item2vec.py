@@ -56,6 +56,7 @@ from recsys.models.pairs import (
 )
 from recsys.models.popularity import load_arrays, save_arrays
 from recsys.models.row_updates import UPDATE_RULES, RowState, UpdateRule, apply_rows, row_coefficients
+from recsys.search_space import Choice, SearchSpace
 
 
 @dataclass
@@ -138,11 +139,20 @@ class Item2VecConfig:
             )
 
 
+#: what ``recsys tune`` searches: the values of experiments/tune_item2vec.py's grid (the same for gensim there)
+ITEM2VEC_SPACE: SearchSpace = {
+    "window": Choice(3, 5, 10, 20), "negatives": Choice(5, 10, 20), "ns_exponent": Choice(1.0, 0.75, 0.5, 0.0, -0.5),
+    "epochs": Choice(5, 10, 20), "dim": Choice(64, 128), "subsample": Choice(1e-3, 1e-4, 1e-5, 0.0),
+    "lr": Choice(0.025, 0.05, 0.1), "user_decay": Choice(1.0, 0.6, 0.4, 0.2, 0.1), "scoring": Choice("in-in", "in-out"),
+}
+
+
 class Item2Vec(Model):
     """Item embeddings from co-occurrence in sequences; users = recency-weighted mean of their items."""
 
     name: ClassVar[str] = "item2vec"
     Config: ClassVar[type] = Item2VecConfig
+    search_space: ClassVar[SearchSpace] = ITEM2VEC_SPACE
     warm_start: ClassVar[bool] = True
 
     def __init__(self, config: Item2VecConfig | None = None, device: str | torch.device = "auto") -> None:

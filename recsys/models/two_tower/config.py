@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from recsys.config import ConfigError
+from recsys.search_space import Choice, Float, SearchSpace
 
 
 @dataclass
@@ -91,3 +92,10 @@ class TwoTowerConfig:
                 "dim divisible by n_heads, ngram_min <= ngram_max; features from categories, ngrams, text, vectors "
                 "(text or vectors, not both; vectors needs vectors_path)"
             )
+
+
+#: what ``recsys tune`` searches for a two-tower model (and each member of an ensemble)
+TWO_TOWER_SPACE: SearchSpace = {
+    "dim": Choice(64, 128), "n_layers": Choice(1, 2), "dropout": Float(0.1, 0.5), "lr": Float(3e-4, 3e-3, log=True),
+    "max_len": Choice(20, 50), "weight_decay": Choice(0.0, 0.01, 0.1), "windows": Choice("sliding", "prefix"),
+}

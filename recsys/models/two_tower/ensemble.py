@@ -37,7 +37,7 @@ from recsys.atomic import atomic_dir, write_json
 from recsys.config import ConfigError, from_dict, to_dict
 from recsys.data.sequences import Sequences
 from recsys.models.base import EpochCallback, Model, StopTraining, Validator
-from recsys.models.two_tower.config import TwoTowerConfig
+from recsys.models.two_tower.config import TWO_TOWER_SPACE, TwoTowerConfig
 from recsys.models.two_tower.features import ItemFeatures
 from recsys.models.two_tower.model import TwoTower
 
@@ -87,6 +87,7 @@ class TwoTowerEnsemble(Model):
 
     name: ClassVar[str] = "two_tower_ensemble"
     Config: ClassVar[type] = TwoTowerEnsembleConfig
+    search_space: ClassVar[dict] = TWO_TOWER_SPACE
     takes_item_features: ClassVar[bool] = True
     checkpoints: ClassVar[bool] = True
 

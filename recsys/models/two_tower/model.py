@@ -29,7 +29,7 @@ from recsys.data.sequences import Sequences, item_counts
 from recsys.device import check_precision, resolve_device
 from recsys.models.base import EpochCallback, Model, NaNLossError, Validator
 from recsys.models.two_tower.checkpoint import load_tensors, save_tensors
-from recsys.models.two_tower.config import TwoTowerConfig
+from recsys.models.two_tower.config import TWO_TOWER_SPACE, TwoTowerConfig
 from recsys.models.two_tower.ddp import device_for, init_distributed
 from recsys.models.two_tower.features import ItemFeatures
 from recsys.models.two_tower.item_tower import ItemTower
@@ -45,6 +45,7 @@ class TwoTower(Model):
 
     name: ClassVar[str] = "two_tower"
     Config: ClassVar[type] = TwoTowerConfig
+    search_space: ClassVar[dict] = TWO_TOWER_SPACE
     similarity = "dot"
     takes_item_features: ClassVar[bool] = True
     checkpoints: ClassVar[bool] = True

@@ -1,0 +1,315 @@
+"""`recsys tune`: hyperparameter search in the product, on Optuna.
+
+TPE sampling over the model's declared search space (``Model.search_space``, beside its config), pruning
+on the per-epoch validation metric (median rule), each trial a nested MLflow run under the study's run,
+the study in Optuna's RDB storage (by default ``optuna.db`` beside the embedded MLflow store; a database
+URL for a shared one). A rerun with the same study continues it: trials a killed process left RUNNING are
+marked FAIL first (only trials of this machine whose process is gone: a live run's trials, or another
+machine's on a shared database, are never touched), and the trial budget counts
+finished trials (complete or pruned), so no trial is lost or counted twice. Budgets: ``--trials`` and
+``--minutes``; ``--jobs`` runs trials in threads at once where the machine has room. The output is the best
+configuration as a TOML table ready for a pipeline config.
+
+    recsys tune --config experiments/configs/beauty_item2vec.toml --trials 36
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines import tracking
+from pipelines.config import RunConfig
+from pipelines.prepare import Prepared
+from pipelines.runstate import fault_point
+from pipelines.train import model_inputs, prepared_data, protocol_for
+from recsys import atomic
+from recsys.device import resolve_device
+from recsys.evaluation.evaluator import evaluate_model, make_validator
+from recsys.models.base import StopTraining
+from recsys.models.registry import MODELS, build_model, check_model_config
+from recsys.search_space import Choice, Float, Int, Param, check_space
+
+STORAGE_FILE = "optuna.db"
+
+
+@dataclass
+class TuneResult:
+    """What a ``recsys tune`` call leaves: the study, its best trial and where the TOML went."""
+
+    study: str
+    storage: str
+    metric: str
+    best_value: float
+    best_trial: int
+    best_params: dict[str, Any]
+    complete: int
+    pruned: int
+    failed: int
+    marked_failed: list[int]  # trials a killed earlier process left RUNNING, marked FAIL by this call
+    parent_run_id: str
+    toml_path: Path
+
+    def summary(self) -> str:
+        return (f"study {self.study}: best val_{self.metric} {self.best_value:.5f} (trial {self.best_trial}); "
+                f"{self.complete} complete, {self.pruned} pruned, {self.failed} failed; best config: "
+                f"{self.toml_path}")
+
+
+def default_storage() -> str:
+    """``sqlite:///optuna.db`` beside the embedded MLflow store (the working directory, or the folder of a
+    ``sqlite:`` ``MLFLOW_TRACKING_URI``)."""
+    uri = tracking.tracking_uri()
+    folder = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else Path(".")
+    return f"sqlite:///{folder / STORAGE_FILE}"
+
+
+def tune(cfg: RunConfig, out: str | Path, trials: int = 20, minutes: float = 0.0, storage: str | None = None,
+         study_name: str | None = None, jobs: int = 1, metric: str = "ndcg_10",
+         echo: Callable[[str], None] = print) -> TuneResult:
+    """Search ``cfg``'s model's space on validation ``metric``; returns the study's best (see the module doc).
+
+    Parameters
+    ----------
+    cfg : a run config: its data, the model's fixed parameters (the search overrides the searched ones).
+    out : folder for the prepared data and the best config TOML.
+    trials : finished trials (complete or pruned) the study should hold at the end.
+    minutes : wall-clock budget of this call (0 = none); the trial running at the limit finishes.
+    storage : Optuna RDB URL (default :func:`default_storage`).
+    study_name : default ``<experiment>-<run name>``.
+    jobs : trials run at once (threads).
+    metric : validation metric to maximise (``val_<metric>`` per epoch drives pruning).
+    """
+    import optuna
+
+    space = _space(cfg)
+    device = resolve_device(cfg.run.device)
+    check_model_config(cfg.model_name, cfg.model, device, where=f"{cfg.source} [model]")
+    if trials < 1 or jobs < 1 or minutes < 0:
+        raise ValueError(f"trials and jobs must be >= 1 and minutes >= 0; got {trials}, {jobs}, {minutes}")
+    out = Path(out)
+    data = prepared_data(cfg, out)
+    name = study_name or f"{cfg.run.experiment}-{cfg.run.name}"
+    url = storage or default_storage()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, storage=url, direction="maximize", load_if_exists=True,
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1))
+    # seeded by the trials already there: a continued study draws new points, not the first call's again
+    study.sampler = optuna.samplers.TPESampler(seed=cfg.run.seed + len(study.trials))
+    marked = _fail_stale(study, url)
+    for number in marked:
+        echo(f"  trial {number} was left running by a stopped process: marked failed")
+    parent = _parent_run(study, cfg, url)
+    remaining = trials - _finished(study)
+    echo(f"study {name} in {url}: {_finished(study)} finished trials, {max(remaining, 0)} to run"
+         + (f", at most {minutes:g} min" if minutes else ""))
+    if remaining > 0:
+        objective = _objective(cfg, data, space, metric, device, parent, echo)
+        study.optimize(objective, n_trials=remaining, timeout=minutes * 60 or None, n_jobs=jobs,
+                       catch=(Exception,), gc_after_trial=True)
+    return _result(study, cfg, url, metric, marked, parent, out)
+
+
+def _space(cfg: RunConfig) -> dict[str, Param]:
+    import dataclasses
+
+    if cfg.model_name not in MODELS:
+        raise ValueError(f"unknown model {cfg.model_name!r}; registered models are: {sorted(MODELS)}")
+    cls = MODELS[cfg.model_name]
+    if not cls.search_space:
+        raise ValueError(f"model {cfg.model_name!r} declares no search space: it has nothing to tune")
+    check_space(cls.search_space, {f.name for f in dataclasses.fields(cls.Config)}, f"model {cfg.model_name!r}")
+    return dict(cls.search_space)
+
+
+def suggest(trial: Any, key: str, param: Param) -> Any:
+    """One Optuna suggestion for ``param``."""
+    if isinstance(param, Choice):
+        return trial.suggest_categorical(key, list(param.values))
+    if isinstance(param, Int):
+        return trial.suggest_int(key, param.low, param.high, step=param.step, log=param.log)
+    if isinstance(param, Float):
+        return trial.suggest_float(key, param.low, param.high, log=param.log)
+    raise TypeError(f"{key}: unknown search-space entry {param!r}")
+
+
+def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], metric: str, device: Any, parent: str,
+               echo: Callable[[str], None]) -> Callable[[Any], float]:
+    import optuna
+    from mlflow.entities import Metric
+    from mlflow.entities import Param as MlflowParam
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking.tracking_uri())
+    experiment_id = client.get_run(parent).info.experiment_id
+    split, protocol = data.split, protocol_for(cfg, data)
+    monitored = f"val_{metric}"
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {**cfg.model, **{k: suggest(trial, k, p) for k, p in space.items()}}
+        run = client.create_run(experiment_id, run_name=f"trial-{trial.number}", tags={
+            "mlflow.parentRunId": parent, "optuna_study": trial.study.study_name, "optuna_trial": str(trial.number),
+            "model": cfg.model_name, "data_fingerprint": split.fingerprint})
+        run_id = run.info.run_id
+        for key, value in (("mlflow_run_id", run_id), ("host", socket.gethostname()), ("pid", os.getpid())):
+            trial.set_user_attr(key, value)
+        client.log_batch(run_id, params=[MlflowParam(f"model.{k}", str(v)[:500]) for k, v in params.items()])
+        t0 = time.perf_counter()
+        pruned: list[int] = []
+
+        def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
+            stamp = int(time.time() * 1000)
+            client.log_batch(run_id, metrics=[Metric(f"epoch_{k}", float(v), stamp, epoch) for k, v in metrics.items()
+                                              if isinstance(v, int | float) and math.isfinite(v)])
+            fault_point(f"tune-trial-{trial.number}")  # crash tests: a kill inside a trial
+            if monitored in metrics:
+                trial.report(float(metrics[monitored]), epoch)
+                if trial.should_prune():
+                    pruned.append(epoch)
+                    raise StopTraining(f"pruned by Optuna after epoch {epoch}")
+
+        try:
+            model = build_model(cfg.model_name, {"seed": cfg.run.seed, **params}, device,
+                                **model_inputs(cfg.model_name, params, data))
+            model.fit(split.train, on_epoch_end=on_epoch_end,
+                      validate=make_validator(split.valid_history, split.valid_targets, protocol, device=device))
+            if pruned:
+                client.set_tag(run_id, "optuna_state", "PRUNED")
+                client.set_terminated(run_id, "FINISHED")
+                echo(f"  trial {trial.number}: pruned after epoch {pruned[0]} ({_short(params, space)})")
+                raise optuna.TrialPruned(f"pruned after epoch {pruned[0]}")
+            value = float(evaluate_model(model, split.valid_history, split.valid_targets, protocol,
+                                         device=device)[metric])
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
+            client.set_tag(run_id, "optuna_state", "FAIL")
+            client.set_terminated(run_id, "FAILED")
+            echo(f"  trial {trial.number}: failed, {type(exc).__name__}: {str(exc)[:200]}")
+            raise
+        client.log_metric(run_id, f"val_{metric}", value)
+        client.log_metric(run_id, "fit_seconds", time.perf_counter() - t0)
+        client.set_tag(run_id, "optuna_state", "COMPLETE")
+        client.set_terminated(run_id, "FINISHED")
+        echo(f"  trial {trial.number}: val_{metric} {value:.5f} in {time.perf_counter() - t0:.0f} s "
+             f"({_short(params, space)})")
+        return value
+
+    return objective
+
+
+def _short(params: dict[str, Any], space: dict[str, Param]) -> str:
+    return ", ".join(f"{k}={params[k]}" for k in space)
+
+
+def _finished(study: Any) -> int:
+    """Trials that count against the budget: complete or pruned (a failed one is retried by a new trial)."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def _alive(pid: Any) -> bool:
+    """Whether process ``pid`` still runs on this machine."""
+    try:
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fail_stale(study: Any, url: str) -> list[int]:
+    """Mark FAIL the trials left RUNNING by a process of this machine that is gone (trials of live processes,
+    or of other machines sharing the storage, are left alone)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    host = socket.gethostname()
+    stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+             if t.user_attrs.get("host") == host and not _alive(t.user_attrs.get("pid"))]
+    storage = optuna.storages.get_storage(url)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for t in stale:
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_user_attr(trial_id, "failed_reason", "left running by a stopped process")
+        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if run_id:
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient(tracking.tracking_uri())
+            client.set_tag(run_id, "optuna_state", "FAIL")
+            client.set_terminated(run_id, "KILLED")
+    return [t.number for t in stale]
+
+
+def _parent_run(study: Any, cfg: RunConfig, url: str) -> str:
+    """The study's MLflow run (created once, its id kept in the study; later calls log under it again)."""
+    from mlflow.tracking import MlflowClient
+
+    tracking.setup(cfg.run.experiment)
+    client = MlflowClient(tracking.tracking_uri())
+    run_id = study.user_attrs.get("mlflow_run_id")
+    if run_id:
+        try:
+            client.get_run(run_id)
+            return run_id
+        except Exception:  # the MLflow store was reset while the study stayed: start a new parent
+            pass
+    experiment = client.get_experiment_by_name(cfg.run.experiment)
+    run = client.create_run(experiment.experiment_id, run_name=f"tune-{study.study_name}", tags={
+        "optuna_study": study.study_name, "optuna_storage": url, "model": cfg.model_name,
+        "git_commit": tracking.git_commit()})
+    study.set_user_attr("mlflow_run_id", run.info.run_id)
+    return run.info.run_id
+
+
+def _result(study: Any, cfg: RunConfig, url: str, metric: str, marked: list[int], parent: str,
+            out: Path) -> TuneResult:
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
+    counts = {s: len(study.get_trials(deepcopy=False, states=(s,))) for s in
+              (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    if not counts[TrialState.COMPLETE]:
+        raise RuntimeError(f"study {study.study_name}: no trial completed ({counts[TrialState.PRUNED]} pruned, "
+                           f"{counts[TrialState.FAIL]} failed); see the trials' MLflow runs for the errors")
+    best = study.best_trial
+    params = {**cfg.model, **best.params}
+    path = out / f"best_{cfg.model_name}.toml"
+    atomic.write_text(path, best_config_toml(cfg.model_name, params, study.study_name, best.number,
+                                             f"val_{metric}", float(best.value)))
+    client = MlflowClient(tracking.tracking_uri())
+    client.log_metric(parent, f"best_val_{metric}", float(best.value), step=len(study.trials))
+    client.set_tag(parent, "best_trial", str(best.number))
+    client.log_artifact(parent, str(path))
+    return TuneResult(study.study_name, url, metric, float(best.value), best.number, params,
+                      counts[TrialState.COMPLETE], counts[TrialState.PRUNED], counts[TrialState.FAIL], marked, parent,
+                      path)
+
+
+def best_config_toml(model: str, params: dict[str, Any], study: str, trial: int, metric: str, value: float) -> str:
+    """The best parameters as a ``[models.<model>]`` table for a pipeline config (or a run config's ``[model]``)."""
+    lines = [f"# recsys tune: study {study}, best trial {trial}, {metric} {value:.5f} (validation)",
+             f"[models.{model}]", f'name = "{model}"']
+    lines += [f"{k} = {_toml(v)}" for k, v in sorted(params.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _toml(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'

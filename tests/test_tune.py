@@ -1,0 +1,111 @@
+"""recsys tune: Optuna search over a model's declared space, trials as nested MLflow runs, resumable after a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipelines import tracking
+from pipelines.config import parse_run_config
+from pipelines.pipeline_config import parse_pipeline_config
+from pipelines.tune import best_config_toml, tune
+
+DATA = {"name": "tiny", "synthetic_users": 150, "synthetic_items": 60, "synthetic_events": 3000}
+CONFIG = """
+[run]
+experiment = "t"
+name = "i2v"
+seed = 3
+[data]
+name = "tiny"
+synthetic_users = 150
+synthetic_items = 60
+synthetic_events = 3000
+[model]
+name = "item2vec"
+batch_size = 1024
+"""
+
+
+def _cfg(model: dict) -> object:
+    return parse_run_config({"run": {"experiment": "t", "name": model["name"], "seed": 3}, "data": DATA,
+                             "model": model}, source="test")
+
+
+def _trials(storage: str, study: str) -> list:
+    import optuna
+
+    return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+
+
+def test_tune_searches_the_declared_space_and_writes_the_best_config(sqlite_store: Path) -> None:
+    lines: list[str] = []
+    res = tune(_cfg({"name": "als", "validate_every": 1}), sqlite_store / "runs", trials=4, echo=lines.append)
+    assert res.complete + res.pruned == 4 and res.failed == 0 and res.storage.endswith("optuna.db")
+    assert (sqlite_store / "optuna.db").is_file()  # beside mlruns.db
+    trials = _trials(res.storage, res.study)
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    best = max((t for t in trials if t.value is not None), key=lambda t: t.value)
+    assert res.best_value == best.value and set(best.params) == {"factors", "regularization", "alpha", "iterations"}
+    # the TOML is a pipeline config's model table, ready to use
+    table = tomllib.loads(res.toml_path.read_text())
+    cfg = parse_pipeline_config(table, source="best")
+    assert cfg.models[0].name == "als" and cfg.models[0].params["factors"] == best.params["factors"]
+    client = MlflowClient(tracking.tracking_uri())
+    children = client.search_runs([client.get_run(res.parent_run_id).info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
+    assert sorted(c.data.tags["optuna_trial"] for c in children) == ["0", "1", "2", "3"]
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert client.get_run(res.parent_run_id).data.tags["best_trial"] == str(res.best_trial)
+    assert any(line.startswith("  trial 0: val_ndcg_10 ") for line in lines)
+    again = tune(_cfg({"name": "als", "validate_every": 1}), sqlite_store / "runs", trials=4, echo=lines.append)
+    assert len(_trials(res.storage, res.study)) == 4 and again.parent_run_id == res.parent_run_id  # already done
+
+
+def test_a_model_without_a_search_space_and_bad_budgets_are_refused(sqlite_store: Path) -> None:
+    with pytest.raises(ValueError, match="declares no search space"):
+        tune(_cfg({"name": "popularity"}), sqlite_store / "runs", trials=2)
+    with pytest.raises(ValueError, match="trials and jobs must be >= 1"):
+        tune(_cfg({"name": "als"}), sqlite_store / "runs", trials=0)
+
+
+def test_best_config_toml_round_trips_every_value_type() -> None:
+    text = best_config_toml("two_tower", {"dim": 64, "lr": 0.0003, "windows": "prefix", "features": ["ngrams"],
+                                          "restore_best": True}, "s", 7, "val_ndcg_10", 0.05)
+    assert tomllib.loads(text)["models"]["two_tower"] == {"name": "two_tower", "dim": 64, "lr": 0.0003,
+                                                          "windows": "prefix", "features": ["ngrams"],
+                                                          "restore_best": True}
+
+
+def test_a_killed_tune_continues_without_losing_or_double_counting_a_trial(tmp_path: Path) -> None:
+    """`recsys tune` is SIGKILLed inside trial 1; the rerun marks it failed and finishes the budget."""
+    (tmp_path / "run.toml").write_text(textwrap.dedent(CONFIG))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    cmd = [sys.executable, "-m", "pipelines.cli", "tune", "-c", "run.toml", "--trials", "3", "--study", "s"]
+    killed = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                            env={**env, "RECSYS_FAULT_POINT": "tune-trial-1"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert [(t.number, t.state.name) for t in _trials(storage, "s")] == [(0, "COMPLETE"), (1, "RUNNING")]
+    rerun = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "trial 1 was left running by a stopped process: marked failed" in rerun.stdout
+    states = [(t.number, t.state.name) for t in _trials(storage, "s")]
+    assert states[:2] == [(0, "COMPLETE"), (1, "FAIL")] and len(states) == 4  # trials 2 and 3 make up the budget
+    assert sum(s in ("COMPLETE", "PRUNED") for _, s in states) == 3
+    assert "[models.item2vec]" in rerun.stdout
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("t").experiment_id],
+                              filter_string="tags.optuna_trial = '1'")
+    assert len(runs) == 1 and runs[0].info.status == "KILLED" and runs[0].data.tags["optuna_state"] == "FAIL"
