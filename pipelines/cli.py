@@ -108,7 +108,11 @@ def export(
 
 @experiments_app.command("compare")
 def experiments_compare(
-    experiment: str = typer.Option(..., "--experiment", "-e", help="MLflow experiment name."),
+    experiment: str = typer.Option("", "--experiment", "-e", help="MLflow experiment name."),
+    study: str = typer.Option("", help="A `recsys tune` study instead: its trials table, optimisation history and "
+                              "parameter importances (PNG)."),
+    storage: str = typer.Option("", help="The study's Optuna storage URL (default: optuna.db beside the MLflow "
+                                "store)."),
     metric: str = typer.Option("test_ndcg_10", help="Metric to sort by (best first)."),
     metrics: str = typer.Option("", help="Comma-separated metrics for the terminal table (default: the sort "
                                 "metric, test_hr_10, test_ndcg_10, val_ndcg_10)."),
@@ -122,6 +126,11 @@ def experiments_compare(
     metrics as bars (protocol in the caption) and the training curves."""
     from pipelines import compare as cmp
 
+    if study:
+        _compare_study(study, storage, width, out)
+        return
+    if not experiment:
+        fail("give --experiment NAME (MLflow runs) or --study NAME (a recsys tune study)")
     try:
         chosen = tuple(m.strip() for m in metrics.split(",") if m.strip()) or None
         c = cmp.compare(experiment, metric, metrics=chosen, include_pipeline=include_pipeline)
@@ -129,6 +138,20 @@ def experiments_compare(
         fail(str(exc))
     typer.echo(cmp.to_text(c, width))
     for p in cmp.write_reports(c, out, experiment, metric):
+        typer.echo(f"wrote {p}")
+
+
+def _compare_study(name: str, storage: str, width: int, out: Path) -> None:
+    from pipelines import study_report
+    from pipelines.tune import default_storage
+
+    try:
+        st = study_report.load_study(name, storage or default_storage())
+    except ValueError as exc:
+        fail(str(exc))
+    rows = study_report.trial_rows(st)
+    typer.echo(study_report.to_text(st, rows, width))
+    for p in study_report.write_study_reports(st, rows, out):
         typer.echo(f"wrote {p}")
 
 

@@ -68,6 +68,21 @@ def test_tune_searches_the_declared_space_and_writes_the_best_config(sqlite_stor
     assert any(line.startswith("  trial 0: val_ndcg_10 ") for line in lines)
     again = tune(_cfg({"name": "als", "validate_every": 1}), sqlite_store / "runs", trials=4, echo=lines.append)
     assert len(_trials(res.storage, res.study)) == 4 and again.parent_run_id == res.parent_run_id  # already done
+    # the study as `recsys experiments compare --study` shows it: the trials best first, CSV and PNGs
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    shown = CliRunner().invoke(app, ["experiments", "compare", "--study", res.study, "--out", "reports"])
+    assert shown.exit_code == 0, shown.output
+    table = shown.output.splitlines()
+    assert table[0] == f"study {res.study}: 4 trials, direction maximize"
+    first = table[2].split()
+    assert first[0] == str(res.best_trial) and first[2] == f"{res.best_value:.5f}"
+    for suffix in (".csv", "_history.png", "_importance.png"):
+        assert (sqlite_store / "reports" / f"study_{res.study}{suffix}").is_file()
+    missing = CliRunner().invoke(app, ["experiments", "compare", "--study", "nope"])
+    assert missing.exit_code != 0 and f"studies there: ['{res.study}']" in missing.output
 
 
 def test_a_model_without_a_search_space_and_bad_budgets_are_refused(sqlite_store: Path) -> None:
