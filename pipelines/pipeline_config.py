@@ -56,6 +56,22 @@ class PipelineSection:
 
 
 @dataclass
+class TuneSection:
+    """Tuning on a schedule (``[tune]``): the ``models`` (labels) are tuned with ``recsys tune`` on the run's
+    data when they have no study yet, when ``every_runs`` runs have passed since their last study, or when the
+    log has grown by more than ``growth`` (a fraction of its events) since; the runs in between train with
+    that study's best parameters."""
+
+    models: list[str] = field(default_factory=list)  # model labels to tune; empty = no tuning
+    trials: int = 20  # finished trials per study
+    minutes: float = 0.0  # wall-clock budget per study (0 = none)
+    every_runs: int = 0  # re-tune after this many runs (0 = not by count)
+    growth: float = 0.0  # re-tune when the log's events grew by more than this fraction (0 = not by growth)
+    storage: str = ""  # Optuna storage URL; empty = optuna.db beside the MLflow store
+    metric: str = "ndcg_10"  # validation metric the studies maximise
+
+
+@dataclass
 class ModelEntry:
     """One ``[models.<label>]`` table: the model's registered ``name``, its config ``params`` and the pipeline's
     own key for it, ``max_minutes`` (the fit's time budget; 0 = none)."""
@@ -72,10 +88,11 @@ class PipelineConfig:
     data: DataConfig = field(default_factory=DataConfig)
     models: list[ModelEntry] = field(default_factory=list)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    tune: TuneSection = field(default_factory=TuneSection)
     source: str = "<built-in defaults>"
 
 
-TABLES = ("pipeline", "data", "models", "eval")
+TABLES = ("pipeline", "data", "models", "eval", "tune")
 
 
 def parse_pipeline_config(raw: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
@@ -100,9 +117,17 @@ def parse_pipeline_config(raw: dict[str, Any], source: str = "<dict>") -> Pipeli
         data=from_dict(DataConfig, raw.get("data", {}), where=f"{source} [data]"),
         models=models,
         eval=from_dict(EvalConfig, raw.get("eval", {}), where=f"{source} [eval]"),
+        tune=from_dict(TuneSection, raw.get("tune", {}), where=f"{source} [tune]"),
         source=source,
     )
     labels = [m.label for m in models]
+    unknown_tuned = sorted(set(cfg.tune.models) - set(labels))
+    if unknown_tuned:
+        raise ConfigError(f"{source} [tune] models = {unknown_tuned} are not model labels; use some of {labels}")
+    t = cfg.tune
+    if t.trials < 1 or t.minutes < 0 or t.every_runs < 0 or t.growth < 0:
+        raise ConfigError(f"{source} [tune]: trials must be >= 1 and minutes, every_runs, growth >= 0; got "
+                          f"{t.trials}, {t.minutes}, {t.every_runs}, {t.growth}")
     if cfg.pipeline.publish != "best" and cfg.pipeline.publish not in labels:
         raise ConfigError(f"{source} [pipeline] publish = {cfg.pipeline.publish!r} is not a model label; "
                           f"use \"best\" or one of {labels}")

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines import gate as gating
-from pipelines import ingest_logs, model_registry, tracking
+from pipelines import ingest_logs, model_registry, scheduled_tune, tracking
 from pipelines.config import RunConfig, RunSection
 from pipelines.pipeline_config import PipelineConfig
 from pipelines.prepare import Prepared, all_events, load_prepared, prepare, raw_items_meta
@@ -130,6 +130,10 @@ def step_train(ctx: Context) -> None:
                                     f"{ctx.run.state().get('attempts')} of pipeline run {ctx.run.run_id}")
         if cls.checkpoints:
             params.setdefault("checkpoint_dir", str(ctx.run.path / "checkpoints" / m.label))
+        if m.label in ctx.cfg.tune.models:  # [tune]: a new study when one is due, else the last study's best
+            params.update(scheduled_tune.tuned_params(
+                ctx.workdir, ctx.run.run_id, ctx.cfg.pipeline.name, m.label, _run_config(ctx, m.label, m.name, params),
+                data, ctx.cfg.tune, ctx.run.path / "tune", ctx.echo))
         if cls.warm_start and "init_vectors" not in params and ctx.cfg.pipeline.warm_start:
             params.update(_warm_start_vectors(ctx, m.label, m.name, params, data))
         try:

@@ -72,7 +72,7 @@ def default_storage() -> str:
 
 def tune(cfg: RunConfig, out: str | Path, trials: int = 20, minutes: float = 0.0, storage: str | None = None,
          study_name: str | None = None, jobs: int = 1, metric: str = "ndcg_10",
-         echo: Callable[[str], None] = print) -> TuneResult:
+         echo: Callable[[str], None] = print, data: Prepared | None = None) -> TuneResult:
     """Search ``cfg``'s model's space on validation ``metric``; returns the study's best (see the module doc).
 
     Parameters
@@ -85,6 +85,7 @@ def tune(cfg: RunConfig, out: str | Path, trials: int = 20, minutes: float = 0.0
     study_name : default ``<experiment>-<run name>``.
     jobs : trials run at once (threads).
     metric : validation metric to maximise (``val_<metric>`` per epoch drives pruning).
+    data : the prepared data when the caller has it (the pipeline); default: prepared from ``cfg.data``.
     """
     import optuna
 
@@ -94,7 +95,7 @@ def tune(cfg: RunConfig, out: str | Path, trials: int = 20, minutes: float = 0.0
     if trials < 1 or jobs < 1 or minutes < 0:
         raise ValueError(f"trials and jobs must be >= 1 and minutes >= 0; got {trials}, {jobs}, {minutes}")
     out = Path(out)
-    data = prepared_data(cfg, out)
+    data = data if data is not None else prepared_data(cfg, out)
     name = study_name or f"{cfg.run.experiment}-{cfg.run.name}"
     url = storage or default_storage()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -151,8 +152,11 @@ def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], metric: 
     split, protocol = data.split, protocol_for(cfg, data)
     monitored = f"val_{metric}"
 
+    # a trial starts from scratch: no checkpoint folder shared between trials, no warm-start vectors
+    fixed = {k: v for k, v in cfg.model.items() if k not in ("checkpoint_dir", "init_vectors")}
+
     def objective(trial: optuna.Trial) -> float:
-        params = {**cfg.model, **{k: suggest(trial, k, p) for k, p in space.items()}}
+        params = {**fixed, **{k: suggest(trial, k, p) for k, p in space.items()}}
         run = client.create_run(experiment_id, run_name=f"trial-{trial.number}", tags={
             "mlflow.parentRunId": parent, "optuna_study": trial.study.study_name, "optuna_trial": str(trial.number),
             "model": cfg.model_name, "data_fingerprint": split.fingerprint})

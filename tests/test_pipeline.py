@@ -647,3 +647,30 @@ def test_a_catalogue_adds_new_items_to_the_published_bundle_without_retraining(w
     assert rec.similar_items(100003, k=5).source == "popularity"
     n_known = rec.manifest["counts"]["items"] - 3
     assert n_known == ctx.data().split.n_items  # the data's items, then the catalogue's new ones
+
+
+def test_tune_table_retunes_on_schedule_and_reuses_the_best_in_between(workdir: Path) -> None:
+    from pipelines.pipeline_config import TuneSection
+    from pipelines.scheduled_tune import due
+
+    tune = '[tune]\nmodels = ["als"]\ntrials = 2\nevery_runs = 2\n'
+    cfg = load_pipeline_config(write_config(workdir, POP + ALS + tune))
+    decisions = []
+    for _ in range(3):
+        lines: list[str] = []
+        ctx = run_pipeline(cfg, echo=lines.append)
+        state = json.loads((workdir / "wd" / "tune" / "als.json").read_text())
+        decisions.append((state["tuned_in_run"] == ctx.run.run_id, state["runs_since"]))
+        assert set(state["best_params"]) == {"factors", "regularization", "alpha", "iterations"}
+        trained = MlflowClient(tracking.tracking_uri()).get_run(ctx.run.info("train-als")["run_id"])
+        assert trained.data.params["model.factors"] == str(state["best_params"]["factors"])
+    assert decisions == [(True, 0), (False, 1), (True, 0)]  # a study, its best reused once, a new study
+    import optuna
+
+    studies = sorted(s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{workdir / 'optuna.db'}"))
+    assert len(studies) == 2 and all(s.startswith("default-als-") for s in studies)
+    grown = TuneSection(models=["als"], growth=0.05)
+    last = {"study": "s", "n_events": 1000, "runs_since": 0}
+    assert due(last, grown, 1040) is None and "grew by 6.0%" in due(last, grown, 1060)
+    with pytest.raises(ConfigError, match=r"\[tune\] models = \['bpr'\] are not model labels"):
+        load_pipeline_config(write_config(workdir, ALS + '[tune]\nmodels = ["bpr"]\n', name="bad.toml"))
