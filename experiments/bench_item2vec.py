@@ -197,7 +197,7 @@ def sets_part(names: list[str], tuned: dict[str, Item2VecConfig], seeds: int, wo
             "throughput_ratio_ours_over_gensim": t_gs / t_ours,
         }
         out[name]["seeds"] = seeds
-        out[name]["commit"] = _commit()
+        out[name]["commit"] = STARTED_AT  # the code this process loaded, not whatever HEAD is when a set ends
         if name == SYNTHETIC:
             out[name]["synthetic_events"] = synthetic_events
     return out
@@ -211,7 +211,7 @@ def merge_sets(old: dict | None, new: dict) -> dict:
     return {**new, **kept}
 
 
-def _commit() -> str:
+def commit_now() -> str:
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
                            text=True).stdout.strip()
@@ -301,6 +301,10 @@ def markdown(r: dict) -> str:
                   f"{w['speedup_best_of']:.2f}x (fastest)", ""]
     lines += ["## notes", "", NOTE]
     return "\n".join(lines) + "\n"
+
+
+#: the commit (and whether the tree differed from it) when this process started and loaded its code
+STARTED_AT = commit_now()
 
 
 def main(argv: list[str] | None = None) -> dict:
