@@ -213,8 +213,9 @@ def merge_sets(old: dict | None, new: dict) -> dict:
 
 def commit_now() -> str:
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
-                           text=True).stdout.strip()
+    # the reports are this script's own output (a run merges into them): only other changes make a tree dirty
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":(exclude)experiments/reports"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     return out.strip() + ("+dirty" if dirty else "")
 
 
