@@ -39,7 +39,8 @@ def epoch_progress(name: str, total: int | None, echo: Callable[[str], None],
         if metrics.get("lr_backoffs"):
             figures += f"  lr halved {int(metrics['lr_backoffs'])}x"
         left = "" if not total else f", at most {_duration(per_epoch * max(total - epoch, 0))} left"
-        echo(f"  [{name}] epoch {epoch}/{total or '?'}  {figures}  {per_epoch:.1f} s/epoch{left}")
+        parts = [f"  [{name}] epoch {epoch}/{total or '?'}", figures, f"{per_epoch:.1f} s/epoch{left}"]
+        echo("  ".join(p for p in parts if p))
 
     return on_epoch_end
 

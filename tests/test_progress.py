@@ -18,11 +18,11 @@ def test_a_line_per_epoch_with_the_time_left() -> None:
     assert lines == [
         "  [als] epoch 1/10  loss 0.5000  val_ndcg_10 0.0400  30.0 s/epoch, at most 4 min 30 s left",
         "  [als] epoch 2/10  loss 0.2500  lr halved 1x  45.0 s/epoch, at most 6 min 0 s left",
-        "  [als] epoch 3/10    1233.3 s/epoch, at most 2 h 23 min left",
+        "  [als] epoch 3/10  1233.3 s/epoch, at most 2 h 23 min left",
     ]
     unknown: list[str] = []
     epoch_progress("pop", None, unknown.append, clock=iter([0.0, 1.0]).__next__)(1, {})
-    assert unknown == ["  [pop] epoch 1/?    1.0 s/epoch"]
+    assert unknown == ["  [pop] epoch 1/?  1.0 s/epoch"]
 
 
 def test_the_budget_stops_after_the_epoch_that_reaches_it() -> None:
