@@ -19,6 +19,8 @@ Parts (each writes into ``experiments/reports/bench_item2vec.{json,md}``):
 * ``variants``: our design choices on Beauty (sparse vs dense updates, shared negatives, repeat cap, CBOW).
 * ``workers``: our fit on Beauty with ``workers=1`` and ``workers=2``, alternating ``--repeats`` times.
 * ``synthetic``: ``recsys.data.synthetic`` with 5M events (one fit each).
+* ``rules``: the row-update rules (Adagrad, mean, capped, plain sum) at the library default otherwise, on
+  the validation split of ``--rule-sets``: how the default rule was chosen.
 
 Throughput = training events x epochs / fit seconds (fit = everything from the training
 sequences to vectors: vocabulary/counts, sampling tables and all epochs; gensim's list-of-token
@@ -29,6 +31,7 @@ whatever contention there was, which is why the two sides alternate within one r
     python experiments/bench_item2vec.py                # every part (hours on 2 cores: the sets part fits
                                                         # gensim 3 times a seed on the 5M synthetic set)
     python experiments/bench_item2vec.py --parts sets --sets beauty,games,ml-1m-sample,ml-latest-small,ml-100k
+    python experiments/bench_item2vec.py --parts rules --report-name bench_item2vec_rules   # how the rule was chosen
 """
 
 from __future__ import annotations
@@ -219,10 +222,61 @@ def commit_now() -> str:
     return out.strip() + ("+dirty" if dirty else "")
 
 
-def write_reports(out: Path, results: dict) -> None:
+#: the row-update rules compared by the ``rules`` part, each at the library default otherwise
+RULES = {"adagrad (default)": {"update": "adagrad"}, "mean": {"update": "mean"},
+         "capped, repeat_cap 16 (the earlier rule)": {"update": "capped", "repeat_cap": 16},
+         "capped, repeat_cap 0 (plain sum)": {"update": "capped", "repeat_cap": 0}}
+
+
+def rules_part(names: list[str], seeds: int, workers: int) -> dict:
+    """The row-update rules (:mod:`recsys.models.row_updates`) at the library default otherwise, on each set's
+    *validation* split: NDCG@10 / HR@10 (mean over ``seeds``), fit seconds, divergence (no backoff allowed)."""
+    out: dict = {"seeds": seeds, "rules": RULES}
+    for name in names:
+        split = load_set(name)
+        rows: dict = {}
+        for label, kw in RULES.items():
+            got = []
+            for seed in range(seeds):
+                cfg = dataclasses.replace(Item2VecConfig(), **kw, seed=seed, max_backoffs=0)
+                try:
+                    model, sec = fit_ours(split.train, dataclasses.replace(cfg, workers=workers))
+                except NaNLossError as exc:
+                    got.append({"diverged": str(exc).split(";")[0]})
+                    continue
+                res = scores(model, split.valid_history, split.valid_targets)
+                got.append({"fit_s": round(sec, 2), "val_ndcg_10": res["ndcg_10"], "val_hr_10": res["hr_10"]})
+            ok = [g for g in got if "diverged" not in g]
+            rows[label] = {"runs": got, "diverged": len(got) - len(ok),
+                           **{k: round(statistics.mean(g[k] for g in ok), 5) if ok else None
+                              for k in ("val_ndcg_10", "val_hr_10", "fit_s")}}
+            print(f"  {name} {label}: {rows[label]}", flush=True)
+        out[name] = rows
+    return out
+
+
+def rules_markdown(r: dict) -> list[str]:
+    lines = ["## Row-update rules at the library default (validation split)", "",
+             f"Each rule with every other setting at `Item2VecConfig()`, no learning-rate backoff allowed; mean over "
+             f"{r['seeds']} seed(s). The rule is chosen on validation; a diverged fit is counted, not scored.", "",
+             "| set | rule | val NDCG@10 | val HR@10 | fit s | diverged |", "|---|---|---|---|---|---|"]
+    for name, rows in r.items():
+        if not isinstance(rows, dict) or name == "rules":
+            continue
+        for label, v in rows.items():
+            lines.append(f"| {name} | {label} | {_fmt4(v['val_ndcg_10'])} | {_fmt4(v['val_hr_10'])} | "
+                         f"{'-' if v['fit_s'] is None else v['fit_s']} | {v['diverged']} of {len(v['runs'])} |")
+    return [*lines, ""]
+
+
+def _fmt4(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def write_reports(out: Path, results: dict, stem: str = "bench_item2vec") -> None:
     out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("bench_item2vec.json", json.dumps(results, indent=2, default=float)),
-                       ("bench_item2vec.md", markdown(results))):
+    for name, text in ((f"{stem}.json", json.dumps(results, indent=2, default=float)),
+                       (f"{stem}.md", markdown(results))):
         atomic.write_text(out / name, text)
 
 
@@ -272,6 +326,8 @@ def markdown(r: dict) -> str:
              f"Command: `{r['command']}`", ""]
     if "sets" in r:
         lines += sets_markdown(r["sets"])
+    if "rules" in r:
+        lines += rules_markdown(r["rules"])
     lines += [f"Side-by-side hyperparameters (parts beauty, synthetic, variants, workers): {r['shared']}", ""]
     for part in ("beauty", "synthetic"):
         if part in r:
@@ -323,6 +379,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--tune-report", type=Path, default=TUNE_REPORT, help="tune_item2vec.json with the chosen configs")
     ap.add_argument("--out", type=Path, default=REPO / "experiments" / "reports")
     ap.add_argument("--merge", action="store_true", help="keep the parts of the existing report that this run skips")
+    ap.add_argument("--report-name", default="bench_item2vec", help="report file stem under --out")
+    ap.add_argument("--rule-sets", default="beauty,ml-1m-sample", help="data sets of the rules part")
     args = ap.parse_args(argv)
     parts = set(args.parts.split(","))
     if args.quick:
@@ -336,7 +394,7 @@ def main(argv: list[str] | None = None) -> dict:
                                           *(argv if argv is not None else sys.argv[1:])]),
                      "shared": SHARED, "ours_config": dataclasses.asdict(base), "quick": args.quick,
                      "loadavg": [round(x, 2) for x in os.getloadavg()]}
-    previous = args.out / "bench_item2vec.json"
+    previous = args.out / f"{args.report_name}.json"
     if args.merge and previous.exists():  # earlier parts first; this run's parts replace theirs
         old = json.loads(previous.read_text())
         results = {**old, **results, "command": f"{old['command']}; then {results['command']}",
@@ -350,12 +408,13 @@ def main(argv: list[str] | None = None) -> dict:
              ("beauty", lambda: side_by_side(beauty, base, args.repeats, args.workers)),
              ("variants", lambda: variants(beauty, base)),
              ("workers", lambda: workers_ab(beauty, base, args.repeats)),
-             ("synthetic", lambda: side_by_side(load_synthetic(args.synthetic_events), base, 1, args.workers))]
+             ("synthetic", lambda: side_by_side(load_synthetic(args.synthetic_events), base, 1, args.workers)),
+             ("rules", lambda: rules_part(args.rule_sets.split(","), args.seeds, args.ours_workers))]
     for name, fn in steps:
         if name in parts:
             print(f"== {name}", flush=True)
             results[name] = fn()
-            write_reports(args.out, results)  # after every part, so a long run leaves partial results
+            write_reports(args.out, results, args.report_name)  # after every part: a long run leaves partial results
     return results
 
 
