@@ -213,16 +213,15 @@ class Item2Vec(Model):
         ``self.lr_backoffs``; past ``config.max_backoffs`` halvings, :class:`NaNLossError`."""
         cfg = self.config
         while True:
-            start = [w.clone() for w in weights]
+            # the epoch's starting weights, to rerun it from (none needed once no backoff is left)
+            start = [w.clone() for w in weights] if len(self.lr_backoffs) < cfg.max_backoffs else None
             try:
                 out = self._epoch(sampler, noise, rng, weights, epoch)
                 if not all(bool(torch.isfinite(w).all()) for w in weights[:2]):
                     raise _NonFinite(epoch, None, float("nan"))
                 return out
             except _NonFinite as bad:
-                for w, s in zip(weights, start, strict=True):
-                    w.copy_(s)
-                if len(self.lr_backoffs) >= cfg.max_backoffs:
+                if start is None:
                     where = f"step {bad.step}" if bad.step is not None else "its end (vectors)"
                     raise NaNLossError(
                         f"item2vec diverged at epoch {bad.epoch}, {where}: loss {bad.loss} after "
@@ -230,6 +229,8 @@ class Item2Vec(Model):
                         f"lower lr (now {cfg.lr}) or batch_size (now {cfg.batch_size})"
                         + ("" if cfg.update == "adagrad" else ', or use update="adagrad" (bounded row steps)')
                     ) from None
+                for w, s in zip(weights, start, strict=True):
+                    w.copy_(s)
                 self.lr_backoffs.append({"epoch": bad.epoch, "step": bad.step, "lr_scale": self._lr_scale / 2})
 
     @property
