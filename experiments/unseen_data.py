@@ -1,0 +1,248 @@
+"""The shipped nightly pipeline on logs nobody tuned it for: what it publishes, against the best tuned result.
+
+    python experiments/unseen_data.py                       # every set, both runs (hours on 2 cores)
+    python experiments/unseen_data.py --sets ml-100k --merge
+
+For every data set in ``../shared/data`` (the sets of ``experiments/item2vec_common.py``), in a fresh working
+folder under ``--root``, with ``experiments/pipelines/nightly.toml`` copied there unchanged (its ``[data]``
+reads the CSV files dropped into ``logs/incoming/``):
+
+1. **first run, empty workdir**: the log's first 95% of events (by time; for the sequence files, which carry
+   no timestamps, by position within each user's sequence, so every user's history grows) is dropped in as one
+   CSV file (``user,item,timestamp``) and ``recsys pipeline run`` trains, gates and publishes;
+2. **second run, the log grown by 5%**: the remaining events are dropped in as a second file and the pipeline
+   runs again, warm-started from the champion (``pipeline.warm_start``). This run's log is the whole data set,
+   as the tuned results below were measured on, so its published model is the one compared with them.
+
+Each run is its own process: wall time and peak RSS come from ``wait4``. The published model is
+``champion.json``'s; its test NDCG@10 / HR@10 are the pipeline's offline test metrics of that model
+(``evaluation.json``) and its served metrics through the bundle (``gate.json``). The best tuned result known
+on each set is read from the committed reports (``beauty_two_tower.json``, ``beauty_baselines.json``,
+``bench_item2vec.json``: the highest mean test NDCG@10 of any model there, on the same file, the same data
+steps and protocol: minimum length 3, leave-last-out, full ranking, history excluded).
+
+Targets (issue #30): published test NDCG@10 >= 0.9 x the best tuned result, first run <= 45 min, second <= 15 min.
+Results go to ``experiments/reports/unseen_data.{md,json}`` (``--merge`` keeps the sets not rerun).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+
+from recsys import atomic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from item2vec_common import DATA, SETS  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+REPORTS = REPO / "experiments" / "reports"
+NIGHTLY = REPO / "experiments" / "pipelines" / "nightly.toml"
+GROWTH = 0.05
+TARGET_RATIO, FIRST_MAX_MIN, SECOND_MAX_MIN = 0.9, 45.0, 15.0
+
+
+def commit_now() -> str:
+    """HEAD, ``+dirty`` when tracked files outside experiments/reports differ from it."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":(exclude)experiments/reports"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def log_parts(name: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The set's events as ``user,item,timestamp`` rows, split into the first 95% (by time) and the rest.
+
+    The sequence files (no timestamps; the reader numbers each user's events 1..n) get a timestamp that is
+    the event's position as a fraction of its user's sequence ((p - 1/2) / n x 1e9), so order within a user is kept and
+    the newest 5% is the end of every user's history rather than the whole of a few long ones."""
+    from pipelines.config import DataConfig
+    from pipelines.prepare import ingest
+
+    rel, fmt, encoding = SETS[name]
+    path = DATA / rel
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: the data sets live in ../shared/data (or set RECSYS_SHARED_DATA)")
+    frame = ingest(DataConfig(name=name, path=str(path), format=fmt, encoding=encoding, min_length=3)).frame
+    frame = frame.select("user", "item", "timestamp")
+    if fmt.startswith("seq"):
+        n = pl.col("timestamp").max().over("user")  # position p of n -> (p - 1/2) / n: newest rows spread over users
+        frame = frame.with_columns(((2 * pl.col("timestamp") - 1) * 500_000_000 // n).alias("timestamp"))
+    frame = frame.with_row_index("_row").sort("timestamp", "user", "_row").drop("_row")
+    n_base = math.ceil(frame.height * (1 - GROWTH))
+    return frame.head(n_base), frame.slice(n_base)
+
+
+def run_pipeline(cwd: Path, tag: str) -> dict:
+    """``recsys pipeline run -c nightly.toml`` in ``cwd``; its output goes to ``<tag>.out`` and this terminal."""
+    t0 = time.perf_counter()
+    with open(cwd / f"{tag}.out", "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "pipeline", "run", "-c", "nightly.toml",
+                                 "--no-samples"], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            out.write(line)
+            out.flush()
+            print(f"[{cwd.name} {tag}] {line}", end="", flush=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+    return {"exit_code": os.waitstatus_to_exitcode(status), "minutes": round((time.perf_counter() - t0) / 60, 2),
+            "peak_rss_gb": round(usage.ru_maxrss / 2**20, 3)}
+
+
+def run_results(cwd: Path) -> dict:
+    """What the newest run trained and what is published after it."""
+    folder = cwd / "runs" / "pipeline-nightly" / "runs"
+    runs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) if folder.is_dir() else []
+    if not runs:
+        raise SystemExit(f"{cwd}: no pipeline run folder found; see the .out files there")
+    run = runs[-1]
+    ev = json.loads((run / "evaluation.json").read_text()) if (run / "evaluation.json").is_file() else {}
+    gate = json.loads((run / "gate.json").read_text()) if (run / "gate.json").is_file() else {}
+    models = {label: {"model": info["model"], "val": info["val"], "test": info["test"],
+                      "seconds": info.get("seconds"), "stop_reason": info.get("stop_reason", "")}
+              for label, info in ev.get("models", {}).items()}
+    champ_file = cwd / "runs" / "pipeline-nightly" / "champion.json"
+    champ = json.loads(champ_file.read_text()) if champ_file.is_file() else {}
+    published = published_label = None
+    if champ:
+        manifest = json.loads((Path(champ["bundle"]) / "manifest.json").read_text())
+        published = manifest["model"]
+        published_label = published.split(":")[0]
+    out = {"run_id": run.name, "candidate": ev.get("candidate"), "models": models,
+           "gate": {k: v for k, v in gate.items() if k not in ("candidate_metrics", "champion_metrics")},
+           "candidate_served": gate.get("candidate_metrics"), "champion_served": gate.get("champion_metrics"),
+           "published": published, "published_from_this_run": champ.get("run_id") == run.name}
+    # the published model's test metrics on this run's split: offline when it was trained by this run, else
+    # (the gate kept an earlier champion) as served through its bundle on this run's test split
+    if out["published_from_this_run"] and published_label in models:
+        out["published_test"] = models[published_label]["test"]
+    elif gate.get("champion_metrics"):
+        out["published_test"] = gate["champion_metrics"]
+    return out
+
+
+def best_known(name: str) -> dict:
+    """The highest mean test NDCG@10 any committed report holds on this set, with its source."""
+    best = {"ndcg_10": 0.0, "hr_10": 0.0, "source": "none"}
+    if name == "beauty":
+        for stem in ("beauty_two_tower", "beauty_baselines"):
+            path = REPORTS / f"{stem}.json"
+            if path.is_file():
+                for model, row in json.loads(path.read_text()).get("models", {}).items():
+                    test = row.get("test", {})
+                    if test.get("ndcg_10", 0) > best["ndcg_10"]:
+                        best = {"ndcg_10": test["ndcg_10"], "hr_10": test.get("hr_10", 0),
+                                "source": f"{stem}.md: {model}"}
+    path = REPORTS / "bench_item2vec.json"
+    sets = json.loads(path.read_text()).get("sets", {}) if path.is_file() else {}
+    for config, runs in sets.get(name, {}).get("runs", {}).items():
+        ndcg = sum(r["ndcg_10"] for r in runs) / len(runs)
+        if ndcg > best["ndcg_10"]:
+            best = {"ndcg_10": ndcg, "hr_10": sum(r["hr_10"] for r in runs) / len(runs),
+                    "source": f"bench_item2vec.md: item2vec {config} ({len(runs)} seeds)"}
+    return best
+
+
+def run_set(name: str, root: Path) -> dict:
+    cwd = root / name
+    shutil.rmtree(cwd, ignore_errors=True)
+    (cwd / "logs" / "incoming").mkdir(parents=True)
+    shutil.copy(NIGHTLY, cwd / "nightly.toml")
+    base, growth = log_parts(name)
+    result = {"set": name, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "events": base.height + growth.height, "first_events": base.height, "growth_events": growth.height,
+              "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
+    base.write_csv(cwd / "logs" / "incoming" / "events-1.csv")
+    result["first"] = {"commit": commit_now(), **run_pipeline(cwd, "first"), **run_results(cwd)}
+    growth.write_csv(cwd / "logs" / "incoming" / "events-2.csv")
+    result["second"] = {"commit": commit_now(), **run_pipeline(cwd, "second"), **run_results(cwd)}
+    result["best_known"] = best_known(name)
+    return result
+
+
+def _f(x: object, fmt: str = ".4f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def write_report(results: dict, machine: str) -> None:
+    atomic.write_json(REPORTS / "unseen_data.json", {"machine": machine, "sets": results})
+    lines = ["# The shipped nightly pipeline on logs it was not tuned on", "",
+             f"Machine: {machine}. Command: `python experiments/unseen_data.py` (per set: `--sets NAME --merge`); "
+             "each run's row names the commit it ran at. Config: `experiments/pipelines/nightly.toml`, unchanged.",
+             "", f"First run: empty workdir, the log's first {1 - GROWTH:.0%} of events. Second run: the log grown "
+             f"by {GROWTH:.0%} to the whole set, warm-started from the champion. Published = the champion after the "
+             "run; its test metrics are on that run's split (offline when that run trained it, else as served "
+             "through its bundle). Best tuned = the highest mean test NDCG@10 in a committed report on the whole "
+             "set. Targets: second run's published NDCG@10 >= "
+             f"{TARGET_RATIO} x best tuned, first run <= {FIRST_MAX_MIN:.0f} min, second <= {SECOND_MAX_MIN:.0f} min.",
+             "", "| set | commit | events | run | published | test NDCG@10 | test HR@10 | served NDCG@10 | minutes | "
+             "peak RSS GB | exit | best tuned NDCG@10 | ratio | targets met |",
+             "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for name, r in results.items():
+        best = r["best_known"]
+        for tag, limit in (("first", FIRST_MAX_MIN), ("second", SECOND_MAX_MIN)):
+            run = r.get(tag)
+            if not run:
+                continue
+            test = run.get("published_test") or {}
+            ratio = test.get("ndcg_10", 0) / best["ndcg_10"] if best["ndcg_10"] else None
+            served = (run.get("candidate_served") or {}).get("ndcg_10") if run.get("published_from_this_run") else \
+                (run.get("champion_served") or {}).get("ndcg_10")
+            met = [f"time {'yes' if run['minutes'] <= limit else 'NO'}"]
+            if tag == "second":
+                met.append(f"quality {'yes' if ratio is not None and ratio >= TARGET_RATIO else 'NO'}")
+            events = r["first_events"] if tag == "first" else r["events"]
+            lines.append(f"| {name} | {run['commit']} | {events:,} | {tag} | {run.get('published')} | "
+                         f"{_f(test.get('ndcg_10'))} | {_f(test.get('hr_10'))} | {_f(served)} | "
+                         f"{run['minutes']:.1f} | {run['peak_rss_gb']:.2f} | {run['exit_code']} | "
+                         f"{best['ndcg_10']:.4f} | {_f(ratio, '.3f')} | {', '.join(met)} |")
+    best = "; ".join(f"{n}: {r['best_known']['ndcg_10']:.4f} ({r['best_known']['source']})" for n, r in results.items())
+    lines += ["", f"Best tuned results: {best}", "",
+              "## Every model each run trained (pipeline validation / test NDCG@10, fit seconds, why it stopped)", "",
+              "| set | run | model | val NDCG@10 | test NDCG@10 | test HR@10 | fit s | stop |",
+              "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    for name, r in results.items():
+        for tag in ("first", "second"):
+            for label, m in (r.get(tag) or {}).get("models", {}).items():
+                lines.append(f"| {name} | {tag} | {label} ({m['model']}) | {m['val']['ndcg_10']:.4f} | "
+                             f"{m['test']['ndcg_10']:.4f} | {m['test']['hr_10']:.4f} | {_f(m['seconds'], '.0f')} | "
+                             f"{m['stop_reason'] or '-'} |")
+    lines += ["", "Load average at each set's start (other work on the machine slows the time-budgeted "
+              "Transformer): " + "; ".join(f"{n} {r['loadavg_at_start']}" for n, r in results.items()), ""]
+    atomic.write_text(REPORTS / "unseen_data.md", "\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, of {', '.join(SETS)}")
+    ap.add_argument("--root", type=Path, default=REPO / "bench_runs" / "unseen",
+                    help="working folders, one per set (deleted first)")
+    ap.add_argument("--merge", action="store_true", help="keep the sets of the existing report not rerun")
+    args = ap.parse_args()
+    names = [s.strip() for s in args.sets.split(",") if s.strip()]
+    unknown = [n for n in names if n not in SETS]
+    if unknown:
+        ap.error(f"unknown set(s) {unknown}; known: {', '.join(SETS)}")
+    import torch
+
+    machine = f"{platform.node() or 'vm'} {platform.machine()}, torch threads {torch.get_num_threads()}"
+    old = json.loads((REPORTS / "unseen_data.json").read_text()) if args.merge and \
+        (REPORTS / "unseen_data.json").is_file() else {}
+    results = dict(old.get("sets", {}))
+    for name in names:
+        results[name] = run_set(name, args.root)
+        write_report(results, machine)  # after every set: a long run that stops keeps what finished
+        print(f"{name}: written to {REPORTS / 'unseen_data.md'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
