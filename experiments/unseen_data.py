@@ -156,14 +156,15 @@ def run_set(name: str, root: Path) -> dict:
     cwd = root / name
     shutil.rmtree(cwd, ignore_errors=True)
     (cwd / "logs" / "incoming").mkdir(parents=True)
-    shutil.copy(NIGHTLY, cwd / "nightly.toml")
     base, growth = log_parts(name)
     result = {"set": name, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
               "events": base.height + growth.height, "first_events": base.height, "growth_events": growth.height,
               "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
     base.write_csv(cwd / "logs" / "incoming" / "events-1.csv")
+    shutil.copy(NIGHTLY, cwd / "nightly.toml")  # before each run: the config as shipped at that run's commit
     result["first"] = {"commit": commit_now(), **run_pipeline(cwd, "first"), **run_results(cwd)}
     growth.write_csv(cwd / "logs" / "incoming" / "events-2.csv")
+    shutil.copy(NIGHTLY, cwd / "nightly.toml")
     result["second"] = {"commit": commit_now(), **run_pipeline(cwd, "second"), **run_results(cwd)}
     result["best_known"] = best_known(name)
     return result

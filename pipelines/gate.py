@@ -38,9 +38,10 @@ class GateDecision:
         return dict(self.__dict__)
 
 
-def align_rows(vectors: np.ndarray, bundle_ids: np.ndarray, target: IdMap) -> np.ndarray:
-    """Rows of ``vectors`` (row j + 1 = bundle id j) re-ordered to ``target``'s indices; unknown ids -> 0."""
-    out = np.zeros((len(target) + 1, vectors.shape[1]), dtype=np.float32)
+def align_rows(vectors: np.ndarray, bundle_ids: np.ndarray, target: IdMap, fill: float = 0.0) -> np.ndarray:
+    """Rows of ``vectors`` (row j + 1 = bundle id j) re-ordered to ``target``'s indices; rows of ``target``'s
+    ids that ``bundle_ids`` lacks (and row 0) are ``fill``."""
+    out = np.full((len(target) + 1, vectors.shape[1]), fill, dtype=np.float32)
     ids = pl.Series("id", bundle_ids)
     if ids.dtype != target.dtype:
         ids = ids.cast(target.dtype, strict=False)

@@ -157,7 +157,7 @@ def default_config() -> PipelineConfig:
             # the Transformer tower on prefixes, as the shipped configs, small: early stopping and a budget
             "two_tower": {"name": "two_tower", "user_tower": "transformer", "windows": "prefix", "dim": 32,
                           "n_layers": 1, "epochs": 10, "patience": 2, "max_len": 30, "text_buckets": 5000,
-                          "precision": "auto", "max_minutes": 2},
+                          "precision": "auto", "max_minutes": 2, "warm_epochs": 3},
         },
     }
     return parse_pipeline_config(raw, source="<built-in defaults>")

@@ -21,10 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from pipelines import gate as gating
-from pipelines import ingest_logs, model_registry, scheduled_tune, tracking
+from pipelines import ingest_logs, model_registry, scheduled_tune, tracking, warm_start
 from pipelines.config import RunConfig, RunSection
 from pipelines.pipeline_config import PipelineConfig
 from pipelines.prepare import Prepared, all_events, load_prepared, prepare, raw_items_meta
@@ -134,8 +132,11 @@ def step_train(ctx: Context) -> None:
             params.update(scheduled_tune.tuned_params(
                 ctx.workdir, ctx.run.run_id, ctx.cfg.pipeline.name, m.label, _run_config(ctx, m.label, m.name, params),
                 data, ctx.cfg.tune, ctx.run.path / "tune", ctx.echo))
-        if cls.warm_start and "init_vectors" not in params and ctx.cfg.pipeline.warm_start:
-            params.update(_warm_start_vectors(ctx, m.label, m.name, params, data))
+        if ctx.cfg.pipeline.warm_start:  # from the champion (its vectors or its run's same-label model)
+            warm = warm_start.from_champion(ctx.champion(), ctx.run.path, m.label, m.name, params, data)
+            if warm:
+                ctx.echo(f"  {m.label}: warm start from the champion ({ctx.champion()['run_id']})")
+            params.update(warm)
         try:
             result = train_run(_run_config(ctx, m.label, m.name, params, m.max_minutes), ctx.run.path / "train",
                                data=data, nested=True, echo=ctx.echo)
@@ -155,38 +156,6 @@ def step_train(ctx: Context) -> None:
         raise PipelineExit(ExitCode.NO_MODEL, "no model trained, nothing to publish; the champion stays published: "
                            + "; ".join(f"{label}: {err[:300]}" for label, err in failed.items()))
     ctx.run.mark_done("train", failed=sorted(failed))
-
-
-def _warm_start_vectors(ctx: Context, label: str, name: str, params: dict, data: Prepared) -> dict:
-    """``{"init_vectors": path}`` holding the champion's input vectors aligned to this run's item ids.
-
-    Only when the published champion is the same kind of model with the same dimension; new items get
-    zero rows (the model keeps their random init). Otherwise ``{}``: the model starts from scratch.
-    """
-    champ = ctx.champion()
-    if not champ or not (Path(champ["bundle"]) / "item_vectors.npy").is_file():
-        return {}
-    bundle = Path(champ["bundle"])
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    champ_model = manifest["model"].split(":")[-1]
-    if champ_model != name:
-        log.info("%s: the champion is a %s model, not %s: no warm start", label, champ_model, name)
-        return {}
-    # what a history is made of: a mean encoder's own table when it has one (item2vec in-out ships its input
-    # vectors there; the bundle's item vectors are then its output vectors), else the item vectors
-    enc = manifest.get("encoder", {})
-    own = enc.get("kind") == "mean" and "item_table" in enc.get("weights", [])
-    vectors = np.load(bundle / ("encoder_item_table.npy" if own else "item_vectors.npy"), allow_pickle=False)
-    dim = params.get("dim", MODELS[name].Config().dim)
-    if vectors.shape[1] != dim:
-        log.info("%s: champion vectors have dim %d, model dim %d: no warm start", label, vectors.shape[1], dim)
-        return {}
-    aligned = gating.align_rows(vectors, np.load(bundle / "item_ids.npy", allow_pickle=False), data.items)
-    path = ctx.run.path / "warm_start" / f"{label}.npy"
-    with atomic.atomic_path(path) as tmp:
-        np.save(tmp, aligned, allow_pickle=False)
-    ctx.echo(f"  {label}: warm start from the champion's item vectors ({champ['run_id']})")
-    return {"init_vectors": str(path)}
 
 
 def step_evaluate(ctx: Context) -> None:

@@ -338,7 +338,7 @@ def test_second_run_warm_starts_item2vec_from_the_champion(workdir: Path, scorin
     champion = Recommender.load(workdir / "pub")
     lines: list[str] = []
     second = run_pipeline(cfg, echo=lines.append)
-    assert any("warm start from the champion's item vectors" in line for line in lines)
+    assert any("i2v: warm start from the champion" in line for line in lines)
     init = np.load(second.run.path / "warm_start" / "i2v.npy")
     # same data and stable ids: row j of the warm start is the champion's input vector of item j: its item
     # vector under in-in, its encoder's table under in-out (the bundle's item vectors are output vectors)
@@ -371,6 +371,35 @@ def _markov_logs(logs: Path, n_users: int = 200, n_items: int = 60, day1: int = 
 
 TT = ('[models.tt]\nname = "two_tower"\ndim = 32\nmax_len = 10\nepochs = 15\nbatch_size = 32\nlr = 0.01\n'
       'dropout = 0.1\nwarmup_steps = 10\n')
+
+
+def test_second_run_warm_starts_the_two_tower_from_the_champions_run(workdir: Path) -> None:
+    import torch
+
+    from recsys.models.two_tower.checkpoint import load_tensors
+
+    logs = workdir / "logs"
+    logs.mkdir()
+    _markov_logs(logs)
+    (logs / "day2.csv").rename(workdir / "day2.csv")  # the log grows between the runs
+    tt = TT.replace("epochs = 15", "epochs = 6\nwarm_epochs = 2")
+    cfg = load_pipeline_config(write_config(workdir, tt, pipeline="tolerance = 1.0",
+                                            data='path = "logs"\nmin_length = 3\n'))
+    first = run_pipeline(cfg, echo=quiet)
+    (workdir / "day2.csv").rename(logs / "day2.csv")
+    lines: list[str] = []
+    second = run_pipeline(cfg, echo=lines.append)
+    assert any("tt: warm start from the champion" in line for line in lines)
+    old = load_tensors(Path(first.run.info("train-tt")["model_dir"]) / "weights")
+    init = load_tensors(second.run.path / "warm_start" / "tt")
+    # stable id maps: the items of day 1 keep their rows; every non-item weight is the champion's
+    n_old = old["item.id_emb.weight"].shape[0]
+    torch.testing.assert_close(init["item.id_emb.weight"][:n_old], old["item.id_emb.weight"], rtol=0, atol=0)
+    assert torch.isnan(init["item.id_emb.weight"][n_old:]).all()  # items new on day 2: their own random init
+    for key in (k for k in old if k.startswith("user.")):
+        torch.testing.assert_close(init[key], old[key], rtol=0, atol=0)
+    epochs = MlflowClient().get_metric_history(second.run.info("train-tt")["run_id"], "train_loss")
+    assert 1 <= len(epochs) <= 2  # warm_epochs; the first run trained up to 6
 
 
 def test_served_vectors_include_the_last_event_and_recent_events_change_the_answer(workdir: Path) -> None:

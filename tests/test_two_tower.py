@@ -18,6 +18,7 @@ from recsys.config import ConfigError
 from recsys.data.sequences import Sequences
 from recsys.models.two_tower import ItemFeatures, TwoTower, TwoTowerConfig, TwoTowerEnsemble
 from recsys.models.two_tower import losses as L
+from recsys.models.two_tower.checkpoint import load_tensors, save_tensors
 from recsys.models.two_tower.data import (
     PrefixWindows,
     SlidingWindows,
@@ -282,6 +283,38 @@ def test_resume_continues_the_same_run(tmp_path: Path, loss: str, windows: str) 
     for (k, a), b in zip(whole.net.state_dict().items(), resumed.net.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
     assert [h["loss"] for h in whole.history] == [h["loss"] for h in resumed.history]
+
+
+def test_warm_start_begins_from_the_given_weights_and_nan_rows_keep_their_init(tmp_path: Path) -> None:
+    tr = _markov()
+    first = TwoTower(TwoTowerConfig(**TINY), device="cpu").fit(tr)
+    first.save(tmp_path / "m")
+    weights = load_tensors(tmp_path / "m" / "weights")
+    weights["item.id_emb.weight"][3] = float("nan")  # an item the earlier model did not know
+    save_tensors(tmp_path / "w", weights)
+    cfg = TwoTowerConfig(**{**TINY, "epochs": 0}, init_weights=str(tmp_path / "w"))
+    warm = TwoTower(cfg, device="cpu").fit(tr)
+    cold = TwoTower(TwoTowerConfig(**{**TINY, "epochs": 0}), device="cpu").fit(tr)
+    got, was, fresh = (m.net.state_dict()["item.id_emb.weight"] for m in (warm, first, cold))
+    rows = [i for i in range(tr.n_items + 1) if i != 3]
+    torch.testing.assert_close(got[rows], was[rows], rtol=0, atol=0)
+    torch.testing.assert_close(got[3], fresh[3], rtol=0, atol=0)  # random init, not NaN
+    for k, v in first.net["user"].state_dict().items():
+        torch.testing.assert_close(warm.net["user"].state_dict()[k], v, rtol=0, atol=0, msg=k)
+    # warm_epochs bounds the epochs a warm start trains
+    short = TwoTower(TwoTowerConfig(**{**TINY, "epochs": 4}, init_weights=str(tmp_path / "w"), warm_epochs=1),
+                     device="cpu").fit(tr)
+    assert len(short.history) == 1
+
+
+def test_warm_start_from_another_architecture_is_a_clear_error(tmp_path: Path) -> None:
+    tr = _markov()
+    TwoTower(TwoTowerConfig(**TINY), device="cpu").fit(tr).save(tmp_path / "m")
+    bigger = TwoTowerConfig(**{**TINY, "dim": 16}, init_weights=str(tmp_path / "m" / "weights"))
+    with pytest.raises(ConfigError, match="does not fit this model's architecture"):
+        TwoTower(bigger, device="cpu").fit(tr)
+    with pytest.raises(ConfigError, match="init_weights: cannot read"):
+        TwoTower(TwoTowerConfig(**TINY, init_weights=str(tmp_path / "nowhere")), device="cpu").fit(tr)
 
 
 def test_early_stopping_restores_the_best_epoch() -> None:

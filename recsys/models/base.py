@@ -19,7 +19,9 @@ metric from it.
 What a model takes beyond the training sequences is declared here, so callers never inspect
 constructor signatures or config fields: ``takes_item_features`` (an ``item_features=`` constructor
 argument), ``checkpoints`` (a ``checkpoint_dir`` config field; a killed fit resumes from it) and
-``warm_start`` (an ``init_vectors`` config field: an .npy of item vectors to start from).
+``warm_start``: what a model can start from instead of a random init: ``"vectors"`` (an ``init_vectors``
+config field: an .npy of item vectors) or ``"weights"`` (an ``init_weights`` config field: the weights
+folder of an earlier model of the same architecture, item rows aligned to the new data); ``""`` = neither.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class Model(ABC):
     similarity: ClassVar[Literal["dot", "cosine"]] = "dot"
     takes_item_features: ClassVar[bool] = False
     checkpoints: ClassVar[bool] = False
-    warm_start: ClassVar[bool] = False
+    warm_start: ClassVar[Literal["", "vectors", "weights"]] = ""
     #: what ``recsys tune`` searches: config field -> range (:mod:`recsys.search_space`); empty = nothing to tune
     search_space: ClassVar[dict] = {}
 

@@ -71,6 +71,11 @@ class TwoTowerConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # training autocast: auto = bf16 on CUDA, fp32 on CPU
     checkpoint_dir: str = ""  # empty: no checkpoints
     restore_best: bool = True  # with early stopping, end on the best epoch's parameters
+    # warm start: the weights folder of a saved two-tower of the same architecture (``<model>/weights``), its
+    # item-indexed rows already aligned to this data's item ids; all-NaN rows (items it did not know) keep
+    # their random init. The pipeline builds it from the champion's run (``pipeline.warm_start``).
+    init_weights: str = ""
+    warm_epochs: int = 0  # with init_weights: train at most this many epochs (0 = ``epochs``); patience applies
 
     def __post_init__(self) -> None:
         checks = {
@@ -80,6 +85,7 @@ class TwoTowerConfig:
             "temperature": self.temperature > 0, "epochs": self.epochs >= 0, "batch_size": self.batch_size >= 1,
             "lr": self.lr > 0, "text_buckets": self.text_buckets >= 1, "patience": self.patience >= 0,
             "ngram_max": 1 <= self.ngram_min <= self.ngram_max, "n_uniform_negatives": self.n_uniform_negatives >= 0,
+            "warm_epochs": self.warm_epochs >= 0,
         }
         unknown = set(self.features) - {"categories", "ngrams", "text", "vectors"}
         checks["features"] = not unknown and not {"text", "vectors"} <= set(self.features) and (

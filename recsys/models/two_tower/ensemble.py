@@ -55,6 +55,9 @@ class TwoTowerEnsembleConfig(TwoTowerConfig):
         super().__post_init__()
         if self.members < 1:
             raise ConfigError(f"TwoTowerEnsembleConfig: members must be >= 1; got {self.members}")
+        if self.init_weights:
+            raise ConfigError("TwoTowerEnsembleConfig: init_weights (warm start) is for a single two-tower; an "
+                              "ensemble's members start from scratch, so leave it out")
         if self.fusion == "model" and (self.members != 2 or not self.features):
             raise ConfigError('TwoTowerEnsembleConfig: fusion = "model" is two members, an ID tower and a content '
                               f"tower: set members = 2 and some features (got members = {self.members}, "

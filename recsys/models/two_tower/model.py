@@ -14,6 +14,7 @@ candidates and as history inputs (``zero_unseen`` does the same without features
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from recsys.atomic import atomic_dir, write_json
-from recsys.config import from_dict, to_dict
+from recsys.config import ConfigError, from_dict, to_dict
 from recsys.data.sequences import Sequences, item_counts
 from recsys.device import check_precision, resolve_device
 from recsys.models.base import EpochCallback, Model, NaNLossError, Validator
@@ -49,6 +50,7 @@ class TwoTower(Model):
     similarity = "dot"
     takes_item_features: ClassVar[bool] = True
     checkpoints: ClassVar[bool] = True
+    warm_start: ClassVar[str] = "weights"
 
     def __init__(self, config: TwoTowerConfig | None = None, device: str | torch.device = "auto",
                  item_features: ItemFeatures | None = None) -> None:
@@ -89,13 +91,39 @@ class TwoTower(Model):
             raise ValueError("training data has no items (n_items = 0); check the data step")
         self._train = train
         self._build(train.n_items)
+        cfg = self.config
+        if cfg.init_weights:
+            self._warm_start(Path(cfg.init_weights))
+            if cfg.warm_epochs:
+                cfg = dataclasses.replace(cfg, epochs=min(cfg.epochs, cfg.warm_epochs))
         seen = item_counts(train.items, train.n_items) > 0  # streamed: train may be memory-mapped
         self.item_seen = seen
         ckpt = checkpoint_dir if checkpoint_dir is not None else (self.config.checkpoint_dir or None)
-        loop = TrainLoop(self.net, self.config, self.device, self.dist, train, Path(ckpt) if ckpt else None)
+        loop = TrainLoop(self.net, cfg, self.device, self.dist, train, Path(ckpt) if ckpt else None)
         self.history = loop.run(on_epoch_end, (lambda: validate(self)) if validate is not None else None, resume)
         self.stopped = loop.stopped
         return self
+
+    @torch.no_grad()
+    def _warm_start(self, path: Path) -> None:
+        """Every parameter from ``path`` (``config.init_weights``); rows that are all NaN keep their random init."""
+        try:
+            init = load_tensors(path, self.device)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"TwoTowerConfig.init_weights: cannot read {path} ({exc}); give the weights folder "
+                              "of a saved two-tower model (<model dir>/weights)") from exc
+        own = self.net.state_dict()
+        wrong = sorted(k for k in set(own) | set(init)
+                       if k not in own or k not in init or own[k].shape != init[k].shape)
+        if wrong:
+            raise ConfigError(f"TwoTowerConfig.init_weights: {path} does not fit this model's architecture "
+                              f"(tensors missing or of another shape: {wrong[:5]}); warm start needs the same dim, "
+                              "towers, layers and features, and item rows aligned to this data's item ids")
+        for key, param in own.items():
+            src = init[key].to(param.dtype)
+            if src.is_floating_point() and src.dim() == 2:
+                src = torch.where(torch.isnan(src).all(dim=1, keepdim=True), param, src)
+            param.copy_(src)
 
     def _require_net(self) -> nn.ModuleDict:
         if self.net is None:
