@@ -82,8 +82,14 @@ class EvalConfig:
     """The evaluation protocol."""
 
     ks: tuple[int, ...] = (10, 20)
-    exclude_history: bool = True
+    # leave a user's seen items out of the ranking: true, false, or "auto" = decided per log after the fit, on
+    # validation NDCG at the first cut-off (ties exclude); the pipeline's bundle and serving follow the choice
+    exclude_history: bool | Literal["auto"] = "auto"
     batch_size: int = 2048
+
+    def __post_init__(self) -> None:
+        if self.exclude_history not in (True, False, "auto"):
+            raise ConfigError(f'[eval] exclude_history must be true, false or "auto"; got {self.exclude_history!r}')
 
 
 @dataclass

@@ -1,17 +1,18 @@
 """The promotion gate: candidate and champion bundles judged the same way on the same held-out split.
 
 Each bundle is scored as it serves: its own encoder (:mod:`serving.encoder`, loaded from the bundle)
-encodes the new data's test histories, items matched by raw id, and its item vectors rank every item
-with the history excluded. Neither bundle's stored user vectors are used, so a champion encoded from
-older histories is not handicapped against a candidate encoded from the new ones. What a bundle does
-not know is handled as serving handles it: unknown history items are ignored, unknown items are never
-ranked (a target among them is a miss), and a user with no known history item gets the bundle's
-popularity ranking. The metrics carry those counts (``gate_unknown_items``, ``gate_unknown_targets``,
-``gate_fallback_users``).
+encodes the new data's test histories, items matched by raw id, and its item vectors rank every item,
+the history left out or not as the bundle's lookups do (manifest ``exclude_seen``). Neither bundle's
+stored user vectors are used, so a champion encoded from older histories is not handicapped against a
+candidate encoded from the new ones. What a bundle does not know is handled as serving handles it:
+unknown history items are ignored, unknown items are never ranked (a target among them is a miss), and
+a user with no known history item gets the bundle's popularity ranking. The metrics carry those counts
+(``gate_unknown_items``, ``gate_unknown_targets``, ``gate_fallback_users``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def bundle_metrics(bundle: Path, split: SplitData, items: IdMap, protocol: EvalP
     pop[known] = b.popularity[to_b[known]]
     users = np.hstack([np.where(fallback[:, None], 0.0, users), fallback[:, None]]).astype(np.float32)
     item_vecs = np.hstack([item_vecs, pop[:, None]])
+    # seen items left out as the bundle's lookups do by default
+    protocol = dataclasses.replace(protocol, exclude_history=bool(b.manifest.get(fmt.EXCLUDE_SEEN, True)))
     out = evaluate(users, item_vecs, hist, split.test_targets, protocol, ineligible=~eligible)
     targets = np.asarray(split.test_targets.items, dtype=np.int64)
     has_target = np.diff(split.test_targets.offsets) > 0

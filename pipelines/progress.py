@@ -1,5 +1,6 @@
-"""Progress of long training: one line per epoch (loss, validation metric, time per epoch, time left),
-the same on a terminal and in a cron log.
+"""Progress of long training: on a terminal a bar over the epochs (:func:`epoch_bar`), elsewhere (a cron
+log, a pipe) one line per epoch (:func:`epoch_progress`): loss, validation metric, time per epoch, time left.
+:func:`progress` picks one.
 
     >>> lines = []
     >>> cb = epoch_progress("als", 10, lines.append, clock=iter([0.0, 30.0]).__next__)
@@ -10,8 +11,10 @@ the same on a terminal and in a cron log.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
+from typing import TextIO
 
 from recsys.models.base import EpochCallback, StopTraining
 
@@ -43,6 +46,35 @@ def epoch_progress(name: str, total: int | None, echo: Callable[[str], None],
         echo("  ".join(p for p in parts if p))
 
     return on_epoch_end
+
+
+def epoch_bar(name: str, total: int | None, stream: TextIO) -> EpochCallback:
+    """An ``on_epoch_end`` callback that advances a tqdm bar by one epoch on ``stream``, its postfix the epoch's
+    figures (loss, validation NDCG@10 / HR@10); ``callback.close()`` ends the bar (early stopping may end the
+    fit before ``total``)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=f"[{name}]", unit="epoch", file=stream, leave=True, dynamic_ncols=True)
+
+    def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
+        bar.set_postfix({k: f"{metrics[k]:.4f}" for k in SHOWN if k in metrics and k != "lr_backoffs"},
+                        refresh=False)
+        bar.update(epoch - bar.n)
+
+    on_epoch_end.close = bar.close  # type: ignore[attr-defined]
+    return on_epoch_end
+
+
+def progress(name: str, total: int | None, echo: Callable[[str], None],
+             stream: TextIO | None = None) -> EpochCallback:
+    """:func:`epoch_bar` when ``stream`` (default stderr) is a terminal, else :func:`epoch_progress` lines
+    through ``echo``. The callback has ``close()`` either way."""
+    stream = stream if stream is not None else sys.stderr
+    if stream.isatty():
+        return epoch_bar(name, total, stream)
+    cb = epoch_progress(name, total, echo)
+    cb.close = lambda: None  # type: ignore[attr-defined]
+    return cb
 
 
 def time_budget(minutes: float, clock: Callable[[], float] = time.perf_counter) -> EpochCallback:

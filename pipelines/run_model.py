@@ -25,9 +25,11 @@ ARTIFACT = "model"
 MANIFEST = "recsys_run.json"
 
 
-def manifest(cfg: RunConfig, fingerprint: str) -> dict:
-    """What :func:`load_run_model` needs beside the model files: the model name, the config, the data split."""
+def manifest(cfg: RunConfig, fingerprint: str, exclude_seen: bool = True) -> dict:
+    """What :func:`load_run_model` needs beside the model files: the model name, the config, the data split,
+    and whether evaluation left seen items out (the run's decision when ``[eval] exclude_history = "auto"``)."""
     return {"format": "recsys-run-model-v1", "model": cfg.model_name, "data_fingerprint": fingerprint,
+            "exclude_seen": exclude_seen,
             "config": {"run": to_dict(cfg.run), "data": to_dict(cfg.data), "eval": to_dict(cfg.eval),
                        "model": {"name": cfg.model_name, **cfg.model}}}
 
@@ -40,6 +42,7 @@ class RunModel:
     cfg: RunConfig
     fingerprint: str
     path: Path
+    exclude_seen: bool = True  # what the run decided (older manifests: true)
 
 
 def load_run_model(uri: str, dst: str | Path | None = None) -> RunModel:
@@ -64,7 +67,8 @@ def load_run_model(uri: str, dst: str | Path | None = None) -> RunModel:
     if name not in MODELS:
         raise ValueError(f"{uri}: model {name!r} is not one this version of recsys knows ({sorted(MODELS)})")
     cfg = parse_run_config(meta["config"], source=f"{uri}/{MANIFEST}")
-    return RunModel(MODELS[name].load(local), cfg, meta["data_fingerprint"], local)
+    return RunModel(MODELS[name].load(local), cfg, meta["data_fingerprint"], local,
+                    bool(meta.get("exclude_seen", True)))
 
 
 __all__ = ["ARTIFACT", "MANIFEST", "RunModel", "load_run_model", "manifest"]

@@ -149,7 +149,8 @@ def step_train(ctx: Context) -> None:
             continue
         fault_point(f"trained-{m.label}")
         ctx.run.mark_done(step, run_id=result.run_id, model=m.name, model_dir=str(result.model_dir),
-                          val=result.val, test=result.test, seconds=result.seconds, stop_reason=result.stop_reason)
+                          val=result.val, test=result.test, seconds=result.seconds, stop_reason=result.stop_reason,
+                          exclude_seen=result.exclude_seen)
         ctx.echo(f"  {result.summary()}")
     failed = ctx.run.failed_models()
     if all(m.label in failed for m in ctx.cfg.models):
@@ -188,7 +189,8 @@ def step_export(ctx: Context) -> None:
     bundle = ctx.run.path / "bundle"  # written atomically (a killed export leaves the old bundle or none)
     # the one export path: stored user vectors and histories from every event each user has, newest included
     kwargs = {"run_id": ctx.parent_run_id, "model_name": f"{info['candidate']}:{model.name}",
-              "item_meta": raw_items_meta(data), "overwrite": True}
+              "item_meta": raw_items_meta(data), "overwrite": True,
+              "exclude_seen": trained.get("exclude_seen", True)}  # the training run's decision, served the same
     if ctx.cfg.pipeline.catalogue:  # plus the catalogue's items the data does not know, from their content
         export_with_catalogue(bundle, model, data.items.ids, data.users.ids, all_events(data),
                               ctx.cfg.pipeline.catalogue, **kwargs)

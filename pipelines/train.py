@@ -11,6 +11,7 @@ models with item vectors, an embedding map PNG. A run that raises ends FAILED wi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,10 +27,11 @@ import polars as pl
 from pipelines import plots, run_model, tracking
 from pipelines.config import RunConfig
 from pipelines.prepare import Prepared, all_events, load_prepared, prepare, raw_items_meta
-from pipelines.progress import chain, epoch_progress, time_budget, total_epochs
+from pipelines.progress import chain, progress, time_budget, total_epochs
 from pipelines.runstate import fault_point
 from recsys import atomic
 from recsys.config import from_dict, to_dict
+from recsys.data.split import SplitData
 from recsys.device import resolve_device
 from recsys.evaluation.evaluator import EvalProtocol, evaluate_model, make_validator
 from recsys.models.base import Model
@@ -50,6 +52,7 @@ class TrainResult:
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     stop_reason: str = "completed"  # "completed" (every epoch), or why fit ended early (a time budget)
+    exclude_seen: bool = True  # whether val/test (and the bundle's lookups) leave a user's seen items out
 
     def summary(self) -> str:
         keys = [k for k in ("hr_10", "ndcg_10", "hr_20", "ndcg_20", "mrr") if k in self.test]
@@ -72,15 +75,33 @@ def prepared_data(cfg: RunConfig, out: Path) -> Prepared:
     return prepare(cfg.data, d, seed=cfg.run.seed)
 
 
-def protocol_for(cfg: RunConfig, data: Prepared) -> EvalProtocol:
+def protocol_for(cfg: RunConfig, data: Prepared, exclude_seen: bool | None = None) -> EvalProtocol:
+    """The evaluation protocol; ``exclude_seen`` overrides ``[eval] exclude_history`` (whose "auto" means
+    "exclude" until a run has decided, see :func:`choose_exclusion`)."""
+    exclude = cfg.eval.exclude_history if exclude_seen is None else exclude_seen
     return EvalProtocol(split=data.split.params.get("kind", cfg.data.split), ks=tuple(cfg.eval.ks),
-                        exclude_history=cfg.eval.exclude_history, fingerprint=data.split.fingerprint)
+                        exclude_history=exclude is not False, fingerprint=data.split.fingerprint)
+
+
+def choose_exclusion(model: Model, split: SplitData, protocol: EvalProtocol, auto: bool,
+                     **kw) -> tuple[EvalProtocol, dict[str, float], dict[str, float]]:
+    """Validation metrics under ``protocol``; with ``auto``, also with seen items kept in the ranking, and the
+    protocol that scores higher NDCG at the first cut-off (ties exclude: on a log without repeat consumption
+    excluding can only help). Returns (protocol, its validation metrics, NDCG of each rule)."""
+    val = evaluate_model(model, split.valid_history, split.valid_targets, protocol, **kw)
+    if not auto:
+        return protocol, val, {}
+    key = f"ndcg_{protocol.ks[0]}"
+    keep_protocol = dataclasses.replace(protocol, exclude_history=False)
+    keep = evaluate_model(model, split.valid_history, split.valid_targets, keep_protocol, **kw)
+    both = {f"val_{key}_exclude_seen": val[key], f"val_{key}_keep_seen": keep[key]}
+    return (keep_protocol, keep, both) if keep[key] > val[key] else (protocol, val, both)
 
 
 def train_run(cfg: RunConfig, out: str | Path, data: Prepared | None = None, nested: bool = False,
               echo: Callable[[str], None] | None = None) -> TrainResult:
     """Fit ``cfg``'s model on its data, evaluate it, and log everything to one MLflow run; with ``echo``, a
-    progress line per epoch (:func:`pipelines.progress.epoch_progress`)."""
+    progress bar over the epochs on a terminal, else a line per epoch (:func:`pipelines.progress.progress`)."""
     out = Path(out)
     device = resolve_device(cfg.run.device)
     check_model_config(cfg.model_name, cfg.model, device, where=f"{cfg.source} [model]")  # before the data step
@@ -90,7 +111,9 @@ def train_run(cfg: RunConfig, out: str | Path, data: Prepared | None = None, nes
     tags = {"data_name": data.name, "data_fingerprint": split.fingerprint, "device": str(device),
             "model": cfg.model_name}
     with tracking.tracked_run(cfg.run.experiment, cfg.run.name, tags=tags, nested=nested) as run:
-        tracking.log_params({**cfg.flat(), **protocol.as_dict(), **_split_params(split.params)})
+        auto = cfg.eval.exclude_history == "auto"
+        decided = {"eval_exclude_history": "auto"} if auto else {}  # the decision is a tag, after the fit
+        tracking.log_params({**cfg.flat(), **protocol.as_dict(), **decided, **_split_params(split.params)})
         params = {"seed": cfg.run.seed, **cfg.model}
         model = build_model(cfg.model_name, params, device, **model_inputs(cfg.model_name, params, data))
         kw = {"device": device, "batch_size": cfg.eval.batch_size}
@@ -98,15 +121,22 @@ def train_run(cfg: RunConfig, out: str | Path, data: Prepared | None = None, nes
         on_epoch = tracking.epoch_logger()
         t0 = time.perf_counter()
         total = total_epochs(getattr(model, "config", None))
-        shown = epoch_progress(cfg.run.name, total, echo) if echo is not None else None
+        shown = progress(cfg.run.name, total, echo) if echo is not None else None
         budget = time_budget(cfg.run.max_minutes) if cfg.run.max_minutes > 0 else None
-        model.fit(split.train, on_epoch_end=chain(on_epoch, shown, budget), validate=validator)
+        try:
+            model.fit(split.train, on_epoch_end=chain(on_epoch, shown, budget), validate=validator)
+        finally:
+            if shown is not None:
+                shown.close()
         fit_s = time.perf_counter() - t0
         stop_reason = getattr(model, "stopped", None) or "completed"
         mlflow.set_tag("stop_reason", stop_reason)
         if echo is not None and stop_reason != "completed":
             echo(f"  [{cfg.run.name}] stopped: {stop_reason}")
-        val = evaluate_model(model, split.valid_history, split.valid_targets, protocol, **kw)
+        protocol, val, rules = choose_exclusion(model, split, protocol, auto, **kw)
+        mlflow.set_tag("exclude_seen", str(protocol.exclude_history).lower())
+        if rules:
+            tracking.log_metrics(rules, "")
         test = evaluate_model(model, split.test_history, split.test_targets, protocol, **kw)
         seconds = time.perf_counter() - t0
         tracking.log_metrics(val, "val_")
@@ -114,14 +144,15 @@ def train_run(cfg: RunConfig, out: str | Path, data: Prepared | None = None, nes
         tracking.log_metrics({"fit_seconds": fit_s, "total_seconds": seconds}, "")
         model_dir = out / "models" / run.info.run_id
         model.save(model_dir)
-        atomic.write_json(model_dir / run_model.MANIFEST, run_model.manifest(cfg, split.fingerprint))
+        atomic.write_json(model_dir / run_model.MANIFEST, run_model.manifest(cfg, split.fingerprint,
+                                                                             protocol.exclude_history))
         fault_point(f"fitted-{cfg.run.name}")  # inside the nested MLflow run: a kill here leaves it RUNNING
         mlflow.log_artifacts(str(model_dir), run_model.ARTIFACT)
         mlflow.set_tag("model_uri", f"runs:/{run.info.run_id}/{run_model.ARTIFACT}")
         _log_artifacts(cfg, model, data, on_epoch.history, val, test, model_dir)
         log.info("%s: val %s test %s", cfg.run.name, _short(val), _short(test))
         return TrainResult(run.info.run_id, cfg.model_name, model_dir, val, test, seconds, on_epoch.history,
-                           stop_reason)
+                           stop_reason, protocol.exclude_history)
 
 
 def _run_model_data(uri: str, out: Path):
@@ -142,7 +173,7 @@ def evaluate_run_model(uri: str, out: str | Path, split: str = "test") -> dict[s
     device = resolve_device(rm.cfg.run.device)
     hist, targets = ((data.split.test_history, data.split.test_targets) if split == "test"
                      else (data.split.valid_history, data.split.valid_targets))
-    return evaluate_model(rm.model, hist, targets, protocol_for(rm.cfg, data), device=device,
+    return evaluate_model(rm.model, hist, targets, protocol_for(rm.cfg, data, rm.exclude_seen), device=device,
                           batch_size=rm.cfg.eval.batch_size)
 
 

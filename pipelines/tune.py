@@ -27,9 +27,11 @@ from typing import Any
 from pipelines import tracking
 from pipelines.config import RunConfig
 from pipelines.prepare import Prepared
+from pipelines.progress import progress, total_epochs
 from pipelines.runstate import fault_point
 from pipelines.train import model_inputs, prepared_data, protocol_for
 from recsys import atomic
+from recsys.config import from_dict
 from recsys.device import resolve_device
 from recsys.evaluation.evaluator import evaluate_model, make_validator
 from recsys.models.base import StopTraining
@@ -153,7 +155,7 @@ def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], metric: 
     monitored = f"val_{metric}"
 
     # a trial starts from scratch: no checkpoint folder shared between trials, no warm-start vectors
-    fixed = {k: v for k, v in cfg.model.items() if k not in ("checkpoint_dir", "init_vectors")}
+    fixed = {k: v for k, v in cfg.model.items() if k not in ("checkpoint_dir", "init_vectors", "init_weights")}
 
     def objective(trial: optuna.Trial) -> float:
         params = {**fixed, **{k: suggest(trial, k, p) for k, p in space.items()}}
@@ -166,8 +168,11 @@ def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], metric: 
         client.log_batch(run_id, params=[MlflowParam(f"model.{k}", str(v)[:500]) for k, v in params.items()])
         t0 = time.perf_counter()
         pruned: list[int] = []
+        shown = progress(f"trial {trial.number}", total_epochs(from_dict(MODELS[cfg.model_name].Config, params)),
+                         echo)
 
         def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
+            shown(epoch, metrics)
             stamp = int(time.time() * 1000)
             client.log_batch(run_id, metrics=[Metric(f"epoch_{k}", float(v), stamp, epoch) for k, v in metrics.items()
                                               if isinstance(v, int | float) and math.isfinite(v)])
@@ -191,13 +196,16 @@ def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], metric: 
             value = float(evaluate_model(model, split.valid_history, split.valid_targets, protocol,
                                          device=device)[metric])
         except optuna.TrialPruned:
+            shown.close()
             raise
         except Exception as exc:
+            shown.close()
             client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
             client.set_tag(run_id, "optuna_state", "FAIL")
             client.set_terminated(run_id, "FAILED")
             echo(f"  trial {trial.number}: failed, {type(exc).__name__}: {str(exc)[:200]}")
             raise
+        shown.close()
         client.log_metric(run_id, f"val_{metric}", value)
         client.log_metric(run_id, "fit_seconds", time.perf_counter() - t0)
         client.set_tag(run_id, "optuna_state", "COMPLETE")

@@ -5,7 +5,9 @@ A bundle is one directory, immutable once renamed into place::
     manifest.json        format_version, model, run_id, created_at, dim, metric, annoy params,
                          counts, measured ANN recall@10, encoder spec, sha256 + size of every file,
                          never_candidates (item indices a model lookup never returns: vectors with
-                         nothing learnt, e.g. items absent from training; absent in older bundles = none)
+                         nothing learnt, e.g. items absent from training; absent in older bundles = none),
+                         exclude_seen (whether lookups leave a user's seen items out by default; decided per
+                         log on validation by the pipeline; absent in older bundles = true)
     items.ann            Annoy index over items; Annoy id j is item index j + 1 (index 0 = padding)
     item_vectors.npy     (n_items + 1, dim) float32, row 0 = padding
     user_vectors.npy     (n_users + 1, dim) float32, row 0 = padding user
@@ -62,6 +64,8 @@ REQUIRED_FILES = (INDEX, ITEM_VECTORS, USER_VECTORS, ITEM_IDS, USER_IDS, SEEN, H
 METRICS = ("dot", "angular")
 #: manifest key: sorted item indices that model lookups never return (see the module docstring)
 NEVER_CANDIDATES = "never_candidates"
+#: manifest key: lookups leave a user's seen items out unless the request says otherwise (absent = true)
+EXCLUDE_SEEN = "exclude_seen"
 #: the manifest's ``search_k`` is for 10 results; see :func:`effective_search_k` for n results
 SEARCH_K_FOR = 10
 #: candidate search per bundle (manifest "search"): the Annoy index, exact scoring of every item, or the

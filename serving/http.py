@@ -65,7 +65,8 @@ class HistoryRequest(BaseModel):
     k: int = Field(10, ge=1, le=MAX_K)
     user_id: RawId | None = Field(None, description="a known user: history = their recent events, added to the "
                                   "stored history; an unknown one: the history answers alone")
-    exclude_seen: bool = Field(True, description="never return the stored history's or the history's items")
+    exclude_seen: bool | None = Field(None, description="never return the stored history's or the history's items; "
+                                      "omitted: the bundle's default (manifest exclude_seen)")
     exclude: list[RawId] = Field(default_factory=list, max_length=MAX_K)
     allow: list[RawId] | None = Field(None, max_length=10 * MAX_K)
 
@@ -209,7 +210,7 @@ def create_app(path: str | Path, reload_interval: float = 2.0, lookup_threads: i
 
     @app.get("/v1/recommend")
     async def recommend(user_id: str = Query(..., min_length=1, max_length=MAX_ID_LEN),
-                        k: int = Query(10, ge=1, le=MAX_K), exclude_seen: bool = True) -> JSON:
+                        k: int = Query(10, ge=1, le=MAX_K), exclude_seen: bool | None = None) -> JSON:
         return await lookup("recommend", user_id, k, exclude_seen=exclude_seen, light=_light(state.rec, user_id, k))
 
     @app.post("/v1/recommend")

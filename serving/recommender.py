@@ -78,6 +78,8 @@ class Recommender:
         # items never a candidate: those without a vector and those the model learnt nothing for
         self._never = np.union1d(self._no_vector, np.asarray(bundle.manifest.get(fmt.NEVER_CANDIDATES) or [],
                                                               dtype=np.int64))
+        # a lookup that does not say leaves seen items out as the bundle was decided (the pipeline chooses per log)
+        self.exclude_seen = bool(bundle.manifest.get(fmt.EXCLUDE_SEEN, True))
 
     @classmethod
     def load(cls, path: str | Path, verify: bool = True, search: str | None = None) -> Recommender:
@@ -92,16 +94,18 @@ class Recommender:
         return self.bundle.path
 
     # -- public lookups ---------------------------------------------------------------------
-    def recommend(self, user_id: object, k: int = 10, exclude_seen: bool = True, exclude: Iterable = (),
+    def recommend(self, user_id: object, k: int = 10, exclude_seen: bool | None = None, exclude: Iterable = (),
                   allow: Iterable | None = None, history: Iterable | None = None) -> Recommendation:
         """Top-``k`` items for a user; ``history`` = recent events (raw item ids, oldest first) not in the bundle.
 
         A known user without recent events is answered from the stored vector ("model"); with them, the
         stored history plus the events is encoded now ("fresh"), and with ``exclude_seen`` neither the
-        stored nor the recent items come back. An unknown user is answered from ``history`` alone
+        stored nor the recent items come back (``None``: the bundle's ``exclude_seen``, chosen on validation
+        by the pipeline; true for bundles without it). An unknown user is answered from ``history`` alone
         ("history") or, without one, by popularity. Unknown ids in ``history`` are ignored and listed.
         """
         k = _check_k(k)
+        exclude_seen = self.exclude_seen if exclude_seen is None else exclude_seen
         user = int(self.bundle.users.lookup([user_id])[0])
         if user == 0:
             if history is not None:
@@ -119,10 +123,11 @@ class Recommender:
         rec = self._answer(query, k, banned, self._allowed(allow), source)
         return Recommendation(rec.items, rec.scores, rec.source, rec.meta, unknown)
 
-    def recommend_for_history(self, item_ids: Iterable, k: int = 10, exclude_seen: bool = True,
+    def recommend_for_history(self, item_ids: Iterable, k: int = 10, exclude_seen: bool | None = None,
                               exclude: Iterable = (), allow: Iterable | None = None) -> Recommendation:
         """Top-``k`` for an anonymous history (raw item ids, oldest first); unknown ids are ignored and reported."""
         k = _check_k(k)
+        exclude_seen = self.exclude_seen if exclude_seen is None else exclude_seen
         known, unknown = self._lookup_items(item_ids)
         banned = self._ids(exclude)
         if exclude_seen:
@@ -209,7 +214,8 @@ class Recommender:
             return None
         return float(measured) + cost[1] * max(1.0, n_events / cost[0])
 
-    def recommend_batch(self, user_ids: Iterable, k: int = 10, exclude_seen: bool = True) -> list[Recommendation]:
+    def recommend_batch(self, user_ids: Iterable, k: int = 10,
+                        exclude_seen: bool | None = None) -> list[Recommendation]:
         """:meth:`recommend` for each user, in order."""
         return [self.recommend(u, k, exclude_seen) for u in user_ids]
 

@@ -350,6 +350,44 @@ def test_second_run_warm_starts_item2vec_from_the_champion(workdir: Path, scorin
         assert not np.allclose(init[1:], np.asarray(bundle.item_vectors)[1:])
 
 
+def test_on_a_log_of_repeat_consumption_the_run_keeps_seen_items_and_serving_follows(workdir: Path) -> None:
+    # every user cycles through 3 items of their own: the validation and test targets were all seen before
+    rng = np.random.default_rng(3)
+    rows = []
+    for u in range(150):
+        mine = rng.choice(40, 3, replace=False)
+        rows += [(f"u{u}", f"i{mine[t % 3]}", 1_600_000_000 + t) for t in range(9)]
+    (workdir / "logs").mkdir()
+    pl.DataFrame(rows, schema=["user", "item", "timestamp"], orient="row").write_csv(workdir / "logs" / "day1.csv")
+    ctx = run_pipeline(load_pipeline_config(write_config(workdir, POP, data='path = "logs"\nmin_length = 3\n')),
+                       echo=quiet)
+    trained = ctx.run.info("train-pop")
+    assert trained["exclude_seen"] is False and trained["val"]["ndcg_10"] > 0
+    rec = Recommender.load(workdir / "pub")
+    assert rec.manifest["exclude_seen"] is False
+    gate = json.loads((ctx.run.path / "gate.json").read_text())
+    assert gate["candidate_metrics"]["ndcg_10"] > 0  # judged as served: seen items stay candidates
+    user = rec.recommend("u0", k=40)
+    seen = set(rec.bundle.items.raw(rec.bundle.seen(int(rec.bundle.users.lookup(["u0"])[0]))))
+    assert seen <= set(user.items)  # by default, as decided
+    assert not seen & set(rec.recommend("u0", k=40, exclude_seen=True).items)  # a request can still ask
+    run = MlflowClient().get_run(trained["run_id"])
+    assert run.data.tags["exclude_seen"] == "false"
+    assert run.data.metrics["val_ndcg_10_keep_seen"] > run.data.metrics["val_ndcg_10_exclude_seen"] == 0
+
+
+def test_on_a_log_without_repeats_seen_items_stay_excluded(workdir: Path) -> None:
+    rng = np.random.default_rng(4)  # every user consumes 8 distinct items: no target was seen before
+    rows = [(f"u{u}", f"i{i}", 1_600_000_000 + t) for u in range(150)
+            for t, i in enumerate(rng.choice(40, 8, replace=False))]
+    (workdir / "logs").mkdir()
+    pl.DataFrame(rows, schema=["user", "item", "timestamp"], orient="row").write_csv(workdir / "logs" / "day1.csv")
+    ctx = run_pipeline(load_pipeline_config(write_config(workdir, POP, data='path = "logs"\nmin_length = 3\n')),
+                       echo=quiet)
+    assert ctx.run.info("train-pop")["exclude_seen"] is True
+    assert Recommender.load(workdir / "pub").manifest["exclude_seen"] is True
+
+
 def _markov_logs(logs: Path, n_users: int = 200, n_items: int = 60, day1: int = 12, day2: int = 10) -> None:
     """Two days of a sequential log: items follow a fixed cycle (next = succ[prev]) with probability 0.85,
     else a popular item (Zipf). Day 2 continues each user's walk, so the newest events decide the target."""

@@ -1,10 +1,12 @@
-"""Progress lines and the time budget of long training (pipelines.progress), on a fake clock."""
+"""Progress bars and lines and the time budget of long training (pipelines.progress), on a fake clock."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
-from pipelines.progress import chain, epoch_progress, time_budget, total_epochs
+from pipelines.progress import chain, epoch_progress, progress, time_budget, total_epochs
 from recsys.models.base import StopTraining
 from recsys.models.item2vec import Item2VecConfig
 
@@ -38,3 +40,24 @@ def test_chain_calls_each_in_order_and_total_epochs_reads_the_config() -> None:
     chain(lambda e, m: seen.append("a"), None, lambda e, m: seen.append("b"))(1, {})
     assert seen == ["a", "b"]
     assert total_epochs(Item2VecConfig(epochs=7)) == 7 and total_epochs(None) is None
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_gets_a_bar_over_the_epochs_and_a_log_gets_lines() -> None:
+    term, lines = _Terminal(), []
+    bar = progress("tt", 4, lines.append, stream=term)
+    bar(1, {"loss": 2.5, "val_ndcg_10": 0.0312})
+    bar(2, {"loss": 2.0, "val_ndcg_10": 0.0401})
+    bar.close()
+    shown = term.getvalue()
+    assert lines == []  # the bar replaces the lines
+    assert "[tt]" in shown and "2/4" in shown and "val_ndcg_10=0.0401" in shown and "loss=2.0000" in shown
+    log = io.StringIO()  # not a terminal: a cron log
+    cb = progress("tt", 4, lines.append, stream=log)
+    cb(1, {"loss": 2.5})
+    cb.close()
+    assert log.getvalue() == "" and len(lines) == 1 and lines[0].startswith("  [tt] epoch 1/4  loss 2.5000")

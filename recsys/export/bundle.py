@@ -51,6 +51,7 @@ def export_bundle(
     check_users: int = 0,
     content_only: Sequence[Sequence[Any]] | None = None,
     never_candidates: np.ndarray | None = None,
+    exclude_seen: bool = True,
 ) -> Path:
     """Export vectors, id maps, seen items and the tuned indexes (Annoy; IVF on large catalogues) as one bundle.
 
@@ -78,6 +79,8 @@ def export_bundle(
         alone (:mod:`recsys.export.extend`); recorded in the manifest, where serving reads it.
     never_candidates : item indices (1..n_items) that serving never returns from a model lookup (a model's
         ``ineligible_items()``: vectors with nothing learnt); recorded in the manifest.
+    exclude_seen : whether serving leaves a user's seen items out unless a request says otherwise (the
+        pipeline decides it per log on validation); recorded in the manifest.
 
     Returns
     -------
@@ -149,6 +152,7 @@ def export_bundle(
             "encoder_check": encoder_check,
             "content_only": _content_only(content_only, arrays[fmt.ITEM_IDS]),
             fmt.NEVER_CANDIDATES: _never_candidates(never_candidates, n_items),
+            fmt.EXCLUDE_SEEN: bool(exclude_seen),
             "files": _file_table(tmp),
         }
         (tmp / fmt.MANIFEST).write_text(json.dumps(manifest, indent=2))

@@ -1,0 +1,160 @@
+"""Library defaults that transfer: each candidate configuration on the validation split of every shared data set.
+
+    python experiments/defaults.py                    # item2vec and ALS candidates, every set (about 40 min)
+    python experiments/defaults.py --models als --sets ml-100k,beauty --merge
+
+For each model family, a small set of candidate configurations (``CANDIDATES``: the current library default
+and its neighbours, one setting changed at a time) is fitted once (one seed) on every data set of
+``experiments/item2vec_common.py`` (Beauty, Games, the MovieLens 1M sample, latest-small, 100K), each prepared
+by the pipeline's own data steps (minimum length 3, leave-last-out). Each fit is scored on *validation*
+NDCG@10; a candidate's ratio on a set is its score over the best score any candidate of that family reached
+there, and the chosen default is the candidate with the highest *worst* ratio across sets (ties: the higher
+mean ratio). Only then is the chosen candidate scored on the test splits, once. Configs are never keyed by a
+data set's name: one configuration for every log.
+
+Results go to ``experiments/reports/defaults.{md,json}`` with the commit; the library defaults and the shipped
+pipeline configs are then set to the chosen candidates by hand (the report says which they are).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+from item2vec_common import SETS, load_set  # noqa: E402
+
+from recsys import atomic  # noqa: E402
+from recsys.config import to_dict  # noqa: E402
+from recsys.evaluation.evaluator import evaluate_model  # noqa: E402
+from recsys.models.registry import MODELS, build_model  # noqa: E402
+
+REPORTS = REPO / "experiments" / "reports"
+
+#: per model: candidate name -> the settings that differ from the library default (one change at a time)
+CANDIDATES: dict[str, dict[str, dict]] = {
+    "item2vec": {
+        "default": {},
+        "epochs 10": {"epochs": 10},
+        "window 10": {"window": 10},
+        "subsample 0": {"subsample": 0.0},
+        "user_decay 0.2": {"user_decay": 0.2},
+        "user_decay 0.8": {"user_decay": 0.8},
+        "negatives 10": {"negatives": 10},
+    },
+    "als": {
+        "default": {},
+        "factors 32": {"factors": 32},
+        "factors 128": {"factors": 128},
+        "regularization 0.1": {"regularization": 0.1},
+        "regularization 1": {"regularization": 1.0},
+        "alpha 10": {"alpha": 10.0},
+        "iterations 30": {"iterations": 30},
+    },
+}
+
+
+def commit_now() -> str:
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":(exclude)experiments/reports"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def fit_score(model_name: str, overrides: dict, split, part: str = "valid") -> dict:
+    """Fit ``model_name`` at its library default plus ``overrides`` (seed 42) on ``split.train``; score ``part``."""
+    t0 = time.perf_counter()
+    model = build_model(model_name, {"seed": 42, **overrides}, "cpu").fit(split.train)
+    fit_s = time.perf_counter() - t0
+    hist, targets = ((split.valid_history, split.valid_targets) if part == "valid"
+                     else (split.test_history, split.test_targets))
+    res = evaluate_model(model, hist, targets)
+    return {"ndcg_10": round(res["ndcg_10"], 5), "hr_10": round(res["hr_10"], 5), "fit_s": round(fit_s, 1)}
+
+
+def choose(scores: dict[str, dict[str, dict]]) -> tuple[str, dict[str, dict[str, float]]]:
+    """``scores[candidate][set]`` -> (the maximin candidate, ratios[candidate][set] to each set's best)."""
+    sets = sorted({s for per in scores.values() for s in per})
+    best = {s: max(scores[c][s]["ndcg_10"] for c in scores if s in scores[c]) for s in sets}
+    ratios = {c: {s: (scores[c][s]["ndcg_10"] / best[s] if best[s] > 0 else 1.0) for s in sets if s in scores[c]}
+              for c in scores}
+    complete = [c for c in scores if len(ratios[c]) == len(sets)]
+    chosen = max(complete, key=lambda c: (min(ratios[c].values()), sum(ratios[c].values())))
+    return chosen, ratios
+
+
+def write_report(res: dict) -> None:
+    atomic.write_json(REPORTS / "defaults.json", res)
+    lines = ["# Defaults that transfer across logs (validation NDCG@10, one seed)", "",
+             f"Machine: {res['machine']}. Command: `python experiments/defaults.py` (then `--models M --sets S "
+             "--merge` for parts); each model's table names the commit it ran at.", "",
+             "Each candidate is the library default with one setting changed. Ratio = the candidate's validation "
+             "NDCG@10 over the best any candidate of the family reached on that set; the default is the candidate "
+             "with the highest worst ratio (ties: mean ratio). Test NDCG@10 is measured once, for the chosen "
+             "candidate only.", ""]
+    for model, r in res["models"].items():
+        sets = list(r["sets"])
+        lines += [f"## {model} (commit {r['commit']})", "",
+                  f"Library default at that commit: `{json.dumps(r['library_default'])}`", "",
+                  "| candidate | " + " | ".join(f"{s} val NDCG@10 (ratio)" for s in sets) + " | worst ratio | "
+                  "mean ratio |", "| --- |" + " ---: |" * (len(sets) + 2)]
+        for cand, per in r["scores"].items():
+            ratios = r["ratios"][cand]
+            cells = [f"{per[s]['ndcg_10']:.4f} ({ratios[s]:.3f})" if s in per else "-" for s in sets]
+            mark = " **chosen**" if cand == r["chosen"] else ""
+            lines.append(f"| {cand}{mark} | " + " | ".join(cells) +
+                         f" | {min(ratios.values()):.3f} | {sum(ratios.values()) / len(ratios):.3f} |")
+        lines += ["", f"Chosen: **{r['chosen']}** (`{json.dumps(CANDIDATES[model][r['chosen']])}` over the default). "
+                  "Its test NDCG@10 / HR@10, looked at once: " +
+                  "; ".join(f"{s} {t['ndcg_10']:.4f} / {t['hr_10']:.4f}" for s, t in r["chosen_test"].items()), "",
+                  "Fit seconds (validation fits): " + "; ".join(
+                      f"{s} {min(r['scores'][c][s]['fit_s'] for c in r['scores'] if s in r['scores'][c]):.0f}-"
+                      f"{max(r['scores'][c][s]['fit_s'] for c in r['scores'] if s in r['scores'][c]):.0f} s"
+                      for s in sets), ""]
+    atomic.write_text(REPORTS / "defaults.md", "\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default=",".join(CANDIDATES), help=f"of {', '.join(CANDIDATES)}")
+    ap.add_argument("--sets", default=",".join(SETS), help=f"of {', '.join(SETS)}")
+    ap.add_argument("--merge", action="store_true", help="keep the existing report's models not rerun")
+    args = ap.parse_args()
+    models = [m for m in args.models.split(",") if m]
+    names = [s for s in args.sets.split(",") if s]
+    bad = [m for m in models if m not in CANDIDATES] + [s for s in names if s not in SETS]
+    if bad:
+        ap.error(f"unknown model(s) or set(s): {bad}")
+    import torch
+
+    old = json.loads((REPORTS / "defaults.json").read_text()) if args.merge and (REPORTS / "defaults.json").is_file() \
+        else {}
+    res = {"machine": f"{platform.node() or 'vm'} {platform.machine()}, torch threads {torch.get_num_threads()}",
+           "models": dict(old.get("models", {}))}
+    splits = {s: load_set(s) for s in names}
+    for model in models:
+        commit = commit_now()
+        scores: dict[str, dict] = {}
+        for cand, overrides in CANDIDATES[model].items():
+            scores[cand] = {}
+            for s in names:
+                scores[cand][s] = fit_score(model, overrides, splits[s])
+                print(f"{model} {cand:<20} {s:<16} val ndcg_10 {scores[cand][s]['ndcg_10']:.4f} "
+                      f"({scores[cand][s]['fit_s']:.0f} s)", flush=True)
+        chosen, ratios = choose(scores)
+        test = {s: fit_score(model, CANDIDATES[model][chosen], splits[s], "test") for s in names}
+        res["models"][model] = {"commit": commit, "sets": names, "scores": scores, "ratios": ratios,
+                                "chosen": chosen, "chosen_test": test,
+                                "library_default": to_dict(MODELS[model].Config())}
+        write_report(res)
+        print(f"{model}: chosen {chosen!r}; written to {REPORTS / 'defaults.md'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
