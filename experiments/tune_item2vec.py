@@ -1,14 +1,21 @@
-"""Tune item2vec on Beauty *validation* only: ours and gensim, each scoring, the same search and grid.
+"""Tune item2vec on Beauty *validation* only: ours with ``recsys tune``, and the greedy searches it is judged by.
 
-Four searches (ours / gensim x in-in / in-out), each a greedy coordinate search from the same start:
-for every parameter of the grid in turn, try each value with the others at the best so far, keep the
-best validation NDCG@10; pass after pass until a pass improves nothing, ``--passes`` passes are done
-or the search has fitted ``--budget`` models. The grid is ``GRID`` for both fitters, the same
-parameters and values; our batched SGD's own settings (``batch_size``, ``update``) stay at the library
-defaults. With ``--merge`` and gensim's searches kept from the report, each of our searches may fit at
-most as many models as gensim's search of the same scoring did (``fits_like_gensim``), so both sides
-get the same search and the same number of fits. ``user_decay`` is an encode-time setting: it is
-searched on the fitted vectors without a refit. A setting already scored is not fitted again. Test
+``--search optuna`` (the default): our item2vec through the product's own search, :func:`pipelines.tune.tune`
+(``recsys tune``: Optuna TPE over ``Item2Vec.search_space``, which is ``GRID`` plus the scoring, median pruning on
+the per-epoch validation NDCG@10), ``--trials`` trials (36: the fit budget of each greedy search), training threads
+as below. The study (Optuna SQLite storage and its MLflow runs, under ``--work``) resumes when rerun. Its best
+is reported beside the greedy searches' (kept in the report), on the same validation split.
+
+``--search greedy``: the earlier searches, kept for gensim (not a product model, so not in ``recsys tune``)
+and to reproduce the report's greedy rows. Four searches (ours / gensim x in-in / in-out), each a greedy
+coordinate search from the same start: for every parameter of the grid in turn, try each value with the others
+at the best so far, keep the best validation NDCG@10; pass after pass until a pass improves nothing,
+``--passes`` passes are done or the search has fitted ``--budget`` models. The grid is ``GRID`` for both
+fitters, the same parameters and values; our batched SGD's own settings (``batch_size``, ``update``) stay at
+the library defaults. With ``--merge`` and gensim's searches kept from the report, each of our searches may
+fit at most as many models as gensim's search of the same scoring did (``fits_like_gensim``), so both sides
+get the same search and the same number of fits. ``user_decay`` is an encode-time setting: it is searched on
+the fitted vectors without a refit. A setting already scored is not fitted again. Test
 data is never looked at.
 
 The report (``experiments/reports/tune_item2vec.{json,md}``) records the grid, every trial (its
@@ -17,8 +24,9 @@ seconds) and its best configuration. ``experiments/bench_item2vec.py --parts set
 (over both scorings, by validation) against gensim's best of each scoring on the test splits of
 Beauty, Games and the MovieLens 1M sample.
 
-    python experiments/tune_item2vec.py                 # the four searches (about half an hour on 2 cores)
-    python experiments/tune_item2vec.py --quick         # a tiny grid, one pass: a smoke run
+    python experiments/tune_item2vec.py                 # recsys tune, 36 trials (about half an hour on 2 cores)
+    python experiments/tune_item2vec.py --search greedy # the four greedy searches
+    python experiments/tune_item2vec.py --search greedy --quick   # a tiny grid, one pass: a smoke run
 """
 
 from __future__ import annotations
@@ -155,6 +163,53 @@ def chosen(results: dict) -> dict:
     return out
 
 
+def optuna_search(split: SplitData, trials: int, workers: int, work: Path) -> dict:
+    """``recsys tune`` of our item2vec on Beauty validation (the study resumes from ``work``); its trials."""
+    import optuna
+    from item2vec_common import BEAUTY
+
+    from pipelines.config import DataConfig, RunConfig, RunSection
+    from pipelines.tune import tune
+
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{(work / 'mlruns.db').resolve()}"
+    storage = f"sqlite:///{(work / 'optuna.db').resolve()}"
+    cfg = RunConfig(run=RunSection(experiment="tune-item2vec", name="beauty-item2vec", seed=0, device="cpu"),
+                    data=DataConfig(name="beauty", path=str(BEAUTY), format="seq-per-user", min_length=3),
+                    model_name="item2vec", model={"workers": workers}, source="tune_item2vec.py")
+    t0 = time.perf_counter()
+    res = tune(cfg, work, trials=trials, storage=storage, study_name="beauty-item2vec")
+    study = optuna.load_study(study_name=res.study, storage=storage)
+    rows = [{"number": t.number, "state": t.state.name, "val_ndcg_10": t.value, **t.params,
+             "seconds": None if t.duration is None else round(t.duration.total_seconds(), 1)} for t in study.trials]
+    return {"study": res.study, "trials_asked": trials, "best_value": res.best_value, "best_trial": res.best_trial,
+            "best_params": res.best_params, "complete": res.complete, "pruned": res.pruned, "failed": res.failed,
+            "seconds_this_call": round(time.perf_counter() - t0, 1), "trials": rows,
+            "fingerprint": split.fingerprint}
+
+
+def optuna_markdown(o: dict, searches: list[dict]) -> list[str]:
+    greedy = max((s for s in searches if s["fitter"] == "ours"), key=lambda s: s["val_ndcg_10"], default=None)
+    lines = [f"## recsys tune (Optuna TPE, median pruning), ours: {o['trials_asked']} trials", "",
+             f"Commit {o['commit']}; command `{o['command']}`. Study `{o['study']}`: {o['complete']} complete, "
+             f"{o['pruned']} pruned, {o['failed']} failed. Best validation NDCG@10 **{o['best_value']:.5f}** "
+             f"(trial {o['best_trial']}: `{o['best_params']}`)."]
+    if greedy is not None:
+        verdict = "reaches" if o["best_value"] >= greedy["val_ndcg_10"] else "does NOT reach"
+        lines.append(f"The greedy search's best (ours, {greedy['scoring']}, {greedy['budget']['fits']} fits and "
+                     f"{greedy['budget']['evaluations']} evaluations) was {greedy['val_ndcg_10']:.5f}: recsys tune "
+                     f"{verdict} it ({o['best_value'] / greedy['val_ndcg_10']:.3f}x). Each greedy fit is scored at "
+                     "every user_decay without a refit; a tune trial is one fit at one user_decay.")
+    keys = [k for k in o["trials"][0] if k not in ("number", "state", "val_ndcg_10", "seconds")] if o["trials"] else []
+    lines += ["", "| trial | state | val NDCG@10 | " + " | ".join(keys) + " | seconds |",
+              "|---|---|---|" + "---|" * (len(keys) + 1)]
+    for t in o["trials"]:
+        value = "" if t["val_ndcg_10"] is None else f"{t['val_ndcg_10']:.5f}"
+        lines.append(f"| {t['number']} | {t['state']} | {value} | " + " | ".join(str(t.get(k, "")) for k in keys)
+                     + f" | {t['seconds'] or ''} |")
+    return lines + [""]
+
+
 def markdown(r: dict) -> str:
     lines = ["# item2vec tuned on Beauty validation: ours and gensim, both scorings", "",
              f"Commit {r['commit']}; machine: {r['machine']}; load average at start {r['loadavg']}", "",
@@ -179,6 +234,8 @@ def markdown(r: dict) -> str:
                      f"{b['fits']} | {b['evaluations']} | {b['seconds']} | {setting} |")
     lines += ["", "Chosen by validation (best over both scorings): "
               + "; ".join(f"{f}: scoring={c['scoring']}" for f, c in r["chosen"].items()), ""]
+    if r.get("optuna"):
+        lines += optuna_markdown(r["optuna"], r["searches"])
     for s in r["searches"]:
         lines += [f"## trials: {s['fitter']}, {s['scoring']}", "",
                   "| pass | varied | " + " | ".join(s["grid"]) + " | val NDCG@10 | val HR@10 | fit s |",
@@ -193,6 +250,11 @@ def markdown(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--search", choices=("optuna", "greedy"), default="optuna",
+                    help="optuna: recsys tune of ours (default); greedy: the coordinate searches")
+    ap.add_argument("--trials", type=int, default=36, help="optuna: trials the study holds at the end (default 36)")
+    ap.add_argument("--work", type=Path, default=REPO / "bench_runs" / "tune_item2vec",
+                    help="optuna: the study's storage and MLflow store (a rerun continues the study)")
     ap.add_argument("--passes", type=int, default=3, help="coordinate passes at most (default 3)")
     ap.add_argument("--budget", type=int, default=36, help="fits a search may make at most (default 36)")
     ap.add_argument("--workers", type=int, default=2, help="training threads of each fitter (default 2)")
@@ -211,6 +273,8 @@ def main(argv: list[str] | None = None) -> dict:
             for k in grid:
                 grid[k] = grid[k][:2] if k not in ("epochs",) else [5]
     split = load_set("beauty")
+    if args.search == "optuna":
+        return run_optuna(args, split)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
     results: dict = {
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
@@ -241,6 +305,20 @@ def main(argv: list[str] | None = None) -> dict:
             args.out.mkdir(parents=True, exist_ok=True)  # after every search: a long run leaves partial results
             atomic.write_text(args.out / f"{name}.json", json.dumps(results, indent=2))
             atomic.write_text(args.out / f"{name}.md", markdown(results))
+    return results
+
+
+def run_optuna(args: argparse.Namespace, split: SplitData) -> dict:
+    """Add (or replace) the report's ``optuna`` part, keeping its greedy searches."""
+    path = args.out / "tune_item2vec.json"
+    if not path.is_file():
+        sys.exit(f"{path} is missing: the optuna part is compared with the greedy searches recorded there")
+    results = json.loads(path.read_text())
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    results["optuna"] = {**optuna_search(split, args.trials, args.workers, args.work), "commit": commit.strip(),
+                         "command": " ".join(["python", "experiments/tune_item2vec.py", *sys.argv[1:]])}
+    atomic.write_text(path, json.dumps(results, indent=2))
+    atomic.write_text(args.out / "tune_item2vec.md", markdown(results))
     return results
 
 

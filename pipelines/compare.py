@@ -145,7 +145,8 @@ def to_csv(c: Comparison) -> str:
 def protocol_caption(c: Comparison) -> str:
     p = c.protocol
     parts = [f"split {p['eval_split']}" if "eval_split" in p else "",
-             "history excluded" if p.get("eval_exclude_history") == "True" else "",
+             {"True": "history excluded", "auto": "history excluded or kept as each run chose on validation "
+              "(tag exclude_seen)"}.get(p.get("eval_exclude_history", ""), ""),
              f"ks {p['eval_ks']}" if "eval_ks" in p else "",
              f"data {p['eval_fingerprint'][:12]}" if "eval_fingerprint" in p else ""]
     return "full ranking of all items; " + ", ".join(x for x in parts if x)
