@@ -26,6 +26,7 @@ from pipelines.runstate import RunDir
 from recsys import atomic
 from recsys.config import from_dict
 from recsys.models.registry import MODELS
+from serving import format as fmt
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,9 @@ def from_champion(champion: dict | None, run_path: Path, label: str, name: str, 
 
 def _vectors(champ: dict, run_path: Path, label: str, name: str, params: dict, data: Prepared) -> dict:
     bundle = Path(champ["bundle"])
-    if not (bundle / "item_vectors.npy").is_file():
+    if not (bundle / fmt.ITEM_VECTORS).is_file():
         return {}
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest = json.loads((bundle / fmt.MANIFEST).read_text())
     champ_model = manifest["model"].split(":")[-1]
     if champ_model != name:
         log.info("%s: the champion is a %s model, not %s: no warm start", label, champ_model, name)
@@ -58,12 +59,12 @@ def _vectors(champ: dict, run_path: Path, label: str, name: str, params: dict, d
     # vectors there; the bundle's item vectors are then its output vectors), else the item vectors
     enc = manifest.get("encoder", {})
     own = enc.get("kind") == "mean" and "item_table" in enc.get("weights", [])
-    vectors = np.load(bundle / ("encoder_item_table.npy" if own else "item_vectors.npy"), allow_pickle=False)
+    vectors = np.load(bundle / (f"{fmt.ENCODER_PREFIX}item_table.npy" if own else fmt.ITEM_VECTORS), allow_pickle=False)
     dim = params.get("dim", MODELS[name].Config().dim)
     if vectors.shape[1] != dim:
         log.info("%s: champion vectors have dim %d, model dim %d: no warm start", label, vectors.shape[1], dim)
         return {}
-    aligned = gating.align_rows(vectors, np.load(bundle / "item_ids.npy", allow_pickle=False), data.items)
+    aligned = gating.align_rows(vectors, np.load(bundle / fmt.ITEM_IDS, allow_pickle=False), data.items)
     path = run_path / "warm_start" / f"{label}.npy"
     with atomic.atomic_path(path) as tmp:
         np.save(tmp, aligned, allow_pickle=False)
