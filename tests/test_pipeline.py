@@ -57,10 +57,13 @@ def test_end_to_end_publishes_a_servable_bundle_and_logs_nested_runs(workdir: Pa
     rec = Recommender.load(workdir / "pub")
     assert rec.manifest["model"] == "als:als"
     user = rec.bundle.users.ids[0].item()
-    res = rec.recommend(user, k=5)
+    res = rec.recommend(user, k=5, exclude_seen=True)
     assert res.source == "model" and len(res.items) == 5
     seen = set(rec.bundle.items.ids[rec.bundle.seen(1) - 1].tolist())
-    assert not seen & set(res.items)  # seen items are excluded by default
+    assert not seen & set(res.items)
+    # the synthetic log has repeat consumption: by default lookups do what the run chose on validation
+    assert rec.manifest["exclude_seen"] is ctx.run.info("train-als")["exclude_seen"]
+    assert rec.recommend(user, k=5).items == rec.recommend(user, k=5, exclude_seen=rec.exclude_seen).items
     client = MlflowClient(tracking.tracking_uri())
     parent = client.get_run(ctx.parent_run_id)
     assert parent.info.status == "FINISHED"
@@ -463,10 +466,11 @@ def test_served_vectors_include_the_last_event_and_recent_events_change_the_answ
     with TestClient(create_app(workdir / "pub", reload_interval=0)) as http:
         stored = http.get("/v1/recommend", params={"user_id": "u3", "k": 10}).json()
         events = stored["items"][:2]  # the user just consumed the two items we would have shown
-        fresh = http.post("/v1/recommend", json={"user_id": "u3", "history": events, "k": 10}).json()
+        fresh = http.post("/v1/recommend", json={"user_id": "u3", "history": events, "k": 10,
+                                                 "exclude_seen": True}).json()
     assert stored["source"] == "model" and fresh["source"] == "fresh"
     assert fresh["items"] != stored["items"] and not set(events) & set(fresh["items"])
-    direct = rec.recommend("u3", k=10, history=events)
+    direct = rec.recommend("u3", k=10, history=events, exclude_seen=True)
     assert fresh["items"] == direct.items
 
 
