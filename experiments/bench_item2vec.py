@@ -53,6 +53,7 @@ sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(REPO / "experiments"))
 
+from harness import commit_now  # noqa: E402
 from item2vec_common import (  # noqa: E402
     METRICS,
     SETS,
@@ -212,14 +213,6 @@ def merge_sets(old: dict | None, new: dict) -> dict:
         return new
     kept = {k: v for k, v in old.items() if isinstance(v, dict) and "mean" in v and k not in new}
     return {**new, **kept}
-
-
-def commit_now() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    # the reports are this script's own output (a run merges into them): only other changes make a tree dirty
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                            ":(exclude)experiments/reports"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    return out.strip() + ("+dirty" if dirty else "")
 
 
 #: the row-update rules compared by the ``rules`` part, each at the library default otherwise

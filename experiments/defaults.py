@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
+from harness import commit_now, machine  # noqa: E402
 from item2vec_common import SETS, load_set  # noqa: E402
 
 from recsys import atomic  # noqa: E402
@@ -58,13 +57,6 @@ CANDIDATES: dict[str, dict[str, dict]] = {
         "iterations 30": {"iterations": 30},
     },
 }
-
-
-def commit_now() -> str:
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                            ":(exclude)experiments/reports"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def fit_score(model_name: str, overrides: dict, split, part: str = "valid") -> dict:
@@ -131,11 +123,9 @@ def main() -> None:
     bad = [m for m in models if m not in CANDIDATES] + [s for s in names if s not in SETS]
     if bad:
         ap.error(f"unknown model(s) or set(s): {bad}")
-    import torch
-
     old = json.loads((REPORTS / "defaults.json").read_text()) if args.merge and (REPORTS / "defaults.json").is_file() \
         else {}
-    res = {"machine": f"{platform.node() or 'vm'} {platform.machine()}, torch threads {torch.get_num_threads()}",
+    res = {"machine": machine(),
            "models": dict(old.get("models", {}))}
     splits = {s: load_set(s) for s in names}
     for model in models:

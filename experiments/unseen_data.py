@@ -31,7 +31,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -43,6 +42,7 @@ import polars as pl
 from recsys import atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import commit_now, machine  # noqa: E402
 from item2vec_common import DATA, SETS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,14 +50,6 @@ REPORTS = REPO / "experiments" / "reports"
 NIGHTLY = REPO / "experiments" / "pipelines" / "nightly.toml"
 GROWTH = 0.05
 TARGET_RATIO, FIRST_MAX_MIN, SECOND_MAX_MIN = 0.9, 45.0, 15.0
-
-
-def commit_now() -> str:
-    """HEAD, ``+dirty`` when tracked files outside experiments/reports differ from it."""
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                            ":(exclude)experiments/reports"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def log_parts(name: str) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -233,15 +225,13 @@ def main() -> None:
     unknown = [n for n in names if n not in SETS]
     if unknown:
         ap.error(f"unknown set(s) {unknown}; known: {', '.join(SETS)}")
-    import torch
-
-    machine = f"{platform.node() or 'vm'} {platform.machine()}, torch threads {torch.get_num_threads()}"
+    where = machine()
     old = json.loads((REPORTS / "unseen_data.json").read_text()) if args.merge and \
         (REPORTS / "unseen_data.json").is_file() else {}
     results = dict(old.get("sets", {}))
     for name in names:
         results[name] = run_set(name, args.root)
-        write_report(results, machine)  # after every set: a long run that stops keeps what finished
+        write_report(results, where)  # after every set: a long run that stops keeps what finished
         print(f"{name}: written to {REPORTS / 'unseen_data.md'}", flush=True)
 
 
