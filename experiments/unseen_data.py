@@ -55,9 +55,9 @@ TARGET_RATIO, FIRST_MAX_MIN, SECOND_MAX_MIN = 0.9, 45.0, 15.0
 def log_parts(name: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The set's events as ``user,item,timestamp`` rows, split into the first 95% (by time) and the rest.
 
-    The sequence files (no timestamps; the reader numbers each user's events 1..n) get a timestamp that is
-    the event's position as a fraction of its user's sequence ((p - 1/2) / n x 1e9), so order within a user is kept and
-    the newest 5% is the end of every user's history rather than the whole of a few long ones."""
+    The sequence files (no timestamps; the reader numbers each user's events 1..n) get as timestamp the event's
+    position as a fraction of its user's sequence, (p - 1/2) / n of ~3 years in Unix seconds from 2017: order
+    within a user is kept, and the newest 5% is the end of every user's history, not the whole of a few."""
     from pipelines.config import DataConfig
     from pipelines.prepare import ingest
 
@@ -68,8 +68,9 @@ def log_parts(name: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     frame = ingest(DataConfig(name=name, path=str(path), format=fmt, encoding=encoding, min_length=3)).frame
     frame = frame.select("user", "item", "timestamp")
     if fmt.startswith("seq"):
-        n = pl.col("timestamp").max().over("user")  # position p of n -> (p - 1/2) / n: newest rows spread over users
-        frame = frame.with_columns(((2 * pl.col("timestamp") - 1) * 500_000_000 // n).alias("timestamp"))
+        # position p of n -> (p - 1/2) / n of ~3 years from 2017 (plausible Unix seconds): newest rows spread over users
+        n = pl.col("timestamp").max().over("user")
+        frame = frame.with_columns((1_500_000_000 + (2 * pl.col("timestamp") - 1) * 50_000_000 // n).alias("timestamp"))
     frame = frame.with_row_index("_row").sort("timestamp", "user", "_row").drop("_row")
     n_base = math.ceil(frame.height * (1 - GROWTH))
     return frame.head(n_base), frame.slice(n_base)
