@@ -107,7 +107,7 @@ def run_results(cwd: Path) -> dict:
     champ = json.loads(champ_file.read_text()) if champ_file.is_file() else {}
     published = published_label = None
     if champ:
-        manifest = json.loads((Path(champ["bundle"]) / "manifest.json").read_text())
+        manifest = json.loads((cwd / champ["bundle"] / "manifest.json").read_text())  # relative to the workdir
         published = manifest["model"]
         published_label = published.split(":")[0]
     out = {"run_id": run.name, "candidate": ev.get("candidate"), "models": models,
@@ -145,8 +145,34 @@ def best_known(name: str) -> dict:
     return best
 
 
-def run_set(name: str, root: Path) -> dict:
+def recover_first(cwd: Path) -> dict:
+    """The first run's row when the harness stopped after it (``--continue``): its wall time from the run's
+    start (its id) to its ``ended.json``, without the interpreter's start-up; its peak RSS is unknown."""
+    import datetime as dt
+
+    runs = sorted(p for p in (cwd / "runs" / "pipeline-nightly" / "runs").iterdir() if p.is_dir())
+    first = runs[0]
+    start = dt.datetime.strptime(first.name, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=dt.UTC)
+    end = dt.datetime.fromisoformat(json.loads((first / "ended.json").read_text())["at"].replace("Z", "+00:00"))
+    return {"minutes": round((end - start).total_seconds() / 60, 2), "peak_rss_gb": None, "exit_code": 0,
+            "recovered": "wall time from the run folder (run start to ended.json); peak RSS not measured"}
+
+
+def run_set(name: str, root: Path, resume: bool = False) -> dict:
     cwd = root / name
+    if resume and (cwd / "first.out").is_file() and not (cwd / "second.out").is_file():
+        # the events not in the file the first run read: each user's events after the prefix it holds
+        base = pl.read_csv(cwd / "logs" / "incoming" / "events-1.csv", schema_overrides={"user": pl.String})
+        held = base.group_by("user").len("held")
+        full = pl.concat(log_parts(name)).with_columns(pl.col("user").cast(pl.String))
+        full = full.with_columns(pl.int_range(1, pl.len() + 1).over("user", order_by="timestamp").alias("pos"))
+        growth = (full.join(held, on="user", how="left").filter(pl.col("pos") > pl.col("held").fill_null(0))
+                  .select("user", "item", "timestamp"))
+        result = {"set": name, "started": "(continued)", "events": base.height + growth.height,
+                  "first_events": base.height, "growth_events": growth.height,
+                  "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+                  "first": {"commit": commit_now(), **recover_first(cwd), **run_results(cwd)}}
+        return second_run(name, cwd, growth, result)
     shutil.rmtree(cwd, ignore_errors=True)
     (cwd / "logs" / "incoming").mkdir(parents=True)
     base, growth = log_parts(name)
@@ -156,6 +182,10 @@ def run_set(name: str, root: Path) -> dict:
     base.write_csv(cwd / "logs" / "incoming" / "events-1.csv")
     shutil.copy(NIGHTLY, cwd / "nightly.toml")  # before each run: the config as shipped at that run's commit
     result["first"] = {"commit": commit_now(), **run_pipeline(cwd, "first"), **run_results(cwd)}
+    return second_run(name, cwd, growth, result)
+
+
+def second_run(name: str, cwd: Path, growth: pl.DataFrame, result: dict) -> dict:
     growth.write_csv(cwd / "logs" / "incoming" / "events-2.csv")
     shutil.copy(NIGHTLY, cwd / "nightly.toml")
     result["second"] = {"commit": commit_now(), **run_pipeline(cwd, "second"), **run_results(cwd)}
@@ -197,7 +227,7 @@ def write_report(results: dict, machine: str) -> None:
             events = r["first_events"] if tag == "first" else r["events"]
             lines.append(f"| {name} | {run['commit']} | {events:,} | {tag} | {run.get('published')} | "
                          f"{_f(test.get('ndcg_10'))} | {_f(test.get('hr_10'))} | {_f(served)} | "
-                         f"{run['minutes']:.1f} | {run['peak_rss_gb']:.2f} | {run['exit_code']} | "
+                         f"{run['minutes']:.1f} | {_f(run['peak_rss_gb'], '.2f')} | {run['exit_code']} | "
                          f"{best['ndcg_10']:.4f} | {_f(ratio, '.3f')} | {', '.join(met)} |")
     best = "; ".join(f"{n}: {r['best_known']['ndcg_10']:.4f} ({r['best_known']['source']})" for n, r in results.items())
     lines += ["", f"Best tuned results: {best}", "",
@@ -210,6 +240,12 @@ def write_report(results: dict, machine: str) -> None:
                 lines.append(f"| {name} | {tag} | {label} ({m['model']}) | {m['val']['ndcg_10']:.4f} | "
                              f"{m['test']['ndcg_10']:.4f} | {m['test']['hr_10']:.4f} | {_f(m['seconds'], '.0f')} | "
                              f"{m['stop_reason'] or '-'} |")
+    recovered = [f"{n} {tag}" for n, r in results.items() for tag in ("first", "second")
+                 if (r.get(tag) or {}).get("recovered")]
+    if recovered:
+        lines += ["", "Runs whose harness stopped after them (`--continue` ran the rest): "
+                  + ", ".join(recovered) + ": their wall time is from the run folder (run start to "
+                  "`ended.json`, without the few seconds of interpreter start-up); peak RSS was not measured."]
     lines += ["", "Load average at each set's start (other work on the machine slows the time-budgeted "
               "Transformer): " + "; ".join(f"{n} {r['loadavg_at_start']}" for n, r in results.items()), ""]
     atomic.write_text(REPORTS / "unseen_data.md", "\n".join(lines))
@@ -221,6 +257,8 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=REPO / "bench_runs" / "unseen",
                     help="working folders, one per set (deleted first)")
     ap.add_argument("--merge", action="store_true", help="keep the sets of the existing report not rerun")
+    ap.add_argument("--continue", dest="resume", action="store_true",
+                    help="a set whose first run finished (the harness stopped after it): run only the second")
     args = ap.parse_args()
     names = [s.strip() for s in args.sets.split(",") if s.strip()]
     unknown = [n for n in names if n not in SETS]
@@ -231,7 +269,7 @@ def main() -> None:
         (REPORTS / "unseen_data.json").is_file() else {}
     results = dict(old.get("sets", {}))
     for name in names:
-        results[name] = run_set(name, args.root)
+        results[name] = run_set(name, args.root, args.resume)
         write_report(results, where)  # after every set: a long run that stops keeps what finished
         print(f"{name}: written to {REPORTS / 'unseen_data.md'}", flush=True)
 
