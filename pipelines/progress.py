@@ -105,7 +105,10 @@ def total_epochs(config: object) -> int | None:
     """The epochs (or iterations) a model config asks for; None for a model without epochs."""
     for key in ("epochs", "iterations"):
         if hasattr(config, key):
-            return int(getattr(config, key))
+            total = int(getattr(config, key))
+            if getattr(config, "init_weights", "") and getattr(config, "warm_epochs", 0):  # a warm start's bound
+                total = min(total, int(config.warm_epochs))
+            return total
     return None
 
 

@@ -40,6 +40,10 @@ def test_chain_calls_each_in_order_and_total_epochs_reads_the_config() -> None:
     chain(lambda e, m: seen.append("a"), None, lambda e, m: seen.append("b"))(1, {})
     assert seen == ["a", "b"]
     assert total_epochs(Item2VecConfig(epochs=7)) == 7 and total_epochs(None) is None
+    from recsys.models.two_tower import TwoTowerConfig
+
+    assert total_epochs(TwoTowerConfig(epochs=25, warm_epochs=6)) == 25  # cold: warm_epochs does not apply
+    assert total_epochs(TwoTowerConfig(epochs=25, warm_epochs=6, init_weights="w")) == 6
 
 
 class _Terminal(io.StringIO):
