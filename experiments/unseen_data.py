@@ -155,7 +155,21 @@ def recover_first(cwd: Path) -> dict:
     start = dt.datetime.strptime(first.name, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=dt.UTC)
     end = dt.datetime.fromisoformat(json.loads((first / "ended.json").read_text())["at"].replace("Z", "+00:00"))
     return {"minutes": round((end - start).total_seconds() / 60, 2), "peak_rss_gb": None, "exit_code": 0,
+            "commit": run_commit(cwd, first),
             "recovered": "wall time from the run folder (run start to ended.json); peak RSS not measured"}
+
+
+def run_commit(cwd: Path, run: Path) -> str:
+    """The commit a pipeline run's models were trained at: the ``git_commit`` tag of its MLflow runs."""
+    import sqlite3
+
+    ids = [json.loads(m.read_text()).get("run_id") for m in sorted(run.glob("train-*.done"))]
+    with sqlite3.connect(cwd / "mlruns.db") as db:
+        for run_id in filter(None, ids):
+            row = db.execute("SELECT value FROM tags WHERE run_uuid = ? AND key = 'git_commit'", (run_id,)).fetchone()
+            if row:
+                return row[0][:7]
+    return "unknown"
 
 
 def run_set(name: str, root: Path, resume: bool = False) -> dict:
@@ -171,7 +185,7 @@ def run_set(name: str, root: Path, resume: bool = False) -> dict:
         result = {"set": name, "started": "(continued)", "events": base.height + growth.height,
                   "first_events": base.height, "growth_events": growth.height,
                   "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-                  "first": {"commit": commit_now(), **recover_first(cwd), **run_results(cwd)}}
+                  "first": {**recover_first(cwd), **run_results(cwd)}}
         return second_run(name, cwd, growth, result)
     shutil.rmtree(cwd, ignore_errors=True)
     (cwd / "logs" / "incoming").mkdir(parents=True)
@@ -257,6 +271,8 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=REPO / "bench_runs" / "unseen",
                     help="working folders, one per set (deleted first)")
     ap.add_argument("--merge", action="store_true", help="keep the sets of the existing report not rerun")
+    ap.add_argument("--rewrite", action="store_true", help="only rewrite the report: a recovered first run's "
+                    "commit read again from its MLflow runs (the sets' folders under --root)")
     ap.add_argument("--continue", dest="resume", action="store_true",
                     help="a set whose first run finished (the harness stopped after it): run only the second")
     args = ap.parse_args()
@@ -268,6 +284,13 @@ def main() -> None:
     old = json.loads((REPORTS / "unseen_data.json").read_text()) if args.merge and \
         (REPORTS / "unseen_data.json").is_file() else {}
     results = dict(old.get("sets", {}))
+    if args.rewrite:
+        for name, r in results.items():
+            folder = args.root / name / "runs" / "pipeline-nightly" / "runs"
+            if (r.get("first") or {}).get("recovered") and folder.is_dir():
+                r["first"]["commit"] = run_commit(args.root / name, min(p for p in folder.iterdir() if p.is_dir()))
+        write_report(results, old.get("machine", where))
+        return
     for name in names:
         results[name] = run_set(name, args.root, args.resume)
         write_report(results, where)  # after every set: a long run that stops keeps what finished
