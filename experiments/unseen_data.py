@@ -281,7 +281,7 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown set(s) {unknown}; known: {', '.join(SETS)}")
     where = machine()
-    old = json.loads((REPORTS / "unseen_data.json").read_text()) if args.merge and \
+    old = json.loads((REPORTS / "unseen_data.json").read_text()) if (args.merge or args.rewrite) and \
         (REPORTS / "unseen_data.json").is_file() else {}
     results = dict(old.get("sets", {}))
     if args.rewrite:
