@@ -182,7 +182,8 @@ def run_set(name: str, root: Path, resume: bool = False) -> dict:
         full = full.with_columns(pl.int_range(1, pl.len() + 1).over("user", order_by="timestamp").alias("pos"))
         growth = (full.join(held, on="user", how="left").filter(pl.col("pos") > pl.col("held").fill_null(0))
                   .select("user", "item", "timestamp"))
-        result = {"set": name, "started": "(continued)", "events": base.height + growth.height,
+        result = {"set": name, "command": " ".join(["python experiments/unseen_data.py", *sys.argv[1:]]),
+                  "started": "(continued)", "events": base.height + growth.height,
                   "first_events": base.height, "growth_events": growth.height,
                   "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
                   "first": {**recover_first(cwd), **run_results(cwd)}}
@@ -190,7 +191,8 @@ def run_set(name: str, root: Path, resume: bool = False) -> dict:
     shutil.rmtree(cwd, ignore_errors=True)
     (cwd / "logs" / "incoming").mkdir(parents=True)
     base, growth = log_parts(name)
-    result = {"set": name, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    result = {"set": name, "command": " ".join(["python experiments/unseen_data.py", *sys.argv[1:]]),
+              "started": time.strftime("%Y-%m-%d %H:%M:%S"),
               "events": base.height + growth.height, "first_events": base.height, "growth_events": growth.height,
               "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
     base.write_csv(cwd / "logs" / "incoming" / "events-1.csv")
@@ -260,6 +262,9 @@ def write_report(results: dict, machine: str) -> None:
         lines += ["", "Runs whose harness stopped after them (`--continue` ran the rest): "
                   + ", ".join(recovered) + ": their wall time is from the run folder (run start to "
                   "`ended.json`, without the few seconds of interpreter start-up); peak RSS was not measured."]
+    commands = "; ".join(f"{n}: `{r['command']}`" for n, r in results.items() if r.get("command"))
+    if commands:
+        lines += ["", f"Commands per set: {commands}."]
     lines += ["", "Load average at each set's start (other work on the machine slows the time-budgeted "
               "Transformer): " + "; ".join(f"{n} {r['loadavg_at_start']}" for n, r in results.items()), ""]
     atomic.write_text(REPORTS / "unseen_data.md", "\n".join(lines))
