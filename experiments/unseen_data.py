@@ -215,7 +215,9 @@ def _f(x: object, fmt: str = ".4f") -> str:
 
 def write_report(results: dict, machine: str) -> None:
     atomic.write_json(REPORTS / "unseen_data.json", {"machine": machine, "sets": results})
+    commits = sorted({run["commit"] for r in results.values() for run in (r.get("first"), r.get("second")) if run})
     lines = ["# The shipped nightly pipeline on logs it was not tuned on", "",
+             f"Commits: {', '.join(commits)} (each run's row names its own).",
              f"Machine: {machine}. Command: `python experiments/unseen_data.py` (per set: `--sets NAME --merge`); "
              "each run's row names the commit it ran at. Config: `experiments/pipelines/nightly.toml`, unchanged.",
              "", f"First run: empty workdir, the log's first {1 - GROWTH:.0%} of events. Second run: the log grown "
