@@ -132,10 +132,10 @@ def step_train(ctx: Context) -> None:
             params.update(scheduled_tune.tuned_params(
                 ctx.workdir, ctx.run.run_id, ctx.cfg.pipeline.name, m.label, _run_config(ctx, m.label, m.name, params),
                 data, ctx.cfg.tune, ctx.run.path / "tune", ctx.echo))
-        if ctx.cfg.pipeline.warm_start:  # from the champion (its vectors or its run's same-label model)
-            warm = warm_start.from_champion(ctx.champion(), ctx.run.path, m.label, m.name, params, data)
-            if warm:
-                ctx.echo(f"  {m.label}: warm start from the champion ({ctx.champion()['run_id']})")
+        champion = ctx.champion() if ctx.cfg.pipeline.warm_start else None
+        warm = warm_start.from_champion(champion, ctx.run.path, m.label, m.name, params, data)
+        if warm:  # from the champion (its vectors or its run's same-label model)
+            ctx.echo(f"  {m.label}: warm start from the champion ({champion['run_id']})")
             params.update(warm)
         try:
             result = train_run(_run_config(ctx, m.label, m.name, params, m.max_minutes), ctx.run.path / "train",

@@ -31,7 +31,6 @@ from pipelines.progress import progress, total_epochs
 from pipelines.runstate import fault_point
 from pipelines.train import model_inputs, prepared_data, protocol_for
 from recsys import atomic
-from recsys.config import from_dict
 from recsys.device import resolve_device
 from recsys.evaluation.evaluator import evaluate_model, make_validator
 from recsys.models.base import StopTraining
@@ -168,8 +167,6 @@ def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], metric: 
         client.log_batch(run_id, params=[MlflowParam(f"model.{k}", str(v)[:500]) for k, v in params.items()])
         t0 = time.perf_counter()
         pruned: list[int] = []
-        shown = progress(f"trial {trial.number}", total_epochs(from_dict(MODELS[cfg.model_name].Config, params)),
-                         echo)
 
         def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
             shown(epoch, metrics)
@@ -186,8 +183,12 @@ def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], metric: 
         try:
             model = build_model(cfg.model_name, {"seed": cfg.run.seed, **params}, device,
                                 **model_inputs(cfg.model_name, params, data))
-            model.fit(split.train, on_epoch_end=on_epoch_end,
-                      validate=make_validator(split.valid_history, split.valid_targets, protocol, device=device))
+            shown = progress(f"trial {trial.number}", total_epochs(getattr(model, "config", None)), echo)
+            try:
+                model.fit(split.train, on_epoch_end=on_epoch_end,
+                          validate=make_validator(split.valid_history, split.valid_targets, protocol, device=device))
+            finally:
+                shown.close()
             if pruned:
                 client.set_tag(run_id, "optuna_state", "PRUNED")
                 client.set_terminated(run_id, "FINISHED")
@@ -196,16 +197,13 @@ def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], metric: 
             value = float(evaluate_model(model, split.valid_history, split.valid_targets, protocol,
                                          device=device)[metric])
         except optuna.TrialPruned:
-            shown.close()
             raise
         except Exception as exc:
-            shown.close()
             client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
             client.set_tag(run_id, "optuna_state", "FAIL")
             client.set_terminated(run_id, "FAILED")
             echo(f"  trial {trial.number}: failed, {type(exc).__name__}: {str(exc)[:200]}")
             raise
-        shown.close()
         client.log_metric(run_id, f"val_{metric}", value)
         client.log_metric(run_id, "fit_seconds", time.perf_counter() - t0)
         client.set_tag(run_id, "optuna_state", "COMPLETE")
