@@ -42,7 +42,8 @@ def train(
 @app.command()
 def tune(
     config: Path = typer.Option(..., "--config", "-c", help="Run config TOML: the data and the model's fixed "
-                                "parameters; the model's declared search space overrides the searched ones."),
+                                "parameters; the model's declared search space overrides the searched ones, "
+                                "and a new study's first trial is this config's values."),
     trials: int = typer.Option(20, help="Finished trials (complete or pruned) the study should hold at the end."),
     minutes: float = typer.Option(0.0, help="Wall-clock budget of this call in minutes (0 = none)."),
     study: str = typer.Option("", help="Study name (default <experiment>-<run name>); rerun to continue it."),

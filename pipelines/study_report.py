@@ -15,6 +15,12 @@ from recsys import atomic
 ORDER = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "FAIL": 3, "WAITING": 4}
 
 
+def trial_params(trial: Any) -> dict[str, Any]:
+    """A trial's parameters: Optuna's samples and the best encode-time setting it was scored at
+    (``pipelines.tune``)."""
+    return {**trial.params, **trial.user_attrs.get("encode_time", {})}
+
+
 def trial_rows(study: Any) -> list[dict[str, Any]]:
     """One row per trial: number, state, value, seconds, why it ended (pruned / failed), then its params;
     completed trials best first."""
@@ -22,7 +28,7 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
     for t in study.get_trials(deepcopy=False):
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None
         rows.append({"trial": t.number, "state": t.state.name, "value": t.value, "seconds": seconds,
-                     "note": t.user_attrs.get("failed_reason", ""), **t.params})
+                     "note": t.user_attrs.get("failed_reason", ""), **trial_params(t)})
     return sorted(rows, key=lambda r: (ORDER.get(r["state"], 5), -(r["value"] or 0.0), r["trial"]))
 
 

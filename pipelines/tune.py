@@ -1,12 +1,19 @@
 """`recsys tune`: hyperparameter search in the product, on Optuna.
 
-TPE sampling over the model's declared search space (``Model.search_space``, beside its config), pruning
-on the per-epoch validation metric (median rule), each trial a nested MLflow run under the study's run,
+TPE sampling (multivariate) over the model's declared search space (``Model.search_space``, beside its
+config), pruning on the per-epoch validation metric (median rule, compared at the same fraction of each
+trial's epochs, none before 30% of them), each trial a nested MLflow run under the study's run,
 the study in Optuna's RDB storage (by default ``optuna.db`` beside the embedded MLflow store; a database
 URL for a shared one). A rerun with the same study continues it: trials a killed process left RUNNING are
 marked FAIL first (only trials of this machine whose process is gone: a live run's trials, or another
 machine's on a shared database, are never touched), and the trial budget counts
-finished trials (complete or pruned), so no trial is lost or counted twice. Budgets: ``--trials`` and
+finished trials (complete or pruned), so no trial is lost or counted twice. A new study's first trial is the
+given config's own values (those inside the space), so the search never ends below where it started.
+
+Encode-time parameters (``Model.encode_time``: item2vec's ``scoring`` and ``user_decay``) are not sampled:
+every fit is scored at each combination of their values without a refit, and the trial's value is the best
+of them (kept as the trial's ``encode_time`` attribute and in its MLflow params). At every epoch's validation
+the first of them is swept (the others at the config's values) and the best drives pruning. Budgets: ``--trials`` and
 ``--minutes``; ``--jobs`` runs trials in threads at once where the machine has room. The output is the best
 configuration as a TOML table ready for a pipeline config.
 
@@ -15,10 +22,13 @@ configuration as a TOML table ready for a pipeline config.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +39,7 @@ from pipelines.config import RunConfig
 from pipelines.prepare import Prepared
 from pipelines.progress import progress, total_epochs
 from pipelines.runstate import fault_point
+from pipelines.study_report import trial_params
 from pipelines.train import model_inputs, prepared_data, protocol_for
 from recsys import atomic
 from recsys.device import resolve_device
@@ -38,6 +49,7 @@ from recsys.models.registry import MODELS, build_model, check_model_config
 from recsys.search_space import Choice, Float, Int, Param, check_space
 
 STORAGE_FILE = "optuna.db"
+WARMUP_PERCENT = 30  # no pruning before this share of a trial's epochs: early epochs rank settings poorly
 
 
 @dataclass
@@ -90,7 +102,7 @@ def tune(cfg: RunConfig, out: str | Path, trials: int = 20, minutes: float = 0.0
     """
     import optuna
 
-    space = _space(cfg)
+    space, encode = _space(cfg)
     device = resolve_device(cfg.run.device)
     check_model_config(cfg.model_name, cfg.model, device, where=f"{cfg.source} [model]")
     if trials < 1 or jobs < 1 or minutes < 0:
@@ -100,10 +112,17 @@ def tune(cfg: RunConfig, out: str | Path, trials: int = 20, minutes: float = 0.0
     name = study_name or f"{cfg.run.experiment}-{cfg.run.name}"
     url = storage or default_storage()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=WARMUP_PERCENT)
     study = optuna.create_study(study_name=name, storage=url, direction="maximize", load_if_exists=True,
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1))
+                                pruner=pruner)
     # seeded by the trials already there: a continued study draws new points, not the first call's again
-    study.sampler = optuna.samplers.TPESampler(seed=cfg.run.seed + len(study.trials))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # multivariate: stable in use
+        study.sampler = optuna.samplers.TPESampler(seed=cfg.run.seed + len(study.trials), multivariate=True)
+    if not study.trials:
+        start = start_point(cfg, space)
+        if start:
+            study.enqueue_trial(start)
     marked = _fail_stale(study, url)
     for number in marked:
         echo(f"  trial {number} was left running by a stopped process: marked failed")
@@ -112,22 +131,65 @@ def tune(cfg: RunConfig, out: str | Path, trials: int = 20, minutes: float = 0.0
     echo(f"study {name} in {url}: {_finished(study)} finished trials, {max(remaining, 0)} to run"
          + (f", at most {minutes:g} min" if minutes else ""))
     if remaining > 0:
-        objective = _objective(cfg, data, space, metric, device, parent, echo)
+        objective = _objective(cfg, data, space, encode, metric, device, parent, echo)
         study.optimize(objective, n_trials=remaining, timeout=minutes * 60 or None, n_jobs=jobs,
                        catch=(Exception,), gc_after_trial=True)
     return _result(study, cfg, url, metric, marked, parent, out)
 
 
-def _space(cfg: RunConfig) -> dict[str, Param]:
-    import dataclasses
-
+def _space(cfg: RunConfig) -> tuple[dict[str, Param], dict[str, Choice]]:
+    """The model's search space split in two: the parameters Optuna samples, and the encode-time ones."""
     if cfg.model_name not in MODELS:
         raise ValueError(f"unknown model {cfg.model_name!r}; registered models are: {sorted(MODELS)}")
     cls = MODELS[cfg.model_name]
     if not cls.search_space:
         raise ValueError(f"model {cfg.model_name!r} declares no search space: it has nothing to tune")
     check_space(cls.search_space, {f.name for f in dataclasses.fields(cls.Config)}, f"model {cfg.model_name!r}")
-    return dict(cls.search_space)
+    bad = [k for k in cls.encode_time if not isinstance(cls.search_space.get(k), Choice)]
+    if bad:
+        raise ValueError(f"model {cfg.model_name!r}: encode-time parameters {bad} must be Choice entries of its "
+                         "search space")
+    encode = {k: cls.search_space[k] for k in cls.encode_time}
+    return {k: p for k, p in cls.search_space.items() if k not in encode}, encode
+
+
+def start_point(cfg: RunConfig, space: dict[str, Param]) -> dict[str, Any]:
+    """The config's own value of each sampled parameter (``cfg.model``, else the model's default), where it
+    lies in the space: a new study's first trial."""
+    defaults = MODELS[cfg.model_name].Config()
+    start = {}
+    for key, param in space.items():
+        value = cfg.model.get(key, getattr(defaults, key))
+        inside = (value in param.values if isinstance(param, Choice)
+                  else param.low <= value <= param.high)
+        if inside:
+            start[key] = value
+    return start
+
+
+def encode_combos(encode: dict[str, Choice]) -> list[dict[str, Any]]:
+    """Every combination of the encode-time parameters' values (one empty combination when there are none)."""
+    values = itertools.product(*(p.values for p in encode.values()))
+    return [dict(zip(encode, combo, strict=True)) for combo in values]
+
+
+def best_encoding(model: Any, combos: list[dict[str, Any]], score: Callable[[], dict[str, float]],
+                  key: str) -> tuple[dict[str, Any], dict[str, float]]:
+    """Score the fitted ``model`` under each combination of encode-time settings (set on ``model.config``,
+    no refit); returns the best combination by ``score()[key]`` and its scores. ``model.config`` is left as
+    it was."""
+    original = model.config
+    best: tuple[dict[str, Any], dict[str, float]] | None = None
+    try:
+        for combo in combos:
+            model.config = dataclasses.replace(original, **combo)
+            res = score()
+            if best is None or res[key] > best[1][key]:
+                best = (combo, res)
+    finally:
+        model.config = original
+    assert best is not None  # combos is never empty
+    return best
 
 
 def suggest(trial: Any, key: str, param: Param) -> Any:
@@ -141,8 +203,8 @@ def suggest(trial: Any, key: str, param: Param) -> Any:
     raise TypeError(f"{key}: unknown search-space entry {param!r}")
 
 
-def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], metric: str, device: Any, parent: str,
-               echo: Callable[[str], None]) -> Callable[[Any], float]:
+def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], encode: dict[str, Choice], metric: str,
+               device: Any, parent: str, echo: Callable[[str], None]) -> Callable[[Any], float]:
     import optuna
     from mlflow.entities import Metric
     from mlflow.entities import Param as MlflowParam
@@ -155,6 +217,13 @@ def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], metric: 
 
     # a trial starts from scratch: no checkpoint folder shared between trials, no warm-start vectors
     fixed = {k: v for k, v in cfg.model.items() if k not in ("checkpoint_dir", "init_vectors", "init_weights")}
+    combos = encode_combos(encode)
+    # per epoch (pruning): the first encode-time parameter swept, the others at the config's values
+    epoch_combos = encode_combos(dict(itertools.islice(encode.items(), 1)))
+    validator = make_validator(split.valid_history, split.valid_targets, protocol, device=device)
+
+    def validate(model: Any) -> dict[str, float]:
+        return best_encoding(model, epoch_combos, lambda: validator(model), monitored)[1]
 
     def objective(trial: optuna.Trial) -> float:
         params = {**fixed, **{k: suggest(trial, k, p) for k, p in space.items()}}
@@ -164,9 +233,11 @@ def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], metric: 
         run_id = run.info.run_id
         for key, value in (("mlflow_run_id", run_id), ("host", socket.gethostname()), ("pid", os.getpid())):
             trial.set_user_attr(key, value)
-        client.log_batch(run_id, params=[MlflowParam(f"model.{k}", str(v)[:500]) for k, v in params.items()])
+        client.log_batch(run_id, params=[MlflowParam(f"model.{k}", str(v)[:500]) for k, v in params.items()
+                                         if k not in encode])  # encode-time ones: the best, once scored
         t0 = time.perf_counter()
         pruned: list[int] = []
+        epochs: int | None = None
 
         def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
             shown(epoch, metrics)
@@ -174,8 +245,8 @@ def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], metric: 
             client.log_batch(run_id, metrics=[Metric(f"epoch_{k}", float(v), stamp, epoch) for k, v in metrics.items()
                                               if isinstance(v, int | float) and math.isfinite(v)])
             fault_point(f"tune-trial-{trial.number}")  # crash tests: a kill inside a trial
-            if monitored in metrics:
-                trial.report(float(metrics[monitored]), epoch)
+            if monitored in metrics:  # reported at the share of the trial's epochs done, in percent
+                trial.report(float(metrics[monitored]), round(100 * epoch / epochs) if epochs else epoch)
                 if trial.should_prune():
                     pruned.append(epoch)
                     raise StopTraining(f"pruned by Optuna after epoch {epoch}")
@@ -183,10 +254,10 @@ def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], metric: 
         try:
             model = build_model(cfg.model_name, {"seed": cfg.run.seed, **params}, device,
                                 **model_inputs(cfg.model_name, params, data))
-            shown = progress(f"trial {trial.number}", total_epochs(getattr(model, "config", None)), echo)
+            epochs = total_epochs(getattr(model, "config", None))
+            shown = progress(f"trial {trial.number}", epochs, echo)
             try:
-                model.fit(split.train, on_epoch_end=on_epoch_end,
-                          validate=make_validator(split.valid_history, split.valid_targets, protocol, device=device))
+                model.fit(split.train, on_epoch_end=on_epoch_end, validate=validate)
             finally:
                 shown.close()
             if pruned:
@@ -194,8 +265,13 @@ def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], metric: 
                 client.set_terminated(run_id, "FINISHED")
                 echo(f"  trial {trial.number}: pruned after epoch {pruned[0]} ({_short(params, space)})")
                 raise optuna.TrialPruned(f"pruned after epoch {pruned[0]}")
-            value = float(evaluate_model(model, split.valid_history, split.valid_targets, protocol,
-                                         device=device)[metric])
+            setting, scores = best_encoding(model, combos, lambda: evaluate_model(
+                model, split.valid_history, split.valid_targets, protocol, device=device), metric)
+            value = float(scores[metric])
+            params.update(setting)
+            if setting:
+                trial.set_user_attr("encode_time", setting)
+                client.log_batch(run_id, params=[MlflowParam(f"model.{k}", str(v)) for k, v in setting.items()])
         except optuna.TrialPruned:
             raise
         except Exception as exc:
@@ -209,7 +285,7 @@ def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], metric: 
         client.set_tag(run_id, "optuna_state", "COMPLETE")
         client.set_terminated(run_id, "FINISHED")
         echo(f"  trial {trial.number}: val_{metric} {value:.5f} in {time.perf_counter() - t0:.0f} s "
-             f"({_short(params, space)})")
+             f"({_short(params, {**space, **encode})})")
         return value
 
     return objective
@@ -294,7 +370,7 @@ def _result(study: Any, cfg: RunConfig, url: str, metric: str, marked: list[int]
         raise RuntimeError(f"study {study.study_name}: no trial completed ({counts[TrialState.PRUNED]} pruned, "
                            f"{counts[TrialState.FAIL]} failed); see the trials' MLflow runs for the errors")
     best = study.best_trial
-    params = {**cfg.model, **best.params}
+    params = {**cfg.model, **trial_params(best)}
     path = out / f"best_{cfg.model_name}.toml"
     atomic.write_text(path, best_config_toml(cfg.model_name, params, study.study_name, best.number,
                                              f"val_{metric}", float(best.value)))

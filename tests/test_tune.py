@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -124,3 +125,50 @@ def test_a_killed_tune_continues_without_losing_or_double_counting_a_trial(tmp_p
     runs = client.search_runs([client.get_experiment_by_name("t").experiment_id],
                               filter_string="tags.optuna_trial = '1'")
     assert len(runs) == 1 and runs[0].info.status == "KILLED" and runs[0].data.tags["optuna_state"] == "FAIL"
+
+
+def test_item2vec_trials_start_at_the_config_and_are_scored_at_every_encode_time_setting(sqlite_store: Path) -> None:
+    """Trial 0 is the given config's point; a trial's value is its fit's best over scoring x user_decay (refit
+    here with the same seed and scored combination by combination), and the best TOML carries that setting."""
+    import tomllib as toml
+
+    from pipelines.train import model_inputs, prepared_data, protocol_for
+    from pipelines.tune import encode_combos, start_point
+    from recsys.evaluation.evaluator import evaluate_model
+    from recsys.models.item2vec import ITEM2VEC_SPACE, Item2Vec
+    from recsys.models.registry import build_model
+
+    given = {"name": "item2vec", "batch_size": 1024, "window": 3, "negatives": 5, "ns_exponent": 0.75, "epochs": 5,
+             "dim": 64, "subsample": 0.0, "lr": 0.05, "user_decay": 0.6, "scoring": "in-in"}
+    cfg = _cfg(given)
+    res = tune(cfg, sqlite_store / "runs", trials=2, echo=lambda _: None)
+    first = _trials(res.storage, res.study)[0]
+    fitted = {k: v for k, v in given.items() if k in ITEM2VEC_SPACE and k not in Item2Vec.encode_time}
+    assert first.params == fitted == start_point(cfg, {k: ITEM2VEC_SPACE[k] for k in fitted})
+    assert first.state.name == "COMPLETE"  # the pruner waits for 5 complete trials
+    assert sorted(first.intermediate_values) == [20, 40, 60, 80, 100]  # epochs 1..5 as % of the schedule
+    data = prepared_data(cfg, sqlite_store / "refit")
+    params = {k: v for k, v in given.items() if k != "name"}
+    model = build_model("item2vec", {"seed": 3, **params}, "cpu", **model_inputs("item2vec", params, data))
+    model.fit(data.split.train)
+    combos = encode_combos({k: ITEM2VEC_SPACE[k] for k in Item2Vec.encode_time})
+    assert len(combos) == 2 * 5
+    scores = []
+    for combo in combos:
+        model.config = dataclasses.replace(model.config, **combo)
+        scores.append(evaluate_model(model, data.split.valid_history, data.split.valid_targets,
+                                     protocol_for(cfg, data))["ndcg_10"])
+    assert first.value == pytest.approx(max(scores), abs=1e-12)
+    assert first.user_attrs["encode_time"] == combos[scores.index(max(scores))]
+    best = _trials(res.storage, res.study)[res.best_trial]
+    table = toml.loads(res.toml_path.read_text())["models"]["item2vec"]
+    assert {k: table[k] for k in Item2Vec.encode_time} == best.user_attrs["encode_time"]
+
+
+def test_a_start_point_leaves_out_values_outside_the_space() -> None:
+    from pipelines.tune import start_point
+    from recsys.search_space import Choice, Float
+
+    cfg = _cfg({"name": "item2vec", "window": 7, "lr": 0.05})
+    space = {"window": Choice(3, 5), "lr": Float(0.01, 0.1), "dim": Choice(64, 128)}
+    assert start_point(cfg, space) == {"lr": 0.05, "dim": 128}  # window 7 is not a choice; dim: the default

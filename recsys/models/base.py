@@ -69,6 +69,10 @@ class Model(ABC):
     warm_start: ClassVar[Literal["", "vectors", "weights"]] = ""
     #: what ``recsys tune`` searches: config field -> range (:mod:`recsys.search_space`); empty = nothing to tune
     search_space: ClassVar[dict] = {}
+    #: keys of ``search_space`` read only when encoding users or ranking (not by ``fit``), each a ``Choice``:
+    #: ``recsys tune`` scores every combination of their values on each fit by setting them on ``model.config``,
+    #: no refit; the first is also swept at every epoch's validation (pruning)
+    encode_time: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self._train: Sequences | None = None

@@ -153,6 +153,7 @@ class Item2Vec(Model):
     name: ClassVar[str] = "item2vec"
     Config: ClassVar[type] = Item2VecConfig
     search_space: ClassVar[SearchSpace] = ITEM2VEC_SPACE
+    encode_time: ClassVar[tuple[str, ...]] = ("scoring", "user_decay")
     warm_start: ClassVar[str] = "vectors"
 
     def __init__(self, config: Item2VecConfig | None = None, device: str | torch.device = "auto") -> None:
