@@ -1,12 +1,14 @@
 """Library defaults that transfer: each candidate configuration on the validation split of every shared data set.
 
-    python experiments/defaults.py                    # item2vec and ALS candidates, every set (about 40 min)
+    python experiments/defaults.py                    # item2vec and ALS candidates, every set (about an hour)
     python experiments/defaults.py --models als --sets ml-100k,beauty --merge
 
 For each model family, a small set of candidate configurations (``CANDIDATES``: the current library default and
 its neighbours, one setting changed at a time) is fitted (``SEEDS`` seeds, scores averaged) on every data set of
 ``experiments/item2vec_common.py`` (Beauty, Games, the MovieLens 1M sample, latest-small, 100K), each prepared
-by the pipeline's own data steps (minimum length 3, leave-last-out). Each fit is scored on *validation* NDCG@10;
+by the pipeline's own data steps (minimum length 3, leave-last-out). Candidates that change only an encode-time
+setting (item2vec's ``user_decay``, ``scoring``) are scored on the default's fit. Each fit is scored on *validation*
+NDCG@10;
 a candidate's ratio on a set is its score over the best score any candidate of that family reached there, and
 the chosen default is the candidate with the highest *worst* ratio across sets (ties: the higher mean ratio),
 but the current default stays unless that worst ratio beats the default's by more than ``MARGIN`` (one-seed
@@ -20,6 +22,7 @@ pipeline configs are then set to the chosen candidates by hand (the report says 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -47,6 +50,7 @@ CANDIDATES: dict[str, dict[str, dict]] = {
         "user_decay 0.2": {"user_decay": 0.2},
         "user_decay 0.8": {"user_decay": 0.8},
         "negatives 10": {"negatives": 10},
+        "scoring in-in": {"scoring": "in-in"},
     },
     "als": {
         "default": {},
@@ -66,16 +70,29 @@ SEEDS = {"item2vec": 1, "als": 3}
 MARGIN = 0.01
 
 
-def fit_score(model_name: str, overrides: dict, split, part: str = "valid", seeds: int = 1) -> dict:
+def fit_score(model_name: str, overrides: dict, split, part: str = "valid", seeds: int = 1,
+              fits: dict | None = None) -> dict:
     """Fit ``model_name`` at its library default plus ``overrides`` (seeds 42, 43, ...) on ``split.train``; the
-    mean NDCG@10 / HR@10 on ``part`` and the mean fit seconds."""
+    mean NDCG@10 / HR@10 on ``part`` and the mean fit seconds.
+
+    ``fits`` caches fitted models by (split, fit-time settings, seed): candidates that differ only in the model's
+    encode-time settings (``Model.encode_time``, e.g. item2vec's ``user_decay``) are scored on the same fit, no
+    refit (their fit seconds are that fit's)."""
     hist, targets = ((split.valid_history, split.valid_targets) if part == "valid"
                      else (split.test_history, split.test_targets))
+    encode = MODELS[model_name].encode_time
+    default = MODELS[model_name].Config()
+    setting = {k: overrides.get(k, getattr(default, k)) for k in encode}
+    fits = {} if fits is None else fits
     runs = []
     for seed in range(42, 42 + seeds):
-        t0 = time.perf_counter()
-        model = build_model(model_name, {**overrides, "seed": seed}, "cpu").fit(split.train)
-        fit_s = time.perf_counter() - t0
+        key = (id(split), tuple(sorted((k, v) for k, v in overrides.items() if k not in encode)), seed)
+        if key not in fits:
+            t0 = time.perf_counter()
+            fitted = build_model(model_name, {**overrides, "seed": seed}, "cpu").fit(split.train)
+            fits[key] = (fitted, time.perf_counter() - t0)
+        model, fit_s = fits[key]
+        model.config = dataclasses.replace(model.config, **setting)
         res = evaluate_model(model, hist, targets)
         runs.append((res["ndcg_10"], res["hr_10"], fit_s))
     return {"ndcg_10": round(sum(r[0] for r in runs) / seeds, 5), "hr_10": round(sum(r[1] for r in runs) / seeds, 5),
@@ -149,15 +166,17 @@ def main() -> None:
     for model in models:
         commit = commit_now()
         scores: dict[str, dict] = {}
+        fits: dict = {}  # per model family: its candidates' fits, reused across encode-time settings
         for cand, overrides in CANDIDATES[model].items():
             scores[cand] = {}
             for s in names:
-                scores[cand][s] = fit_score(model, overrides, splits[s], seeds=args.seeds or SEEDS[model])
+                scores[cand][s] = fit_score(model, overrides, splits[s], seeds=args.seeds or SEEDS[model], fits=fits)
                 print(f"{model} {cand:<20} {s:<16} val ndcg_10 {scores[cand][s]['ndcg_10']:.4f} "
                       f"({scores[cand][s]['fit_s']:.0f} s)", flush=True)
         chosen, ratios = choose(scores)
-        test = {s: fit_score(model, CANDIDATES[model][chosen], splits[s], "test", args.seeds or SEEDS[model])
+        test = {s: fit_score(model, CANDIDATES[model][chosen], splits[s], "test", args.seeds or SEEDS[model], fits)
                 for s in names}
+        fits.clear()
         res["models"][model] = {"commit": commit, "sets": names, "scores": scores, "ratios": ratios,
                                 "chosen": chosen, "chosen_test": test,
                                 "library_default": to_dict(MODELS[model].Config())}
