@@ -25,12 +25,12 @@ import polars as pl
 
 from recsys import atomic
 from recsys.config import to_dict
-from recsys.data.schema import ITEM_IDX, TIMESTAMP, USER_IDX
-from recsys.data.split import SplitData, leave_last_out
 from recsys.evaluation.evaluator import EvalProtocol, evaluate_model
+from recsys.ingest.schema import ITEM_IDX, TIMESTAMP, USER_IDX
 from recsys.models.base import Model
 from recsys.models.implicit_models import ALS, BPR, ALSConfig, BPRConfig
 from recsys.models.popularity import Popularity
+from recsys.prepare.split import SplitData, leave_last_out
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "iclrec-amazon" / "Beauty.txt"
 REPORTS = Path(__file__).resolve().parent / "reports"

@@ -28,12 +28,12 @@ from beauty_baselines import DEFAULT_DATA, REPORTS, read_beauty  # same folder; 
 
 from recsys import atomic
 from recsys.config import from_dict, load_toml, to_dict
-from recsys.data.split import SplitData, leave_last_out
 from recsys.evaluation.evaluator import EvalProtocol, evaluate_model, make_validator
 from recsys.models.base import Model
 from recsys.models.popularity import Popularity
 from recsys.models.registry import MODELS
 from recsys.models.two_tower import TwoTowerConfig
+from recsys.prepare.split import SplitData, leave_last_out
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 #: published test NDCG@10 on this file and protocol

@@ -1,7 +1,7 @@
 """Data-layer benchmark: synthetic Parquet logs -> ingest -> dedupe + k-core -> IdMap -> split -> saved sequences.
 
 Each (size, implementation) runs in a fresh subprocess, so its peak RSS (``ru_maxrss`` of that
-process) is its own. The polars/numpy data layer of ``recsys.data`` is compared with a plain
+process) is its own. The polars/numpy data layer (``recsys.ingest`` and ``recsys.prepare``) is compared with a plain
 pandas implementation of the same steps, measured in the same run, and the ratios are printed.
 
     python experiments/bench_data.py              # 10M and 50M events, pandas too (each run has a timeout)
@@ -9,7 +9,7 @@ pandas implementation of the same steps, measured in the same run, and the ratio
     python experiments/bench_data.py --csv 20     # a 20M-row CSV log, plain and gzip-compressed
 
 ``--csv N`` writes N million synthetic events as one CSV log (``user,item,timestamp,weight,event``) and
-a gzip copy of it (level 6), then reads each with ``recsys.data.readers.read_interactions`` in a fresh
+a gzip copy of it (level 6), then reads each with ``recsys.ingest.readers.read_interactions`` in a fresh
 subprocess (the gzip file is decompressed as a stream): rows/s and peak RSS of both, and their ratios
 (report ``experiments/reports/bench_data_csv.{json,md}``).
 
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from recsys import atomic  # noqa: E402
-from recsys.data.synthetic import SyntheticConfig, write  # noqa: E402
+from recsys.sources.synthetic import SyntheticConfig, write  # noqa: E402
 
 REPORTS = REPO / "experiments" / "reports"
 USER_K = ITEM_K = 5
@@ -86,29 +86,29 @@ class _Timer:
 
 
 def _polars_ingest(data: Path):
-    """Per part file: recsys.data.readers.read_interactions when it exists, else Parquet scan + validate_frame."""
+    """Per part file: recsys.ingest.readers.read_interactions when it exists, else Parquet scan + validate_frame."""
     import polars as pl
 
     parts = sorted((data / "interactions").glob("part-*.parquet"))
     try:  # the readers module may land after this script; fall back to the validation layer alone
-        from recsys.data.readers import ColumnMapping, read_interactions
+        from recsys.ingest.readers import ColumnMapping, read_interactions
     except ImportError:
-        from recsys.data.validate import validate_frame
+        from recsys.ingest.validation import validate_frame
 
         raw = pl.scan_parquet(parts).with_row_index("row", offset=1).collect()
         v = validate_frame(raw, str(data / "interactions"), timestamp_unit="s")
-        return v.frame.rechunk(), "polars.scan_parquet + recsys.data.validate.validate_frame"
+        return v.frame.rechunk(), "polars.scan_parquet + recsys.ingest.validation.validate_frame"
     mapping = ColumnMapping(weight="weight", event="event")
     frames = [read_interactions(p, fmt="parquet", mapping=mapping, timestamp_unit="s").frame for p in parts]
     # one contiguous frame: later to_numpy() calls are zero-copy instead of gathering ~40 chunks a part
-    return pl.concat(frames, rechunk=True), "recsys.data.readers.read_interactions per part file, rechunked"
+    return pl.concat(frames, rechunk=True), "recsys.ingest.readers.read_interactions per part file, rechunked"
 
 
 def run_polars(data: Path, out: Path) -> dict:
-    from recsys.data.filters import dedupe, kcore
-    from recsys.data.idmap import IdMap, encode_interactions
-    from recsys.data.report import IngestReport
-    from recsys.data.split import leave_last_out
+    from recsys.ingest.report import IngestReport
+    from recsys.prepare.filters import dedupe, kcore
+    from recsys.prepare.idmap import IdMap, encode_interactions
+    from recsys.prepare.split import leave_last_out
 
     t = _Timer()
     frame, how = _polars_ingest(data)
@@ -192,7 +192,7 @@ def _result(t: _Timer) -> dict:
 
 def run_csv(data: Path, out: Path) -> dict:
     """Read one CSV log (plain or compressed) through the public reader; the rows it accepted and the cost."""
-    from recsys.data.readers import ColumnMapping, read_interactions
+    from recsys.ingest.readers import ColumnMapping, read_interactions
 
     t = _Timer()
     res = read_interactions(data, mapping=ColumnMapping(weight="weight", event="event"))
@@ -246,7 +246,7 @@ def _engine_run(data: Path, out: Path, engine: str) -> dict:
     """The out-of-core or Spark engine on the same steps as run_polars: dedupe, k-core(5,5), ids, leave-last-out."""
     import shutil
 
-    from recsys.data.readers import ColumnMapping
+    from recsys.ingest.readers import ColumnMapping
 
     work = out.parent / f"{out.name}-work"
     shutil.rmtree(work, ignore_errors=True)
@@ -255,17 +255,17 @@ def _engine_run(data: Path, out: Path, engine: str) -> dict:
     t = _Timer()
     kwargs = dict(mapping=ColumnMapping(weight="weight", event="event"), user_k=USER_K, item_k=ITEM_K, min_length=1)
     if engine == "outofcore":
-        from recsys.data.outofcore import OutOfCoreOptions, prepare_out_of_core
+        from recsys.prepare.engines.outofcore import OutOfCoreOptions, prepare_out_of_core
 
         res = prepare_out_of_core(data / "interactions", out, **kwargs, options=OutOfCoreOptions(work_dir=str(work)))
     else:
-        from recsys.data.spark import prepare_spark
+        from recsys.prepare.engines.spark import prepare_spark
 
         res = prepare_spark(data / "interactions", out, **kwargs, work_dir=str(work))
     t.lap("total")
     disk = mon.stop()
     r = res.report
-    return {"ingest": f"recsys.data.{engine}", "rows_read": r.rows_read, "rows_kept": res.n_events,
+    return {"ingest": f"recsys.prepare.engines.{engine}", "rows_read": r.rows_read, "rows_kept": res.n_events,
             "n_users": len(res.users), "n_items": len(res.items), "n_test_targets": res.split_params["n_test_targets"],
             "fingerprint": res.fingerprint, "partitions": r.stats.get("partitions"), "engine_steps_s": res.steps_s,
             **disk, **_result(t)}
@@ -389,7 +389,7 @@ def write_csv_report(row: dict, args: argparse.Namespace) -> None:
              f"Machine: {meta['machine']}; Python {meta['python']}. Command: `{meta['command']}` at commit "
              f"{meta['commit']}. Load average at start: {meta['loadavg']}.", "",
              f"{row['n_events']:,} synthetic events as one CSV (`user,item,timestamp,weight,event`), read by "
-             "`recsys.data.readers.read_interactions` (validation and quarantine included) in a fresh subprocess; "
+             "`recsys.ingest.readers.read_interactions` (validation and quarantine included) in a fresh subprocess; "
              "peak RSS = its ru_maxrss. The gzip file is decompressed as a stream into a temporary plain copy "
              "(1 MiB buffer), which the CSV reader then reads.", "",
              "| file | size MB | rows read | accepted | seconds | CPU s | M rows/s | peak RSS GB |",
@@ -454,7 +454,7 @@ def write_reports(rows: list[dict], args: argparse.Namespace) -> None:
               "- Wall times depend on the other jobs on this shared machine (see the load average); CPU seconds",
               "  (user + system of the child process) are the steadier basis for the ratios.",
               "- pandas dedupe is `drop_duplicates()` over all five columns; the polars side hashes the key columns",
-              "  and checks only hash collisions exactly (recsys.data.filters.dedupe)."]
+              "  and checks only hash collisions exactly (recsys.prepare.filters.dedupe)."]
     _atomic(REPORTS / f"{name}.md", "\n".join(lines) + "\n")
 
 

@@ -18,7 +18,7 @@ Parts (each writes into ``experiments/reports/bench_item2vec.{json,md}``):
   ours and gensim alternate ``--repeats`` times; medians and the throughput ratio.
 * ``variants``: our design choices on Beauty (sparse vs dense updates, shared negatives, repeat cap, CBOW).
 * ``workers``: our fit on Beauty with ``workers=1`` and ``workers=2``, alternating ``--repeats`` times.
-* ``synthetic``: ``recsys.data.synthetic`` with 5M events (one fit each).
+* ``synthetic``: ``recsys.sources.synthetic`` with 5M events (one fit each).
 * ``rules``: the row-update rules (Adagrad, mean, capped, plain sum) at the library default otherwise, on
   the validation split of ``--rule-sets``: how the default rule was chosen.
 
@@ -68,9 +68,9 @@ from item2vec_common import (  # noqa: E402
 )
 
 from recsys import atomic  # noqa: E402
-from recsys.data.split import SplitData  # noqa: E402
 from recsys.models.base import NaNLossError  # noqa: E402
 from recsys.models.item2vec import Item2VecConfig  # noqa: E402
+from recsys.prepare.split import SplitData  # noqa: E402
 
 SHARED = {"dim": 64, "window": 5, "negatives": 5, "epochs": 5, "ns_exponent": 0.75, "subsample": 1e-3}
 

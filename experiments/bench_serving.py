@@ -46,9 +46,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from recsys import atomic  # noqa: E402
-from recsys.data.sequences import Sequences  # noqa: E402
 from recsys.export import AnnConfig, export_bundle, export_model  # noqa: E402
 from recsys.models.two_tower import TwoTower, TwoTowerConfig, TwoTowerEnsemble, TwoTowerEnsembleConfig  # noqa: E402
+from recsys.prepare.sequences import Sequences  # noqa: E402
 from serving import Recommender  # noqa: E402
 
 BEAUTY = Path(os.environ.get("RECSYS_SHARED_DATA", REPO.parent / "shared" / "data")) / "iclrec-amazon" / "Beauty.txt"

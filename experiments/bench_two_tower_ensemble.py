@@ -29,8 +29,8 @@ from beauty_baselines import DEFAULT_DATA, REPORTS, read_beauty  # same folder
 
 from recsys import atomic
 from recsys.config import from_dict, load_toml
-from recsys.data.split import leave_last_out
 from recsys.models.two_tower import TwoTower, TwoTowerEnsemble, TwoTowerEnsembleConfig
+from recsys.prepare.split import leave_last_out
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "beauty_two_tower_ensemble.toml"
 VARIANTS = ("one_member", "in_turn", "at_once")

@@ -30,11 +30,11 @@ import torch.nn.functional as F
 from beauty_baselines import DEFAULT_DATA, REPORTS, read_beauty  # same folder
 
 from recsys import atomic
-from recsys.data.split import leave_last_out
 from recsys.models.two_tower import TwoTower, TwoTowerConfig
 from recsys.models.two_tower import user_tower as U
 from recsys.models.two_tower.data import epoch_batches, training_windows, trim_padding
 from recsys.models.two_tower.train import StepInputs, step_loss
+from recsys.prepare.split import leave_last_out
 
 VARIANTS = ("reference", "fast_dropout", "fused_adamw", "bf16")
 

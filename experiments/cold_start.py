@@ -39,11 +39,11 @@ import torch
 
 from pipelines.tracking import git_commit
 from recsys import atomic
-from recsys.data.readers import read_interactions
-from recsys.data.sequences import Sequences
 from recsys.evaluation.evaluator import EvalProtocol, evaluate
+from recsys.ingest.readers import read_interactions
 from recsys.models.two_tower import TwoTower, TwoTowerConfig, TwoTowerEnsemble, TwoTowerEnsembleConfig
 from recsys.models.two_tower.content import build_item_features
+from recsys.prepare.sequences import Sequences
 
 ROOT = Path(__file__).resolve().parent
 REPORTS = ROOT / "reports"

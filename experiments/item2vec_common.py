@@ -8,7 +8,7 @@ steps (read, validate, minimum length 3, sorted id maps, leave-last-out):
 * ``ml-1m-sample``: the MovieLens 1M ratings sample (``ml-1m/ratings.sample-100k.dat``, 10%), by time;
 * ``ml-latest-small``: MovieLens latest-small (``ml-latest-small/ratings.csv``), by time;
 * ``ml-100k``: MovieLens 100K (``ml-100k/u.data``), by time;
-* ``synthetic``: ``recsys.data.synthetic`` (users with category tastes and sequential habits), generated:
+* ``synthetic``: ``recsys.sources.synthetic`` (users with category tastes and sequential habits), generated:
   :func:`load_synthetic` (5M events in the benchmark).
 
 Fitters: ``ours`` (:class:`~recsys.models.item2vec.Item2Vec` on CPU) and ``gensim`` (``Word2Vec``,
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.data.sequences import Sequences
-from recsys.data.split import SplitData
 from recsys.evaluation.evaluator import evaluate_model
 from recsys.models.item2vec import Item2Vec, Item2VecConfig
+from recsys.prepare.sequences import Sequences
+from recsys.prepare.split import SplitData
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("RECSYS_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -65,7 +65,7 @@ def load_beauty(path: Path = BEAUTY) -> SplitData:
 def load_file(path: Path, fmt: str, encoding: str, name: str) -> SplitData:
     from pipelines.config import DataConfig
     from pipelines.prepare import clean, fit_id_maps, ingest, split_encoded
-    from recsys.data.idmap import encode_interactions
+    from recsys.prepare.idmap import encode_interactions
 
     if not path.is_file():
         raise SystemExit(f"{path} not found: the data sets live in ../shared/data (or set RECSYS_SHARED_DATA)")
@@ -77,11 +77,11 @@ def load_file(path: Path, fmt: str, encoding: str, name: str) -> SplitData:
 
 
 def load_synthetic(n_events: int) -> SplitData:
-    """``recsys.data.synthetic`` with ``n_events`` events (a user per 50 events, an item per 250), leave-last-out."""
+    """``recsys.sources.synthetic`` with ``n_events`` events (a user per 50 events, an item per 250), leave-last-out."""
     import polars as pl
 
-    from recsys.data.split import leave_last_out
-    from recsys.data.synthetic import SyntheticConfig, generate
+    from recsys.prepare.split import leave_last_out
+    from recsys.sources.synthetic import SyntheticConfig, generate
 
     cfg = SyntheticConfig(n_users=max(n_events // 50, 100), n_items=max(n_events // 250, 200), n_events=n_events)
     inter = generate(cfg).interactions

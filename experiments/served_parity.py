@@ -34,11 +34,11 @@ from beauty_baselines import DEFAULT_DATA, REPORTS, read_beauty  # same folder; 
 
 from pipelines.config import load_run_config
 from recsys import atomic
-from recsys.data.split import SplitData, leave_last_out
 from recsys.evaluation.evaluator import EvalProtocol, evaluate_model, make_validator
 from recsys.export import AnnConfig, export_model
 from recsys.models.base import Model
 from recsys.models.registry import MODELS, build_model
+from recsys.prepare.split import SplitData, leave_last_out
 from serving import Recommender
 
 CONFIGS = Path(__file__).resolve().parent / "configs"

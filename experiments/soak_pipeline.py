@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from recsys import atomic  # noqa: E402
-from recsys.data.synthetic import SyntheticConfig, write  # noqa: E402
+from recsys.sources.synthetic import SyntheticConfig, write  # noqa: E402
 
 CONFIG = """# written by experiments/soak_pipeline.py: experiments/pipelines/nightly.toml with small models
 [pipeline]

@@ -52,10 +52,10 @@ sys.path.insert(0, str(REPO / "experiments"))
 from item2vec_common import fit, sentences, with_scoring  # noqa: E402
 
 from recsys import atomic  # noqa: E402
-from recsys.data.split import SplitData  # noqa: E402
 from recsys.evaluation.evaluator import evaluate_model  # noqa: E402
 from recsys.models.base import NaNLossError  # noqa: E402
 from recsys.models.item2vec import Item2VecConfig  # noqa: E402
+from recsys.prepare.split import SplitData  # noqa: E402
 
 # where every search starts: the Beauty config tuned earlier (in-in, ours), its scoring replaced
 START = {"dim": 64, "window": 10, "negatives": 5, "ns_exponent": 0.75, "subsample": 1e-3, "epochs": 10,

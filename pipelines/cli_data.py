@@ -167,7 +167,7 @@ def sequences(
     max_len: int = typer.Option(0, help="Keep only the most recent N events per row (0 = all)."),
 ) -> None:
     """Per-user (or per-session) time-ordered sequences of all events, memory-mappable."""
-    from recsys.data.build import build_sequences
+    from recsys.prepare.build import build_sequences
 
     try:
         encoded = pl.read_parquet(prepared / "interactions.parquet")
@@ -191,7 +191,7 @@ def generate(
     seed: int = typer.Option(42, help="Random seed (same seed -> same data)."),
 ) -> None:
     """Write a synthetic log with planted tastes and sequential dynamics (Parquet parts)."""
-    from recsys.data.synthetic import SyntheticConfig, write
+    from recsys.sources.synthetic import SyntheticConfig, write
 
     write(SyntheticConfig(n_users=users, n_items=items, n_events=events, seed=seed), out, progress=True)
     typer.echo(f"wrote {events:,} events to {out}")
@@ -204,7 +204,7 @@ def download(
     url: str = typer.Option(None, help="Override the publisher URL (mirrors, tests)."),
 ) -> None:
     """Download a MovieLens data set from its publisher, check its sha256 and extract it into the cache."""
-    from recsys.data.download import download as fetch
+    from recsys.sources.download import download as fetch
 
     try:
         path = fetch(name, cache_dir, url=url)

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys.data.idmap import IdMap
-from recsys.data.split import SplitData
 from recsys.evaluation.evaluator import EvalProtocol, evaluate
+from recsys.prepare.idmap import IdMap
+from recsys.prepare.split import SplitData
 from serving import format as fmt
 from serving.loader import load_bundle
 

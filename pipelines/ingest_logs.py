@@ -23,10 +23,10 @@ import polars as pl
 from pipelines.config import DataConfig
 from pipelines.prepare import Ingested, read_source
 from recsys import atomic
-from recsys.data import filters
-from recsys.data.compressed import SUFFIXES as COMPRESSED
-from recsys.data.compressed import inner_name
-from recsys.data.report import IngestReport
+from recsys.ingest.compression import SUFFIXES as COMPRESSED
+from recsys.ingest.compression import inner_name
+from recsys.ingest.report import IngestReport
+from recsys.prepare import filters
 
 log = logging.getLogger(__name__)
 

@@ -27,12 +27,12 @@ import polars as pl
 from pipelines.config import DataConfig
 from recsys.atomic import atomic_dir
 from recsys.config import to_dict
-from recsys.data import filters
-from recsys.data.idmap import IdMap, encode_interactions
-from recsys.data.report import IngestReport
-from recsys.data.schema import ITEM, ITEM_IDX, USER
-from recsys.data.sequences import Sequences
-from recsys.data.split import SplitData, leave_last_out, temporal_split
+from recsys.ingest.report import IngestReport
+from recsys.ingest.schema import ITEM, ITEM_IDX, USER
+from recsys.prepare import filters
+from recsys.prepare.idmap import IdMap, encode_interactions
+from recsys.prepare.sequences import Sequences
+from recsys.prepare.split import SplitData, leave_last_out, temporal_split
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Prepared:
 
 def read_source(cfg: DataConfig, path: str | Path) -> Ingested:
     """Read and validate one log file with ``cfg``'s format, column mapping and bad-row threshold."""
-    from recsys.data.readers import ColumnMapping, read_interactions
+    from recsys.ingest.readers import ColumnMapping, read_interactions
 
     mapping = ColumnMapping(user=cfg.user_col, item=cfg.item_col, timestamp=cfg.timestamp_col,
                             weight=cfg.weight_col or None, event=cfg.event_col or None)
@@ -85,7 +85,7 @@ def ingest(cfg: DataConfig, seed: int = 42) -> Ingested:
 
 
 def _synthetic(cfg: DataConfig, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    from recsys.data.synthetic import SyntheticConfig, generate
+    from recsys.sources.synthetic import SyntheticConfig, generate
 
     data = generate(SyntheticConfig(n_users=cfg.synthetic_users, n_items=cfg.synthetic_items,
                                     n_events=cfg.synthetic_events, seed=seed))
@@ -165,7 +165,7 @@ def prepare(cfg: DataConfig, out_dir: str | Path, seed: int = 42, id_maps_from: 
 
 def prepare_with_engine(cfg: DataConfig, out: Path, seed: int = 42, id_maps_from: str | Path | None = None) -> Prepared:
     """:func:`prepare` on the out-of-core or Spark engine: the same prepared folder, for logs larger than memory."""
-    from recsys.data.readers import ColumnMapping
+    from recsys.ingest.readers import ColumnMapping
 
     previous = load_id_maps(Path(id_maps_from)) if id_maps_from else None
     mapping = ColumnMapping(user=cfg.user_col, item=cfg.item_col, timestamp=cfg.timestamp_col,
@@ -182,12 +182,12 @@ def prepare_with_engine(cfg: DataConfig, out: Path, seed: int = 42, id_maps_from
                       item_k=cfg.item_k, min_length=cfg.min_length, split=cfg.split, cut_quantile=cfg.cut_quantile,
                       previous=previous)
         if cfg.engine == "outofcore":
-            from recsys.data.outofcore import OutOfCoreOptions, prepare_out_of_core
+            from recsys.prepare.engines.outofcore import OutOfCoreOptions, prepare_out_of_core
 
             res = prepare_out_of_core(path, tmp, **kwargs, options=OutOfCoreOptions(
                 partition_rows=cfg.partition_rows, work_dir=cfg.work_dir))
         elif cfg.engine == "spark":
-            from recsys.data.spark import prepare_spark
+            from recsys.prepare.engines.spark import prepare_spark
 
             res = prepare_spark(path, tmp, **kwargs, master=cfg.spark_master, work_dir=cfg.work_dir)
         else:
@@ -195,7 +195,7 @@ def prepare_with_engine(cfg: DataConfig, out: Path, seed: int = 42, id_maps_from
         if not cfg.path:
             Path(path).unlink()
         elif res.fmt in ("ml-100k", "ml-1m", "ml-latest-small"):
-            from recsys.data import movielens
+            from recsys.ingest import movielens
 
             meta_raw, _ = movielens.metadata(res.fmt, Path(cfg.path).parent)
         meta = _encode_meta(meta_raw, res.items)
@@ -255,7 +255,7 @@ def raw_items_meta(data: Prepared) -> pl.DataFrame | None:
 
 def all_events(data: Prepared) -> Sequences:
     """Every user's whole history (all splits, oldest first): what an exported bundle encodes and stores."""
-    from recsys.data.build import build_sequences
+    from recsys.prepare.build import build_sequences
 
     encoded = pl.read_parquet(data.directory / "interactions.parquet")
     return build_sequences(encoded, data.split.n_users, data.split.n_items)

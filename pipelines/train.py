@@ -31,11 +31,11 @@ from pipelines.progress import chain, progress, time_budget, total_epochs
 from pipelines.runstate import fault_point
 from recsys import atomic
 from recsys.config import from_dict, to_dict
-from recsys.data.split import SplitData
 from recsys.device import resolve_device
 from recsys.evaluation.evaluator import EvalProtocol, evaluate_model, make_validator
 from recsys.models.base import Model
 from recsys.models.registry import MODELS, build_model, check_model_config
+from recsys.prepare.split import SplitData
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from recsys.data.errors import REASONS, DataError
-from recsys.data.readers import ColumnMapping, read_interactions
-from recsys.data.validate import TimeBounds
+from recsys.ingest.errors import REASONS, DataError
+from recsys.ingest.readers import ColumnMapping, read_interactions
+from recsys.ingest.validation import TimeBounds
 
 HEADER = "user,item,timestamp\n"
 T0 = 1_600_000_000  # 2020-09-13

@@ -10,13 +10,13 @@ import polars as pl
 import pytest
 from conftest import _require
 
-from recsys.data.schema import ITEM_IDX, TIMESTAMP, USER_IDX
-from recsys.data.sequences import Sequences
-from recsys.data.split import SplitData, leave_last_out
-from recsys.data.synthetic import SyntheticConfig, generate
 from recsys.evaluation.evaluator import EvalProtocol, evaluate, evaluate_model
+from recsys.ingest.schema import ITEM_IDX, TIMESTAMP, USER_IDX
 from recsys.models.implicit_models import ALS, BPR, ALSConfig, BPRConfig
 from recsys.models.popularity import Popularity
+from recsys.prepare.sequences import Sequences
+from recsys.prepare.split import SplitData, leave_last_out
+from recsys.sources.synthetic import SyntheticConfig, generate
 
 
 def read_u_data(path: Path) -> tuple[pl.DataFrame, int, int]:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.data.build import build_sequences, sort_events
+from recsys.prepare.build import build_sequences, sort_events
 
 I32 = {"user_idx": pl.Int32, "item_idx": pl.Int32, "timestamp": pl.Int64}
 

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from recsys.data.sequences import Sequences
+from recsys.prepare.sequences import Sequences
 
 runner = CliRunner()
 

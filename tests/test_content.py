@@ -11,10 +11,10 @@ import pytest
 
 from recsys.config import ConfigError
 from recsys.content import CachedEncoder, item_texts, read_vectors
-from recsys.data.errors import DataError
-from recsys.data.sequences import Sequences
+from recsys.ingest.errors import DataError
 from recsys.models.two_tower import TwoTower, TwoTowerConfig, TwoTowerEnsemble, TwoTowerEnsembleConfig
 from recsys.models.two_tower.content import build_item_features
+from recsys.prepare.sequences import Sequences
 
 
 class CountingEncoder:

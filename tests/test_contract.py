@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys.data.sequences import Sequences
 from recsys.models.base import Model, NotFittedError, take_rows
 from recsys.models.registry import MODELS
+from recsys.prepare.sequences import Sequences
 
 N_GROUP, N_USERS, LEN = 12, 200, 4
 N_ITEMS = 2 * N_GROUP

@@ -35,7 +35,7 @@ def _split() -> tuple:
         s = seqs.row(u).tolist()
         hist.append(s[:-1])
         tgt.append(s[-1:])
-    from recsys.data.sequences import Sequences
+    from recsys.prepare.sequences import Sequences
 
     return Sequences.from_lists(hist, n_items=40), Sequences.from_lists(tgt, n_items=40)
 

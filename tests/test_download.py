@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from recsys.data import download as dl
-from recsys.data.download import DATASETS, ChecksumError, DownloadError, RemoteDataset, download
+from recsys.sources import download as dl
+from recsys.sources.download import DATASETS, ChecksumError, DownloadError, RemoteDataset, download
 
 
 def _zip(top: str, files: dict[str, str]) -> bytes:

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys.data.sequences import Sequences
 from recsys.evaluation.evaluator import EvalProtocol, evaluate, evaluate_model, make_validator
 from recsys.models.base import Model
+from recsys.prepare.sequences import Sequences
 
 LOG3 = math.log2(3)
 # one factor: user vector [1] scores item i by ITEMS[i]; item 1 best, item 4 worst

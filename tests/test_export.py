@@ -12,12 +12,12 @@ import pytest
 import scipy.sparse as sp
 from test_serving import make_bundle
 
-from recsys.data.sequences import Sequences
 from recsys.export import AnnConfig, export_bundle, export_model, list_bundles, publish, rollback
 from recsys.export.ann import SearchOption, ann_topk, build_index, choose_search, exact_topk, recall
 from recsys.export.bundle import EncoderMismatch
 from recsys.export.publish import current_version
 from recsys.models.base import Model, NaNLossError
+from recsys.prepare.sequences import Sequences
 from serving import BundleError, Recommender
 from serving.format import sha256_file
 

@@ -6,13 +6,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsys.data.errors import DataError
-from recsys.data.sequences import Sequences
 from recsys.export import export_model
 from recsys.export.extend import export_with_catalogue, read_catalogue
+from recsys.ingest.errors import DataError
 from recsys.models.popularity import Popularity
 from recsys.models.two_tower import TwoTower, TwoTowerConfig, TwoTowerEnsemble, TwoTowerEnsembleConfig
 from recsys.models.two_tower.content import build_item_features
+from recsys.prepare.sequences import Sequences
 from serving import Recommender
 
 N = 30

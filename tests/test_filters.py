@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.data.filters import dedupe, kcore, kcore_mask, min_sequence_length
-from recsys.data.report import IngestReport
+from recsys.ingest.report import IngestReport
+from recsys.prepare.filters import dedupe, kcore, kcore_mask, min_sequence_length
 
 SCHEMA = {"user": pl.Int64, "item": pl.Int64, "timestamp": pl.Int64, "weight": pl.Float32, "event": pl.String}
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.data.idmap import IdMap, UnknownIdError, encode_interactions
+from recsys.prepare.idmap import IdMap, UnknownIdError, encode_interactions
 
 
 def test_fit_numbers_distinct_ids_in_sorted_order():

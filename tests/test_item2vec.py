@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from recsys.config import ConfigError
-from recsys.data.sequences import Sequences
-from recsys.data.split import SplitData, leave_last_out
 from recsys.evaluation.evaluator import evaluate_model
 from recsys.models.base import NaNLossError, NotFittedError
 from recsys.models.item2vec import Item2Vec, Item2VecConfig, cbow_step, skipgram_step
 from recsys.models.popularity import Popularity
 from recsys.models.registry import build_model
 from recsys.models.row_updates import RowState, apply_rows, row_coefficients
+from recsys.prepare.sequences import Sequences
+from recsys.prepare.split import SplitData, leave_last_out
 
 N_CLUSTERS, PER_CLUSTER = 8, 15
 

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 
 from pipelines.config import DataConfig
 from pipelines.prepare import prepare
-from recsys.data.errors import DataError
-from recsys.data.outofcore import OutOfCoreOptions, prepare_out_of_core
-from recsys.data.outofcore.write import NpyAppender, kth_smallest
-from recsys.data.readers import ColumnMapping
+from recsys.ingest.errors import DataError
+from recsys.ingest.readers import ColumnMapping
+from recsys.prepare.engines.outofcore import OutOfCoreOptions, prepare_out_of_core
+from recsys.prepare.engines.outofcore.write import NpyAppender, kth_smallest
 
 COUNTS = ("rows_read", "accepted", "quarantined", "duplicates_removed", "filtered", "reasons", "n_users", "n_items",
           "n_events", "fingerprint")
@@ -134,7 +134,7 @@ def test_out_of_core_refuses_a_log_with_too_many_bad_rows(tmp_path):
 
 def test_the_pipeline_log_folder_needs_the_memory_engine(tmp_path):
     from pipelines.prepare import Ingested
-    from recsys.data.report import IngestReport
+    from recsys.ingest.report import IngestReport
 
     ing = Ingested(pl.DataFrame(), None, None, IngestReport("x"))
     with pytest.raises(ValueError, match="engine = \"memory\""):
@@ -231,7 +231,7 @@ def test_spark_prepares_what_memory_and_out_of_core_prepare(tmp_path, spark_ok, 
 
 def test_spark_without_java_says_what_to_install(monkeypatch):
     pytest.importorskip("pyspark")
-    from recsys.data import spark
+    from recsys.prepare.engines import spark
 
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setattr(spark.shutil, "which", lambda name: None)

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from recsys.data.sequences import Sequences
 from recsys.models.pairs import (
     AliasSampler,
     PairSampler,
@@ -20,6 +19,7 @@ from recsys.models.pairs import (
     prefetch,
     run_threads,
 )
+from recsys.prepare.sequences import Sequences
 
 rows_strategy = st.lists(st.lists(st.integers(1, 6), max_size=9), min_size=1, max_size=7)
 

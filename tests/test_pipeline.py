@@ -21,7 +21,7 @@ from pipelines.pipeline import run_pipeline
 from pipelines.pipeline_config import load_pipeline_config
 from pipelines.runstate import ExitCode, LockedError, PipelineExit, run_lock
 from recsys.config import ConfigError
-from recsys.data.idmap import IdMap
+from recsys.prepare.idmap import IdMap
 from serving import Recommender
 
 DATA = 'synthetic_users = 300\nsynthetic_items = 120\nsynthetic_events = 6000\n'

@@ -1,6 +1,6 @@
 """Property tests (hypothesis) for splits, sequence building and validation on random small inputs.
 
-The reference for "time order" is the definition in recsys.data.build: events sorted by
+The reference for "time order" is the definition in recsys.prepare.build: events sorted by
 (user, timestamp), ties in input row order. Every property compares against that reference
 computed in plain Python, so leakage, reordering or a lost event shows up as a mismatch.
 """
@@ -12,11 +12,11 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recsys.data.build import build_sequences
-from recsys.data.errors import REASONS
-from recsys.data.idmap import IdMap, encode_interactions
-from recsys.data.split import leave_last_out, temporal_split
-from recsys.data.validate import TimeBounds, validate_frame
+from recsys.ingest.errors import REASONS
+from recsys.ingest.validation import TimeBounds, validate_frame
+from recsys.prepare.build import build_sequences
+from recsys.prepare.idmap import IdMap, encode_interactions
+from recsys.prepare.split import leave_last_out, temporal_split
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.data.errors import DataError
-from recsys.data.movielens import ML100K_GENRES
-from recsys.data.readers import ColumnMapping, detect_format, read_interactions
-from recsys.data.seqfile import seq_raw, sniff_layout
-from recsys.data.timeparse import epoch_seconds
-from recsys.data.validate import validate_frame, write_quarantine
+from recsys.ingest.errors import DataError
+from recsys.ingest.movielens import ML100K_GENRES
+from recsys.ingest.readers import ColumnMapping, detect_format, read_interactions
+from recsys.ingest.seqfile import seq_raw, sniff_layout
+from recsys.ingest.timeparse import epoch_seconds
+from recsys.ingest.validation import validate_frame, write_quarantine
 
 T0 = 1_600_000_000
 
@@ -235,7 +235,7 @@ def _csv_rows(draw) -> list[list[str]]:
 def test_a_csv_read_in_blocks_equals_the_csv_read_whole(tmp_path_factory, rows, block) -> None:
     """Blocks of whole records (never split inside quotes) give the same rows, reasons, line numbers and report."""
     # (blocks of 1..200 bytes: most records get a block of their own)
-    import recsys.data.delimited as delimited
+    import recsys.ingest.delimited as delimited
 
     p = tmp_path_factory.mktemp("blocks") / "log.csv"
     p.write_text("user,item,timestamp\n" + "".join(",".join(r) + "\n" for r in rows))

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from conftest import _require
 
-from recsys.data.readers import read_interactions
+from recsys.ingest.readers import read_interactions
 
 pytestmark = pytest.mark.data
 

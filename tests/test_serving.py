@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.data.sequences import Sequences
 from recsys.export import AnnConfig, export_bundle, publish
+from recsys.prepare.sequences import Sequences
 from serving import BundleError, Recommender
 from serving.format import IdLookup, sha256_file
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.data.split import SplitData, fingerprint, leave_last_out, temporal_split
+from recsys.prepare.split import SplitData, fingerprint, leave_last_out, temporal_split
 
 SCHEMA = {"user_idx": pl.Int32, "item_idx": pl.Int32, "timestamp": pl.Int64}
 N_USERS, N_ITEMS = 5, 6

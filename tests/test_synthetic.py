@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recsys.config import ConfigError, from_dict
-from recsys.data import synthetic
-from recsys.data.synthetic import SyntheticConfig, build_catalogue, category_names, generate, user_lengths, write
+from recsys.sources import synthetic
+from recsys.sources.synthetic import SyntheticConfig, build_catalogue, category_names, generate, user_lengths, write
 
 SMALL = SyntheticConfig(n_users=2_000, n_items=1_000, n_events=60_000, n_categories=10, seed=7)
 

@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recsys.config import ConfigError
-from recsys.data.sequences import Sequences
 from recsys.models.two_tower import ItemFeatures, TwoTower, TwoTowerConfig, TwoTowerEnsemble
 from recsys.models.two_tower import losses as L
 from recsys.models.two_tower.checkpoint import load_tensors, save_tensors
@@ -31,6 +30,7 @@ from recsys.models.two_tower.data import (
 from recsys.models.two_tower.features import text_tokens
 from recsys.models.two_tower.item_tower import gather_bags
 from recsys.models.two_tower.user_tower import FastDropout, PooledUserTower, TransformerUserTower, attention
+from recsys.prepare.sequences import Sequences
 
 TINY = dict(dim=8, max_len=6, n_heads=2, epochs=2, batch_size=8, lr=5e-3, warmup_steps=2)
 

@@ -18,8 +18,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from recsys.data.sequences import Sequences
 from recsys.models.two_tower import TwoTower, TwoTowerConfig
+from recsys.prepare.sequences import Sequences
 
 
 def _data() -> Sequences:

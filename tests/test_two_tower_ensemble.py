@@ -11,8 +11,8 @@ import torch
 from conftest import markov_sequences
 
 from recsys.config import ConfigError
-from recsys.data.sequences import Sequences
 from recsys.models.two_tower import TwoTower, TwoTowerEnsemble, TwoTowerEnsembleConfig
+from recsys.prepare.sequences import Sequences
 
 TINY = dict(dim=8, max_len=6, n_heads=2, epochs=3, batch_size=8, lr=5e-3, warmup_steps=2, dropout=0.2,
             windows="prefix")

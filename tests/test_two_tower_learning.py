@@ -21,11 +21,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recsys.data.sequences import Sequences
 from recsys.evaluation.evaluator import EvalProtocol, evaluate, evaluate_model
 from recsys.models.item2vec import Item2Vec, Item2VecConfig
 from recsys.models.popularity import Popularity
 from recsys.models.two_tower import ItemFeatures, TwoTower, TwoTowerConfig
+from recsys.prepare.sequences import Sequences
 
 N_ITEMS = 40
 

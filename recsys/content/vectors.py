@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys.data.errors import DataError
+from recsys.ingest.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recsys.data.sequences import Sequences
 from recsys.evaluation import metrics as M
 from recsys.models.base import Model
+from recsys.prepare.sequences import Sequences
 from recsys.scoring import mask_scores
 
 

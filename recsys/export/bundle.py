@@ -20,11 +20,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.atomic import atomic_dir
-from recsys.data.sequences import Sequences
 from recsys.export.ann import AnnConfig
 from recsys.export.inputs import as_id_array, as_seen_csr, check_vectors, meta_list
 from recsys.export.search import build_search
 from recsys.models.base import Model, take_rows
+from recsys.prepare.sequences import Sequences
 from serving import format as fmt
 from serving.encoder import Encoder, build_encoder
 

@@ -26,9 +26,9 @@ import numpy as np
 import polars as pl
 
 from recsys.content.text import NONE
-from recsys.data.errors import DataError
-from recsys.data.sequences import Sequences
+from recsys.ingest.errors import DataError
 from recsys.models.base import Model
+from recsys.prepare.sequences import Sequences
 
 log = logging.getLogger(__name__)
 _LIST_COLUMNS = ("categories", "tags")

@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from recsys.data.idmap import IdMap
-from recsys.data.schema import ITEM
-from recsys.data.sequences import Sequences
+from recsys.ingest.schema import ITEM
 from recsys.models.base import NaNLossError
+from recsys.prepare.idmap import IdMap
+from recsys.prepare.sequences import Sequences
 
 
 def check_vectors(name: str, vectors: np.ndarray, dim: int | None = None) -> np.ndarray:

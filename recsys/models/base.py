@@ -1,6 +1,6 @@
 """The one model contract every model implements.
 
-A model learns from per-user training sequences (:class:`~recsys.data.sequences.Sequences`,
+A model learns from per-user training sequences (:class:`~recsys.prepare.sequences.Sequences`,
 row = user index, 0 = padding user) and exposes vectors whose dot product ranks items::
 
     model.fit(train, on_epoch_end=cb, validate=fn)     # -> model
@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from recsys.data.sequences import Sequences
+from recsys.prepare.sequences import Sequences
 from recsys.scoring import topk_batched
 
 #: ``on_epoch_end(epoch, metrics)``: called after every epoch (1-based) with that epoch's figures; it may raise

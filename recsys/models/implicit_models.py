@@ -36,10 +36,10 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from recsys.config import ConfigError, to_dict
-from recsys.data.sequences import Sequences
 from recsys.device import resolve_device
 from recsys.models.base import EpochCallback, Model, NaNLossError, NotFittedError, StopTraining, Validator
 from recsys.models.popularity import load_arrays, save_arrays
+from recsys.prepare.sequences import Sequences
 from recsys.search_space import Choice, Float, SearchSpace
 from serving.encoder import bpr_fold_in
 

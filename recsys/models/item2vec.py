@@ -1,6 +1,6 @@
 """item2vec: word2vec skip-gram / CBOW with negative sampling over item sequences, in PyTorch.
 
-Rows of the training :class:`~recsys.data.sequences.Sequences` play the part of sentences.
+Rows of the training :class:`~recsys.prepare.sequences.Sequences` play the part of sentences.
 Pairs come from :class:`~recsys.models.pairs.PairSampler` (fresh windows and subsampling every
 epoch, streamed in bounded chunks) and negatives from ``count ** ns_exponent`` (alias method)::
 
@@ -42,7 +42,6 @@ import torch
 import torch.nn.functional as F
 
 from recsys.config import ConfigError, to_dict
-from recsys.data.sequences import Sequences, item_counts
 from recsys.device import resolve_device
 from recsys.models.base import EpochCallback, Model, NaNLossError, NotFittedError, StopTraining, Validator
 from recsys.models.pairs import (
@@ -56,6 +55,7 @@ from recsys.models.pairs import (
 )
 from recsys.models.popularity import load_arrays, save_arrays
 from recsys.models.row_updates import UPDATE_RULES, RowState, UpdateRule, apply_rows, row_coefficients
+from recsys.prepare.sequences import Sequences, item_counts
 from recsys.search_space import Choice, SearchSpace
 
 

@@ -1,6 +1,6 @@
 """Vectorised (centre, context) pair sampling for item2vec, streamed in bounded chunks.
 
-Pairs come from the flat :class:`~recsys.data.sequences.Sequences` arrays without a Python
+Pairs come from the flat :class:`~recsys.prepare.sequences.Sequences` arrays without a Python
 loop per event. Every epoch draws fresh frequency subsampling and fresh dynamic windows::
 
     >>> s = Sequences.from_lists([[], [1, 2, 3]], n_items=3)
@@ -27,7 +27,7 @@ from typing import Literal, NamedTuple, TypeVar
 
 import numpy as np
 
-from recsys.data.sequences import Sequences
+from recsys.prepare.sequences import Sequences
 
 T = TypeVar("T")
 WindowKind = Literal["fixed", "dynamic", "session"]

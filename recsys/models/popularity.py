@@ -24,8 +24,8 @@ import torch
 
 from recsys.atomic import atomic_dir
 from recsys.config import from_dict, to_dict
-from recsys.data.sequences import Sequences
 from recsys.models.base import EpochCallback, Model, NotFittedError, Validator
+from recsys.prepare.sequences import Sequences
 
 
 @dataclass

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys.data.sequences import Sequences, item_counts
+from recsys.prepare.sequences import Sequences, item_counts
 
 
 def target_events(train: Sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -35,11 +35,11 @@ import torch
 
 from recsys.atomic import atomic_dir, write_json
 from recsys.config import ConfigError, from_dict, to_dict
-from recsys.data.sequences import Sequences
 from recsys.models.base import EpochCallback, Model, StopTraining, Validator
 from recsys.models.two_tower.config import TWO_TOWER_SPACE, TwoTowerConfig
 from recsys.models.two_tower.features import ItemFeatures
 from recsys.models.two_tower.model import TwoTower
+from recsys.prepare.sequences import Sequences
 
 FORMAT_VERSION = 1
 

@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 from recsys.config import to_dict
-from recsys.data.sequences import Sequences
 from recsys.models.base import EpochCallback, NaNLossError, StopTraining
 from recsys.models.two_tower import rng
 from recsys.models.two_tower.checkpoint import (
@@ -39,6 +38,7 @@ from recsys.models.two_tower.data import epoch_batches, target_counts, training_
 from recsys.models.two_tower.ddp import DistInfo, all_reduce_sum, broadcast_parameters, sync_gradients
 from recsys.models.two_tower.losses import StreamingFrequency
 from recsys.models.two_tower.train import StepInputs, lr_at, step_loss
+from recsys.prepare.sequences import Sequences
 
 log = logging.getLogger(__name__)
 

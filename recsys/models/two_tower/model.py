@@ -26,7 +26,6 @@ from torch import nn
 
 from recsys.atomic import atomic_dir, write_json
 from recsys.config import ConfigError, from_dict, to_dict
-from recsys.data.sequences import Sequences, item_counts
 from recsys.device import check_precision, resolve_device
 from recsys.models.base import EpochCallback, Model, NaNLossError, Validator
 from recsys.models.two_tower.checkpoint import load_tensors, save_tensors
@@ -36,6 +35,7 @@ from recsys.models.two_tower.features import ItemFeatures
 from recsys.models.two_tower.item_tower import ItemTower
 from recsys.models.two_tower.loop import TrainLoop
 from recsys.models.two_tower.user_tower import build_user_tower
+from recsys.prepare.sequences import Sequences, item_counts
 
 FORMAT_VERSION = 1
 _INIT_LOCK = threading.Lock()

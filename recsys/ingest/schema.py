@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from recsys.data.errors import DataError
+from recsys.ingest.errors import DataError
 
 USER = "user"
 ITEM = "item"

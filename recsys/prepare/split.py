@@ -34,9 +34,9 @@ import numpy as np
 import polars as pl
 
 from recsys.atomic import atomic_dir
-from recsys.data.build import check_encoded, sort_events
-from recsys.data.schema import ITEM_IDX, TIMESTAMP, USER_IDX, WEIGHT
-from recsys.data.sequences import Sequences
+from recsys.ingest.schema import ITEM_IDX, TIMESTAMP, USER_IDX, WEIGHT
+from recsys.prepare.build import check_encoded, sort_events
+from recsys.prepare.sequences import Sequences
 
 PARTS = ("train", "valid_history", "valid_targets", "test_history", "test_targets")
 

@@ -12,7 +12,7 @@ milliseconds, it is milliseconds), ISO-8601 strings (``2020-01-02``, ``2020-01-0
 
 The unit is decided once per column, so a file that mixes seconds and milliseconds gets the
 minority values flagged as implausible by the caller instead of silently misread. A CSV read in blocks
-(:mod:`recsys.data.delimited`) decides it on the first block that holds numbers (``auto_unit``).
+(:mod:`recsys.ingest.delimited`) decides it on the first block that holds numbers (``auto_unit``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Literal
 
 import polars as pl
 
-from recsys.data.errors import DataError
+from recsys.ingest.errors import DataError
 
 TimestampUnit = Literal["auto", "s", "ms", "iso", "position"]
 TIMESTAMP_UNITS = ("auto", "s", "ms", "iso", "position")

@@ -1,4 +1,4 @@
-"""Encoded interaction frames -> :class:`~recsys.data.sequences.Sequences` (per user or per session).
+"""Encoded interaction frames -> :class:`~recsys.prepare.sequences.Sequences` (per user or per session).
 
     >>> enc = pl.DataFrame({"user_idx": [2, 1, 2, 2], "item_idx": [5, 3, 4, 4],
     ...                     "timestamp": [30, 10, 10, 20]}, schema_overrides={"user_idx": pl.Int32,
@@ -20,8 +20,8 @@ import dataclasses
 import numpy as np
 import polars as pl
 
-from recsys.data.schema import ITEM_IDX, TIMESTAMP, USER_IDX
-from recsys.data.sequences import Sequences
+from recsys.ingest.schema import ITEM_IDX, TIMESTAMP, USER_IDX
+from recsys.prepare.sequences import Sequences
 
 
 def check_encoded(encoded: pl.DataFrame, n_users: int, n_items: int, where: str) -> None:
@@ -30,7 +30,7 @@ def check_encoded(encoded: pl.DataFrame, n_users: int, n_items: int, where: str)
     if missing:
         raise ValueError(
             f"{where}: frame lacks column(s) {missing} (has {encoded.columns}); "
-            "encode raw ids first with recsys.data.idmap.encode_interactions"
+            "encode raw ids first with recsys.prepare.idmap.encode_interactions"
         )
     stats = encoded.select(
         [pl.col(c).null_count().alias(f"{c}_nulls") for c in (USER_IDX, ITEM_IDX, TIMESTAMP)]

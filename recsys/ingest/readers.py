@@ -2,17 +2,17 @@
 
 :func:`read_interactions` is the one entry point. The read path, top to bottom:
 
-1. :mod:`recsys.data.textio` checks the file (exists, not empty, text or not) and the encoding;
-2. :mod:`recsys.data.compressed` streams a gzip, zstd or bz2 file (recognised by its magic bytes) into
+1. :mod:`recsys.ingest.text` checks the file (exists, not empty, text or not) and the encoding;
+2. :mod:`recsys.ingest.compression` streams a gzip, zstd or bz2 file (recognised by its magic bytes) into
    a temporary plain copy; ``events.csv.gz`` is then read as CSV;
 3. :func:`detect_format` takes the format from the name (``fmt="auto"``), and one module per format
    parses it into raw columns plus ``row`` (the file's line number) and reader-level reasons:
-   :mod:`recsys.data.delimited` (CSV/TSV), :mod:`recsys.data.parquet`, :mod:`recsys.data.movielens`,
-   :mod:`recsys.data.seqfile`;
-4. :func:`recsys.data.validate.validate_frame` accepts or quarantines every row with a reason;
-5. :func:`~recsys.data.validate.check_bad_fraction` raises when too many rows are bad.
+   :mod:`recsys.ingest.delimited` (CSV/TSV), :mod:`recsys.ingest.parquet`, :mod:`recsys.ingest.movielens`,
+   :mod:`recsys.ingest.seqfile`;
+4. :func:`recsys.ingest.validation.validate_frame` accepts or quarantines every row with a reason;
+5. :func:`~recsys.ingest.validation.check_bad_fraction` raises when too many rows are bad.
 
-Errors and quarantine reasons live in :mod:`recsys.data.errors`. The report reconciles
+Errors and quarantine reasons live in :mod:`recsys.ingest.errors`. The report reconciles
 ``rows_read == accepted + quarantined (+ duplicates_removed when dedupe=True)``::
 
     >>> res = read_interactions("ratings.csv")                       # doctest: +SKIP
@@ -33,17 +33,17 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys.data import movielens, seqfile
-from recsys.data.compressed import compression, decompressed, inner_name
-from recsys.data.delimited import SEPARATORS, delimited_raw, header_line
-from recsys.data.errors import DataError
-from recsys.data.filters import dedupe as dedupe_rows
-from recsys.data.parquet import parquet_blocks, parquet_raw
-from recsys.data.report import IngestReport
-from recsys.data.schema import ColumnMapping
-from recsys.data.textio import check_encoding, check_file, read_lines
-from recsys.data.timeparse import TimestampUnit
-from recsys.data.validate import IdDtype, TimeBounds, check_bad_fraction, validate_frames, write_quarantine
+from recsys.ingest import movielens, seqfile
+from recsys.ingest.compression import compression, decompressed, inner_name
+from recsys.ingest.delimited import SEPARATORS, delimited_raw, header_line
+from recsys.ingest.errors import DataError
+from recsys.ingest.parquet import parquet_blocks, parquet_raw
+from recsys.ingest.report import IngestReport
+from recsys.ingest.schema import ColumnMapping
+from recsys.ingest.text import check_encoding, check_file, read_lines
+from recsys.ingest.timeparse import TimestampUnit
+from recsys.ingest.validation import IdDtype, TimeBounds, check_bad_fraction, validate_frames, write_quarantine
+from recsys.prepare.filters import dedupe as dedupe_rows
 from serving.format import MAX_ID_LEN
 
 FORMATS = ("auto", "csv", "tsv", "parquet", "ml-100k", "ml-1m", "ml-latest-small", "seq", "seq-lines", "seq-pairs")

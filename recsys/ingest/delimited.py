@@ -2,7 +2,7 @@
 
 Values are read as strings, so a bad value is quarantined by the validator instead of failing the whole
 read. The header must name every column once (duplicated or empty names are a
-:class:`~recsys.data.errors.DataError`); extra columns are ignored. Each record is checked as a record,
+:class:`~recsys.ingest.errors.DataError`); extra columns are ignored. Each record is checked as a record,
 whatever its quoting: a line with more or fewer fields than the header is flagged "wrong field count",
 a blank line "blank line", and quarantine ``row`` numbers are the file's line numbers (the first line
 of a record whose quoted field spans lines).
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys.data.errors import BLANK_LINE, LINE, READER_REASON, WRONG_FIELD_COUNT, DataError
-from recsys.data.schema import ROW, ColumnMapping
-from recsys.data.textio import check_text, field_counts, lines_of, polars_errors, text_source
+from recsys.ingest.errors import BLANK_LINE, LINE, READER_REASON, WRONG_FIELD_COUNT, DataError
+from recsys.ingest.schema import ROW, ColumnMapping
+from recsys.ingest.text import check_text, field_counts, lines_of, polars_errors, text_source
 
 SEPARATORS = {"csv": ",", "tsv": "\t"}
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys.data.errors import DataError
-from recsys.data.schema import ROW, ColumnMapping
-from recsys.data.textio import polars_errors
+from recsys.ingest.errors import DataError
+from recsys.ingest.schema import ROW, ColumnMapping
+from recsys.ingest.text import polars_errors
 
 
 def parquet_raw(path: Path, mapping: ColumnMapping, schema_only: bool = False) -> pl.DataFrame:

@@ -6,7 +6,7 @@ What runs where::
     Parquet log    read by Spark (a file or a folder of parts); ``row`` = position in the parts sorted by path
     CSV/TSV/...    parsed by the project's reader on the driver (streamed, constant memory) into raw Parquet,
                    so quoting, field counts and reader-level quarantine reasons are exactly the readers'
-    validation     recsys.data.validate.validate_frame on every Arrow batch (``mapInArrow``): the same code,
+    validation     recsys.ingest.validation.validate_frame on every Arrow batch (``mapInArrow``): the same code,
                    reasons and quarantine rows; the time unit is decided once from the log's first block
     dedupe         window functions: exact copies, then the repeat policy (ties by input order)
     k-core         iterated counts (the same Jacobi passes as the in-memory k-core) and the minimum length
@@ -30,13 +30,10 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys.data.compressed import compression, decompressed
-from recsys.data.errors import LINE
-from recsys.data.idmap import IdMap
-from recsys.data.outofcore import OutOfCoreResult
-from recsys.data.outofcore.write import write_split
-from recsys.data.report import IngestReport
-from recsys.data.schema import (
+from recsys.ingest.compression import compression, decompressed
+from recsys.ingest.errors import LINE
+from recsys.ingest.report import IngestReport
+from recsys.ingest.schema import (
     EVENT,
     ITEM,
     ITEM_IDX,
@@ -49,8 +46,11 @@ from recsys.data.schema import (
     WEIGHT,
     ColumnMapping,
 )
-from recsys.data.textio import check_file
-from recsys.data.validate import Validated, check_bad_fraction, validate_frame
+from recsys.ingest.text import check_file
+from recsys.ingest.validation import Validated, check_bad_fraction, validate_frame
+from recsys.prepare.engines.outofcore import OutOfCoreResult
+from recsys.prepare.engines.outofcore.write import write_split
+from recsys.prepare.idmap import IdMap
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +125,8 @@ def _raw_frame(spark, plain: Path, fmt: str, mapping: ColumnMapping | None, enco
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from recsys.data.parquet import parquet_files, parquet_raw
-    from recsys.data.readers import raw_blocks
+    from recsys.ingest.parquet import parquet_files, parquet_raw
+    from recsys.ingest.readers import raw_blocks
 
     fmt, raws, stats = raw_blocks(plain, fmt, mapping, encoding, parquet_block_rows=10_000)
     if fmt == "parquet":
@@ -168,7 +168,7 @@ def prepare_spark(path: str | Path, dest: Path, *, fmt: str = "auto", mapping: C
                   split: str = "leave_last_out", cut_quantile: float = 0.9,
                   previous: tuple[IdMap, IdMap] | None = None, master: str = "local[*]", work_dir: str = "",
                   buckets: int = 0) -> OutOfCoreResult:
-    """:func:`recsys.data.outofcore.prepare_out_of_core` as a Spark job: the same files in ``dest``."""
+    """:func:`recsys.prepare.engines.outofcore.prepare_out_of_core` as a Spark job: the same files in ``dest``."""
     src = Path(path) if Path(path).is_dir() else check_file(path)
     work = Path(work_dir) if work_dir else dest.parent / f".{dest.name}.spark-work"
     shutil.rmtree(work, ignore_errors=True)
@@ -300,7 +300,7 @@ def _checkpoint(spark, df, path: Path):
 
 
 def _kcore(spark, ev, user_k: int, item_k: int, n: int, work: Path):
-    """Jacobi passes as :func:`recsys.data.filters.kcore_mask`: drop events of users or items under the
+    """Jacobi passes as :func:`recsys.prepare.filters.kcore_mask`: drop events of users or items under the
     thresholds, counted on the previous pass's survivors, until a pass drops nothing."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -319,7 +319,7 @@ def _kcore(spark, ev, user_k: int, item_k: int, n: int, work: Path):
 
 
 def _quarantine(table, cols: list[str], source: str) -> pl.DataFrame:
-    """Quarantine rows in :func:`recsys.data.validate.validate_frame`'s layout."""
+    """Quarantine rows in :func:`recsys.ingest.validation.validate_frame`'s layout."""
     q = pl.from_arrow(table)
     return q.select(*[pl.col(f"q_{c}").cast(pl.String).alias(c) for c in cols], pl.col(ROW).cast(pl.Int64),
                     pl.col(REASON), pl.lit(source).alias(SOURCE))

@@ -1,6 +1,6 @@
 """Out-of-core output: encode the surviving events, regroup them into contiguous ranges of user indices, split
 each range with the in-memory split functions, and append the parts to the same ``.npy`` files
-:meth:`recsys.data.split.SplitData.save` writes (byte for byte: same headers, same arrays).
+:meth:`recsys.prepare.split.SplitData.save` writes (byte for byte: same headers, same arrays).
 
 Users are numbered in sorted id order, so a hash partition holds users from all over the index space; the
 encoded events are therefore regrouped into ``n_buckets`` files of consecutive user indices first. Each bucket
@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys.data.idmap import IdMap
-from recsys.data.outofcore.clean import Cleaned
-from recsys.data.schema import EVENT, ITEM_IDX, TIMESTAMP, USER_IDX, WEIGHT
-from recsys.data.split import _FP_TYPES, PARTS, leave_last_out, temporal_split
+from recsys.ingest.schema import EVENT, ITEM_IDX, TIMESTAMP, USER_IDX, WEIGHT
+from recsys.prepare.engines.outofcore.clean import Cleaned
+from recsys.prepare.idmap import IdMap
+from recsys.prepare.split import _FP_TYPES, PARTS, leave_last_out, temporal_split
 
 ENCODED = (USER_IDX, ITEM_IDX, TIMESTAMP, WEIGHT, EVENT)
 _NP_TYPES = {USER_IDX: np.dtype(np.int32), TIMESTAMP: np.dtype(np.int64), ITEM_IDX: np.dtype(np.int32),
@@ -218,7 +218,7 @@ def kth_smallest(chunks: Callable[[], Iterator[np.ndarray]], k: int, upper: int 
 
 def temporal_cuts(folder: Path, ranges: list[int], n_events: int, cut_quantile: float,
                   valid_fraction: float, n_items: int) -> tuple[int, int, np.ndarray]:
-    """(cut, valid_cut, train_items) over all buckets, as :func:`recsys.data.split.temporal_split` computes
+    """(cut, valid_cut, train_items) over all buckets, as :func:`recsys.prepare.split.temporal_split` computes
     them on the whole log ("lower" quantiles of time)."""
     def times() -> Iterator[np.ndarray]:
         for b in ranges:
@@ -281,7 +281,7 @@ def write_split(folder: Path, out: Path, n_users: int, n_items: int, n_buckets: 
 
 
 def fingerprint_file(path: Path, n_rows: int) -> str:
-    """:func:`recsys.data.split.fingerprint` of a Parquet file already sorted in its order, streamed a column
+    """:func:`recsys.prepare.split.fingerprint` of a Parquet file already sorted in its order, streamed a column
     at a time (user_idx, timestamp, item_idx, weight)."""
     import pyarrow.parquet as pq
 

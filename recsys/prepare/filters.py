@@ -1,7 +1,7 @@
 """Row filters on raw interaction frames: exact duplicates, repeated events, k-core, minimum length.
 
-Every function takes a frame in the canonical raw layout (:mod:`recsys.data.schema`) and an
-optional :class:`~recsys.data.report.IngestReport`; the rows it removes are counted there so
+Every function takes a frame in the canonical raw layout (:mod:`recsys.ingest.schema`) and an
+optional :class:`~recsys.ingest.report.IngestReport`; the rows it removes are counted there so
 that ``report.check()`` keeps holding::
 
     >>> df = pl.DataFrame({"user": [1, 1, 1], "item": [7, 7, 8], "timestamp": [5, 5, 6],
@@ -19,8 +19,8 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from recsys.data.report import IngestReport
-from recsys.data.schema import ITEM, TIMESTAMP, USER, WEIGHT
+from recsys.ingest.report import IngestReport
+from recsys.ingest.schema import ITEM, TIMESTAMP, USER, WEIGHT
 
 RepeatPolicy = Literal["keep_all", "first", "last", "sum_weight"]
 REPEAT_POLICIES = ("keep_all", "first", "last", "sum_weight")
@@ -31,7 +31,7 @@ def _require_columns(df: pl.DataFrame, columns: tuple[str, ...], where: str) -> 
     if missing:
         raise ValueError(
             f"{where}: frame lacks column(s) {missing} (has {df.columns}); "
-            "pass the canonical raw layout of recsys.data.schema (user, item, timestamp, weight, event)"
+            "pass the canonical raw layout of recsys.ingest.schema (user, item, timestamp, weight, event)"
         )
     nulls = {c: n for c, n in zip(columns, df.select(pl.col(columns).null_count()).row(0), strict=True) if n}
     if nulls:

@@ -1,6 +1,6 @@
 """Low-level text input shared by the readers: file checks, encodings, lines and field splitting.
 
-Every failure is a :class:`~recsys.data.errors.DataError` with one paragraph saying what was
+Every failure is a :class:`~recsys.ingest.errors.DataError` with one paragraph saying what was
 wrong and what to do; polars' own errors never reach the caller. Lines are numbered from 1 as an
 editor shows them, so quarantine ``row`` values point at the exact line of the source file.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys.data.errors import BLANK_LINE, LINE, READER_REASON, WRONG_FIELD_COUNT, DataError
-from recsys.data.schema import ROW
+from recsys.ingest.errors import BLANK_LINE, LINE, READER_REASON, WRONG_FIELD_COUNT, DataError
+from recsys.ingest.schema import ROW
 
 _UTF8 = ("utf8", "utf-8")
 

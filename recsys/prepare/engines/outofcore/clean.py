@@ -1,9 +1,9 @@
 """Out-of-core cleaning: dedupe and repeats per partition, k-core by iterated counts, minimum length, id maps.
 
-Dedupe and the repeat policy only compare rows of one user, so running :func:`recsys.data.filters.dedupe` on
+Dedupe and the repeat policy only compare rows of one user, so running :func:`recsys.prepare.filters.dedupe` on
 each partition (rows in input order) removes exactly the rows it removes from the whole log.
 
-The k-core is the same Jacobi iteration as :func:`recsys.data.filters.kcore_mask`: each pass drops every event
+The k-core is the same Jacobi iteration as :func:`recsys.prepare.filters.kcore_mask`: each pass drops every event
 whose user count (local to its partition) or item count (summed over all partitions) is below the threshold,
 using the counts of the previous pass, then decrements the counts by the dropped events. The maximal core is
 unique, and the passes match the in-memory ones one for one (``kcore_passes`` agrees). Per partition it keeps
@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys.data import filters
-from recsys.data.idmap import IdMap
-from recsys.data.outofcore.ingest import Partitioned
-from recsys.data.report import IngestReport
-from recsys.data.schema import ITEM, USER
+from recsys.ingest.report import IngestReport
+from recsys.ingest.schema import ITEM, USER
+from recsys.prepare import filters
+from recsys.prepare.engines.outofcore.ingest import Partitioned
+from recsys.prepare.idmap import IdMap
 
 
 @dataclass

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from recsys.atomic import atomic_dir
 from recsys.config import ConfigError
-from recsys.data.schema import EVENT, ITEM, TIMESTAMP, USER, WEIGHT
+from recsys.ingest.schema import EVENT, ITEM, TIMESTAMP, USER, WEIGHT
 
 BLOCK_EVENTS = 1_000_000  # events per random-stream block; fixed so output is chunk_size independent
 

@@ -1,6 +1,6 @@
 """MovieLens files (ml-100k, ml-1m, ml-latest-small): ratings as raw frames, movies and users as metadata.
 
-Use :func:`recsys.data.readers.read_interactions` (``fmt="auto"`` knows the file names); it
+Use :func:`recsys.ingest.readers.read_interactions` (``fmt="auto"`` knows the file names); it
 validates what the raw parsers here return. Ratings become ``weight``; the metadata frames are::
 
     items_meta  item Int64, title String, categories List[String]   (genres, in the source's order)
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys.data.errors import READER_REASON, DataError
-from recsys.data.schema import ITEM, TIMESTAMP, USER, WEIGHT
-from recsys.data.textio import check_file, polars_errors, read_lines, split_fields
+from recsys.ingest.errors import READER_REASON, DataError
+from recsys.ingest.schema import ITEM, TIMESTAMP, USER, WEIGHT
+from recsys.ingest.text import check_file, polars_errors, read_lines, split_fields
 
 ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",

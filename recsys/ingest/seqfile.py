@@ -24,8 +24,8 @@ from typing import Literal
 
 import polars as pl
 
-from recsys.data.errors import BLANK_LINE, LINE, NO_ITEMS, READER_REASON, WRONG_FIELD_COUNT
-from recsys.data.schema import ITEM, ROW, TIMESTAMP, USER
+from recsys.ingest.errors import BLANK_LINE, LINE, NO_ITEMS, READER_REASON, WRONG_FIELD_COUNT
+from recsys.ingest.schema import ITEM, ROW, TIMESTAMP, USER
 
 SeqLayout = Literal["lines", "pairs"]
 SNIFF_LINES = 1000

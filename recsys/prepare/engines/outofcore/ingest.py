@@ -1,11 +1,11 @@
 """Out-of-core ingest: a log streamed block by block, validated, and appended to Parquet partitions chosen by a
 hash of the user, so that every later step (dedupe, repeats, per-user counts, the split) is local to one partition.
 
-Each block goes through :func:`recsys.data.validate.validate_frame` exactly as the in-memory reader validates it
+Each block goes through :func:`recsys.ingest.validation.validate_frame` exactly as the in-memory reader validates it
 (``timestamp_unit="auto"``: the first block with numbers decides seconds or milliseconds for the rest). A block's
 ids are Int64 when all of them are plain integers, else String; a partition file therefore keeps both forms
 (``user_i`` / ``user_s``) and the final dtype is decided when the whole log has been read, as
-:func:`~recsys.data.validate.validate_frames` decides it. The hash key of a string id that reads as an integer
+:func:`~recsys.ingest.validation.validate_frames` decides it. The hash key of a string id that reads as an integer
 is that integer's hash, so ``"5"`` and ``5`` (the same final id once ids turn to strings) always meet in one
 partition. Rows keep their input order inside a partition: blocks are appended in order.
 """
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys.data.report import IngestReport
-from recsys.data.schema import EVENT, ITEM, TIMESTAMP, USER, WEIGHT, ColumnMapping
-from recsys.data.validate import TimeBounds, Validated, check_bad_fraction, validate_frame
+from recsys.ingest.report import IngestReport
+from recsys.ingest.schema import EVENT, ITEM, TIMESTAMP, USER, WEIGHT, ColumnMapping
+from recsys.ingest.validation import TimeBounds, Validated, check_bad_fraction, validate_frame
 
 HASH_SEED = 20240607
 PART_COLUMNS = ("user_i", "user_s", "item_i", "item_s", TIMESTAMP, WEIGHT, EVENT)
@@ -87,7 +87,7 @@ def partition_of(frame: pl.DataFrame, n_partitions: int) -> pl.Series:
 def validated_blocks(raws: Iterable[pl.DataFrame], source: str, *, timestamp_unit: str = "auto",
                      bounds: TimeBounds | None = None, id_dtype: str = "auto",
                      max_id_len: int = 256) -> Iterator[Validated]:
-    """:func:`validate_frame` block by block, with :func:`~recsys.data.validate.validate_frames`' rule for the
+    """:func:`validate_frame` block by block, with :func:`~recsys.ingest.validation.validate_frames`' rule for the
     time unit (the first block holding numbers decides it for the rest)."""
     auto_unit = None
     for raw in raws:
@@ -101,7 +101,7 @@ def validated_blocks(raws: Iterable[pl.DataFrame], source: str, *, timestamp_uni
 def partition_log(blocks: Iterable[Validated], source: str, folder: Path, n_partitions: int,
                   max_bad_fraction: float, progress=None) -> Partitioned:
     """Append every validated block's accepted rows to its users' partitions; quarantined rows to
-    ``folder/quarantine/``. Raises :class:`~recsys.data.errors.DataError` (as the in-memory reader does) when
+    ``folder/quarantine/``. Raises :class:`~recsys.ingest.errors.DataError` (as the in-memory reader does) when
     too many rows were bad; the message shows the first bad rows."""
     import pyarrow.parquet as pq
 

@@ -23,14 +23,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recsys.data.compressed import compression, decompressed
-from recsys.data.idmap import IdMap
-from recsys.data.outofcore.clean import dedupe_partitions, fit_maps, kcore_partitions, min_length_partitions
-from recsys.data.outofcore.ingest import partition_log, validated_blocks, write_quarantine_parts
-from recsys.data.outofcore.write import encode_buckets, write_split
-from recsys.data.report import IngestReport
-from recsys.data.schema import ColumnMapping
-from recsys.data.textio import check_file
+from recsys.ingest.compression import compression, decompressed
+from recsys.ingest.report import IngestReport
+from recsys.ingest.schema import ColumnMapping
+from recsys.ingest.text import check_file
+from recsys.prepare.engines.outofcore.clean import dedupe_partitions, fit_maps, kcore_partitions, min_length_partitions
+from recsys.prepare.engines.outofcore.ingest import partition_log, validated_blocks, write_quarantine_parts
+from recsys.prepare.engines.outofcore.write import encode_buckets, write_split
+from recsys.prepare.idmap import IdMap
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class OutOfCoreResult:
 
 def estimated_rows(path: Path, fmt: str) -> int:
     """Rows of the log, for sizing the partitions: exact for Parquet, a guess from a text file's size."""
-    from recsys.data.parquet import parquet_rows
+    from recsys.ingest.parquet import parquet_rows
 
     if path.is_dir() or fmt == "parquet" or path.suffix in (".parquet", ".pq"):
         return parquet_rows(path)
@@ -130,7 +130,7 @@ def prepare_out_of_core(path: str | Path, dest: Path, *, fmt: str = "auto", mapp
 
 def _ingest(plain: Path, source: Path, fmt: str, mapping, encoding, max_bad_fraction: float, max_id_len: int,
             opts: OutOfCoreOptions, work: Path):
-    from recsys.data.readers import raw_blocks
+    from recsys.ingest.readers import raw_blocks
 
     fmt, raws, stats = raw_blocks(plain, fmt, mapping, encoding, parquet_block_rows=opts.block_rows)
     n = opts.partitions or max(1, math.ceil(estimated_rows(plain, fmt) / opts.partition_rows))

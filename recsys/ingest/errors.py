@@ -4,7 +4,7 @@ A file that cannot be read at all raises :class:`DataError` (one paragraph: what
 file, and the fix). A row that cannot be accepted is quarantined with one of the reasons of
 :data:`REASONS`: stable short strings, meant for counting and filtering. Readers flag problems only
 they can see (a ragged line, a blank line) in the column :data:`READER_REASON`; the validator
-(:mod:`recsys.data.validate`) adds the value-level reasons.
+(:mod:`recsys.ingest.validation`) adds the value-level reasons.
 """
 
 from __future__ import annotations

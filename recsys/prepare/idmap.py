@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from recsys.atomic import atomic_path
-from recsys.data.schema import ENCODED_COLUMNS, ITEM, ITEM_IDX, USER, USER_IDX
+from recsys.ingest.schema import ENCODED_COLUMNS, ITEM, ITEM_IDX, USER, USER_IDX
 
 _MAX_IDS = 2**31 - 2  # indices are Int32 and 0 is reserved
 

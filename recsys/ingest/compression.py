@@ -2,7 +2,7 @@
 as a stream into a temporary plain file that the text readers then read as usual.
 
 Memory stays bounded by the copy buffer, whatever the archive's size; a truncated or damaged archive is
-a :class:`~recsys.data.errors.DataError` that names the file. ``events.csv.gz`` is read as CSV,
+a :class:`~recsys.ingest.errors.DataError` that names the file. ``events.csv.gz`` is read as CSV,
 ``events.tsv.zst`` as TSV: the compression suffix is dropped before the format is taken from the name.
 """
 
@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from recsys.data.errors import DataError
+from recsys.ingest.errors import DataError
 
 #: compression -> (magic bytes, file-name suffixes)
 KINDS = {"gzip": (b"\x1f\x8b", (".gz", ".gzip")), "zstd": (b"\x28\xb5\x2f\xfd", (".zst", ".zstd")),

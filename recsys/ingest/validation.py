@@ -3,7 +3,7 @@
 Readers hand :func:`validate_frame` the source's values as read (strings for text files, typed
 columns for Parquet) plus ``row`` (1-based line or row number) and, optionally, ``_reason`` for
 problems only the reader can see (a ragged line). Every row comes out either accepted, converted
-to the layout of :mod:`recsys.data.schema`, or in the quarantine frame with its raw values as
+to the layout of :mod:`recsys.ingest.schema`, or in the quarantine frame with its raw values as
 strings, ``row``, ``reason`` and ``source``::
 
     >>> raw = pl.DataFrame({"user": ["u1", " ", "u2"], "item": ["7", "8", "9"],
@@ -12,7 +12,7 @@ strings, ``row``, ``reason`` and ``source``::
     >>> v.frame["item"].to_list(), v.quarantine["reason"].to_list(), v.report.reasons[EMPTY_ID]
     ([7], ['empty id', 'unparsable timestamp'], 1)
 
-The first failing check (in the order of :data:`recsys.data.errors.REASONS`) names a row's reason.
+The first failing check (in the order of :data:`recsys.ingest.errors.REASONS`) names a row's reason.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Literal
 import polars as pl
 
 from recsys.atomic import atomic_path
-from recsys.data.errors import (
+from recsys.ingest.errors import (
     BAD_WEIGHT,
     CONTROL_CHARACTER,
     EMPTY_ID,
@@ -42,9 +42,9 @@ from recsys.data.errors import (
     WRONG_TYPE,
     DataError,
 )
-from recsys.data.report import IngestReport
-from recsys.data.schema import EVENT, ITEM, REASON, ROW, SOURCE, TIMESTAMP, USER, WEIGHT
-from recsys.data.timeparse import TimestampUnit, epoch_seconds
+from recsys.ingest.report import IngestReport
+from recsys.ingest.schema import EVENT, ITEM, REASON, ROW, SOURCE, TIMESTAMP, USER, WEIGHT
+from recsys.ingest.timeparse import TimestampUnit, epoch_seconds
 from serving.format import MAX_ID_LEN
 
 IdDtype = Literal["auto", "int", "str"]
@@ -154,7 +154,7 @@ def validate_frame(
         problems, null when fine). Without ``timestamp`` the row number is used (file order = time).
     source : file name, for the quarantine and messages.
     timestamp_unit : ``"auto"``, ``"s"``, ``"ms"``, ``"iso"`` or ``"position"`` (synthetic ordinal
-        timestamps: no plausibility check); see :func:`recsys.data.timeparse.epoch_seconds`.
+        timestamps: no plausibility check); see :func:`recsys.ingest.timeparse.epoch_seconds`.
     bounds : plausible time range (default: 1990-01-01 .. now + 1 day).
     id_dtype : ``"auto"`` (Int64 when every accepted id is a plain integer, else String),
         ``"int"`` (non-integers quarantined as wrong type) or ``"str"``.

@@ -1,1 +1,0 @@
-"""Interaction data: readers, validation, filters, ids, splits and sequences."""
