@@ -39,6 +39,15 @@ class Bundle:
     history_items: np.ndarray  # (n_events,) item indices, each user's oldest first
     ivf: IvfIndex | None = None  # the IVF index, when the bundle has one (large catalogues)
 
+    @property
+    def input_vectors(self) -> np.ndarray:
+        """(n_items + 1, d) what a history is made of: a mean encoder's own table when it has one (item2vec
+        in-out scoring ships its input vectors there; the item vectors are then its output vectors), else the
+        item vectors. What ``similar_items`` queries with and what a warm start copies."""
+        from serving.encoder import MeanEncoder
+
+        return self.encoder.vectors if isinstance(self.encoder, MeanEncoder) else self.item_vectors
+
     def seen(self, user: int) -> np.ndarray:
         """Item indices user ``user`` (1-based index) interacted with."""
         return self.seen_indices[self.seen_indptr[user]:self.seen_indptr[user + 1]]

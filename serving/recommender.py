@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 from serving import format as fmt
-from serving.encoder import MeanEncoder
 from serving.loader import Bundle, load_bundle
 from serving.search import MAX_FETCH, best, candidates, drop
 
@@ -160,9 +159,7 @@ class Recommender:
             return Recommendation(rec.items, rec.scores, rec.source, rec.meta, [],
                                   f"item {item_id!r} was added without content (no title, tags or categories) and "
                                   "has no interactions: popular items instead")
-        enc = self.bundle.encoder
-        table = enc.vectors if isinstance(enc, MeanEncoder) else self.bundle.item_vectors
-        query = np.asarray(table[item], dtype=np.float32)
+        query = np.asarray(self.bundle.input_vectors[item], dtype=np.float32)
         rec = self._answer(query, k, np.array([item]), None, "model")
         if source is None:
             return rec
