@@ -1,6 +1,10 @@
-"""Batched top-k over dot-product scores that never materialises users x items at once."""
+"""Exact scoring of users against every item, in batches that never materialise users x items at once: the one
+exact top-k of the library (serving keeps its own numpy one, :mod:`serving.search`: it imports nothing from
+``recsys``)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,24 +37,51 @@ def topk_batched(
     ids : (n_users, k) int64 item indices, best first.
     scores : (n_users, k) float32 scores; ``-inf`` where fewer than ``k`` items were eligible.
     """
-    device = device or torch.device("cpu")
-    n_users = user_vecs.shape[0]
     k = min(k, item_vecs.shape[0] - 1)
-    items_t = torch.as_tensor(np.ascontiguousarray(item_vecs, dtype=np.float32), device=device)
-    never = None if ineligible is None else torch.as_tensor(np.flatnonzero(ineligible), device=device)
-    ids = np.zeros((n_users, k), dtype=np.int64)
-    scores = np.zeros((n_users, k), dtype=np.float32)
-    for start in range(0, n_users, batch_size):
-        stop = min(start + batch_size, n_users)
-        u = torch.as_tensor(np.ascontiguousarray(user_vecs[start:stop], dtype=np.float32), device=device)
-        s = u @ items_t.T  # (B, n_items + 1)
-        mask_scores(s, exclude[start:stop] if exclude is not None else None)
-        if never is not None:
-            s[:, never] = -torch.inf
+    ids = np.zeros((user_vecs.shape[0], k), dtype=np.int64)
+    scores = np.zeros((user_vecs.shape[0], k), dtype=np.float32)
+    for start, stop, s in masked_scores(user_vecs, item_vecs, exclude, device, batch_size, ineligible):
         top_s, top_i = torch.topk(s, k, dim=1)
         ids[start:stop] = top_i.cpu().numpy()
         scores[start:stop] = top_s.float().cpu().numpy()
     return ids, scores
+
+
+def masked_scores(
+    user_vecs: np.ndarray,
+    item_vecs: np.ndarray,
+    exclude: sp.csr_matrix | None = None,
+    device: torch.device | None = None,
+    batch_size: int = 1024,
+    ineligible: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Dot-product scores of ``batch_size`` users at a time against every item, masked: the one exact scoring
+    of the library (:func:`topk_batched`, the evaluator's ranks and export's exact top-k all use it).
+
+    Parameters
+    ----------
+    user_vecs, item_vecs, exclude, device, batch_size, ineligible : as in :func:`topk_batched`.
+    rows : optional user rows to score, in this order (default: all of ``user_vecs``); ``exclude`` is
+        indexed by the same rows.
+
+    Yields
+    ------
+    (start, stop, scores) : positions ``start:stop`` of the scored rows and their (B, n_items + 1) scores,
+        ``-inf`` at the padding column 0, at ``exclude``'s nonzeros and at ``ineligible`` items.
+    """
+    device = device or torch.device("cpu")
+    rows = np.arange(user_vecs.shape[0]) if rows is None else np.asarray(rows)
+    items_t = torch.as_tensor(np.ascontiguousarray(item_vecs, dtype=np.float32), device=device)
+    never = None if ineligible is None else torch.as_tensor(np.flatnonzero(ineligible), device=device)
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        u = torch.as_tensor(np.ascontiguousarray(user_vecs[batch], dtype=np.float32), device=device)
+        s = u @ items_t.T  # (B, n_items + 1)
+        mask_scores(s, exclude[batch] if exclude is not None else None)
+        if never is not None:
+            s[:, never] = -torch.inf
+        yield start, start + len(batch), s
 
 
 def mask_scores(scores: torch.Tensor, exclude: sp.csr_matrix | None) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch
 from recsys.evaluation import metrics as M
 from recsys.models.base import Model
 from recsys.prepare.sequences import Sequences
-from recsys.scoring import mask_scores
+from recsys.scoring import masked_scores
 
 
 @dataclass(frozen=True)
@@ -190,21 +190,14 @@ def _rank_all(
     ineligible: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ranks of every target of ``users`` (in user order) and their top-``k`` lists (-1 = empty)."""
-    items_t = torch.as_tensor(np.ascontiguousarray(item_vectors, dtype=np.float32), device=device)
-    never = None if ineligible is None else torch.as_tensor(np.flatnonzero(ineligible), device=device)
     k = min(k, item_vectors.shape[0] - 1)
     ranks, lists = [], np.full((len(users), k), -1, dtype=np.int64)
-    for start in range(0, len(users), batch_size):
-        rows = users[start : start + batch_size]
-        u = torch.as_tensor(np.ascontiguousarray(user_vectors[rows], dtype=np.float32), device=device)
-        s = u @ items_t.T  # (B, n_items + 1)
-        mask_scores(s, exclude[rows] if exclude is not None else None)
-        if never is not None:
-            s[:, never] = -torch.inf
-        ranks.append(_batch_ranks(s, tgt[rows], batch_size))
+    for start, stop, s in masked_scores(user_vectors, item_vectors, exclude, device, batch_size, ineligible,
+                                        rows=users):
+        ranks.append(_batch_ranks(s, tgt[users[start:stop]], batch_size))
         top_s, top_i = torch.topk(s, k, dim=1)
         top_i[torch.isneginf(top_s)] = -1  # fewer than k eligible items
-        lists[start : start + len(rows)] = top_i.cpu().numpy()
+        lists[start:stop] = top_i.cpu().numpy()
     return (np.concatenate(ranks) if ranks else np.zeros(0)), lists
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 from annoy import AnnoyIndex
 
+from recsys.scoring import topk_batched
 from serving.format import SEARCH_K_FOR
 from serving.search import search_top
 
@@ -104,18 +105,19 @@ def build_index(item_vectors: np.ndarray, metric: str, n_trees: int, seed: int =
 
 def exact_topk(queries: np.ndarray, item_vectors: np.ndarray, metric: str, k: int = K,
                banned: list[np.ndarray] | None = None, batch: int = 256) -> np.ndarray:
-    """(n, k) exact best item indices (1-based) per query; ``banned[i]`` items never returned for query i."""
-    items = np.asarray(item_vectors[1:], dtype=np.float32)  # (n_items, d)
+    """(n, k) exact best item indices (1-based) per query (:func:`recsys.scoring.topk_batched`, over the
+    L2-normalised items under ``"angular"``); ``banned[i]`` items never returned for query i."""
+    items = np.asarray(item_vectors, dtype=np.float32)
     if metric == "angular":
         items = items / np.maximum(np.linalg.norm(items, axis=1, keepdims=True), 1e-12)
-    out = np.zeros((len(queries), k), dtype=np.int64)
-    for s in range(0, len(queries), batch):
-        scores = queries[s:s + batch] @ items.T  # (B, n_items)
-        for i, b in enumerate(banned[s:s + batch] if banned is not None else ()):
-            scores[i, np.asarray(b, dtype=np.int64) - 1] = -np.inf
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        out[s:s + batch] = top + 1
-    return out
+    exclude = None
+    if banned is not None:
+        rows = [np.asarray(b, dtype=np.int64) for b in banned]
+        indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
+        indices = np.concatenate(rows) if indptr[-1] else np.zeros(0, np.int64)
+        exclude = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr),
+                                shape=(len(queries), items.shape[0]))
+    return topk_batched(np.asarray(queries, dtype=np.float32), items, k, exclude, batch_size=batch)[0]
 
 
 def ann_topk(index: AnnoyIndex, queries: np.ndarray, search_k: int, item_vectors: np.ndarray, metric: str,
