@@ -64,7 +64,7 @@ def load_beauty(path: Path = BEAUTY) -> SplitData:
 
 def load_file(path: Path, fmt: str, encoding: str, name: str) -> SplitData:
     from pipelines.config import DataConfig
-    from pipelines.prepare import clean, fit_id_maps, ingest, split_encoded
+    from recsys.prepare.engines.memory import clean, fit_id_maps, ingest, split_encoded
     from recsys.prepare.idmap import encode_interactions
 
     if not path.is_file():

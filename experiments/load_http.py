@@ -54,6 +54,7 @@ from bench_serving import _pct, get, post, synthetic  # noqa: E402
 
 from recsys import atomic  # noqa: E402
 from recsys.export import export_bundle  # noqa: E402
+from serving.format import MANIFEST  # noqa: E402
 from serving.http import MAX_BODY_BYTES  # noqa: E402
 from serving.search import MAX_FETCH  # noqa: E402
 
@@ -322,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="load_http_"))
     try:
         bundle = build_bundle(work, a.items, a.users, a.heavy_seen, 64)
-        manifest = json.loads((bundle / "manifest.json").read_text())
+        manifest = json.loads((bundle / MANIFEST).read_text())
         res["bundle"] = {"items": a.items, "users": a.users, "dim": 64, "heavy_seen": a.heavy_seen,
                          "search": manifest.get("search", "annoy")}
         for w in (int(x) for x in a.workers.split(",")):

@@ -40,6 +40,7 @@ from pathlib import Path
 import polars as pl
 
 from recsys import atomic
+from serving.format import MANIFEST
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import commit_now, machine  # noqa: E402
@@ -59,7 +60,7 @@ def log_parts(name: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     position as a fraction of its user's sequence, (p - 1/2) / n of ~3 years in Unix seconds from 2017: order
     within a user is kept, and the newest 5% is the end of every user's history, not the whole of a few."""
     from pipelines.config import DataConfig
-    from pipelines.prepare import ingest
+    from recsys.prepare.engines.memory import ingest
 
     rel, fmt, encoding = SETS[name]
     path = DATA / rel
@@ -107,7 +108,7 @@ def run_results(cwd: Path) -> dict:
     champ = json.loads(champ_file.read_text()) if champ_file.is_file() else {}
     published = published_label = None
     if champ:
-        manifest = json.loads((cwd / champ["bundle"] / "manifest.json").read_text())  # relative to the workdir
+        manifest = json.loads((cwd / champ["bundle"] / MANIFEST).read_text())  # relative to the workdir
         published = manifest["model"]
         published_label = published.split(":")[0]
     out = {"run_id": run.name, "candidate": ev.get("candidate"), "models": models,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import typer
 
 from pipelines.config import DataConfig
 from recsys import atomic
+from recsys.prepare import format as pformat
 
 app = typer.Typer(help="Read, validate, split and sequence interaction logs; generate or download data sets.",
                   no_args_is_help=True)
@@ -52,7 +52,7 @@ def ingest(
     max_id_len: int = typer.Option(256, min=1, help="Quarantine user/item ids longer than this (serving's limit)."),
 ) -> None:
     """Read and validate a log, drop exact duplicates; write interactions.parquet, quarantine.parquet, report.json."""
-    from pipelines.prepare import ingest as run_ingest
+    from recsys.prepare.engines.memory import ingest as run_ingest
 
     cfg = _data_config(path, fmt, user_col, item_col, timestamp_col, encoding, max_bad_fraction,
                        repeat_policy=repeat_policy, max_id_len=max_id_len)
@@ -61,14 +61,14 @@ def ingest(
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_parquet(ing.frame, out / "interactions.parquet")
+    _atomic_parquet(ing.frame, out / pformat.INTERACTIONS)
     if ing.quarantine is not None and ing.quarantine.height:
-        _atomic_parquet(ing.quarantine, out / "quarantine.parquet")
+        _atomic_parquet(ing.quarantine, out / pformat.QUARANTINE)
     if ing.items_meta is not None:
-        _atomic_parquet(ing.items_meta, out / "items_meta.parquet")
-    atomic.write_json(out / "report.json", ing.report.as_dict())
+        _atomic_parquet(ing.items_meta, out / pformat.ITEMS_META)
+    atomic.write_json(out / pformat.REPORT, ing.report.as_dict())
     typer.echo(ing.report.summary())
-    typer.echo(f"wrote {out}/interactions.parquet ({ing.frame.height:,} rows)")
+    typer.echo(f"wrote {out / pformat.INTERACTIONS} ({ing.frame.height:,} rows)")
 
 
 def _atomic_parquet(frame: pl.DataFrame, path: Path) -> None:
@@ -82,7 +82,7 @@ def stats(
     timestamp_col: str = TsOpt, encoding: str = EncOpt, max_bad_fraction: float = BadOpt,
 ) -> None:
     """Print counts, sparsity, sequence-length percentiles and the time range of a log."""
-    from pipelines.prepare import ingest as run_ingest
+    from recsys.prepare.engines.memory import ingest as run_ingest
 
     cfg = _data_config(path, fmt, user_col, item_col, timestamp_col, encoding, max_bad_fraction)
     try:
@@ -140,7 +140,7 @@ def split(
                                "(spark://host:7077, yarn) runs the same job there."),
 ) -> None:
     """Ingest -> clean (k-core, min length) -> IdMap -> split; writes a prepared data folder."""
-    from pipelines.prepare import prepare
+    from recsys.prepare import prepare
 
     cfg = _data_config(path, fmt, user_col, item_col, timestamp_col, encoding, max_bad_fraction, split=kind,
                        cut_quantile=cut_quantile, user_k=user_k, item_k=item_k, min_length=min_length,
@@ -170,8 +170,8 @@ def sequences(
     from recsys.prepare.build import build_sequences
 
     try:
-        encoded = pl.read_parquet(prepared / "interactions.parquet")
-        report = json.loads((prepared / "report.json").read_text())
+        encoded = pformat.read_interactions(prepared)
+        report = pformat.read_report(prepared)
     except FileNotFoundError as exc:
         fail(f"{prepared} is not a prepared data folder ({exc.filename} missing); run `recsys data split` first")
     seqs = build_sequences(encoded, report["n_users"], report["n_items"], session_gap=session_gap or None,

@@ -21,12 +21,12 @@ from pathlib import Path
 import polars as pl
 
 from pipelines.config import DataConfig
-from pipelines.prepare import Ingested, read_source
 from recsys import atomic
 from recsys.ingest.compression import SUFFIXES as COMPRESSED
 from recsys.ingest.compression import inner_name
 from recsys.ingest.report import IngestReport
 from recsys.prepare import filters
+from recsys.prepare.engines.memory import Ingested, read_source
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Any
 
 from pipelines.config import RunConfig
 from pipelines.pipeline_config import TuneSection
-from pipelines.prepare import Prepared
 from recsys import atomic
 from recsys.models.registry import MODELS
+from recsys.prepare.format import Prepared
 
 
 def due(state: dict | None, cfg: TuneSection, n_events: int) -> str | None:

@@ -14,6 +14,7 @@ from pipelines.pipeline_config import PipelineConfig
 from pipelines.publishing import history, interrupted_publish
 from pipelines.runstate import RunDir
 from pipelines.steps import STEPS
+from serving.format import MANIFEST
 
 
 def lock_holder(workdir: Path) -> str | None:
@@ -117,7 +118,7 @@ def pipeline_status(cfg: PipelineConfig, last: int = 10, check_registry: bool = 
     champ = json.loads(champ_file.read_text()) if champ_file.is_file() else None
     champion = None
     if champ is not None:
-        manifest = Path(champ["bundle"]) / "manifest.json"
+        manifest = Path(champ["bundle"]) / MANIFEST
         model = json.loads(manifest.read_text()).get("model") if manifest.is_file() else None
         gate = champ.get("gate", {})
         champion = {"run_id": champ.get("run_id"), "model": model, "version": champ.get("version"),

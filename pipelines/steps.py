@@ -25,12 +25,13 @@ from pipelines import gate as gating
 from pipelines import ingest_logs, model_registry, scheduled_tune, tracking, warm_start
 from pipelines.config import RunConfig, RunSection
 from pipelines.pipeline_config import PipelineConfig
-from pipelines.prepare import Prepared, all_events, load_prepared, prepare, raw_items_meta
 from pipelines.publishing import record_champion
 from pipelines.runstate import ExitCode, PipelineExit, RunDir, fault_point, previous_runs
 from pipelines.train import protocol_for, train_run
 from recsys import atomic
 from recsys.models.registry import MODELS
+from recsys.prepare import prepare
+from recsys.prepare.format import Prepared, all_events, load_prepared, raw_items_meta
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,6 @@ import polars as pl
 
 from pipelines import plots, run_model, tracking
 from pipelines.config import RunConfig
-from pipelines.prepare import Prepared, all_events, load_prepared, prepare, raw_items_meta
 from pipelines.progress import chain, progress, time_budget, total_epochs
 from pipelines.runstate import fault_point
 from recsys import atomic
@@ -35,6 +34,8 @@ from recsys.device import resolve_device
 from recsys.evaluation.evaluator import EvalProtocol, evaluate_model, make_validator
 from recsys.models.base import Model
 from recsys.models.registry import MODELS, build_model, check_model_config
+from recsys.prepare import prepare
+from recsys.prepare.format import Prepared, all_events, is_prepared, load_prepared, raw_items_meta
 from recsys.prepare.split import SplitData
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def data_dir_for(cfg: RunConfig, root: Path) -> Path:
 def prepared_data(cfg: RunConfig, out: Path) -> Prepared:
     """Reuse the prepared folder for this data config when it exists, else build it."""
     d = data_dir_for(cfg, out / "data")
-    if (d / "report.json").is_file():
+    if is_prepared(d):
         return load_prepared(d, cfg.data.name)
     return prepare(cfg.data, d, seed=cfg.run.seed)
 

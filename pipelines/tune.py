@@ -36,7 +36,6 @@ from typing import Any
 
 from pipelines import tracking
 from pipelines.config import RunConfig
-from pipelines.prepare import Prepared
 from pipelines.progress import progress, total_epochs
 from pipelines.runstate import fault_point
 from pipelines.study_report import trial_params
@@ -46,6 +45,7 @@ from recsys.device import resolve_device
 from recsys.evaluation.evaluator import evaluate_model, make_validator
 from recsys.models.base import StopTraining
 from recsys.models.registry import MODELS, build_model, check_model_config
+from recsys.prepare.format import Prepared
 from recsys.search_space import Choice, Float, Int, Param, check_space
 
 STORAGE_FILE = "optuna.db"

@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from pipelines import gate as gating
-from pipelines.prepare import Prepared, load_id_maps
 from pipelines.runstate import RunDir
 from recsys import atomic
 from recsys.config import from_dict
 from recsys.models.registry import MODELS
-from serving import format as fmt
+from recsys.prepare.format import Prepared, load_id_maps
 
 log = logging.getLogger(__name__)
 
@@ -47,24 +46,24 @@ def from_champion(champion: dict | None, run_path: Path, label: str, name: str, 
 
 
 def _vectors(champ: dict, run_path: Path, label: str, name: str, params: dict, data: Prepared) -> dict:
-    bundle = Path(champ["bundle"])
-    if not (bundle / fmt.ITEM_VECTORS).is_file():
+    from serving.format import BundleError
+    from serving.loader import load_bundle
+
+    try:
+        bundle = load_bundle(champ["bundle"], verify=False)
+    except (BundleError, OSError) as exc:
+        log.info("%s: the champion's bundle cannot be read (%s): no warm start", label, exc)
         return {}
-    manifest = json.loads((bundle / fmt.MANIFEST).read_text())
-    champ_model = manifest["model"].split(":")[-1]
+    champ_model = bundle.manifest["model"].split(":")[-1]
     if champ_model != name:
         log.info("%s: the champion is a %s model, not %s: no warm start", label, champ_model, name)
         return {}
-    # what a history is made of: a mean encoder's own table when it has one (item2vec in-out ships its input
-    # vectors there; the bundle's item vectors are then its output vectors), else the item vectors
-    enc = manifest.get("encoder", {})
-    own = enc.get("kind") == "mean" and "item_table" in enc.get("weights", [])
-    vectors = np.load(bundle / (f"{fmt.ENCODER_PREFIX}item_table.npy" if own else fmt.ITEM_VECTORS), allow_pickle=False)
+    vectors = np.asarray(bundle.input_vectors)
     dim = params.get("dim", MODELS[name].Config().dim)
     if vectors.shape[1] != dim:
         log.info("%s: champion vectors have dim %d, model dim %d: no warm start", label, vectors.shape[1], dim)
         return {}
-    aligned = gating.align_rows(vectors, np.load(bundle / fmt.ITEM_IDS, allow_pickle=False), data.items)
+    aligned = gating.align_rows(vectors, np.asarray(bundle.items.ids), data.items)
     path = run_path / "warm_start" / f"{label}.npy"
     with atomic.atomic_path(path) as tmp:
         np.save(tmp, aligned, allow_pickle=False)

@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.config import DataConfig
-from pipelines.prepare import prepare
 from recsys.ingest.errors import DataError
 from recsys.ingest.readers import ColumnMapping
+from recsys.prepare import prepare
 from recsys.prepare.engines.outofcore import OutOfCoreOptions, prepare_out_of_core
 from recsys.prepare.engines.outofcore.write import NpyAppender, kth_smallest
 
@@ -133,8 +133,8 @@ def test_out_of_core_refuses_a_log_with_too_many_bad_rows(tmp_path):
 
 
 def test_the_pipeline_log_folder_needs_the_memory_engine(tmp_path):
-    from pipelines.prepare import Ingested
     from recsys.ingest.report import IngestReport
+    from recsys.prepare.engines.memory import Ingested
 
     ing = Ingested(pl.DataFrame(), None, None, IngestReport("x"))
     with pytest.raises(ValueError, match="engine = \"memory\""):

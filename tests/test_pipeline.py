@@ -478,8 +478,8 @@ def test_gate_judges_both_bundles_by_their_own_encoder_on_the_grown_log(workdir:
     """The champion (a Transformer two-tower) is the better model on the grown log, but its stored user
     vectors predate day 2; the old gate scored it with them and would have promoted a popularity candidate."""
     from pipelines.gate import align_rows
-    from pipelines.prepare import load_prepared
     from recsys.evaluation.evaluator import EvalProtocol, evaluate
+    from recsys.prepare.format import load_prepared
 
     logs = workdir / "logs"
     logs.mkdir()

@@ -41,7 +41,7 @@ from recsys.ingest.parquet import parquet_blocks, parquet_raw
 from recsys.ingest.report import IngestReport
 from recsys.ingest.schema import ColumnMapping
 from recsys.ingest.text import check_encoding, check_file, read_lines
-from recsys.ingest.timeparse import TimestampUnit
+from recsys.ingest.timeparse import TimestampUnit, unit_for
 from recsys.ingest.validation import IdDtype, TimeBounds, check_bad_fraction, validate_frames, write_quarantine
 from recsys.prepare.filters import dedupe as dedupe_rows
 from serving.format import MAX_ID_LEN
@@ -186,7 +186,7 @@ def _read(p: Path, source: Path, fmt: str, mapping: ColumnMapping | None, encodi
     """:func:`read_interactions` on the plain file ``p``; ``source`` is what reports and metadata name."""
     fmt = detect_format(p) if fmt == "auto" else fmt
     raws, stats = _raw_frames(p, fmt, mapping, encoding, separator)
-    unit = "position" if fmt.startswith("seq") else timestamp_unit
+    unit = unit_for(fmt, timestamp_unit)
     validated = validate_frames(raws, str(source), timestamp_unit=unit, bounds=bounds, id_dtype=id_dtype,
                                 max_id_len=max_id_len)
     if quarantine_path is not None and validated.quarantine.height:

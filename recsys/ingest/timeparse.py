@@ -53,6 +53,12 @@ def _detect_unit(raw: pl.DataFrame, numeric: pl.Expr) -> str:
     return "ms" if median > MS_THRESHOLD else "s"
 
 
+def unit_for(fmt: str, unit: TimestampUnit = "auto") -> TimestampUnit:
+    """The timestamp unit a log of format ``fmt`` is read with: the sequence formats (``seq-*``) carry each
+    event's position in its user's sequence, not a time; every other format uses ``unit``."""
+    return "position" if fmt.startswith("seq") else unit
+
+
 def epoch_seconds(raw: pl.DataFrame, col: str, unit: TimestampUnit, source: str,
                   auto_unit: str | None = None) -> tuple[pl.Expr, str]:
     """An expression giving column ``col`` of ``raw`` as Int64 epoch seconds, and the unit used.

@@ -1,2 +1,62 @@
-"""The engines that prepare a log larger than memory: out of core (polars, partitioned on disk) and Spark.
-Each writes the same prepared folder as the in-memory path."""
+"""The engines behind :func:`recsys.prepare.prepare`, each writing the same prepared folder:
+
+- ``memory`` (:mod:`.memory`): the whole log in RAM; the reference.
+- ``outofcore`` (:mod:`.outofcore`): hash partitions on disk, memory set by ``partition_rows``.
+- ``spark`` (:mod:`.spark`): a PySpark job (the ``spark`` extra and a Java runtime).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from recsys.atomic import atomic_dir
+from recsys.config import to_dict
+from recsys.prepare import format as pformat
+from recsys.prepare.config import DataConfig
+from recsys.prepare.idmap import IdMap
+
+log = logging.getLogger(__name__)
+
+
+def prepare_large(cfg: DataConfig, out: Path, seed: int = 42, previous: tuple[IdMap, IdMap] | None = None) -> None:
+    """The prepared folder ``out`` (atomically) on the out-of-core or Spark engine, for logs larger than memory."""
+    from recsys.ingest.schema import ColumnMapping
+    from recsys.prepare.engines.memory import encode_meta, synthetic
+
+    mapping = cfg.mapping()
+    with atomic_dir(out) as tmp:
+        path, meta_raw, log_format = cfg.path, None, cfg.format
+        if not path:  # the built-in synthetic set, as a Parquet log the engine reads
+            frame, meta_raw = synthetic(cfg, seed)
+            path, log_format = str(tmp / "synthetic.parquet"), "parquet"
+            mapping = ColumnMapping(weight="weight", event="event")
+            frame.write_parquet(path)
+        kwargs = dict(fmt=log_format, mapping=mapping, encoding=cfg.encoding, max_bad_fraction=cfg.max_bad_fraction,
+                      max_id_len=cfg.max_id_len, repeat_policy=cfg.repeat_policy, user_k=cfg.user_k,
+                      item_k=cfg.item_k, min_length=cfg.min_length, split=cfg.split, cut_quantile=cfg.cut_quantile,
+                      previous=previous)
+        if cfg.engine == "outofcore":
+            from recsys.prepare.engines.outofcore import OutOfCoreOptions, prepare_out_of_core
+
+            res = prepare_out_of_core(path, tmp, **kwargs, options=OutOfCoreOptions(
+                partition_rows=cfg.partition_rows, work_dir=cfg.work_dir))
+        elif cfg.engine == "spark":
+            from recsys.prepare.engines.spark import prepare_spark
+
+            res = prepare_spark(path, tmp, **kwargs, master=cfg.spark_master, work_dir=cfg.work_dir)
+        else:
+            raise ValueError(f"data.engine = {cfg.engine!r} is not one of 'outofcore', 'spark'")
+        if not cfg.path:
+            Path(path).unlink()
+        elif res.fmt in ("ml-100k", "ml-1m", "ml-latest-small"):
+            from recsys.ingest import movielens
+
+            meta_raw, _ = movielens.metadata(res.fmt, Path(cfg.path).parent)
+        meta = encode_meta(meta_raw, res.items)
+        if meta is not None:
+            meta.write_parquet(tmp / pformat.ITEMS_META)
+        report = {**res.report.as_dict(), "n_users": len(res.users), "n_items": len(res.items),
+                  "n_events": res.n_events, "fingerprint": res.fingerprint, "data_config": to_dict(cfg)}
+        pformat.write_report(tmp, report)
+    log.info("prepared %s (%s engine): %s", out, cfg.engine, res.report.summary())

@@ -47,7 +47,9 @@ from recsys.ingest.schema import (
     ColumnMapping,
 )
 from recsys.ingest.text import check_file
+from recsys.ingest.timeparse import unit_for
 from recsys.ingest.validation import Validated, check_bad_fraction, validate_frame
+from recsys.prepare import format as pformat
 from recsys.prepare.engines.outofcore import OutOfCoreResult
 from recsys.prepare.engines.outofcore.write import write_split
 from recsys.prepare.idmap import IdMap
@@ -197,7 +199,7 @@ def _run(spark, plain: Path, source: Path, dest: Path, work: Path, fmt, mapping,
     from pyspark.sql import functions as F
 
     raw, first, fmt, stats = _raw_frame(spark, plain, fmt, mapping, encoding, work)
-    unit_arg = "position" if fmt.startswith("seq") else "auto"
+    unit_arg = unit_for(fmt)
     first_unit = unit_arg
     if first is not None and first.height:
         first_unit = validate_frame(first, str(source), timestamp_unit=unit_arg,
@@ -222,7 +224,7 @@ def _run(spark, plain: Path, source: Path, dest: Path, work: Path, fmt, mapping,
     check_bad_fraction(Validated(pl.DataFrame(), head, report, {"timestamp_unit": report.stats["timestamp_unit"]}),
                        max_bad_fraction)
     if report.quarantined:
-        _quarantine(bad.orderBy(ROW).toArrow(), q_cols, str(source)).write_parquet(dest / "quarantine.parquet")
+        _quarantine(bad.orderBy(ROW).toArrow(), q_cols, str(source)).write_parquet(dest / pformat.QUARANTINE)
 
     # -- dedupe and repeats --------------------------------------------------------------------------
     strings = val.filter("ok").agg(F.max(F.col("user_s").isNotNull().cast("int")).alias("u"),
@@ -287,8 +289,7 @@ def _run(spark, plain: Path, source: Path, dest: Path, work: Path, fmt, mapping,
         .write.partitionBy("_b").parquet(str(work / "buckets")))
     fp, params, n_events = write_split(work / "buckets", dest, len(users), len(items), n_buckets, split,
                                        cut_quantile=cut_quantile)
-    users.save(dest / "user_ids.parquet")
-    items.save(dest / "item_ids.parquet")
+    pformat.save_id_maps(dest, users, items)
     report.stats["engine"] = "spark"
     return OutOfCoreResult(report, users, items, n_events, fp, params, fmt)
 

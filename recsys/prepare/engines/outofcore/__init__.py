@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,9 @@ from recsys.ingest.compression import compression, decompressed
 from recsys.ingest.report import IngestReport
 from recsys.ingest.schema import ColumnMapping
 from recsys.ingest.text import check_file
+from recsys.ingest.timeparse import unit_for
+from recsys.prepare import format as pformat
+from recsys.prepare.clock import StepClock
 from recsys.prepare.engines.outofcore.clean import dedupe_partitions, fit_maps, kcore_partitions, min_length_partitions
 from recsys.prepare.engines.outofcore.ingest import partition_log, validated_blocks, write_quarantine_parts
 from recsys.prepare.engines.outofcore.write import encode_buckets, write_split
@@ -89,7 +91,7 @@ def prepare_out_of_core(path: str | Path, dest: Path, *, fmt: str = "auto", mapp
     work = Path(opts.work_dir) if opts.work_dir else dest.parent / f".{dest.name}.ooc-work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    clock = _Clock()
+    clock = StepClock(log)
     try:
         kind = None if src.is_dir() else compression(src)
         if kind is None:
@@ -100,7 +102,7 @@ def prepare_out_of_core(path: str | Path, dest: Path, *, fmt: str = "auto", mapp
             parts.report.stats["compression"] = kind
         report = parts.report
         clock.lap(f"ingest into {parts.n_partitions} partitions", report.accepted)
-        write_quarantine_parts(parts, dest / "quarantine.parquet")
+        write_quarantine_parts(parts, dest / pformat.QUARANTINE)
         cleaned = dedupe_partitions(parts, work / "dedup", repeat_policy, report)
         clock.lap("dedupe", report.accepted)
         if user_k > 0 or item_k > 0:
@@ -119,8 +121,7 @@ def prepare_out_of_core(path: str | Path, dest: Path, *, fmt: str = "auto", mapp
         fp, params, n_events = write_split(work / "buckets", dest, len(users), len(items), parts.n_partitions,
                                            split, cut_quantile=cut_quantile)
         clock.lap(f"{split} split + write", n_events)
-        users.save(dest / "user_ids.parquet")
-        items.save(dest / "item_ids.parquet")
+        pformat.save_id_maps(dest, users, items)
         report.stats["engine"] = "outofcore"
         report.stats["partitions"] = parts.n_partitions
         return OutOfCoreResult(report, users, items, n_events, fp, params, parts.fmt, clock.laps)
@@ -134,27 +135,12 @@ def _ingest(plain: Path, source: Path, fmt: str, mapping, encoding, max_bad_frac
 
     fmt, raws, stats = raw_blocks(plain, fmt, mapping, encoding, parquet_block_rows=opts.block_rows)
     n = opts.partitions or max(1, math.ceil(estimated_rows(plain, fmt) / opts.partition_rows))
-    unit = "position" if fmt.startswith("seq") else "auto"
+    unit = unit_for(fmt)
     blocks = validated_blocks(raws, str(source), timestamp_unit=unit, max_id_len=max_id_len)
     parts = partition_log(blocks, str(source), work / "partitions", n, max_bad_fraction)
     parts.fmt = fmt
     parts.report.stats.update(stats, format=fmt)
     return parts
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.t = time.perf_counter()
-        self.laps: dict[str, float] = {}
-
-    def lap(self, step: str, rows: int) -> None:
-        import resource
-
-        now = time.perf_counter()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB -> GiB
-        log.info("  %-34s %14s rows  %7.1f s  peak RSS so far %.2f GB", step, f"{rows:,}", now - self.t, peak)
-        self.laps[step.split(" (")[0].split(" into ")[0]] = now - self.t
-        self.t = now
 
 
 __all__ = ["OutOfCoreOptions", "OutOfCoreResult", "estimated_rows", "prepare_out_of_core"]

@@ -151,7 +151,7 @@ def min_length_partitions(c: Cleaned, n: int, report: IngestReport) -> None:
 
 def fit_maps(c: Cleaned, previous: tuple[IdMap, IdMap] | None = None) -> tuple[IdMap, IdMap]:
     """The user and item IdMaps of the surviving events: sorted distinct ids (or ``previous`` extended), as
-    :func:`pipelines.prepare.fit_id_maps` builds them from the whole frame."""
+    :func:`recsys.prepare.engines.memory.fit_id_maps` builds them from the whole frame."""
     kept = [m.ids.filter(pl.Series(c.user_counts[p][1:] > 0)) for p, m in enumerate(c.user_maps) if m is not None]
     dtype = c.item_space.dtype if not kept else kept[0].dtype
     user_ids = pl.concat(kept) if kept else pl.Series("id", [], dtype=dtype)

@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from recsys.ingest.schema import EVENT, ITEM_IDX, TIMESTAMP, USER_IDX, WEIGHT
+from recsys.prepare import format as pformat
 from recsys.prepare.engines.outofcore.clean import Cleaned
 from recsys.prepare.idmap import IdMap
 from recsys.prepare.split import _FP_TYPES, PARTS, leave_last_out, temporal_split
@@ -252,9 +253,9 @@ def write_split(folder: Path, out: Path, n_users: int, n_items: int, n_buckets: 
         cut, valid_cut, train_items = temporal_cuts(folder, list(range(n_buckets)), n_events, cut_quantile,
                                                     valid_fraction, n_items)
         extra = {"cut_quantile": cut_quantile}
-    writer = SplitWriter(out / "split", n_users, n_items)
+    writer = SplitWriter(out / pformat.SPLIT, n_users, n_items)
     schema = _encoded_schema()
-    inter = pq.ParquetWriter(out / "interactions.parquet", schema)
+    inter = pq.ParquetWriter(out / pformat.INTERACTIONS, schema)
     try:
         for lo, hi in ranges:
             b = int(bucket_of(np.array([lo]), n_users, n_buckets)[0])
@@ -275,7 +276,7 @@ def write_split(folder: Path, out: Path, n_users: int, n_items: int, n_buckets: 
                 progress(frame.height)
     finally:
         inter.close()
-    fp = fingerprint_file(out / "interactions.parquet", n_events)
+    fp = fingerprint_file(out / pformat.INTERACTIONS, n_events)
     writer.close(fp, extra)
     return fp, writer.params | extra, n_events
 
