@@ -178,6 +178,28 @@ def serve(
         lookup_threads=lookup_threads)
 
 
+@app.command("serve-model")
+def serve_model(
+    model: str = typer.Option("models:/recsys@champion", "--model", "-m", help="MLflow model URI to serve."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; 127.0.0.1 keeps it local."),
+    port: int = typer.Option(5001, help="TCP port."),
+    workers: int = typer.Option(1, min=1, help="Server processes."),
+) -> None:
+    """Serve an MLflow pyfunc model (the champion by default) with `mlflow models serve --env-manager local`,
+    from this environment: POST /invocations. Works from a cron line or systemd unit that calls this
+    environment's `recsys` by path (mlflow starts `uvicorn` from PATH; this puts the environment's bin first)."""
+    import os
+    import sys
+
+    from pipelines import tracking
+
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    env.setdefault("MLFLOW_TRACKING_URI", tracking.tracking_uri())
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
+           "--host", host, "--port", str(port), "--workers", str(workers)]
+    os.execve(sys.executable, cmd, env)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app()

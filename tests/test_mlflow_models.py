@@ -83,7 +83,7 @@ def _publish_and_load_champion(tmp_path: Path) -> tuple[Recommender, pd.DataFram
 
 
 @pytest.mark.slow
-def test_the_champion_is_a_pyfunc_model_that_mlflow_models_serve_answers(sqlite_store: Path) -> None:
+def test_the_champion_is_a_pyfunc_model_that_mlflow_models_serve_answers_from_a_cron_line(sqlite_store: Path) -> None:
     rec, df, got = _publish_and_load_champion(sqlite_store)
     version = MlflowClient().get_model_version_by_alias("recsys", "champion")
     info = mlflow.models.get_model_info("models:/recsys@champion")
@@ -93,11 +93,11 @@ def test_the_champion_is_a_pyfunc_model_that_mlflow_models_serve_answers(sqlite_
     assert "recsys==" in reqs
 
     port = _free_port()
-    # `mlflow models serve` execs `uvicorn` from PATH: the environment's bin folder, as when it is activated
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri(),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/recsys@champion",
-                             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+    # as a cron line runs it: the environment's binary called by path, PATH without the environment's bin
+    # (`mlflow models serve` starts `uvicorn` from PATH; `recsys serve-model` puts the environment first)
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve-model", "--host", "127.0.0.1",
+                             "--port", str(port)],
                             cwd=sqlite_store, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         import httpx
