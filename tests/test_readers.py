@@ -208,6 +208,32 @@ def test_a_truncated_archive_is_an_error_that_names_the_file(tmp_path: Path, kin
         read_interactions(p)
 
 
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_a_full_disk_while_decompressing_names_the_disk_not_the_archive(tmp_path: Path, kind: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plain copy is written through /dev/full (every write fails with ENOSPC): an OSError that names the
+    folder and says the archive is fine, not a DataError about a damaged archive."""
+    import contextlib
+    import errno
+    import os
+
+    from recsys.ingest import compression
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full (Linux) to make every write fail with ENOSPC")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "events.csv").symlink_to("/dev/full")
+    monkeypatch.setattr(compression.tempfile, "TemporaryDirectory",
+                        lambda **_: contextlib.nullcontext(str(full)))
+    p = tmp_path / ("events.csv." + {"gzip": "gz", "zstd": "zst"}[kind])
+    p.write_bytes(_compress(kind, _log_text().encode() * 50))
+    with pytest.raises(OSError, match=rf"cannot write the decompressed copy of .*{p.name} in {full} .*MiB free on "
+                       r"that disk\): the archive is fine\. Free space there, or point TMPDIR") as err:
+        read_interactions(p)
+    assert err.value.errno == errno.ENOSPC and not isinstance(err.value, DataError)
+
+
 def test_errors_inside_a_compressed_file_name_the_archive(tmp_path: Path) -> None:
     import gzip
 

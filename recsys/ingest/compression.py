@@ -2,7 +2,8 @@
 as a stream into a temporary plain file that the text readers then read as usual.
 
 Memory stays bounded by the copy buffer, whatever the archive's size; a truncated or damaged archive is
-a :class:`~recsys.ingest.errors.DataError` that names the file. ``events.csv.gz`` is read as CSV,
+a :class:`~recsys.ingest.errors.DataError` that names the file; a disk that fills up while the copy is written
+is an ``OSError`` that names the disk's folder and its free space, not the archive. ``events.csv.gz`` is read as CSV,
 ``events.tsv.zst`` as TSV: the compression suffix is dropped before the format is taken from the name.
 """
 
@@ -64,14 +65,49 @@ def _copy(kind: str, path: Path, dst: BinaryIO) -> None:
         raise EOFError("the last zstd frame ends before its end marker")
 
 
+class _WriteFailed(Exception):
+    """Writing the plain copy failed (the disk, not the archive)."""
+
+    def __init__(self, error: OSError, written: int) -> None:
+        super().__init__(str(error))
+        self.error, self.written = error, written
+
+
+class _Sink:
+    """The plain copy: counts the bytes written and tells a failed write from a failed read."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh, self.written = fh, 0
+
+    def write(self, data: bytes) -> int:
+        try:
+            n = self.fh.write(data)
+        except OSError as exc:
+            raise _WriteFailed(exc, self.written) from None
+        self.written += len(data)
+        return n
+
+
 @contextmanager
 def decompressed(path: Path, kind: str) -> Iterator[Path]:
-    """Yield a temporary plain copy of the ``kind``-compressed ``path`` (removed afterwards)."""
+    """Yield a temporary plain copy of the ``kind``-compressed ``path`` (removed afterwards).
+
+    Raises
+    ------
+    DataError : the archive is truncated, damaged or holds an empty file (names the archive).
+    OSError : the plain copy could not be written (a full disk: names the folder, its free space and the fix).
+    """
     with tempfile.TemporaryDirectory(prefix="recsys-decompressed-") as tmp:
         out = Path(tmp) / inner_name(path)
         try:
-            with out.open("wb") as dst:
-                _copy(kind, path, dst)
+            with out.open("wb") as fh:
+                _copy(kind, path, _Sink(fh))  # type: ignore[arg-type]
+        except _WriteFailed as failed:
+            free = shutil.disk_usage(tmp).free
+            raise OSError(failed.error.errno, f"cannot write the decompressed copy of {path} in {tmp} "
+                          f"({failed.error.strerror or failed.error}; {failed.written / 2**20:.0f} MiB written, "
+                          f"{free / 2**20:.0f} MiB free on that disk): the archive is fine. Free space there, "
+                          "or point TMPDIR at a disk with room for the uncompressed log.") from None
         except DataError:
             raise
         except Exception as exc:  # EOFError, OSError, zlib.error, zstandard.ZstdError: all mean a bad archive
