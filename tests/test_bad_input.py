@@ -89,6 +89,26 @@ def test_wrong_encoding_latin1_bytes_read_as_utf8(tmp_path):
     assert res.frame["user"].to_list() == ["u1", "rené"] and res.frame["item"][1] == "café"
 
 
+def test_a_non_utf8_csv_is_decoded_block_by_block_as_the_utf8_file_is_read(tmp_path):
+    """A latin-1 log is streamed (many blocks, none holding the whole file) and gives the rows of the same log
+    saved as UTF-8; a byte the encoding cannot decode is an error that names the line it is on or after."""
+    from recsys.ingest.delimited import delimited_raw
+
+    rows = "".join(f"usér{i},café{i % 7},{1600000000 + i}\n" for i in range(400))
+    latin = _write(tmp_path, "latin.csv", (HEADER + rows).encode("latin-1"))
+    utf8 = _write(tmp_path, "utf8.csv", (HEADER + rows).encode("utf-8"))
+    blocks = list(delimited_raw(latin, ",", ColumnMapping(), "latin-1", block_bytes=512))
+    assert len(blocks) > 10 and max(b.height for b in blocks) < 400
+    streamed = pl.concat(blocks)
+    assert streamed.equals(pl.concat(list(delimited_raw(utf8, ",", ColumnMapping(), "utf8", block_bytes=512))))
+    assert streamed["user"][399] == "usér399" and streamed["row"][399] == 401  # file line numbers
+    assert read_interactions(latin, encoding="latin-1").frame.equals(read_interactions(utf8).frame)
+    bad = _write(tmp_path, "bad.csv", (HEADER + rows).encode("latin-1"))
+    with pytest.raises(DataError, match=r"bad\.csv: cannot be decoded as ascii \(ordinal not in range\(128\), on "
+                                        r"or after line 2\)"):
+        read_interactions(bad, encoding="ascii")
+
+
 def test_unknown_encoding_name(tmp_path):
     p = _write(tmp_path, "x.csv", HEADER + _good_rows(3))
     with pytest.raises(DataError, match="encoding='klingon' is unknown"):

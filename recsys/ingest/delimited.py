@@ -22,7 +22,7 @@ import polars as pl
 
 from recsys.ingest.errors import BLANK_LINE, LINE, READER_REASON, WRONG_FIELD_COUNT, DataError
 from recsys.ingest.schema import ROW, ColumnMapping
-from recsys.ingest.text import check_text, field_counts, lines_of, polars_errors, text_source
+from recsys.ingest.text import check_encoding, check_text, field_counts, lines_of, polars_errors
 
 SEPARATORS = {"csv": ",", "tsv": "\t"}
 
@@ -72,29 +72,46 @@ def delimited_raw(path: Path, sep: str, mapping: ColumnMapping, encoding: str,
 def _blocks(path: Path, encoding: str, block_bytes: int) -> Iterator[tuple[int, bytes]]:
     """(line number of the block's first line, UTF-8 text of whole records) after the header line.
 
-    Blocks end at a newline outside quotes, so no record is split. Other encodings are transcoded whole.
+    Blocks end at a newline outside quotes, so no record is split. Other encodings are decoded as a stream,
+    about ``block_bytes`` at a time, so memory does not grow with the file whatever its encoding.
     """
-    text = text_source(path, encoding)
-    if isinstance(text, bytes):
-        yield 2, text[text.find(b"\n") + 1:] if b"\n" in text else b""
-        return
     line, carry, sent = 2, b"", False
-    with path.open("rb") as fh:
-        fh.readline()  # the header
-        while True:
-            chunk = fh.read(block_bytes)
-            data = carry + chunk if carry else chunk
-            cut = len(data) if not chunk else _record_end(data)
-            if cut == 0 and chunk:  # one record longer than a block: read on
-                carry = data
-                continue
-            if data[:cut] or not sent:
-                yield line, data[:cut]
-                sent = True
-            if not chunk:
-                return
-            line += data.count(b"\n", 0, cut)
-            carry = data[cut:]
+    chunks = _utf8_chunks(path, encoding, block_bytes)
+    while True:
+        chunk = next(chunks, b"")
+        data = carry + chunk if carry else chunk
+        cut = len(data) if not chunk else _record_end(data)
+        if cut == 0 and chunk:  # one record longer than a block: read on
+            carry = data
+            continue
+        if data[:cut] or not sent:
+            yield line, data[:cut]
+            sent = True
+        if not chunk:
+            return
+        line += data.count(b"\n", 0, cut)
+        carry = data[cut:]
+
+
+def _utf8_chunks(path: Path, encoding: str, block_bytes: int) -> Iterator[bytes]:
+    """The file after its header line as UTF-8 bytes, about ``block_bytes`` at a time (UTF-8 files as they are;
+    others decoded incrementally, so a character split between two reads is never cut)."""
+    if check_encoding(encoding) == "utf-8":
+        with path.open("rb") as fh:
+            fh.readline()  # the header
+            while chunk := fh.read(block_bytes):
+                yield chunk
+        return
+    line = 2
+    with path.open("r", encoding=encoding, newline="") as fh:
+        try:
+            fh.readline()  # the header
+            while text := fh.read(block_bytes):
+                yield text.encode("utf-8")
+                line += text.count("\n")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: cannot be decoded as {encoding} ({e.reason}, on or after line {line}). "
+                            "Pass the file's real encoding.") from None
 
 
 def _record_end(data: bytes) -> int:
