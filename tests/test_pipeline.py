@@ -631,7 +631,7 @@ def test_killed_at_every_fault_point_the_rerun_finishes_and_the_state_agrees(wor
 
 @pytest.mark.slow
 def test_the_readme_nightly_config_runs_as_written_and_status_reports_it(workdir: Path) -> None:
-    """The README's cron line: `recsys pipeline run --config experiments/pipelines/nightly.toml` from the
+    """The README's cron line with the shipped config: `recsys pipeline run --config .../nightly.toml` from the
     deployment root, with the day's log file in logs/incoming/; then `recsys pipeline status`."""
     incoming = workdir / "logs" / "incoming"
     incoming.mkdir(parents=True)

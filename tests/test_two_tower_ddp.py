@@ -85,7 +85,7 @@ def test_two_ranks_match_one_process(tmp_path: Path, loss: str, device: str) -> 
 
 @pytest.mark.slow
 def test_torchrun_trains_across_two_processes(tmp_path: Path) -> None:
-    """The README's multi-process command, on 2 gloo ranks: rank 0 reports world size 2 and saves a model."""
+    """docs/guide.md's multi-process command, on 2 gloo ranks: rank 0 reports world size 2 and saves a model."""
     import json
     import shutil
     import subprocess

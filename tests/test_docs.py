@@ -1,0 +1,40 @@
+"""Figures cannot drift from their reports: the generated docs match a regeneration, and every report names the
+command and the commit that produced it."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+import make_docs  # noqa: E402
+
+REPORTS = REPO / "experiments" / "reports"
+COMMIT = re.compile(r"commits?:?\s*`?[0-9a-f]{7,40}\b", re.I)
+COMMAND = re.compile(r"`(?:python|torchrun|recsys)\b[^`]*`")
+#: reports written before their scripts recorded the commit; each leaves this list when it is rerun
+NO_COMMIT_YET = {"beauty_baselines", "beauty_baselines_quick", "beauty_two_tower", "beauty_two_tower_quick",
+                 "bench_data", "bench_data_quick", "bench_pipeline", "bench_serving", "bench_serving_quick",
+                 "bench_two_tower_ensemble", "bench_two_tower_ensemble_quick", "bench_two_tower_step"}
+NO_COMMAND_YET = {"bench_pipeline"}
+
+
+def test_the_docs_and_readme_blocks_match_a_regeneration_from_the_reports() -> None:
+    assert make_docs.main(["--check"]) == 0, "run `python experiments/make_docs.py` and commit its output"
+
+
+def test_every_report_names_its_command_and_commit() -> None:
+    reports = {p.stem: p.read_text() for p in REPORTS.glob("*.md")}
+    assert len(reports) > 20
+    missing_commit = {name for name, text in reports.items() if not COMMIT.search(text)}
+    missing_command = {name for name, text in reports.items() if not COMMAND.search(text)}
+    # a new report must name both; an old one leaves the list once rerun (the list only shrinks)
+    assert missing_commit == NO_COMMIT_YET & set(reports), sorted(missing_commit ^ (NO_COMMIT_YET & set(reports)))
+    assert missing_command == NO_COMMAND_YET & set(reports), sorted(missing_command ^ NO_COMMAND_YET)
+
+
+def test_the_readme_is_a_users_guide_of_at_most_250_lines() -> None:
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines; move details to docs/guide.md"
