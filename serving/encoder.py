@@ -47,6 +47,32 @@ def segment_sum(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return out
 
 
+def decayed_mean(vectors: np.ndarray, offsets: np.ndarray, items: np.ndarray, decay: float,
+                 max_len: int | None = None, block_events: int = 1 << 18) -> np.ndarray:
+    """(R, d) float64 ``sum_a decay**a * vectors[item_a] / sum_a decay**a`` per row of a flat history
+    (``items[offsets[r]:offsets[r + 1]]``, oldest first; ``a`` = 0 for the newest item; items ``max_len`` or
+    more steps back weigh 0; an empty row gives 0). The one decayed mean: item2vec's ``encode_users`` and the
+    served mean encoder both call it. Rows go ``block_events`` events at a time, so memory stays bounded.
+    """
+    offsets = np.asarray(offsets, dtype=np.int64)
+    out = np.zeros((len(offsets) - 1, vectors.shape[1]), dtype=np.float64)
+    r0 = 0
+    while r0 < len(offsets) - 1:
+        r1 = max(int(np.searchsorted(offsets, offsets[r0] + block_events, side="right")) - 1, r0 + 1)
+        r1 = min(r1, len(offsets) - 1)
+        local = offsets[r0:r1 + 1] - offsets[r0]
+        its = np.asarray(items[offsets[r0]:offsets[r1]], dtype=np.int64)
+        age = np.repeat(local[1:], np.diff(local)) - 1 - np.arange(len(its))  # 0 = newest
+        w = np.power(float(decay), age, dtype=np.float64)
+        if max_len is not None:
+            w[age >= int(max_len)] = 0.0
+        num = segment_sum(w[:, None] * np.asarray(vectors[its], dtype=np.float64), local)
+        den = segment_sum(w, local)
+        out[r0:r1] = num / np.where(den > 0, den, 1.0)[:, None]
+        r0 = r1
+    return out
+
+
 def _rows(offsets: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
 
@@ -100,13 +126,7 @@ class MeanEncoder(Encoder):
         self.vectors, self.dim = vectors, vectors.shape[1]
 
     def _encode(self, offsets: np.ndarray, items: np.ndarray) -> np.ndarray:
-        age = np.repeat(offsets[1:], np.diff(offsets)) - 1 - np.arange(len(items))  # 0 = newest
-        w = np.power(float(self.spec.get("decay", 1.0)), age, dtype=np.float64)
-        if self.spec.get("max_len") is not None:
-            w[age >= int(self.spec["max_len"])] = 0.0
-        num = segment_sum(w[:, None] * np.asarray(self.vectors[items], dtype=np.float64), offsets)
-        den = segment_sum(w, offsets)
-        return num / np.where(den > 0, den, 1.0)[:, None]
+        return decayed_mean(self.vectors, offsets, items, float(self.spec.get("decay", 1.0)), self.spec.get("max_len"))
 
 
 class ALSEncoder(Encoder):

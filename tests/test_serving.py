@@ -229,3 +229,21 @@ def test_work_per_query_is_bounded_however_long_the_exclusions(rec, bundle, monk
     light = rec.recommend_for_history(["i150"], k=10, exclude=heavy[:5])  # within the bound: the index answers
     assert asked and max(asked) <= 40
     assert light.items == exact(items[150], items, 10, banned=[1, 2, 3, 4, 5, 150])
+
+
+def test_the_decayed_mean_by_hand_and_in_blocks() -> None:
+    """``serving.encoder.decayed_mean``: the one decayed mean (item2vec's encoder and the served one)."""
+    from serving.encoder import decayed_mean
+
+    vectors = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    offsets, items = np.array([0, 3, 3, 4]), np.array([1, 2, 3, 2])  # rows: [1, 2, 3], [], [2]
+    got = decayed_mean(vectors, offsets, items, decay=0.5)
+    # row 0: weights 0.25, 0.5, 1 (newest last) -> (0.25*[1,0] + 0.5*[0,1] + [1,1]) / 1.75
+    assert np.allclose(got, [[1.25 / 1.75, 1.5 / 1.75], [0.0, 0.0], [0.0, 1.0]])
+    assert np.allclose(decayed_mean(vectors, offsets, items, 0.5, max_len=2), [[1 / 1.5, 1.5 / 1.5], [0, 0], [0, 1]])
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 9, 300)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    items = rng.integers(1, 4, offsets[-1])
+    assert np.allclose(decayed_mean(vectors, offsets, items, 0.7, block_events=5),
+                       decayed_mean(vectors, offsets, items, 0.7))

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
@@ -57,6 +56,7 @@ from recsys.models.popularity import load_arrays, save_arrays
 from recsys.models.row_updates import UPDATE_RULES, RowState, UpdateRule, apply_rows, row_coefficients
 from recsys.prepare.sequences import Sequences, item_counts
 from recsys.search_space import Choice, SearchSpace
+from serving.encoder import decayed_mean
 
 
 @dataclass
@@ -377,14 +377,7 @@ class Item2Vec(Model):
                 f"histories index {histories.n_items} items but the model has {vecs.shape[0] - 1}; "
                 "encode histories with the IdMap the model was trained with"
             )
-        lens = histories.lengths()
-        age = np.repeat(histories.offsets[1:], lens) - 1 - np.arange(histories.n_events)
-        w = np.power(self.config.user_decay, age, dtype=np.float64)
-        m = sp.csr_matrix((w, np.asarray(histories.items), np.asarray(histories.offsets)),
-                          shape=(histories.n_rows, vecs.shape[0]))
-        den = np.asarray(m.sum(axis=1)).ravel()
-        out = (m @ vecs.astype(np.float64)) / np.where(den > 0, den, 1.0)[:, None]
-        return out.astype(np.float32)
+        return decayed_mean(vecs, histories.offsets, histories.items, self.config.user_decay).astype(np.float32)
 
     def ineligible_items(self) -> np.ndarray | None:
         """(n_items + 1,) bool: items that never occur in the training sequences (their input vectors are
