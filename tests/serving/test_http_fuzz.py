@@ -8,7 +8,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_serving import make_bundle
+from support import make_bundle
 
 PATHS = ["/v1/recommend", "/v1/similar", "/v1/model", "/healthz", "/readyz", "/docs", "/nope"]
 FIELDS = ["user_id", "item_id", "k", "exclude_seen", "history", "exclude", "allow"]

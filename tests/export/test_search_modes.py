@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_ivf import clustered
+from support import clustered
 
 from recsys.export import AnnConfig, export_bundle
 from recsys.export.ann import exact_topk, recall

@@ -11,36 +11,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import DIM, N_ITEMS, N_USERS, exact, make_bundle
 
-from recsys.export import AnnConfig, export_bundle, publish
-from recsys.prepare.sequences import Sequences
+from recsys.export import publish
 from serving import BundleError, Recommender
 from serving.format import IdLookup, sha256_file
-
-N_ITEMS, N_USERS, DIM = 300, 40, 16
-EXACT_ANN = AnnConfig(n_trees=50, search_k_factors=(64,))
-
-
-def make_bundle(dest: Path, seed: int = 0, metric: str = "dot", **kwargs) -> tuple[Path, dict]:
-    """Random vectors, string item ids ``i<j>``, int user ids ``100 + j``; returns (bundle, arrays)."""
-    rng = np.random.default_rng(seed)
-    items = rng.normal(size=(N_ITEMS + 1, DIM)).astype(np.float32)
-    users = rng.normal(size=(N_USERS + 1, DIM)).astype(np.float32)
-    items[0] = users[0] = 0
-    rows = [[]] + [rng.choice(np.arange(1, N_ITEMS + 1), 8, replace=False).tolist() for _ in range(N_USERS)]
-    seen = Sequences.from_lists(rows, n_items=N_ITEMS)
-    item_ids = [f"i{j}" for j in range(1, N_ITEMS + 1)]
-    user_ids = list(range(101, 101 + N_USERS))
-    kwargs.setdefault("ann", EXACT_ANN)
-    path = export_bundle(dest, items, users, item_ids, user_ids, seen, None, metric, "random", **kwargs)
-    return path, {"items": items, "users": users, "seen": rows}
-
-
-def exact(query: np.ndarray, items: np.ndarray, k: int, banned=()) -> list[str]:
-    scores = items @ query
-    scores[0] = -np.inf
-    scores[list(banned)] = -np.inf
-    return [f"i{j}" for j in np.argsort(-scores, kind="stable")[:k]]
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +165,7 @@ def test_load_through_publish_root(tmp_path, bundle):
 def test_serving_imports_stay_light():
     code = ("import sys, serving, serving.http; heavy = [m for m in ('torch', 'mlflow', 'polars', 'recsys') "
             "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2])
     assert res.returncode == 0, res.stdout + res.stderr
 
 

@@ -351,7 +351,7 @@ def test_run_configs_build_the_model() -> None:
     from pipelines.config import load_run_config
     from recsys.models.registry import build_model
 
-    paths = sorted((Path(__file__).resolve().parents[1] / "experiments" / "configs").glob("beauty_two_tower_*.toml"))
+    paths = sorted((Path(__file__).resolve().parents[2] / "experiments" / "configs").glob("beauty_two_tower_*.toml"))
     assert {p.stem for p in paths} >= {"beauty_two_tower_transformer", "beauty_two_tower_pooled",
                                        "beauty_two_tower_ensemble"}
     for p in paths:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
 import defaults  # noqa: E402
-from test_item2vec import clustered_split  # noqa: E402
+from support import clustered_split  # noqa: E402
 
 
 def _cell(v: float) -> dict:

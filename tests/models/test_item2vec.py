@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
 import torch
 import torch.nn.functional as F
+from support import PER_CLUSTER, clustered_split
 
 from recsys.config import ConfigError
 from recsys.evaluation.evaluator import evaluate_model
@@ -18,27 +18,7 @@ from recsys.models.popularity import Popularity
 from recsys.models.registry import build_model
 from recsys.models.row_updates import RowState, apply_rows, row_coefficients
 from recsys.prepare.sequences import Sequences
-from recsys.prepare.split import SplitData, leave_last_out
-
-N_CLUSTERS, PER_CLUSTER = 8, 15
-
-
-def clustered_split(n_users: int = 600, length: int = 12, noise: float = 0.1, seed: int = 0) -> SplitData:
-    """Users browse one cluster of items (Zipf-popular inside it); ``noise`` of the events are random items."""
-    rng = np.random.default_rng(seed)
-    n_items = N_CLUSTERS * PER_CLUSTER
-    p = 1.0 / np.arange(1, PER_CLUSTER + 1)
-    p /= p.sum()
-    users, items = [], []
-    for u in range(1, n_users + 1):
-        c = rng.integers(N_CLUSTERS)
-        seq = c * PER_CLUSTER + 1 + rng.choice(PER_CLUSTER, size=length, p=p)
-        flip = rng.random(length) < noise
-        seq[flip] = rng.integers(1, n_items + 1, size=flip.sum())
-        users += [u] * length
-        items += seq.tolist()
-    enc = pl.DataFrame({"user_idx": users, "item_idx": items, "timestamp": np.arange(len(users))})
-    return leave_last_out(enc, n_users, n_items)
+from recsys.prepare.split import SplitData
 
 
 @pytest.fixture(scope="module")

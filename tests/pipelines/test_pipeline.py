@@ -639,7 +639,7 @@ def test_the_readme_nightly_config_runs_as_written_and_status_reports_it(workdir
     n = 4000
     pl.DataFrame({"user": [f"u{u}" for u in rng.integers(0, 200, n)], "item": [f"i{x}" for x in rng.zipf(1.3, n) % 300],
                   "timestamp": 1_700_000_000 + np.arange(n)}).write_csv(incoming / "events-2026-12-01.csv")
-    nightly = Path(__file__).resolve().parents[1] / "experiments" / "pipelines" / "nightly.toml"
+    nightly = Path(__file__).resolve().parents[2] / "experiments" / "pipelines" / "nightly.toml"
     out = _cli(["pipeline", "run", "--config", str(nightly), "--no-samples"])
     assert out.returncode == 0, out.stderr[-3000:]
     bundles = workdir / "bundles" / "nightly"

@@ -16,7 +16,7 @@ import mlflow
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from test_mlflow import _cfg, _free_port, mlflow_server
+from support import free_port, mlflow_server, run_config
 
 from pipelines import compare, tracking
 from pipelines.pipeline import run_pipeline
@@ -92,7 +92,7 @@ def test_the_champion_is_a_pyfunc_model_that_mlflow_models_serve_answers_from_a_
     reqs = (Path(mlflow.artifacts.download_artifacts("models:/recsys@champion")) / "requirements.txt").read_text()
     assert "recsys==" in reqs
 
-    port = _free_port()
+    port = free_port()
     # as a cron line runs it: the environment's binary called by path, PATH without the environment's bin
     # (`mlflow models serve` starts `uvicorn` from PATH; `recsys serve-model` puts the environment first)
     env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "PATH": "/usr/bin:/bin"}
@@ -130,13 +130,13 @@ def test_the_champion_loads_from_a_real_mlflow_server(tmp_path: Path, monkeypatc
         _publish_and_load_champion(tmp_path)
         assert not (tmp_path / "mlruns.db").exists()
         # a trained model comes back from the server alone and scores what its run logged
-        result = train_run(_cfg({"name": "als", "factors": 8, "iterations": 3}), tmp_path / "runs")
+        result = train_run(run_config({"name": "als", "factors": 8, "iterations": 3}), tmp_path / "runs")
         again = evaluate_run_model(f"runs:/{result.run_id}/model", tmp_path / "elsewhere")
         assert again["ndcg_10"] == pytest.approx(result.test["ndcg_10"], abs=1e-7)
 
 
 def test_a_model_comes_back_from_its_run_with_the_metrics_it_logged(sqlite_store: Path) -> None:
-    result = train_run(_cfg({"name": "item2vec", "dim": 8, "epochs": 2, "window": 2}), sqlite_store / "runs")
+    result = train_run(run_config({"name": "item2vec", "dim": 8, "epochs": 2, "window": 2}), sqlite_store / "runs")
     uri = f"runs:/{result.run_id}/model"
     client = MlflowClient(tracking.tracking_uri())
     run = client.get_run(result.run_id)
@@ -156,7 +156,7 @@ def test_a_model_comes_back_from_its_run_with_the_metrics_it_logged(sqlite_store
 
 
 def test_final_metrics_stay_apart_from_the_per_epoch_series(sqlite_store: Path) -> None:
-    result = train_run(_cfg({"name": "als", "factors": 8, "iterations": 3}), sqlite_store / "runs")
+    result = train_run(run_config({"name": "als", "factors": 8, "iterations": 3}), sqlite_store / "runs")
     client = MlflowClient(tracking.tracking_uri())
     run = client.get_run(result.run_id)
     final = client.get_metric_history(result.run_id, "val_ndcg_10")
@@ -169,7 +169,7 @@ def test_final_metrics_stay_apart_from_the_per_epoch_series(sqlite_store: Path) 
 
 def test_the_compare_table_fits_a_terminal_and_the_files_keep_everything(sqlite_store: Path) -> None:
     for i, (factors, reg) in enumerate([(4, 0.01), (8, 0.1), (16, 0.05)]):
-        train_run(_cfg({"name": "als", "factors": factors, "regularization": reg, "iterations": 2},
+        train_run(run_config({"name": "als", "factors": factors, "regularization": reg, "iterations": 2},
                        experiment="cmp", name=f"als-with-a-long-descriptive-run-name-{i}"), sqlite_store / "runs")
     (sqlite_store / "p.toml").write_text(PIPELINE.replace('workdir = "wd"', 'workdir = "wd"\nexperiment = "cmp"'))
     run_pipeline(load_pipeline_config(sqlite_store / "p.toml"), echo=lambda _: None)

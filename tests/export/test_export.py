@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 import scipy.sparse as sp
-from test_serving import make_bundle
+from support import make_bundle
 
 from recsys.export import AnnConfig, export_bundle, export_model, list_bundles, publish, rollback
 from recsys.export.ann import SearchOption, ann_topk, build_index, choose_search, exact_topk, recall

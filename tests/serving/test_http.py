@@ -13,16 +13,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_serving import make_bundle
+from support import make_bundle
 
 from recsys.export import publish
 from recsys.export.publish import point
 from serving import Recommender
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -45,7 +45,7 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("http")
     root = tmp / "root"
     publish(root, make_bundle(tmp / "b0", seed=0)[0], version="v000")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "serving", str(root), "--port", str(port),
                              "--reload-interval", "0.2"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -258,7 +258,7 @@ def test_two_workers_answer_concurrent_clients_identically(tmp_path):
     root = tmp_path / "root"
     publish(root, make_bundle(tmp_path / "b0", seed=3)[0], version="v000")
     rec = Recommender.load(root)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", str(root), "--port", str(port),
                              "--workers", "2", "--lookup-threads", "2"], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)

@@ -6,27 +6,13 @@ import json
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
+from support import clustered
 
 from recsys.export import AnnConfig, export_bundle
 from recsys.export.ann import exact_topk, recall, sample_queries
 from recsys.export.ivf import assign, build_ivf, default_nlist, kmeans, tune_ivf
 from serving import BundleError, Recommender
 from serving.ivf import IvfIndex
-
-
-def clustered(n_items: int, n_users: int, d: int = 16, topics: int = 40, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(topics, d)).astype(np.float32)
-    items = np.vstack([np.zeros((1, d)), centres[rng.integers(0, topics, n_items)]
-                       + 0.4 * rng.normal(size=(n_items, d))]).astype(np.float32)
-    users = np.vstack([np.zeros((1, d)), centres[rng.integers(0, topics, n_users)]
-                       + 0.3 * rng.normal(size=(n_users, d))]).astype(np.float32)
-    rows = np.repeat(np.arange(1, n_users + 1), 5)
-    cols = rng.integers(1, n_items + 1, rows.size)
-    seen = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)), shape=(n_users + 1, n_items + 1))
-    seen.sum_duplicates()
-    return items, users, seen
 
 
 def test_kmeans_recovers_separated_blobs():

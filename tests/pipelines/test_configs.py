@@ -10,7 +10,7 @@ from pipelines.config import load_run_config
 from recsys.config import from_dict
 from recsys.models.registry import MODELS
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "experiments" / "configs").glob("*.toml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "experiments" / "configs").glob("*.toml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

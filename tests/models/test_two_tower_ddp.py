@@ -92,7 +92,7 @@ def test_torchrun_trains_across_two_processes(tmp_path: Path) -> None:
 
     torchrun = shutil.which("torchrun")
     assert torchrun, "torchrun comes with torch; the environment is incomplete"
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     out = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "experiments/train_ddp.py", "--device",
                           "cpu", "--synthetic", "5000", "--epochs", "1", "--save", str(tmp_path / "m")], cwd=repo,
                          capture_output=True, text=True, timeout=600)
