@@ -63,8 +63,8 @@ def cuda_tests(dry: bool) -> dict:
     """``pytest -m cuda`` over the device-parametrized tests; on a CPU machine every one of them skips."""
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
-                          "tests/models/test_devices.py", "tests/models/test_two_tower_ddp.py"], cwd=REPO, capture_output=True,
-                         text=True)
+                          "tests/models/test_devices.py", "tests/models/test_two_tower_ddp.py"], cwd=REPO,
+                         capture_output=True, text=True)
     tail = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr[-500:]
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error)", tail)}
     return {"summary": tail, **counts, "ok": out.returncode in (0, 5) and not counts.get("failed"),
