@@ -201,6 +201,11 @@ def serve_model(
 
 
 def main() -> None:
+    import os
+    import sys
+
+    if not sys.stderr.isatty():  # a cron log: no per-file progress bars from MLflow's artifact downloads
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app()
 
