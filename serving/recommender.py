@@ -82,9 +82,24 @@ class Recommender:
 
     @classmethod
     def load(cls, path: str | Path, verify: bool = True, search: str | None = None) -> Recommender:
-        """Load a bundle dir or the ``current`` bundle of a publish root; raises BundleError when unusable.
+        """Load a bundle.
 
-        ``search`` overrides the bundle's candidate search ("annoy", "exact" or "ivf"; default: the manifest's).
+        Parameters
+        ----------
+        path : a bundle folder, or a publish root (its ``current`` bundle is loaded).
+        verify : check every file against the SHA-256 the manifest lists (off: faster, for trusted copies).
+        search : the candidate search, ``"annoy"``, ``"ivf"`` or ``"exact"``; default: the one export chose
+            by measurement (manifest ``search``).
+
+        Returns
+        -------
+        Recommender : ready to answer lookups.
+
+        Raises
+        ------
+        BundleError : a missing or altered file, an unknown format version, a manifest that disagrees with
+            the arrays; the message names the bundle and the file.
+        ValueError : ``search`` is not one of the three, or is ``"ivf"`` for a bundle without an IVF index.
         """
         return cls(load_bundle(path, verify=verify), search)
 
@@ -95,13 +110,31 @@ class Recommender:
     # -- public lookups ---------------------------------------------------------------------
     def recommend(self, user_id: object, k: int = 10, exclude_seen: bool | None = None, exclude: Iterable = (),
                   allow: Iterable | None = None, history: Iterable | None = None) -> Recommendation:
-        """Top-``k`` items for a user; ``history`` = recent events (raw item ids, oldest first) not in the bundle.
+        """Top-``k`` items for a user.
 
         A known user without recent events is answered from the stored vector ("model"); with them, the
-        stored history plus the events is encoded now ("fresh"), and with ``exclude_seen`` neither the
-        stored nor the recent items come back (``None``: the bundle's ``exclude_seen``, chosen on validation
-        by the pipeline; true for bundles without it). An unknown user is answered from ``history`` alone
-        ("history") or, without one, by popularity. Unknown ids in ``history`` are ignored and listed.
+        stored history plus the events is encoded now ("fresh"). An unknown user is answered from
+        ``history`` alone ("history") or, without one, by popularity ("popularity").
+
+        Parameters
+        ----------
+        user_id : the raw user id (as in the logs; int-like strings match int ids).
+        k : how many items, 1..100000.
+        exclude_seen : never return the stored history's or ``history``'s items; ``None``: the bundle's
+            ``exclude_seen`` (chosen on validation by the pipeline; true for bundles without it).
+        exclude : raw item ids never to return.
+        allow : when given, only these raw item ids may be returned.
+        history : the user's recent events not in the bundle (raw item ids, oldest first).
+
+        Returns
+        -------
+        Recommendation : raw item ids best first, their scores, the path that answered (``source``), item
+            metadata, and the ids of ``history`` the bundle does not know (``unknown``; they are ignored).
+
+        Raises
+        ------
+        RequestError : ``k`` is not an integer in 1..100000. (An id the bundle does not know is no error: an
+            unknown user gets popularity or its ``history``'s answer, an unknown item id is ignored.)
         """
         k = _check_k(k)
         exclude_seen = self.exclude_seen if exclude_seen is None else exclude_seen
@@ -124,7 +157,22 @@ class Recommender:
 
     def recommend_for_history(self, item_ids: Iterable, k: int = 10, exclude_seen: bool | None = None,
                               exclude: Iterable = (), allow: Iterable | None = None) -> Recommendation:
-        """Top-``k`` for an anonymous history (raw item ids, oldest first); unknown ids are ignored and reported."""
+        """Top-``k`` items for an anonymous history, encoded now as the model encodes histories.
+
+        Parameters
+        ----------
+        item_ids : raw item ids, oldest first.
+        k, exclude_seen, exclude, allow : as in :meth:`recommend` (``exclude_seen`` leaves out ``item_ids``).
+
+        Returns
+        -------
+        Recommendation : ``source`` "history", or "popularity" when no id is known; unknown ids are listed
+            in ``unknown`` and otherwise ignored.
+
+        Raises
+        ------
+        RequestError : as in :meth:`recommend`.
+        """
         k = _check_k(k)
         exclude_seen = self.exclude_seen if exclude_seen is None else exclude_seen
         known, unknown = self._lookup_items(item_ids)
@@ -142,11 +190,25 @@ class Recommender:
         return Recommendation(rec.items, rec.scores, rec.source, rec.meta, unknown, note)
 
     def similar_items(self, item_id: object, k: int = 10) -> Recommendation:
-        """The ``k`` items nearest to ``item_id`` (itself left out); an unknown item gives popularity.
+        """The ``k`` items nearest to ``item_id`` (itself left out).
 
-        The query is the item's vector, except under a mean encoder with its own table (item2vec in-out
-        scoring), where it is the item's row of that table: its input vector against the others' output
-        vectors, i.e. the items a history of this one item would get.
+        The query is the item's row of :attr:`Bundle.input_vectors`: its vector, or under a mean encoder with
+        its own table (item2vec in-out scoring) its input vector against the others' output vectors, i.e.
+        the items a history of this one item would get.
+
+        Parameters
+        ----------
+        item_id : a raw item id.
+        k : how many items, 1..100000.
+
+        Returns
+        -------
+        Recommendation : ``source`` "model"; "popularity" (with ``unknown`` = [item_id]) for an unknown item,
+            or for an item added after training without content (with a ``note`` saying so).
+
+        Raises
+        ------
+        RequestError : ``k`` is not an integer in 1..100000.
         """
         k = _check_k(k)
         item = int(self.bundle.items.lookup([item_id])[0])
@@ -213,7 +275,17 @@ class Recommender:
 
     def recommend_batch(self, user_ids: Iterable, k: int = 10,
                         exclude_seen: bool | None = None) -> list[Recommendation]:
-        """:meth:`recommend` for each user, in order."""
+        """:meth:`recommend` for each user, in order.
+
+        Parameters
+        ----------
+        user_ids : raw user ids.
+        k, exclude_seen : as in :meth:`recommend`.
+
+        Returns
+        -------
+        list[Recommendation] : one per user id.
+        """
         return [self.recommend(u, k, exclude_seen) for u in user_ids]
 
     # -- internals -------------------------------------------------------------------------

@@ -86,16 +86,58 @@ class Model(ABC):
         on_epoch_end: EpochCallback | None = None,
         validate: Validator | None = None,
     ) -> Model:
-        """Learn from ``train`` (row = user index). Implementations store ``self._train``."""
+        """Learn from ``train``; implementations store ``self._train``.
+
+        Parameters
+        ----------
+        train : per-user training sequences (row = user index, row 0 the padding user), oldest event first;
+            may be memory-mapped.
+        on_epoch_end : called after every epoch (iteration) with its figures (loss, ``val_*`` from
+            ``validate``); raising :class:`StopTraining` in it ends the fit after that epoch.
+        validate : scores the model after each epoch (models with epochs); its metrics reach ``on_epoch_end``.
+
+        Returns
+        -------
+        Model : ``self``, fitted.
+
+        Raises
+        ------
+        NaNLossError : the loss or the vectors stopped being finite (lower the learning rate).
+        """
 
     # -- vectors ----------------------------------------------------------------------------
     @abstractmethod
     def item_vectors(self) -> np.ndarray:
-        """(n_items + 1, d) float32; row 0 is the padding item."""
+        """The candidates' vectors.
+
+        Returns
+        -------
+        (n_items + 1, d) float32 : row ``j`` scores item index ``j`` by its dot product with a user vector;
+            row 0 is the padding item.
+
+        Raises
+        ------
+        NotFittedError : before ``fit`` or ``load``.
+        """
 
     @abstractmethod
     def encode_users(self, histories: Sequences) -> np.ndarray:
-        """(histories.n_rows, d) float32 user vectors computed from the given histories."""
+        """User vectors from histories, as at request time.
+
+        Parameters
+        ----------
+        histories : one row per user, item indices of the training IdMap, oldest first (an empty row is
+            allowed).
+
+        Returns
+        -------
+        (histories.n_rows, d) float32 : vectors whose dot product with :meth:`item_vectors` ranks items.
+
+        Raises
+        ------
+        NotFittedError : before ``fit`` or ``load``.
+        ValueError : ``histories`` index another number of items than the model was trained on.
+        """
 
     @abstractmethod
     def export_encoder(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -119,7 +161,12 @@ class Model(ABC):
         return None
 
     def user_vectors(self) -> np.ndarray:
-        """(n_users + 1, d) float32 vectors of the users seen in ``fit`` (from their training history)."""
+        """Vectors of the users seen in ``fit``, encoded from their training histories.
+
+        Returns
+        -------
+        (n_users + 1, d) float32 : row = user index; row 0 the padding user.
+        """
         return self.encode_users(self._require_train())
 
     # -- ranking ----------------------------------------------------------------------------
@@ -130,10 +177,23 @@ class Model(ABC):
         exclude_seen: bool = True,
         histories: Sequences | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` item indices and scores for ``user_ids`` (row indices of ``histories``).
+        """Top-``k`` items for users, by exact scoring of every item.
 
-        ``histories`` defaults to the training sequences. With ``exclude_seen`` the items in
-        each user's history are never returned. Returns ``(ids, scores)``, each (n, k).
+        Parameters
+        ----------
+        user_ids : row indices of ``histories``.
+        k : items per user (at most the number of items).
+        exclude_seen : never return an item of the user's history.
+        histories : the histories to encode (default: the training sequences).
+
+        Returns
+        -------
+        (ids, scores) : each (len(user_ids), k); item indices best first, and their scores (``-inf`` where
+            fewer than ``k`` items were eligible). :meth:`ineligible_items` are never returned.
+
+        Raises
+        ------
+        IndexError : a user id outside ``histories``.
         """
         hist = histories if histories is not None else self._require_train()
         user_ids = np.asarray(user_ids, dtype=np.int64)
@@ -146,12 +206,30 @@ class Model(ABC):
     # -- persistence ------------------------------------------------------------------------
     @abstractmethod
     def save(self, directory: str | Path) -> None:
-        """Write the model as plain arrays (.npy) and JSON; never pickle."""
+        """Write the model into ``directory`` as plain arrays (.npy) and JSON, never pickle, atomically.
+
+        Parameters
+        ----------
+        directory : the model folder (created; replaced when it exists).
+        """
 
     @classmethod
     @abstractmethod
     def load(cls, directory: str | Path) -> Model:
-        """Read what :meth:`save` wrote."""
+        """Read what :meth:`save` wrote.
+
+        Parameters
+        ----------
+        directory : a folder :meth:`save` wrote.
+
+        Returns
+        -------
+        Model : fitted, ready to encode and rank.
+
+        Raises
+        ------
+        FileNotFoundError : a file of the model is missing.
+        """
 
     # -- helpers ----------------------------------------------------------------------------
     def _require_train(self) -> Sequences:
