@@ -13,7 +13,9 @@ given config's own values (those inside the space), so the search never ends bel
 Encode-time parameters (``Model.encode_time``: item2vec's ``scoring`` and ``user_decay``) are not sampled:
 every fit is scored at each combination of their values without a refit, and the trial's value is the best
 of them (kept as the trial's ``encode_time`` attribute and in its MLflow params). At every epoch's validation
-the first of them is swept (the others at the config's values) and the best drives pruning. Budgets: ``--trials`` and
+the first of them is swept (the others at the config's values) and the best drives pruning. A model whose fit
+does not act on validation (no checkpoints) is not validated where the figure cannot matter: before the
+pruner's warm-up, and at its last epoch when the encode-time sweep follows. Budgets: ``--trials`` and
 ``--minutes``; ``--jobs`` runs trials in threads at once where the machine has room. The output is the best
 configuration as a TOML table ready for a pipeline config.
 
@@ -221,9 +223,21 @@ def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], encode: 
     # per epoch (pruning): the first encode-time parameter swept, the others at the config's values
     epoch_combos = encode_combos(dict(itertools.islice(encode.items(), 1)))
     validator = make_validator(split.valid_history, split.valid_targets, protocol, device=device)
+    # a model without checkpoints (whose fit does not act on validation) is not validated where the figure
+    # cannot matter: before the pruner's warm-up, and at its last epoch when the encode-time sweep follows
+    skip_idle = not MODELS[cfg.model_name].checkpoints
 
-    def validate(model: Any) -> dict[str, float]:
-        return best_encoding(model, epoch_combos, lambda: validator(model), monitored)[1]
+    def validator_for(epochs: int | None) -> Callable[[Any], dict[str, float]]:
+        done = [0]
+
+        def validate(model: Any) -> dict[str, float]:
+            done[0] += 1
+            share = 100 * done[0] / epochs if epochs else 100
+            if skip_idle and epochs and (share < WARMUP_PERCENT or (done[0] == epochs and len(combos) > 1)):
+                return {}
+            return best_encoding(model, epoch_combos, lambda: validator(model), monitored)[1]
+
+        return validate
 
     def objective(trial: optuna.Trial) -> float:
         params = {**fixed, **{k: suggest(trial, k, p) for k, p in space.items()}}
@@ -257,7 +271,7 @@ def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], encode: 
             epochs = total_epochs(getattr(model, "config", None))
             shown = progress(f"trial {trial.number}", epochs, echo)
             try:
-                model.fit(split.train, on_epoch_end=on_epoch_end, validate=validate)
+                model.fit(split.train, on_epoch_end=on_epoch_end, validate=validator_for(epochs))
             finally:
                 shown.close()
             if pruned:

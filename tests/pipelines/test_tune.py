@@ -146,7 +146,9 @@ def test_item2vec_trials_start_at_the_config_and_are_scored_at_every_encode_time
     fitted = {k: v for k, v in given.items() if k in ITEM2VEC_SPACE and k not in Item2Vec.encode_time}
     assert first.params == fitted == start_point(cfg, {k: ITEM2VEC_SPACE[k] for k in fitted})
     assert first.state.name == "COMPLETE"  # the pruner waits for 5 complete trials
-    assert sorted(first.intermediate_values) == [20, 40, 60, 80, 100]  # epochs 1..5 as % of the schedule
+    # epochs as % of the schedule; not validated before the pruner's 30% warm-up, nor at the last epoch (the
+    # encode-time sweep gives the trial's value there)
+    assert sorted(first.intermediate_values) == [40, 60, 80]
     data = prepared_data(cfg, sqlite_store / "refit")
     params = {k: v for k, v in given.items() if k != "name"}
     model = build_model("item2vec", {"seed": 3, **params}, "cpu", **model_inputs("item2vec", params, data))
