@@ -36,10 +36,10 @@ from recsys.prepare.config import DataConfig
 class RunSection:
     """Where the run is logged and how it computes."""
 
-    experiment: str = "default"
-    name: str = ""
-    seed: int = 42
-    device: str = "auto"
+    experiment: str = "default"  # MLflow experiment the run is logged to
+    name: str = ""  # MLflow run name (default: the model's name)
+    seed: int = 42  # the model's seed (unless [model] sets one) and the synthetic set's
+    device: str = "auto"  # CUDA when torch sees a GPU, else CPU; "cuda", "cuda:1" or "cpu" force it
     # time budget of the fit in minutes (0 = none): training stops after the epoch that reaches it, with the
     # model's best validation checkpoint where it keeps one; the MLflow run's tag stop_reason says so
     max_minutes: float = 0.0
@@ -49,11 +49,11 @@ class RunSection:
 class EvalConfig:
     """The evaluation protocol."""
 
-    ks: tuple[int, ...] = (10, 20)
+    ks: tuple[int, ...] = (10, 20)  # cut-offs of HR@k, NDCG@k and coverage; the first decides exclude_history = "auto"
     # leave a user's seen items out of the ranking: true, false, or "auto" = decided per log after the fit, on
     # validation NDCG at the first cut-off (ties exclude); the pipeline's bundle and serving follow the choice
     exclude_history: bool | Literal["auto"] = "auto"
-    batch_size: int = 2048
+    batch_size: int = 2048  # users scored at once (memory: batch x items floats)
 
     def __post_init__(self) -> None:
         if self.exclude_history not in (True, False, "auto"):

@@ -35,14 +35,14 @@ from recsys.config import ConfigError, from_dict, load_toml
 class PipelineSection:
     """Where the pipeline keeps its state and how it decides to publish."""
 
-    name: str = "default"
-    experiment: str = "pipeline"
-    workdir: str = "runs/pipeline"
-    bundles: str = "bundles"
+    name: str = "default"  # the pipeline's name: its MLflow parent runs and its bundles' subfolder
+    experiment: str = "pipeline"  # MLflow experiment of the pipeline and model runs
+    workdir: str = "runs/pipeline"  # run folders, lock, log state, champion.json (relative: to the working dir)
+    bundles: str = "bundles"  # publish root: bundles/<name>/current is what serving loads
     keep: int = 5  # published bundles kept
-    seed: int = 42
-    device: str = "auto"
-    metric: str = "ndcg_10"
+    seed: int = 42  # data (synthetic set) and model seeds
+    device: str = "auto"  # for every model without its own: CUDA when torch sees a GPU, else CPU
+    metric: str = "ndcg_10"  # gate metric (validation picks the candidate, test gates it)
     tolerance: float = 0.002  # absolute: promote when candidate >= champion - tolerance
     publish: str = "best"  # "best" (highest validation metric) or a model label
     max_bad_fraction: float = 0.05  # ingest check: quarantined / read

@@ -32,14 +32,14 @@ K = 10
 class AnnConfig:
     """Tuning budget. ``n_trees=None`` starts from 10 and doubles up to ``max_trees``."""
 
-    target_recall: float = 0.98
-    n_trees: int | None = None
-    max_trees: int = 160
-    search_k_factors: tuple[int, ...] = (1, 2, 4, 8, 16)
-    max_build_seconds: float = 600.0
-    sample: int = 500
-    seed: int = 0
-    n_jobs: int = -1
+    target_recall: float = 0.98  # recall@10 against exact scoring that a search must reach, in (0, 1]
+    n_trees: int | None = None  # Annoy trees; None: 10, doubled until the target or max_trees
+    max_trees: int = 160  # the most trees tried (index size and build time grow with them)
+    search_k_factors: tuple[int, ...] = (1, 2, 4, 8, 16)  # search_k tried per tree count: factor x trees x 10
+    max_build_seconds: float = 600.0  # stop tuning once this much time went to building and measuring
+    sample: int = 500  # users and items whose exact top-10 the recall is measured against
+    seed: int = 0  # the sampled queries and Annoy's build
+    n_jobs: int = -1  # Annoy build threads; -1 = every core
     search: str = "auto"  # "auto" | "annoy" | "exact" | "ivf": the candidate search serving uses
     exact_max_items: int = 200_000  # "auto" may pick exact scoring only up to this catalogue size
     ivf_min_items: int = 50_000  # build the IVF index from this catalogue size on (0 = never)

@@ -48,16 +48,16 @@ from serving.encoder import bpr_fold_in
 class ALSConfig:
     """Hyperparameters of :class:`ALS` (confidence = 1 + alpha * count)."""
 
-    factors: int = 64
-    regularization: float = 0.01
+    factors: int = 64  # vector width, >= 1 (implicit's default is 100; 64 kept from the first Beauty configs)
+    regularization: float = 0.01  # L2 weight on the factors, >= 0 (implicit's default)
     # confidence weight per interaction; 10 scored the best worst-case validation ratio over the five shared
     # data sets among the default's one-change neighbours (experiments/reports/defaults.md, 3 seeds)
     alpha: float = 10.0
-    iterations: int = 15
+    iterations: int = 15  # alternating least-squares sweeps, >= 1 (implicit's default)
     use_gpu: bool | str = "auto"  # "auto": the GPU when the device is CUDA and implicit has CUDA
     num_threads: int = 0  # 0 = every core
     validate_every: int = 1  # call validate() every n iterations (and after the last); 0 = never
-    seed: int = 0
+    seed: int = 0  # the factors' random init
 
     def __post_init__(self) -> None:
         _check_common(self, "ALSConfig")
@@ -69,15 +69,15 @@ class ALSConfig:
 class BPRConfig:
     """Hyperparameters of :class:`BPR` (``fold_in_*``: how :meth:`BPR.encode_users` learns users)."""
 
-    factors: int = 64
-    learning_rate: float = 0.01
-    regularization: float = 0.01
-    iterations: int = 100
-    verify_negative_samples: bool = True
-    use_gpu: bool | str = "auto"
-    num_threads: int = 0
+    factors: int = 64  # vector width, >= 1 (as ALS's)
+    learning_rate: float = 0.01  # SGD step, > 0 (implicit's default)
+    regularization: float = 0.01  # L2 weight on the factors, >= 0 (implicit's default)
+    iterations: int = 100  # epochs of sampled (user, positive, negative) triples, >= 1 (implicit's default)
+    verify_negative_samples: bool = True  # redraw a "negative" the user has seen (implicit's default)
+    use_gpu: bool | str = "auto"  # "auto": the GPU when the device is CUDA and implicit has CUDA
+    num_threads: int = 0  # 0 = every core
     validate_every: int = 10  # BPR runs many cheap epochs; validating each would dominate the fit
-    seed: int = 0
+    seed: int = 0  # init and sampling
     fold_in_steps: int = 100  # on Beauty 200 steps beat 50 and the user factors of fit (val NDCG@10)
 
     def __post_init__(self) -> None:

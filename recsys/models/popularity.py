@@ -36,8 +36,8 @@ class PopularityConfig:
     can carry one.
     """
 
-    weighting: Literal["log", "count"] = "log"
-    seed: int = 0
+    weighting: Literal["log", "count"] = "log"  # item vector log1p(count) or count: the same ranking
+    seed: int = 0  # unused (deterministic); accepted so every run config can carry one
 
 
 class Popularity(Model):

@@ -70,23 +70,23 @@ _CATEGORIES = (
 class SyntheticConfig:
     """Size, structure and randomness of a synthetic data set (see the module docstring)."""
 
-    n_users: int = 10_000
-    n_items: int = 5_000
-    n_events: int = 500_000
-    n_categories: int = 20
+    n_users: int = 10_000  # users (each gets at least min_events_per_user events)
+    n_items: int = 5_000  # catalogue size
+    n_events: int = 500_000  # total events, spread over users by a lognormal activity
+    n_categories: int = 20  # item categories (tastes are drawn over them)
     zipf_exponent: float = 1.0  # item popularity ~ rank ** -zipf_exponent
     markov_prob: float = 0.5  # P(next event is a successor of the previous item)
-    n_successors: int = 5
+    n_successors: int = 5  # items that may follow each item in a sequential habit
     taste_strength: float = 0.8  # P(a fresh pick comes from the user's favourite categories)
-    n_favorite_categories: int = 2
+    n_favorite_categories: int = 2  # categories each user prefers
     second_category_prob: float = 0.2  # P(an item also lists a second category)
-    min_events_per_user: int = 5
+    min_events_per_user: int = 5  # so every user survives a leave-last-out split
     activity_sigma: float = 1.0  # lognormal spread of events per user
     purchase_prob: float = 0.05  # P(event == "purchase"), else "view"
     start_time: int = 1_600_000_000  # epoch s
     time_span: int = 365 * 86_400  # users start uniformly within this many seconds
-    mean_gap_s: float = 3_600.0
-    seed: int = 0
+    mean_gap_s: float = 3_600.0  # mean seconds between a user's events (exponential gaps)
+    seed: int = 0  # everything random in the set
     chunk_size: int = 5_000_000  # events per Parquet part file in write() (whole blocks, so approximate)
 
     def __post_init__(self) -> None:

@@ -22,7 +22,7 @@ class TwoTowerConfig:
     sampled softmax (in-batch negatives + logQ correction + optional uniform negatives).
     """
 
-    dim: int = 64
+    dim: int = 64  # vector width of both towers, >= 1 (the Beauty configs use 96-128)
     max_len: int = 50  # the user tower sees the last max_len items
     # -- item tower ----------------------------------------------------------------------------
     # fusion of the ID embedding with the content parts: feature-level "sum" or "concat" (+ MLP) inside the
@@ -39,35 +39,35 @@ class TwoTowerConfig:
     vectors_path: str = ""  # for "vectors": Parquet (item, vector) or .npy + .items.npy, keyed by raw item id
     content_cache: str = "~/.cache/recsys/content"  # text vectors cached by model and text hash
     text_buckets: int = 50_000  # hash buckets for title words and character n-grams
-    ngram_min: int = 3
-    ngram_max: int = 5
+    ngram_min: int = 3  # shortest character n-gram of a title word, >= 1
+    ngram_max: int = 5  # longest, >= ngram_min
     # -- user tower ----------------------------------------------------------------------------
     user_tower: Literal["pooled", "transformer"] = "transformer"
     pooling: Literal["mean", "attention"] = "attention"  # pooled tower only
     n_layers: int = 2  # transformer only
-    n_heads: int = 2
-    dropout: float = 0.2
+    n_heads: int = 2  # transformer only: attention heads; dim must be a multiple
+    dropout: float = 0.2  # dropout probability in the towers, in [0, 1)
     # training examples: "sliding" windows (every position predicts its next item, one pass per window) or
     # "prefix" (one example per target, its right-aligned history; loss at the newest position only, so the
     # Transformer's last block runs for that position alone; ~1.5x the time per epoch of sliding on Beauty)
     windows: Literal["sliding", "prefix"] = "sliding"
     # -- loss ----------------------------------------------------------------------------------
-    loss: Literal["full", "sampled"] = "full"
-    similarity: Literal["dot", "cosine"] = "dot"
-    temperature: float = 1.0
+    loss: Literal["full", "sampled"] = "full"  # softmax over every item, or sampled (in-batch + uniform negatives)
+    similarity: Literal["dot", "cosine"] = "dot"  # "cosine" L2-normalises both towers' vectors
+    temperature: float = 1.0  # logits divided by this, > 0 (with cosine, 0.1 was tried on Beauty)
     logq: Literal["none", "data", "streaming"] = "data"  # sampled softmax: item frequency source
     n_uniform_negatives: int = 0  # extra uniformly drawn negatives per batch (sampled softmax)
     # -- optimisation --------------------------------------------------------------------------
-    epochs: int = 20
+    epochs: int = 20  # passes over the training examples, >= 1 (patience may stop earlier)
     batch_size: int = 256  # sequences (windows) per step, global over all ranks
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
+    lr: float = 1e-3  # AdamW peak learning rate, > 0
+    weight_decay: float = 0.0  # AdamW decoupled weight decay, >= 0
+    warmup_steps: int = 100  # linear warm-up steps before the cosine decay
     min_lr_ratio: float = 0.05  # cosine decay floor, as a fraction of lr
-    grad_clip: float = 5.0
+    grad_clip: float = 5.0  # gradient-norm clip per step; 0 = off
     patience: int = 0  # early stopping on validation ``monitor``; 0 = off
-    monitor: str = "val_ndcg_10"
-    seed: int = 42
+    monitor: str = "val_ndcg_10"  # the validation metric early stopping and the best checkpoint follow
+    seed: int = 42  # init, shuffling and dropout
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # training autocast: auto = bf16 on CUDA, fp32 on CPU
     checkpoint_dir: str = ""  # empty: no checkpoints
     restore_best: bool = True  # with early stopping, end on the best epoch's parameters

@@ -48,7 +48,7 @@ FORMAT_VERSION = 1
 class TwoTowerEnsembleConfig(TwoTowerConfig):
     """:class:`TwoTowerConfig` (every member's hyperparameters) plus the ensemble's own."""
 
-    members: int = 2
+    members: int = 2  # member models, >= 1, seeds seed, seed + 1, ...; the ensemble's vectors are theirs side by side
     parallel: bool = True  # train the members at the same time, one thread each (not with torchrun)
 
     def __post_init__(self) -> None:
