@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import commit_now, machine  # noqa: E402
+from harness import ReportRun  # noqa: E402
 from item2vec_common import DATA, SETS  # noqa: E402
 
 from recsys import atomic  # noqa: E402
@@ -125,7 +125,7 @@ def main() -> None:
     if bad:
         ap.error(f"unknown set(s) {bad}; known: {', '.join(SETS)}")
     args.work.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    run = ReportRun()
     trees = {side: worktree(c, args.work / "trees") for side, c in (("before", args.before), ("after", args.after))}
     out = {side: args.work / "out" / sha[:12] for side, (_, sha) in trees.items()}
     cases: dict[str, dict] = {}
@@ -153,9 +153,8 @@ def main() -> None:
         cases["pipeline bundle"] = compare(bundles["before"], bundles["after"], manifest=True)
         for case in ("pipeline prepared", "pipeline bundle"):
             print(f"{case}: {'same' if cases[case]['same'] else 'DIFFERENT'}", flush=True)
-    res = {"before": trees["before"][1][:12], "after": trees["after"][1][:12], "commit": commit_now(),
-           "machine": machine(), "command": "python experiments/compare_prepared.py " + " ".join(sys.argv[1:]),
-           "seconds": round(time.perf_counter() - t0, 1), "cases": cases}
+    res = {"before": trees["before"][1][:12], "after": trees["after"][1][:12], **run.finish(), "cases": cases,
+           "header": run.header()}
     atomic.write_json(REPORTS / "compare_prepared.json", res)
     atomic.write_text(REPORTS / "compare_prepared.md", markdown(res))
     if not all(c["same"] for c in cases.values()):
@@ -163,9 +162,8 @@ def main() -> None:
 
 
 def markdown(res: dict) -> str:
-    lines = ["# Prepared folders and published bundle before and after a change", "",
-             f"Before {res['before']}, after {res['after']}; run at commit {res['commit']} on {res['machine']}, "
-             f"{res['seconds']:.0f} s. Command: `{res['command']}`", "",
+    lines = ["# Prepared folders and published bundle before and after a change", "", *res["header"],
+             f"Before {res['before']}, after {res['after']}.", "",
              "Every file compared by SHA-256; the bundle's manifest.json as JSON without the keys that differ "
              "between any two runs (ids, times, timings).", "",
              "| case | files | identical | verdict | differing |", "|---|---:|---:|---|---|"]

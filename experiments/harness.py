@@ -1,13 +1,25 @@
-"""What every report of ``experiments/`` records about where it ran: the commit and the machine.
+"""What every report of ``experiments/`` records about where it ran, and the helpers the scripts share.
 
-    commit_now()   # "85cb124", or "85cb124+dirty" when tracked files outside experiments/reports changed
+    with ReportRun(seeds=[42, 43, 44]) as run:   # command, commit (+dirty), machine, load average, wall time
+        ...
+    run.meta          # {"command", "commit", "dirty", "machine", "loadavg_start", "loadavg_end", "seconds", "seeds"}
+    run.header()      # the same as Markdown lines for the report's header
+
+    commit_now()      # "85cb124", or "85cb124+dirty" when tracked files outside experiments/reports changed
+    free_port(); tree_rss_mb(pid); peak_rss_gb()
 """
 
 from __future__ import annotations
 
+import os
 import platform
+import resource
+import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,8 +33,83 @@ def commit_now() -> str:
     return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def machine() -> str:
-    """Host, architecture and torch's thread count, e.g. ``vm x86_64, torch threads 2``."""
+    """Host, CPU, cores, torch's threads and whether the CPU computes bf16 natively (AVX512-BF16 or AMX)."""
     import torch
 
-    return f"{platform.node() or 'vm'} {platform.machine()}, torch threads {torch.get_num_threads()}"
+    sys.path.insert(0, str(REPO))
+    from recsys.device import bf16_supported
+
+    bf16 = "yes" if bf16_supported(torch.device("cpu")) else "no"
+    return (f"{platform.node() or 'vm'} {platform.machine()} ({cpu_model()}), {os.cpu_count()} cores, "
+            f"torch threads {torch.get_num_threads()}, CPU bf16 {bf16}")
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+class ReportRun:
+    """The facts a report states about its run: the command as typed, the commit and whether the tree was dirty,
+    the machine, the load average at start and end, the seeds and the wall time (set when the block ends)."""
+
+    def __init__(self, seeds: list[int] | None = None, argv: list[str] | None = None) -> None:
+        script = Path(sys.argv[0]).resolve()
+        shown = script.relative_to(REPO) if script.is_relative_to(REPO) else script
+        args = sys.argv[1:] if argv is None else argv
+        commit = commit_now()
+        self.meta: dict[str, Any] = {"command": " ".join(["python", str(shown), *args]),
+                                     "commit": commit.removesuffix("+dirty"), "dirty": commit.endswith("+dirty"),
+                                     "machine": machine(), "seeds": seeds, "loadavg_start": loadavg()}
+        self._t0 = time.perf_counter()
+
+    def __enter__(self) -> ReportRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """Record the end (load average, wall seconds); returns :attr:`meta`."""
+        self.meta.update(loadavg_end=loadavg(), seconds=round(time.perf_counter() - self._t0, 1))
+        return self.meta
+
+    def header(self) -> list[str]:
+        """Markdown lines naming the command, commit, machine, load and seeds."""
+        m = self.meta
+        seeds = f"; seeds {', '.join(map(str, m['seeds']))}" if m.get("seeds") else ""
+        wall = f"; wall time {m['seconds']:.0f} s" if "seconds" in m else ""
+        return [f"Command: `{m['command']}`", "",
+                f"Commit {m['commit']}{' (with uncommitted changes)' if m['dirty'] else ''}; machine: {m['machine']}; "
+                f"load average {m['loadavg_start']} at start, {m.get('loadavg_end', '-')} at end{wall}{seeds}.", ""]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` and all its children, in MB."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    return round(sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20, 1)
+
+
+def peak_rss_gb(who: int = resource.RUSAGE_SELF) -> float:
+    """Peak resident memory of this process (or, with ``RUSAGE_CHILDREN``, of its largest waited-for child), GB."""
+    return resource.getrusage(who).ru_maxrss / 2**20  # Linux: KiB

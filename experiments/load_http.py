@@ -51,6 +51,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "experiments"))
 
 from bench_serving import _pct, get, post, synthetic  # noqa: E402
+from harness import free_port, tree_rss_mb  # noqa: E402
 
 from recsys import atomic  # noqa: E402
 from recsys.export import export_bundle  # noqa: E402
@@ -226,15 +227,8 @@ def summarise(tally: Tally, seconds: float) -> dict:
 
 
 # -- the server ------------------------------------------------------------------------------------
-def _rss_mb(proc: subprocess.Popen) -> float:
-    tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    return round(sum(p.memory_info().rss for p in tree) / 2**20, 1)
-
-
 def run_workers(bundle: Path, workers: int, a: argparse.Namespace, n_items: int, n_users: int) -> dict:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", str(bundle), "--port", str(port),
                              "--workers", str(workers), "--lookup-threads", str(a.lookup_threads)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -250,7 +244,7 @@ def run_workers(bundle: Path, workers: int, a: argparse.Namespace, n_items: int,
         while len(psutil.Process(proc.pid).children()) < (workers if workers > 1 else 0):
             time.sleep(0.1)
         asyncio.run(_phase(port, MIX, a.concurrency, 2.0, n_items, n_users, seed=99))  # warm-up, not reported
-        out = {"workers": workers, "rss_start_mb": _rss_mb(proc)}
+        out = {"workers": workers, "rss_start_mb": tree_rss_mb(proc.pid)}
         light = {k: v for k, v in MIX.items() if k != "heavy"}
         for name, mix, seed in (("without_heavy", light, 1), ("with_heavy", MIX, 2)):
             out[name] = summarise(asyncio.run(_phase(port, mix, a.concurrency, a.seconds, n_items, n_users, seed)),
@@ -258,7 +252,7 @@ def run_workers(bundle: Path, workers: int, a: argparse.Namespace, n_items: int,
             print(json.dumps({"workers": workers, "phase": name,
                               **{k: out[name][k] for k in ("requests", "valid_errors", "invalid_unexpected",
                                                            "valid_without_heavy", "heavy", "healthz")}}), flush=True)
-        out["rss_end_mb"] = _rss_mb(proc)
+        out["rss_end_mb"] = tree_rss_mb(proc.pid)
         return out
     finally:
         proc.terminate()

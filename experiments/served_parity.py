@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from beauty_baselines import DEFAULT_DATA, REPORTS, read_beauty  # same folder; same reader as the baselines
+from harness import free_port
 
 from pipelines.config import load_run_config
 from recsys import atomic
@@ -97,7 +98,7 @@ def over_http(bundle: Path, split: SplitData, users: np.ndarray) -> np.ndarray:
     """The same requests POSTed to ``python -m serving <bundle>`` on 127.0.0.1: (n, 10) lists."""
     import httpx
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "serving", str(bundle), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out = np.zeros((len(users), K), np.int64)
@@ -120,14 +121,6 @@ def over_http(bundle: Path, split: SplitData, users: np.ndarray) -> np.ndarray:
         proc.terminate()
         proc.wait(timeout=30)
     return out
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def check_model(name: str, model: Model, split: SplitData, protocol: EvalProtocol, http_sample: int) -> dict:

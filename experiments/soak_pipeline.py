@@ -21,7 +21,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,9 @@ import polars as pl
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "experiments"))
+
+from harness import free_port  # noqa: E402
 
 from recsys import atomic  # noqa: E402
 from recsys.sources.synthetic import SyntheticConfig, write  # noqa: E402
@@ -119,12 +121,6 @@ def make_days(work: Path, days: int, events_per_day: int, seed: int) -> list[pl.
 def cli(args: list[str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def check(work: Path) -> tuple[list[str], list[str]]:
