@@ -141,11 +141,17 @@ class Model(ABC):
 
     @abstractmethod
     def export_encoder(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """The request-time user encoder: ``(spec, weights)`` for :func:`serving.encoder.build_encoder`.
+        """The request-time user encoder, for :func:`serving.encoder.build_encoder`.
 
-        ``spec`` is JSON (``kind`` plus its fields), ``weights`` plain float arrays by name. Serving's
-        numpy encoder built from them reproduces :meth:`encode_users` on any history to float32
-        round-off (the contract test checks every registered model).
+        Returns
+        -------
+        (spec, weights) : ``spec`` is JSON (``kind`` plus its fields), ``weights`` plain float arrays by name.
+            Serving's numpy encoder built from them reproduces :meth:`encode_users` on any history to float32
+            round-off (the contract test checks every registered model).
+
+        Raises
+        ------
+        NotFittedError : before ``fit`` or ``load``.
         """
 
     def ineligible_items(self) -> np.ndarray | None:
