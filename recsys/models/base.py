@@ -151,7 +151,8 @@ class Model(ABC):
 
         Raises
         ------
-        NotFittedError : before ``fit`` or ``load``.
+        NotFittedError : before ``fit`` or ``load``, for models whose encoder carries learnt values (popularity's
+            constant encoder needs none).
         """
 
     def ineligible_items(self) -> np.ndarray | None:
