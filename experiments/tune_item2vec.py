@@ -183,10 +183,12 @@ def optuna_search(split: SplitData, trials: int, workers: int, work: Path) -> di
     t0 = time.perf_counter()
     res = tune(cfg, work, trials=trials, storage=storage, study_name="beauty-item2vec")
     study = optuna.load_study(study_name=res.study, storage=storage)
-    rows = [{"number": t.number, "state": t.state.name, "val_ndcg_10": t.value, **trial_params(t),
+    rows = [{"number": t.number, "val_ndcg_10": t.value, **trial_params(t),
+             "state": f"REPEAT of {t.user_attrs['repeat_of']}" if "repeat_of" in t.user_attrs else t.state.name,
              "seconds": None if t.duration is None else round(t.duration.total_seconds(), 1)} for t in study.trials]
     return {"study": res.study, "trials_asked": trials, "best_value": res.best_value, "best_trial": res.best_trial,
             "best_params": res.best_params, "complete": res.complete, "pruned": res.pruned, "failed": res.failed,
+            "repeats": res.repeats,
             "seconds_this_call": round(time.perf_counter() - t0, 1), "trials": rows,
             "fingerprint": split.fingerprint}
 
@@ -195,7 +197,8 @@ def optuna_markdown(o: dict, searches: list[dict]) -> list[str]:
     greedy = max((s for s in searches if s["fitter"] == "ours"), key=lambda s: s["val_ndcg_10"], default=None)
     lines = [f"## recsys tune (Optuna TPE, median pruning), ours: {o['trials_asked']} trials", "",
              f"Commit {o['commit']}; command `{o['command']}`. Study `{o['study']}`: {o['complete']} complete, "
-             f"{o['pruned']} pruned, {o['failed']} failed. Best validation NDCG@10 **{o['best_value']:.5f}** "
+             f"{o['pruned']} pruned, {o['failed']} failed, {o.get('repeats', 0)} repeats (settings already tried: the "
+             f"earlier result, no fit, not counted). Best validation NDCG@10 **{o['best_value']:.5f}** "
              f"(trial {o['best_trial']}: `{o['best_params']}`)."]
     if greedy is not None:
         verdict = "reaches" if o["best_value"] >= greedy["val_ndcg_10"] else "does NOT reach"

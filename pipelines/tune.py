@@ -7,7 +7,9 @@ the study in Optuna's RDB storage (by default ``optuna.db`` beside the embedded 
 URL for a shared one). A rerun with the same study continues it: trials a killed process left RUNNING are
 marked FAIL first (only trials of this machine whose process is gone: a live run's trials, or another
 machine's on a shared database, are never touched), and the trial budget counts
-finished trials (complete or pruned), so no trial is lost or counted twice. A new study's first trial is the
+finished trials (complete or pruned), so no trial is lost or counted twice; a trial whose sampled settings
+repeat an earlier trial's takes that result without a fit and is not counted (TPE on a small categorical space
+proposes the same point again). A new study's first trial is the
 given config's own values (those inside the space), so the search never ends below where it started.
 
 Encode-time parameters (``Model.encode_time``: item2vec's ``scoring`` and ``user_decay``) are not sampled:
@@ -52,6 +54,7 @@ from recsys.search_space import Choice, Float, Int, Param, check_space
 
 STORAGE_FILE = "optuna.db"
 WARMUP_PERCENT = 30  # no pruning before this share of a trial's epochs: early epochs rank settings poorly
+MAX_REPEATS = 3  # repeated settings allowed per budgeted trial before a call gives up (an exhausted space)
 
 
 @dataclass
@@ -70,11 +73,12 @@ class TuneResult:
     marked_failed: list[int]  # trials a killed earlier process left RUNNING, marked FAIL by this call
     parent_run_id: str
     toml_path: Path
+    repeats: int = 0  # trials that proposed settings already tried: their twin's result, no fit, not counted
 
     def summary(self) -> str:
         return (f"study {self.study}: best val_{self.metric} {self.best_value:.5f} (trial {self.best_trial}); "
-                f"{self.complete} complete, {self.pruned} pruned, {self.failed} failed; best config: "
-                f"{self.toml_path}")
+                f"{self.complete} complete, {self.pruned} pruned, {self.failed} failed, {self.repeats} repeats; "
+                f"best config: {self.toml_path}")
 
 
 def default_storage() -> str:
@@ -134,8 +138,21 @@ def tune(cfg: RunConfig, out: str | Path, trials: int = 20, minutes: float = 0.0
          + (f", at most {minutes:g} min" if minutes else ""))
     if remaining > 0:
         objective = _objective(cfg, data, space, encode, metric, device, parent, echo)
-        study.optimize(objective, n_trials=remaining, timeout=minutes * 60 or None, n_jobs=jobs,
-                       catch=(Exception,), gc_after_trial=True)
+        deadline = time.monotonic() + minutes * 60 if minutes else None
+        repeats = 0
+        while (left := trials - _finished(study)) > 0 and repeats < MAX_REPEATS * trials:
+            before = len(study.trials)
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                break
+            study.optimize(objective, n_trials=left, timeout=timeout, n_jobs=jobs, catch=(Exception,),
+                           gc_after_trial=True)
+            repeats += sum(1 for t in study.trials[before:] if "repeat_of" in t.user_attrs)
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        if repeats >= MAX_REPEATS * trials:
+            echo(f"  stopped: the sampler kept proposing settings already tried ({repeats} repeats); "
+                 "the space may be exhausted")
     return _result(study, cfg, url, metric, marked, parent, out)
 
 
@@ -241,6 +258,15 @@ def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], encode: 
 
     def objective(trial: optuna.Trial) -> float:
         params = {**fixed, **{k: suggest(trial, k, p) for k, p in space.items()}}
+        twin = _earlier_twin(trial)
+        if twin is not None:  # the same fit again: its result, no fit, and not counted in the budget
+            trial.set_user_attr("repeat_of", twin.number)
+            if "encode_time" in twin.user_attrs:
+                trial.set_user_attr("encode_time", twin.user_attrs["encode_time"])
+            echo(f"  trial {trial.number}: the settings of trial {twin.number} again: its result, no fit")
+            if twin.state.name == "PRUNED":
+                raise optuna.TrialPruned(f"repeats pruned trial {twin.number}")
+            return float(twin.value)
         run = client.create_run(experiment_id, run_name=f"trial-{trial.number}", tags={
             "mlflow.parentRunId": parent, "optuna_study": trial.study.study_name, "optuna_trial": str(trial.number),
             "model": cfg.model_name, "data_fingerprint": split.fingerprint})
@@ -310,10 +336,22 @@ def _short(params: dict[str, Any], space: dict[str, Param]) -> str:
 
 
 def _finished(study: Any) -> int:
-    """Trials that count against the budget: complete or pruned (a failed one is retried by a new trial)."""
+    """Trials that count against the budget: complete or pruned (a failed one is retried by a new trial), each
+    setting once (a trial that repeats an earlier one's sampled settings takes its result and does not count)."""
     from optuna.trial import TrialState
 
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+               if "repeat_of" not in t.user_attrs)
+
+
+def _earlier_twin(trial: Any) -> Any:
+    """A finished (complete or pruned) earlier trial of the study with the same sampled parameters, or None."""
+    from optuna.trial import TrialState
+
+    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if t.number != trial.number and t.params == trial.params and "repeat_of" not in t.user_attrs:
+            return t
+    return None
 
 
 def _alive(pid: Any) -> bool:
@@ -378,8 +416,9 @@ def _result(study: Any, cfg: RunConfig, url: str, metric: str, marked: list[int]
     from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
 
-    counts = {s: len(study.get_trials(deepcopy=False, states=(s,))) for s in
-              (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    counts = {s: sum(1 for t in study.get_trials(deepcopy=False, states=(s,)) if "repeat_of" not in t.user_attrs)
+              for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    repeats = sum(1 for t in study.trials if "repeat_of" in t.user_attrs)
     if not counts[TrialState.COMPLETE]:
         raise RuntimeError(f"study {study.study_name}: no trial completed ({counts[TrialState.PRUNED]} pruned, "
                            f"{counts[TrialState.FAIL]} failed); see the trials' MLflow runs for the errors")
@@ -394,7 +433,7 @@ def _result(study: Any, cfg: RunConfig, url: str, metric: str, marked: list[int]
     client.log_artifact(parent, str(path))
     return TuneResult(study.study_name, url, metric, float(best.value), best.number, params,
                       counts[TrialState.COMPLETE], counts[TrialState.PRUNED], counts[TrialState.FAIL], marked, parent,
-                      path)
+                      path, repeats)
 
 
 def best_config_toml(model: str, params: dict[str, Any], study: str, trial: int, metric: str, value: float) -> str:

@@ -174,3 +174,30 @@ def test_a_start_point_leaves_out_values_outside_the_space() -> None:
     cfg = _cfg({"name": "item2vec", "window": 7, "lr": 0.05})
     space = {"window": Choice(3, 5), "lr": Float(0.01, 0.1), "dim": Choice(64, 128)}
     assert start_point(cfg, space) == {"lr": 0.05, "dim": 128}  # window 7 is not a choice; dim: the default
+
+
+def test_repeated_settings_take_the_earlier_result_without_a_fit_and_do_not_count(sqlite_store: Path,
+                                                                                  monkeypatch) -> None:
+    """A two-point space and a budget of 3: two fits, the sampler's repeats answered from their twins (no
+    MLflow run, not counted), and the call stops once the repeats say the space is exhausted."""
+    from recsys.models.item2vec import Item2Vec
+    from recsys.search_space import Choice
+
+    monkeypatch.setattr(Item2Vec, "search_space", {"window": Choice(3, 5), "scoring": Choice("in-in"),
+                                                   "user_decay": Choice(1.0)})
+    lines: list[str] = []
+    cfg = _cfg({"name": "item2vec", "batch_size": 1024, "epochs": 2, "dim": 16})
+    res = tune(cfg, sqlite_store / "runs", trials=3, echo=lines.append)
+    trials = _trials(res.storage, res.study)
+    fits = [t for t in trials if "repeat_of" not in t.user_attrs]
+    repeats = [t for t in trials if "repeat_of" in t.user_attrs]
+    assert sorted(t.params["window"] for t in fits) == [3, 5] and res.complete == 2 and res.repeats == len(repeats)
+    assert len(repeats) == 9  # MAX_REPEATS x the budget, then the call gives up
+    for t in repeats:
+        twin = trials[t.user_attrs["repeat_of"]]
+        assert t.params == twin.params and t.value == twin.value and "mlflow_run_id" not in t.user_attrs
+    assert any("the space may be exhausted" in line for line in lines)
+    client = MlflowClient(tracking.tracking_uri())
+    children = client.search_runs([client.get_run(res.parent_run_id).info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
+    assert len(children) == 2  # one MLflow run per fit
