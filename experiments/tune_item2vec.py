@@ -1,7 +1,7 @@
 """Tune item2vec on Beauty *validation* only: ours with ``recsys tune``, and the greedy searches it is judged by.
 
 ``--search optuna`` (the default): our item2vec through the product's own search, :func:`pipelines.tune.tune`
-(``recsys tune``: Optuna TPE over ``Item2Vec.search_space``, which is ``GRID`` plus the scoring, median pruning on
+(``recsys tune``: Optuna TPE over ``Item2Vec.search_space``, which is ``GRID`` plus the scoring, percentile pruning on
 the per-epoch validation NDCG@10), ``--trials`` trials (36: the fit budget of each greedy search), training threads
 as below. The study starts where the greedy searches start (``START`` is the config it tunes, so its first trial),
 and like them scores every fit at each encode-time setting (both scorings x every ``user_decay``) without a refit.
@@ -195,7 +195,7 @@ def optuna_search(split: SplitData, trials: int, workers: int, work: Path) -> di
 
 def optuna_markdown(o: dict, searches: list[dict]) -> list[str]:
     greedy = max((s for s in searches if s["fitter"] == "ours"), key=lambda s: s["val_ndcg_10"], default=None)
-    lines = [f"## recsys tune (Optuna TPE, median pruning), ours: {o['trials_asked']} trials", "",
+    lines = [f"## recsys tune (Optuna TPE, pruning), ours: {o['trials_asked']} trials", "",
              f"Commit {o['commit']}; command `{o['command']}`. Study `{o['study']}`: {o['complete']} complete, "
              f"{o['pruned']} pruned, {o['failed']} failed, {o.get('repeats', 0)} repeats (settings already tried: the "
              f"earlier result, no fit, not counted). Best validation NDCG@10 **{o['best_value']:.5f}** "
