@@ -13,11 +13,13 @@ asyncio client keeps ``--concurrency`` connections busy with a weighted mix of r
     oversized  a 100 KB body (413) and a chunked body without Content-Length (411), each on its own
                connection
 
-while one more connection probes ``/healthz`` every 20 ms. Each worker count runs two phases: the mix
+while two more connections probe ``/healthz`` every 20 ms: on the health port (``recsys serve --health-port``: a
+separate process answering from the workers' heartbeats) and on the main port (the application's own). Each
+worker count runs two phases: the mix
 without the heavy user, then the mix with it (``--seconds`` each). Reported: requests and errors per
 kind (an error: a valid request not answered 200, any other request not answered its expected status,
 or a connection failure), p50/p99 of the valid requests with and without the heavy user, the heavy
-requests' own p99, ``/healthz`` p99 while heavy requests run, and the server's RSS (all its processes)
+requests' own p99, ``/healthz`` p99 on each port while heavy requests run, and the server's RSS (all its processes)
 at start and end. Client and server share the machine's cores, so latencies are upper bounds.
 
     python experiments/load_http.py                   # 60 s per phase, 1 and 2 workers (~5 min)
@@ -190,20 +192,25 @@ async def _client(port: int, seed: int, mix: dict[str, float], stop: float, tall
         conn[1].close()
 
 
-async def _prober(port: int, stop: float, tally: Tally, every: float = 0.02) -> None:
+async def _prober(port: int, stop: float, tally: Tally, kind: str, every: float = 0.02) -> None:
     r, w = await asyncio.open_connection("127.0.0.1", port)
     while time.perf_counter() < stop:
         t = time.perf_counter_ns()
         status, _ = await _exchange(r, w, get("/healthz"))
-        tally.record("healthz", time.perf_counter_ns() - t, status, 200)
+        tally.record(kind, time.perf_counter_ns() - t, status, 200)
         await asyncio.sleep(every)
     w.close()
 
 
 async def _phase(port: int, mix: dict[str, float], concurrency: int, seconds: float, n_items: int,
-                 n_users: int, seed: int) -> Tally:
+                 n_users: int, seed: int, health_port: int = 0) -> Tally:
+    """The clients for ``seconds``; /healthz probed on the main port ("healthz_app") and, with ``health_port``,
+    on the health listener's ("healthz")."""
     tally, stop = Tally(), time.perf_counter() + seconds
-    await asyncio.gather(_prober(port, stop, tally),
+    probers = [_prober(port, stop, tally, "healthz_app")]
+    if health_port:
+        probers.append(_prober(health_port, stop, tally, "healthz"))
+    await asyncio.gather(*probers,
                          *[_client(port, seed * 1000 + c, mix, stop, tally, n_items, n_users)
                            for c in range(concurrency)])
     return tally
@@ -219,18 +226,20 @@ def summarise(tally: Tally, seconds: float) -> dict:
     return {"seconds": seconds, "requests": sum(len(v) for v in tally.lat.values()),
             "valid_errors": sum(tally.errors[k] for k in VALID),
             "invalid_unexpected": sum(tally.errors[k] for k in ("malformed", "oversized", "chunked")),
-            "healthz_errors": tally.errors["healthz"],
+            "healthz_errors": tally.errors["healthz"] + tally.errors["healthz_app"],
             "valid_without_heavy": _pct(valid_light) if valid_light else None,
             "valid_all": _pct(valid_all) if valid_all else None,
             "heavy": _pct(lat["heavy"]) if lat.get("heavy") else None,
-            "healthz": _pct(lat["healthz"]), "kinds": kinds, "error_samples": tally.samples}
+            "healthz": _pct(lat["healthz"]) if lat.get("healthz") else None,
+            "healthz_app": _pct(lat["healthz_app"]), "kinds": kinds, "error_samples": tally.samples}
 
 
 # -- the server ------------------------------------------------------------------------------------
 def run_workers(bundle: Path, workers: int, a: argparse.Namespace, n_items: int, n_users: int) -> dict:
-    port = free_port()
+    port, hport = free_port(), free_port()
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", str(bundle), "--port", str(port),
-                             "--workers", str(workers), "--lookup-threads", str(a.lookup_threads)], cwd=REPO,
+                             "--workers", str(workers), "--lookup-threads", str(a.lookup_threads),
+                             "--health-port", str(hport)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(600):
@@ -241,17 +250,18 @@ def run_workers(bundle: Path, workers: int, a: argparse.Namespace, n_items: int,
                 if proc.poll() is not None:
                     raise RuntimeError(f"recsys serve exited {proc.returncode}: {proc.stderr.read()[-2000:]}") from None
                 time.sleep(0.1)
-        while len(psutil.Process(proc.pid).children()) < (workers if workers > 1 else 0):
+        while len(psutil.Process(proc.pid).children()) < (workers if workers > 1 else 0) + 1:  # + health
             time.sleep(0.1)
         asyncio.run(_phase(port, MIX, a.concurrency, 2.0, n_items, n_users, seed=99))  # warm-up, not reported
         out = {"workers": workers, "rss_start_mb": tree_rss_mb(proc.pid)}
         light = {k: v for k, v in MIX.items() if k != "heavy"}
         for name, mix, seed in (("without_heavy", light, 1), ("with_heavy", MIX, 2)):
-            out[name] = summarise(asyncio.run(_phase(port, mix, a.concurrency, a.seconds, n_items, n_users, seed)),
-                                  a.seconds)
+            out[name] = summarise(asyncio.run(_phase(port, mix, a.concurrency, a.seconds, n_items, n_users, seed,
+                                                     hport)), a.seconds)
             print(json.dumps({"workers": workers, "phase": name,
                               **{k: out[name][k] for k in ("requests", "valid_errors", "invalid_unexpected",
-                                                           "valid_without_heavy", "heavy", "healthz")}}), flush=True)
+                                                           "valid_without_heavy", "heavy", "healthz",
+                                                           "healthz_app")}}), flush=True)
         out["rss_end_mb"] = tree_rss_mb(proc.pid)
         return out
     finally:
@@ -267,11 +277,13 @@ def markdown(res: dict) -> str:
              f"Bundle: {res['bundle']['items']:,} items, {res['bundle']['users']:,} users, dim {res['bundle']['dim']}, "
              f"candidate search `{res['bundle']['search']}`; the heavy user has seen {res['bundle']['heavy_seen']:,} "
              f"items (more than MAX_FETCH = {MAX_FETCH:,}, so their queries are scored exactly). Server: "
-             f"`recsys serve --workers W --lookup-threads {res['lookup_threads']}`; client: {res['concurrency']} "
-             "keep-alive connections plus a /healthz probe every 20 ms, all on the same machine.", "",
+             f"`recsys serve --workers W --lookup-threads {res['lookup_threads']} --health-port H`; client: "
+             f"{res['concurrency']} keep-alive connections plus a /healthz probe every 20 ms on each of the health "
+             "port and the main port, all on the same machine.", "",
              "| workers | phase | seconds | requests | errors (valid) | unexpected (invalid) | valid p50 ms | "
-             "valid p99 ms | heavy p99 ms | /healthz p99 ms | RSS start MB | RSS end MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "valid p99 ms | heavy p99 ms | /healthz p99 ms (health port) | /healthz p99 ms (main port) | "
+             "RSS start MB | RSS end MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["runs"]:
         for phase in ("without_heavy", "with_heavy"):
             x = r[phase]
@@ -279,7 +291,7 @@ def markdown(res: dict) -> str:
             lines.append(f"| {r['workers']} | {phase.replace('_', ' ')} | {x['seconds']} | {x['requests']:,} | "
                          f"{x['valid_errors']} | {x['invalid_unexpected']} | {x['valid_without_heavy']['p50_ms']} | "
                          f"{x['valid_without_heavy']['p99_ms']} | {heavy} | {x['healthz']['p99_ms']} | "
-                         f"{r['rss_start_mb']} | {r['rss_end_mb']} |")
+                         f"{x['healthz_app']['p99_ms']} | {r['rss_start_mb']} | {r['rss_end_mb']} |")
     lines += ["", "valid p50/p99: the valid requests other than the heavy user's, in each phase; RSS: all server "
               "processes (master and workers) before the first and after the last phase.", "",
               "## Requests by kind", "", "| workers | phase | kind | requests | errors | p50 ms | p99 ms | statuses |",

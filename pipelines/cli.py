@@ -165,6 +165,9 @@ def serve(
     workers: int = typer.Option(1, min=1, help="Server processes sharing the port."),
     lookup_threads: int = typer.Option(4, min=1, help="Lookups running at once in each worker."),
     blas_threads: int = typer.Option(1, min=1, help="BLAS threads per worker (one query is a small product)."),
+    health_port: int = typer.Option(0, min=0, help="Also answer /healthz and /readyz on this port, from a separate "
+                                    "process fed by the workers' heartbeats, so probes stay fast when the workers "
+                                    "are saturated (0 = off; the main port answers them too)."),
 ) -> None:
     """Serve top-k lookups over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs.
 
@@ -175,7 +178,7 @@ def serve(
 
     limit_blas_threads(blas_threads)
     run(str(path), host=host, port=port, reload_interval=reload_interval, workers=workers,
-        lookup_threads=lookup_threads)
+        lookup_threads=lookup_threads, health_port=health_port)
 
 
 @app.command("serve-model")

@@ -1,5 +1,5 @@
 """``python -m serving PATH [--host H] [--port P] [--workers N] [--lookup-threads L] [--reload-interval S]
-[--blas-threads T]``."""
+[--blas-threads T] [--health-port H]``."""
 
 from __future__ import annotations
 
@@ -32,10 +32,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lookup-threads", type=int, default=4, help="lookups at once per worker (default 4)")
     p.add_argument("--reload-interval", type=float, default=2.0, help="seconds between checks of `current`")
     p.add_argument("--blas-threads", type=int, default=1, help="BLAS threads per worker (default 1)")
+    p.add_argument("--health-port", type=int, default=0, help="also answer /healthz and /readyz on this port, "
+                   "from a separate process fed by the workers' heartbeats (0 = off)")
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     limit_blas_threads(a.blas_threads)
-    run(a.path, a.host, a.port, a.reload_interval, a.workers, a.log_level, a.lookup_threads)
+    run(a.path, a.host, a.port, a.reload_interval, a.workers, a.log_level, a.lookup_threads, a.health_port)
 
 
 if __name__ == "__main__":

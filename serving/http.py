@@ -22,6 +22,9 @@ errors (invalid parameters, :class:`~serving.format.RequestError`) are 4xx; anyt
 message names only the exception type, with the traceback in the server log. No response carries a
 server file-system path.
 
+Health at saturation: with ``health_port``, a separate process answers ``/healthz`` and ``/readyz`` on that port
+from heartbeats each worker's event loop writes (:mod:`serving.health`), so a probe never queues behind lookups.
+
 Hot reload: when ``path`` is a publish root, a daemon thread polls its ``current`` pointer every
 ``reload_interval`` seconds and loads (and verifies) the bundle it names. On success the new
 Recommender replaces the old one in a single reference swap; on failure the old bundle keeps
@@ -170,20 +173,34 @@ def _answer(rec: Recommender, result) -> dict:
     return {**result.to_json(), "model": rec.manifest["model"], "bundle": rec.path.name}
 
 
-def create_app(path: str | Path, reload_interval: float = 2.0, lookup_threads: int = 4) -> FastAPI:
+def create_app(path: str | Path, reload_interval: float = 2.0, lookup_threads: int = 4,
+               health_dir: str | None = None) -> FastAPI:
     """FastAPI app serving the bundle at ``path`` (a bundle dir, or a publish root that is watched).
 
     ``lookup_threads``: lookups running at once in this process (numpy and Annoy release the GIL).
+    ``health_dir`` (default ``$SERVING_HEALTH_DIR``): where the event loop writes its heartbeat for the health
+    listener (:mod:`serving.health`).
     """
     if lookup_threads < 1:
         raise ValueError(f"lookup_threads must be >= 1; got {lookup_threads}")
     state = State(path, reload_interval)
     pool = ThreadPoolExecutor(max_workers=lookup_threads, thread_name_prefix="lookup")
+    health_dir = health_dir or os.environ.get("SERVING_HEALTH_DIR") or None
+
+    async def beat() -> None:
+        from serving.health import BEAT_S, write_beat
+
+        while True:
+            write_beat(health_dir, state.error is None, state.rec.path.name, state.error)
+            await asyncio.sleep(BEAT_S)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         state.start()
+        beating = asyncio.create_task(beat()) if health_dir else None
         yield
+        if beating is not None:
+            beating.cancel()
         state.stop()
         pool.shutdown(wait=False, cancel_futures=True)
 
@@ -313,14 +330,35 @@ def _run_workers(host: str, port: int, workers: int, log_level: str) -> None:
 
 
 def run(path: str | Path, host: str = "127.0.0.1", port: int = 8000, reload_interval: float = 2.0,
-        workers: int = 1, log_level: str = "info", lookup_threads: int = 4) -> None:
+        workers: int = 1, log_level: str = "info", lookup_threads: int = 4, health_port: int = 0) -> None:
     """Serve ``path`` with uvicorn (blocks until interrupted): ``workers`` processes, each running up to
-    ``lookup_threads`` lookups at once."""
+    ``lookup_threads`` lookups at once; with ``health_port``, a separate process answers ``/healthz`` and
+    ``/readyz`` there from the workers' heartbeats (:mod:`serving.health`), however busy they are."""
+    import shutil
+    import tempfile
+
     import uvicorn
 
     if workers < 1:
         raise ValueError(f"workers must be >= 1; got {workers}")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    health_dir = None
+    if health_port:
+        from serving.health import start_health_process
+
+        health_dir = tempfile.mkdtemp(prefix="recsys-health-")
+        os.environ["SERVING_HEALTH_DIR"] = health_dir
+        start_health_process(health_dir, host, health_port)
+        log.info("health on http://%s:%d (/healthz, /readyz)", host, health_port)
+    try:
+        _serve(path, host, port, reload_interval, workers, log_level, lookup_threads, uvicorn)
+    finally:
+        if health_dir is not None:
+            shutil.rmtree(health_dir, ignore_errors=True)
+
+
+def _serve(path: str | Path, host: str, port: int, reload_interval: float, workers: int, log_level: str,
+           lookup_threads: int, uvicorn) -> None:
     if workers > 1:
         os.environ.update(SERVING_BUNDLE_PATH=str(path), SERVING_RELOAD_INTERVAL=str(reload_interval),
                           SERVING_LOOKUP_THREADS=str(lookup_threads))

@@ -1,0 +1,89 @@
+"""serving.health: /healthz and /readyz from a separate process fed by the workers' heartbeats."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from support import free_port, make_bundle
+
+from recsys.export import publish
+from serving import health
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_health_and_readiness_from_heartbeat_files(tmp_path: Path) -> None:
+    assert health.health(tmp_path)[0] == 503  # no worker yet: starting
+    health.write_beat(tmp_path, True, "v001", None)
+    assert health.health(tmp_path) == (200, {"status": "ok", "workers": 1, "pids": [os.getpid()]})
+    assert health.readiness(tmp_path) == (200, {"status": "ready", "bundles": ["v001"]})
+    beat = json.loads((tmp_path / str(os.getpid())).read_text())
+    (tmp_path / str(os.getpid())).write_text(json.dumps({**beat, "t": time.monotonic() - 5}))
+    status, body = health.health(tmp_path, stale_s=2.0)
+    assert status == 503 and list(body["stale_workers"]) == [os.getpid()]
+    health.write_beat(tmp_path, False, "v001", "loading v002 failed: bad bundle; still serving v001")
+    status, body = health.readiness(tmp_path)
+    assert status == 503 and "loading v002 failed" in body["problems"][os.getpid()]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / str(dead.pid)).write_text(json.dumps(beat))  # a worker that exited: its beat is dropped
+    assert set(health.read_beats(tmp_path)) == {os.getpid()} and not (tmp_path / str(dead.pid)).exists()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_health_port_answers_and_reports_a_hung_event_loop(tmp_path: Path, workers: int) -> None:
+    """A worker stopped with SIGSTOP (its event loop hung): the health port, another process, still answers at
+    once and says 503 naming it; SIGCONT brings 200 back."""
+    root = tmp_path / "root"
+    publish(root, make_bundle(tmp_path / "b0", seed=0)[0], version="v000")
+    port, hport = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "serving", str(root), "--port", str(port), "--workers",
+                             str(workers), "--health-port", str(hport)], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    probe = httpx.Client(base_url=f"http://127.0.0.1:{hport}", timeout=5)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            try:
+                r = probe.get("/healthz")
+                if r.status_code == 200 and r.json()["workers"] == workers:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "health port did not report every worker"
+            time.sleep(0.2)
+        assert probe.get("/readyz").json() == {"status": "ready", "bundles": ["v000"]}
+        assert probe.get("/v1/recommend").status_code == 404
+        pids = probe.get("/healthz").json()["pids"]
+        assert len(pids) == workers and (workers > 1 or pids == [proc.pid])
+        hung = pids[0]
+        os.kill(hung, signal.SIGSTOP)
+        try:
+            time.sleep(health.STALE_S + 1.0)
+            t0 = time.perf_counter()
+            r = probe.get("/healthz")
+            assert time.perf_counter() - t0 < 1.0  # answered though a worker is frozen
+            assert r.status_code == 503 and str(hung) in r.json()["stale_workers"]
+        finally:
+            os.kill(hung, signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while probe.get("/healthz").status_code != 200:
+            assert time.monotonic() < deadline, "health did not come back after SIGCONT"
+            time.sleep(0.2)
+    finally:
+        probe.close()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
