@@ -30,7 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
-from harness import commit_now, machine  # noqa: E402
+from harness import ReportRun, machine  # noqa: E402
 from item2vec_common import SETS, load_set  # noqa: E402
 
 from recsys import atomic  # noqa: E402
@@ -127,6 +127,7 @@ def write_report(res: dict) -> None:
         sets = list(r["sets"])
         n_seeds = next(iter(next(iter(r["scores"].values())).values()))["seeds"]
         lines += [f"## {model} (commit {r['commit']}; {n_seeds} seed{'s' if n_seeds > 1 else ''} per cell, mean)", "",
+                  *r.get("header", []),
                   f"Library default at that commit: `{json.dumps(r['library_default'])}`", "",
                   "| candidate | " + " | ".join(f"{s} val NDCG@10 (ratio)" for s in sets) + " | worst ratio | "
                   "mean ratio |", "| --- |" + " ---: |" * (len(sets) + 2)]
@@ -164,22 +165,23 @@ def main() -> None:
            "models": dict(old.get("models", {}))}
     splits = {s: load_set(s) for s in names}
     for model in models:
-        commit = commit_now()
+        n_seeds = args.seeds or SEEDS[model]
+        run = ReportRun(seeds=list(range(42, 42 + n_seeds)))
         scores: dict[str, dict] = {}
         fits: dict = {}  # per model family: its candidates' fits, reused across encode-time settings
         for cand, overrides in CANDIDATES[model].items():
             scores[cand] = {}
             for s in names:
-                scores[cand][s] = fit_score(model, overrides, splits[s], seeds=args.seeds or SEEDS[model], fits=fits)
+                scores[cand][s] = fit_score(model, overrides, splits[s], seeds=n_seeds, fits=fits)
                 print(f"{model} {cand:<20} {s:<16} val ndcg_10 {scores[cand][s]['ndcg_10']:.4f} "
                       f"({scores[cand][s]['fit_s']:.0f} s)", flush=True)
         chosen, ratios = choose(scores)
-        test = {s: fit_score(model, CANDIDATES[model][chosen], splits[s], "test", args.seeds or SEEDS[model], fits)
-                for s in names}
+        test = {s: fit_score(model, CANDIDATES[model][chosen], splits[s], "test", n_seeds, fits) for s in names}
         fits.clear()
-        res["models"][model] = {"commit": commit, "sets": names, "scores": scores, "ratios": ratios,
-                                "chosen": chosen, "chosen_test": test,
-                                "library_default": to_dict(MODELS[model].Config())}
+        res["models"][model] = {"commit": run.meta["commit"] + ("+dirty" if run.meta["dirty"] else ""),
+                                "sets": names, "scores": scores, "ratios": ratios, "chosen": chosen,
+                                "chosen_test": test, "library_default": to_dict(MODELS[model].Config()),
+                                "run": run.finish(), "header": run.header()}
         write_report(res)
         print(f"{model}: chosen {chosen!r}; written to {REPORTS / 'defaults.md'}", flush=True)
 
