@@ -111,7 +111,7 @@ def run_results(cwd: Path) -> dict:
         manifest = json.loads((cwd / champ["bundle"] / MANIFEST).read_text())  # relative to the workdir
         published = manifest["model"]
         published_label = published.split(":")[0]
-    out = {"run_id": run.name, "candidate": ev.get("candidate"), "models": models,
+    out = {"run_id": run.name, "candidate": ev.get("candidate"), "reason": ev.get("reason"), "models": models,
            "gate": {k: v for k, v in gate.items() if k not in ("candidate_metrics", "champion_metrics")},
            "candidate_served": gate.get("candidate_metrics"), "champion_served": gate.get("champion_metrics"),
            "published": published, "published_from_this_run": champ.get("run_id") == run.name}
@@ -251,14 +251,23 @@ def write_report(results: dict, machine: str) -> None:
     best = "; ".join(f"{n}: {r['best_known']['ndcg_10']:.4f} ({r['best_known']['source']})" for n, r in results.items())
     lines += ["", f"Best tuned results: {best}", "",
               "## Every model each run trained (pipeline validation / test NDCG@10, fit seconds, why it stopped)", "",
-              "| set | run | model | val NDCG@10 | test NDCG@10 | test HR@10 | fit s | stop |",
-              "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
+              "Val SE: the standard error over validation users of that model's validation NDCG@10 ('-': a run "
+              "from before it was recorded). Candidate: the model the run chose on validation, and why.", "",
+              "| set | run | model | val NDCG@10 | val SE | test NDCG@10 | test HR@10 | fit s | stop |",
+              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for name, r in results.items():
         for tag in ("first", "second"):
             for label, m in (r.get(tag) or {}).get("models", {}).items():
                 lines.append(f"| {name} | {tag} | {label} ({m['model']}) | {m['val']['ndcg_10']:.4f} | "
-                             f"{m['test']['ndcg_10']:.4f} | {m['test']['hr_10']:.4f} | {_f(m['seconds'], '.0f')} | "
-                             f"{m['stop_reason'] or '-'} |")
+                             f"{_f(m['val'].get('ndcg_10_se'))} | {m['test']['ndcg_10']:.4f} | "
+                             f"{m['test']['hr_10']:.4f} | {_f(m['seconds'], '.0f')} | {m['stop_reason'] or '-'} |")
+    lines += ["", "| set | run | candidate | why |", "| --- | --- | --- | --- |"]
+    for name, r in results.items():
+        for tag in ("first", "second"):
+            run = r.get(tag) or {}
+            if run:
+                lines.append(f"| {name} | {tag} | {run.get('candidate')} | "
+                             f"{run.get('reason') or 'highest validation NDCG@10 (before the one-SE rule)'} |")
     recovered = [f"{n} {tag}" for n, r in results.items() for tag in ("first", "second")
                  if (r.get(tag) or {}).get("recovered")]
     if recovered:

@@ -44,7 +44,10 @@ class PipelineSection:
     device: str = "auto"  # for every model without its own: CUDA when torch sees a GPU, else CPU
     metric: str = "ndcg_10"  # gate metric (validation picks the candidate, test gates it)
     tolerance: float = 0.002  # absolute: promote when candidate >= champion - tolerance
-    publish: str = "best"  # "best" (highest validation metric) or a model label
+    publish: str = "best"  # "best" (by validation, see select_within_se) or a model label
+    # "best" takes, among the models whose validation metric is within this many standard errors (over
+    # users) of the highest, the one of lowest capacity (Model.capacity); 0 = simply the highest
+    select_within_se: float = 1.0
     max_bad_fraction: float = 0.05  # ingest check: quarantined / read
     max_row_drop: float = 0.5  # ingest check: fraction of rows lost against the last run
     warm_start: bool = True  # keep id maps stable against the champion's data
@@ -128,6 +131,10 @@ def parse_pipeline_config(raw: dict[str, Any], source: str = "<dict>") -> Pipeli
     if t.trials < 1 or t.minutes < 0 or t.every_runs < 0 or t.growth < 0:
         raise ConfigError(f"{source} [tune]: trials must be >= 1 and minutes, every_runs, growth >= 0; got "
                           f"{t.trials}, {t.minutes}, {t.every_runs}, {t.growth}")
+    se = cfg.pipeline.select_within_se
+    if isinstance(se, bool) or not isinstance(se, int | float) or not 0 <= se < float("inf"):
+        raise ConfigError(f"{source} [pipeline] select_within_se must be a number of standard errors >= 0 (0 = "
+                          f"publish the highest validation metric); got {se!r}")
     if cfg.pipeline.publish != "best" and cfg.pipeline.publish not in labels:
         raise ConfigError(f"{source} [pipeline] publish = {cfg.pipeline.publish!r} is not a model label; "
                           f"use \"best\" or one of {labels}")

@@ -6,7 +6,8 @@
              checkpoints under ``checkpoints/<label>`` let a killed training resume; a model that
              raises (non-finite loss, out of memory, a bad value) ends its run FAILED with the reason,
              is recorded as failed and the others go on; no model trained ends the run (exit 5)
-``evaluate`` pick the candidate: the best validation metric (or the configured model)
+``evaluate`` pick the candidate by validation (:mod:`pipelines.selection`: the simplest model level with
+             the best within ``select_within_se`` standard errors), or the configured model
 ``export``   the candidate's bundle (vectors, Annoy index, ids, seen items) + a registry version
 ``gate``     candidate vs champion on this run's test split, each bundle encoding the test histories
              with its own encoder; a worse candidate ends the run
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines import gate as gating
-from pipelines import ingest_logs, model_registry, scheduled_tune, tracking, warm_start
+from pipelines import ingest_logs, model_registry, scheduled_tune, selection, tracking, warm_start
 from pipelines.config import RunConfig, RunSection
 from pipelines.pipeline_config import PipelineConfig
 from pipelines.publishing import record_champion
@@ -151,7 +152,7 @@ def step_train(ctx: Context) -> None:
         fault_point(f"trained-{m.label}")
         ctx.run.mark_done(step, run_id=result.run_id, model=m.name, model_dir=str(result.model_dir),
                           val=result.val, test=result.test, seconds=result.seconds, stop_reason=result.stop_reason,
-                          exclude_seen=result.exclude_seen)
+                          exclude_seen=result.exclude_seen, capacity=result.capacity)
         ctx.echo(f"  {result.summary()}")
     failed = ctx.run.failed_models()
     if all(m.label in failed for m in ctx.cfg.models):
@@ -171,13 +172,18 @@ def step_evaluate(ctx: Context) -> None:
     for label, info in infos.items():
         if info.get("failed"):
             ctx.echo(f"  {label:<12} failed to train: {info.get('error', '')[:200]}")
-    label = rows[0][0] if p.publish == "best" else p.publish
+    if p.publish == "best":
+        choice = selection.choose(trained, p.metric, p.select_within_se)
+        label, reason = choice.label, choice.reason
+    else:
+        label, reason = p.publish, f"pipeline.publish = {p.publish!r}"
     if label not in trained:
         raise PipelineExit(ExitCode.NO_MODEL, f"pipeline.publish = {label!r}, but that model failed to train "
                            f"({infos[label].get('error', '')[:300]}); the champion stays published")
-    atomic.write_json(ctx.run.path / "evaluation.json", {"candidate": label, "models": trained})
+    ctx.echo(f"  candidate {label}: {reason}")
+    atomic.write_json(ctx.run.path / "evaluation.json", {"candidate": label, "reason": reason, "models": trained})
     fault_point("evaluated")
-    ctx.run.mark_done("evaluate", candidate=label, model=trained[label]["model"])
+    ctx.run.mark_done("evaluate", candidate=label, model=trained[label]["model"], reason=reason)
 
 
 def step_export(ctx: Context) -> None:

@@ -54,6 +54,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     stop_reason: str = "completed"  # "completed" (every epoch), or why fit ended early (a time budget)
     exclude_seen: bool = True  # whether val/test (and the bundle's lookups) leave a user's seen items out
+    capacity: int = 0  # Model.capacity(): the pipeline prefers the lower among models level on validation
 
     def summary(self) -> str:
         keys = [k for k in ("hr_10", "ndcg_10", "hr_20", "ndcg_20", "mrr") if k in self.test]
@@ -153,7 +154,7 @@ def train_run(cfg: RunConfig, out: str | Path, data: Prepared | None = None, nes
         _log_artifacts(cfg, model, data, on_epoch.history, val, test, model_dir)
         log.info("%s: val %s test %s", cfg.run.name, _short(val), _short(test))
         return TrainResult(run.info.run_id, cfg.model_name, model_dir, val, test, seconds, on_epoch.history,
-                           stop_reason, protocol.exclude_history)
+                           stop_reason, protocol.exclude_history, model.capacity())
 
 
 def _run_model_data(uri: str, out: Path):

@@ -97,7 +97,9 @@ def evaluate(
     Returns
     -------
     dict with ``hr_K``, ``recall_K``, ``ndcg_K``, ``coverage_K``, ``popularity_K`` for every K,
-    ``mrr``, ``n_users`` (evaluated), ``n_skipped`` (real users without a target) and
+    ``mrr``, each per-user metric's standard error over users as ``<metric>_se`` (``ndcg_10_se``, ``mrr_se``:
+    :func:`recsys.evaluation.metrics.standard_error`), ``n_users`` (evaluated), ``n_skipped`` (real users
+    without a target) and
     ``n_masked_targets`` (targets that were history items, hence masked misses).
     """
     protocol = protocol or EvalProtocol()
@@ -114,12 +116,16 @@ def evaluate(
     pop = item_popularity if item_popularity is not None else np.bincount(histories.items, minlength=n_items + 1)
     out: dict[str, float] = {}
     for k in protocol.ks:
-        out[f"hr_{k}"] = M.hit_rate(tr, k)
-        out[f"recall_{k}"] = M.recall(tr, k)
-        out[f"ndcg_{k}"] = M.ndcg(tr, k)
+        for name, per_user in (("hr", M.hit_rate_per_user), ("recall", M.recall_per_user),
+                               ("ndcg", M.ndcg_per_user)):
+            values = per_user(tr, k)
+            out[f"{name}_{k}"] = float(values.mean()) if len(values) else float("nan")
+            out[f"{name}_{k}_se"] = M.standard_error(values)
         out[f"coverage_{k}"] = M.coverage(lists, n_items, k)
         out[f"popularity_{k}"] = M.mean_popularity(lists, pop, k)
-    out["mrr"] = M.mrr(tr, protocol.mrr_cutoff)
+    rr = M.mrr_per_user(tr, protocol.mrr_cutoff)
+    out["mrr"] = float(rr.mean()) if len(rr) else float("nan")
+    out["mrr_se"] = M.standard_error(rr)
     out["n_users"] = float(len(users))
     out["n_skipped"] = float(targets.n_rows - 1 - len(users))
     out["n_masked_targets"] = float(np.isinf(ranks).sum())

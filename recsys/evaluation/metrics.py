@@ -17,6 +17,9 @@ Definitions (binary relevance; averages are over users that have at least one ta
 * ``coverage@K`` = distinct real items in the top-K lists / n_items (catalogue coverage).
 * ``popularity@K`` = mean popularity (e.g. training count) of the recommended items.
 
+Each per-user metric has a ``*_per_user`` form (one value per evaluated user) whose mean it is, and
+:func:`standard_error` gives that mean's sampling error over users.
+
 Ties are pessimistic: an eligible item whose score equals a target's score is ranked ahead
 of it (other targets included), so a model that scores everything alike gets the worst
 rank, never a lucky one. Ranks computed from a top-K list (:func:`ranks_from_lists`) are
@@ -85,35 +88,66 @@ def _mean(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else float("nan")
 
 
-def hit_rate(tr: TargetRanks, k: int) -> float:
-    """Share of users with at least one target at rank <= ``k``."""
-    return _mean(tr.per_user_sum((tr.ranks <= k).astype(np.float64)) > 0)
+def standard_error(per_user: np.ndarray) -> float:
+    """Standard error of the mean of ``per_user`` values: sample sd (ddof 1) / sqrt(n); nan below 2 values.
+
+    Users are the sampling unit, so this is how far a metric averaged over these users may move on another
+    draw of users of the same log (about one SE in two draws out of three)::
+
+        >>> standard_error(np.array([0.0, 1.0, 0.0, 1.0]))
+        0.2886751345948129
+    """
+    n = len(per_user)
+    return float(np.std(per_user, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
 
 
-def recall(tr: TargetRanks, k: int) -> float:
-    """Mean of |targets at rank <= k| / min(|targets|, k) over users."""
+def hit_rate_per_user(tr: TargetRanks, k: int) -> np.ndarray:
+    """(n_users,) 1.0 where the user has at least one target at rank <= ``k``, else 0.0."""
+    return (tr.per_user_sum((tr.ranks <= k).astype(np.float64)) > 0).astype(np.float64)
+
+
+def recall_per_user(tr: TargetRanks, k: int) -> np.ndarray:
+    """(n_users,) |targets at rank <= k| / min(|targets|, k)."""
     hits = tr.per_user_sum((tr.ranks <= k).astype(np.float64))
-    return _mean(hits / np.minimum(tr.n_targets(), k))
+    return hits / np.minimum(tr.n_targets(), k)
 
 
-def ndcg(tr: TargetRanks, k: int) -> float:
-    """Mean binary NDCG@k; the ideal DCG puts min(|targets|, k) targets at ranks 1, 2, ..."""
+def ndcg_per_user(tr: TargetRanks, k: int) -> np.ndarray:
+    """(n_users,) binary NDCG@k; the ideal DCG puts min(|targets|, k) targets at ranks 1, 2, ..."""
     gains = np.where(tr.ranks <= k, 1.0 / np.log2(np.minimum(tr.ranks, k) + 1.0), 0.0)
     dcg = tr.per_user_sum(gains)
     ideal_cum = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))  # (k,) IDCG for 1..k targets
     idcg = ideal_cum[np.minimum(tr.n_targets(), k) - 1]
-    return _mean(dcg / idcg)
+    return dcg / idcg
+
+
+def mrr_per_user(tr: TargetRanks, cutoff: int | None = None) -> np.ndarray:
+    """(n_users,) reciprocal rank of each user's best-ranked target (0 beyond ``cutoff`` if given)."""
+    if tr.n_users == 0:
+        return np.zeros(0)
+    best = np.minimum.reduceat(tr.ranks, tr.offsets[:-1]) if len(tr.ranks) else np.zeros(0)
+    rr = 1.0 / best
+    return np.where(best <= cutoff, rr, 0.0) if cutoff is not None else rr
+
+
+def hit_rate(tr: TargetRanks, k: int) -> float:
+    """Share of users with at least one target at rank <= ``k``."""
+    return _mean(hit_rate_per_user(tr, k))
+
+
+def recall(tr: TargetRanks, k: int) -> float:
+    """Mean of |targets at rank <= k| / min(|targets|, k) over users."""
+    return _mean(recall_per_user(tr, k))
+
+
+def ndcg(tr: TargetRanks, k: int) -> float:
+    """Mean binary NDCG@k (:func:`ndcg_per_user` averaged over users)."""
+    return _mean(ndcg_per_user(tr, k))
 
 
 def mrr(tr: TargetRanks, cutoff: int | None = None) -> float:
     """Mean reciprocal rank of each user's best-ranked target (0 beyond ``cutoff`` if given)."""
-    if tr.n_users == 0:
-        return float("nan")
-    best = np.minimum.reduceat(tr.ranks, tr.offsets[:-1]) if len(tr.ranks) else np.zeros(0)
-    rr = 1.0 / best
-    if cutoff is not None:
-        rr = np.where(best <= cutoff, rr, 0.0)
-    return _mean(rr)
+    return _mean(mrr_per_user(tr, cutoff))
 
 
 def coverage(ranked: np.ndarray, n_items: int, k: int | None = None) -> float:

@@ -86,6 +86,9 @@ class ExtendedModel(Model):
         self._vectors, self._tables = vectors, tables
         self._train = model._train
 
+    def capacity(self) -> int:
+        return self.model.capacity()
+
     def fit(self, *args: Any, **kwargs: Any) -> ExtendedModel:
         raise TypeError("an ExtendedModel only exports; fit the underlying model")
 

@@ -73,10 +73,25 @@ class Model(ABC):
     #: ``recsys tune`` scores every combination of their values on each fit by setting them on ``model.config``,
     #: no refit; the first is also swept at every epoch's validation (pruning)
     encode_time: ClassVar[tuple[str, ...]] = ()
+    #: how much a user's encoding learns, lower = simpler (see :meth:`capacity`)
+    CAPACITY: ClassVar[int] = 0
 
     def __init__(self) -> None:
         self._train: Sequences | None = None
         self.stopped: str | None = None  # why fit ended before its last epoch (a StopTraining message), if it did
+
+    def capacity(self) -> int:
+        """How much this model learns to encode a user; the pipeline prefers the lower of two models whose
+        validation metrics are level within sampling error (``[pipeline] select_within_se``).
+
+        Returns
+        -------
+        int : 0 nothing per user (popularity), 1 a fixed function of learned item vectors (item2vec's
+            weighted mean), 2 a learned vector per user (ALS, BPR), 3 a learned network over the history
+            (pooled two-tower), 4 a learned sequence network (Transformer two-tower), 5 several of them
+            (ensemble).
+        """
+        return self.CAPACITY
 
     # -- training ---------------------------------------------------------------------------
     @abstractmethod

@@ -122,6 +122,7 @@ class _ImplicitModel(Model):
     """Shared fit loop, callbacks, vectors and persistence of the two implicit wrappers."""
 
     similarity: ClassVar[Literal["dot", "cosine"]] = "dot"
+    CAPACITY: ClassVar[int] = 2
 
     def __init__(self, config: Any = None, device: str | torch.device = "auto") -> None:
         super().__init__()

@@ -157,6 +157,7 @@ class Item2Vec(Model):
     Config: ClassVar[type] = Item2VecConfig
     search_space: ClassVar[SearchSpace] = ITEM2VEC_SPACE
     encode_time: ClassVar[tuple[str, ...]] = ("scoring", "user_decay")
+    CAPACITY: ClassVar[int] = 1
     warm_start: ClassVar[str] = "vectors"
 
     def __init__(self, config: Item2VecConfig | None = None, device: str | torch.device = "auto") -> None:

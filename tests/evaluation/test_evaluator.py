@@ -37,6 +37,10 @@ def test_hand_computed_with_exclusion() -> None:
     assert res["ndcg_2"] == pytest.approx((1 / LOG3 + 1) / 2)
     assert res["mrr"] == pytest.approx((1 / 2 + 1) / 2)
     assert res["n_users"] == 2 and res["n_skipped"] == 1 and res["n_masked_targets"] == 0
+    # standard errors over the 2 users: sd (ddof 1) of two values a, b is |a - b| / sqrt(2), over sqrt(2)
+    assert res["hr_1_se"] == pytest.approx(0.5) and res["hr_2_se"] == 0.0
+    assert res["ndcg_2_se"] == pytest.approx((1 - 1 / LOG3) / 2)
+    assert res["mrr_se"] == pytest.approx((1 - 1 / 2) / 2)
 
 
 def test_exclusion_off_ranks_history_items() -> None:

@@ -105,3 +105,29 @@ def test_invariants(lists: list[list[float]], k: int) -> None:
     assert rr >= M.hit_rate(tr, 1) - 1e-12
     single = M.TargetRanks.from_lists([[min(r)] for r in lists])
     assert M.recall(single, k) == pytest.approx(M.hit_rate(single, k))  # one target: recall == HR
+
+
+def test_per_user_forms_and_standard_error_hand_computed() -> None:
+    tr = M.TargetRanks.from_lists([[3], [1, 50], [7]])
+    # NDCG@5 per user: 1/log2(4) = 0.5; 1 / (1 + 1/log2 3); rank 7 > 5: 0
+    per_user = M.ndcg_per_user(tr, 5)
+    expected = np.array([0.5, 1 / (1 + 1 / LOG3), 0.0])
+    np.testing.assert_allclose(per_user, expected)
+    assert M.ndcg(tr, 5) == pytest.approx(expected.mean())
+    np.testing.assert_array_equal(M.hit_rate_per_user(tr, 2), [0.0, 1.0, 0.0])
+    np.testing.assert_allclose(M.mrr_per_user(tr, cutoff=5), [1 / 3, 1.0, 0.0])
+    np.testing.assert_allclose(M.mrr_per_user(tr), [1 / 3, 1.0, 1 / 7])
+    # sample sd (ddof 1) / sqrt(n): values 0, 1, 0 -> mean 1/3, var (1/9 + 4/9 + 1/9) / 2 = 1/3
+    assert M.standard_error(np.array([0.0, 1.0, 0.0])) == pytest.approx(math.sqrt(1 / 3) / math.sqrt(3))
+    assert math.isnan(M.standard_error(np.array([0.4])))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=2, max_size=40))
+def test_standard_error_shrinks_with_copies(values: list[float]) -> None:
+    """Four copies of a sample: the same spread over 4x the users, so about half the error (exactly
+    sqrt((n - 1) / (4n - 1)) times it, from the ddof-1 variance)."""
+    one, four = np.array(values), np.array(values * 4)
+    n = len(values)
+    assert M.standard_error(four) == pytest.approx(M.standard_error(one) * math.sqrt((n - 1) / (4 * n - 1)),
+                                                   abs=1e-12)

@@ -53,7 +53,13 @@ def test_end_to_end_publishes_a_servable_bundle_and_logs_nested_runs(workdir: Pa
     ctx = run_pipeline(cfg, echo=quiet)
     for step in ("ingest", "train", "evaluate", "export", "gate", "publish"):
         assert ctx.run.is_done(step)
-    assert ctx.run.info("evaluate")["candidate"] == "als"  # ALS beats popularity on planted structure
+    evaluated = ctx.run.info("evaluate")
+    assert evaluated["candidate"] == "als"  # ALS beats popularity on planted structure, by more than one SE
+    trained = {label: ctx.run.info(f"train-{label}") for label in ("pop", "als")}
+    assert trained["als"]["capacity"] == 2 and trained["pop"]["capacity"] == 0
+    lead = trained["als"]["val"]["ndcg_10"] - trained["pop"]["val"]["ndcg_10"]
+    assert lead > trained["als"]["val"]["ndcg_10_se"] > 0
+    assert "no simpler model within 1 SE" in evaluated["reason"]
     rec = Recommender.load(workdir / "pub")
     assert rec.manifest["model"] == "als:als"
     user = rec.bundle.users.ids[0].item()

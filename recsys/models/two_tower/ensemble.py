@@ -93,6 +93,7 @@ class TwoTowerEnsemble(Model):
     search_space: ClassVar[dict] = TWO_TOWER_SPACE
     takes_item_features: ClassVar[bool] = True
     checkpoints: ClassVar[bool] = True
+    CAPACITY: ClassVar[int] = 5
 
     def __init__(self, config: TwoTowerEnsembleConfig | None = None, device: str | torch.device = "auto",
                  item_features: ItemFeatures | None = None) -> None:

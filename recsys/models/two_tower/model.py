@@ -52,6 +52,10 @@ class TwoTower(Model):
     checkpoints: ClassVar[bool] = True
     warm_start: ClassVar[str] = "weights"
 
+    def capacity(self) -> int:
+        """3 for the pooled user tower, 4 for the Transformer (:meth:`recsys.models.base.Model.capacity`)."""
+        return 4 if self.config.user_tower == "transformer" else 3
+
     def __init__(self, config: TwoTowerConfig | None = None, device: str | torch.device = "auto",
                  item_features: ItemFeatures | None = None) -> None:
         super().__init__()
