@@ -13,7 +13,8 @@ app = typer.Typer(help="The scheduled pipeline: new logs -> trained, gated, publ
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 published (or plan printed), 1 unexpected error (rerun resumes), 2 bad config or usage, "
-    "3 ingest checks failed, 4 gate rejected the candidate (champion kept), 75 another run holds the lock."
+    "3 ingest checks failed, 4 gate rejected the candidate (champion kept), 5 no model trained, 6 the disk "
+    "filled up (free space; rerun resumes), 75 another run holds the lock."
 )
 
 

@@ -8,6 +8,7 @@ before the gate passed, and publishing is an atomic switch of ``current``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -18,7 +19,7 @@ import mlflow
 
 from pipelines import tracking
 from pipelines.pipeline_config import PipelineConfig
-from pipelines.runstate import ExitCode, PipelineExit, RunDir, now, open_run, run_lock
+from pipelines.runstate import ExitCode, PipelineExit, RunDir, disk_full, disk_full_message, now, open_run, run_lock
 from pipelines.steps import STEP_FUNCS, STEPS, Context
 from recsys.config import ConfigError, to_dict
 from recsys.models.registry import check_model_config
@@ -56,18 +57,25 @@ def run_pipeline(cfg: PipelineConfig, start: str | None = None, only: str | None
     workdir = Path(cfg.pipeline.workdir)
     steps = plan(start, only)
     check_models(cfg)
-    with run_lock(workdir):
-        run, resumed = open_run(workdir, reuse_latest=bool(start or only))
-        if start or only:
-            run.clear_from(steps)
-        ctx = Context(cfg, run, workdir, Path(cfg.pipeline.bundles), echo=echo)
-        handler = _attach_log(run)
-        try:
-            echo(f"pipeline run {run.run_id} ({'resumed' if resumed else 'new'}) in {run.path}")
-            _run_steps(ctx, steps)
-        finally:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
+    try:
+        with run_lock(workdir):
+            run, resumed = open_run(workdir, reuse_latest=bool(start or only))
+            if start or only:
+                run.clear_from(steps)
+            ctx = Context(cfg, run, workdir, Path(cfg.pipeline.bundles), echo=echo)
+            handler = _attach_log(run)
+            try:
+                echo(f"pipeline run {run.run_id} ({'resumed' if resumed else 'new'}) in {run.path}")
+                _run_steps(ctx, steps)
+            finally:
+                logging.getLogger().removeHandler(handler)
+                handler.close()
+    except PipelineExit:
+        raise
+    except Exception as exc:  # a full disk before any step began (the run folder, its state, MLflow's store)
+        if disk_full(exc):
+            raise PipelineExit(ExitCode.DISK_FULL, disk_full_message("start", workdir, exc)) from exc
+        raise
     return ctx
 
 
@@ -94,6 +102,11 @@ def _run_steps(ctx: Context, steps: list[str]) -> None:
                     ctx.run.update_state(error=f"{exc}"[:2000])
                 raise
             except Exception as exc:
+                if disk_full(exc):  # the state file may not fit either: the message is what must reach the user
+                    message = disk_full_message(step, ctx.run.path, exc)
+                    with contextlib.suppress(OSError):
+                        ctx.run.update_state(error=message[:2000])
+                    raise PipelineExit(ExitCode.DISK_FULL, message) from exc
                 ctx.run.update_state(error=f"{type(exc).__name__}: {exc}"[:2000])
                 raise
             seconds = time.perf_counter() - t0

@@ -8,9 +8,11 @@ after a crash reopens the newest unfinished run and starts at its first step wit
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import fcntl
 import json
 import os
+import shutil
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +32,7 @@ class ExitCode:
     DATA_CHECK_FAILED = 3  # ingest checks failed (bad-row fraction, row-count drop); nothing trained
     GATE_REJECTED = 4  # the candidate was worse than the champion beyond the tolerance; champion kept
     NO_MODEL = 5  # every configured model failed to train (or the one to publish did); champion kept
+    DISK_FULL = 6  # a step ran out of disk space; the champion stays published; free space and rerun to resume
     LOCKED = 75  # another run holds the lock (EX_TEMPFAIL); try again later
 
 
@@ -70,6 +73,63 @@ def run_lock(workdir: Path) -> Iterator[None]:
 
 
 FAULT_ENV = "RECSYS_FAULT_POINT"
+
+
+#: what a full disk says through other layers than OSError (polars/Rust, SQLite, C++ writers)
+_FULL_WORDS = ("no space left on device", "os error 28", "database or disk is full", "disk quota exceeded")
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from or during) reports a full disk or quota."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(w in str(e).lower() for w in _FULL_WORDS):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def mount_point(path: str | Path) -> Path:
+    """The mount point of the file system holding ``path`` (its nearest existing ancestor)."""
+    p = Path(path).absolute()
+    while not p.exists():
+        p = p.parent
+    while not os.path.ismount(p):
+        p = p.parent
+    return p
+
+
+def _failed_path(exc: BaseException) -> str | None:
+    """The path whose write found the disk full: an ENOSPC/EDQUOT error's file name, or the destination of a
+    copy (``shutil.Error`` lists ``(src, dst, why)``) that failed so."""
+    e: BaseException | None = exc
+    for _ in range(8):
+        if e is None:
+            return None
+        if isinstance(e, shutil.Error) and e.args and isinstance(e.args[0], list):
+            for entry in e.args[0]:
+                if len(entry) == 3 and any(w in str(entry[2]).lower() for w in _FULL_WORDS):
+                    return str(entry[1])
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) and e.filename:
+            return os.fsdecode(e.filename)
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def disk_full_message(step: str, where: Path, exc: BaseException) -> str:
+    """A full disk during ``step``, named with its file system and free space: the file system of the path
+    the failed write names, else of ``where`` (the run folder)."""
+    where = Path(_failed_path(exc) or where)
+    mount = mount_point(where)
+    usage = shutil.disk_usage(mount)
+    return (f"step {step}: the disk is full: the file system mounted at {mount} (holding {where}) has "
+            f"{usage.free / 2**20:.1f} MiB free of {usage.total / 2**20:.1f} MiB ({type(exc).__name__}: "
+            f"{str(exc)[:300]}); free space there and rerun the same command: the run resumes at {step}; "
+            "the champion stays published")
 
 
 def fault_point(name: str) -> None:

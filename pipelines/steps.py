@@ -27,7 +27,7 @@ from pipelines import ingest_logs, model_registry, scheduled_tune, selection, tr
 from pipelines.config import RunConfig, RunSection
 from pipelines.pipeline_config import PipelineConfig
 from pipelines.publishing import record_champion
-from pipelines.runstate import ExitCode, PipelineExit, RunDir, fault_point, previous_runs
+from pipelines.runstate import ExitCode, PipelineExit, RunDir, disk_full, fault_point, previous_runs
 from pipelines.train import protocol_for, train_run
 from recsys import atomic
 from recsys.models.registry import MODELS
@@ -143,6 +143,8 @@ def step_train(ctx: Context) -> None:
             result = train_run(_run_config(ctx, m.label, m.name, params, m.max_minutes), ctx.run.path / "train",
                                data=data, nested=True, echo=ctx.echo)
         except Exception as exc:  # this model only: its MLflow run ended FAILED with the reason; the others go on
+            if disk_full(exc):  # not this model's fault: the run stops (exit 6) and a rerun trains it again
+                raise
             reason = f"{type(exc).__name__}: {exc}"
             log.exception("%s failed to train", m.label)
             ctx.run.mark_done(step, failed=True, model=m.name, error=reason[:2000],
