@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from beauty_baselines import DEFAULT_DATA, REPORTS, read_beauty  # same folder; same reader as the baselines
-from harness import free_port
+from harness import commit_now, free_port
 
 from pipelines.config import load_run_config
 from recsys import atomic
@@ -43,21 +43,27 @@ from recsys.prepare.split import SplitData, leave_last_out
 from serving import Recommender
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
-MODELS_IN_TABLE = ("popularity", "bpr", "als", "item2vec", "two_tower_pooled", "two_tower_transformer",
-                   "two_tower_ensemble")
+MODELS_IN_TABLE = ("popularity", "bpr", "als", "item2vec", "item2vec_in_in", "two_tower_pooled",
+                   "two_tower_transformer", "two_tower_ensemble")
+#: rows that are another row's config with some fields changed: name -> (config of beauty_<base>.toml, changes)
+VARIANTS = {"item2vec_in_in": ("item2vec", {"scoring": "in-in"})}
+FITTED_AT = "fitted_at.txt"  # beside a model saved in --models-dir: the commit it was fitted at
 TOLERANCE = 0.001  # |served - offline| NDCG@10 allowed
 K = 10
 
 
 def fit(name: str, split: SplitData, protocol: EvalProtocol, max_epochs: int | None, models_dir: Path | None,
-        device: str) -> tuple[Model, float, bool]:
-    """The model of ``beauty_<name>.toml``, fitted (or loaded from ``models_dir`` when saved there before)."""
-    cfg = load_run_config(CONFIGS / f"beauty_{name}.toml")
+        device: str, commit: str) -> tuple[Model, float, str]:
+    """The model of ``beauty_<name>.toml`` (or of a :data:`VARIANTS` row), fitted, or loaded from
+    ``models_dir`` when saved there before; returns it, the fit seconds and the commit it was fitted at."""
+    base, changes = VARIANTS.get(name, (name, {}))
+    cfg = load_run_config(CONFIGS / f"beauty_{base}.toml")
     saved = models_dir / name if models_dir else None
     if saved is not None and saved.is_dir():
         print(f"[{name}] loading the model saved in {saved}", flush=True)
-        return MODELS[cfg.model_name].load(saved), 0.0, True
-    params, config_cls = {"seed": cfg.run.seed, **cfg.model}, MODELS[cfg.model_name].Config
+        at = (saved / FITTED_AT).read_text().strip() if (saved / FITTED_AT).is_file() else "unknown"
+        return MODELS[cfg.model_name].load(saved), 0.0, at
+    params, config_cls = {"seed": cfg.run.seed, **cfg.model, **changes}, MODELS[cfg.model_name].Config
     for key in ("epochs", "iterations"):
         if max_epochs and key in config_cls.__dataclass_fields__:
             params[key] = min(int(params.get(key, getattr(config_cls(), key))), max_epochs)
@@ -70,7 +76,8 @@ def fit(name: str, split: SplitData, protocol: EvalProtocol, max_epochs: int | N
     seconds = time.perf_counter() - t0
     if saved is not None:
         model.save(saved)
-    return model, seconds, False
+        atomic.write_text(saved / FITTED_AT, commit + "\n")
+    return model, seconds, commit
 
 
 def _short(m: dict) -> str:
@@ -164,18 +171,23 @@ def markdown(report: dict) -> str:
              "Identical top-10: the served list equals `model.recommend` (same order; in parentheses, the same "
              "items): order differs only between items whose scores tie (popularity counts) or agree to float32 "
              "round-off; offline metrics rank ties pessimistically, serving by item index.", "",
-             "| model | encoder | epochs | offline HR@10 | served HR@10 | offline NDCG@10 | served NDCG@10 | diff | "
-             "identical top-10 (same set) | HTTP sample identical | request ms mean / p99 |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"Rows: the configs `experiments/configs/beauty_<model>.toml`; {', '.join(VARIANTS)}: "
+             + "; ".join(f"`beauty_{b}.toml` with {', '.join(f'{k} = {v!r}' for k, v in c.items())}"
+                         for b, c in VARIANTS.values())
+             + ". Fitted at: the commit the model was fitted at (the run's own when it fitted it).", "",
+             "| model | fitted at | encoder | epochs | offline HR@10 | served HR@10 | offline NDCG@10 | "
+             "served NDCG@10 | diff | identical top-10 (same set) | HTTP sample identical | request ms mean / p99 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in report["models"].items():
         o, s = r["offline"], r["served"]
-        lines.append(f"| {name} | {r['encoder']} | {r.get('epochs', '-')} | {o['hr_10']:.4f} | {s['hr_10']:.4f} | "
+        lines.append(f"| {name} | {r.get('fitted_at', r['commit'])} | {r['encoder']} | {r.get('epochs', '-')} | "
+                     f"{o['hr_10']:.4f} | {s['hr_10']:.4f} | "
                      f"{o['ndcg_10']:.4f} | {s['ndcg_10']:.4f} | {r['ndcg_10_diff']:+.5f} | "
                      f"{r['identical_top10']:.4f} ({r.get('same_top10_set', float('nan')):.4f}) | "
                      f"{r['http_identical']} ({r['http_requests']}) | "
                      f"{r['request_ms']['mean']:.2f} / {r['request_ms']['p99']:.2f} |")
     earlier = [f"- {k}: `{v['command']}` at `{v['commit']}`" for k, v in report["models"].items()
-               if v.get("command") != report["command"]]
+               if v.get("command") != report["command"] or v.get("commit") != report["commit"]]
     if earlier:
         lines += ["", "Rows kept from earlier runs:", "", *earlier]
     return "\n".join(lines) + "\n"
@@ -201,15 +213,17 @@ def main() -> None:
     protocol = EvalProtocol(split="leave_last_out", ks=(10, 20), fingerprint=split.fingerprint)
     out = REPORTS / f"served_parity{'_quick' if args.quick else ''}.json"
     report = json.loads(out.read_text()) if out.is_file() else {"models": {}}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = commit_now()  # "+dirty" when tracked files other than the reports differ from HEAD
     command = "python experiments/served_parity.py " + " ".join(sys.argv[1:])
     report.update(command=command.strip(), commit=commit, users=int(np.sum(np.diff(split.test_targets.offsets) > 0)),
                   machine=f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
                           "CPU only")
     for name in names:
-        model, fit_s, loaded = fit(name, split, protocol, args.max_epochs or None, args.models_dir, args.device)
+        model, fit_s, fitted_at = fit(name, split, protocol, args.max_epochs or None, args.models_dir, args.device,
+                                      commit)
         row = check_model(name, model, split, protocol, args.http_sample)
-        row.update(command=report["command"], commit=commit, fit_s=round(fit_s, 1), loaded=loaded,
+        row.update(command=report["command"], commit=commit, fit_s=round(fit_s, 1), loaded=fitted_at != commit,
+                   fitted_at=fitted_at,
                    epochs=len(getattr(model, "history", [])) or "-", max_epochs=args.max_epochs or None)
         report["models"][name] = row
         report["models"] = {k: report["models"][k] for k in MODELS_IN_TABLE if k in report["models"]}
