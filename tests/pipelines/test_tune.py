@@ -203,3 +203,23 @@ def test_repeated_settings_take_the_earlier_result_without_a_fit_and_do_not_coun
     children = client.search_runs([client.get_run(res.parent_run_id).info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
     assert len(children) == 2  # one MLflow run per fit
+
+
+def test_the_pruner_cuts_only_the_bottom_quarter() -> None:
+    """Eight finished trials report 0.1 .. 0.8 at step 50 (75th percentile from the bottom: 0.275); a trial at 0.3
+    goes on, one at 0.25 is pruned, and nothing is pruned before the warm-up."""
+    import optuna
+
+    from pipelines.tune import WARMUP_PERCENT, make_pruner
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", pruner=make_pruner())
+    for v in range(1, 9):
+        t = study.ask()
+        t.report(v / 10, 50)
+        study.tell(t, v / 10)
+    keep, cut, early = study.ask(), study.ask(), study.ask()
+    keep.report(0.3, 50)
+    cut.report(0.25, 50)
+    early.report(0.0, WARMUP_PERCENT - 1)
+    assert not keep.should_prune() and cut.should_prune() and not early.should_prune()
