@@ -40,11 +40,12 @@ def run_outcome(run: RunDir, running: bool) -> dict[str, Any]:
     failed = run.failed_models()
     if failed:
         row["failed_models"] = failed
+    if run.is_done("evaluate"):  # which model the run chose on validation, and why
+        evaluated = run.info("evaluate")
+        row.update(candidate=evaluated.get("candidate"), chosen_because=evaluated.get("reason"))
     if ended.is_file():
         info = json.loads(ended.read_text())
         row.update(outcome=info["outcome"], at=info.get("at"), step=info.get("step"), reason=info.get("message"))
-        if run.is_done("evaluate"):
-            row["candidate"] = run.info("evaluate").get("candidate")
         return row
     step = next((s for s in STEPS if not run.is_done(s)), None)
     if running:
@@ -158,6 +159,8 @@ def format_status(s: dict[str, Any]) -> str:
                      + (f"  (attempts {r['attempts']})" if r.get("attempts", 0) > 1 else ""))
         lines += [f"      model {label} failed to train: {err[:160]}"
                   for label, err in r.get("failed_models", {}).items()]
+        if r.get("chosen_because"):
+            lines.append(f"      candidate {r['candidate']}: {r['chosen_because'][:200]}")
     if s["problems"]:
         lines.append("problems:")
         lines += [f"  - {p}" for p in s["problems"]]

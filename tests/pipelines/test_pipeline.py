@@ -104,6 +104,7 @@ def test_a_model_that_fails_to_train_does_not_stop_the_run(workdir: Path) -> Non
     status = pipeline_status(cfg, check_registry=False)
     assert status["runs"][0]["outcome"] == "published" and list(status["runs"][0]["failed_models"]) == ["i2v"]
     assert "model i2v failed to train: NaNLossError" in format_status(status)
+    assert "candidate als: highest validation ndcg_10" in format_status(status)
     assert "failed: i2v; " in format_history(run_history(workdir / "wd"))
 
 
