@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -87,3 +88,43 @@ def test_the_health_port_answers_and_reports_a_hung_event_loop(tmp_path: Path, w
         except subprocess.TimeoutExpired:
             proc.kill()
 
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_the_health_process_ends_with_the_server(tmp_path: Path, how: signal.Signals) -> None:
+    """However the server ends (SIGTERM, after which uvicorn re-raises the signal and no exit handler runs, or
+    SIGKILL), its health process stops answering and exits, and the heartbeat folder is removed."""
+    root = tmp_path / "root"
+    publish(root, make_bundle(tmp_path / "b0", seed=0)[0], version="v000")
+    port, hport = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "serving", str(root), "--port", str(port), "--health-port",
+                             str(hport)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    probe = httpx.Client(base_url=f"http://127.0.0.1:{hport}", timeout=2)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if probe.get("/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the health port never answered 200"
+            time.sleep(0.2)
+        folders = {c for c in Path(tempfile.gettempdir()).glob("recsys-health-*")
+                   if (c / str(proc.pid)).exists()}
+        assert len(folders) == 1  # the worker's heartbeat lives there
+        proc.send_signal(how)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                probe.get("/healthz")
+            except httpx.TransportError:
+                break  # nothing listens on the health port any more
+            assert time.monotonic() < deadline, f"the health process outlived a server ended by {how.name}"
+            time.sleep(0.1)
+        assert not any(f.exists() for f in folders)
+    finally:
+        probe.close()
+        if proc.poll() is None:
+            proc.kill()
