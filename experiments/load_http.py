@@ -13,7 +13,8 @@ asyncio client keeps ``--concurrency`` connections busy with a weighted mix of r
     oversized  a 100 KB body (413) and a chunked body without Content-Length (411), each on its own
                connection
 
-while two more connections probe ``/healthz`` every 20 ms: on the health port (``recsys serve --health-port``: a
+while a separate probe process (as an orchestrator's probe is: not behind the load generator's event loop) GETs
+``/healthz`` every 20 ms over two keep-alive connections: on the health port (``recsys serve --health-port``: a
 separate process answering from the workers' heartbeats) and on the main port (the application's own). Each
 worker count runs two phases: the mix
 without the heavy user, then the mix with it (``--seconds`` each). Reported: requests and errors per
@@ -192,27 +193,51 @@ async def _client(port: int, seed: int, mix: dict[str, float], stop: float, tall
         conn[1].close()
 
 
-async def _prober(port: int, stop: float, tally: Tally, kind: str, every: float = 0.02) -> None:
-    r, w = await asyncio.open_connection("127.0.0.1", port)
+def _probe_process(ports: dict[str, int], seconds: float, out, every: float = 0.02) -> None:
+    """In its own process, as an orchestrator's probe is (not behind the load generator's event loop): GET
+    /healthz on each port in turn every ``every`` s over keep-alive connections; sends back
+    ``{kind: [(ns, status), ...]}``."""
+    import http.client
+
+    conns = {kind: http.client.HTTPConnection("127.0.0.1", port, timeout=10) for kind, port in ports.items()}
+    res: dict[str, list[tuple[int, int]]] = {kind: [] for kind in ports}
+    stop = time.perf_counter() + seconds
     while time.perf_counter() < stop:
-        t = time.perf_counter_ns()
-        status, _ = await _exchange(r, w, get("/healthz"))
-        tally.record(kind, time.perf_counter_ns() - t, status, 200)
-        await asyncio.sleep(every)
-    w.close()
+        for kind, conn in conns.items():
+            t = time.perf_counter_ns()
+            try:
+                conn.request("GET", "/healthz")
+                resp = conn.getresponse()
+                resp.read()
+                status = resp.status
+            except (OSError, http.client.HTTPException):
+                status = -1
+                conn.close()
+            res[kind].append((time.perf_counter_ns() - t, status))
+        time.sleep(every)
+    out.send(res)
+    out.close()
 
 
 async def _phase(port: int, mix: dict[str, float], concurrency: int, seconds: float, n_items: int,
                  n_users: int, seed: int, health_port: int = 0) -> Tally:
-    """The clients for ``seconds``; /healthz probed on the main port ("healthz_app") and, with ``health_port``,
-    on the health listener's ("healthz")."""
+    """The clients for ``seconds``; /healthz probed from another process on the main port ("healthz_app") and,
+    with ``health_port``, on the health listener's ("healthz")."""
+    import multiprocessing
+
     tally, stop = Tally(), time.perf_counter() + seconds
-    probers = [_prober(port, stop, tally, "healthz_app")]
-    if health_port:
-        probers.append(_prober(health_port, stop, tally, "healthz"))
-    await asyncio.gather(*probers,
-                         *[_client(port, seed * 1000 + c, mix, stop, tally, n_items, n_users)
+    ports = {"healthz_app": port, **({"healthz": health_port} if health_port else {})}
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    prober = ctx.Process(target=_probe_process, args=(ports, seconds, send), daemon=True)
+    prober.start()
+    await asyncio.gather(*[_client(port, seed * 1000 + c, mix, stop, tally, n_items, n_users)
                            for c in range(concurrency)])
+    probes = await asyncio.to_thread(receive.recv)
+    prober.join(timeout=30)
+    for kind, rows in probes.items():
+        for ns, status in rows:
+            tally.record(kind, ns, status, 200)
     return tally
 
 
@@ -278,8 +303,8 @@ def markdown(res: dict) -> str:
              f"candidate search `{res['bundle']['search']}`; the heavy user has seen {res['bundle']['heavy_seen']:,} "
              f"items (more than MAX_FETCH = {MAX_FETCH:,}, so their queries are scored exactly). Server: "
              f"`recsys serve --workers W --lookup-threads {res['lookup_threads']} --health-port H`; client: "
-             f"{res['concurrency']} keep-alive connections plus a /healthz probe every 20 ms on each of the health "
-             "port and the main port, all on the same machine.", "",
+             f"{res['concurrency']} keep-alive connections, plus a separate probe process sending GET /healthz every "
+             "20 ms to each of the health port and the main port; all on the same machine.", "",
              "| workers | phase | seconds | requests | errors (valid) | unexpected (invalid) | valid p50 ms | "
              "valid p99 ms | heavy p99 ms | /healthz p99 ms (health port) | /healthz p99 ms (main port) | "
              "RSS start MB | RSS end MB |",
