@@ -102,7 +102,8 @@ def compare(before: Path, after: Path, manifest: bool = False) -> dict:
         ma, mb = (json.loads((d / MANIFEST).read_text()) for d in (before, after))
         res["manifest_differs_at"] = diff_keys(stable(ma), stable(mb))
         res["manifest_volatile_keys_left_out"] = sorted(VOLATILE)
-    res["same"] = not differ and not only and not res.get("manifest_differs_at")
+    res["empty"] = not ha or not hb  # nothing written on a side: never "same"
+    res["same"] = not res["empty"] and not differ and not only and not res.get("manifest_differs_at")
     return res
 
 
@@ -120,6 +121,7 @@ def main() -> None:
                     help="skip the built-in pipeline run (its prepared folder and bundle)")
     ap.add_argument("--work", type=Path, default=REPO / "bench_runs" / "compare_prepared")
     args = ap.parse_args()
+    args.work = args.work.resolve()  # each CLI runs in its own folder: a relative path would land inside it
     names = [s for s in args.sets.split(",") if s]
     bad = [s for s in names if s not in SETS]
     if bad:
@@ -169,7 +171,8 @@ def markdown(res: dict) -> str:
              "| case | files | identical | verdict | differing |", "|---|---:|---:|---|---|"]
     for name, c in res["cases"].items():
         differing = ", ".join(c["differ"] + c["only_one_side"] + [f"manifest {k}" for k in
-                                                                   c.get("manifest_differs_at", [])]) or "-"
+                                                                   c.get("manifest_differs_at", [])]
+                              + (["a side wrote no file"] if c.get("empty") else [])) or "-"
         lines.append(f"| {name} | {c['files']} | {c['identical']} | {'same' if c['same'] else 'DIFFERENT'} | "
                      f"{differing} |")
     return "\n".join(lines) + "\n"
