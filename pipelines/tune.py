@@ -1,9 +1,9 @@
 """`recsys tune`: hyperparameter search in the product, on Optuna.
 
 TPE sampling (multivariate) over the model's declared search space (``Model.search_space``, beside its
-config), pruning on the per-epoch validation metric (a trial in the bottom quarter of the finished ones,
-compared at the same fraction of each trial's epochs, none before 30% of them), each trial a nested MLflow run
-under the study's run,
+config), pruning on the validation metric (:class:`MarginPruner`: a trial below the bottom quarter of the
+complete ones, compared at the same share of each trial's epochs, by more than its own validation standard
+error; none before 30% of them), each trial a nested MLflow run under the study's run,
 the study in Optuna's RDB storage (by default ``optuna.db`` beside the embedded MLflow store; a database
 URL for a shared one). A rerun with the same study continues it: trials a killed process left RUNNING are
 marked FAIL first (only trials of this machine whose process is gone: a live run's trials, or another
@@ -13,14 +13,14 @@ repeat an earlier trial's takes that result without a fit and is not counted (TP
 proposes the same point again). A new study's first trial is the
 given config's own values (those inside the space), so the search never ends below where it started.
 
-Encode-time parameters (``Model.encode_time``: item2vec's ``scoring`` and ``user_decay``) are not sampled:
-every fit is scored at each combination of their values without a refit, and the trial's value is the best
-of them (kept as the trial's ``encode_time`` attribute and in its MLflow params). At every epoch's validation
-the first of them is swept (the others at the config's values) and the best drives pruning. A model whose fit
-does not act on validation (no checkpoints) is not validated where the figure cannot matter: before the
-pruner's warm-up, and at its last epoch when the encode-time sweep follows. Budgets: ``--trials`` and
-``--minutes``; ``--jobs`` runs trials in threads at once where the machine has room. The output is the best
-configuration as a TOML table ready for a pipeline config.
+Encode-time parameters (``Model.encode_time``: item2vec's ``scoring`` and ``user_decay``) are not sampled: every
+fit is scored at each combination of their values without a refit, and the trial's value is the best of them (kept
+as the trial's ``encode_time`` attribute and in its MLflow params). At every epoch's validation the first of them
+is swept (the others at the config's values) and the best drives pruning. A model whose fit does not act on
+validation (no checkpoints) is validated only at the epochs the pruner reads (:func:`validation_epochs`: 30%, 50%
+and 75% of its schedule; not the last when the encode-time sweep follows). Budgets: ``--trials`` and ``--minutes``;
+``--jobs`` runs trials in threads at once where the machine has room. The output is the best configuration as a
+TOML table ready for a pipeline config.
 
     recsys tune --config experiments/configs/beauty_item2vec.toml --trials 36
 """
@@ -58,19 +58,76 @@ if TYPE_CHECKING:
 
 STORAGE_FILE = "optuna.db"
 WARMUP_PERCENT = 30  # no pruning before this share of a trial's epochs: early epochs rank settings poorly
-# Optuna's PercentilePruner(p) keeps the top p% of the finished trials at a step and prunes the rest, so 75
-# prunes the bottom quarter. The budget counts trials, not time, so a pruned trial is information lost: the
-# median rule (p = 50) pruned 24 of 36 trials of the Beauty study, p = 25 (meant as "bottom quarter") 27 of 36,
-# several level with complete ones at the step they were cut (experiments/reports/tune_item2vec.md).
-KEEP_PERCENT = 75.0
+# Where a trial is validated for pruning (percent of its epochs; a model without checkpoints is validated
+# only at the first epoch reaching each): a validation costs about what a few epochs of item2vec do, so
+# validating every epoch made a 20-epoch Beauty trial ~8x slower than its fit.
+PRUNE_AT = (30, 50, 75)
+# The cut: the bottom quarter of the complete trials at the same share of their epochs. The budget counts
+# trials, not time, so a pruned trial is information lost: Optuna's median rule pruned 24 of 36 trials of
+# the Beauty study, its bottom-quarter rule 24 too, most within one validation standard error of the cut
+# (experiments/reports/tune_item2vec.md). A trial is pruned only when below the cut by more than
+# MARGIN_SE of its own validation standard errors (``val_<metric>_se``).
+CUT_PERCENTILE = 25.0
+MARGIN_SE = 1.0
+STARTUP_TRIALS = 5  # complete trials needed before any pruning
+
+
+class MarginPruner:
+    """Optuna pruner (duck-typed ``prune(study, trial)``): prunes a trial whose best validation so far is
+    below the :data:`CUT_PERCENTILE` percentile of the complete trials' best values up to the same step by
+    more than ``margin_se`` of its own standard error at that step (the trial's ``se_<step>`` attribute; 0
+    when absent), once ``startup`` trials completed and from ``warmup`` (the step is percent of a trial's
+    epochs). Steps need not match between trials: each complete trial counts with its best at or before
+    the step, and is left out when it reported nothing by then."""
+
+    def __init__(self, percentile: float = CUT_PERCENTILE, margin_se: float = MARGIN_SE,
+                 startup: int = STARTUP_TRIALS, warmup: int = WARMUP_PERCENT) -> None:
+        if not 0 <= percentile <= 100 or margin_se < 0 or startup < 1 or warmup < 0:
+            raise ValueError(f"percentile in [0, 100], margin_se >= 0, startup >= 1, warmup >= 0; got "
+                             f"{percentile}, {margin_se}, {startup}, {warmup}")
+        self.percentile, self.margin_se, self.startup, self.warmup = percentile, margin_se, startup, warmup
+
+    def cut(self, study: Any, step: int) -> float | None:
+        """The percentile of the complete trials' best values at or before ``step`` (None: too few)."""
+        import numpy as np
+        from optuna.trial import TrialState
+
+        bests = []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            upto = [v for s, v in t.intermediate_values.items() if s <= step and math.isfinite(v)]
+            if upto:
+                bests.append(max(upto))
+        return float(np.percentile(bests, self.percentile)) if len(bests) >= self.startup else None
+
+    def prune(self, study: Any, trial: Any) -> bool:
+        step = trial.last_step
+        if step is None or step < self.warmup:
+            return False
+        values = [v for v in trial.intermediate_values.values() if math.isfinite(v)]
+        if not values:
+            return True  # only non-finite figures: nothing to rank, nothing to learn from going on
+        cut = self.cut(study, step)
+        se = float(trial.user_attrs.get(f"se_{step}", 0.0))
+        return cut is not None and max(values) < cut - self.margin_se * se
 
 
 def make_pruner() -> optuna.pruners.BasePruner:
-    """Prunes a trial whose best validation so far is in the bottom quarter of the finished trials at the same
-    step (percent of its schedule), once 5 trials finished and after :data:`WARMUP_PERCENT` of the epochs."""
+    """The study's pruner: :class:`MarginPruner` registered as an Optuna pruner."""
     import optuna
 
-    return optuna.pruners.PercentilePruner(KEEP_PERCENT, n_startup_trials=5, n_warmup_steps=WARMUP_PERCENT)
+    class _Pruner(MarginPruner, optuna.pruners.BasePruner):
+        pass
+
+    return _Pruner()
+
+
+def validation_epochs(epochs: int, skip_last: bool) -> set[int]:
+    """The epochs (1-based) a model without checkpoints is validated at for pruning: the first reaching each
+    share in :data:`PRUNE_AT`, not the last when the encode-time sweep follows it."""
+    at = {max(1, math.ceil(p * epochs / 100)) for p in PRUNE_AT}
+    return at - {epochs} if skip_last else at
+
+
 MAX_REPEATS = 3  # repeated settings allowed per budgeted trial before a call gives up (an exhausted space)
 
 
@@ -265,8 +322,7 @@ def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], encode: 
 
         def validate(model: Any) -> dict[str, float]:
             done[0] += 1
-            share = 100 * done[0] / epochs if epochs else 100
-            if skip_idle and epochs and (share < WARMUP_PERCENT or (done[0] == epochs and len(combos) > 1)):
+            if skip_idle and epochs and done[0] not in validation_epochs(epochs, len(combos) > 1):
                 return {}
             return best_encoding(model, epoch_combos, lambda: validator(model), monitored)[1]
 
@@ -302,7 +358,10 @@ def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], encode: 
                                               if isinstance(v, int | float) and math.isfinite(v)])
             fault_point(f"tune-trial-{trial.number}")  # crash tests: a kill inside a trial
             if monitored in metrics:  # reported at the share of the trial's epochs done, in percent
-                trial.report(float(metrics[monitored]), round(100 * epoch / epochs) if epochs else epoch)
+                step = round(100 * epoch / epochs) if epochs else epoch
+                if f"{monitored}_se" in metrics:
+                    trial.set_user_attr(f"se_{step}", float(metrics[f"{monitored}_se"]))
+                trial.report(float(metrics[monitored]), step)
                 if trial.should_prune():
                     pruned.append(epoch)
                     raise StopTraining(f"pruned by Optuna after epoch {epoch}")

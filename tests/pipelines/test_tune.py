@@ -205,9 +205,10 @@ def test_repeated_settings_take_the_earlier_result_without_a_fit_and_do_not_coun
     assert len(children) == 2  # one MLflow run per fit
 
 
-def test_the_pruner_cuts_only_the_bottom_quarter() -> None:
-    """Eight finished trials report 0.1 .. 0.8 at step 50 (75th percentile from the bottom: 0.275); a trial at 0.3
-    goes on, one at 0.25 is pruned, and nothing is pruned before the warm-up."""
+def test_the_pruner_cuts_the_bottom_quarter_by_more_than_one_standard_error() -> None:
+    """Eight complete trials best 0.1 .. 0.8 by step 50 (25th percentile, numpy's linear rule: 0.275); a
+    trial's standard error widens the cut below it: 0.27 with SE 0.01 goes on (within one SE), 0.25 with SE
+    0.01 and 0.27 with no SE are pruned; nothing is pruned before the warm-up."""
     import optuna
 
     from pipelines.tune import WARMUP_PERCENT, make_pruner
@@ -216,10 +217,39 @@ def test_the_pruner_cuts_only_the_bottom_quarter() -> None:
     study = optuna.create_study(direction="maximize", pruner=make_pruner())
     for v in range(1, 9):
         t = study.ask()
-        t.report(v / 10, 50)
-        study.tell(t, v / 10)
-    keep, cut, early = study.ask(), study.ask(), study.ask()
-    keep.report(0.3, 50)
-    cut.report(0.25, 50)
+        # steps differ between trials: each counts with its best at or before the step compared
+        t.report(v / 10, 40 if v % 2 else 50)
+        t.report(v / 10 + 0.5, 90)  # after step 50: not counted there
+        study.tell(t, v / 10 + 0.5)
+    keep, cut, bare, early = study.ask(), study.ask(), study.ask(), study.ask()
+    for trial, value, se in ((keep, 0.27, 0.01), (cut, 0.25, 0.01)):
+        trial.set_user_attr("se_50", se)
+        trial.report(value, 50)
+    bare.report(0.27, 50)
     early.report(0.0, WARMUP_PERCENT - 1)
-    assert not keep.should_prune() and cut.should_prune() and not early.should_prune()
+    assert not keep.should_prune() and cut.should_prune() and bare.should_prune() and not early.should_prune()
+
+
+def test_the_pruner_waits_for_five_complete_trials() -> None:
+    import optuna
+
+    from pipelines.tune import make_pruner
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", pruner=make_pruner())
+    for v in range(4):
+        t = study.ask()
+        t.report(0.5 + v, 50)
+        study.tell(t, 0.5 + v)
+    low = study.ask()
+    low.report(0.0, 50)
+    assert not low.should_prune()
+
+
+def test_validation_epochs_are_the_first_reaching_each_pruning_point() -> None:
+    from pipelines.tune import validation_epochs
+
+    assert validation_epochs(20, skip_last=True) == {6, 10, 15}  # 30%, 50%, 75% of 20
+    assert validation_epochs(5, skip_last=True) == {2, 3, 4}
+    assert validation_epochs(2, skip_last=True) == {1}  # 30% and 50% -> epoch 1; 75% -> the last, swept anyway
+    assert validation_epochs(2, skip_last=False) == {1, 2}
