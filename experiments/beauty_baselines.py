@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import platform
 import time
 from pathlib import Path
 
+import harness  # same folder
 import polars as pl
 
 from recsys import atomic
@@ -107,8 +107,8 @@ def popularity(split: SplitData, protocol: EvalProtocol) -> dict:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# Beauty baselines ({report['mode']})", "", f"Command: `{report['command']}`  ",
-             f"Machine: {report['machine']}  ", f"Data: {report['data']}  ", f"Protocol: {report['protocol']}", "",
+    lines = [f"# Beauty baselines ({report['mode']})", "", *harness.header_lines(report["meta"]),
+             f"Data: {report['data']}  ", f"Protocol: {report['protocol']}", "",
              "| model | val NDCG@10 | test HR@10 | test NDCG@10 | test HR@20 | test NDCG@20 | NDCG@10 / popularity "
              "| NDCG@10 / reference | fit s | test eval s |", "|" + " --- |" * 10]
     pop = report["results"][0]["test_ndcg_10"]
@@ -138,6 +138,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="implicit threads (0 = every core)")
     ap.add_argument("--out", type=Path, default=REPORTS, help="report folder")
     args = ap.parse_args()
+    run = harness.ReportRun()
     if not args.data.is_file():
         raise SystemExit(f"{args.data} not found; pass --data /path/to/Beauty.txt (see shared/data/README.md)")
     events, n_users, n_items = read_beauty(args.data, 3000 if args.quick else None)
@@ -149,9 +150,9 @@ def main() -> None:
         best, rows = tune(family, spec, split, protocol, args.threads)
         results.append(best)
         grid += rows
+    run.meta["seeds"] = sorted({r["config"]["seed"] for r in results if "seed" in r["config"]})
     report = {
-        "mode": "quick" if args.quick else "full", "command": "python experiments/beauty_baselines.py"
-        + (" --quick" if args.quick else ""), "machine": f"{platform.node()} {platform.processor()} (shared CPU)",
+        "mode": "quick" if args.quick else "full", "meta": run.finish(),
         "data": f"{args.data.name}: {events.height} events, {n_users} users, {n_items} items",
         "protocol": json.dumps(protocol.as_dict()), "results": results, "grid": grid,
         "grid_wall_s": time.perf_counter() - t0, "reference_test_ndcg_10": REFERENCE_NDCG10,

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
+import harness  # same folder
 import torch
 from beauty_baselines import DEFAULT_DATA, REPORTS, read_beauty  # same folder; same reader as the baselines
 
@@ -91,14 +91,14 @@ def run_tower(tower: str, split: SplitData, protocol: EvalProtocol, args: argpar
 def write_report(results: dict, path: Path) -> None:
     """Write the report; towers not run this time keep their rows from the previous report (with its command)."""
     old = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").is_file() else {}
-    kept = {k: {"command": old.get("command", "?"), **v} for k, v in old.get("models", {}).items()
+    old_commit = old.get("meta", {}).get("commit", "not recorded")
+    kept = {k: {"command": old.get("command", "?"), "commit": old_commit, **v} for k, v in old.get("models", {}).items()
             if k not in results["models"] and "command" not in v}
     kept.update({k: v for k, v in old.get("models", {}).items() if k not in results["models"] and "command" in v})
     results = {**results, "models": {**results["models"], **kept}}
     atomic.write_text(path.with_suffix(".json"), json.dumps(results, indent=2))
     pop = results["models"]["popularity"]["test"]["ndcg_10"]
-    lines = ["# Two-tower on Beauty (S3-Rec / ICLRec protocol)", "",
-             f"Machine: {results['machine']}. Command: `{results['command']}`.", "",
+    lines = ["# Two-tower on Beauty (S3-Rec / ICLRec protocol)", "", *harness.header_lines(results["meta"]),
              "| model | HR@10 | NDCG@10 | HR@20 | NDCG@20 | epochs | s/epoch | train min | NDCG@10 / popularity |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in results["models"].items():
@@ -107,7 +107,8 @@ def write_report(results: dict, path: Path) -> None:
         lines.append(f"| {name} | {t['hr_10']:.4f} | {t['ndcg_10']:.4f} | {t['hr_20']:.4f} | {t['ndcg_20']:.4f} | "
                      f"{r.get('epochs_run', '-')} | {r.get('s_per_epoch', '-')} | {train_min} | "
                      f"{t['ndcg_10'] / pop:.2f} |")
-    earlier = [f"- {k}: `{v['command']}`" for k, v in results["models"].items() if "command" in v]
+    earlier = [f"- {k}: `{v['command']}` (commit {v.get('commit', 'not recorded')})"
+               for k, v in results["models"].items() if "command" in v]
     if earlier:
         lines += ["", "Rows kept from earlier runs (not rerun by this command):", "", *earlier]
     lines += ["", "Published test NDCG@10 on this file and protocol, and our best Transformer model's ratio to each:",
@@ -131,6 +132,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2000 users, 2 epochs, dim 32")
     args = ap.parse_args()
+    run = harness.ReportRun()
     if args.threads:
         torch.set_num_threads(args.threads)
     events, n_users, n_items = read_beauty(args.data, 2000 if args.quick else None)
@@ -145,9 +147,8 @@ def main() -> None:
     for tower, budget, n_epochs in zip(towers, budgets, epochs, strict=True):
         models[f"two_tower_{tower}"] = run_tower(tower, split, protocol, args, budget, n_epochs)
         print(tower, models[f"two_tower_{tower}"]["test"], flush=True)
-    results = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
-                          f"torch threads {torch.get_num_threads()}, device {args.device}",
-               "command": "python experiments/beauty_two_tower.py " + " ".join(_argv()), "n_users": n_users,
+    run.meta["seeds"] = sorted({m["config"]["seed"] for m in models.values() if "seed" in m.get("config", {})})
+    results = {"meta": {**run.finish(), "device": args.device}, "command": run.meta["command"], "n_users": n_users,
                "n_items": n_items, "split": split.params, "anchors_ndcg_10": ANCHORS, "models": models}
     REPORTS.mkdir(parents=True, exist_ok=True)
     write_report(results, REPORTS / ("beauty_two_tower_quick" if args.quick else "beauty_two_tower"))
@@ -159,12 +160,6 @@ def _per_tower(value: str, towers: list[str], flag: str) -> list[str]:
     if len(values) != len(towers):
         raise SystemExit(f"{flag} has {len(values)} values for {len(towers)} towers; give one or one per tower")
     return values
-
-
-def _argv() -> list[str]:
-    import sys
-
-    return sys.argv[1:]
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "experiments"))
+
+import harness  # noqa: E402
 
 from recsys import atomic  # noqa: E402
 from recsys.sources.synthetic import SyntheticConfig, write  # noqa: E402
@@ -377,17 +380,20 @@ def bench_csv(n_events: int, args: argparse.Namespace) -> dict:
     return row
 
 
-def write_csv_report(row: dict, args: argparse.Namespace) -> None:
-    import subprocess as sp
+def _meta(args: argparse.Namespace, **extra: str) -> dict:
+    """The run's facts (experiments/harness.py: command, commit, machine, load, wall time) plus ``extra``."""
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {**args.run.finish(), "python": platform.python_version(), "ram_gb": round(ram), **extra}
 
-    commit = sp.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    meta = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs", "python":
-            platform.python_version(), "command": " ".join(["python", "experiments/bench_data.py", *sys.argv[1:]]),
-            "commit": commit, "loadavg": args.loadavg}
+
+def _header(meta: dict) -> list[str]:
+    return [*harness.header_lines(meta), f"Python {meta['python']}; {meta['ram_gb']} GB RAM.", ""]
+
+
+def write_csv_report(row: dict, args: argparse.Namespace) -> None:
+    meta = _meta(args)
     _atomic(REPORTS / "bench_data_csv.json", json.dumps({"meta": meta, "row": row}, indent=2))
-    lines = ["# Reading a CSV log, plain and gzip-compressed", "",
-             f"Machine: {meta['machine']}; Python {meta['python']}. Command: `{meta['command']}` at commit "
-             f"{meta['commit']}. Load average at start: {meta['loadavg']}.", "",
+    lines = ["# Reading a CSV log, plain and gzip-compressed", "", *_header(meta),
              f"{row['n_events']:,} synthetic events as one CSV (`user,item,timestamp,weight,event`), read by "
              "`recsys.ingest.readers.read_interactions` (validation and quarantine included) in a fresh subprocess; "
              "peak RSS = its ru_maxrss. The gzip file is decompressed as a stream into a temporary plain copy "
@@ -417,17 +423,13 @@ def _line(r: dict) -> str:
 
 
 def write_reports(rows: list[dict], args: argparse.Namespace) -> None:
-    meta = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs", "python":
-            platform.python_version(), "command": " ".join(["python", "experiments/bench_data.py", *sys.argv[1:]]),
-            "pipeline": "ingest -> dedupe -> kcore(5,5) -> IdMap fit+encode -> leave_last_out -> save",
-            "loadavg": args.loadavg}
+    meta = _meta(args, pipeline="ingest -> dedupe -> kcore(5,5) -> IdMap fit+encode -> leave_last_out -> save")
     REPORTS.mkdir(parents=True, exist_ok=True)
     name = "bench_data_quick" if args.quick else "bench_data"
     _atomic(REPORTS / f"{name}.json", json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [f"# Data-layer benchmark ({'quick' if args.quick else 'full'})", "",
-             f"Machine: {meta['machine']}; Python {meta['python']}. Command: `{meta['command']}`.",
+             *_header(meta),
              f"Pipeline: {meta['pipeline']}. Each run in a fresh subprocess; peak RSS = its ru_maxrss.", "",
-             f"Load average of the machine when the run started: {meta['loadavg']} (shared with other jobs).", "",
              "Step columns are wall seconds.", "",
              "| events | impl | total s | CPU s | M events/s | peak RSS GB | ingest | dedupe | kcore | idmap | split "
              "| save |", "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -488,18 +490,10 @@ def bench_engines(n_events: int, impls: list[str], args: argparse.Namespace) -> 
 
 
 def write_engine_report(rows: list[dict], args: argparse.Namespace, name: str, title: str) -> None:
-    import subprocess as sp
-
-    commit = sp.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    meta = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
-            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB RAM", "python":
-            platform.python_version(), "command": " ".join(["python", "experiments/bench_data.py", *sys.argv[1:]]),
-            "commit": commit, "loadavg": args.loadavg,
-            "pipeline": "read + validate -> dedupe -> kcore(5,5) -> IdMap fit+encode -> leave_last_out -> save"}
+    meta = _meta(args, pipeline="read + validate -> dedupe -> kcore(5,5) -> IdMap fit+encode -> leave_last_out -> save")
     _atomic(REPORTS / f"{name}.json", json.dumps({"meta": meta, "rows": rows}, indent=2))
     labels = {"polars_fp": "memory (polars)", "outofcore": "out-of-core", "spark": "Spark local[*]"}
-    lines = [f"# {title}", "", f"Machine: {meta['machine']}; Python {meta['python']}. Command: `{meta['command']}` "
-             f"at commit {commit}. Load average at start: {meta['loadavg']}.", "",
+    lines = [f"# {title}", "", *_header(meta),
              f"Pipeline: {meta['pipeline']}. Synthetic logs (`bench_data.synthetic_config`: ~50 events per user), "
              "Parquet parts. Each run in a fresh subprocess. Peak RSS = ru_maxrss of the Python process; tree RSS = "
              "the peak, sampled each second, of it and its children (Spark's JVM); disk = the peak, sampled each "
@@ -587,7 +581,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(WORKERS[args.worker](args.data, args.out)))
         return
-    args.loadavg = [round(x, 2) for x in os.getloadavg()]
+    args.run = harness.ReportRun()
     if args.csv:
         write_csv_report(bench_csv(int(args.csv * 1_000_000), args), args)
         print(f"wrote {REPORTS / 'bench_data_csv'}.{{json,md}}")

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import harness  # same folder
+
 from recsys import atomic
 
 STEPS = ("ingest", "train", "evaluate", "export", "gate", "publish")
@@ -60,10 +62,12 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=REPO / "bench_runs", help="working folders (deleted first)")
     ap.add_argument("--out", type=Path, default=REPO / "experiments" / "reports", help="report folder")
     args = ap.parse_args()
+    run = harness.ReportRun()
     results = {c.stem: bench(c, args.root) for c in args.configs}
+    meta = run.finish()
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(args.out / "bench_pipeline.json", json.dumps(results, indent=2))
-    lines = ["# Pipeline steps: wall time and peak RSS (one process per step)", "",
+    atomic.write_text(args.out / "bench_pipeline.json", json.dumps({"meta": meta, "configs": results}, indent=2))
+    lines = ["# Pipeline steps: wall time and peak RSS (one process per step)", "", *harness.header_lines(meta),
              "| config | step | seconds | peak RSS (GB) | exit |", "| --- | --- | ---: | ---: | ---: |"]
     for name, rows in results.items():
         lines += [f"| {name} | {r['step']} | {r['seconds']:.1f} | {r['peak_rss_gb']:.2f} | {r['exit_code']} |"

@@ -45,6 +45,9 @@ from threadpoolctl import threadpool_limits
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+sys.path.insert(0, str(REPO / "experiments"))
+import harness  # noqa: E402
+
 from recsys import atomic  # noqa: E402
 from recsys.export import AnnConfig, export_bundle, export_model  # noqa: E402
 from recsys.models.two_tower import TwoTower, TwoTowerConfig, TwoTowerEnsemble, TwoTowerEnsembleConfig  # noqa: E402
@@ -315,9 +318,7 @@ def http(bundle: Path, users: int, workers: int, concurrency: int, seconds: floa
 # -- report ------------------------------------------------------------------------------------------
 def markdown(res: dict) -> str:
     lines = [f"# Serving benchmark{' (quick)' if res['quick'] else ''}", "",
-             f"Machine: {res['machine']}. Load average at start: {res['loadavg']} "
-             "(other processes may share the CPU).",
-             f"Command: `{res['command']}`", "", "## In-process `recommend(user, k=10)` (seen excluded)", "",
+             *harness.header_lines(res["meta"]), "## In-process `recommend(user, k=10)` (seen excluded)", "",
              "| catalogue | items | dim | path | index settings | p50 ms | p99 ms | CPU p50 ms | CPU p99 ms "
              "| recall@10 |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["in_process"]:
@@ -350,7 +351,7 @@ def markdown(res: dict) -> str:
     enc = res.get("encoding")
     if enc:
         lines += ["", "## Request-time encoding: a known user's stored history (50) + recent events",
-                  "", f"Command: `{enc['command']}`. Load average at start: {enc['loadavg']}.", "",
+                  "", *harness.header_lines(enc["meta"]),
                   "| bundle | encoder | items | dim | search | path | p50 ms | p99 ms | CPU p50 ms | CPU p99 ms |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in enc["in_process"]:
@@ -412,10 +413,9 @@ def main(argv: list[str] | None = None) -> None:
                         "alone would put p99 past 30 ms at 500 req/s (latency = concurrency / throughput)")
     a = p.parse_args(argv)
     n_items, queries, secs = (100_000, 500, 3.0) if a.quick else (a.items, a.queries, a.http_seconds)
-    res = {"quick": a.quick, "command": "python " + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                      f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, python {platform.python_version()}",
-           "loadavg": [round(x, 2) for x in os.getloadavg()], "in_process": [], "http": []}
+    run = harness.ReportRun(argv=sys.argv[1:] if argv is None else argv)
+    run.meta["machine"] += f", {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, python {platform.python_version()}"
+    res = {"quick": a.quick, "meta": run.meta, "in_process": [], "http": []}
     stem = a.out / f"bench_serving{'_quick' if a.quick else ''}"
     if a.only == "encoding":
         res = {**json.loads(stem.with_suffix(".json").read_text()), "quick": a.quick}
@@ -423,14 +423,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if a.only == "all":
             run_lookups(res, a, n_items, queries, secs, work)
-        enc = {"command": res["command"] if a.only == "all" else "python " + " ".join([Path(sys.argv[0]).name,
-                                                                                       *sys.argv[1:]]),
-               "loadavg": [round(x, 2) for x in os.getloadavg()]}
+            res["meta"] = run.finish()
+        enc = {"meta": run.meta}
         enc["in_process"] = encoding(work, 12_101, 2000 if a.quick else 22_363, queries, a.recent)
         enc["http"] = []
         for w in (int(x) for x in a.workers.split(",")):
             enc["http"].extend(encoding_http(enc["in_process"], w, a.encoding_concurrency, secs, a.recent))
-        res["encoding"] = enc
+        res["encoding"] = {**enc, "meta": run.finish()}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     a.out.mkdir(parents=True, exist_ok=True)

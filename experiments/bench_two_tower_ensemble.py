@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
-import torch
+import harness  # same folder
 from beauty_baselines import DEFAULT_DATA, REPORTS, read_beauty  # same folder
 
 from recsys import atomic
@@ -63,6 +62,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds; every variant once per round")
     ap.add_argument("--quick", action="store_true", help="write the _quick report (smoke runs)")
     args = ap.parse_args()
+    run_meta = harness.ReportRun()
     events, n_users, n_items = read_beauty(args.data, args.users or None)
     train = leave_last_out(events, n_users, n_items).train
     cfg = ensemble_config(args.dim or None)
@@ -75,10 +75,9 @@ def main() -> None:
     med = {v: statistics.median(s) for v, s in seconds.items()}
     speedup = statistics.median(a / b for a, b in zip(seconds["in_turn"], seconds["at_once"], strict=True))
     vs_one = statistics.median(b / a for a, b in zip(seconds["one_member"], seconds["at_once"], strict=True))
-    results = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
-                          f"torch threads {torch.get_num_threads()}",
-               "command": " ".join(["python experiments/bench_two_tower_ensemble.py", *_argv()]),
-               "users": args.users, "members": cfg.members, "dim": cfg.dim, "n_targets": int(train.n_events),
+    run_meta.meta["seeds"] = [cfg.seed]
+    results = {"meta": run_meta.finish(), "command": run_meta.meta["command"], "users": args.users,
+               "members": cfg.members, "dim": cfg.dim, "n_targets": int(train.n_events),
                "seconds": seconds, "median_s": med,
                "member_epochs_per_s": {v: (1 if v == "one_member" else cfg.members) / med[v] for v in VARIANTS},
                "at_once_speedup_over_in_turn": speedup, "at_once_time_over_one_member": vs_one}
@@ -86,7 +85,7 @@ def main() -> None:
     path = REPORTS / ("bench_two_tower_ensemble_quick" if args.quick else "bench_two_tower_ensemble")
     atomic.write_text(path.with_suffix(".json"), json.dumps(results, indent=2))
     lines = ["# Two-tower ensemble training: members at once vs in turn (Beauty, CPU)", "",
-             f"Machine: {results['machine']}. Command: `{results['command']}`. {cfg.members} members of dim "
+             *harness.header_lines(results["meta"]), f"{cfg.members} members of dim "
              f"{cfg.dim}, one epoch each on the first {args.users or 'all'} users, {args.rounds} alternating rounds.",
              "", "| variant | median s | member-epochs / s |", "| --- | ---: | ---: |"]
     lines += [f"| {v} | {med[v]:.1f} | {results['member_epochs_per_s'][v]:.4f} |" for v in VARIANTS]
@@ -94,12 +93,6 @@ def main() -> None:
               f"**{vs_one:.2f}x** the time of `one_member` for {cfg.members} members."]
     atomic.write_text(path.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
-
-
-def _argv() -> list[str]:
-    import sys
-
-    return sys.argv[1:]
 
 
 if __name__ == "__main__":

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
+import harness  # same folder
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -109,15 +109,15 @@ def main() -> None:
                     "the median of the per-round speed-ups is reported")
     ap.add_argument("--quick", action="store_true", help="write the _quick report (smoke runs)")
     args = ap.parse_args()
+    run = harness.ReportRun()
     if args.steps < 1 or args.rounds < 1:
         raise SystemExit("--steps and --rounds must be >= 1")
     events, n_users, n_items = read_beauty(args.data, None)
     split = leave_last_out(events, n_users, n_items)
-    results = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
-                          f"torch threads {torch.get_num_threads()}",
-               "command": "python experiments/bench_two_tower_step.py " + " ".join(_argv()),
+    dims = {d: bench_dim(int(d), split, args) for d in args.dims.split(",")}
+    results = {"meta": run.finish(), "command": run.meta["command"],
                "setup": "prefix windows, batch 128, full softmax over 12,101 items, 2 layers, 2 heads, dropout 0.4",
-               "dims": {d: bench_dim(int(d), split, args) for d in args.dims.split(",")}}
+               "dims": dims}
     write_report(results, REPORTS / ("bench_two_tower_step_quick" if args.quick else "bench_two_tower_step"))
 
 
@@ -125,18 +125,12 @@ def write_report(results: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(path.with_suffix(".json"), json.dumps(results, indent=2))
     lines = ["# Two-tower training step on Beauty: CPU speed-ups", "",
-             f"Machine: {results['machine']}. Command: `{results['command']}`. Setup: {results['setup']}.", "",
+             *harness.header_lines(results["meta"]), f"Setup: {results['setup']}.", "",
              "| dim | variant | ms/step | epoch s | speed-up vs reference |", "| --- | --- | ---: | ---: | ---: |"]
     for dim, r in results["dims"].items():
         for v, m in r["variants"].items():
             lines.append(f"| {dim} | {v} | {m['ms_per_step']} | {m['epoch_s']} | {m['speedup_vs_reference']}x |")
     atomic.write_text(path.with_suffix(".md"), "\n".join(lines) + "\n")
-
-
-def _argv() -> list[str]:
-    import sys
-
-    return sys.argv[1:]
 
 
 if __name__ == "__main__":

@@ -27,17 +27,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import harness  # same folder
 import numpy as np
 import polars as pl
 import torch
 
-from pipelines.tracking import git_commit
 from recsys import atomic
 from recsys.evaluation.evaluator import EvalProtocol, evaluate
 from recsys.ingest.readers import read_interactions
@@ -170,6 +168,7 @@ def main() -> None:
                     help="text-vector cache folder")
     ap.add_argument("--quick", action="store_true", help="write the _quick report (smoke runs)")
     args = ap.parse_args()
+    run = harness.ReportRun(seeds=[args.seed])
     torch.manual_seed(args.seed)
     names = list(ROWS)
     if args.rows:
@@ -177,10 +176,8 @@ def main() -> None:
     base = TwoTowerConfig(dim=64, max_len=50, user_tower=args.user_tower, n_layers=2, n_heads=2, dropout=0.2,
                           loss="sampled", logq="data", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           warmup_steps=50, seed=args.seed, content_cache=str(args.cache))
-    results = {"command": "python experiments/cold_start.py " + " ".join(sys.argv[1:]), "commit": git_commit(),
-               "machine": f"{platform.node()} ({platform.machine()}), torch threads {torch.get_num_threads()}",
-               "model": {k: v for k, v in base.__dict__.items() if k not in ("content_cache", "checkpoint_dir")},
-               "sets": {}}
+    results = {"meta": run.meta, "sets": {},
+               "model": {k: v for k, v in base.__dict__.items() if k not in ("content_cache", "checkpoint_dir")}}
     for set_name in args.sets.split(","):
         s = load_set(set_name, args.seed, args.cold_fraction)
         data = split(s)
@@ -194,13 +191,14 @@ def main() -> None:
             print(f"{set_name:16s} {name:66s} cold ndcg {r['cold']['ndcg_10']:.4f} hr {r['cold']['hr_10']:.4f} | "
                   f"warm ndcg {r['warm']['ndcg_10']:.4f} hr {r['warm']['hr_10']:.4f} | among cold: hr "
                   f"{r['cold_among_cold']['hr_10']:.4f} | {r['fit_s']} s", flush=True)
+    results["meta"] = run.finish()
     write_report(results, REPORTS / ("cold_start_quick" if args.quick else "cold_start"))
 
 
 def write_report(res: dict, path: Path) -> None:
     atomic.write_text(path.with_suffix(".json"), json.dumps(res, indent=2))
     lines = ["# Cold start: new items ranked by content, per fusion choice", "",
-             f"Command: `{res['command']}` at commit `{res['commit'][:7]}`. Machine: {res['machine']}. "
+             *harness.header_lines(res["meta"]),
              "Protocol: see the docstring of `experiments/cold_start.py` (20% of items held out of training "
              "entirely; global time cut at the 80th percentile; every later event is a query ranked against all "
              "items, history excluded). One seed. `fit s` is wall time on the shared 2-core machine (other work "

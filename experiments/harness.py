@@ -87,12 +87,19 @@ class ReportRun:
 
     def header(self) -> list[str]:
         """Markdown lines naming the command, commit, machine, load and seeds."""
-        m = self.meta
-        seeds = f"; seeds {', '.join(map(str, m['seeds']))}" if m.get("seeds") else ""
-        wall = f"; wall time {m['seconds']:.0f} s" if "seconds" in m else ""
-        return [f"Command: `{m['command']}`", "",
-                f"Commit {m['commit']}{' (with uncommitted changes)' if m['dirty'] else ''}; machine: {m['machine']}; "
-                f"load average {m['loadavg_start']} at start, {m.get('loadavg_end', '-')} at end{wall}{seeds}.", ""]
+        return header_lines(self.meta)
+
+
+def header_lines(m: dict[str, Any]) -> list[str]:
+    """:meth:`ReportRun.header` from a recorded ``meta`` (a report rewritten from its JSON keeps its run's)."""
+    seeds = f"; seeds {', '.join(map(str, m['seeds']))}" if m.get("seeds") else ""
+    wall = f"; wall time {m['seconds']:.0f} s" if "seconds" in m else ""
+    # a report from before the harness lacks some: shown as such, and the report test flags a missing commit
+    commit = m.get("commit", "not recorded") + (" (with uncommitted changes)" if m.get("dirty") else "")
+    return [f"Command: `{m.get('command', 'not recorded')}`", "",
+            f"Commit {commit}; machine: {m.get('machine', 'not recorded')}; "
+            f"load average {m.get('loadavg_start', '-')} at start, {m.get('loadavg_end', '-')} at end{wall}{seeds}.",
+            ""]
 
 
 def free_port() -> int:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import platform
 import shutil
 import socket
@@ -53,6 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "experiments"))
 
+import harness  # noqa: E402
 from bench_serving import _pct, get, post, synthetic  # noqa: E402
 from harness import free_port, tree_rss_mb  # noqa: E402
 
@@ -297,8 +297,7 @@ def run_workers(bundle: Path, workers: int, a: argparse.Namespace, n_items: int,
 # -- report ----------------------------------------------------------------------------------------
 def markdown(res: dict) -> str:
     lines = [f"# HTTP load test{' (quick)' if res['quick'] else ''}", "",
-             f"Machine: {res['machine']}. Load average at start: {res['loadavg']}. Commit {res['commit']}.",
-             f"Command: `{res['command']}`", "",
+             *harness.header_lines(res["meta"]),
              f"Bundle: {res['bundle']['items']:,} items, {res['bundle']['users']:,} users, dim {res['bundle']['dim']}, "
              f"candidate search `{res['bundle']['search']}`; the heavy user has seen {res['bundle']['heavy_seen']:,} "
              f"items (more than MAX_FETCH = {MAX_FETCH:,}, so their queries are scored exactly). Server: "
@@ -344,13 +343,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="write the *_quick report")
     p.add_argument("--out", type=Path, default=REPO / "experiments" / "reports")
     a = p.parse_args(argv)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
-    res = {"quick": a.quick, "command": "python " + " ".join([f"experiments/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
-           "commit": commit or "unknown", "concurrency": a.concurrency, "lookup_threads": a.lookup_threads,
-           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                      f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, python {platform.python_version()}",
-           "loadavg": [round(x, 2) for x in os.getloadavg()], "runs": []}
+    run = harness.ReportRun(argv=sys.argv[1:] if argv is None else argv)
+    run.meta["machine"] += f", {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, python {platform.python_version()}"
+    res = {"quick": a.quick, "meta": run.meta, "concurrency": a.concurrency, "lookup_threads": a.lookup_threads,
+           "runs": []}
     work = Path(tempfile.mkdtemp(prefix="load_http_"))
     try:
         bundle = build_bundle(work, a.items, a.users, a.heavy_seen, 64)
@@ -361,6 +357,7 @@ def main(argv: list[str] | None = None) -> None:
             res["runs"].append(run_workers(bundle, w, a, a.items, a.users))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    res["meta"] = run.finish()
     stem = a.out / f"load_http{'_quick' if a.quick else ''}"
     a.out.mkdir(parents=True, exist_ok=True)
     atomic.write_text(stem.with_suffix(".json"), json.dumps(res, indent=2))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -35,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "experiments"))
 
+import harness  # noqa: E402
 from harness import free_port  # noqa: E402
 
 from recsys import atomic  # noqa: E402
@@ -263,7 +263,7 @@ def _wait_ready(url: str, timeout: float = 60) -> None:
 
 def markdown(r: dict) -> str:
     lines = ["# Pipeline soak: consecutive runs, random SIGKILLs, a server queried throughout", "",
-             f"Command: `{r['command']}`. Commit `{r['commit']}`. Machine: {r['machine']}. {r['seconds']} s.", "",
+             *harness.header_lines(r["meta"]),
              f"Each run adds one day of a synthetic log ({r['events_per_day']:,} events; the first run reads "
              f"{3 * r['events_per_day']:,} + one day) to the log folder and runs `recsys pipeline run` "
              "(popularity + ALS, gate tolerance "
@@ -306,12 +306,10 @@ def main() -> None:
     ap.add_argument("--keep-work", action="store_true", help="keep the temporary working folder")
     ap.add_argument("--out", type=Path, default=REPO / "experiments" / "reports", help="report folder")
     args = ap.parse_args()
+    run = harness.ReportRun(seeds=[args.seed])  # the commit as the run starts
     r = soak(args)
-    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
-    r.update(command="python experiments/soak_pipeline.py " + " ".join(sys.argv[1:]), commit=commit,
-             machine=f"{platform.machine()}, {os.cpu_count()} cores, CPU only", events_per_day=args.events_per_day,
-             tolerance=args.tolerance, kill_fraction=args.kill_fraction)
+    r.update(meta=run.finish(), events_per_day=args.events_per_day, tolerance=args.tolerance,
+             kill_fraction=args.kill_fraction)
     atomic.write_text(args.out / "soak_pipeline.json", json.dumps(r, indent=2))
     atomic.write_text(args.out / "soak_pipeline.md", markdown(r))
     print(markdown(r))
