@@ -15,6 +15,10 @@ Files are compared by SHA-256. A bundle's ``manifest.json`` records the run id, 
 measured timings (export's search timings, build seconds), which differ between any two runs, so it is compared
 as JSON with those keys (``VOLATILE``) left out, and the file hashes it lists are compared as files. The
 search the export chose (Annoy, IVF or exact) depends on those timings; when it differs the report says so.
+Annoy builds its trees in threads (``AnnConfig.n_jobs``, every core by default), which append nodes in the order
+the threads finish, so two builds of the same vectors differ in bytes while holding the same trees: an
+``items.ann`` whose bytes differ is compared by its answers, each item's top 10 at the bundle's ``search_k``
+(``ANSWER_ITEMS`` items, evenly spaced), and counts as the same only when every answer is.
 Results: ``experiments/reports/compare_prepared.{md,json}``.
 """
 
@@ -30,17 +34,20 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ReportRun  # noqa: E402
 from item2vec_common import DATA, SETS  # noqa: E402
 
 from recsys import atomic  # noqa: E402
 from recsys.prepare import format as pformat  # noqa: E402
-from serving.format import CURRENT, MANIFEST  # noqa: E402
+from serving.format import CURRENT, INDEX, MANIFEST  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REPORTS = REPO / "experiments" / "reports"
 #: manifest keys that differ between any two runs of the same code: ids, times, measured timings
+ANSWER_ITEMS = 20_000  # items whose Annoy answers are compared when the index files differ in bytes
 VOLATILE = {"run_id", "created_at", "build_seconds", "us_per_query", "seconds", "encode_us", "timings",
             "load_seconds", "files"}
 
@@ -91,8 +98,30 @@ def diff_keys(a: object, b: object, path: str = "") -> list[str]:
     return [] if a == b else [path or "(root)"]
 
 
+def same_answers(a: Path, b: Path, manifest: dict) -> dict:
+    """Two Annoy files of a bundle asked the same questions: each of up to :data:`ANSWER_ITEMS` items' top 10 at
+    the manifest's ``search_k``; the share of identical answers."""
+    from annoy import AnnoyIndex
+
+    indexes = []
+    for path in (a, b):
+        index = AnnoyIndex(int(manifest["dim"]), manifest["metric"])
+        index.load(str(path))
+        indexes.append(index)
+    n = indexes[0].get_n_items()
+    if indexes[1].get_n_items() != n:
+        return {"items": n, "asked": 0, "same": 0.0}
+    asked = sorted(set(np.linspace(0, n - 1, min(n, ANSWER_ITEMS)).astype(int).tolist()))
+    search_k = int(manifest.get("annoy", {}).get("search_k", -1))
+    same = sum(indexes[0].get_nns_by_item(i, 10, search_k=search_k) == indexes[1].get_nns_by_item(i, 10,
+                                                                                                 search_k=search_k)
+               for i in asked)
+    return {"items": n, "asked": len(asked), "same": same / max(len(asked), 1)}
+
+
 def compare(before: Path, after: Path, manifest: bool = False) -> dict:
-    """Two folders file by file (``manifest.json`` as JSON without ``VOLATILE`` keys when ``manifest``)."""
+    """Two folders file by file (``manifest.json`` as JSON without ``VOLATILE`` keys when ``manifest``; an
+    ``items.ann`` that differs in bytes by :func:`same_answers`)."""
     ha, hb = hashes(before), hashes(after)
     only = sorted(set(ha) ^ set(hb))
     differ = [f for f in sorted(set(ha) & set(hb)) if ha[f] != hb[f] and not (manifest and f == MANIFEST)]
@@ -101,6 +130,10 @@ def compare(before: Path, after: Path, manifest: bool = False) -> dict:
     if manifest:
         ma, mb = (json.loads((d / MANIFEST).read_text()) for d in (before, after))
         res["manifest_differs_at"] = diff_keys(stable(ma), stable(mb))
+        if INDEX in differ and not res["manifest_differs_at"]:
+            res["index_answers"] = same_answers(before / INDEX, after / INDEX, ma)
+            if res["index_answers"]["asked"] and res["index_answers"]["same"] == 1.0:
+                differ.remove(INDEX)
         res["manifest_volatile_keys_left_out"] = sorted(VOLATILE)
     res["empty"] = not ha or not hb  # nothing written on a side: never "same"
     res["same"] = not res["empty"] and not differ and not only and not res.get("manifest_differs_at")
@@ -167,12 +200,18 @@ def markdown(res: dict) -> str:
     lines = ["# Prepared folders and published bundle before and after a change", "", *res["header"],
              f"Before {res['before']}, after {res['after']}.", "",
              "Every file compared by SHA-256; the bundle's manifest.json as JSON without the keys that differ "
-             "between any two runs (ids, times, timings).", "",
+             "between any two runs (ids, times, timings); an Annoy index whose bytes differ by its answers (threaded "
+             "builds append nodes in the order threads finish).", "",
              "| case | files | identical | verdict | differing |", "|---|---:|---:|---|---|"]
     for name, c in res["cases"].items():
         differing = ", ".join(c["differ"] + c["only_one_side"] + [f"manifest {k}" for k in
                                                                    c.get("manifest_differs_at", [])]
                               + (["a side wrote no file"] if c.get("empty") else [])) or "-"
+        answers = c.get("index_answers")
+        if answers:
+            note = (f"{INDEX}: bytes differ, {answers['same']:.4f} of {answers['asked']:,} items' top-10 answers "
+                    "identical")
+            differing = note if differing == "-" else f"{differing}; {note}"
         lines.append(f"| {name} | {c['files']} | {c['identical']} | {'same' if c['same'] else 'DIFFERENT'} | "
                      f"{differing} |")
     return "\n".join(lines) + "\n"
