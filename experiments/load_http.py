@@ -23,7 +23,7 @@ or a connection failure), p50/p99 of the valid requests with and without the hea
 requests' own p99, ``/healthz`` p99 on each port while heavy requests run, and the server's RSS (all its processes)
 at start and end. Client and server share the machine's cores, so latencies are upper bounds.
 
-    python experiments/load_http.py                   # 60 s per phase, 1 and 2 workers (~5 min)
+    python experiments/load_http.py                   # 60 s per phase, 1 and 2 workers, worker nice 0 and 5 (~10 min)
     python experiments/load_http.py --seconds 5 --quick
 
 Writes experiments/reports/load_http{,_quick}.{json,md}.
@@ -59,6 +59,7 @@ from harness import free_port, tree_rss_mb  # noqa: E402
 from recsys import atomic  # noqa: E402
 from recsys.export import export_bundle  # noqa: E402
 from serving.format import MANIFEST  # noqa: E402
+from serving.health import WORKER_NICE  # noqa: E402
 from serving.http import MAX_BODY_BYTES  # noqa: E402
 from serving.search import MAX_FETCH  # noqa: E402
 
@@ -260,11 +261,12 @@ def summarise(tally: Tally, seconds: float) -> dict:
 
 
 # -- the server ------------------------------------------------------------------------------------
-def run_workers(bundle: Path, workers: int, a: argparse.Namespace, n_items: int, n_users: int) -> dict:
+def run_workers(bundle: Path, workers: int, a: argparse.Namespace, n_items: int, n_users: int,
+                nice: int) -> dict:
     port, hport = free_port(), free_port()
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", str(bundle), "--port", str(port),
                              "--workers", str(workers), "--lookup-threads", str(a.lookup_threads),
-                             "--health-port", str(hport)], cwd=REPO,
+                             "--health-port", str(hport), "--worker-nice", str(nice)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(600):
@@ -278,12 +280,12 @@ def run_workers(bundle: Path, workers: int, a: argparse.Namespace, n_items: int,
         while len(psutil.Process(proc.pid).children()) < (workers if workers > 1 else 0) + 1:  # + health
             time.sleep(0.1)
         asyncio.run(_phase(port, MIX, a.concurrency, 2.0, n_items, n_users, seed=99))  # warm-up, not reported
-        out = {"workers": workers, "rss_start_mb": tree_rss_mb(proc.pid)}
+        out = {"workers": workers, "worker_nice": nice, "rss_start_mb": tree_rss_mb(proc.pid)}
         light = {k: v for k, v in MIX.items() if k != "heavy"}
         for name, mix, seed in (("without_heavy", light, 1), ("with_heavy", MIX, 2)):
             out[name] = summarise(asyncio.run(_phase(port, mix, a.concurrency, a.seconds, n_items, n_users, seed,
                                                      hport)), a.seconds)
-            print(json.dumps({"workers": workers, "phase": name,
+            print(json.dumps({"workers": workers, "worker_nice": nice, "phase": name,
                               **{k: out[name][k] for k in ("requests", "valid_errors", "invalid_unexpected",
                                                            "valid_without_heavy", "heavy", "healthz",
                                                            "healthz_app")}}), flush=True)
@@ -301,30 +303,35 @@ def markdown(res: dict) -> str:
              f"Bundle: {res['bundle']['items']:,} items, {res['bundle']['users']:,} users, dim {res['bundle']['dim']}, "
              f"candidate search `{res['bundle']['search']}`; the heavy user has seen {res['bundle']['heavy_seen']:,} "
              f"items (more than MAX_FETCH = {MAX_FETCH:,}, so their queries are scored exactly). Server: "
-             f"`recsys serve --workers W --lookup-threads {res['lookup_threads']} --health-port H`; client: "
+             f"`recsys serve --workers W --lookup-threads {res['lookup_threads']} --health-port H --worker-nice N` "
+             "(N: the niceness added to the workers, so the health process, at the caller's, is scheduled first; "
+             "the client and the probe process stay at the caller's); client: "
              f"{res['concurrency']} keep-alive connections, plus a separate probe process sending GET /healthz every "
              "20 ms to each of the health port and the main port; all on the same machine.", "",
-             "| workers | phase | seconds | requests | errors (valid) | unexpected (invalid) | valid p50 ms | "
-             "valid p99 ms | heavy p99 ms | /healthz p99 ms (health port) | /healthz p99 ms (main port) | "
-             "RSS start MB | RSS end MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| workers | worker nice | phase | seconds | requests | errors (valid) | unexpected (invalid) | "
+             "valid p50 ms | valid p99 ms | heavy p99 ms | /healthz p99 ms (health port) | /healthz p99 ms (main port) "
+             "| RSS start MB | RSS end MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["runs"]:
         for phase in ("without_heavy", "with_heavy"):
             x = r[phase]
             heavy = x["heavy"]["p99_ms"] if x["heavy"] else "-"
-            lines.append(f"| {r['workers']} | {phase.replace('_', ' ')} | {x['seconds']} | {x['requests']:,} | "
+            lines.append(f"| {r['workers']} | {r.get('worker_nice', 0)} | {phase.replace('_', ' ')} | {x['seconds']} | "
+                         f"{x['requests']:,} | "
                          f"{x['valid_errors']} | {x['invalid_unexpected']} | {x['valid_without_heavy']['p50_ms']} | "
                          f"{x['valid_without_heavy']['p99_ms']} | {heavy} | {x['healthz']['p99_ms']} | "
                          f"{x['healthz_app']['p99_ms']} | {r['rss_start_mb']} | {r['rss_end_mb']} |")
     lines += ["", "valid p50/p99: the valid requests other than the heavy user's, in each phase; RSS: all server "
               "processes (master and workers) before the first and after the last phase.", "",
-              "## Requests by kind", "", "| workers | phase | kind | requests | errors | p50 ms | p99 ms | statuses |",
-              "|---|---|---|---|---|---|---|---|"]
+              "## Requests by kind", "",
+              "| workers | worker nice | phase | kind | requests | errors | p50 ms | p99 ms | statuses |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in res["runs"]:
         for phase in ("without_heavy", "with_heavy"):
             for kind, x in r[phase]["kinds"].items():
                 st = ", ".join(f"{s}: {n:,}" for s, n in x["statuses"].items())
-                lines.append(f"| {r['workers']} | {phase.replace('_', ' ')} | {kind} | {x['requests']:,} | "
+                lines.append(f"| {r['workers']} | {r.get('worker_nice', 0)} | {phase.replace('_', ' ')} | {kind} | "
+                             f"{x['requests']:,} | "
                              f"{x['errors']} | {x['p50_ms']} | {x['p99_ms']} | {st} |")
     samples = [s for r in res["runs"] for p in ("without_heavy", "with_heavy") for s in r[p]["error_samples"]]
     lines += ["", "Errors seen: " + ("none" if not samples else "; ".join(samples[:10])), ""]
@@ -336,6 +343,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=60.0, help="seconds per phase (default 60)")
     p.add_argument("--concurrency", type=int, default=16, help="client connections (default 16)")
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
+    p.add_argument("--worker-nice", default=f"0,{WORKER_NICE}",
+                   help=f"comma-separated `recsys serve --worker-nice` values, each run at every worker count "
+                   f"(default 0,{WORKER_NICE}: the same priority as the health process, and the serving default)")
     p.add_argument("--lookup-threads", type=int, default=4)
     p.add_argument("--items", type=int, default=100_000)
     p.add_argument("--users", type=int, default=20_000)
@@ -353,8 +363,9 @@ def main(argv: list[str] | None = None) -> None:
         manifest = json.loads((bundle / MANIFEST).read_text())
         res["bundle"] = {"items": a.items, "users": a.users, "dim": 64, "heavy_seen": a.heavy_seen,
                          "search": manifest.get("search", "annoy")}
-        for w in (int(x) for x in a.workers.split(",")):
-            res["runs"].append(run_workers(bundle, w, a, a.items, a.users))
+        for nice in (int(x) for x in a.worker_nice.split(",")):
+            for w in (int(x) for x in a.workers.split(",")):
+                res["runs"].append(run_workers(bundle, w, a, a.items, a.users, nice))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     res["meta"] = run.finish()

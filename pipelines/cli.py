@@ -9,6 +9,7 @@ import typer
 
 from pipelines import cli_data, cli_pipeline
 from pipelines.cli_data import fail
+from serving.health import WORKER_NICE
 
 app = typer.Typer(
     help="recsys: learn item and user embeddings from interaction logs, track runs in MLflow, serve top-k.",
@@ -168,6 +169,9 @@ def serve(
     health_port: int = typer.Option(0, min=0, help="Also answer /healthz and /readyz on this port, from a separate "
                                     "process fed by the workers' heartbeats, so probes stay fast when the workers "
                                     "are saturated (0 = off; the main port answers them too)."),
+    worker_nice: int = typer.Option(WORKER_NICE, min=0, max=19,
+                                    help="With --health-port: niceness added to the workers, so the health process "
+                                    "is scheduled first on saturated cores (0 = same priority)."),
 ) -> None:
     """Serve top-k lookups over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs.
 
@@ -178,7 +182,7 @@ def serve(
 
     limit_blas_threads(blas_threads)
     run(str(path), host=host, port=port, reload_interval=reload_interval, workers=workers,
-        lookup_threads=lookup_threads, health_port=health_port)
+        lookup_threads=lookup_threads, health_port=health_port, worker_nice=worker_nice)
 
 
 @app.command("serve-model")

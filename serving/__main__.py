@@ -1,11 +1,12 @@
 """``python -m serving PATH [--host H] [--port P] [--workers N] [--lookup-threads L] [--reload-interval S]
-[--blas-threads T] [--health-port H]``."""
+[--blas-threads T] [--health-port H] [--worker-nice N]``."""
 
 from __future__ import annotations
 
 import argparse
 import os
 
+from serving.health import WORKER_NICE
 from serving.http import run
 
 
@@ -34,10 +35,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--blas-threads", type=int, default=1, help="BLAS threads per worker (default 1)")
     p.add_argument("--health-port", type=int, default=0, help="also answer /healthz and /readyz on this port, "
                    "from a separate process fed by the workers' heartbeats (0 = off)")
+    p.add_argument("--worker-nice", type=int, default=WORKER_NICE, choices=range(20), metavar="0-19",
+                   help="with --health-port: niceness added to the workers so the health process is scheduled "
+                   f"first on saturated cores (default {WORKER_NICE}; 0 = same priority)")
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     limit_blas_threads(a.blas_threads)
-    run(a.path, a.host, a.port, a.reload_interval, a.workers, a.log_level, a.lookup_threads, a.health_port)
+    run(a.path, a.host, a.port, a.reload_interval, a.workers, a.log_level, a.lookup_threads, a.health_port,
+        a.worker_nice)
 
 
 if __name__ == "__main__":

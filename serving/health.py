@@ -26,6 +26,7 @@ from pathlib import Path
 
 BEAT_S = 0.25  # seconds between a worker's heartbeats
 STALE_S = 2.0  # a heartbeat older than this marks its worker unhealthy
+WORKER_NICE = 5  # niceness added to the workers (0-19): on saturated cores the health process is scheduled first
 
 
 def write_beat(folder: str | Path, ready: bool, bundle: str | None, error: str | None) -> None:

@@ -49,6 +49,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from serving import health
 from serving.format import CURRENT, MAX_ID_LEN, BundleError, RequestError
 from serving.recommender import Recommender
 
@@ -330,10 +331,28 @@ def _run_workers(host: str, port: int, workers: int, log_level: str) -> None:
 
 
 def run(path: str | Path, host: str = "127.0.0.1", port: int = 8000, reload_interval: float = 2.0,
-        workers: int = 1, log_level: str = "info", lookup_threads: int = 4, health_port: int = 0) -> None:
-    """Serve ``path`` with uvicorn (blocks until interrupted): ``workers`` processes, each running up to
-    ``lookup_threads`` lookups at once; with ``health_port``, a separate process answers ``/healthz`` and
-    ``/readyz`` there from the workers' heartbeats (:mod:`serving.health`), however busy they are."""
+        workers: int = 1, log_level: str = "info", lookup_threads: int = 4, health_port: int = 0,
+        worker_nice: int = health.WORKER_NICE) -> None:
+    """Serve ``path`` with uvicorn (blocks until interrupted).
+
+    Parameters
+    ----------
+    path : a bundle folder, or a publish root whose ``current`` pointer is watched.
+    host, port : where the main port listens.
+    reload_interval : seconds between checks of ``current`` for a new bundle.
+    workers : server processes sharing the port.
+    log_level : uvicorn's and this module's log level.
+    lookup_threads : lookups running at once in each worker.
+    health_port : when not 0, a separate process answers ``/healthz`` and ``/readyz`` there from the workers'
+        heartbeats (:mod:`serving.health`), however busy they are.
+    worker_nice : with ``health_port``, the niceness added to this process and so to every worker (0-19):
+        on cores the workers saturate, the kernel's scheduler then runs the health process first, so
+        probes are answered in milliseconds. 0 keeps every process at the caller's priority.
+
+    Raises
+    ------
+    ValueError : ``workers`` < 1 or ``worker_nice`` outside 0-19.
+    """
     import shutil
     import tempfile
 
@@ -341,6 +360,8 @@ def run(path: str | Path, host: str = "127.0.0.1", port: int = 8000, reload_inte
 
     if workers < 1:
         raise ValueError(f"workers must be >= 1; got {workers}")
+    if not 0 <= worker_nice <= 19:
+        raise ValueError(f"worker_nice must be in 0-19 (a niceness added to the workers); got {worker_nice}")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     health_dir = None
     if health_port:
@@ -348,8 +369,11 @@ def run(path: str | Path, host: str = "127.0.0.1", port: int = 8000, reload_inte
 
         health_dir = tempfile.mkdtemp(prefix="recsys-health-")
         os.environ["SERVING_HEALTH_DIR"] = health_dir
-        start_health_process(health_dir, host, health_port)
-        log.info("health on http://%s:%d (/healthz, /readyz)", host, health_port)
+        start_health_process(health_dir, host, health_port)  # forked first: keeps the caller's priority
+        if worker_nice:
+            os.nice(worker_nice)  # this process and every worker uvicorn starts from it
+        log.info("health on http://%s:%d (/healthz, /readyz); workers at niceness +%d", host, health_port,
+                 worker_nice)
     try:
         _serve(path, host, port, reload_interval, workers, log_level, lookup_threads, uvicorn)
     finally:

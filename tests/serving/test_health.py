@@ -66,6 +66,14 @@ def test_the_health_port_answers_and_reports_a_hung_event_loop(tmp_path: Path, w
         assert probe.get("/v1/recommend").status_code == 404
         pids = probe.get("/healthz").json()["pids"]
         assert len(pids) == workers and (workers > 1 or pids == [proc.pid])
+        # the workers run at +WORKER_NICE, the health process (forked first) at the caller's priority
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        assert {os.getpriority(os.PRIO_PROCESS, p) for p in pids} == {min(base + health.WORKER_NICE, 19)}
+        import psutil
+
+        listening = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                     if any(conn.laddr.port == hport for conn in c.net_connections(kind="tcp"))]
+        assert [c.nice() for c in listening] == [base]
         hung = pids[0]
         os.kill(hung, signal.SIGSTOP)
         try:
