@@ -1,15 +1,17 @@
-"""Soak test of the scheduled pipeline: consecutive runs on a growing log folder, SIGKILLs at random
-instants in a third of them, while a `recsys serve` process on the same publish root is queried
-without pause on loopback.
+"""Soak test of the scheduled pipeline: consecutive runs on a growing log folder, SIGKILLs inside every
+step, while a `recsys serve` process on the same publish root is queried without pause on loopback.
 
 Each run adds the next day's log file (a time slice of one synthetic log from the built-in
-generator) to the folder and runs `recsys pipeline run`; a run chosen for a kill is SIGKILLed at a
-random instant of its expected duration and run again (it resumes), until it ends. After every
+generator) to the folder and runs `recsys pipeline run`; a run chosen for a kill is SIGKILLed and run
+again (it resumes), until it ends. Each killed run aims at one step, the step with the fewest kills so far
+(``pipelines.steps.STEPS``): it is SIGKILLed at a random instant within that step, drawn up to the step's
+median duration in the runs not killed (the run's ``state.json`` names the step running, polled every 2 ms);
+the step it was really in when the signal landed is read back and counted (a short step may end first). After every
 ended run `current`, champion.json, published.json, the registry alias and the run markers must
 agree (`pipelines.status.consistency`), no MLflow run may be left RUNNING, and the server must have
 answered every request. Writes ``experiments/reports/soak_pipeline.{json,md}``.
 
-    python experiments/soak_pipeline.py                 # 20 runs, about 10 minutes on 2 cores
+    python experiments/soak_pipeline.py --runs 40 --kill-fraction 0.6   # ~24 kills, >= 3 in every step
     python experiments/soak_pipeline.py --runs 3 --out /tmp/soak   # a quick check
 """
 
@@ -37,9 +39,12 @@ sys.path.insert(0, str(REPO / "experiments"))
 import harness  # noqa: E402
 from harness import free_port  # noqa: E402
 
+from pipelines.steps import STEPS  # noqa: E402
 from recsys import atomic  # noqa: E402
 from recsys.sources.synthetic import SyntheticConfig, write  # noqa: E402
 
+POLL_S = 0.002  # the kill loop reads the run's state.json this often: gate and publish last tens of ms
+PYFUNC_USERS = 20  # known users the pyfunc champion is asked about after every ended run
 CONFIG = """# written by experiments/soak_pipeline.py: experiments/pipelines/nightly.toml with small models
 [pipeline]
 name = "soak"
@@ -123,18 +128,44 @@ def cli(args: list[str], cwd: Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)
 
 
-def check(work: Path) -> tuple[list[str], list[str]]:
-    """(consistency findings, MLflow runs left RUNNING) of the soak's workdir, in a fresh process."""
-    code = ("import json,sys; from pathlib import Path; from pipelines import tracking; "
-            "from pipelines.status import consistency; from mlflow.tracking import MlflowClient; "
-            "tracking.setup('pipeline-soak'); c = MlflowClient(); "
-            "e = c.get_experiment_by_name('pipeline-soak'); "
-            "running = [r.info.run_id for r in c.search_runs([e.experiment_id], max_results=5000) "
-            "if r.info.status == 'RUNNING']; "
-            "print(json.dumps([consistency(Path('wd'), Path('pub'), 'recsys'), running]))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True, check=True)
-    problems, running = json.loads(out.stdout.strip().splitlines()[-1])
-    return problems, running
+CHECK = """
+import json, sys
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from pipelines import tracking
+from pipelines.status import consistency
+
+tracking.setup("pipeline-soak")
+client = MlflowClient()
+experiment = client.get_experiment_by_name("pipeline-soak")
+running = [r.info.run_id for r in client.search_runs([experiment.experiment_id], max_results=5000)
+           if r.info.status == "RUNNING"]
+users = json.loads(sys.argv[1])
+pyfunc = {"requests": 0, "errors": 0, "example": None}
+if users:  # the champion as an MLflow pyfunc model, loaded from the registry alias, asked for each user's top 10
+    try:
+        import mlflow
+        import pandas as pd
+
+        model = mlflow.pyfunc.load_model("models:/recsys@champion")
+        out = model.predict(pd.DataFrame({"user_id": users, "history": [[] for _ in users], "k": [10] * len(users)}))
+        pyfunc["requests"] = len(users)
+        pyfunc["errors"] = sum(len(items) != 10 for items in out["items"])
+    except Exception as exc:  # noqa: BLE001 - every failure is a finding to report
+        pyfunc.update(requests=len(users), errors=len(users), example=repr(exc)[:300])
+print(json.dumps([consistency(Path("wd"), Path("pub"), "recsys"), running, pyfunc]))
+"""
+
+
+def check(work: Path, users: list[str]) -> tuple[list[str], list[str], dict]:
+    """(consistency findings, MLflow runs left RUNNING, the pyfunc champion's answers to ``users``: requests,
+    errors and an example failure) of the soak's workdir, in a fresh process."""
+    out = subprocess.run([sys.executable, "-c", CHECK, json.dumps(users)], cwd=work, capture_output=True, text=True,
+                         check=True)
+    problems, running, pyfunc = json.loads(out.stdout.strip().splitlines()[-1])
+    return problems, running, pyfunc
 
 
 def killed_in(work: Path, before: set[str]) -> str:
@@ -150,6 +181,48 @@ def killed_in(work: Path, before: set[str]) -> str:
     return step or "between steps"
 
 
+def current_step(work: Path, before: set[str]) -> str | None:
+    """The step a run started after ``before`` is in now (``state.json``), else None."""
+    runs = work / "wd" / "runs"
+    new = sorted(set(os.listdir(runs)) - before) if runs.is_dir() else []
+    if not new:
+        return None
+    try:
+        return json.loads((runs / new[-1] / "state.json").read_text()).get("step")
+    except (OSError, ValueError):  # not written yet, or replaced while read
+        return None
+
+
+def watch_steps(proc: subprocess.Popen, work: Path, before: set[str]) -> dict[str, float]:
+    """Wait for ``proc``, polling its step every :data:`POLL_S`; the seconds each step was seen running."""
+    seen: dict[str, float] = {}
+    step, since = None, time.perf_counter()
+    while proc.poll() is None:
+        now_step = current_step(work, before)
+        if now_step != step:
+            if step is not None:
+                seen[step] = seen.get(step, 0.0) + time.perf_counter() - since
+            step, since = now_step, time.perf_counter()
+        time.sleep(POLL_S)
+    if step is not None:
+        seen[step] = seen.get(step, 0.0) + time.perf_counter() - since
+    return seen
+
+
+def kill_in_step(proc: subprocess.Popen, work: Path, before: set[str], target: str, delay: float) -> float | None:
+    """SIGKILL ``proc`` ``delay`` seconds after its run enters step ``target``; the seconds from start to the
+    kill, or None when the process ended first (or never entered the step)."""
+    t0, entered = time.perf_counter(), None
+    while proc.poll() is None:
+        if entered is None and current_step(work, before) == target:
+            entered = time.perf_counter()
+        if entered is not None and time.perf_counter() - entered >= delay:
+            proc.send_signal(signal.SIGKILL)
+            return time.perf_counter() - t0
+        time.sleep(POLL_S)
+    return None
+
+
 def soak(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(args.seed)
     work = Path(tempfile.mkdtemp(prefix="recsys-soak-")) if args.work is None else args.work
@@ -161,8 +234,11 @@ def soak(args: argparse.Namespace) -> dict:
     counts = {"runs": 0, "published": 0, "rejected": 0, "data_check_failed": 0, "errors": 0, "kills": 0,
               "kills_missed": 0, "resumes": 0, "reruns_started_anew": 0, "publish_windows_after_kill": 0,
               "inconsistent_states": 0,
-              "mlflow_running_left": 0}
-    rows, durations, findings = [], [], []
+              "mlflow_running_left": 0, "pyfunc_requests": 0, "pyfunc_errors": 0}
+    pyfunc_examples: list[str] = []
+    rows, findings = [], []
+    step_seconds: dict[str, list[float]] = {s: [] for s in STEPS}  # each step's duration in runs not killed
+    kills_in: dict[str, int] = {}  # the step each kill landed in
     # exactly round(kill_fraction * runs) runs are killed, drawn among runs 2.. (run 1 has no duration yet)
     n_kill = min(round(args.kill_fraction * args.runs), args.runs - 1)
     to_kill = set((rng.choice(np.arange(2, args.runs + 1), size=n_kill, replace=False)).tolist())
@@ -183,18 +259,24 @@ def soak(args: argparse.Namespace) -> dict:
                 proc = cli(["pipeline", "run", "-c", "soak.toml", "--no-samples"], work)
                 row["attempts"] += 1
                 if kill and row["attempts"] == 1:
-                    at = float(rng.uniform(0.05, 0.85) * (np.median(durations) if durations else 10.0))
-                    try:
-                        proc.wait(timeout=at)
-                        counts["kills_missed"] += 1  # it finished before the instant drawn
-                    except subprocess.TimeoutExpired:
-                        proc.send_signal(signal.SIGKILL)
+                    target = min(STEPS, key=lambda s: (kills_in.get(s, 0), STEPS.index(s)))
+                    typical = float(np.median(step_seconds[target])) if step_seconds[target] else 0.0
+                    row["target_step"] = target
+                    at = kill_in_step(proc, work, runs_before, target, float(rng.uniform(0.0, typical)))
+                    if at is None:
+                        counts["kills_missed"] += 1  # it ended before the instant drawn
+                    else:
                         row["killed_at_s"] = round(at, 2)
                         counts["kills"] += 1
+                elif not kill:
+                    for step, secs in watch_steps(proc, work, runs_before).items():
+                        if step in step_seconds:
+                            step_seconds[step].append(secs)
                 out = proc.communicate()[0]
                 if proc.returncode == -signal.SIGKILL:
                     row["killed_in"] = killed_in(work, before=runs_before)
-                    problems, _ = check(work)
+                    kills_in[row["killed_in"]] = kills_in.get(row["killed_in"], 0) + 1
+                    problems, _, _ = check(work, [])
                     if any("publish step did not finish" in p for p in problems):
                         counts["publish_windows_after_kill"] += 1
                     row["after_kill"] = problems
@@ -208,11 +290,14 @@ def soak(args: argparse.Namespace) -> dict:
             counts["runs"] += 1
             if outcome == "error":
                 row["output"] = out[-2000:]
-            if row["attempts"] == 1 and not kill:
-                durations.append(time.time() - t0)
-            problems, running = check(work)
+            champion = (work / "pub" / "current").exists()
+            problems, running, pyfunc = check(work, known_users[:PYFUNC_USERS] if champion else [])
             counts["inconsistent_states"] += bool(problems)
             counts["mlflow_running_left"] += len(running)
+            counts["pyfunc_requests"] += pyfunc["requests"]
+            counts["pyfunc_errors"] += pyfunc["errors"]
+            if pyfunc["example"] and len(pyfunc_examples) < 5:
+                pyfunc_examples.append(pyfunc["example"])
             findings += problems
             bundles = sorted(p.name for p in (work / "pub" / "bundles").iterdir()) if (work / "pub").exists() else []
             row.update(outcome=outcome, rc=rc, seconds=round(time.time() - t0, 1), problems=problems,
@@ -238,9 +323,11 @@ def soak(args: argparse.Namespace) -> dict:
     bundles_on_disk = len(list((work / "pub" / "bundles").iterdir())) if (work / "pub").exists() else 0
     result = {
         **counts, "http_requests": prober.requests if prober else 0, "http_errors": prober.errors if prober else 0,
-        "http_error_examples": prober.examples if prober else [], "bundles_served": sorted(prober.bundles)
+        "http_error_examples": prober.examples if prober else [], "pyfunc_error_examples": pyfunc_examples,
+        "bundles_served": sorted(prober.bundles)
         if prober else [], "bundles_on_disk": bundles_on_disk, "keep": args.keep, "findings": findings,
-        "seconds": round(time.time() - t_start, 1), "rows": rows, "work": str(work),
+        "seconds": round(time.time() - t_start, 1), "rows": rows, "work": str(work), "kills_in": kills_in,
+        "step_median_s": {s: round(float(np.median(v)), 2) for s, v in step_seconds.items() if v},
     }
     if args.work is None and not args.keep_work:
         shutil.rmtree(work, ignore_errors=True)
@@ -262,34 +349,43 @@ def _wait_ready(url: str, timeout: float = 60) -> None:
 
 
 def markdown(r: dict) -> str:
-    lines = ["# Pipeline soak: consecutive runs, random SIGKILLs, a server queried throughout", "",
+    lines = ["# Pipeline soak: consecutive runs, SIGKILLs in every step, a server queried throughout", "",
              *harness.header_lines(r["meta"]),
              f"Each run adds one day of a synthetic log ({r['events_per_day']:,} events; the first run reads "
              f"{3 * r['events_per_day']:,} + one day) to the log folder and runs `recsys pipeline run` "
              "(popularity + ALS, gate tolerance "
-             f"{r['tolerance']}). Runs drawn for a kill ({r['kill_fraction']:.2f} of them, chosen at random) are "
-             "SIGKILLed once at a random instant between 0.05 and 0.85 of the median run's duration, then run again "
-             "until they end.", "",
+             f"{r['tolerance']}). Runs drawn for a kill ({r['kill_fraction']:.2f} of them, chosen at random) aim "
+             "at the step with the fewest kills so far: SIGKILLed at a random instant within it (up to the step's "
+             "median duration in the runs not killed), then run again until they end. After every ended run the "
+             f"champion is loaded as an MLflow pyfunc model from the registry alias and asked for {PYFUNC_USERS} "
+             "known users' top 10.", "",
              "| figure | value | must be |", "| --- | ---: | --- |"]
-    must = {"inconsistent_states": "0", "http_errors": "0", "mlflow_running_left": "0", "errors": "0"}
+    must = {"inconsistent_states": "0", "http_errors": "0", "mlflow_running_left": "0", "errors": "0",
+            "pyfunc_errors": "0", "bundles_on_disk": f"keep ({r['keep']})"}
     for key in ("runs", "published", "rejected", "data_check_failed", "errors", "kills", "kills_missed", "resumes",
                 "reruns_started_anew", "publish_windows_after_kill", "inconsistent_states", "mlflow_running_left",
-                "http_requests",
-                "http_errors", "bundles_on_disk", "keep"):
-        lines.append(f"| {key.replace('_', ' ')} | {r[key]:,} | {must.get(key, '')} |")
-    lines += ["", "- kills missed: the run ended before the instant drawn. Reruns started anew: the kill came "
-              "before the run folder existed (process start-up) or after the run had ended, so there was nothing "
-              "to resume and the rerun was a new run.",
+                "http_requests", "http_errors", "pyfunc_requests", "pyfunc_errors", "bundles_on_disk", "keep"):
+        lines.append(f"| {key.replace('_', ' ')} | {r.get(key, 0):,} | {must.get(key, '')} |")
+    lines += ["", "Kills by the step they landed in (target: at least 3 in every step):", "",
+              "| step | kills | median s (runs not killed) |", "| --- | ---: | ---: |"]
+    medians = r.get("step_median_s", {})
+    for step in [*STEPS, *sorted(set(r.get("kills_in", {})) - set(STEPS))]:
+        lines.append(f"| {step} | {r.get('kills_in', {}).get(step, 0)} | {medians.get(step, '-')} |")
+    lines += ["", "- kills missed: the run ended before it reached the instant drawn. Reruns started anew: the "
+              "kill came before the run folder existed (process start-up) or after the run had ended, so there was "
+              "nothing to resume and the rerun was a new run.",
               "- inconsistent states: `pipelines.status.consistency` after every ended run (current, "
               "champion.json, published.json, the registry alias `champion`, the run markers).",
               "- publish windows after kill: kills that landed inside publish, where `current` already served the new "
               "bundle and champion.json still named the old one until the rerun finished the step.",
               f"- bundles served (from `/v1/model` while probing): {len(r['bundles_served'])}.", "",
-              "| run | outcome | attempts | killed at (s) | killed in step | seconds | bundles on disk |",
-              "| ---: | --- | ---: | ---: | --- | ---: | ---: |"]
+              "| run | outcome | attempts | aimed at step | killed at (s) | killed in step | seconds "
+              "| bundles on disk |",
+              "| ---: | --- | ---: | --- | ---: | --- | ---: | ---: |"]
     for row in r["rows"]:
-        lines.append(f"| {row['run']} | {row['outcome']} | {row['attempts']} | {row['killed_at_s'] or ''} | "
-                     f"{row.get('killed_in', '')} | {row['seconds']} | {row['bundles_on_disk']} |")
+        lines.append(f"| {row['run']} | {row['outcome']} | {row['attempts']} | {row.get('target_step', '')} | "
+                     f"{row['killed_at_s'] or ''} | {row.get('killed_in', '')} | {row['seconds']} | "
+                     f"{row['bundles_on_disk']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -313,7 +409,8 @@ def main() -> None:
     atomic.write_text(args.out / "soak_pipeline.json", json.dumps(r, indent=2))
     atomic.write_text(args.out / "soak_pipeline.md", markdown(r))
     print(markdown(r))
-    bad = r["inconsistent_states"] or r["http_errors"] or r["mlflow_running_left"] or r["errors"]
+    bad = (r["inconsistent_states"] or r["http_errors"] or r["mlflow_running_left"] or r["errors"]
+           or r["pyfunc_errors"])
     sys.exit(1 if bad else 0)
 
 
