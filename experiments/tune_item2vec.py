@@ -1,12 +1,13 @@
 """Tune item2vec on Beauty *validation* only: ours with ``recsys tune``, and the greedy searches it is judged by.
 
 ``--search optuna`` (the default): our item2vec through the product's own search, :func:`pipelines.tune.tune`
-(``recsys tune``: Optuna TPE over ``Item2Vec.search_space``, which is ``GRID`` plus the scoring, pruning on the
-validation NDCG@10 at 30/50/75% of a trial's epochs), ``--trials`` trials (36: the fit budget of each greedy
-search), training threads as below. The study starts where the greedy searches start (``START`` is the config it
-tunes, so its first trial), and like them scores every fit at each encode-time setting (both scorings x every
-``user_decay``) without a refit. The study (Optuna SQLite storage and its MLflow runs, under ``--work``) resumes
-when rerun. Its best is reported beside the greedy searches' (kept in the report), on the same validation split.
+(``recsys tune``: Optuna TPE over ``Item2Vec.search_space``, which spans ``GRID`` (its ordered parameters as
+ranges) plus the scoring, pruning on the validation NDCG@10 at 30/50/75% of a trial's epochs), ``--trials`` trials
+(36: the fit budget of each greedy search), training threads as below. The study starts where the greedy searches
+start (``START`` is the config it tunes, so its first trial), and like them scores every fit at each encode-time
+setting (both scorings x every ``user_decay``) without a refit. The study (Optuna SQLite storage and its MLflow
+runs, under ``--work``) resumes when rerun. Its best is reported beside the greedy searches' (kept in the report),
+on the same validation split.
 
 ``--search greedy``: the earlier searches, kept for gensim (not a product model, so not in ``recsys tune``)
 and to reproduce the report's greedy rows. Four searches (ours / gensim x in-in / in-out), each a greedy
@@ -214,8 +215,8 @@ def optuna_markdown(o: dict, searches: list[dict]) -> list[str]:
               "|---|---|---|" + "---|" * (len(keys) + 1)]
     for t in o["trials"]:
         value = "" if t["val_ndcg_10"] is None else f"{t['val_ndcg_10']:.5f}"
-        lines.append(f"| {t['number']} | {t['state']} | {value} | " + " | ".join(str(t.get(k, "")) for k in keys)
-                     + f" | {t['seconds'] or ''} |")
+        shown = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in (t.get(k, "") for k in keys)]
+        lines.append(f"| {t['number']} | {t['state']} | {value} | " + " | ".join(shown) + f" | {t['seconds'] or ''} |")
     return lines + [""]
 
 

@@ -55,7 +55,7 @@ from recsys.models.pairs import (
 from recsys.models.popularity import load_arrays, save_arrays
 from recsys.models.row_updates import UPDATE_RULES, RowState, UpdateRule, apply_rows, row_coefficients
 from recsys.prepare.sequences import Sequences, item_counts
-from recsys.search_space import Choice, SearchSpace
+from recsys.search_space import Choice, Float, Int, SearchSpace
 from serving.encoder import decayed_mean
 
 
@@ -142,11 +142,15 @@ class Item2VecConfig:
             )
 
 
-#: what ``recsys tune`` searches: the values of experiments/tune_item2vec.py's grid (the same for gensim there)
+#: what ``recsys tune`` searches: the span of experiments/tune_item2vec.py's grid, the ordered parameters as
+#: ranges (TPE models a range as one density, so what it learns of window 5 carries to 4 and 6; a Choice's
+#: values are learned one by one, which 36 trials over seven parameters cannot do), subsample's values (0 =
+#: off) and the encode-time parameters as choices
 ITEM2VEC_SPACE: SearchSpace = {
-    "window": Choice(3, 5, 10, 20), "negatives": Choice(5, 10, 20), "ns_exponent": Choice(1.0, 0.75, 0.5, 0.0, -0.5),
-    "epochs": Choice(5, 10, 20), "dim": Choice(64, 128), "subsample": Choice(1e-3, 1e-4, 1e-5, 0.0),
-    "lr": Choice(0.025, 0.05, 0.1), "user_decay": Choice(1.0, 0.6, 0.4, 0.2, 0.1), "scoring": Choice("in-in", "in-out"),
+    "window": Int(3, 20, log=True), "negatives": Int(5, 20, log=True), "ns_exponent": Float(-0.5, 1.0),
+    "epochs": Int(5, 20, log=True), "dim": Choice(64, 128), "subsample": Choice(1e-3, 1e-4, 1e-5, 0.0),
+    "lr": Float(0.025, 0.1, log=True), "user_decay": Choice(1.0, 0.6, 0.4, 0.2, 0.1),
+    "scoring": Choice("in-in", "in-out"),
 }
 
 
