@@ -166,7 +166,7 @@ def chosen(results: dict) -> dict:
     return out
 
 
-def optuna_search(split: SplitData, trials: int, workers: int, work: Path) -> dict:
+def optuna_search(split: SplitData, trials: int, workers: int, work: Path, sampler: str = "tpe") -> dict:
     """``recsys tune`` of our item2vec on Beauty validation (the study resumes from ``work``); its trials."""
     import optuna
     from item2vec_common import BEAUTY
@@ -182,7 +182,7 @@ def optuna_search(split: SplitData, trials: int, workers: int, work: Path) -> di
                     data=DataConfig(name="beauty", path=str(BEAUTY), format="seq-per-user", min_length=3),
                     model_name="item2vec", model={"workers": workers, **START}, source="tune_item2vec.py")
     t0 = time.perf_counter()
-    res = tune(cfg, work, trials=trials, storage=storage, study_name="beauty-item2vec")
+    res = tune(cfg, work, trials=trials, storage=storage, study_name="beauty-item2vec", sampler=sampler)
     study = optuna.load_study(study_name=res.study, storage=storage)
     rows = [{"number": t.number, "val_ndcg_10": t.value, **trial_params(t),
              "state": f"REPEAT of {t.user_attrs['repeat_of']}" if "repeat_of" in t.user_attrs else t.state.name,
@@ -196,7 +196,8 @@ def optuna_search(split: SplitData, trials: int, workers: int, work: Path) -> di
 
 def optuna_markdown(o: dict, searches: list[dict]) -> list[str]:
     greedy = max((s for s in searches if s["fitter"] == "ours"), key=lambda s: s["val_ndcg_10"], default=None)
-    lines = [f"## recsys tune (Optuna TPE, pruning), ours: {o['trials_asked']} trials", "",
+    sampler = {"tpe": "TPE", "gp": "Gaussian-process"}[o.get("sampler", "tpe")]
+    lines = [f"## recsys tune (Optuna {sampler} sampler, pruning), ours: {o['trials_asked']} trials", "",
              f"Commit {o['commit']}; command `{o['command']}`. Study `{o['study']}`: {o['complete']} complete, "
              f"{o['pruned']} pruned, {o['failed']} failed, {o.get('repeats', 0)} repeats (settings already tried: the "
              f"earlier result, no fit, not counted). Best validation NDCG@10 **{o['best_value']:.5f}** "
@@ -244,8 +245,9 @@ def markdown(r: dict) -> str:
                      f"{b['fits']} | {b['evaluations']} | {b['seconds']} | {setting} |")
     lines += ["", "Chosen by validation (best over both scorings): "
               + "; ".join(f"{f}: scoring={c['scoring']}" for f, c in r["chosen"].items()), ""]
-    if r.get("optuna"):
-        lines += optuna_markdown(r["optuna"], r["searches"])
+    for key in ("optuna", "optuna_gp"):  # recsys tune with each sampler run
+        if r.get(key):
+            lines += optuna_markdown(r[key], r["searches"])
     for s in r["searches"]:
         lines += [f"## trials: {s['fitter']}, {s['scoring']}", "",
                   "| pass | varied | " + " | ".join(s["grid"]) + " | val NDCG@10 | val HR@10 | fit s |",
@@ -263,6 +265,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--search", choices=("optuna", "greedy"), default="optuna",
                     help="optuna: recsys tune of ours (default); greedy: the coordinate searches")
     ap.add_argument("--trials", type=int, default=36, help="optuna: trials the study holds at the end (default 36)")
+    ap.add_argument("--sampler", choices=("tpe", "gp"), default="tpe",
+                    help="optuna: recsys tune's sampler; each sampler's study is its own part of the report")
     ap.add_argument("--work", type=Path, default=REPO / "bench_runs" / "tune_item2vec",
                     help="optuna: the study's storage and MLflow store (a rerun continues the study)")
     ap.add_argument("--passes", type=int, default=3, help="coordinate passes at most (default 3)")
@@ -325,8 +329,10 @@ def run_optuna(args: argparse.Namespace, split: SplitData) -> dict:
         sys.exit(f"{path} is missing: the optuna part is compared with the greedy searches recorded there")
     results = json.loads(path.read_text())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    results["optuna"] = {**optuna_search(split, args.trials, args.workers, args.work), "commit": commit.strip(),
-                         "command": " ".join(["python", "experiments/tune_item2vec.py", *sys.argv[1:]])}
+    key = "optuna" if args.sampler == "tpe" else f"optuna_{args.sampler}"
+    results[key] = {**optuna_search(split, args.trials, args.workers, args.work, args.sampler),
+                    "commit": commit.strip(), "sampler": args.sampler,
+                    "command": " ".join(["python", "experiments/tune_item2vec.py", *sys.argv[1:]])}
     atomic.write_text(path, json.dumps(results, indent=2))
     atomic.write_text(args.out / "tune_item2vec.md", markdown(results))
     return results

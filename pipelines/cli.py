@@ -53,6 +53,7 @@ def tune(
     jobs: int = typer.Option(1, help="Trials run at once (threads); keep 1 on 2 cores."),
     metric: str = typer.Option("ndcg_10", help="Validation metric to maximise; its per-epoch value drives pruning."),
     out: Path = typer.Option(Path("runs"), help="Folder for the prepared data and best_<model>.toml."),
+    sampler: str = typer.Option("tpe", help="tpe (multivariate TPE) or gp (Gaussian-process Bayesian optimisation)."),
 ) -> None:
     """Search the model's hyperparameters on validation (Optuna TPE, pruning), each trial a nested MLflow run;
     resumable; prints the best config as a TOML table for a pipeline config."""
@@ -62,7 +63,7 @@ def tune(
     try:
         cfg = load_run_config(config)
         result = run_tune(cfg, out, trials=trials, minutes=minutes, storage=storage or None, study_name=study or None,
-                          jobs=jobs, metric=metric, echo=typer.echo)
+                          jobs=jobs, metric=metric, echo=typer.echo, sampler=sampler)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         fail(str(exc))
     typer.echo(result.summary())

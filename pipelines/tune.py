@@ -128,6 +128,22 @@ def validation_epochs(epochs: int, skip_last: bool) -> set[int]:
     return at - {epochs} if skip_last else at
 
 
+SAMPLERS = ("tpe", "gp")
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """``tpe``: multivariate TPE (10 random trials, then a density model of the good and the bad ones); ``gp``:
+    Optuna's Gaussian-process Bayesian optimisation (10 random trials, then the expected improvement of a GP fitted
+    to every finished trial; ranges and choices alike)."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # multivariate: stable in use
+        if name == "gp":
+            return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+
+
 MAX_REPEATS = 3  # repeated settings allowed per budgeted trial before a call gives up (an exhausted space)
 
 
@@ -165,7 +181,7 @@ def default_storage() -> str:
 
 def tune(cfg: RunConfig, out: str | Path, trials: int = 20, minutes: float = 0.0, storage: str | None = None,
          study_name: str | None = None, jobs: int = 1, metric: str = "ndcg_10",
-         echo: Callable[[str], None] = print, data: Prepared | None = None) -> TuneResult:
+         echo: Callable[[str], None] = print, data: Prepared | None = None, sampler: str = "tpe") -> TuneResult:
     """Search ``cfg``'s model's space on validation ``metric``; returns the study's best (see the module doc).
 
     Parameters
@@ -179,6 +195,8 @@ def tune(cfg: RunConfig, out: str | Path, trials: int = 20, minutes: float = 0.0
     jobs : trials run at once (threads).
     metric : validation metric to maximise (``val_<metric>`` per epoch drives pruning).
     data : the prepared data when the caller has it (the pipeline); default: prepared from ``cfg.data``.
+    sampler : ``tpe`` (multivariate TPE) or ``gp`` (Optuna's Gaussian-process sampler: fewer trials wasted on
+        a small budget, a few seconds per proposal); see :func:`make_sampler`.
     """
     import optuna
 
@@ -187,6 +205,8 @@ def tune(cfg: RunConfig, out: str | Path, trials: int = 20, minutes: float = 0.0
     check_model_config(cfg.model_name, cfg.model, device, where=f"{cfg.source} [model]")
     if trials < 1 or jobs < 1 or minutes < 0:
         raise ValueError(f"trials and jobs must be >= 1 and minutes >= 0; got {trials}, {jobs}, {minutes}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
     out = Path(out)
     data = data if data is not None else prepared_data(cfg, out)
     name = study_name or f"{cfg.run.experiment}-{cfg.run.name}"
@@ -195,9 +215,7 @@ def tune(cfg: RunConfig, out: str | Path, trials: int = 20, minutes: float = 0.0
     study = optuna.create_study(study_name=name, storage=url, direction="maximize", load_if_exists=True,
                                 pruner=make_pruner())
     # seeded by the trials already there: a continued study draws new points, not the first call's again
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # multivariate: stable in use
-        study.sampler = optuna.samplers.TPESampler(seed=cfg.run.seed + len(study.trials), multivariate=True)
+    study.sampler = make_sampler(sampler, cfg.run.seed + len(study.trials))
     if not study.trials:
         start = start_point(cfg, space)
         if start:

@@ -253,3 +253,21 @@ def test_validation_epochs_are_the_first_reaching_each_pruning_point() -> None:
     assert validation_epochs(5, skip_last=True) == {2, 3, 4}
     assert validation_epochs(2, skip_last=True) == {1}  # 30% and 50% -> epoch 1; 75% -> the last, swept anyway
     assert validation_epochs(2, skip_last=False) == {1, 2}
+
+
+def test_the_gp_sampler_searches_past_its_random_start_and_a_bad_sampler_is_named(sqlite_store: Path) -> None:
+    from pipelines.tune import make_sampler
+
+    sampler = make_sampler("gp", 0)
+    assert type(sampler).__name__ == "GPSampler"
+    with pytest.raises(ValueError, match="sampler 'cma'"):
+        tune(_cfg({"name": "als", "validate_every": 1}), sqlite_store / "runs", trials=1, sampler="cma")
+    import optuna
+
+    # 12 trials of a 2-D quadratic: after the 10 random ones the GP proposes near the optimum at (0.3, 0.3)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler("gp", 0))
+    study.optimize(lambda t: -((t.suggest_float("x", 0, 1) - 0.3) ** 2 + (t.suggest_float("y", 0, 1) - 0.3) ** 2),
+                   n_trials=14)
+    random_best = max(t.value for t in study.trials[:10])
+    assert max(t.value for t in study.trials[10:]) >= random_best
