@@ -72,6 +72,7 @@ class TuneSection:
     growth: float = 0.0  # re-tune when the log's events grew by more than this fraction (0 = not by growth)
     storage: str = ""  # Optuna storage URL; empty = optuna.db beside the MLflow store
     metric: str = "ndcg_10"  # validation metric the studies maximise
+    sampler: str = "tpe"  # tpe or gp (pipelines.tune.make_sampler)
 
 
 @dataclass
@@ -128,6 +129,8 @@ def parse_pipeline_config(raw: dict[str, Any], source: str = "<dict>") -> Pipeli
     if unknown_tuned:
         raise ConfigError(f"{source} [tune] models = {unknown_tuned} are not model labels; use some of {labels}")
     t = cfg.tune
+    if t.sampler not in ("tpe", "gp"):
+        raise ConfigError(f"{source} [tune]: sampler must be tpe or gp; got {t.sampler!r}")
     if t.trials < 1 or t.minutes < 0 or t.every_runs < 0 or t.growth < 0:
         raise ConfigError(f"{source} [tune]: trials must be >= 1 and minutes, every_runs, growth >= 0; got "
                           f"{t.trials}, {t.minutes}, {t.every_runs}, {t.growth}")

@@ -752,3 +752,6 @@ def test_tune_table_retunes_on_schedule_and_reuses_the_best_in_between(workdir: 
     assert due(last, grown, 1040) is None and "grew by 6.0%" in due(last, grown, 1060)
     with pytest.raises(ConfigError, match=r"\[tune\] models = \['bpr'\] are not model labels"):
         load_pipeline_config(write_config(workdir, ALS + '[tune]\nmodels = ["bpr"]\n', name="bad.toml"))
+    with pytest.raises(ConfigError, match=r"\[tune\]: sampler must be tpe or gp; got 'random'"):
+        load_pipeline_config(write_config(workdir, ALS + '[tune]\nmodels = ["als"]\nsampler = "random"\n',
+                                          name="bad2.toml"))
