@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import shutil
 import socket
@@ -220,22 +221,50 @@ def _probe_process(ports: dict[str, int], seconds: float, out, every: float = 0.
     out.close()
 
 
-async def _phase(port: int, mix: dict[str, float], concurrency: int, seconds: float, n_items: int,
-                 n_users: int, seed: int, health_port: int = 0) -> Tally:
-    """The clients for ``seconds``; /healthz probed from another process on the main port ("healthz_app") and,
-    with ``health_port``, on the health listener's ("healthz")."""
+def _clients_process(port: int, mix: dict[str, float], concurrency: int, seconds: float, n_items: int,
+                     n_users: int, seed: int, nice: int, out) -> None:
+    """The load generator in its own process at niceness ``nice``: sends back its tally as plain dicts."""
+    if nice:
+        os.nice(nice)
+    tally, stop = Tally(), time.perf_counter() + seconds
+
+    async def clients() -> None:
+        await asyncio.gather(*[_client(port, seed * 1000 + c, mix, stop, tally, n_items, n_users)
+                               for c in range(concurrency)])
+
+    asyncio.run(clients())
+    out.send({"lat": dict(tally.lat), "errors": dict(tally.errors), "samples": tally.samples,
+              "statuses": {k: dict(v) for k, v in tally.statuses.items()}})
+    out.close()
+
+
+def _phase(port: int, mix: dict[str, float], concurrency: int, seconds: float, n_items: int, n_users: int,
+           seed: int, health_port: int = 0, client_nice: int = 0) -> Tally:
+    """The clients for ``seconds`` (a process at ``client_nice``); /healthz probed from another process (at this
+    one's priority, as an orchestrator's probe) on the main port ("healthz_app") and, with ``health_port``, on
+    the health listener's ("healthz")."""
     import multiprocessing
 
-    tally, stop = Tally(), time.perf_counter() + seconds
     ports = {"healthz_app": port, **({"healthz": health_port} if health_port else {})}
     ctx = multiprocessing.get_context("spawn")
-    receive, send = ctx.Pipe(duplex=False)
-    prober = ctx.Process(target=_probe_process, args=(ports, seconds, send), daemon=True)
+    probes_in, probes_out = ctx.Pipe(duplex=False)
+    load_in, load_out = ctx.Pipe(duplex=False)
+    prober = ctx.Process(target=_probe_process, args=(ports, seconds, probes_out), daemon=True)
+    load = ctx.Process(target=_clients_process, args=(port, mix, concurrency, seconds, n_items, n_users, seed,
+                                                      client_nice, load_out), daemon=True)
     prober.start()
-    await asyncio.gather(*[_client(port, seed * 1000 + c, mix, stop, tally, n_items, n_users)
-                           for c in range(concurrency)])
-    probes = await asyncio.to_thread(receive.recv)
+    load.start()
+    got, probes = load_in.recv(), probes_in.recv()
+    load.join(timeout=30)
     prober.join(timeout=30)
+    tally = Tally()
+    tally.samples = got["samples"]
+    for kind, values in got["lat"].items():
+        tally.lat[kind] = values
+    for kind, n in got["errors"].items():
+        tally.errors[kind] = n
+    for kind, statuses in got["statuses"].items():
+        tally.statuses[kind].update(statuses)
     for kind, rows in probes.items():
         for ns, status in rows:
             tally.record(kind, ns, status, 200)
@@ -262,7 +291,7 @@ def summarise(tally: Tally, seconds: float) -> dict:
 
 # -- the server ------------------------------------------------------------------------------------
 def run_workers(bundle: Path, workers: int, a: argparse.Namespace, n_items: int, n_users: int,
-                nice: int) -> dict:
+                nice: int, client_nice: int = 0) -> dict:
     port, hport = free_port(), free_port()
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", str(bundle), "--port", str(port),
                              "--workers", str(workers), "--lookup-threads", str(a.lookup_threads),
@@ -279,13 +308,14 @@ def run_workers(bundle: Path, workers: int, a: argparse.Namespace, n_items: int,
                 time.sleep(0.1)
         while len(psutil.Process(proc.pid).children()) < (workers if workers > 1 else 0) + 1:  # + health
             time.sleep(0.1)
-        asyncio.run(_phase(port, MIX, a.concurrency, 2.0, n_items, n_users, seed=99))  # warm-up, not reported
-        out = {"workers": workers, "worker_nice": nice, "rss_start_mb": tree_rss_mb(proc.pid)}
+        _phase(port, MIX, a.concurrency, 2.0, n_items, n_users, seed=99)  # warm-up, not reported
+        out = {"workers": workers, "worker_nice": nice, "client_nice": client_nice,
+               "rss_start_mb": tree_rss_mb(proc.pid)}
         light = {k: v for k, v in MIX.items() if k != "heavy"}
         for name, mix, seed in (("without_heavy", light, 1), ("with_heavy", MIX, 2)):
-            out[name] = summarise(asyncio.run(_phase(port, mix, a.concurrency, a.seconds, n_items, n_users, seed,
-                                                     hport)), a.seconds)
-            print(json.dumps({"workers": workers, "worker_nice": nice, "phase": name,
+            out[name] = summarise(_phase(port, mix, a.concurrency, a.seconds, n_items, n_users, seed, hport,
+                                         client_nice), a.seconds)
+            print(json.dumps({"workers": workers, "worker_nice": nice, "client_nice": client_nice, "phase": name,
                               **{k: out[name][k] for k in ("requests", "valid_errors", "invalid_unexpected",
                                                            "valid_without_heavy", "heavy", "healthz",
                                                            "healthz_app")}}), flush=True)
@@ -308,15 +338,17 @@ def markdown(res: dict) -> str:
              "the client and the probe process stay at the caller's); client: "
              f"{res['concurrency']} keep-alive connections, plus a separate probe process sending GET /healthz every "
              "20 ms to each of the health port and the main port; all on the same machine.", "",
-             "| workers | worker nice | phase | seconds | requests | errors (valid) | unexpected (invalid) | "
+             "| workers | worker nice | client nice | phase | seconds | requests | errors (valid) | "
+             "unexpected (invalid) | "
              "valid p50 ms | valid p99 ms | heavy p99 ms | /healthz p99 ms (health port) | /healthz p99 ms (main port) "
              "| RSS start MB | RSS end MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["runs"]:
         for phase in ("without_heavy", "with_heavy"):
             x = r[phase]
             heavy = x["heavy"]["p99_ms"] if x["heavy"] else "-"
-            lines.append(f"| {r['workers']} | {r.get('worker_nice', 0)} | {phase.replace('_', ' ')} | {x['seconds']} | "
+            lines.append(f"| {r['workers']} | {r.get('worker_nice', 0)} | {r.get('client_nice', 0)} | "
+                         f"{phase.replace('_', ' ')} | {x['seconds']} | "
                          f"{x['requests']:,} | "
                          f"{x['valid_errors']} | {x['invalid_unexpected']} | {x['valid_without_heavy']['p50_ms']} | "
                          f"{x['valid_without_heavy']['p99_ms']} | {heavy} | {x['healthz']['p99_ms']} | "
@@ -324,13 +356,14 @@ def markdown(res: dict) -> str:
     lines += ["", "valid p50/p99: the valid requests other than the heavy user's, in each phase; RSS: all server "
               "processes (master and workers) before the first and after the last phase.", "",
               "## Requests by kind", "",
-              "| workers | worker nice | phase | kind | requests | errors | p50 ms | p99 ms | statuses |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| workers | worker nice | client nice | phase | kind | requests | errors | p50 ms | p99 ms | statuses |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["runs"]:
         for phase in ("without_heavy", "with_heavy"):
             for kind, x in r[phase]["kinds"].items():
                 st = ", ".join(f"{s}: {n:,}" for s, n in x["statuses"].items())
-                lines.append(f"| {r['workers']} | {r.get('worker_nice', 0)} | {phase.replace('_', ' ')} | {kind} | "
+                lines.append(f"| {r['workers']} | {r.get('worker_nice', 0)} | {r.get('client_nice', 0)} | "
+                             f"{phase.replace('_', ' ')} | {kind} | "
                              f"{x['requests']:,} | "
                              f"{x['errors']} | {x['p50_ms']} | {x['p99_ms']} | {st} |")
     samples = [s for r in res["runs"] for p in ("without_heavy", "with_heavy") for s in r[p]["error_samples"]]
@@ -346,6 +379,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--worker-nice", default=f"0,{WORKER_NICE}",
                    help=f"comma-separated `recsys serve --worker-nice` values, each run at every worker count "
                    f"(default 0,{WORKER_NICE}: the same priority as the health process, and the serving default)")
+    p.add_argument("--client-nice", default="0",
+                   help="comma-separated niceness of the load generator's process (default 0). Clients are remote "
+                   "in production; here they share the server's cores, and at the probe's priority they delay the "
+                   "probe too: the workers' niceness puts them beside the workers, below the probe and the health "
+                   "process")
     p.add_argument("--lookup-threads", type=int, default=4)
     p.add_argument("--items", type=int, default=100_000)
     p.add_argument("--users", type=int, default=20_000)
@@ -364,8 +402,9 @@ def main(argv: list[str] | None = None) -> None:
         res["bundle"] = {"items": a.items, "users": a.users, "dim": 64, "heavy_seen": a.heavy_seen,
                          "search": manifest.get("search", "annoy")}
         for nice in (int(x) for x in a.worker_nice.split(",")):
-            for w in (int(x) for x in a.workers.split(",")):
-                res["runs"].append(run_workers(bundle, w, a, a.items, a.users, nice))
+            for client_nice in (int(x) for x in a.client_nice.split(",")):
+                for w in (int(x) for x in a.workers.split(",")):
+                    res["runs"].append(run_workers(bundle, w, a, a.items, a.users, nice, client_nice))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     res["meta"] = run.finish()
