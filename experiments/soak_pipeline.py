@@ -4,9 +4,13 @@ step, while a `recsys serve` process on the same publish root is queried without
 Each run adds the next day's log file (a time slice of one synthetic log from the built-in
 generator) to the folder and runs `recsys pipeline run`; a run chosen for a kill is SIGKILLed and run
 again (it resumes), until it ends. Each killed run aims at one step, the step with the fewest kills so far
-(``pipelines.steps.STEPS``): it is SIGKILLed at a random instant within that step, drawn up to the step's
-median duration in the runs not killed (the run's ``state.json`` names the step running, polled every 2 ms);
-the step it was really in when the signal landed is read back and counted (a short step may end first). After every
+(``pipelines.steps.STEPS``). A step whose median duration in the runs not killed is at least ``SHORT_S`` is
+hit from outside: SIGKILL at a random instant within it, drawn up to that median (the run's ``state.json``
+names the step running, polled every 2 ms). A shorter step (evaluate and publish last tens of ms) cannot be
+hit that way, so the process kills itself at one of the step's crash-injection points, drawn at random
+(``RECSYS_FAULT_POINT``, ``FAULT_POINTS``): the same SIGKILL, at an instant inside the step. The step the run
+was really in is read back and counted; a run that never reaches the point (publish after a rejecting gate)
+counts as a missed kill. After every
 ended run `current`, champion.json, published.json, the registry alias and the run markers must
 agree (`pipelines.status.consistency`), no MLflow run may be left RUNNING, and the server must have
 answered every request. Writes ``experiments/reports/soak_pipeline.{json,md}``.
@@ -39,10 +43,16 @@ sys.path.insert(0, str(REPO / "experiments"))
 import harness  # noqa: E402
 from harness import free_port  # noqa: E402
 
+from pipelines.runstate import FAULT_ENV  # noqa: E402
 from pipelines.steps import STEPS  # noqa: E402
 from recsys import atomic  # noqa: E402
 from recsys.sources.synthetic import SyntheticConfig, write  # noqa: E402
 
+SHORT_S = 0.5  # a step shorter than this (median) is killed at a crash-injection point, not by the poll loop
+#: pipelines.runstate.fault_point names inside each step (the soak's models: popularity, als)
+FAULT_POINTS = {"ingest": ("ingest-prepared", "ingest-committed"), "train": ("trained-popularity", "trained-als"),
+                "evaluate": ("evaluated",), "export": ("exported", "registered"), "gate": ("gated",),
+                "publish": ("publish-placed", "publish-switched", "publish-promoted", "publish-recorded")}
 POLL_S = 0.002  # the kill loop reads the run's state.json this often: gate and publish last tens of ms
 PYFUNC_USERS = 20  # known users the pyfunc champion is asked about after every ended run
 CONFIG = """# written by experiments/soak_pipeline.py: experiments/pipelines/nightly.toml with small models
@@ -123,9 +133,13 @@ def make_days(work: Path, days: int, events_per_day: int, seed: int) -> list[pl.
     return [frame.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-def cli(args: list[str], cwd: Path) -> subprocess.Popen:
+def cli(args: list[str], cwd: Path, fault: str | None = None) -> subprocess.Popen:
+    """``recsys ARGS`` in ``cwd``; with ``fault``, the process SIGKILLs itself at that crash-injection point."""
+    env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
+    if fault:
+        env[FAULT_ENV] = fault
     return subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, env=env)
 
 
 CHECK = """
@@ -256,13 +270,25 @@ def soak(args: argparse.Namespace) -> dict:
             t0 = time.time()
             runs_before = set(os.listdir(work / "wd" / "runs")) if (work / "wd" / "runs").is_dir() else set()
             while True:
-                proc = cli(["pipeline", "run", "-c", "soak.toml", "--no-samples"], work)
-                row["attempts"] += 1
-                if kill and row["attempts"] == 1:
+                target = fault = None
+                if kill and row["attempts"] == 0:
                     target = min(STEPS, key=lambda s: (kills_in.get(s, 0), STEPS.index(s)))
                     typical = float(np.median(step_seconds[target])) if step_seconds[target] else 0.0
-                    row["target_step"] = target
-                    at = kill_in_step(proc, work, runs_before, target, float(rng.uniform(0.0, typical)))
+                    if typical < SHORT_S:
+                        fault = str(rng.choice(FAULT_POINTS[target]))
+                    row.update(target_step=target, fault_point=fault)
+                t_attempt = time.perf_counter()
+                proc = cli(["pipeline", "run", "-c", "soak.toml", "--no-samples"], work, fault)
+                row["attempts"] += 1
+                out = None
+                if target is not None:
+                    at = None
+                    if fault is None:
+                        at = kill_in_step(proc, work, runs_before, target, float(rng.uniform(0.0, typical)))
+                    else:
+                        out = proc.communicate()[0]
+                        if proc.returncode == -signal.SIGKILL:
+                            at = time.perf_counter() - t_attempt
                     if at is None:
                         counts["kills_missed"] += 1  # it ended before the instant drawn
                     else:
@@ -272,7 +298,7 @@ def soak(args: argparse.Namespace) -> dict:
                     for step, secs in watch_steps(proc, work, runs_before).items():
                         if step in step_seconds:
                             step_seconds[step].append(secs)
-                out = proc.communicate()[0]
+                out = proc.communicate()[0] if out is None else out
                 if proc.returncode == -signal.SIGKILL:
                     row["killed_in"] = killed_in(work, before=runs_before)
                     kills_in[row["killed_in"]] = kills_in.get(row["killed_in"], 0) + 1
@@ -356,9 +382,10 @@ def markdown(r: dict) -> str:
              "(popularity + ALS, gate tolerance "
              f"{r['tolerance']}). Runs drawn for a kill ({r['kill_fraction']:.2f} of them, chosen at random) aim "
              "at the step with the fewest kills so far: SIGKILLed at a random instant within it (up to the step's "
-             "median duration in the runs not killed), then run again until they end. After every ended run the "
-             f"champion is loaded as an MLflow pyfunc model from the registry alias and asked for {PYFUNC_USERS} "
-             "known users' top 10.", "",
+             f"median duration in the runs not killed), or, in a step shorter than {SHORT_S} s, by the process "
+             "itself at one of the step's crash-injection points drawn at random; then run again until they end. "
+             "After every ended run the champion is loaded as an MLflow pyfunc model from the registry alias and "
+             f"asked for {PYFUNC_USERS} known users' top 10.", "",
              "| figure | value | must be |", "| --- | ---: | --- |"]
     must = {"inconsistent_states": "0", "http_errors": "0", "mlflow_running_left": "0", "errors": "0",
             "pyfunc_errors": "0", "bundles_on_disk": f"keep ({r['keep']})"}
@@ -379,11 +406,12 @@ def markdown(r: dict) -> str:
               "- publish windows after kill: kills that landed inside publish, where `current` already served the new "
               "bundle and champion.json still named the old one until the rerun finished the step.",
               f"- bundles served (from `/v1/model` while probing): {len(r['bundles_served'])}.", "",
-              "| run | outcome | attempts | aimed at step | killed at (s) | killed in step | seconds "
+              "| run | outcome | attempts | aimed at step | by fault point | killed at (s) | killed in step | seconds "
               "| bundles on disk |",
-              "| ---: | --- | ---: | --- | ---: | --- | ---: | ---: |"]
+              "| ---: | --- | ---: | --- | --- | ---: | --- | ---: | ---: |"]
     for row in r["rows"]:
         lines.append(f"| {row['run']} | {row['outcome']} | {row['attempts']} | {row.get('target_step', '')} | "
+                     f"{row.get('fault_point') or ''} | "
                      f"{row['killed_at_s'] or ''} | {row.get('killed_in', '')} | {row['seconds']} | "
                      f"{row['bundles_on_disk']} |")
     return "\n".join(lines) + "\n"
