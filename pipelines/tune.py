@@ -65,8 +65,8 @@ PRUNE_AT = (30, 50, 75)
 # The cut: the bottom quarter of the complete trials at the same share of their epochs. The budget counts
 # trials, not time, so a pruned trial is information lost: Optuna's median rule pruned 24 of 36 trials of
 # the Beauty study, its bottom-quarter rule 24 too, most within one validation standard error of the cut
-# (experiments/reports/tune_item2vec.md as of 5fa2f72 and 5d1d804). A trial is pruned only when below the cut by more than
-# MARGIN_SE of its own validation standard errors (``val_<metric>_se``).
+# (experiments/reports/tune_item2vec.md as of 5fa2f72 and 5d1d804). A trial is pruned only when below the
+# cut by more than MARGIN_SE of its own validation standard errors (``val_<metric>_se``).
 CUT_PERCENTILE = 25.0
 MARGIN_SE = 1.0
 STARTUP_TRIALS = 5  # complete trials needed before any pruning
