@@ -55,7 +55,7 @@ def tune(
     out: Path = typer.Option(Path("runs"), help="Folder for the prepared data and best_<model>.toml."),
     sampler: str = typer.Option("tpe", help="tpe (multivariate TPE) or gp (Gaussian-process Bayesian optimisation)."),
 ) -> None:
-    """Search the model's hyperparameters on validation (Optuna TPE, pruning), each trial a nested MLflow run;
+    """Search the model's hyperparameters on validation (Optuna TPE or GP, pruning), each trial a nested MLflow run;
     resumable; prints the best config as a TOML table for a pipeline config."""
     from pipelines.config import load_run_config
     from pipelines.tune import tune as run_tune
