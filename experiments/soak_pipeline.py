@@ -182,29 +182,32 @@ def check(work: Path, users: list[str]) -> tuple[list[str], list[str], dict]:
     return problems, running, pyfunc
 
 
-def killed_in(work: Path, before: set[str]) -> str:
-    """The step the killed process was in: ``state.json``'s step of a run folder it created, else "startup"."""
+def new_run(work: Path, before: set[str]) -> Path | None:
+    """The newest run folder created after ``before`` (the names that were there), else None."""
     runs = work / "wd" / "runs"
     new = sorted(set(os.listdir(runs)) - before) if runs.is_dir() else []
-    if not new:
-        return "startup"
-    if (runs / new[-1] / "ended.json").is_file():
-        return "after the run ended"
-    state = runs / new[-1] / "state.json"
-    step = json.loads(state.read_text()).get("step") if state.is_file() else None
-    return step or "between steps"
+    return runs / new[-1] if new else None
 
 
 def current_step(work: Path, before: set[str]) -> str | None:
     """The step a run started after ``before`` is in now (``state.json``), else None."""
-    runs = work / "wd" / "runs"
-    new = sorted(set(os.listdir(runs)) - before) if runs.is_dir() else []
-    if not new:
+    run = new_run(work, before)
+    if run is None:
         return None
     try:
-        return json.loads((runs / new[-1] / "state.json").read_text()).get("step")
+        return json.loads((run / "state.json").read_text()).get("step")
     except (OSError, ValueError):  # not written yet, or replaced while read
         return None
+
+
+def killed_in(work: Path, before: set[str]) -> str:
+    """The step the killed process was in: ``state.json``'s step of a run folder it created, else "startup"."""
+    run = new_run(work, before)
+    if run is None:
+        return "startup"
+    if (run / "ended.json").is_file():
+        return "after the run ended"
+    return current_step(work, before) or "between steps"
 
 
 def watch_steps(proc: subprocess.Popen, work: Path, before: set[str]) -> dict[str, float]:
