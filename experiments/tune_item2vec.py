@@ -2,7 +2,8 @@
 
 ``--search optuna`` (the default): our item2vec through the product's own search, :func:`pipelines.tune.tune`
 (``recsys tune``: Optuna TPE over ``Item2Vec.search_space``, which spans ``GRID`` (its ordered parameters as
-ranges) plus the scoring, pruning on the validation NDCG@10 at 30/50/75% of a trial's epochs), ``--trials`` trials
+ranges) plus the scoring, then coordinate moves from the best trial for the last ``--refine`` share, pruning on the
+validation NDCG@10 at 30/50/75% of a trial's epochs), ``--trials`` trials
 (36: the fit budget of each greedy search), training threads as below. The study starts where the greedy searches
 start (``START`` is the config it tunes, so its first trial), and like them scores every fit at each encode-time
 setting (both scorings x every ``user_decay``) without a refit. The study (Optuna SQLite storage and its MLflow
@@ -52,6 +53,7 @@ sys.path.insert(0, str(REPO / "experiments"))
 
 from item2vec_common import fit, sentences, with_scoring  # noqa: E402
 
+from pipelines.tune import REFINE_SHARE  # noqa: E402
 from recsys import atomic  # noqa: E402
 from recsys.evaluation.evaluator import evaluate_model  # noqa: E402
 from recsys.models.base import NaNLossError  # noqa: E402
@@ -166,7 +168,8 @@ def chosen(results: dict) -> dict:
     return out
 
 
-def optuna_search(split: SplitData, trials: int, workers: int, work: Path, sampler: str = "tpe") -> dict:
+def optuna_search(split: SplitData, trials: int, workers: int, work: Path, sampler: str = "tpe",
+                  refine: float = 0.0) -> dict:
     """``recsys tune`` of our item2vec on Beauty validation (the study resumes from ``work``); its trials."""
     import optuna
     from item2vec_common import BEAUTY
@@ -182,10 +185,12 @@ def optuna_search(split: SplitData, trials: int, workers: int, work: Path, sampl
                     data=DataConfig(name="beauty", path=str(BEAUTY), format="seq-per-user", min_length=3),
                     model_name="item2vec", model={"workers": workers, **START}, source="tune_item2vec.py")
     t0 = time.perf_counter()
-    res = tune(cfg, work, trials=trials, storage=storage, study_name="beauty-item2vec", sampler=sampler)
+    res = tune(cfg, work, trials=trials, storage=storage, study_name="beauty-item2vec", sampler=sampler,
+               refine=refine)
     study = optuna.load_study(study_name=res.study, storage=storage)
     rows = [{"number": t.number, "val_ndcg_10": t.value, **trial_params(t),
              "state": f"REPEAT of {t.user_attrs['repeat_of']}" if "repeat_of" in t.user_attrs else t.state.name,
+             "refines": t.user_attrs.get("refines"),
              "seconds": None if t.duration is None else round(t.duration.total_seconds(), 1)} for t in study.trials]
     return {"study": res.study, "trials_asked": trials, "best_value": res.best_value, "best_trial": res.best_trial,
             "best_params": res.best_params, "complete": res.complete, "pruned": res.pruned, "failed": res.failed,
@@ -197,7 +202,10 @@ def optuna_search(split: SplitData, trials: int, workers: int, work: Path, sampl
 def optuna_markdown(o: dict, searches: list[dict]) -> list[str]:
     greedy = max((s for s in searches if s["fitter"] == "ours"), key=lambda s: s["val_ndcg_10"], default=None)
     sampler = {"tpe": "TPE", "gp": "Gaussian-process"}[o.get("sampler", "tpe")]
-    lines = [f"## recsys tune (Optuna {sampler} sampler, pruning), ours: {o['trials_asked']} trials", "",
+    refine = o.get("refine", 0.0)
+    how = (f"then coordinate moves from the best trial for the last {refine:.0%} of the trials" if refine
+           else "no refinement")
+    lines = [f"## recsys tune (Optuna {sampler} sampler, {how}, pruning), ours: {o['trials_asked']} trials", "",
              f"Commit {o['commit']}; command `{o['command']}`. Study `{o['study']}`: {o['complete']} complete, "
              f"{o['pruned']} pruned, {o['failed']} failed, {o.get('repeats', 0)} repeats (settings already tried: the "
              f"earlier result, no fit, not counted). Best validation NDCG@10 **{o['best_value']:.5f}** "
@@ -211,13 +219,14 @@ def optuna_markdown(o: dict, searches: list[dict]) -> list[str]:
                      "both scorings (the greedy searches ran one scoring each, 30 fits apiece). A pruned trial "
                      "shows no encode-time setting: it was not scored at the end.")
     keys = list(dict.fromkeys(k for t in o["trials"] for k in t
-                              if k not in ("number", "state", "val_ndcg_10", "seconds")))
+                              if k not in ("number", "state", "val_ndcg_10", "seconds", "refines")))
     lines += ["", "| trial | state | val NDCG@10 | " + " | ".join(keys) + " | seconds |",
               "|---|---|---|" + "---|" * (len(keys) + 1)]
     for t in o["trials"]:
         value = "" if t["val_ndcg_10"] is None else f"{t['val_ndcg_10']:.5f}"
         shown = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in (t.get(k, "") for k in keys)]
-        lines.append(f"| {t['number']} | {t['state']} | {value} | " + " | ".join(shown) + f" | {t['seconds'] or ''} |")
+        state = t["state"] + (f" (moves trial {t['refines']})" if t.get("refines") is not None else "")
+        lines.append(f"| {t['number']} | {state} | {value} | " + " | ".join(shown) + f" | {t['seconds'] or ''} |")
     return lines + [""]
 
 
@@ -245,7 +254,7 @@ def markdown(r: dict) -> str:
                      f"{b['fits']} | {b['evaluations']} | {b['seconds']} | {setting} |")
     lines += ["", "Chosen by validation (best over both scorings): "
               + "; ".join(f"{f}: scoring={c['scoring']}" for f, c in r["chosen"].items()), ""]
-    for key in ("optuna", "optuna_gp"):  # recsys tune with each sampler run
+    for key in [k for k in r if k.startswith("optuna")]:  # recsys tune: each sampler and refinement run
         if r.get(key):
             lines += optuna_markdown(r[key], r["searches"])
     for s in r["searches"]:
@@ -267,6 +276,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--trials", type=int, default=36, help="optuna: trials the study holds at the end (default 36)")
     ap.add_argument("--sampler", choices=("tpe", "gp"), default="tpe",
                     help="optuna: recsys tune's sampler; each sampler's study is its own part of the report")
+    ap.add_argument("--refine", type=float, default=REFINE_SHARE,
+                    help=f"optuna: share of the trials spent on coordinate moves from the best (default "
+                         f"{REFINE_SHARE}, recsys tune's); 0 = the sampler alone, each its own part of the report")
     ap.add_argument("--work", type=Path, default=REPO / "bench_runs" / "tune_item2vec",
                     help="optuna: the study's storage and MLflow store (a rerun continues the study)")
     ap.add_argument("--passes", type=int, default=3, help="coordinate passes at most (default 3)")
@@ -329,9 +341,9 @@ def run_optuna(args: argparse.Namespace, split: SplitData) -> dict:
         sys.exit(f"{path} is missing: the optuna part is compared with the greedy searches recorded there")
     results = json.loads(path.read_text())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    key = "optuna" if args.sampler == "tpe" else f"optuna_{args.sampler}"
-    results[key] = {**optuna_search(split, args.trials, args.workers, args.work, args.sampler),
-                    "commit": commit.strip(), "sampler": args.sampler,
+    key = ("optuna" if args.sampler == "tpe" else f"optuna_{args.sampler}") + ("_refine" if args.refine else "")
+    results[key] = {**optuna_search(split, args.trials, args.workers, args.work, args.sampler, args.refine),
+                    "commit": commit.strip(), "sampler": args.sampler, "refine": args.refine,
                     "command": " ".join(["python", "experiments/tune_item2vec.py", *sys.argv[1:]])}
     atomic.write_text(path, json.dumps(results, indent=2))
     atomic.write_text(args.out / "tune_item2vec.md", markdown(results))

@@ -54,16 +54,19 @@ def tune(
     metric: str = typer.Option("ndcg_10", help="Validation metric to maximise; its per-epoch value drives pruning."),
     out: Path = typer.Option(Path("runs"), help="Folder for the prepared data and best_<model>.toml."),
     sampler: str = typer.Option("tpe", help="tpe (multivariate TPE) or gp (Gaussian-process Bayesian optimisation)."),
+    refine: float = typer.Option(0.5, help="Share of the trials spent last on one-parameter moves from the best "
+                                 "trial (the most important parameter first), in [0, 1); 0 = the sampler only."),
 ) -> None:
-    """Search the model's hyperparameters on validation (Optuna TPE or GP, pruning), each trial a nested MLflow run;
-    resumable; prints the best config as a TOML table for a pipeline config."""
+    """Search the model's hyperparameters on validation (Optuna TPE or GP, then coordinate moves from the best
+    trial; pruning), each trial a nested MLflow run; resumable; prints the best config as a TOML table for a
+    pipeline config."""
     from pipelines.config import load_run_config
     from pipelines.tune import tune as run_tune
 
     try:
         cfg = load_run_config(config)
         result = run_tune(cfg, out, trials=trials, minutes=minutes, storage=storage or None, study_name=study or None,
-                          jobs=jobs, metric=metric, echo=typer.echo, sampler=sampler)
+                          jobs=jobs, metric=metric, echo=typer.echo, sampler=sampler, refine=refine)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         fail(str(exc))
     typer.echo(result.summary())

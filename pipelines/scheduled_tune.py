@@ -53,7 +53,8 @@ def tuned_params(workdir: Path, run_id: str, pipeline_name: str, label: str, run
         name = f"{pipeline_name}-{label}-{run_id}"
         echo(f"  {label}: tuning ({why}): study {name}, {cfg.trials} trials")
         res = tune(run_cfg, out, trials=cfg.trials, minutes=cfg.minutes, storage=cfg.storage or None,
-                   study_name=name, metric=cfg.metric, echo=echo, data=data, sampler=cfg.sampler)
+                   study_name=name, metric=cfg.metric, echo=echo, data=data, sampler=cfg.sampler,
+                   refine=cfg.refine)
         space = MODELS[run_cfg.model_name].search_space
         state = {"study": name, "storage": res.storage, "n_events": n_events, "runs_since": 0, "last_run": run_id,
                  "tuned_in_run": run_id, "why": why, "value": res.best_value,

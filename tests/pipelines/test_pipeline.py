@@ -755,3 +755,6 @@ def test_tune_table_retunes_on_schedule_and_reuses_the_best_in_between(workdir: 
     with pytest.raises(ConfigError, match=r"\[tune\]: sampler must be tpe or gp; got 'random'"):
         load_pipeline_config(write_config(workdir, ALS + '[tune]\nmodels = ["als"]\nsampler = "random"\n',
                                           name="bad2.toml"))
+    with pytest.raises(ConfigError, match=r"\[tune\]: refine is a share of the trials in \[0, 1\); got 1.5"):
+        load_pipeline_config(write_config(workdir, ALS + '[tune]\nmodels = ["als"]\nrefine = 1.5\n',
+                                          name="bad3.toml"))
