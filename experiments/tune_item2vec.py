@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="optuna: recsys tune's sampler; each sampler's study is its own part of the report")
     ap.add_argument("--refine", type=float, default=REFINE_SHARE,
                     help=f"optuna: share of the trials spent on coordinate moves from the best (default "
-                         f"{REFINE_SHARE}, recsys tune's); 0 = the sampler alone, each its own part of the report")
+                         f"{REFINE_SHARE:.3g}, recsys tune's); 0 = the sampler alone; each its own report part")
     ap.add_argument("--work", type=Path, default=REPO / "bench_runs" / "tune_item2vec",
                     help="optuna: the study's storage and MLflow store (a rerun continues the study)")
     ap.add_argument("--passes", type=int, default=3, help="coordinate passes at most (default 3)")
@@ -341,7 +341,8 @@ def run_optuna(args: argparse.Namespace, split: SplitData) -> dict:
         sys.exit(f"{path} is missing: the optuna part is compared with the greedy searches recorded there")
     results = json.loads(path.read_text())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    key = ("optuna" if args.sampler == "tpe" else f"optuna_{args.sampler}") + ("_refine" if args.refine else "")
+    key = ("optuna" if args.sampler == "tpe" else f"optuna_{args.sampler}") + (
+        f"_refine{round(100 * args.refine)}" if args.refine else "")
     results[key] = {**optuna_search(split, args.trials, args.workers, args.work, args.sampler, args.refine),
                     "commit": commit.strip(), "sampler": args.sampler, "refine": args.refine,
                     "command": " ".join(["python", "experiments/tune_item2vec.py", *sys.argv[1:]])}

@@ -54,8 +54,9 @@ def tune(
     metric: str = typer.Option("ndcg_10", help="Validation metric to maximise; its per-epoch value drives pruning."),
     out: Path = typer.Option(Path("runs"), help="Folder for the prepared data and best_<model>.toml."),
     sampler: str = typer.Option("tpe", help="tpe (multivariate TPE) or gp (Gaussian-process Bayesian optimisation)."),
-    refine: float = typer.Option(0.5, help="Share of the trials spent last on one-parameter moves from the best "
-                                 "trial (the most important parameter first), in [0, 1); 0 = the sampler only."),
+    refine: float = typer.Option(None, help="Share of the trials spent last on a greedy coordinate search from "
+                                 "the best trial (each parameter in turn over its values, the most important first), "
+                                 "in [0, 1); default 2/3; 0 = the sampler only.", show_default=False),
 ) -> None:
     """Search the model's hyperparameters on validation (Optuna TPE or GP, then coordinate moves from the best
     trial; pruning), each trial a nested MLflow run; resumable; prints the best config as a TOML table for a

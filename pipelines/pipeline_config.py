@@ -73,7 +73,7 @@ class TuneSection:
     storage: str = ""  # Optuna storage URL; empty = optuna.db beside the MLflow store
     metric: str = "ndcg_10"  # validation metric the studies maximise
     sampler: str = "tpe"  # tpe or gp (pipelines.tune.make_sampler)
-    refine: float = 0.5  # share of the trials spent last on coordinate moves from the best (pipelines.tune)
+    refine: float | None = None  # share of the trials spent last on coordinate moves; None = 2/3 (pipelines.tune)
 
 
 @dataclass
@@ -132,7 +132,8 @@ def parse_pipeline_config(raw: dict[str, Any], source: str = "<dict>") -> Pipeli
     t = cfg.tune
     if t.sampler not in ("tpe", "gp"):
         raise ConfigError(f"{source} [tune]: sampler must be tpe or gp; got {t.sampler!r}")
-    if isinstance(t.refine, bool) or not isinstance(t.refine, int | float) or not 0 <= t.refine < 1:
+    if t.refine is not None and (isinstance(t.refine, bool) or not isinstance(t.refine, int | float)
+                                 or not 0 <= t.refine < 1):
         raise ConfigError(f"{source} [tune]: refine is a share of the trials in [0, 1); got {t.refine!r}")
     if t.trials < 1 or t.minutes < 0 or t.every_runs < 0 or t.growth < 0:
         raise ConfigError(f"{source} [tune]: trials must be >= 1 and minutes, every_runs, growth >= 0; got "

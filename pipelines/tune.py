@@ -2,7 +2,8 @@
 
 TPE sampling (multivariate) over the model's declared search space (``Model.search_space``, beside its
 config), then, for the last ``refine`` share of the trials (:data:`REFINE_SHARE`), coordinate moves from the best
-trial (:func:`refine_moves`: one parameter stepped at a time, the most important first), pruning on the validation
+trial (:func:`refine_moves`: a greedy coordinate search, each parameter in turn over its values, the most
+important first), pruning on the validation
 metric (:class:`MarginPruner`: a trial below the bottom quarter of the
 complete ones, compared at the same share of each trial's epochs, by more than its own validation standard
 error; none before 30% of them), each trial a nested MLflow run under the study's run,
@@ -146,11 +147,11 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.TPESampler(seed=seed, multivariate=True)
 
 
-# The last share of the trial budget: coordinate moves from the best trial (each parameter stepped alone, the
-# most important first), where the sampler alone stays in the interior of a space whose best lies at its
-# bounds (experiments/reports/tune_item2vec.md as of deb8722: TPE and GP 0.944x and 0.976x of a greedy
-# coordinate search over the same space, 36 fits each).
-REFINE_SHARE = 0.5
+# The last share of the trial budget: a greedy coordinate search from the best trial (each parameter in turn over
+# its values, the most important first), where the sampler alone stays in the interior of a space whose best
+# lies at its bounds (experiments/reports/tune_item2vec.md as of deb8722: TPE and GP 0.944x and 0.976x of a
+# greedy coordinate search over the same space, 36 fits each). One pass over item2vec's space is ~20 moves.
+REFINE_SHARE = 2 / 3
 MAX_REPEATS = 3  # repeated settings allowed per budgeted trial before a call gives up (an exhausted space)
 
 
@@ -189,7 +190,7 @@ def default_storage() -> str:
 def tune(cfg: RunConfig, out: str | Path, trials: int = 20, minutes: float = 0.0, storage: str | None = None,
          study_name: str | None = None, jobs: int = 1, metric: str = "ndcg_10",
          echo: Callable[[str], None] = print, data: Prepared | None = None, sampler: str = "tpe",
-         refine: float = REFINE_SHARE) -> TuneResult:
+         refine: float | None = None) -> TuneResult:
     """Search ``cfg``'s model's space on validation ``metric``; returns the study's best (see the module doc).
 
     Parameters
@@ -206,8 +207,8 @@ def tune(cfg: RunConfig, out: str | Path, trials: int = 20, minutes: float = 0.0
     sampler : ``tpe`` (multivariate TPE) or ``gp`` (Optuna's Gaussian-process sampler: fewer trials wasted on
         a small budget, a few seconds per proposal); see :func:`make_sampler`.
     refine : the share of ``trials`` spent last on coordinate moves from the best trial
-        (:func:`refine_moves`), in [0, 1); the sampler proposes the rest, and any refinement trial left when
-        every move was tried.
+        (:func:`refine_moves`), in [0, 1); None = :data:`REFINE_SHARE`. The sampler proposes the rest, and any
+        refinement trial left when every move was tried.
     """
     import optuna
 
@@ -216,6 +217,7 @@ def tune(cfg: RunConfig, out: str | Path, trials: int = 20, minutes: float = 0.0
     check_model_config(cfg.model_name, cfg.model, device, where=f"{cfg.source} [model]")
     if trials < 1 or jobs < 1 or minutes < 0:
         raise ValueError(f"trials and jobs must be >= 1 and minutes >= 0; got {trials}, {jobs}, {minutes}")
+    refine = REFINE_SHARE if refine is None else refine
     if not 0 <= refine < 1:
         raise ValueError(f"refine is a share of the trials in [0, 1); got {refine}")
     if sampler not in SAMPLERS:
@@ -255,8 +257,10 @@ def tune(cfg: RunConfig, out: str | Path, trials: int = 20, minutes: float = 0.0
             else:
                 batch = min(left, jobs)
                 for params in [] if _waiting(study) else refine_moves(study, space)[:batch]:
-                    moved = _moved(study.best_trial.params, params)
-                    study.enqueue_trial(params, user_attrs={"refines": study.best_trial.number, "moved": moved})
+                    base = study.best_trial.params
+                    moved = _moved(base, params)
+                    key = next(k for k in params if base.get(k) != params[k])
+                    study.enqueue_trial(params, user_attrs={"refines": study.best_trial.number, "refine_param": key})
                     echo(f"  refining: trial {len(study.trials) - 1} moves trial {study.best_trial.number}'s {moved}")
             study.optimize(objective, n_trials=batch, timeout=timeout, n_jobs=jobs, catch=(Exception,),
                            gc_after_trial=True)
@@ -271,27 +275,27 @@ def tune(cfg: RunConfig, out: str | Path, trials: int = 20, minutes: float = 0.0
 
 def refine_moves(study: Any, space: dict[str, Param]) -> list[dict[str, Any]]:
     """The coordinate moves from the study's best complete trial not yet tried (by any trial, enqueued ones
-    included): one parameter at a time, :func:`recsys.search_space.moves` of each, the parameters ordered by
-    Optuna's importance on the complete trials (most important first; the space's order when it cannot be
-    computed). Empty when there is no complete trial or every move was tried."""
+    included), in the order a greedy coordinate search takes them: one parameter at a time over all its
+    :func:`recsys.search_space.moves`, then the next. The parameters go in the order of Optuna's importance on the
+    complete trials when refinement began (most important first; the space's order when it cannot be computed;
+    kept in the study's ``refine_order`` attribute, so a continued study keeps it), starting at the parameter the
+    latest refinement trial moved. Empty when there is no complete trial or every move was tried."""
     from optuna.trial import TrialState
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return []
     best = max(complete, key=lambda t: t.value)
-    tried = {_key(t.params or t.system_attrs.get("fixed_params", {})) for t in study.get_trials(deepcopy=False)}
-    order = list(space)
-    try:
-        import optuna
-
-        ranked = optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=order)
-        order = [k for k in ranked if k in space] + [k for k in order if k not in ranked]
-    except Exception:  # too few trials, or a parameter absent from some: the space's order
-        pass
+    trials = study.get_trials(deepcopy=False)
+    tried = {_key(t.params or t.system_attrs.get("fixed_params", {})) for t in trials}
+    order = [k for k in study.user_attrs.get("refine_order", []) if k in space]
+    if not order:
+        order = refine_order(study, space)
+        study.set_user_attr("refine_order", order)
+    last = next((t.user_attrs["refine_param"] for t in reversed(trials) if "refine_param" in t.user_attrs), None)
+    at = order.index(last) if last in order else 0
     out = []
-    for key in order:
+    for key in order[at:] + order[:at]:
         if key not in best.params:
             continue
         for value in moves(space[key], best.params[key]):
@@ -300,6 +304,20 @@ def refine_moves(study: Any, space: dict[str, Param]) -> list[dict[str, Any]]:
                 out.append(params)
                 tried.add(_key(params))
     return out
+
+
+def refine_order(study: Any, space: dict[str, Param]) -> list[str]:
+    """The sampled parameters, the most important first by Optuna's fANOVA on the complete trials (the space's
+    order when it cannot be computed: too few trials, or a parameter absent from some)."""
+    import optuna
+
+    order = list(space)
+    try:
+        ranked = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=order)
+    except Exception:
+        return order
+    return [k for k in ranked if k in space] + [k for k in order if k not in ranked]
 
 
 def _key(params: dict[str, Any]) -> tuple:

@@ -9,6 +9,7 @@ never imports Optuna.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,14 +59,32 @@ Param = Int | Float | Choice
 SearchSpace = dict[str, Param]
 
 
+LADDER = 4  # points a coordinate search tries along a range: both bounds and evenly spaced (log or linear) between
+
+
+def ladder(param: Int | Float, points: int = LADDER) -> list[Any]:
+    """``points`` values spanning a range, both bounds included, evenly spaced on its scale (an ``Int``'s rounded
+    to its step grid, repeats dropped).
+
+    >>> ladder(Int(3, 20, log=True)), ladder(Float(-0.5, 1.0)), ladder(Float(0.025, 0.1, log=True))
+    ([3, 6, 11, 20], [-0.5, 0.0, 0.5, 1.0], [0.025, 0.039685026, 0.062996052, 0.1])
+    """
+    lo, hi = (math.log(param.low), math.log(param.high)) if param.log else (param.low, param.high)
+    raw = [lo + (hi - lo) * i / (points - 1) for i in range(points)]
+    values = [math.exp(v) for v in raw] if param.log else raw
+    if isinstance(param, Int):
+        snapped = [min(param.low + round((v - param.low) / param.step) * param.step, param.high) for v in values]
+        return list(dict.fromkeys(int(v) for v in snapped))
+    return list(dict.fromkeys(float(f"{v:.8g}") for v in values))
+
+
 def moves(param: Param, value: Any) -> list[Any]:
     """The one-parameter steps from ``value`` a coordinate search tries, nearest first: a ``Choice``'s other
-    values (the neighbours in its order first), a log range's value doubled and halved, a linear range's value
-    a sixth of the range up and down (an ``Int``: at least ``step``), each clipped to the range; never
-    ``value`` itself.
+    values (its neighbours in order first); a range's :func:`ladder`, without the points within a third of a
+    rung of ``value`` (on the range's scale): a step too small to tell from the noise of a fit.
 
     >>> moves(Int(3, 20, log=True), 8), moves(Float(-0.5, 1.0), 0.9), moves(Choice(1e-3, 1e-4, 0.0), 1e-4)
-    ([16, 4], [1.0, 0.65], [0.0, 0.001])
+    ([6, 11, 20, 3], [0.5, 0.0, -0.5], [0.0, 0.001])
     """
     if isinstance(param, Choice):
         if value not in param.values:
@@ -73,22 +92,15 @@ def moves(param: Param, value: Any) -> list[Any]:
         i = param.values.index(value)
         order = sorted(range(len(param.values)), key=lambda j: (abs(j - i), -j))
         return [param.values[j] for j in order if j != i]
-    if isinstance(param, Int):
-        if param.log:
-            steps = [value * 2, value / 2]
-        else:
-            delta = max(param.step, (param.high - param.low) / 6)
-            steps = [value + delta, value - delta]
-        snapped = [param.low + round((min(max(v, param.low), param.high) - param.low) / param.step) * param.step
-                   for v in steps]
-        out = [int(min(v, param.high)) for v in snapped]
-    elif isinstance(param, Float):
-        steps = [value * 2, value / 2] if param.log else [value + (param.high - param.low) / 6,
-                                                          value - (param.high - param.low) / 6]
-        out = [round(min(max(v, param.low), param.high), 12) for v in steps]
-    else:
+    if not isinstance(param, Int | Float):
         raise TypeError(f"unknown search-space entry {param!r}")
-    return [v for i, v in enumerate(out) if v != value and v not in out[:i]]
+
+    def scaled(v: float) -> float:
+        return math.log(v) if param.log else float(v)
+
+    rung = (scaled(param.high) - scaled(param.low)) / (LADDER - 1)
+    far = [v for v in ladder(param) if abs(scaled(v) - scaled(value)) > rung / 3]
+    return sorted(far, key=lambda v: (abs(scaled(v) - scaled(value)), -v))
 
 
 def check_space(space: SearchSpace, fields: set[str], where: str) -> None:

@@ -1,26 +1,25 @@
-"""Search spaces as plain data: the one-parameter moves a coordinate search takes."""
+"""Search spaces as plain data: the values a coordinate search tries along each parameter."""
 
 from __future__ import annotations
 
 import pytest
 
-from recsys.search_space import Choice, Float, Int, moves
+from recsys.search_space import Choice, Float, Int, ladder, moves
 
 
-def test_a_log_range_doubles_and_halves_within_its_bounds() -> None:
-    assert moves(Int(3, 20, log=True), 8) == [16, 4]
-    assert moves(Int(3, 20, log=True), 17) == [20, 9]  # 34 clipped; 8.5 rounds half to even from 3
-    assert moves(Int(5, 20, log=True), 20) == [10]  # at the top: only down
-    assert moves(Float(0.025, 0.1, log=True), 0.1) == [0.05]
-    assert moves(Float(0.025, 0.1, log=True), 0.03) == [0.06, 0.025]
+def test_a_ladder_spans_the_range_on_its_scale_with_both_bounds() -> None:
+    assert ladder(Int(5, 20, log=True)) == [5, 8, 13, 20]  # 5 * 4**(i/3), rounded
+    assert ladder(Float(-0.5, 1.0)) == [-0.5, 0.0, 0.5, 1.0]
+    assert ladder(Float(0.025, 0.1, log=True), points=3) == [0.025, 0.05, 0.1]
+    assert ladder(Int(0, 12, step=4)) == [0, 4, 8, 12]
+    assert ladder(Int(0, 2)) == [0, 1, 2]  # rounded repeats dropped
 
 
-def test_a_linear_range_steps_a_sixth_of_its_width_on_its_grid() -> None:
-    assert moves(Float(-0.5, 1.0), 0.5) == [0.75, 0.25]
-    assert moves(Float(-0.5, 1.0), -0.4) == [-0.15, -0.5]
-    assert moves(Int(0, 12, step=2), 6) == [8, 4]
-    assert moves(Int(0, 3), 0) == [1]  # a step of at least 1; never the value itself
-    assert moves(Int(0, 100, step=10), 95) == [100, 80]  # snapped to the step grid from low, clipped
+def test_moves_go_to_the_ladder_nearest_first_and_skip_a_step_too_small_to_measure() -> None:
+    assert moves(Int(5, 20, log=True), 11) == [13, 8, 20, 5]
+    assert moves(Float(0.025, 0.1, log=True), 0.0987) == [0.062996052, 0.039685026, 0.025]  # 0.1: too close
+    assert moves(Float(-0.5, 1.0), 0.5) == [1.0, 0.0, -0.5]  # an equal-distance tie: the higher first
+    assert moves(Int(5, 20, log=True), 20) == [13, 8, 5]
 
 
 def test_a_choice_moves_to_its_neighbours_first() -> None:

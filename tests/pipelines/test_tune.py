@@ -273,9 +273,9 @@ def test_the_gp_sampler_searches_past_its_random_start_and_a_bad_sampler_is_name
     assert max(t.value for t in study.trials[10:]) >= random_best
 
 
-def test_refinement_moves_the_best_trial_one_parameter_at_a_time_the_most_important_first() -> None:
-    """Twelve trials where only x matters: the moves vary x first (fANOVA ranks it first), start from the best
-    trial, and leave out a move a trial already took (the x step down, tried as trial 12)."""
+def test_refinement_is_a_greedy_coordinate_search_from_the_best_trial_the_most_important_parameter_first() -> None:
+    """Twelve trials where only x matters: the moves vary x first (fANOVA ranks it first) over its ladder, from the
+    best trial, leaving out a move a trial already took; once a trial moved y, the order continues at y."""
     import optuna
     from optuna.distributions import FloatDistribution
     from optuna.trial import create_trial
@@ -284,24 +284,29 @@ def test_refinement_moves_the_best_trial_one_parameter_at_a_time_the_most_import
     from recsys.search_space import Float
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = {"x": Float(0.0, 1.2), "y": Float(0.0, 1.2)}
+    space = {"y": Float(0.0, 1.2), "x": Float(0.0, 1.2)}  # ladders: 0, 0.4, 0.8, 1.2
     dists = {k: FloatDistribution(0.0, 1.2) for k in space}
     study = optuna.create_study(direction="maximize")
     for i in range(12):
         x, y = (i * 7 % 12) / 10, (i * 5 % 12) / 10
         study.add_trial(create_trial(params={"x": x, "y": y}, distributions=dists, value=x))
     best = study.best_trial.params
-    assert best["x"] == 1.1
+    assert best == {"x": 1.1, "y": 0.1}
     first = refine_moves(study, space)
-    assert [m["x"] for m in first[:2]] == [1.2, 0.9] and all(m["y"] == best["y"] for m in first[:2])
-    assert best["y"] == 0.1 and [m["y"] for m in first[2:]] == [0.3, 0.0]  # 0.1 - 0.2 clipped to the bound
-    assert all(m["x"] == 1.1 for m in first[2:])
-    study.add_trial(create_trial(params={**best, "x": 0.9}, distributions=dists, value=0.9))
-    assert {m["x"] for m in refine_moves(study, space)} == {1.2, 1.1}  # x 0.9 was tried
+    assert study.user_attrs["refine_order"] == ["x", "y"]  # kept for a continued study
+    assert [(m["x"], m["y"]) for m in first] == [(0.8, 0.1), (0.4, 0.1), (0.0, 0.1),  # 1.2: within a third of a rung
+                                                 (1.1, 0.4), (1.1, 0.8), (1.1, 1.2)]  # 0.0: too close to 0.1
+    study.add_trial(create_trial(params={"x": 0.8, "y": 0.1}, distributions=dists, value=0.8))
+    assert [m["x"] for m in refine_moves(study, space)][:2] == [0.4, 0.0]  # x 0.8 was tried
+    study.add_trial(create_trial(params={"x": 1.1, "y": 0.4}, distributions=dists, value=0.2,
+                                 user_attrs={"refine_param": "y"}))
+    assert [(m["x"], m["y"]) for m in refine_moves(study, space)] == [(1.1, 0.8), (1.1, 1.2), (0.4, 0.1),
+                                                                      (0.0, 0.1)]
 
 
 def test_the_last_share_of_the_budget_refines_the_best_trial(sqlite_store: Path) -> None:
-    """ALS, 6 trials, refine 0.5: trials 3-5 each move one parameter of the best trial before them."""
+    """ALS, 6 trials, refine 0.5: trials 3-5 each move one parameter of the best trial before them, the moved
+    parameter recorded."""
     lines: list[str] = []
     res = tune(_cfg({"name": "als", "validate_every": 1}), sqlite_store / "runs", trials=6, refine=0.5,
                echo=lines.append)
@@ -312,6 +317,7 @@ def test_the_last_share_of_the_budget_refines_the_best_trial(sqlite_store: Path)
         best = max(earlier, key=lambda e: e.value)
         assert sum(t.params[k] != best.params[k] for k in t.params) == 1, (t.number, t.params, best.params)
         assert t.user_attrs["refines"] == best.number
+        assert t.params[t.user_attrs["refine_param"]] != best.params[t.user_attrs["refine_param"]]
     assert sum(line.startswith("  refining: trial ") for line in lines) == 3
     with pytest.raises(ValueError, match="refine is a share"):
         tune(_cfg({"name": "als"}), sqlite_store / "runs", trials=2, refine=1.0)
