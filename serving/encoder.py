@@ -54,6 +54,8 @@ def decayed_mean(vectors: np.ndarray, offsets: np.ndarray, items: np.ndarray, de
     more steps back weigh 0; an empty row gives 0). The one decayed mean: item2vec's ``encode_users`` and the
     served mean encoder both call it. Rows go ``block_events`` events at a time, so memory stays bounded.
     """
+    from scipy import sparse  # here, not at import: serving's import stays numpy-only until a mean is encoded
+
     offsets = np.asarray(offsets, dtype=np.int64)
     out = np.zeros((len(offsets) - 1, vectors.shape[1]), dtype=np.float64)
     r0 = 0
@@ -66,7 +68,10 @@ def decayed_mean(vectors: np.ndarray, offsets: np.ndarray, items: np.ndarray, de
         w = np.power(float(decay), age, dtype=np.float64)
         if max_len is not None:
             w[age >= int(max_len)] = 0.0
-        num = segment_sum(w[:, None] * np.asarray(vectors[its], dtype=np.float64), local)
+        # the weighted row sums as one sparse (rows x events) product: np.add.reduceat over the rows of an
+        # (events, d) array was most of the time an item2vec validation spent encoding users, in a profile
+        weights = sparse.csr_matrix((w, np.arange(len(its)), local), shape=(r1 - r0, len(its)))
+        num = weights @ np.asarray(vectors[its], dtype=np.float64)
         den = segment_sum(w, local)
         out[r0:r1] = num / np.where(den > 0, den, 1.0)[:, None]
         r0 = r1
