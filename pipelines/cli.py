@@ -176,7 +176,9 @@ def serve(
                                     "are saturated (0 = off; the main port answers them too)."),
     worker_nice: int = typer.Option(WORKER_NICE, min=0, max=19,
                                     help="With --health-port: niceness added to the workers, so the health process "
-                                    "is scheduled first on saturated cores (0 = same priority)."),
+                                    "is scheduled first on saturated cores (0 = same priority). Up to 19 favours "
+                                    "probes more on a host that serves only; on a shared host the workers then get "
+                                    "little CPU against other jobs (load_http.md compares 5 and 19)."),
 ) -> None:
     """Serve top-k lookups over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs.
 

@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
                    "from a separate process fed by the workers' heartbeats (0 = off)")
     p.add_argument("--worker-nice", type=int, default=WORKER_NICE, choices=range(20), metavar="0-19",
                    help="with --health-port: niceness added to the workers so the health process is scheduled "
-                   f"first on saturated cores (default {WORKER_NICE}; 0 = same priority)")
+                   f"first on saturated cores (default {WORKER_NICE}; 0 = same priority; up to 19 on a host that "
+                   "serves only: on a shared host the workers then get little CPU against other jobs)")
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     limit_blas_threads(a.blas_threads)
