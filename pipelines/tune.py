@@ -1,20 +1,18 @@
 """`recsys tune`: hyperparameter search in the product, on Optuna.
 
-TPE sampling (multivariate) over the model's declared search space (``Model.search_space``, beside its
-config), then, for the last ``refine`` share of the trials (:data:`REFINE_SHARE`), coordinate moves from the best
-trial (:func:`refine_moves`: a greedy coordinate search, each parameter in turn over its values, the most
-important first), pruning on the validation
-metric (:class:`MarginPruner`: a trial below the bottom quarter of the
-complete ones, compared at the same share of each trial's epochs, by more than its own validation standard
-error; none before 30% of them), each trial a nested MLflow run under the study's run,
-the study in Optuna's RDB storage (by default ``optuna.db`` beside the embedded MLflow store; a database
-URL for a shared one). A rerun with the same study continues it: trials a killed process left RUNNING are
-marked FAIL first (only trials of this machine whose process is gone: a live run's trials, or another
-machine's on a shared database, are never touched), and the trial budget counts
-finished trials (complete or pruned), so no trial is lost or counted twice; a trial whose sampled settings
+TPE sampling (multivariate) over the model's declared search space (``Model.search_space``, beside its config),
+then, for the last ``refine`` share of the trials (:data:`REFINE_SHARE`), coordinate moves from the best trial
+(:func:`refine_moves`: a greedy coordinate search, each parameter in turn over its values, the most important
+first), pruning on the validation metric (:class:`MarginPruner`: a trial below the bottom quarter of the complete
+ones, compared at the same share of each trial's epochs, by more than its own validation standard error; none before
+30% of them), each trial a nested MLflow run under the study's run, the study in Optuna's RDB storage (by default
+``optuna.db`` beside the embedded MLflow store; a database URL for a shared one). A rerun with the same study
+continues it: trials a killed process left RUNNING are marked FAIL first (only trials of this machine whose process
+is gone: a live run's trials, or another machine's on a shared database, are never touched), and the trial budget
+counts finished trials (complete or pruned), so no trial is lost or counted twice; a trial whose sampled settings
 repeat an earlier trial's takes that result without a fit and is not counted (TPE on a small categorical space
-proposes the same point again). A new study's first trial is the
-given config's own values (those inside the space), so the search never ends below where it started.
+proposes the same point again). A new study's first trial is the given config's own values (those inside the space),
+so the search never ends below where it started.
 
 Encode-time parameters (``Model.encode_time``: item2vec's ``scoring`` and ``user_decay``) are not sampled: every
 fit is scored at each combination of their values without a refit, and the trial's value is the best of them (kept
