@@ -12,8 +12,8 @@ and content) there are two members: member 0 an ID-only tower, member 1 a conten
 
 On a CPU the members train at the same time, one thread each (``parallel``): small models use a
 second core poorly, so two members train in little more than the time of one (Beauty, dim 96,
-2 cores: 1.33x the time of one member alone with both cores, 1.47x faster than training them in
-turn; ``experiments/bench_two_tower_ensemble.py``). Every member draws its
+2 cores: 1.27x the time of one member alone with both cores, 1.45x faster than training them in
+turn; ``experiments/reports/bench_two_tower_ensemble.md`` at 6d48050). Every member draws its
 dropout from its own generator (:mod:`~recsys.models.two_tower.rng`), so parallel and sequential
 training give the same members bit for bit.
 """
