@@ -21,6 +21,8 @@ Parts (each writes into ``experiments/reports/bench_item2vec.{json,md}``):
 * ``synthetic``: ``recsys.sources.synthetic`` with 5M events (one fit each).
 * ``rules``: the row-update rules (Adagrad, mean, capped, plain sum) at the library default otherwise, on
   the validation split of ``--rule-sets``: how the default rule was chosen.
+* ``throughput``: the library default (``Item2VecConfig()``) and gensim at the same hyperparameters and
+  threads on each of ``--sets``, ``--repeats`` fits each, alternating; not part of the default ``--parts``.
 
 Throughput = training events x epochs / fit seconds (fit = everything from the training
 sequences to vectors: vocabulary/counts, sampling tables and all epochs; gensim's list-of-token
@@ -32,6 +34,8 @@ whatever contention there was, which is why the two sides alternate within one r
                                                         # gensim 3 times a seed on the 5M synthetic set)
     python experiments/bench_item2vec.py --parts sets --sets beauty,games,ml-1m-sample,ml-latest-small,ml-100k
     python experiments/bench_item2vec.py --parts rules --report-name bench_item2vec_rules   # how the rule was chosen
+    python experiments/bench_item2vec.py --parts throughput --sets beauty,games,ml-1m-sample,ml-latest-small,ml-100k \
+        --repeats 3 --merge
 """
 
 from __future__ import annotations
@@ -207,6 +211,48 @@ def sets_part(names: list[str], tuned: dict[str, Item2VecConfig], seeds: int, wo
     return out
 
 
+def throughput_part(names: list[str], repeats: int, workers: int, synthetic_events: int) -> dict:
+    """The library default against gensim at the same hyperparameters and thread count on each set, fits
+    alternating (which side goes first alternates too); events per second of an epoch from the median fits.
+    The last fit of each side is scored on the test split as a check that both trained."""
+    cfg = dataclasses.replace(Item2VecConfig(), workers=workers)
+    out: dict = {"config": {k: getattr(cfg, k) for k in TUNED}, "repeats": repeats, "workers": workers,
+                 "commit": STARTED_AT}
+    for name in names:
+        split = load_set(name, synthetic_events)
+        sents = sentences(split.train)
+        secs: dict[str, list[float]] = {"ours": [], "gensim": []}
+        last = {}
+        for r in range(repeats):
+            for fitter in (("ours", "gensim") if r % 2 == 0 else ("gensim", "ours")):
+                last[fitter], sec = fit(fitter, split.train, cfg, sents, workers)
+                secs[fitter].append(round(sec, 3))
+            print(f"  {name} round {r + 1}: ours {secs['ours'][-1]:.2f}s  gensim {secs['gensim'][-1]:.2f}s", flush=True)
+        ev = split.train.n_events * cfg.epochs
+        med = {k: statistics.median(v) for k, v in secs.items()}
+        out[name] = {"train_events": split.train.n_events, "fit_s": secs,
+                     "events_per_s_epoch": {k: ev / v for k, v in med.items()},
+                     "throughput_ratio_ours_over_gensim": med["gensim"] / med["ours"],
+                     "test_ndcg_10_last_fit": {k: scores(m, split.test_history, split.test_targets)["ndcg_10"]
+                                               for k, m in last.items()}}
+    return out
+
+
+def throughput_markdown(r: dict) -> list[str]:
+    lines = ["## Throughput: the library default vs gensim at the same hyperparameters and threads", "",
+             f"Configuration (`Item2VecConfig()`): {r['config']}; {r['workers']} worker threads each; {r['repeats']} "
+             f"fits per side and set, alternating; commit {r['commit']}.", "",
+             "| set | training events | ours events/s per epoch | gensim events/s per epoch | ours / gensim | "
+             "fit s ours (median) | fit s gensim (median) | test NDCG@10 of the last fit (ours, gensim) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, p in ((k, v) for k, v in r.items() if isinstance(v, dict) and "fit_s" in v):
+        e, t = p["events_per_s_epoch"], p["test_ndcg_10_last_fit"]
+        lines.append(f"| {name} | {p['train_events']} | {e['ours']:,.0f} | {e['gensim']:,.0f} | "
+                     f"{p['throughput_ratio_ours_over_gensim']:.2f}x | {statistics.median(p['fit_s']['ours']):.2f} | "
+                     f"{statistics.median(p['fit_s']['gensim']):.2f} | {t['ours']:.4f}, {t['gensim']:.4f} |")
+    return [*lines, ""]
+
+
 def merge_sets(old: dict | None, new: dict) -> dict:
     """``new``'s sets, plus those of ``old`` it did not rerun (same configurations required)."""
     if not old or old.get("configs") != new["configs"]:
@@ -321,6 +367,8 @@ def markdown(r: dict) -> str:
         lines += sets_markdown(r["sets"])
     if "rules" in r:
         lines += rules_markdown(r["rules"])
+    if "throughput" in r:
+        lines += throughput_markdown(r["throughput"])
     lines += [f"Side-by-side hyperparameters (parts beauty, synthetic, variants, workers): {r['shared']}", ""]
     for part in ("beauty", "synthetic"):
         if part in r:
@@ -402,7 +450,9 @@ def main(argv: list[str] | None = None) -> dict:
              ("variants", lambda: variants(beauty, base)),
              ("workers", lambda: workers_ab(beauty, base, args.repeats)),
              ("synthetic", lambda: side_by_side(load_synthetic(args.synthetic_events), base, 1, args.workers)),
-             ("rules", lambda: rules_part(args.rule_sets.split(","), args.seeds, args.ours_workers))]
+             ("rules", lambda: rules_part(args.rule_sets.split(","), args.seeds, args.ours_workers)),
+             ("throughput", lambda: throughput_part(args.sets.split(","), args.repeats, args.workers,
+                                                    args.synthetic_events))]
     for name, fn in steps:
         if name in parts:
             print(f"== {name}", flush=True)

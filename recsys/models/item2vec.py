@@ -448,9 +448,10 @@ def skipgram_step(
     p, (g, k), d = len(source), neg.shape, w_in.shape[1]
     pad = g * share - p
     neg_flat = neg.reshape(-1)
+    out_rows = torch.cat([target, neg_flat])  # (P + G*K,) every w_out row the step reads and moves
     u = w_in.index_select(0, source)  # (P, D)
-    v = w_out.index_select(0, target)  # (P, D)
-    nv = w_out.index_select(0, neg_flat).view(g, k, d)  # (G, K, D)
+    vo = w_out.index_select(0, out_rows)  # one gather for targets and negatives
+    v, nv = vo[:p], vo[p:].view(g, k, d)  # (P, D), (G, K, D)
     u3 = (F.pad(u, (0, 0, 0, pad)) if pad else u).view(g, share, d)  # (G, share, D); padded rows are 0
     s_pos = (u * v).sum(1)  # (P,)
     s_neg = torch.bmm(u3, nv.transpose(1, 2))  # (G, share, K)
@@ -470,10 +471,11 @@ def skipgram_step(
     c_tgt = row_coefficients(rule, target, n_rows, lr, cap, dt)
     # a negative row's delta sums the ``share`` pairs of its group: it counts as ``share`` repeats
     c_neg = row_coefficients(rule, neg_flat, n_rows, lr, cap, dt, per_row=share).view(g, 1, k)
-    delta_tgt = u * (g_pos * c_tgt)[:, None]
-    delta_neg = torch.bmm((g_neg * c_neg).transpose(1, 2), u3).view(g * k, d)
+    delta_out = torch.empty(p + g * k, d, dtype=u.dtype, device=u.device)  # targets' then negatives' deltas
+    torch.mul(u, (g_pos * c_tgt)[:, None], out=delta_out[:p])
+    torch.bmm((g_neg * c_neg).transpose(1, 2), u3, out=delta_out[p:].view(g, k, d))
     apply_rows(w_in, [(source, delta_u)], rule=rule, lr=lr, state=state_in, sparse=sparse)
-    apply_rows(w_out, [(target, delta_tgt), (neg_flat, delta_neg)], rule=rule, lr=lr, state=state_out, sparse=sparse)
+    apply_rows(w_out, [(out_rows, delta_out)], rule=rule, lr=lr, state=state_out, sparse=sparse)
     return loss
 
 

@@ -115,10 +115,16 @@ def apply_rows(weight: torch.Tensor, parts: Sequence[tuple[torch.Tensor, torch.T
     uniq, inverse = state.group(torch.cat([rows for rows, _ in parts]) if len(parts) > 1 else parts[0][0])
     d = weight.shape[1]
     summed = torch.zeros(len(uniq), d, dtype=weight.dtype, device=weight.device)  # (U, D) = -g per distinct row
+    # one CPU thread (Hogwild workers, num_threads=1): index_add_ adds whole rows; with several threads its
+    # repeated-index path is slow (_add_rows), so scatter_add_ there and on accelerators
+    serial = weight.device.type == "cpu" and torch.get_num_threads() == 1
     start = 0
     for rows, delta in parts:
-        # scatter_add_, not index_add_: repeated indices take index_add_'s slow multi-threaded path (_add_rows)
-        summed.scatter_add_(0, inverse[start : start + len(rows), None].expand(-1, d), delta.to(weight.dtype))
+        part = inverse[start : start + len(rows)]
+        if serial:
+            summed.index_add_(0, part, delta.to(weight.dtype))
+        else:
+            summed.scatter_add_(0, part[:, None].expand(-1, d), delta.to(weight.dtype))
         start += len(rows)
     acc = state.acc.index_select(0, uniq).add_(torch.linalg.vector_norm(summed, dim=1).square_().div_(d))  # (U,)
     state.acc.index_copy_(0, uniq, acc)
