@@ -51,6 +51,7 @@ BENCHMARKS = {
     "bench_two_tower_step": "two-tower training steps on CPU (dropout, fused AdamW, bf16)",
     "bench_two_tower_ensemble": "ensemble members trained at once against in turn",
     "bench_evaluation": "validation speed: item2vec's user encoding and the evaluator's ranks",
+    "bench_item2vec_step": "item2vec's training step against the one it replaced",
     "bench_serving": "lookups: Annoy, IVF and exact search",
     "load_http": "the HTTP server under mixed load",
     "bench_pipeline": "the scheduled pipeline's steps",
