@@ -18,12 +18,14 @@ diverged on popular items. The loss is checked every step; a non-finite one reru
 the learning rate (recorded), so a fit ends with finite vectors or a :class:`NaNLossError` that says
 where and what to lower. Items that never occur in training are never ranked (:meth:`ineligible_items`).
 
-The defaults are the configuration ``experiments/tune_item2vec.py`` chose on Beauty validation, with the
-same grid and no more fits than gensim's search got (in-out scoring, 128 dimensions, window 5, 20
-negatives, ``ns_exponent`` 0.5, 20 epochs, ``lr`` 0.05, ``user_decay`` 0.4; report
-``experiments/reports/tune_item2vec.md``); ``experiments/reports/bench_item2vec.md`` runs it unchanged on
-every data set against gensim's best of each scoring. ``batch_size`` 4096, ``shared_negatives`` 16 and
-``sparse`` are our batched SGD's own settings, fixed for speed and quality and measured in that benchmark.
+The defaults (in-out scoring, 128 dimensions, window 5, 20 negatives, ``ns_exponent`` 0.5, 20 epochs,
+``lr`` 0.05, ``user_decay`` 0.4) are what ``experiments/tune_item2vec.py`` chose on Beauty validation at
+a369b13, with the same grid and no more fits than gensim's search got, except ``subsample``: 0, chosen
+across the five shared sets (``experiments/reports/defaults.md``). The same search rerun later chose 64
+dimensions and ``lr`` 0.1 (``experiments/reports/tune_item2vec.md``); that choice is not the default.
+``experiments/configs/beauty_item2vec.toml`` keeps the a369b13 choice. ``batch_size`` 4096,
+``shared_negatives`` 16 and ``sparse`` are our batched SGD's own settings, fixed for speed and quality and
+measured in ``experiments/reports/bench_item2vec.md``.
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ class Item2VecConfig:
     item's frequency as a context.
     """
 
-    # defaults: what experiments/tune_item2vec.py chose on Beauty validation (its report), except where noted
+    # defaults: what experiments/tune_item2vec.py chose on Beauty validation at a369b13, except where noted (see
+    # the module docstring: its later rerun chose dim 64 and lr 0.1, not adopted)
     mode: Literal["skipgram", "cbow"] = "skipgram"  # skip-gram pairs, or CBOW (mean of the window predicts the centre)
     dim: int = 128  # vector width
     window: int = 5  # context distance (dynamic: each centre draws 1..window)
