@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 #: config fields that decide a two-tower's tensor shapes: warm start needs them equal
 ARCHITECTURE = ("dim", "max_len", "n_layers", "n_heads", "user_tower", "pooling", "fusion", "item_id", "features",
-                "text_buckets")
+                "text_buckets", "mixer", "bsa_keep")
 
 
 def from_champion(champion: dict | None, run_path: Path, label: str, name: str, params: dict,

@@ -78,7 +78,8 @@ def required_weights(spec: Mapping) -> list[str]:
     else:
         for i in range(int(spec["n_layers"])):
             names += [f"blocks.{i}.{n}.weight" for n in ("ln1", "qkv", "proj", "ln2", "ffn.0", "ffn.3")]
-        names += ["ln_f.weight", "ln_f.bias"]
+            names += [f"blocks.{i}.beta"] if spec.get("mixer") == "bsa" else []
+        names += ["ln_f.weight", "ln_f.bias"] + (["lowpass"] if spec.get("mixer") == "bsa" else [])
     return names
 
 
@@ -88,7 +89,7 @@ class TowerEncoder:
     Parameters
     ----------
     spec : ``{"kind": "pooled" | "transformer", "pooling", "dim", "max_len", "n_layers", "n_heads",
-        "normalize"}``.
+        "normalize"}``, and for a Transformer with BSARec's filter ``"mixer": "bsa"`` and ``"bsa_alpha"``.
     weights : name -> array (see the module docstring).
     """
 
@@ -159,6 +160,15 @@ class TowerEncoder:
         h = _ln(pooled, self.w["norm.weight"], self.w["norm.bias"])
         return pooled + self._lin(_gelu(self._lin(h, "mlp.0")), "mlp.3")
 
+    def _filter(self, z: np.ndarray, beta: np.ndarray, last: bool) -> np.ndarray:
+        """``recsys.models.two_tower.user_tower.frequency_filter`` of ``z`` (B, T, D), padding already 0: the
+        right-aligned window's low frequencies plus beta**2 times the rest; the newest position alone if ``last``."""
+        t = z.shape[1]
+        rows = self.w["lowpass"][-1:, -t:] if last else self.w["lowpass"][-t:, -t:]
+        low = np.einsum("st,btd->bsd", rows, z)
+        zz = z[:, -1:] if last else z
+        return low + beta * beta * (zz - low)
+
     def _transformer(self, x: np.ndarray, valid: np.ndarray) -> np.ndarray:
         b, t, d = x.shape
         heads, hd = int(self.spec["n_heads"]), d // int(self.spec["n_heads"])
@@ -172,9 +182,11 @@ class TowerEncoder:
             mask = self._visible(valid)[:, None]  # (B, 1, T, T)
         n_layers = int(self.spec["n_layers"])
         scale = np.float32(1.0 / np.sqrt(hd))
+        alpha = float(self.spec["bsa_alpha"]) if self.spec.get("mixer") == "bsa" else 0.0
         for i in range(n_layers):
             p, last = f"blocks.{i}", i == n_layers - 1
             x1 = _ln(h, self.w[f"{p}.ln1.weight"], self.w[f"{p}.ln1.bias"])
+            filt = self._filter(x1 if dense else x1 * valid[..., None], self.w[f"{p}.beta"], last) if alpha else None
             if last:  # the user vector is the newest position's output: its query alone in the last block
                 q = self._lin_cols(x1[:, -1:], f"{p}.qkv", 0, d)
                 kv = self._lin_cols(x1, f"{p}.qkv", d, 3 * d)
@@ -190,7 +202,10 @@ class TowerEncoder:
                 att = _softmax_inplace(scores) @ v
             else:
                 att = _softmax(np.where(mask[:, :, -1:] if last else mask, scores, -np.inf)) @ v
-            h = h + self._lin(att.transpose(0, 2, 1, 3).reshape(b, -1, d), f"{p}.proj")
+            mixed = self._lin(att.transpose(0, 2, 1, 3).reshape(b, -1, d), f"{p}.proj")
+            if filt is not None:
+                mixed = np.float32(alpha) * filt + np.float32(1.0 - alpha) * mixed
+            h = h + mixed
             f = _ln(h, self.w[f"{p}.ln2.weight"], self.w[f"{p}.ln2.bias"])
             h = h + self._lin(_gelu(self._lin(f, f"{p}.ffn.0")), f"{p}.ffn.3")
         return _ln(h, self.w["ln_f.weight"], self.w["ln_f.bias"])[:, -1]

@@ -29,7 +29,13 @@ from recsys.models.two_tower.data import (
 )
 from recsys.models.two_tower.features import text_tokens
 from recsys.models.two_tower.item_tower import gather_bags
-from recsys.models.two_tower.user_tower import FastDropout, PooledUserTower, TransformerUserTower, attention
+from recsys.models.two_tower.user_tower import (
+    FastDropout,
+    PooledUserTower,
+    TransformerUserTower,
+    attention,
+    lowpass_matrix,
+)
 from recsys.prepare.sequences import Sequences
 
 TINY = dict(dim=8, max_len=6, n_heads=2, epochs=2, batch_size=8, lr=5e-3, warmup_steps=2)
@@ -126,6 +132,71 @@ def test_last_only_is_the_last_output(tower: int) -> None:
     last = net(x, valid, last_only=True)
     assert last.shape == (3, 1, 8)
     torch.testing.assert_close(last, net(x, valid)[:, -1:])
+
+
+def test_lowpass_matrix_keeps_the_lowest_frequencies() -> None:
+    np.testing.assert_allclose(lowpass_matrix(6, 1), np.full((6, 6), 1 / 6), atol=1e-7)  # the mean
+    np.testing.assert_allclose(lowpass_matrix(6, 4), np.eye(6), atol=1e-6)  # all 6 // 2 + 1 bins: the identity
+    z = np.random.default_rng(0).normal(size=(7, 3))
+    spec = np.fft.rfft(z, axis=0)
+    spec[2:] = 0
+    np.testing.assert_allclose(lowpass_matrix(7, 2) @ z, np.fft.irfft(spec, n=7, axis=0), atol=1e-5)
+
+
+def _bsa_tower(**kw: object) -> TransformerUserTower:
+    torch.manual_seed(0)
+    net = TransformerUserTower(TwoTowerConfig(dim=8, max_len=6, n_heads=2, dropout=0.0, mixer="bsa",
+                                              windows="prefix", bsa_keep=2, **kw)).eval()
+    with torch.no_grad():
+        for blk in net.blocks:
+            blk.beta.uniform_(0.2, 1.5)  # a trained beta: the high frequencies damped, not passed through
+    return net
+
+
+def test_bsa_tower_newest_output_ignores_padding_and_last_only_matches() -> None:
+    """The filter mixes the whole window, but over zeroed padding and a right-aligned matrix, so the newest
+    output (what prefix training and serving use) is the same with any amount of left padding or trimmed."""
+    net = _bsa_tower()
+    x = torch.randn(2, 6, 8)
+    valid = torch.tensor([[False, False, True, True, True, True], [False, False, False, False, True, True]])
+    out = net(x, valid)[:, -1]
+    noisy = x.masked_fill(~valid[..., None], 0.0) + (~valid[..., None]) * torch.randn(2, 6, 8) * 7
+    torch.testing.assert_close(net(noisy, valid)[:, -1], out)
+    torch.testing.assert_close(net(x[:, 2:], valid[:, 2:])[:, -1], out)  # trimmed, as training does
+    torch.testing.assert_close(net(x[1:, 4:], valid[1:, 4:])[:, -1], out[1:])  # no padding at all
+    torch.testing.assert_close(net(x, valid, last_only=True)[:, -1], out)
+    attention_only = TransformerUserTower(TwoTowerConfig(dim=8, max_len=6, n_heads=2, dropout=0.0)).eval()
+    attention_only.load_state_dict({k: v for k, v in net.state_dict().items() if "beta" not in k and k != "lowpass"})
+    assert not torch.allclose(attention_only(x, valid)[:, -1], out)  # the filter takes part
+
+
+def test_numpy_bsa_tower_matches_torch_padded_and_unpadded() -> None:
+    from serving.towers import TowerEncoder
+
+    net = _bsa_tower()
+    table = torch.randn(10, 8)
+    weights = {"item_table": table.numpy(), **{k: v.numpy() for k, v in net.state_dict().items()}}
+    spec = {"kind": "transformer", "pooling": "attention", "max_len": 6, "n_layers": 2, "n_heads": 2,
+            "normalize": False, "mixer": "bsa", "bsa_alpha": 0.7}
+    enc = TowerEncoder(spec, weights)
+    padded = np.array([[0, 0, 3, 4, 5, 6], [0, 0, 0, 0, 1, 9], [1, 2, 3, 4, 5, 6]])
+    with torch.no_grad():
+        want = net(table[padded], torch.from_numpy(padded > 0), last_only=True)[:, -1].numpy()
+    np.testing.assert_allclose(enc.encode_padded(padded), want, atol=2e-5)
+    np.testing.assert_allclose(enc.encode_padded(padded[1:2, 4:]), want[1:2], atol=2e-5)  # one request, no padding
+    with pytest.raises(ValueError, match="lowpass"):
+        TowerEncoder(spec, {k: v for k, v in weights.items() if k != "lowpass"})
+
+
+def test_bsa_needs_the_transformer_and_prefixes() -> None:
+    with pytest.raises(ConfigError, match="mixer"):
+        TwoTowerConfig(mixer="bsa", windows="sliding")
+    with pytest.raises(ConfigError, match="mixer"):
+        TwoTowerConfig(mixer="bsa", windows="prefix", user_tower="pooled")
+    with pytest.raises(ConfigError, match="bsa_keep"):
+        TwoTowerConfig(mixer="bsa", windows="prefix", max_len=6, bsa_keep=5)
+    with pytest.raises(ConfigError, match="bsa_alpha"):
+        TwoTowerConfig(mixer="bsa", windows="prefix", bsa_alpha=1.5)
 
 
 def test_fast_dropout_and_explicit_attention() -> None:
@@ -244,6 +315,7 @@ def _features(n_items: int) -> ItemFeatures:
 
 @pytest.mark.parametrize("extra", [
     dict(user_tower="transformer", loss="full"),
+    dict(user_tower="transformer", loss="full", windows="prefix", mixer="bsa", bsa_keep=2),
     dict(user_tower="pooled", loss="sampled", logq="streaming", n_uniform_negatives=5, similarity="cosine",
          fusion="concat", id_dropout=0.3),
 ])
@@ -333,7 +405,8 @@ def test_early_stopping_restores_the_best_epoch() -> None:
 
 # -- export for serving without torch -----------------------------------------------------------
 @pytest.mark.parametrize("extra", [dict(user_tower="transformer"), dict(user_tower="pooled", similarity="cosine"),
-                                   dict(user_tower="pooled", pooling="mean")])
+                                   dict(user_tower="pooled", pooling="mean"),
+                                   dict(user_tower="transformer", windows="prefix", mixer="bsa", bsa_keep=2)])
 def test_numpy_user_encoder_matches_torch(extra: dict) -> None:
     from recsys.export.bundle import model_encoder
 

@@ -46,6 +46,14 @@ class TwoTowerConfig:
     pooling: Literal["mean", "attention"] = "attention"  # pooled tower only
     n_layers: int = 2  # transformer only
     n_heads: int = 2  # transformer only: attention heads; dim must be a multiple
+    # transformer only, what mixes positions in a block: "attention" alone, or "bsa" (BSARec's attentive inductive
+    # bias): bsa_alpha x a frequency filter of the block's input + (1 - bsa_alpha) x attention. The filter keeps
+    # the bsa_keep lowest frequencies of the (max_len) sequence and adds back beta**2 x the rest (beta: a learned
+    # (dim,) vector per block, 1 at init). It mixes all positions of the window, so it needs windows = "prefix"
+    # (only the newest position is trained and served, and everything it sees is its past)
+    mixer: Literal["attention", "bsa"] = "attention"
+    bsa_alpha: float = 0.7  # in [0, 1]: the filter's share of the mix (BSARec's alpha; 0.7 its Beauty setting)
+    bsa_keep: int = 3  # low frequencies kept, 1..max_len // 2 + 1 (1 = the mean; BSARec's c = 5 keeps 5 // 2 + 1)
     dropout: float = 0.2  # dropout probability in the towers, in [0, 1)
     # training examples: "sliding" windows (every position predicts its next item, one pass per window) or
     # "prefix" (one example per target, its right-aligned history; loss at the newest position only, so the
@@ -86,6 +94,9 @@ class TwoTowerConfig:
             "lr": self.lr > 0, "text_buckets": self.text_buckets >= 1, "patience": self.patience >= 0,
             "ngram_max": 1 <= self.ngram_min <= self.ngram_max, "n_uniform_negatives": self.n_uniform_negatives >= 0,
             "warm_epochs": self.warm_epochs >= 0,
+            "mixer": self.mixer in ("attention", "bsa") and (self.mixer == "attention" or (
+                self.user_tower == "transformer" and self.windows == "prefix")),
+            "bsa_alpha": 0.0 <= self.bsa_alpha <= 1.0, "bsa_keep": 1 <= self.bsa_keep <= self.max_len // 2 + 1,
         }
         unknown = set(self.features) - {"categories", "ngrams", "text", "vectors"}
         checks["features"] = not unknown and not {"text", "vectors"} <= set(self.features) and (
@@ -96,7 +107,8 @@ class TwoTowerConfig:
             raise ConfigError(
                 f"TwoTowerConfig: invalid value(s) {shown}; dims/counts must be positive, dropouts in [0, 1), "
                 "dim divisible by n_heads, ngram_min <= ngram_max; features from categories, ngrams, text, vectors "
-                "(text or vectors, not both; vectors needs vectors_path)"
+                "(text or vectors, not both; vectors needs vectors_path); mixer \"bsa\" needs user_tower "
+                "\"transformer\" and windows \"prefix\", bsa_alpha in [0, 1], 1 <= bsa_keep <= max_len // 2 + 1"
             )
 
 

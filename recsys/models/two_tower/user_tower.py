@@ -7,10 +7,16 @@ item, and the user vector is the output at the last position (the most recent it
 With ``last_only=True`` they return only that last output ``(B, 1, D)`` and skip work no other
 output needs (the Transformer's last block attends and runs its FFN for the newest query only):
 the same values, for prefix training and for encoding users.
+
+With ``mixer = "bsa"`` (BSARec's attentive inductive bias) each Transformer block adds a frequency filter
+of its input to attention; the filter sees every position of the window, so only the newest output is
+causal (which is all prefix training and encoding use). It is a fixed (max_len, max_len) matrix over the
+right-aligned window, with padded positions zeroed, so outputs stay invariant to extra left padding.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -94,10 +100,30 @@ class PooledUserTower(nn.Module):
         return pooled + self.mlp(self.norm(pooled))
 
 
-class Block(nn.Module):
-    """Pre-LayerNorm Transformer block: x + attn(LN(x)); x + FFN(LN(x))."""
+def lowpass_matrix(n: int, keep: int) -> np.ndarray:
+    """(n, n) float32 ``L`` with ``L @ z`` = ``z`` (along its first axis) with only its ``keep`` lowest
+    frequencies: ``irfft(rfft(z)[:keep], n)``. ``keep = 1`` gives the mean of the ``n`` positions."""
+    spec = np.fft.rfft(np.eye(n), axis=0)  # column j: the spectrum of the unit vector e_j
+    spec[keep:] = 0
+    return np.fft.irfft(spec, n=n, axis=0).astype(np.float32)
 
-    def __init__(self, d: int, n_heads: int, dropout: float) -> None:
+
+def frequency_filter(z: torch.Tensor, lowpass: torch.Tensor, beta: torch.Tensor, last_only: bool) -> torch.Tensor:
+    """BSARec's filter of ``z`` (B, T, D), padded positions already 0: its low frequencies plus ``beta**2``
+    times the rest, over the right-aligned ``lowpass`` window (the last T rows and columns); with ``last_only``
+    the newest position alone (B, 1, D)."""
+    t = z.shape[1]
+    rows = lowpass[-1:, -t:] if last_only else lowpass[-t:, -t:]  # (T or 1, T)
+    low = torch.einsum("st,btd->bsd", rows.to(z.dtype), z)
+    zz = z[:, -1:] if last_only else z
+    return low + beta.to(z.dtype).square() * (zz - low)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm Transformer block: x + attn(LN(x)); x + FFN(LN(x)). With ``bsa_alpha`` > 0 (BSARec):
+    x + (alpha * filter(LN(x)) + (1 - alpha) * attn(LN(x))), the filter of :func:`frequency_filter`."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float, bsa_alpha: float = 0.0) -> None:
         super().__init__()
         self.n_heads = n_heads
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
@@ -106,11 +132,21 @@ class Block(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), FastDropout(dropout), nn.Linear(4 * d, d))
         self.drop = FastDropout(dropout)
         self.p = dropout
+        self.bsa_alpha = bsa_alpha
+        if bsa_alpha > 0:
+            self.beta = nn.Parameter(torch.ones(d))  # 1: the filter starts as the identity
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """(B, T, D) -> (B, T, D); with ``last_only`` (B, 1, D), the newest position's output alone."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False,
+                lowpass: torch.Tensor | None = None, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D); with ``last_only`` (B, 1, D), the newest position's output alone.
+        ``lowpass`` and ``valid`` (B, T) are the frequency filter's (``bsa_alpha`` > 0 only)."""
         b, t, d = x.shape
         h = self.ln1(x)
+        filt = None
+        if self.bsa_alpha > 0:
+            if lowpass is None or valid is None:
+                raise ValueError("a BSA block needs the tower's lowpass matrix and the validity mask")
+            filt = frequency_filter(h * valid[..., None].to(h.dtype), lowpass, self.beta, last_only)
         if last_only:  # keys and values of every position, the query of the newest one only
             q = F.linear(h[:, -1:], self.qkv.weight[:d], self.qkv.bias[:d])
             k, v = F.linear(h, self.qkv.weight[d:], self.qkv.bias[d:]).split(d, dim=-1)
@@ -120,7 +156,10 @@ class Block(nn.Module):
         hd = d // self.n_heads
         q, k, v = (z.view(b, -1, self.n_heads, hd).transpose(1, 2) for z in (q, k, v))  # (B, H, T or 1, hd)
         att = attention(q, k, v, mask[:, None], self.p if self.training else 0.0)
-        x = x + self.drop(self.proj(att.transpose(1, 2).reshape(b, -1, d)))
+        mixed = self.proj(att.transpose(1, 2).reshape(b, -1, d))
+        if filt is not None:
+            mixed = self.bsa_alpha * filt + (1.0 - self.bsa_alpha) * mixed
+        x = x + self.drop(mixed)
         return x + self.drop(self.ffn(self.ln2(x)))
 
 
@@ -133,8 +172,12 @@ class TransformerUserTower(nn.Module):
         self.scale = d**0.5
         self.pos = nn.Embedding(cfg.max_len, d)
         self.drop = FastDropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_layers))
+        alpha = cfg.bsa_alpha if cfg.mixer == "bsa" else 0.0
+        self.blocks = nn.ModuleList(Block(d, cfg.n_heads, cfg.dropout, alpha) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(d)
+        # saved with the weights (BSA only), so serving's numpy tower reads the same matrix
+        self.register_buffer("lowpass", torch.from_numpy(lowpass_matrix(cfg.max_len, cfg.bsa_keep)) if alpha > 0
+                             else None)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         t = x.shape[1]
@@ -143,7 +186,7 @@ class TransformerUserTower(nn.Module):
         h = self.drop(x * self.scale + self.pos(pos)[None]) * valid[..., None].to(x.dtype)  # (B, T, D)
         mask = causal_mask(valid)
         for i, blk in enumerate(self.blocks):
-            h = blk(h, mask, last_only=last_only and i == len(self.blocks) - 1)
+            h = blk(h, mask, last_only=last_only and i == len(self.blocks) - 1, lowpass=self.lowpass, valid=valid)
         return self.ln_f(h)
 
 

@@ -1,0 +1,154 @@
+"""Ablation of the Transformer user tower's options on Amazon Beauty, chosen on validation, tested once.
+
+Each option is a set of :class:`~recsys.models.two_tower.TwoTowerConfig` overrides on a base configuration
+(``experiments/configs/beauty_two_tower_<base>.toml``, ``--base transformer`` or ``ensemble``). Every option is
+fitted with ``--seeds`` seeds (the config's seed, +1, +2), early-stopped on validation NDCG@10 and scored on the
+validation split only; the report gives mean ± sd over the seeds, the epochs and the fit time. The test split is
+scored only for ``--final NAME`` (the configuration chosen from the validation table), once per seed.
+
+    python experiments/ablation_two_tower.py --options baseline,bsa --seeds 3          # validation rows
+    python experiments/ablation_two_tower.py --final bsa --seeds 3                      # the chosen one on test
+    python experiments/ablation_two_tower.py --options baseline,bsa --device cuda       # on a lent GPU
+    python experiments/ablation_two_tower.py --quick --options baseline,bsa             # smoke run
+
+Rows of options not rerun are kept from the previous report (each row names its command, commit and device),
+so the table can be filled over several runs and machines: fit times compare only within one device.
+Writes ``experiments/reports/ablation_two_tower{,_quick}.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import harness  # same folder
+from beauty_baselines import DEFAULT_DATA, REPORTS, read_beauty  # same folder; same reader as the baselines
+from beauty_two_tower import tower_config  # same folder
+
+from recsys import atomic
+from recsys.config import to_dict
+from recsys.evaluation.evaluator import EvalProtocol, evaluate_model, make_validator
+from recsys.prepare.split import SplitData, leave_last_out
+
+#: option name -> config overrides (one change at a time, and combinations named as such)
+OPTIONS: dict[str, dict] = {
+    "baseline": {},
+    "bsa": {"mixer": "bsa", "bsa_alpha": 0.7, "bsa_keep": 3},  # BSARec's Beauty setting (alpha 0.7, c 5)
+    "bsa alpha 0.5": {"mixer": "bsa", "bsa_alpha": 0.5, "bsa_keep": 3},
+    "bsa alpha 0.9": {"mixer": "bsa", "bsa_alpha": 0.9, "bsa_keep": 3},
+    "bsa keep 2": {"mixer": "bsa", "bsa_alpha": 0.7, "bsa_keep": 2},
+    "bsa keep 6": {"mixer": "bsa", "bsa_alpha": 0.7, "bsa_keep": 6},
+}
+METRICS = ("hr_10", "ndcg_10")
+
+
+def fit_one(base: str, overrides: dict, seed_offset: int, split: SplitData, protocol: EvalProtocol,
+            args: argparse.Namespace, test: bool) -> dict:
+    """One fit of ``base`` + ``overrides`` at the config's seed + ``seed_offset``: validation (and test) scores."""
+    cls, cfg = tower_config(base, args.quick, args.epochs)
+    cfg = dataclasses.replace(cfg, **overrides, seed=cfg.seed + seed_offset)
+    model = cls(cfg, device=args.device)
+    t0 = time.perf_counter()
+    epochs: list[int] = []
+
+    def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
+        epochs.append(epoch)
+        print(f"  seed +{seed_offset} epoch {epoch}: val NDCG@10 {metrics.get('val_ndcg_10', float('nan')):.5f}",
+              flush=True)
+
+    model.fit(split.train, on_epoch_end=on_epoch_end,
+              validate=make_validator(split.valid_history, split.valid_targets, protocol))
+    fit_s = time.perf_counter() - t0
+    val = evaluate_model(model, split.valid_history, split.valid_targets, protocol)
+    row = {"seed": cfg.seed, "fit_s": round(fit_s, 1), "epochs": len(epochs),
+           "val": {k: round(val[k], 5) for k in METRICS}}
+    if test:
+        scores = evaluate_model(model, split.test_history, split.test_targets, protocol)
+        row["test"] = {k: round(scores[k], 5) for k in METRICS}
+    row["config"] = to_dict(cfg)
+    return row
+
+
+def summary(runs: list[dict], part: str) -> dict:
+    out = {}
+    for m in METRICS:
+        values = [r[part][m] for r in runs]
+        out[m] = {"mean": round(statistics.mean(values), 5),
+                  "sd": round(statistics.stdev(values), 5) if len(values) > 1 else 0.0}
+    return out
+
+
+def write_report(res: dict, name: str) -> None:
+    path = REPORTS / f"{name}.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    rows = {**{k: v for k, v in old.get("rows", {}).items() if k not in res["rows"]}, **res["rows"]}
+    final = res.get("final") or old.get("final")
+    out = {**res, "rows": rows, "final": final}
+    atomic.write_text(path, json.dumps(out, indent=1) + "\n")
+    lines = ["# Transformer user tower: options on Beauty validation, the chosen one on test", "",
+             *harness.header_lines(res["meta"]),
+             f"Base configuration: `experiments/configs/beauty_two_tower_{res['base']}.toml`. Each row is a change "
+             "of it, fitted with the seeds listed, early-stopped on validation NDCG@10; mean ± sd over the seeds. "
+             "Test scores appear only for the final configuration.", "",
+             "| option | overrides | val NDCG@10 | val HR@10 | seeds | epochs (mean) | fit s | device | commit |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for label, r in sorted(rows.items(), key=lambda kv: -kv[1]["val"]["ndcg_10"]["mean"]):
+        v = r["val"]
+        lines.append(f"| {label} | {r['overrides'] or '-'} | {v['ndcg_10']['mean']:.4f} ± {v['ndcg_10']['sd']:.4f} | "
+                     f"{v['hr_10']['mean']:.4f} ± {v['hr_10']['sd']:.4f} | {len(r['runs'])} | "
+                     f"{statistics.mean(x['epochs'] for x in r['runs']):.1f} | "
+                     f"{statistics.mean(x['fit_s'] for x in r['runs']):.0f} | {r['device']} | {r['commit']} |")
+    if final:
+        t = final["test"]
+        lines += ["", f"## Final configuration on test: {final['option']} ({final['overrides'] or 'no change'})", "",
+                  f"Test NDCG@10 {t['ndcg_10']['mean']:.4f} ± {t['ndcg_10']['sd']:.4f}, HR@10 "
+                  f"{t['hr_10']['mean']:.4f} ± {t['hr_10']['sd']:.4f} over {len(final['runs'])} seeds (device "
+                  f"{final['device']}, commit {final['commit']}; chosen from the validation table).", ""]
+    atomic.write_text(REPORTS / f"{name}.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--options", default="", help=f"comma list of: {', '.join(OPTIONS)}")
+    ap.add_argument("--final", default="", help="score this option on test (after choosing it on validation)")
+    ap.add_argument("--base", default="transformer", choices=("transformer", "ensemble"))
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, help="override the base config's epochs")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Beauty.txt (user i1 i2 ... per line)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 2000 users, 2 epochs, dim 32")
+    args = ap.parse_args(argv)
+    names = [o for o in args.options.split(",") if o]
+    unknown = [o for o in [*names, *([args.final] if args.final else [])] if o not in OPTIONS]
+    if unknown or not (names or args.final):
+        raise SystemExit(f"give --options and/or --final from: {', '.join(OPTIONS)} (unknown: {unknown})")
+    run = harness.ReportRun(seeds=list(range(args.seeds)), argv=sys.argv[1:] if argv is None else argv)
+    events, n_users, n_items = read_beauty(args.data, 2000 if args.quick else None)
+    split = leave_last_out(events, n_users, n_items)
+    protocol = EvalProtocol(split="leave_last_out", ks=(10,), fingerprint=split.fingerprint)
+    where = {"device": args.device, "commit": run.meta["commit"] + ("+dirty" if run.meta["dirty"] else ""),
+             "command": run.meta["command"]}
+    rows = {}
+    for name in names:
+        print(f"== {name}: {OPTIONS[name]}", flush=True)
+        runs = [fit_one(args.base, OPTIONS[name], s, split, protocol, args, test=False) for s in range(args.seeds)]
+        rows[name] = {"overrides": OPTIONS[name], "runs": runs, "val": summary(runs, "val"), **where}
+    final = None
+    if args.final:
+        print(f"== final, on test: {args.final}", flush=True)
+        runs = [fit_one(args.base, OPTIONS[args.final], s, split, protocol, args, test=True)
+                for s in range(args.seeds)]
+        final = {"option": args.final, "overrides": OPTIONS[args.final], "runs": runs,
+                 "val": summary(runs, "val"), "test": summary(runs, "test"), **where}
+    res = {"meta": run.finish(), "base": args.base, "rows": rows, "final": final}
+    write_report(res, "ablation_two_tower_quick" if args.quick else "ablation_two_tower")
+
+
+if __name__ == "__main__":
+    main()
