@@ -17,8 +17,8 @@ indices of the bundle, oldest first. Kinds:
 ``bpr``
     BPR fold-in (:func:`bpr_fold_in`): gradient steps on the BPR objective from 0 with the item factors
     fixed; the last item column is the bias and the user vector ends with 1.
-``pooled``, ``transformer``
-    the two-tower user towers (:mod:`serving.towers`).
+``pooled``, ``transformer``, ``transformer_bsa``
+    the two-tower user towers (:mod:`serving.towers`; ``transformer_bsa`` adds BSARec's frequency filter).
 ``ensemble``
     ``members`` (a list of member specs, weights prefixed ``m<i>.``) side by side, scaled by
     ``1 / sqrt(members)`` when ``normalize`` (cosine models: each member's vector is unit length).
@@ -34,7 +34,7 @@ import numpy as np
 
 from serving.towers import TowerEncoder
 
-ENCODER_KINDS = ("none", "mean", "als", "bpr", "pooled", "transformer", "ensemble")
+ENCODER_KINDS = ("none", "mean", "als", "bpr", "pooled", "transformer", "transformer_bsa", "ensemble")
 _CHUNK_EVENTS = 1 << 16  # events per batch step: bounds the (events, dim) temporaries
 
 

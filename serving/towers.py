@@ -71,6 +71,7 @@ def _softmax_inplace(z: np.ndarray) -> np.ndarray:
 def required_weights(spec: Mapping) -> list[str]:
     """Weight names a tower spec needs (the loader checks they are all in the bundle)."""
     names = ["item_table", "norm.weight", "norm.bias"] if spec["kind"] == "pooled" else ["item_table", "pos.weight"]
+    bsa = spec["kind"] == "transformer_bsa"
     if spec["kind"] == "pooled":
         names += ["mlp.0.weight", "mlp.3.weight"]
         if spec["pooling"] == "attention":
@@ -78,8 +79,8 @@ def required_weights(spec: Mapping) -> list[str]:
     else:
         for i in range(int(spec["n_layers"])):
             names += [f"blocks.{i}.{n}.weight" for n in ("ln1", "qkv", "proj", "ln2", "ffn.0", "ffn.3")]
-            names += [f"blocks.{i}.beta"] if spec.get("mixer") == "bsa" else []
-        names += ["ln_f.weight", "ln_f.bias"] + (["lowpass"] if spec.get("mixer") == "bsa" else [])
+            names += [f"blocks.{i}.beta"] if bsa else []
+        names += ["ln_f.weight", "ln_f.bias"] + (["lowpass"] if bsa else [])
     return names
 
 
@@ -88,8 +89,9 @@ class TowerEncoder:
 
     Parameters
     ----------
-    spec : ``{"kind": "pooled" | "transformer", "pooling", "dim", "max_len", "n_layers", "n_heads",
-        "normalize"}``, and for a Transformer with BSARec's filter ``"mixer": "bsa"`` and ``"bsa_alpha"``.
+    spec : ``{"kind": "pooled" | "transformer" | "transformer_bsa", "pooling", "dim", "max_len", "n_layers",
+        "n_heads", "normalize"}``; ``"transformer_bsa"`` (a Transformer with BSARec's frequency filter, its own
+        kind so that a server too old to know the filter refuses the bundle) also needs ``"bsa_alpha"``.
     weights : name -> array (see the module docstring).
     """
 
@@ -107,7 +109,7 @@ class TowerEncoder:
         tril = np.tril(np.ones((self.max_len, self.max_len), dtype=bool))
         self._causal = np.where(tril, np.float32(0.0), np.float32(-np.inf))
         self._slices: dict[tuple, tuple] = {}  # the last block's query and key/value columns, split once
-        if spec["kind"] == "transformer":
+        if spec["kind"] != "pooled":
             name, d = f"blocks.{int(spec['n_layers']) - 1}.qkv", self.w["item_table"].shape[1]
             bias = self.w.get(f"{name}.bias")
             for a, b in ((0, d), (d, 3 * d)):
@@ -123,7 +125,7 @@ class TowerEncoder:
         padded = np.asarray(padded, dtype=np.int64)[:, -self.max_len:]
         x = self.w["item_table"][padded]  # (B, T, D)
         valid = padded > 0
-        out = self._transformer(x, valid) if self.spec["kind"] == "transformer" else self._pooled(x, valid)
+        out = self._pooled(x, valid) if self.spec["kind"] == "pooled" else self._transformer(x, valid)
         if self.spec.get("normalize"):
             out = out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
         return out.astype(np.float32)
@@ -182,7 +184,7 @@ class TowerEncoder:
             mask = self._visible(valid)[:, None]  # (B, 1, T, T)
         n_layers = int(self.spec["n_layers"])
         scale = np.float32(1.0 / np.sqrt(hd))
-        alpha = float(self.spec["bsa_alpha"]) if self.spec.get("mixer") == "bsa" else 0.0
+        alpha = float(self.spec["bsa_alpha"]) if self.spec["kind"] == "transformer_bsa" else 0.0
         for i in range(n_layers):
             p, last = f"blocks.{i}", i == n_layers - 1
             x1 = _ln(h, self.w[f"{p}.ln1.weight"], self.w[f"{p}.ln1.bias"])

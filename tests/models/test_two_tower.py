@@ -176,8 +176,8 @@ def test_numpy_bsa_tower_matches_torch_padded_and_unpadded() -> None:
     net = _bsa_tower()
     table = torch.randn(10, 8)
     weights = {"item_table": table.numpy(), **{k: v.numpy() for k, v in net.state_dict().items()}}
-    spec = {"kind": "transformer", "pooling": "attention", "max_len": 6, "n_layers": 2, "n_heads": 2,
-            "normalize": False, "mixer": "bsa", "bsa_alpha": 0.7}
+    spec = {"kind": "transformer_bsa", "pooling": "attention", "max_len": 6, "n_layers": 2, "n_heads": 2,
+            "normalize": False, "bsa_alpha": 0.7}
     enc = TowerEncoder(spec, weights)
     padded = np.array([[0, 0, 3, 4, 5, 6], [0, 0, 0, 0, 1, 9], [1, 2, 3, 4, 5, 6]])
     with torch.no_grad():

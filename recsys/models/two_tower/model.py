@@ -183,8 +183,8 @@ class TwoTower(Model):
         weights.update({k: v.float().cpu().numpy() for k, v in net["user"].state_dict().items()})
         spec = {"kind": cfg.user_tower, "pooling": cfg.pooling, "max_len": cfg.max_len, "n_layers": cfg.n_layers,
                 "n_heads": cfg.n_heads, "normalize": self.similarity == "cosine"}
-        if cfg.mixer == "bsa":  # only then: bundles of attention-only towers keep their spec
-            spec.update(mixer="bsa", bsa_alpha=cfg.bsa_alpha)
+        if cfg.mixer == "bsa":  # a kind of its own: a server that does not know the filter refuses the bundle
+            spec.update(kind="transformer_bsa", bsa_alpha=cfg.bsa_alpha)
         return spec, weights
 
     def encode_item_features(self, features: ItemFeatures) -> np.ndarray:
