@@ -15,7 +15,7 @@ REPORTS = REPO / "experiments" / "reports"
 COMMIT = re.compile(r"commits?:?\s*`?[0-9a-f]{7,40}\b", re.I)
 COMMAND = re.compile(r"`(?:python|torchrun|recsys)\b[^`]*`")
 #: reports written before their scripts recorded the commit; each leaves this list when it is rerun
-NO_COMMIT_YET = {"beauty_two_tower"}
+NO_COMMIT_YET: set[str] = set()
 NO_COMMAND_YET: set[str] = set()
 
 
