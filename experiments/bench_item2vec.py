@@ -43,21 +43,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
+import shlex
 import statistics
-import subprocess
 import sys
 from pathlib import Path
-
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(REPO / "experiments"))
 
-from harness import commit_now  # noqa: E402
+from harness import ReportRun, commit_now, legacy_runs, runs_header  # noqa: E402
 from item2vec_common import (  # noqa: E402
     METRICS,
     SETS,
@@ -333,7 +329,7 @@ def sets_markdown(r: dict) -> list[str]:
         p = r[name]
         lines += [f"### {name} ({p['users']} users, {p['items']} items, {p['train_events']} training events; "
                   f"{p.get('seeds', r['seeds'])} seed{'s' if p.get('seeds', r['seeds']) > 1 else ''}, commit "
-                  f"{p.get('commit', '?')})", "",
+                  f"{p.get('commit', '?')}, run {p.get('run', '-')})", "",
                   "| | " + " | ".join(f"test {m}" for m in METRICS) + " | fit s (median) | lr backoffs |",
                   "|---|" + "---|" * (len(METRICS) + 2)]
         sd = p.get("sd", {})
@@ -360,9 +356,10 @@ def sets_markdown(r: dict) -> list[str]:
 
 
 def markdown(r: dict) -> str:
-    lines = ["# item2vec (PyTorch) vs gensim Word2Vec", "",
-             f"Commit {r.get('commit', '?')}; machine: {r['machine']}; load average at start {r.get('loadavg')}", "",
-             f"Command: `{r['command']}`", ""]
+    lines = ["# item2vec (PyTorch) vs gensim Word2Vec", "", *runs_header(r["runs"])]
+    if r.get("part_runs") and len(r["runs"]) > 1:
+        lines += ["Runs that wrote each part: " + "; ".join(f"{k}: run {n}" for k, n in r["part_runs"].items())
+                  + ".", ""]
     if "sets" in r:
         lines += sets_markdown(r["sets"])
     if "rules" in r:
@@ -405,6 +402,43 @@ def markdown(r: dict) -> str:
 STARTED_AT = commit_now()
 
 
+def _without_legacy(report: dict) -> dict:
+    """``report`` without the ``"; then "``-joined run fields of a report from before the harness."""
+    return {k: v for k, v in report.items() if k not in ("commit", "command", "loadavg", "machine")}
+
+
+def _parts_of(command: str) -> tuple[set[str], set[str]] | None:
+    """The ``--parts`` and ``--sets`` a recorded command line ran (``None``: no ``--parts``, whose default then is
+    not recorded)."""
+    args = shlex.split(command)[2:]
+    if "--parts" not in args or "--rewrite" in args:
+        return None
+    sets = args[args.index("--sets") + 1].split(",") if "--sets" in args else [*SETS, SYNTHETIC]
+    return set(args[args.index("--parts") + 1].split(",")), set(sets)
+
+
+def rewrite(path: Path) -> dict:
+    """Regenerate the Markdown from the JSON. A report from before the harness gets its runs list, and each part
+    the last run whose ``--parts`` (and, for a data set of the sets part, ``--sets``) named it (``--merge`` kept
+    the others' parts)."""
+    old = json.loads(path.read_text())
+    results = {**_without_legacy(old), "runs": legacy_runs(old)}
+    ran = [(i, _parts_of(m["command"])) for i, m in enumerate(results["runs"], 1)]
+    part_runs = results.setdefault("part_runs", {})
+    for part, value in list(results.items()):
+        if isinstance(value, dict) and part not in ("shared", "ours_config", "part_runs"):
+            last = [i for i, p in ran if p and part in p[0]]
+            if last and part not in part_runs:
+                part_runs[part] = last[-1]
+            if part == "sets":
+                for name, per_set in value.items():
+                    if isinstance(per_set, dict) and "mean" in per_set and "run" not in per_set:
+                        last = [i for i, p in ran if p and "sets" in p[0] and name in p[1]]
+                        per_set["run"] = last[-1] if last else "-"
+    write_reports(path.parent, results, path.stem)
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small smoke run: 1 repeat, 200k synthetic events, 1 seed")
@@ -422,25 +456,22 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--merge", action="store_true", help="keep the parts of the existing report that this run skips")
     ap.add_argument("--report-name", default="bench_item2vec", help="report file stem under --out")
     ap.add_argument("--rule-sets", default="beauty,ml-1m-sample", help="data sets of the rules part")
+    ap.add_argument("--rewrite", action="store_true", help="fit nothing: regenerate the --report-name Markdown "
+                    "from its JSON")
     args = ap.parse_args(argv)
     parts = set(args.parts.split(","))
     if args.quick:
         args.repeats, args.synthetic_events, args.seeds = 1, 200_000, 1
     base = Item2VecConfig(**SHARED, workers=args.ours_workers)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    results: dict = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
-                     f"{torch.get_num_threads()} torch threads available, torch {torch.__version__}",
-                     "commit": commit.strip(),
-                     "command": " ".join(["python", "experiments/bench_item2vec.py",
-                                          *(argv if argv is not None else sys.argv[1:])]),
-                     "shared": SHARED, "ours_config": dataclasses.asdict(base), "quick": args.quick,
-                     "loadavg": [round(x, 2) for x in os.getloadavg()]}
     previous = args.out / f"{args.report_name}.json"
+    if args.rewrite:
+        return rewrite(previous)
+    run = ReportRun(seeds=list(range(args.seeds)), argv=sys.argv[1:] if argv is None else argv)
+    results: dict = {"runs": [run.meta], "shared": SHARED, "ours_config": dataclasses.asdict(base),
+                     "quick": args.quick}
     if args.merge and previous.exists():  # earlier parts first; this run's parts replace theirs
         old = json.loads(previous.read_text())
-        results = {**old, **results, "command": f"{old['command']}; then {results['command']}",
-                   "commit": f"{old.get('commit', '?')}; then {results['commit']}",
-                   "loadavg": f"{old['loadavg']}; then {results['loadavg']}"}
+        results = {**_without_legacy(old), **results, "runs": [*legacy_runs(old), run.meta]}
     if parts & {"beauty", "variants", "workers"}:
         beauty = load_set("beauty")
     steps = [("sets", lambda: merge_sets(results.get("sets") if args.merge else None,
@@ -457,6 +488,11 @@ def main(argv: list[str] | None = None) -> dict:
         if name in parts:
             print(f"== {name}", flush=True)
             results[name] = fn()
+            results["part_runs"] = {**results.get("part_runs", {}), name: len(results["runs"])}
+            for per_set in results[name].values():  # the sets part keeps the data sets it did not rerun
+                if isinstance(per_set, dict) and "mean" in per_set:
+                    per_set.setdefault("run", len(results["runs"]))
+            run.finish()
             write_reports(args.out, results, args.report_name)  # after every part: a long run leaves partial results
     return results
 

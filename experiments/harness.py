@@ -5,6 +5,9 @@
     run.meta          # {"command", "commit", "dirty", "machine", "loadavg_start", "loadavg_end", "seconds", "seeds"}
     run.header()      # the same as Markdown lines for the report's header
 
+    runs = [*old_runs, run.meta]; runs_header(runs)   # a report merged from several runs: one line per run
+    legacy_runs(old_report)                            # the runs of a report from before the harness
+
     commit_now()      # "85cb124", or "85cb124+dirty" when tracked files outside experiments/reports changed
     free_port(); tree_rss_mb(pid); peak_rss_gb()
 """
@@ -96,10 +99,61 @@ def header_lines(m: dict[str, Any]) -> list[str]:
     wall = f"; wall time {m['seconds']:.0f} s" if "seconds" in m else ""
     # a report from before the harness lacks some: shown as such, and the report test flags a missing commit
     commit = m.get("commit", "not recorded") + (" (with uncommitted changes)" if m.get("dirty") else "")
-    return [f"Command: `{m.get('command', 'not recorded')}`", "",
+    end = f", {m['loadavg_end']} at end" if "loadavg_end" in m else ""
+    command = f"`{m['command']}`" if m.get("command") else "not recorded"
+    return [f"Command: {command}", "",
             f"Commit {commit}; machine: {m.get('machine', 'not recorded')}; "
-            f"load average {m.get('loadavg_start', '-')} at start, {m.get('loadavg_end', '-')} at end{wall}{seeds}.",
+            f"load average {m.get('loadavg_start', 'not recorded')} at start{end}{wall}{seeds}.",
             ""]
+
+
+def runs_header(runs: list[dict[str, Any]]) -> list[str]:
+    """Markdown for a report merged from several runs (oldest first): :func:`header_lines` of a single run, else
+    a numbered list, one line per run, that the report's parts refer to as "run N"."""
+    if len(runs) == 1:
+        return header_lines(runs[0])
+    lines = [f"Merged from {len(runs)} runs, oldest first (a part names the run that wrote it where that was "
+             "recorded):", ""]
+    for i, m in enumerate(runs, 1):
+        command, _, facts, _ = header_lines(m)
+        lines.append(f"{i}. {command}. {facts}")
+    return [*lines, ""]
+
+
+def legacy_runs(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs a report written before the harness records in its ``"; then "``-joined ``command``, ``commit``,
+    ``machine`` and ``loadavg`` fields, as :attr:`ReportRun.meta` dicts (what was not recorded is left out).
+
+    Those scripts only began to record the commit after some runs: their first merge wrote ``"?; then <hash>"``,
+    so a leading ``"?"`` stands for every run before the first recorded hash.
+    """
+    if "runs" in report:
+        return list(report["runs"])
+    commands = str(report.get("command", "")).split("; then ")
+    n = len(commands)
+
+    def per_run(key: str) -> list[str | None]:
+        values = str(report[key]).split("; then ") if report.get(key) is not None else [None]
+        if len(values) == n:
+            return list(values)
+        if len(values) == 1:
+            return values * n
+        if values[0] == "?" and len(values) < n:
+            return [None] * (n - len(values) + 1) + values[1:]
+        return [None] * n  # cannot be matched to the runs: not claimed
+
+    commits, machines, loads = per_run("commit"), per_run("machine"), per_run("loadavg")
+    runs = []
+    for command, commit, where, load in zip(commands, commits, machines, loads, strict=True):
+        m: dict[str, Any] = {"command": command}
+        if commit not in (None, "?"):
+            m["commit"] = commit
+        if where is not None:
+            m["machine"] = where
+        if load is not None:
+            m["loadavg_start"] = load
+        runs.append(m)
+    return runs
 
 
 def free_port() -> int:

@@ -97,8 +97,10 @@ def unseen_block() -> str:
         ratio = f"{second['published_test']['ndcg_10'] / best:.3f}" if "published_test" in second else "-"
         lines.append(f"| {name} | {s['events']:,} | {cells[0]} | {cells[1]} | {best:.4f} | {ratio} |")
     commits = sorted({s[run]["commit"] for s in r["sets"].values() for run in ("first", "second") if s.get(run)})
+    machines = sorted({s["meta"].get("machine", "machine not recorded") for s in r["sets"].values()})
     return "\n".join(lines) + (f"\n\nFrom `experiments/reports/unseen_data.md` (commits {', '.join(commits)}; "
-                               f"{r['machine']}; command `python experiments/unseen_data.py`).")
+                               f"{'; '.join(machines)}; command `python experiments/unseen_data.py --sets NAME "
+                               "--merge`, one run per set).")
 
 
 #: README block name -> its generator

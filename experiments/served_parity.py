@@ -1,6 +1,7 @@
 """Served = evaluated: offline test NDCG@10 of each Beauty model against the same histories served by its bundle.
 
-For every model of the README's Beauty table (configs ``experiments/configs/beauty_<model>.toml``): fit
+For every model of the README's Beauty table (configs ``experiments/configs/beauty_<model>.toml``) and the
+:data:`VARIANTS` (item2vec scored in-in; the Transformer with the BSARec filter, ``mixer = "bsa"``): fit
 on the S3-Rec / ICLRec split (leave-last-out; validation for early stopping where the config asks),
 score test offline (``model.encode_users`` + full ranking, history excluded), export the bundle through
 ``recsys.export.export_model`` (the pipeline's path), load it with ``serving.Recommender`` (exact search)
@@ -12,6 +13,7 @@ identical top-10 lists, per-request latency, and a sample of the same requests s
     python experiments/served_parity.py                         # every model, configs as tuned (about 1.5 h)
     python experiments/served_parity.py --models als,bpr        # some models; other rows kept from the last report
     python experiments/served_parity.py --max-epochs 2 --quick  # smoke run: 2000 users
+    python experiments/served_parity.py --rewrite               # fit nothing: the Markdown again from the JSON
 
 Writes ``experiments/reports/served_parity{,_quick}.{json,md}``.
 """
@@ -21,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,9 +30,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from beauty_baselines import DEFAULT_DATA, REPORTS, read_beauty  # same folder; same reader as the baselines
-from harness import commit_now, free_port
+from harness import ReportRun, free_port, runs_header
 
 from pipelines.config import load_run_config
 from recsys import atomic
@@ -44,9 +44,11 @@ from serving import Recommender
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 MODELS_IN_TABLE = ("popularity", "bpr", "als", "item2vec", "item2vec_in_in", "two_tower_pooled",
-                   "two_tower_transformer", "two_tower_ensemble")
+                   "two_tower_transformer", "two_tower_transformer_bsa", "two_tower_ensemble")
 #: rows that are another row's config with some fields changed: name -> (config of beauty_<base>.toml, changes)
-VARIANTS = {"item2vec_in_in": ("item2vec", {"scoring": "in-in"})}
+VARIANTS = {"item2vec_in_in": ("item2vec", {"scoring": "in-in"}),
+            # the BSARec frequency filter in each Transformer block (experiments/ablation_two_tower.py's "bsa")
+            "two_tower_transformer_bsa": ("two_tower_transformer", {"mixer": "bsa", "bsa_alpha": 0.7, "bsa_keep": 3})}
 FITTED_AT = "fitted_at.txt"  # beside a model saved in --models-dir: the commit it was fitted at
 TOLERANCE = 0.001  # |served - offline| NDCG@10 allowed
 K = 10
@@ -164,33 +166,53 @@ def check_model(name: str, model: Model, split: SplitData, protocol: EvalProtoco
 
 
 def markdown(report: dict) -> str:
-    lines = ["# Served = evaluated on Amazon Beauty", "",
-             f"Command: `{report['command']}`. Commit `{report['commit']}`. Machine: {report['machine']}.", "",
+    lines = ["# Served = evaluated on Amazon Beauty", "", *runs_header(report["runs"]),
              f"Every test user ({report['users']:,}); served = `Recommender.recommend_for_history(test history, "
              f"k=10)` on the exported bundle, exact search; tolerance |served - offline| NDCG@10 <= {TOLERANCE}. "
              "Identical top-10: the served list equals `model.recommend` (same order; in parentheses, the same "
              "items): order differs only between items whose scores tie (popularity counts) or agree to float32 "
              "round-off; offline metrics rank ties pessimistically, serving by item index.", "",
-             f"Rows: the configs `experiments/configs/beauty_<model>.toml`; {', '.join(VARIANTS)}: "
-             + "; ".join(f"`beauty_{b}.toml` with {', '.join(f'{k} = {v!r}' for k, v in c.items())}"
-                         for b, c in VARIANTS.values())
-             + ". Fitted at: the commit the model was fitted at (the run's own when it fitted it).", "",
-             "| model | fitted at | encoder | epochs | offline HR@10 | served HR@10 | offline NDCG@10 | "
+             "Rows: the configs `experiments/configs/beauty_<model>.toml`; "
+             + "; ".join(f"{name}: `beauty_{b}.toml` with {', '.join(f'{k} = {v!r}' for k, v in c.items())}"
+                         for name, (b, c) in VARIANTS.items() if name in report["models"])
+             + ". Fitted at: the commit the model was fitted at (the run's own when it fitted it). Run: the run "
+             "that checked the row" + (" (numbered above)" if len(report["runs"]) > 1 else "") + ".", "",
+             "| model | run | fitted at | encoder | epochs | offline HR@10 | served HR@10 | offline NDCG@10 | "
              "served NDCG@10 | diff | identical top-10 (same set) | HTTP sample identical | request ms mean / p99 |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in report["models"].items():
         o, s = r["offline"], r["served"]
-        lines.append(f"| {name} | {r.get('fitted_at', r['commit'])} | {r['encoder']} | {r.get('epochs', '-')} | "
+        lines.append(f"| {name} | {r.get('run', '-')} | {r.get('fitted_at', r['commit'])} | {r['encoder']} | "
+                     f"{r.get('epochs', '-')} | "
                      f"{o['hr_10']:.4f} | {s['hr_10']:.4f} | "
                      f"{o['ndcg_10']:.4f} | {s['ndcg_10']:.4f} | {r['ndcg_10_diff']:+.5f} | "
                      f"{r['identical_top10']:.4f} ({r.get('same_top10_set', float('nan')):.4f}) | "
                      f"{r['http_identical']} ({r['http_requests']}) | "
                      f"{r['request_ms']['mean']:.2f} / {r['request_ms']['p99']:.2f} |")
-    earlier = [f"- {k}: `{v['command']}` at `{v['commit']}`" for k, v in report["models"].items()
-               if v.get("command") != report["command"] or v.get("commit") != report["commit"]]
-    if earlier:
-        lines += ["", "Rows kept from earlier runs:", "", *earlier]
     return "\n".join(lines) + "\n"
+
+
+def with_runs(report: dict) -> dict:
+    """``report`` with its ``runs`` list; one from before the harness gets a run per distinct (command, commit) of
+    its rows, with the machine it recorded, and each row the number of its run."""
+    if "runs" in report:
+        return report
+    runs: list[dict] = []
+    for row in report["models"].values():
+        meta = {"command": row["command"], "commit": row["commit"], "machine": report.get("machine", "not recorded")}
+        if meta not in runs:
+            runs.append(meta)
+        row["run"] = runs.index(meta) + 1
+    return {"runs": runs, **{k: v for k, v in report.items() if k not in ("command", "commit", "machine")}}
+
+
+def only_used_runs(report: dict) -> dict:
+    """``report`` without the runs no row names any more (every row they checked was rerun), renumbered."""
+    used = sorted({row["run"] for row in report["models"].values()})
+    number = {old: new for new, old in enumerate(used, 1)}
+    for row in report["models"].values():
+        row["run"] = number[row["run"]]
+    return {**report, "runs": [report["runs"][i - 1] for i in used]}
 
 
 def main() -> None:
@@ -203,7 +225,14 @@ def main() -> None:
     ap.add_argument("--http-sample", type=int, default=300, help="requests also sent over HTTP (0 = none)")
     ap.add_argument("--quick", action="store_true", help="smoke run: the first 2000 users")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--rewrite", action="store_true", help="fit nothing: regenerate the Markdown from the JSON")
     args = ap.parse_args()
+    out = REPORTS / f"served_parity{'_quick' if args.quick else ''}.json"
+    if args.rewrite:
+        report = with_runs(json.loads(out.read_text()))
+        atomic.write_text(out, json.dumps(report, indent=2))
+        atomic.write_text(out.with_suffix(".md"), markdown(report))
+        return
     names = [n for n in args.models.split(",") if n]
     unknown = sorted(set(names) - set(MODELS_IN_TABLE))
     if unknown:
@@ -211,22 +240,24 @@ def main() -> None:
     events, n_users, n_items = read_beauty(args.data, 2000 if args.quick else None)
     split = leave_last_out(events, n_users, n_items)
     protocol = EvalProtocol(split="leave_last_out", ks=(10, 20), fingerprint=split.fingerprint)
-    out = REPORTS / f"served_parity{'_quick' if args.quick else ''}.json"
-    report = json.loads(out.read_text()) if out.is_file() else {"models": {}}
-    commit = commit_now()  # "+dirty" when tracked files other than the reports differ from HEAD
-    command = "python experiments/served_parity.py " + " ".join(sys.argv[1:])
-    report.update(command=command.strip(), commit=commit, users=int(np.sum(np.diff(split.test_targets.offsets) > 0)),
-                  machine=f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-                          "CPU only")
+    run = ReportRun()
+    commit = run.meta["commit"] + ("+dirty" if run.meta["dirty"] else "")
+    old = with_runs(json.loads(out.read_text())) if out.is_file() else {"runs": [], "models": {}}
+    # rows of models not rerun are kept; each names the run that checked it
+    report = {"runs": [*old["runs"], run.meta], "models": {k: v for k, v in old["models"].items() if k not in names},
+              "users": int(np.sum(np.diff(split.test_targets.offsets) > 0)), "device": args.device}
     for name in names:
         model, fit_s, fitted_at = fit(name, split, protocol, args.max_epochs or None, args.models_dir, args.device,
                                       commit)
         row = check_model(name, model, split, protocol, args.http_sample)
-        row.update(command=report["command"], commit=commit, fit_s=round(fit_s, 1), loaded=fitted_at != commit,
+        row.update(run=len(report["runs"]), command=run.meta["command"], commit=commit, fit_s=round(fit_s, 1),
+                   loaded=fitted_at != commit,
                    fitted_at=fitted_at,
                    epochs=len(getattr(model, "history", [])) or "-", max_epochs=args.max_epochs or None)
         report["models"][name] = row
         report["models"] = {k: report["models"][k] for k in MODELS_IN_TABLE if k in report["models"]}
+        run.finish()
+        report = only_used_runs(report)
         atomic.write_text(out, json.dumps(report, indent=2))
         atomic.write_text(out.with_suffix(".md"), markdown(report))
     bad = [n for n in names if not report["models"][n]["within_tolerance"] or not report["models"][n]["http_identical"]]

@@ -39,18 +39,16 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
-import subprocess
+import shlex
 import sys
 import time
 from pathlib import Path
-
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "experiments"))
 
+from harness import ReportRun, legacy_runs, runs_header  # noqa: E402
 from item2vec_common import fit, sentences, with_scoring  # noqa: E402
 
 from pipelines.tune import REFINE_SHARE  # noqa: E402
@@ -206,7 +204,8 @@ def optuna_markdown(o: dict, searches: list[dict]) -> list[str]:
     how = (f"then coordinate moves from the best trial for the last {refine:.0%} of the trials" if refine
            else "no refinement")
     lines = [f"## recsys tune (Optuna {sampler} sampler, {how}, pruning), ours: {o['trials_asked']} trials", "",
-             f"Commit {o['commit']}; command `{o['command']}`. Study `{o['study']}`: {o['complete']} complete, "
+             f"{_run_ref(o)}Commit {o['commit']}; command `{o['command']}`. Study `{o['study']}`: "
+             f"{o['complete']} complete, "
              f"{o['pruned']} pruned, {o['failed']} failed, {o.get('repeats', 0)} repeats (settings already tried: the "
              f"earlier result, no fit, not counted). Best validation NDCG@10 **{o['best_value']:.5f}** "
              f"(trial {o['best_trial']}: `{o['best_params']}`)."]
@@ -231,9 +230,7 @@ def optuna_markdown(o: dict, searches: list[dict]) -> list[str]:
 
 
 def markdown(r: dict) -> str:
-    lines = ["# item2vec tuned on Beauty validation: ours and gensim, both scorings", "",
-             f"Commit {r['commit']}; machine: {r['machine']}; load average at start {r['loadavg']}", "",
-             f"Command: `{r['command']}`", "",
+    lines = ["# item2vec tuned on Beauty validation: ours and gensim, both scorings", "", *runs_header(r["runs"]),
              "Greedy coordinate search on validation NDCG@10 (test never seen), the same for all four searches: "
              "each parameter in turn over its values, the others at the best so far; a setting already scored is "
              f"not refitted; at most {r['passes']} passes and {r['budget']} fits a search (ours: at most the fits of "
@@ -245,13 +242,13 @@ def markdown(r: dict) -> str:
               for k, v in r["grid"].items()]
     lines += [f"| {k} (ours only) | {', '.join(str(x) for x in v)} |" for k, v in r["ours_only"].items()]
     lines += ["", "## best of each search", "",
-              "| fitter | scoring | val NDCG@10 | val HR@10 | fits | evaluations | seconds | best setting |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| fitter | scoring | val NDCG@10 | val HR@10 | fits | evaluations | seconds | best setting | run |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for s in r["searches"]:
         b = s["budget"]
         setting = ", ".join(f"{k}={s['best'][k]}" for k in s["grid"])
         lines.append(f"| {s['fitter']} | {s['scoring']} | {s['val_ndcg_10']:.5f} | {s['val_hr_10']:.5f} | "
-                     f"{b['fits']} | {b['evaluations']} | {b['seconds']} | {setting} |")
+                     f"{b['fits']} | {b['evaluations']} | {b['seconds']} | {setting} | {s.get('run', '-')} |")
     lines += ["", "Chosen by validation (best over both scorings): "
               + "; ".join(f"{f}: scoring={c['scoring']}" for f, c in r["chosen"].items()), ""]
     for key in [k for k in r if k.startswith("optuna")]:  # recsys tune: each sampler and refinement run
@@ -290,6 +287,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=REPO / "experiments" / "reports")
     ap.add_argument("--merge", action="store_true", help="keep the existing report's searches that this run does "
                     "not repeat (same grid and start required)")
+    ap.add_argument("--rewrite", action="store_true", help="fit nothing: regenerate the Markdown from the JSON")
     args = ap.parse_args(argv)
     from item2vec_common import load_set
 
@@ -298,16 +296,14 @@ def main(argv: list[str] | None = None) -> dict:
         for grid in (GRID, OURS_ONLY):
             for k in grid:
                 grid[k] = grid[k][:2] if k not in ("epochs",) else [5]
+    if args.rewrite:
+        return rewrite(args.out / "tune_item2vec.json")
+    run = ReportRun(argv=sys.argv[1:] if argv is None else argv)
     split = load_set("beauty")
     if args.search == "optuna":
-        return run_optuna(args, split)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+        return run_optuna(args, split, run)
     results: dict = {
-        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
-                   f"{torch.get_num_threads()} torch threads, torch {torch.__version__}",
-        "commit": commit.strip(), "loadavg": [round(x, 2) for x in os.getloadavg()],
-        "command": " ".join(["python", "experiments/tune_item2vec.py", *(argv if argv is not None else sys.argv[1:])]),
-        "quick": args.quick, "passes": args.passes, "workers": args.workers, "start": START,
+        "runs": [run.meta], "quick": args.quick, "passes": args.passes, "workers": args.workers, "start": START,
         "budget": args.budget, "grid": {k: list(v) for k, v in GRID.items()},
         "ours_only": {k: list(v) for k, v in OURS_ONLY.items()}, "searches": [],
         "ours_fixed": {k: getattr(Item2VecConfig(), k) for k in ("batch_size", "update", "shared_negatives")},
@@ -320,34 +316,68 @@ def main(argv: list[str] | None = None) -> dict:
             sys.exit(f"--merge: {previous} was made with another grid, start or budget; rerun every search")
         redo = {(f, sc) for f in args.fitters.split(",") for sc in args.scorings.split(",")}
         results["searches"] = [x for x in old["searches"] if (x["fitter"], x["scoring"]) not in redo]
-        for key in ("commit", "command", "loadavg", "machine"):
-            results[key] = f"{old[key]}; then {results[key]}"
+        results = {**_without_legacy(old), **results, "runs": [*legacy_runs(old), run.meta]}
     for fitter in args.fitters.split(","):
         for scoring in args.scorings.split(","):
             budget = fits_like_gensim(results["searches"], fitter, scoring, args.budget)
             print(f"== {fitter} {scoring} (at most {budget} fits)", flush=True)
-            results["searches"].append(search(split, fitter, scoring, args.passes, budget, args.workers))
+            results["searches"].append({**search(split, fitter, scoring, args.passes, budget, args.workers),
+                                        "run": len(results["runs"])})
             results["chosen"] = chosen(results)
+            run.finish()
             args.out.mkdir(parents=True, exist_ok=True)  # after every search: a long run leaves partial results
             atomic.write_text(args.out / f"{name}.json", json.dumps(results, indent=2))
             atomic.write_text(args.out / f"{name}.md", markdown(results))
     return results
 
 
-def run_optuna(args: argparse.Namespace, split: SplitData) -> dict:
+def run_optuna(args: argparse.Namespace, split: SplitData, run: ReportRun) -> dict:
     """Add (or replace) the report's ``optuna`` part, keeping its greedy searches."""
     path = args.out / "tune_item2vec.json"
     if not path.is_file():
         sys.exit(f"{path} is missing: the optuna part is compared with the greedy searches recorded there")
-    results = json.loads(path.read_text())
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    old = json.loads(path.read_text())
+    results = {**_without_legacy(old), "runs": [*legacy_runs(old), run.meta]}
     key = ("optuna" if args.sampler == "tpe" else f"optuna_{args.sampler}") + (
         f"_refine{round(100 * args.refine)}" if args.refine else "")
     results[key] = {**optuna_search(split, args.trials, args.workers, args.work, args.sampler, args.refine),
-                    "commit": commit.strip(), "sampler": args.sampler, "refine": args.refine,
-                    "command": " ".join(["python", "experiments/tune_item2vec.py", *sys.argv[1:]])}
+                    "commit": run.meta["commit"] + ("+dirty" if run.meta["dirty"] else ""), "sampler": args.sampler,
+                    "refine": args.refine, "command": run.meta["command"], "run": len(results["runs"])}
+    run.finish()
     atomic.write_text(path, json.dumps(results, indent=2))
     atomic.write_text(args.out / "tune_item2vec.md", markdown(results))
+    return results
+
+
+def _without_legacy(report: dict) -> dict:
+    """``report`` without the ``"; then "``-joined run fields of a report from before the harness."""
+    return {k: v for k, v in report.items() if k not in ("commit", "command", "loadavg", "machine")}
+
+
+def _run_ref(part: dict) -> str:
+    return f"Run {part['run']}. " if "run" in part else ""
+
+
+def _greedy_covers(command: str, search_: dict) -> bool:
+    """Whether a greedy run's command line (as recorded) searched ``search_``'s fitter and scoring."""
+    args = shlex.split(command)[2:]
+    if "--search" in args and args[args.index("--search") + 1] != "greedy" or "--rewrite" in args:
+        return False
+    fitters = args[args.index("--fitters") + 1].split(",") if "--fitters" in args else list(FITTERS)
+    scorings = args[args.index("--scorings") + 1].split(",") if "--scorings" in args else list(SCORINGS)
+    return search_["fitter"] in fitters and search_["scoring"] in scorings
+
+
+def rewrite(path: Path) -> dict:
+    """Regenerate the report's Markdown from its JSON (a report from before the harness gets its runs list)."""
+    old = json.loads(path.read_text())
+    results = {**_without_legacy(old), "runs": legacy_runs(old)}
+    for s in results["searches"]:
+        if "run" not in s:  # the last greedy run whose --fitters and --scorings covered it (--merge kept the rest)
+            s["run"] = max((i for i, m in enumerate(results["runs"], 1) if _greedy_covers(m["command"], s)),
+                           default="-")
+    atomic.write_text(path, json.dumps(results, indent=2))
+    atomic.write_text(path.with_suffix(".md"), markdown(results))
     return results
 
 

@@ -43,7 +43,7 @@ from recsys import atomic
 from serving.format import MANIFEST
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import commit_now, machine  # noqa: E402
+from harness import ReportRun, commit_now, header_lines  # noqa: E402
 from item2vec_common import DATA, SETS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,30 +183,30 @@ def run_set(name: str, root: Path, resume: bool = False) -> dict:
         full = full.with_columns(pl.int_range(1, pl.len() + 1).over("user", order_by="timestamp").alias("pos"))
         growth = (full.join(held, on="user", how="left").filter(pl.col("pos") > pl.col("held").fill_null(0))
                   .select("user", "item", "timestamp"))
-        result = {"set": name, "command": " ".join(["python experiments/unseen_data.py", *sys.argv[1:]]),
+        run = ReportRun()
+        result = {"set": name, "meta": run.meta,
                   "started": "(continued)", "events": base.height + growth.height,
                   "first_events": base.height, "growth_events": growth.height,
-                  "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
                   "first": {**recover_first(cwd), **run_results(cwd)}}
-        return second_run(name, cwd, growth, result)
+        return second_run(name, cwd, growth, result, run)
+    run = ReportRun()
     shutil.rmtree(cwd, ignore_errors=True)
     (cwd / "logs" / "incoming").mkdir(parents=True)
     base, growth = log_parts(name)
-    result = {"set": name, "command": " ".join(["python experiments/unseen_data.py", *sys.argv[1:]]),
-              "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "events": base.height + growth.height, "first_events": base.height, "growth_events": growth.height,
-              "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
+    result = {"set": name, "meta": run.meta, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "events": base.height + growth.height, "first_events": base.height, "growth_events": growth.height}
     base.write_csv(cwd / "logs" / "incoming" / "events-1.csv")
     shutil.copy(NIGHTLY, cwd / "nightly.toml")  # before each run: the config as shipped at that run's commit
     result["first"] = {"commit": commit_now(), **run_pipeline(cwd, "first"), **run_results(cwd)}
-    return second_run(name, cwd, growth, result)
+    return second_run(name, cwd, growth, result, run)
 
 
-def second_run(name: str, cwd: Path, growth: pl.DataFrame, result: dict) -> dict:
+def second_run(name: str, cwd: Path, growth: pl.DataFrame, result: dict, run: ReportRun) -> dict:
     growth.write_csv(cwd / "logs" / "incoming" / "events-2.csv")
     shutil.copy(NIGHTLY, cwd / "nightly.toml")
     result["second"] = {"commit": commit_now(), **run_pipeline(cwd, "second"), **run_results(cwd)}
     result["best_known"] = best_known(name)
+    run.finish()
     return result
 
 
@@ -214,13 +214,24 @@ def _f(x: object, fmt: str = ".4f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def write_report(results: dict, machine: str) -> None:
-    atomic.write_json(REPORTS / "unseen_data.json", {"machine": machine, "sets": results})
-    commits = sorted({run["commit"] for r in results.values() for run in (r.get("first"), r.get("second")) if run})
+def with_meta(results: dict, machine: str) -> dict:
+    """``results`` with each set's ``meta`` (:class:`ReportRun`'s); a set run before the harness gets one from
+    what it recorded: its command (where it did), the commit of its first pipeline run, ``machine`` (the report's)
+    and the load average at its start."""
+    for r in results.values():
+        if "meta" not in r:
+            meta = {"command": r.pop("command", None), "commit": r["first"]["commit"], "machine": machine,
+                    "loadavg_start": r.pop("loadavg_at_start", None)}
+            r["meta"] = {k: v for k, v in meta.items() if v is not None}
+    return results
+
+
+def write_report(results: dict) -> None:
+    atomic.write_json(REPORTS / "unseen_data.json", {"sets": results})
     lines = ["# The shipped nightly pipeline on logs it was not tuned on", "",
-             f"Commits: {', '.join(commits)} (each run's row names its own).",
-             f"Machine: {machine}. Command: `python experiments/unseen_data.py` (per set: `--sets NAME --merge`); "
-             "each run's row names the commit it ran at. Config: `experiments/pipelines/nightly.toml`, unchanged.",
+             "One run of this script per set (`python experiments/unseen_data.py --sets NAME --merge`; each names "
+             "its command, commit and machine under Runs below); each pipeline run's row names the commit it ran "
+             "at. Config: `experiments/pipelines/nightly.toml`, unchanged.",
              "", f"First run: empty workdir, the log's first {1 - GROWTH:.0%} of events. Second run: the log grown "
              f"by {GROWTH:.0%} to the whole set, warm-started from the champion. Published = the champion after the "
              "run; its test metrics are on that run's split (offline when that run trained it, else as served "
@@ -274,11 +285,12 @@ def write_report(results: dict, machine: str) -> None:
         lines += ["", "Runs whose harness stopped after them (`--continue` ran the rest): "
                   + ", ".join(recovered) + ": their wall time is from the run folder (run start to "
                   "`ended.json`, without the few seconds of interpreter start-up); peak RSS was not measured."]
-    commands = "; ".join(f"{n}: `{r['command']}`" for n, r in results.items() if r.get("command"))
-    if commands:
-        lines += ["", f"Commands per set: {commands}."]
-    lines += ["", "Load average at each set's start (other work on the machine slows the time-budgeted "
-              "Transformer): " + "; ".join(f"{n} {r['loadavg_at_start']}" for n, r in results.items()), ""]
+    lines += ["", "## Runs, one per set", "", "Other work on the machine slows the time-budgeted Transformer: the "
+              "load average at each run's start and end says how much there was.", ""]
+    for n, r in results.items():
+        command, _, facts, _ = header_lines(r["meta"])
+        lines.append(f"- {n}: {command}. {facts}")
+    lines.append("")
     atomic.write_text(REPORTS / "unseen_data.md", "\n".join(lines))
 
 
@@ -297,20 +309,19 @@ def main() -> None:
     unknown = [n for n in names if n not in SETS]
     if unknown:
         ap.error(f"unknown set(s) {unknown}; known: {', '.join(SETS)}")
-    where = machine()
     old = json.loads((REPORTS / "unseen_data.json").read_text()) if (args.merge or args.rewrite) and \
         (REPORTS / "unseen_data.json").is_file() else {}
-    results = dict(old.get("sets", {}))
+    results = with_meta(dict(old.get("sets", {})), old.get("machine", "not recorded"))
     if args.rewrite:
         for name, r in results.items():
             folder = args.root / name / "runs" / "pipeline-nightly" / "runs"
             if (r.get("first") or {}).get("recovered") and folder.is_dir():
                 r["first"]["commit"] = run_commit(args.root / name, min(p for p in folder.iterdir() if p.is_dir()))
-        write_report(results, old.get("machine", where))
+        write_report(results)
         return
     for name in names:
         results[name] = run_set(name, args.root, args.resume)
-        write_report(results, where)  # after every set: a long run that stops keeps what finished
+        write_report(results)  # after every set: a long run that stops keeps what finished
         print(f"{name}: written to {REPORTS / 'unseen_data.md'}", flush=True)
 
 

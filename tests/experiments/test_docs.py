@@ -33,6 +33,23 @@ def test_every_report_names_its_command_and_commit() -> None:
     assert missing_command == NO_COMMAND_YET & set(reports), sorted(missing_command ^ NO_COMMAND_YET)
 
 
+def _runs(record: object) -> list[dict]:
+    """Every run record (the harness's ``ReportRun.meta``: command, commit, machine) in a report's JSON."""
+    if isinstance(record, dict):
+        own = [record] if {"command", "commit", "machine"} <= record.keys() else []
+        return own + [m for v in record.values() for m in _runs(v)]
+    return [m for v in record for m in _runs(v)] if isinstance(record, list) else []
+
+
+def test_every_report_records_its_runs_command_commit_and_machine_in_its_json() -> None:
+    import json
+
+    for path in REPORTS.glob("*.json"):
+        runs = _runs(json.loads(path.read_text()))
+        assert runs, f"{path.name}: no run record; write it through experiments/harness.py's ReportRun"
+        assert all(re.fullmatch(r"[0-9a-f]{7,40}(\+dirty)?", str(m["commit"])) for m in runs), path.name
+
+
 def test_the_readme_is_a_users_guide_of_at_most_250_lines() -> None:
     lines = (REPO / "README.md").read_text().splitlines()
     assert len(lines) <= 250, f"README.md has {len(lines)} lines; move details to docs/guide.md"
