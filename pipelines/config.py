@@ -64,12 +64,12 @@ class EvalConfig:
 class RunConfig:
     """A whole run: the four tables of the TOML file."""
 
-    run: RunSection = field(default_factory=RunSection)
-    data: DataConfig = field(default_factory=DataConfig)
-    model_name: str = "popularity"
-    model: dict[str, Any] = field(default_factory=dict)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    source: str = ""
+    run: RunSection = field(default_factory=RunSection)  # [run]: experiment and run names, seed, device
+    data: DataConfig = field(default_factory=DataConfig)  # [data]: the log, its cleaning, split and engine
+    model_name: str = "popularity"  # [model] name: a key of recsys.models.registry.MODELS
+    model: dict[str, Any] = field(default_factory=dict)  # [model] without name: that model's Config fields
+    eval: EvalConfig = field(default_factory=EvalConfig)  # [eval]: cut-offs, history exclusion, batch size
+    source: str = ""  # the TOML file it was read from ("" when built in code), for error messages
 
     def flat(self) -> dict[str, Any]:
         """Flattened ``table.key`` params for MLflow."""

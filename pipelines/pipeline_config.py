@@ -89,12 +89,12 @@ class ModelEntry:
 
 @dataclass
 class PipelineConfig:
-    pipeline: PipelineSection = field(default_factory=PipelineSection)
-    data: DataConfig = field(default_factory=DataConfig)
-    models: list[ModelEntry] = field(default_factory=list)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    tune: TuneSection = field(default_factory=TuneSection)
-    source: str = "<built-in defaults>"
+    pipeline: PipelineSection = field(default_factory=PipelineSection)  # [pipeline]: workdir, gate, publishing
+    data: DataConfig = field(default_factory=DataConfig)  # [data]: the log, its cleaning, split and engine
+    models: list[ModelEntry] = field(default_factory=list)  # [[models]]: the candidates trained each run
+    eval: EvalConfig = field(default_factory=EvalConfig)  # [eval]: cut-offs, history exclusion, batch size
+    tune: TuneSection = field(default_factory=TuneSection)  # [tune]: the optional search before training
+    source: str = "<built-in defaults>"  # the TOML file it was read from, for error messages
 
 
 TABLES = ("pipeline", "data", "models", "eval", "tune")

@@ -49,6 +49,12 @@ class Recommendation:
     note: str | None = None
 
     def to_json(self) -> dict:
+        """The answer as the HTTP API returns it.
+
+        Returns
+        -------
+        dict : ``items``, ``scores``, ``source``, ``meta`` and ``unknown``, and ``note`` when there is one.
+        """
         out = {"items": self.items, "scores": self.scores, "source": self.source, "meta": self.meta,
                "unknown": self.unknown}
         return out if self.note is None else {**out, "note": self.note}

@@ -17,7 +17,7 @@ class DataConfig:
     path: str = ""  # a log file or a folder of them; empty: the built-in synthetic data set
     format: str = "auto"  # by file name; csv, tsv, parquet, seq-per-user, seq-per-event, ml-100k, ml-1m, ...
     user_col: str = "user"  # column names in CSV/TSV/Parquet logs
-    item_col: str = "item"
+    item_col: str = "item"  # the item id column (same formats)
     timestamp_col: str = "timestamp"  # epoch seconds or milliseconds (by magnitude) or ISO-8601 text
     weight_col: str = ""  # optional: an interaction weight (rating, count); "" = 1 per event
     event_col: str = ""  # optional: an event type kept beside each interaction
@@ -28,7 +28,7 @@ class DataConfig:
     # event with the summed weight
     repeat_policy: Literal["keep_all", "first", "last", "sum_weight"] = "keep_all"
     user_k: int = 0  # k-core thresholds; 0 = no k-core filtering
-    item_k: int = 0
+    item_k: int = 0  # items with fewer events are dropped (iterated with user_k to a fixed point); 0 = off
     min_length: int = 3  # users with fewer events are dropped: 3 leaves one train, one validation, one test event
     # leave-last-out (each user's last event is test, the one before validation: the published protocol) or a
     # global time cut (temporal: events after the cut_quantile of all timestamps are held out)
@@ -42,8 +42,8 @@ class DataConfig:
     spark_master: str = "local[*]"  # spark: the master URL (local mode by default; a cluster's URL otherwise)
     # built-in synthetic data set size (used when path is empty)
     synthetic_users: int = 5_000  # the built-in set's size: users, items and events
-    synthetic_items: int = 2_000
-    synthetic_events: int = 200_000
+    synthetic_items: int = 2_000  # the built-in set's catalogue size
+    synthetic_events: int = 200_000  # the built-in set's events (about 40 per user at the default size)
 
     def mapping(self) -> ColumnMapping:
         """The log's column names as the readers take them."""

@@ -62,7 +62,20 @@ def save_id_maps(folder: Path, users: IdMap, items: IdMap) -> None:
 
 
 def load_id_maps(directory: str | Path) -> tuple[IdMap, IdMap]:
-    """The (users, items) IdMaps of a prepared folder."""
+    """The IdMaps of a prepared folder (what ``prepare(..., id_maps_from=...)`` extends).
+
+    Parameters
+    ----------
+    directory : a folder an engine wrote (:func:`is_prepared`).
+
+    Returns
+    -------
+    tuple[IdMap, IdMap] : (users, items): index 1..n <-> raw id.
+
+    Raises
+    ------
+    FileNotFoundError : the folder holds no id maps.
+    """
     d = Path(directory)
     return IdMap.load(d / USER_IDS), IdMap.load(d / ITEM_IDS)
 
