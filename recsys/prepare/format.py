@@ -131,7 +131,24 @@ def raw_items_meta(data: Prepared) -> pl.DataFrame | None:
 
 
 def all_events(data: Prepared) -> Sequences:
-    """Every user's whole history (all splits, oldest first): what an exported bundle encodes and stores."""
+    """Every user's whole history (all splits, oldest first): what an exported bundle encodes and stores.
+
+    Under leave-last-out it is each user's test history followed by their test target, joined from the
+    memory-mapped split (memory: the result, about 12 bytes an event); a temporal split, whose held-out parts
+    may leave events out (cold items), is rebuilt from ``interactions.parquet`` (the whole log in memory).
+
+    Parameters
+    ----------
+    data : a prepared folder as :func:`load_prepared` reads it.
+
+    Returns
+    -------
+    Sequences : row = user index, with timestamps, the same as ``build_sequences`` of the folder's events.
+    """
+    split = data.split
+    joined = split.test_history.n_events + split.test_targets.n_events
+    if split.params.get("split") == "leave_last_out" and split.params.get("n_events") == joined:
+        return split.test_history.concat(split.test_targets)
     from recsys.prepare.build import build_sequences
 
-    return build_sequences(read_interactions(data.directory), data.split.n_users, data.split.n_items)
+    return build_sequences(read_interactions(data.directory), split.n_users, split.n_items)

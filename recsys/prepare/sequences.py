@@ -154,18 +154,33 @@ class Sequences:
         out[mask] = self.items[src[mask]]
         return out
 
-    def concat(self, other: Sequences) -> Sequences:
-        """Row-wise concatenation ``self.row(r) ++ other.row(r)`` (same number of rows)."""
+    def concat(self, other: Sequences, chunk_events: int = 1 << 22) -> Sequences:
+        """Row-wise concatenation ``self.row(r) ++ other.row(r)`` (same number of rows).
+
+        Each event is copied once to its place, ``chunk_events`` at a time: memory is the result plus
+        O(``chunk_events``), whatever the size of the inputs (which may be memory-mapped).
+        """
         if other.n_rows != self.n_rows:
             raise ValueError(f"row counts differ: {self.n_rows} vs {other.n_rows}")
-        rows = np.concatenate([self.row_index(), other.row_index()])
-        pos = np.concatenate([np.zeros(self.n_events), np.ones(other.n_events)])
-        order = np.lexsort((pos, rows))
-        items = np.concatenate([self.items, other.items])[order]
-        ts = None
-        if self.timestamps is not None and other.timestamps is not None:
-            ts = np.concatenate([self.timestamps, other.timestamps])[order]
-        offsets = self.offsets + other.offsets
+        offsets = np.asarray(self.offsets, dtype=np.int64) + np.asarray(other.offsets, dtype=np.int64)
+        keep_ts = self.timestamps is not None and other.timestamps is not None
+        items = np.empty(int(offsets[-1]), dtype=np.int32)
+        ts = np.empty(int(offsets[-1]), dtype=np.int64) if keep_ts else None
+        a_len = self.lengths()
+        # row ranges holding about chunk_events events of the result each
+        cuts = np.searchsorted(offsets, np.arange(0, offsets[-1], max(1, chunk_events)), side="right") - 1
+        bounds = np.unique(np.concatenate([cuts, [self.n_rows]]))
+        for r0, r1 in zip(bounds[:-1], bounds[1:], strict=True):
+            # the part of self, then the part of other, each moved by its rows' shift
+            for part, start_in_out in ((self, offsets[r0:r1]), (other, offsets[r0:r1] + a_len[r0:r1])):
+                lo, hi = int(part.offsets[r0]), int(part.offsets[r1])
+                if hi == lo:
+                    continue
+                shift = start_in_out - part.offsets[r0:r1]
+                dest = np.arange(lo, hi) + np.repeat(shift, np.diff(part.offsets[r0:r1 + 1]))
+                items[dest] = part.items[lo:hi]
+                if ts is not None:
+                    ts[dest] = part.timestamps[lo:hi]  # type: ignore[index]
         return Sequences(offsets, items, max(self.n_items, other.n_items), ts, self.row_users)
 
     # -- persistence ----------------------------------------------------------------------

@@ -22,9 +22,11 @@ from hypothesis import strategies as st
 from pipelines.config import DataConfig
 from recsys.ingest.errors import DataError
 from recsys.ingest.readers import ColumnMapping
-from recsys.prepare import prepare
+from recsys.prepare import load_prepared, prepare
+from recsys.prepare.build import build_sequences
 from recsys.prepare.engines.outofcore import OutOfCoreOptions, prepare_out_of_core
 from recsys.prepare.engines.outofcore.write import NpyAppender, kth_smallest
+from recsys.prepare.format import all_events
 
 COUNTS = ("rows_read", "accepted", "quarantined", "duplicates_removed", "filtered", "reasons", "n_users", "n_items",
           "n_events", "fingerprint")
@@ -105,6 +107,14 @@ def test_out_of_core_prepares_what_memory_prepares(tmp_path, fmt, split, policy,
     assert json.loads((ooc / "report.json").read_text())["stats"]["partitions"] > 5
     assert_same_prepared(mem, ooc)
     assert not list(tmp_path.glob(".*ooc-work*")), "the scratch folder is removed"
+    if split == "leave_last_out":  # what a bundle stores: joined from the split, the same on both engines,
+        # and the events of interactions.parquet in time order (ties as the split orders them)
+        whole = [all_events(load_prepared(d)) for d in (mem, ooc)]
+        rebuilt = build_sequences(pl.read_parquet(mem / "interactions.parquet"), whole[0].n_rows - 1,
+                                  whole[0].n_items)
+        for s in (whole[1], rebuilt):
+            for part in ("offsets", "items", "timestamps"):
+                assert np.array_equal(getattr(s, part), getattr(whole[0], part)), part
 
 
 def test_out_of_core_parquet_in_many_blocks_and_one_partition(tmp_path):

@@ -16,6 +16,7 @@ from recsys.ingest.errors import REASONS
 from recsys.ingest.validation import TimeBounds, validate_frame
 from recsys.prepare.build import build_sequences
 from recsys.prepare.idmap import IdMap, encode_interactions
+from recsys.prepare.sequences import Sequences
 from recsys.prepare.split import leave_last_out, temporal_split
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -166,3 +167,25 @@ def test_validate_accounts_for_every_row(rows):
         assert f["user"].null_count() == f["item"].null_count() == 0
     kept = set(range(1, len(rows) + 1)) - set(v.quarantine["row"].to_list())
     assert len(kept) == f.height  # quarantined rows and accepted rows partition the input
+
+
+@st.composite
+def sequence_pairs(draw):
+    """Two Sequences with the same rows (some empty), with timestamps, and a chunk size for concat."""
+    n_rows = draw(st.integers(1, 7))
+    rows = [[draw(st.lists(st.integers(1, 9), max_size=5)) for _ in range(n_rows)] for _ in range(2)]
+    out = []
+    for lists in rows:
+        s = Sequences.from_lists(lists, n_items=9)
+        out.append(Sequences(s.offsets, s.items, 9, s.items.astype(np.int64) * 100 + np.arange(s.n_events)))
+    return out[0], out[1], rows, draw(st.integers(1, 12))
+
+
+@SETTINGS
+@given(sequence_pairs())
+def test_concat_joins_every_row_in_order_whatever_the_chunk(data):
+    a, b, (rows_a, rows_b), chunk = data
+    joined = a.concat(b, chunk_events=chunk)
+    assert [joined.row(r).tolist() for r in range(a.n_rows)] == [x + y for x, y in zip(rows_a, rows_b, strict=True)]
+    ts = [np.asarray(s.timestamps)[s.offsets[r]:s.offsets[r + 1]].tolist() for r in range(a.n_rows) for s in (a, b)]
+    assert np.asarray(joined.timestamps).tolist() == [t for pair in ts for t in pair]
