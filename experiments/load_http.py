@@ -195,11 +195,17 @@ async def _client(port: int, seed: int, mix: dict[str, float], stop: float, tall
         conn[1].close()
 
 
-def _probe_process(ports: dict[str, int], seconds: float, out, every: float = 0.02) -> None:
+def _probe_process(ports: dict[str, int], seconds: float, out, every: float = 0.02, slice_ns: int = 0) -> None:
     """In its own process, as an orchestrator's probe is (not behind the load generator's event loop): GET
     /healthz on each port in turn every ``every`` s over keep-alive connections; sends back
-    ``{kind: [(ns, status), ...]}``."""
+    ``{kind: [(ns, status), ...]}``. With ``slice_ns``, the probe asks for that time slice as the health process
+    does (:func:`serving.health.request_short_slice`), so its own wake-ups stop adding to what it measures."""
     import http.client
+
+    if slice_ns:
+        from serving.health import request_short_slice
+
+        request_short_slice(slice_ns)
 
     conns = {kind: http.client.HTTPConnection("127.0.0.1", port, timeout=10) for kind, port in ports.items()}
     res: dict[str, list[tuple[int, int]]] = {kind: [] for kind in ports}
@@ -239,7 +245,7 @@ def _clients_process(port: int, mix: dict[str, float], concurrency: int, seconds
 
 
 def _phase(port: int, mix: dict[str, float], concurrency: int, seconds: float, n_items: int, n_users: int,
-           seed: int, health_port: int = 0, client_nice: int = 0) -> Tally:
+           seed: int, health_port: int = 0, client_nice: int = 0, probe_slice_ns: int = 0) -> Tally:
     """The clients for ``seconds`` (a process at ``client_nice``); /healthz probed from another process (at this
     one's priority, as an orchestrator's probe) on the main port ("healthz_app") and, with ``health_port``, on
     the health listener's ("healthz")."""
@@ -249,7 +255,7 @@ def _phase(port: int, mix: dict[str, float], concurrency: int, seconds: float, n
     ctx = multiprocessing.get_context("spawn")
     probes_in, probes_out = ctx.Pipe(duplex=False)
     load_in, load_out = ctx.Pipe(duplex=False)
-    prober = ctx.Process(target=_probe_process, args=(ports, seconds, probes_out), daemon=True)
+    prober = ctx.Process(target=_probe_process, args=(ports, seconds, probes_out, 0.02, probe_slice_ns), daemon=True)
     load = ctx.Process(target=_clients_process, args=(port, mix, concurrency, seconds, n_items, n_users, seed,
                                                       client_nice, load_out), daemon=True)
     prober.start()
@@ -314,7 +320,7 @@ def run_workers(bundle: Path, workers: int, a: argparse.Namespace, n_items: int,
         light = {k: v for k, v in MIX.items() if k != "heavy"}
         for name, mix, seed in (("without_heavy", light, 1), ("with_heavy", MIX, 2)):
             out[name] = summarise(_phase(port, mix, a.concurrency, a.seconds, n_items, n_users, seed, hport,
-                                         client_nice), a.seconds)
+                                         client_nice, a.probe_slice_ns), a.seconds)
             print(json.dumps({"workers": workers, "worker_nice": nice, "client_nice": client_nice, "phase": name,
                               **{k: out[name][k] for k in ("requests", "valid_errors", "invalid_unexpected",
                                                            "valid_without_heavy", "heavy", "healthz",
@@ -337,7 +343,10 @@ def markdown(res: dict) -> str:
              "(N: the niceness added to the workers, so the health process, at the caller's, is scheduled first; "
              "the client and the probe process stay at the caller's); client: "
              f"{res['concurrency']} keep-alive connections, plus a separate probe process sending GET /healthz every "
-             "20 ms to each of the health port and the main port; all on the same machine.", "",
+             "20 ms to each of the health port and the main port"
+             + (f", asking for a {res['probe_slice_ns'] / 1e6:g} ms time slice" if res.get("probe_slice_ns") else "")
+             + "; all on the same machine. The health process asks for a 0.1 ms time slice "
+             "(`serving.health.request_short_slice`).", "",
              "| workers | worker nice | client nice | phase | seconds | requests | errors (valid) | "
              "unexpected (invalid) | "
              "valid p50 ms | valid p99 ms | heavy p99 ms | /healthz p99 ms (health port) | /healthz p99 ms (main port) "
@@ -384,6 +393,10 @@ def main(argv: list[str] | None = None) -> None:
                    "in production; here they share the server's cores, and at the probe's priority they delay the "
                    "probe too: the workers' niceness puts them beside the workers, below the probe and the health "
                    "process")
+    p.add_argument("--probe-slice-ns", type=int, default=0,
+                   help="the probe process's requested time slice (0: the kernel's default). An orchestrator's "
+                   "probe normally runs elsewhere or at its own priority; here it shares the saturated cores, and "
+                   "its own wake-up after each answer is part of what it measures")
     p.add_argument("--lookup-threads", type=int, default=4)
     p.add_argument("--items", type=int, default=100_000)
     p.add_argument("--users", type=int, default=20_000)
@@ -394,6 +407,7 @@ def main(argv: list[str] | None = None) -> None:
     run = harness.ReportRun(argv=sys.argv[1:] if argv is None else argv)
     run.meta["machine"] += f", {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, python {platform.python_version()}"
     res = {"quick": a.quick, "meta": run.meta, "concurrency": a.concurrency, "lookup_threads": a.lookup_threads,
+           "probe_slice_ns": a.probe_slice_ns,
            "runs": []}
     work = Path(tempfile.mkdtemp(prefix="load_http_"))
     try:
