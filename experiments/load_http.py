@@ -301,7 +301,8 @@ def run_workers(bundle: Path, workers: int, a: argparse.Namespace, n_items: int,
     port, hport = free_port(), free_port()
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", str(bundle), "--port", str(port),
                              "--workers", str(workers), "--lookup-threads", str(a.lookup_threads),
-                             "--health-port", str(hport), "--worker-nice", str(nice)], cwd=REPO,
+                             "--health-port", str(hport), "--worker-nice", str(nice),
+                             "--worker-policy", a.worker_policy], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(600):
@@ -339,7 +340,8 @@ def markdown(res: dict) -> str:
              f"Bundle: {res['bundle']['items']:,} items, {res['bundle']['users']:,} users, dim {res['bundle']['dim']}, "
              f"candidate search `{res['bundle']['search']}`; the heavy user has seen {res['bundle']['heavy_seen']:,} "
              f"items (more than MAX_FETCH = {MAX_FETCH:,}, so their queries are scored exactly). Server: "
-             f"`recsys serve --workers W --lookup-threads {res['lookup_threads']} --health-port H --worker-nice N` "
+             f"`recsys serve --workers W --lookup-threads {res['lookup_threads']} --health-port H --worker-nice N "
+             f"--worker-policy {res.get('worker_policy', 'normal')}` "
              "(N: the niceness added to the workers, so the health process, at the caller's, is scheduled first; "
              "the client and the probe process stay at the caller's); client: "
              f"{res['concurrency']} keep-alive connections, plus a separate probe process sending GET /healthz every "
@@ -397,6 +399,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="the probe process's requested time slice (0: the kernel's default). An orchestrator's "
                    "probe normally runs elsewhere or at its own priority; here it shares the saturated cores, and "
                    "its own wake-up after each answer is part of what it measures")
+    p.add_argument("--worker-policy", default="normal", choices=("normal", "idle"),
+                   help="`recsys serve --worker-policy` (default normal)")
     p.add_argument("--lookup-threads", type=int, default=4)
     p.add_argument("--items", type=int, default=100_000)
     p.add_argument("--users", type=int, default=20_000)
@@ -407,7 +411,7 @@ def main(argv: list[str] | None = None) -> None:
     run = harness.ReportRun(argv=sys.argv[1:] if argv is None else argv)
     run.meta["machine"] += f", {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, python {platform.python_version()}"
     res = {"quick": a.quick, "meta": run.meta, "concurrency": a.concurrency, "lookup_threads": a.lookup_threads,
-           "probe_slice_ns": a.probe_slice_ns,
+           "probe_slice_ns": a.probe_slice_ns, "worker_policy": a.worker_policy,
            "runs": []}
     work = Path(tempfile.mkdtemp(prefix="load_http_"))
     try:

@@ -31,6 +31,9 @@ from pathlib import Path
 BEAT_S = 0.25  # seconds between a worker's heartbeats
 STALE_S = 2.0  # a heartbeat older than this marks its worker unhealthy
 WORKER_NICE = 5  # niceness added to the workers (0-19): on saturated cores the health process is scheduled first
+# the workers' scheduling policy: "normal" (at WORKER_NICE), or "idle" (SCHED_IDLE: any other task that wakes,
+# the health process and its probe included, preempts a worker at once; the workers get only CPU nothing else wants)
+WORKER_POLICIES = ("normal", "idle")
 # the health process's requested time slice: 0.1 ms, the shortest Linux accepts; a probe's answer takes less CPU
 HEALTH_SLICE_NS = 100_000
 _SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}  # the sched_setattr system call's number
