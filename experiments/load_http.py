@@ -195,17 +195,11 @@ async def _client(port: int, seed: int, mix: dict[str, float], stop: float, tall
         conn[1].close()
 
 
-def _probe_process(ports: dict[str, int], seconds: float, out, every: float = 0.02, slice_ns: int = 0) -> None:
+def _probe_process(ports: dict[str, int], seconds: float, out, every: float = 0.02) -> None:
     """In its own process, as an orchestrator's probe is (not behind the load generator's event loop): GET
     /healthz on each port in turn every ``every`` s over keep-alive connections; sends back
-    ``{kind: [(ns, status), ...]}``. With ``slice_ns``, the probe asks for that time slice as the health process
-    does (:func:`serving.health.request_short_slice`), so its own wake-ups stop adding to what it measures."""
+    ``{kind: [(ns, status), ...]}``."""
     import http.client
-
-    if slice_ns:
-        from serving.health import request_short_slice
-
-        request_short_slice(slice_ns)
 
     conns = {kind: http.client.HTTPConnection("127.0.0.1", port, timeout=10) for kind, port in ports.items()}
     res: dict[str, list[tuple[int, int]]] = {kind: [] for kind in ports}
@@ -245,7 +239,7 @@ def _clients_process(port: int, mix: dict[str, float], concurrency: int, seconds
 
 
 def _phase(port: int, mix: dict[str, float], concurrency: int, seconds: float, n_items: int, n_users: int,
-           seed: int, health_port: int = 0, client_nice: int = 0, probe_slice_ns: int = 0) -> Tally:
+           seed: int, health_port: int = 0, client_nice: int = 0) -> Tally:
     """The clients for ``seconds`` (a process at ``client_nice``); /healthz probed from another process (at this
     one's priority, as an orchestrator's probe) on the main port ("healthz_app") and, with ``health_port``, on
     the health listener's ("healthz")."""
@@ -255,7 +249,7 @@ def _phase(port: int, mix: dict[str, float], concurrency: int, seconds: float, n
     ctx = multiprocessing.get_context("spawn")
     probes_in, probes_out = ctx.Pipe(duplex=False)
     load_in, load_out = ctx.Pipe(duplex=False)
-    prober = ctx.Process(target=_probe_process, args=(ports, seconds, probes_out, 0.02, probe_slice_ns), daemon=True)
+    prober = ctx.Process(target=_probe_process, args=(ports, seconds, probes_out), daemon=True)
     load = ctx.Process(target=_clients_process, args=(port, mix, concurrency, seconds, n_items, n_users, seed,
                                                       client_nice, load_out), daemon=True)
     prober.start()
@@ -301,8 +295,7 @@ def run_workers(bundle: Path, workers: int, a: argparse.Namespace, n_items: int,
     port, hport = free_port(), free_port()
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", str(bundle), "--port", str(port),
                              "--workers", str(workers), "--lookup-threads", str(a.lookup_threads),
-                             "--health-port", str(hport), "--worker-nice", str(nice),
-                             "--worker-policy", a.worker_policy], cwd=REPO,
+                             "--health-port", str(hport), "--worker-nice", str(nice)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(600):
@@ -321,7 +314,7 @@ def run_workers(bundle: Path, workers: int, a: argparse.Namespace, n_items: int,
         light = {k: v for k, v in MIX.items() if k != "heavy"}
         for name, mix, seed in (("without_heavy", light, 1), ("with_heavy", MIX, 2)):
             out[name] = summarise(_phase(port, mix, a.concurrency, a.seconds, n_items, n_users, seed, hport,
-                                         client_nice, a.probe_slice_ns), a.seconds)
+                                         client_nice), a.seconds)
             print(json.dumps({"workers": workers, "worker_nice": nice, "client_nice": client_nice, "phase": name,
                               **{k: out[name][k] for k in ("requests", "valid_errors", "invalid_unexpected",
                                                            "valid_without_heavy", "heavy", "healthz",
@@ -340,15 +333,11 @@ def markdown(res: dict) -> str:
              f"Bundle: {res['bundle']['items']:,} items, {res['bundle']['users']:,} users, dim {res['bundle']['dim']}, "
              f"candidate search `{res['bundle']['search']}`; the heavy user has seen {res['bundle']['heavy_seen']:,} "
              f"items (more than MAX_FETCH = {MAX_FETCH:,}, so their queries are scored exactly). Server: "
-             f"`recsys serve --workers W --lookup-threads {res['lookup_threads']} --health-port H --worker-nice N "
-             f"--worker-policy {res.get('worker_policy', 'normal')}` "
+             f"`recsys serve --workers W --lookup-threads {res['lookup_threads']} --health-port H --worker-nice N` "
              "(N: the niceness added to the workers, so the health process, at the caller's, is scheduled first; "
              "the client and the probe process stay at the caller's); client: "
              f"{res['concurrency']} keep-alive connections, plus a separate probe process sending GET /healthz every "
-             "20 ms to each of the health port and the main port"
-             + (f", asking for a {res['probe_slice_ns'] / 1e6:g} ms time slice" if res.get("probe_slice_ns") else "")
-             + "; all on the same machine. The health process asks for a 0.1 ms time slice "
-             "(`serving.health.request_short_slice`).", "",
+             "20 ms to each of the health port and the main port; all on the same machine.", "",
              "| workers | worker nice | client nice | phase | seconds | requests | errors (valid) | "
              "unexpected (invalid) | "
              "valid p50 ms | valid p99 ms | heavy p99 ms | /healthz p99 ms (health port) | /healthz p99 ms (main port) "
@@ -395,12 +384,6 @@ def main(argv: list[str] | None = None) -> None:
                    "in production; here they share the server's cores, and at the probe's priority they delay the "
                    "probe too: the workers' niceness puts them beside the workers, below the probe and the health "
                    "process")
-    p.add_argument("--probe-slice-ns", type=int, default=0,
-                   help="the probe process's requested time slice (0: the kernel's default). An orchestrator's "
-                   "probe normally runs elsewhere or at its own priority; here it shares the saturated cores, and "
-                   "its own wake-up after each answer is part of what it measures")
-    p.add_argument("--worker-policy", default="normal", choices=("normal", "idle"),
-                   help="`recsys serve --worker-policy` (default normal)")
     p.add_argument("--lookup-threads", type=int, default=4)
     p.add_argument("--items", type=int, default=100_000)
     p.add_argument("--users", type=int, default=20_000)
@@ -411,7 +394,6 @@ def main(argv: list[str] | None = None) -> None:
     run = harness.ReportRun(argv=sys.argv[1:] if argv is None else argv)
     run.meta["machine"] += f", {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, python {platform.python_version()}"
     res = {"quick": a.quick, "meta": run.meta, "concurrency": a.concurrency, "lookup_threads": a.lookup_threads,
-           "probe_slice_ns": a.probe_slice_ns, "worker_policy": a.worker_policy,
            "runs": []}
     work = Path(tempfile.mkdtemp(prefix="load_http_"))
     try:

@@ -9,7 +9,7 @@ import typer
 
 from pipelines import cli_data, cli_pipeline
 from pipelines.cli_data import fail
-from serving.health import WORKER_NICE, WORKER_POLICIES
+from serving.health import WORKER_NICE
 
 app = typer.Typer(
     help="recsys: learn item and user embeddings from interaction logs, track runs in MLflow, serve top-k.",
@@ -179,9 +179,6 @@ def serve(
                                     "is scheduled first on saturated cores (0 = same priority). Up to 19 favours "
                                     "probes more on a host that serves only; on a shared host the workers then get "
                                     "little CPU against other jobs (load_http.md compares 5 and 19)."),
-    worker_policy: str = typer.Option("normal", help="With --health-port: 'normal', or 'idle' to run the workers "
-                                      "under SCHED_IDLE so a probe's wake-up preempts them at once (a host that "
-                                      "only serves: any other busy process takes their CPU)."),
 ) -> None:
     """Serve top-k lookups over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs.
 
@@ -190,13 +187,9 @@ def serve(
     from serving.__main__ import limit_blas_threads
     from serving.http import run
 
-    if worker_policy not in WORKER_POLICIES:
-        raise typer.BadParameter(f"{worker_policy!r} is not one of {', '.join(WORKER_POLICIES)}",
-                                 param_hint="--worker-policy")
     limit_blas_threads(blas_threads)
     run(str(path), host=host, port=port, reload_interval=reload_interval, workers=workers,
-        lookup_threads=lookup_threads, health_port=health_port, worker_nice=worker_nice,
-        worker_policy=worker_policy)
+        lookup_threads=lookup_threads, health_port=health_port, worker_nice=worker_nice)
 
 
 @app.command("serve-model")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from serving.health import WORKER_NICE, WORKER_POLICIES
+from serving.health import WORKER_NICE
 from serving.http import run
 
 
@@ -39,14 +39,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="with --health-port: niceness added to the workers so the health process is scheduled "
                    f"first on saturated cores (default {WORKER_NICE}; 0 = same priority; up to 19 on a host that "
                    "serves only: on a shared host the workers then get little CPU against other jobs)")
-    p.add_argument("--worker-policy", choices=WORKER_POLICIES, default="normal",
-                   help="with --health-port: 'idle' runs the workers under SCHED_IDLE, so a probe's wake-up "
-                   "preempts them at once (a host that only serves: any other busy process takes their CPU)")
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     limit_blas_threads(a.blas_threads)
     run(a.path, a.host, a.port, a.reload_interval, a.workers, a.log_level, a.lookup_threads, a.health_port,
-        a.worker_nice, a.worker_policy)
+        a.worker_nice)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,7 @@ those files:
 
 - ``/healthz``: 200 when every live worker's loop wrote a heartbeat within ``stale_s`` seconds (a loop that
   hangs stops writing), else 503 naming the stale workers. It never waits behind lookups: no event loop, no GIL
-  shared with them; the workers run at a higher niceness (:data:`WORKER_NICE`), and the health process asks
-  the kernel for a short time slice (:func:`request_short_slice`, :data:`HEALTH_SLICE_NS`), with which Linux's
-  EEVDF scheduler (6.12 and later) lets it preempt a busy task of the same niceness as soon as it wakes.
+  shared with them, and a sleeping process is woken first by the kernel's scheduler.
 - ``/readyz``: 200 when every live worker has a bundle loaded and no failed reload, else 503 with the reasons.
 
 Heartbeats of workers that exited are removed. The application's own ``/healthz`` and ``/readyz`` stay on the
@@ -18,10 +16,8 @@ main port; orchestrators should probe this one.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import platform
 import shutil
 import threading
 import time
@@ -31,47 +27,6 @@ from pathlib import Path
 BEAT_S = 0.25  # seconds between a worker's heartbeats
 STALE_S = 2.0  # a heartbeat older than this marks its worker unhealthy
 WORKER_NICE = 5  # niceness added to the workers (0-19): on saturated cores the health process is scheduled first
-# the workers' scheduling policy: "normal" (at WORKER_NICE), or "idle" (SCHED_IDLE: any other task that wakes,
-# the health process and its probe included, preempts a worker at once; the workers get only CPU nothing else wants)
-WORKER_POLICIES = ("normal", "idle")
-# the health process's requested time slice: 0.1 ms, the shortest Linux accepts; a probe's answer takes less CPU
-HEALTH_SLICE_NS = 100_000
-_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}  # the sched_setattr system call's number
-
-
-class _SchedAttr(ctypes.Structure):
-    """``struct sched_attr`` (``SCHED_ATTR_SIZE_VER1``, 56 bytes) of ``sched_setattr(2)``."""
-
-    _fields_ = [("size", ctypes.c_uint32), ("sched_policy", ctypes.c_uint32), ("sched_flags", ctypes.c_uint64),
-                ("sched_nice", ctypes.c_int32), ("sched_priority", ctypes.c_uint32),
-                ("sched_runtime", ctypes.c_uint64), ("sched_deadline", ctypes.c_uint64),
-                ("sched_period", ctypes.c_uint64), ("sched_util_min", ctypes.c_uint32),
-                ("sched_util_max", ctypes.c_uint32)]
-
-
-def request_short_slice(slice_ns: int = HEALTH_SLICE_NS) -> bool:
-    """Ask the kernel to schedule the calling thread (and the threads it starts later) with a ``slice_ns``
-    time slice, at its current niceness and normal policy: no privilege needed.
-
-    Under EEVDF (Linux 6.12 and later) a task's virtual deadline is its eligible time plus its slice, so a task
-    with a short slice that wakes up preempts a running task with the default slice (about 1-3 ms) at once;
-    older kernels ignore the field or refuse it.
-
-    Parameters
-    ----------
-    slice_ns : the slice in nanoseconds (Linux clamps it to 0.1-100 ms).
-
-    Returns
-    -------
-    bool : whether the kernel took it (False on other systems, architectures or refusing kernels).
-    """
-    number = _SCHED_SETATTR.get(platform.machine())
-    if platform.system() != "Linux" or number is None:
-        return False
-    attr = _SchedAttr(size=ctypes.sizeof(_SchedAttr), sched_policy=0,  # SCHED_OTHER
-                      sched_nice=os.getpriority(os.PRIO_PROCESS, 0), sched_runtime=slice_ns)
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc.syscall(number, 0, ctypes.byref(attr), 0) == 0
 
 
 def write_beat(folder: str | Path, ready: bool, bundle: str | None, error: str | None) -> None:
@@ -157,8 +112,6 @@ def serve_health(folder: str | Path, host: str, port: int, stale_s: float = STAL
                  stop: threading.Event | None = None, parent: int | None = None) -> None:
     """Answer ``/healthz`` and ``/readyz`` on ``host:port`` from the heartbeats in ``folder`` (blocks; until
     ``stop`` is set when given, or, with ``parent``, until that process is gone: then ``folder`` is removed)."""
-    if parent is not None:  # the health process (a test's in-process server keeps its thread's slice)
-        request_short_slice()
     handler = type("Handler", (_Handler,), {"folder": Path(folder), "stale_s": stale_s})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True

@@ -332,7 +332,7 @@ def _run_workers(host: str, port: int, workers: int, log_level: str) -> None:
 
 def run(path: str | Path, host: str = "127.0.0.1", port: int = 8000, reload_interval: float = 2.0,
         workers: int = 1, log_level: str = "info", lookup_threads: int = 4, health_port: int = 0,
-        worker_nice: int = health.WORKER_NICE, worker_policy: str = "normal") -> None:
+        worker_nice: int = health.WORKER_NICE) -> None:
     """Serve ``path`` with uvicorn (blocks until interrupted).
 
     Parameters
@@ -348,14 +348,10 @@ def run(path: str | Path, host: str = "127.0.0.1", port: int = 8000, reload_inte
     worker_nice : with ``health_port``, the niceness added to this process and so to every worker (0-19):
         on cores the workers saturate, the kernel's scheduler then runs the health process first, so
         probes are answered in milliseconds. 0 keeps every process at the caller's priority.
-    worker_policy : with ``health_port``, ``"normal"`` (the default) or ``"idle"``: the workers run under Linux's
-        ``SCHED_IDLE``, so any task that wakes (the health process, a probe) preempts them at once; for a host
-        that only serves, since any other busy process takes the CPU from them.
 
     Raises
     ------
-    ValueError : ``workers`` < 1, ``worker_nice`` outside 0-19, or an unknown ``worker_policy`` (or ``"idle"``
-        where the system has no ``SCHED_IDLE``).
+    ValueError : ``workers`` < 1 or ``worker_nice`` outside 0-19.
     """
     import shutil
     import tempfile
@@ -366,10 +362,6 @@ def run(path: str | Path, host: str = "127.0.0.1", port: int = 8000, reload_inte
         raise ValueError(f"workers must be >= 1; got {workers}")
     if not 0 <= worker_nice <= 19:
         raise ValueError(f"worker_nice must be in 0-19 (a niceness added to the workers); got {worker_nice}")
-    if worker_policy not in health.WORKER_POLICIES:
-        raise ValueError(f"worker_policy must be one of {health.WORKER_POLICIES}; got {worker_policy!r}")
-    if worker_policy == "idle" and not hasattr(os, "SCHED_IDLE"):
-        raise ValueError("worker_policy 'idle' needs Linux's SCHED_IDLE, which this system lacks; use 'normal'")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     health_dir = None
     if health_port:
@@ -380,10 +372,8 @@ def run(path: str | Path, host: str = "127.0.0.1", port: int = 8000, reload_inte
         start_health_process(health_dir, host, health_port)  # forked first: keeps the caller's priority
         if worker_nice:
             os.nice(worker_nice)  # this process and every worker uvicorn starts from it
-        if worker_policy == "idle":
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # inherited the same way
-        log.info("health on http://%s:%d (/healthz, /readyz); workers at niceness +%d, policy %s", host,
-                 health_port, worker_nice, worker_policy)
+        log.info("health on http://%s:%d (/healthz, /readyz); workers at niceness +%d", host, health_port,
+                 worker_nice)
     try:
         _serve(path, host, port, reload_interval, workers, log_level, lookup_threads, uvicorn)
     finally:
