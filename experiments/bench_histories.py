@@ -1,5 +1,7 @@
 """Every user's whole history, as export and the gate read it: rebuilt from ``interactions.parquet`` (the way
-before) against joined from the memory-mapped leave-last-out split (``recsys.prepare.format.all_events`` now).
+before) against joined from the memory-mapped leave-last-out split (``recsys.prepare.format.all_events`` now);
+and the user x item matrix ALS and BPR fit on: built in one pass (before) against ``Sequences.to_csr`` now,
+chunk by chunk.
 
     python experiments/bench_histories.py                       # 10M synthetic events
     python experiments/bench_histories.py --events 1000000      # a smaller set
@@ -37,7 +39,13 @@ WAYS = {
                                          "s = build_sequences(read_interactions(d.directory), d.split.n_users, "
                                          "d.split.n_items)",
     "joined from the split (all_events)": "from recsys.prepare.format import all_events\ns = all_events(d)",
+    "train matrix in one pass (before)": "import scipy.sparse as sp\nt = d.split.train\n"
+                                         "m = sp.csr_matrix((np.ones(t.n_events, np.float32), t.items.astype(np.int64),"
+                                         " t.offsets.copy()), shape=(t.n_rows, t.n_items + 1))\nm.sum_duplicates()",
+    "train matrix chunk by chunk (to_csr)": "m = d.split.train.to_csr(binary=False)",
 }
+HISTORIES = ("rebuilt from interactions.parquet", "joined from the split (all_events)")
+MATRICES = ("train matrix in one pass (before)", "train matrix chunk by chunk (to_csr)")
 CHILD = """
 import hashlib, sys
 import numpy as np
@@ -45,8 +53,11 @@ from recsys.prepare.format import load_prepared
 d = load_prepared(sys.argv[1])
 {body}
 h = hashlib.sha256()
-if {check}:
+if {check} == "histories":
     for a in (s.offsets, s.items, s.timestamps):
+        h.update(np.ascontiguousarray(a).tobytes())
+elif {check} == "matrix":
+    for a in (m.indptr.astype(np.int64), m.indices.astype(np.int64), m.data):
         h.update(np.ascontiguousarray(a).tobytes())
 # this process's own peak (VmHWM starts again at exec; wait4's ru_maxrss would carry the parent's over)
 hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
@@ -67,8 +78,8 @@ def prepared(events: int, root: Path) -> Path:
 
 
 def measure(folder: Path, way: str) -> dict:
-    body = WAYS[way]
-    code = CHILD.format(body=body, check=body != "pass")
+    check = "histories" if way in HISTORIES else "matrix" if way in MATRICES else "none"
+    code = CHILD.format(body=WAYS[way], check=repr(check))
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -80,7 +91,7 @@ def measure(folder: Path, way: str) -> dict:
 
 
 def markdown(res: dict) -> str:
-    lines = ["# Every user's whole history: rebuilt from the log vs joined from the split", "",
+    lines = ["# Histories and the training matrix at scale: before and now", "",
              *harness.header_lines(res["meta"]),
              f"Synthetic set: {res['events']:,} events, {res['users']:,} users, {res['items']:,} items (out-of-core "
              f"engine, leave-last-out). Each way {res['repeats']} times, alternating, each in its own process; "
@@ -90,10 +101,15 @@ def markdown(res: dict) -> str:
     base = res["ways"]["load only (baseline)"]["peak_rss_gb"]
     for way, r in res["ways"].items():
         lines.append(f"| {way} | {r['seconds']:.2f} | {r['peak_rss_gb']:.3f} | {r['peak_rss_gb'] - base:.3f} |")
-    old, new = (res["ways"][w] for w in list(WAYS)[1:])
-    lines += ["", f"Joined / rebuilt: {(new['peak_rss_gb'] - base) / (old['peak_rss_gb'] - base):.2f}x the memory "
-              f"over the baseline, {new['seconds'] / old['seconds']:.2f}x the seconds. Same sequences: "
-              f"{res['same']}.", ""]
+    lines.append("")
+    for (old_way, new_way), what, same in ((HISTORIES, "Joined / rebuilt", res["same"]),
+                                           (MATRICES, "Chunked / one pass", res.get("same_matrix"))):
+        if new_way in res["ways"]:
+            old, new = res["ways"][old_way], res["ways"][new_way]
+            lines.append(f"{what}: {(new['peak_rss_gb'] - base) / (old['peak_rss_gb'] - base):.2f}x the memory "
+                         f"over the baseline, {new['seconds'] / old['seconds']:.2f}x the seconds; the same result: "
+                         f"{same}.")
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -115,14 +131,15 @@ def main() -> None:
             print(f"round {r + 1} {way}: {runs[way][-1]}", flush=True)
     ways = {w: {"seconds": statistics.median(x["seconds"] for x in rs),
                 "peak_rss_gb": statistics.median(x["peak_rss_gb"] for x in rs), "runs": rs} for w, rs in runs.items()}
-    hashes = {x["hash"] for w in list(WAYS)[1:] for x in runs[w]}  # the baseline hashes nothing
+    hashes = {x["hash"] for w in HISTORIES for x in runs[w]}
+    matrix_hashes = {x["hash"] for w in MATRICES for x in runs[w]}
     res = {"meta": run.finish(), "events": split.params["n_events"], "users": split.n_users, "items": split.n_items,
-           "repeats": args.repeats, "ways": ways, "same": len(hashes) == 1}
+           "repeats": args.repeats, "ways": ways, "same": len(hashes) == 1, "same_matrix": len(matrix_hashes) == 1}
     atomic.write_text(REPORTS / "bench_histories.json", json.dumps(res, indent=1) + "\n")
     atomic.write_text(REPORTS / "bench_histories.md", markdown(res))
     print(markdown(res))
-    if not res["same"]:
-        raise SystemExit("the two ways gave different sequences")
+    if not (res["same"] and res["same_matrix"]):
+        raise SystemExit("two ways of building the same thing gave different results")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ BENCHMARKS = {
     "bench_serving": "lookups: Annoy, IVF and exact search",
     "load_http": "the HTTP server under mixed load",
     "bench_pipeline": "the scheduled pipeline's steps",
-    "bench_histories": "every user's whole history for export: rebuilt from the log vs joined from the split",
+    "bench_histories": "histories for export and the ALS/BPR matrix at scale: the ways before against now",
     "soak_pipeline": "the pipeline under random kills",
 }
 BEGIN = re.compile(r"<!-- generated: (\w+) -->\n.*?<!-- end generated -->", re.S)

@@ -128,14 +128,32 @@ class Sequences:
         """(n_events,) int64 row of every event (the inverse of the offsets)."""
         return np.repeat(np.arange(self.n_rows, dtype=np.int64), self.lengths())
 
-    def to_csr(self, binary: bool = True) -> sp.csr_matrix:
-        """(n_rows, n_items + 1) sparse matrix of row x item; repeats summed unless ``binary``."""
-        data = np.ones(self.n_events, dtype=np.float32)
-        m = sp.csr_matrix(
-            (data, self.items.astype(np.int64), self.offsets.copy()),
-            shape=(self.n_rows, self.n_items + 1),
-        )
-        m.sum_duplicates()
+    def to_csr(self, binary: bool = True, chunk_events: int = 1 << 22) -> sp.csr_matrix:
+        """(n_rows, n_items + 1) float32 sparse matrix of row x item; repeats summed unless ``binary``.
+
+        Built ``chunk_events`` events at a time (each chunk's rows summed and sorted on their own), so memory is
+        the result (int32 indices and float32 values per distinct (row, item)) plus O(``chunk_events``), and a
+        memory-mapped ``items`` is read, never copied whole.
+        """
+        offsets = np.asarray(self.offsets, dtype=np.int64)
+        shape = (self.n_rows, self.n_items + 1)
+        cuts = np.searchsorted(offsets, np.arange(0, offsets[-1], max(1, chunk_events)), side="right") - 1
+        bounds = np.unique(np.concatenate([[0], cuts, [self.n_rows]]))
+        indices, data, row_nnz = [], [], np.zeros(self.n_rows, dtype=np.int64)
+        for r0, r1 in zip(bounds[:-1], bounds[1:], strict=True):
+            lo, hi = int(offsets[r0]), int(offsets[r1])
+            # a copy: sum_duplicates sorts the indices in place, and self.items must keep its time order
+            cols = np.array(self.items[lo:hi], dtype=np.int32)
+            part = sp.csr_matrix((np.ones(hi - lo, dtype=np.float32), cols, offsets[r0:r1 + 1] - lo),
+                                 shape=(r1 - r0, shape[1]))
+            part.sum_duplicates()  # also sorts each row's indices
+            indices.append(part.indices.astype(np.int32, copy=False))
+            data.append(part.data)
+            row_nnz[r0:r1] = np.diff(part.indptr)
+        indptr = np.concatenate([[0], np.cumsum(row_nnz)])
+        m = sp.csr_matrix((np.concatenate(data) if data else np.zeros(0, np.float32),
+                           np.concatenate(indices) if indices else np.zeros(0, np.int32), indptr), shape=shape)
+        m.has_canonical_format = True  # every row summed and sorted above
         if binary:
             m.data[:] = 1.0
         return m

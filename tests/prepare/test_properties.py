@@ -189,3 +189,17 @@ def test_concat_joins_every_row_in_order_whatever_the_chunk(data):
     assert [joined.row(r).tolist() for r in range(a.n_rows)] == [x + y for x, y in zip(rows_a, rows_b, strict=True)]
     ts = [np.asarray(s.timestamps)[s.offsets[r]:s.offsets[r + 1]].tolist() for r in range(a.n_rows) for s in (a, b)]
     assert np.asarray(joined.timestamps).tolist() == [t for pair in ts for t in pair]
+
+
+@SETTINGS
+@given(sequence_pairs(), st.booleans())
+def test_to_csr_counts_every_row_item_pair_whatever_the_chunk_and_leaves_the_items_alone(data, binary):
+    seqs, _, (rows, _), chunk = data
+    before = np.array(seqs.items)
+    m = seqs.to_csr(binary=binary, chunk_events=chunk)
+    assert m.shape == (seqs.n_rows, 10) and m.dtype == np.float32 and m.has_sorted_indices
+    for r, items in enumerate(rows):
+        expect = {i: (1.0 if binary else float(items.count(i))) for i in set(items)}
+        row = m.getrow(r)
+        assert dict(zip(row.indices.tolist(), row.data.tolist(), strict=True)) == expect
+    assert np.array_equal(seqs.items, before)  # time order kept: the matrix sorted a copy
