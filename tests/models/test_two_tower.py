@@ -293,6 +293,10 @@ def test_rank_shards_union_is_the_global_batch() -> None:
     for b, r0, r1 in zip(one, *two, strict=True):
         assert sorted(b.tolist()) == sorted(r0.tolist() + r1.tolist())
     assert sorted(np.concatenate(one).tolist()) == list(range(103))
+    # 4 bytes a window, in the order rng.permutation gave before (training runs stay reproducible)
+    plain = epoch_batches(103, 10, seed=1, epoch=3)
+    assert plain[0].dtype == np.int32
+    assert np.concatenate(plain).tolist() == np.random.default_rng([1, 3]).permutation(103).tolist()
 
 
 def test_config_errors_name_the_field() -> None:

@@ -170,7 +170,8 @@ def epoch_batches(n_windows: int, batch_size: int, seed: int, epoch: int, rank: 
     shuffled again, so batches can be trimmed to their longest window (far less padding).
     """
     rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(n_windows)
+    # the same order as rng.permutation(n_windows), in 4 bytes a window instead of 8
+    order = rng.permutation(np.arange(n_windows, dtype=np.int32 if n_windows < 2**31 else np.int64))
     if lengths is not None:
         pool = 50 * batch_size
         order = np.concatenate([c[np.argsort(lengths[c], kind="stable")]
