@@ -387,11 +387,20 @@ def _meta(args: argparse.Namespace, **extra: str) -> dict:
 
 
 def _header(meta: dict) -> list[str]:
-    return [*harness.header_lines(meta), f"Python {meta['python']}; {meta['ram_gb']} GB RAM.", ""]
+    ram = f"; {meta['ram_gb']} GB RAM" if "ram_gb" in meta else ""
+    return [*harness.header_lines(meta), f"Python {meta['python']}{ram}.", ""]
 
 
-def write_csv_report(row: dict, args: argparse.Namespace) -> None:
-    meta = _meta(args)
+def legacy_meta(meta: dict) -> dict:
+    """A report's ``meta`` from before the harness, in the harness's keys: its ``loadavg`` was taken at start."""
+    out = {k: v for k, v in meta.items() if k != "loadavg"}
+    if "loadavg" in meta:
+        out["loadavg_start"] = meta["loadavg"]
+    return out
+
+
+def write_csv_report(row: dict, args: argparse.Namespace, meta: dict | None = None) -> None:
+    meta = meta or _meta(args)
     _atomic(REPORTS / "bench_data_csv.json", json.dumps({"meta": meta, "row": row}, indent=2))
     lines = ["# Reading a CSV log, plain and gzip-compressed", "", *_header(meta),
              f"{row['n_events']:,} synthetic events as one CSV (`user,item,timestamp,weight,event`), read by "
@@ -489,8 +498,10 @@ def bench_engines(n_events: int, impls: list[str], args: argparse.Namespace) -> 
     return row
 
 
-def write_engine_report(rows: list[dict], args: argparse.Namespace, name: str, title: str) -> None:
-    meta = _meta(args, pipeline="read + validate -> dedupe -> kcore(5,5) -> IdMap fit+encode -> leave_last_out -> save")
+def write_engine_report(rows: list[dict], args: argparse.Namespace, name: str, title: str,
+                        meta: dict | None = None) -> None:
+    meta = meta or _meta(args, pipeline="read + validate -> dedupe -> kcore(5,5) -> IdMap fit+encode -> "
+                                        "leave_last_out -> save")
     _atomic(REPORTS / f"{name}.json", json.dumps({"meta": meta, "rows": rows}, indent=2))
     labels = {"polars_fp": "memory (polars)", "outofcore": "out-of-core", "spark": "Spark local[*]"}
     lines = [f"# {title}", "", *_header(meta),
@@ -556,6 +567,20 @@ ENGINE_NOTES = {
 }
 
 
+def rewrite(name: str, args: argparse.Namespace) -> None:
+    """Regenerate ``name``'s Markdown from its JSON, through the harness's header."""
+    saved = json.loads((REPORTS / f"{name}.json").read_text())
+    meta = legacy_meta(saved["meta"])
+    if name == "bench_data_csv":
+        _atomic(REPORTS / f"{name}.json", json.dumps({**saved, "meta": meta}, indent=2))
+        write_csv_report(saved["row"], args, meta)
+        return
+    base = "bench_data_spark" if name.startswith("bench_data_spark") else "bench_data_outofcore"
+    title = "Spark local mode vs polars" if base == "bench_data_spark" else "Out-of-core preparation"
+    args.notes = ENGINE_NOTES[base]
+    write_engine_report(saved["rows"], args, name, title, meta)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1M events only (smoke run)")
@@ -574,12 +599,17 @@ def main() -> None:
     ap.add_argument("--report-name", default="", help="write the --outofcore/--spark report under this name instead")
     ap.add_argument("--memory-max-events", type=int, default=100_000_000,
                     help="largest size the in-memory path runs on in --outofcore (default 100M)")
+    ap.add_argument("--rewrite", metavar="REPORT", help="measure nothing: regenerate REPORT's Markdown from its JSON "
+                    "(bench_data_csv, or a --outofcore / --spark report)")
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(WORKERS[args.worker](args.data, args.out)))
+        return
+    if args.rewrite:
+        rewrite(args.rewrite, args)
         return
     args.run = harness.ReportRun()
     if args.csv:

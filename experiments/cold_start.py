@@ -167,7 +167,12 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("~/.cache/recsys/content").expanduser(),
                     help="text-vector cache folder")
     ap.add_argument("--quick", action="store_true", help="write the _quick report (smoke runs)")
+    ap.add_argument("--rewrite", action="store_true", help="fit nothing: regenerate the Markdown from the JSON")
     args = ap.parse_args()
+    path = REPORTS / ("cold_start_quick" if args.quick else "cold_start")
+    if args.rewrite:
+        write_report(with_meta(json.loads(path.with_suffix(".json").read_text())), path)
+        return
     run = harness.ReportRun(seeds=[args.seed])
     torch.manual_seed(args.seed)
     names = list(ROWS)
@@ -192,7 +197,20 @@ def main() -> None:
                   f"warm ndcg {r['warm']['ndcg_10']:.4f} hr {r['warm']['hr_10']:.4f} | among cold: hr "
                   f"{r['cold_among_cold']['hr_10']:.4f} | {r['fit_s']} s", flush=True)
     results["meta"] = run.finish()
-    write_report(results, REPORTS / ("cold_start_quick" if args.quick else "cold_start"))
+    write_report(results, path)
+
+
+def with_meta(res: dict) -> dict:
+    """``res`` with the harness's ``meta``; a report from before the harness recorded its command, commit and
+    machine at the top (its seed, the one ``--seed`` default, is in its model settings)."""
+    if "meta" in res:
+        return res
+    meta = {k: res[k] for k in ("command", "commit", "machine") if k in res}
+    meta["command"] = meta.get("command", "").strip() or None
+    meta["commit"] = meta.get("commit", "")[:7] or None  # the short hash, as the harness records it
+    meta["seeds"] = [res["model"]["seed"]] if "seed" in res.get("model", {}) else None
+    return {"meta": {k: v for k, v in meta.items() if v is not None},
+            **{k: v for k, v in res.items() if k not in ("command", "commit", "machine")}}
 
 
 def write_report(res: dict, path: Path) -> None:
