@@ -41,7 +41,7 @@ class DataConfig:
     work_dir: str = ""  # outofcore / spark scratch folder; "" = beside the prepared folder
     spark_master: str = "local[*]"  # spark: the master URL (local mode by default; a cluster's URL otherwise)
     # built-in synthetic data set size (used when path is empty)
-    synthetic_users: int = 5_000  # the built-in set's size: users, items and events
+    synthetic_users: int = 5_000  # the built-in set's users
     synthetic_items: int = 2_000  # the built-in set's catalogue size
     synthetic_events: int = 200_000  # the built-in set's events (about 40 per user at the default size)
 
