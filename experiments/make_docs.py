@@ -34,6 +34,7 @@ RESULTS = {
     "unseen_data": "the shipped nightly pipeline on each shared data set, against the best tuned result",
     "beauty_two_tower": "two-tower models on Amazon Beauty (test metrics, per-epoch validation)",
     "beauty_baselines": "popularity, ALS and BPR on Amazon Beauty",
+    "ablation_two_tower": "options of the Transformer user tower on Beauty validation (the BSARec filter)",
     "bench_item2vec": "our item2vec against gensim on every data set (3 seeds), and throughput",
     "bench_item2vec_rules": "item2vec's row update rules compared on validation",
     "tune_item2vec": "item2vec tuned on Beauty validation: the greedy searches and `recsys tune`",
