@@ -53,7 +53,7 @@ sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(REPO / "experiments"))
 
-from harness import ReportRun, commit_now, legacy_runs, runs_header  # noqa: E402
+from harness import ReportRun, commit_now, legacy_runs, runs_header, without_legacy_fields  # noqa: E402
 from item2vec_common import (  # noqa: E402
     METRICS,
     SETS,
@@ -402,11 +402,6 @@ def markdown(r: dict) -> str:
 STARTED_AT = commit_now()
 
 
-def _without_legacy(report: dict) -> dict:
-    """``report`` without the ``"; then "``-joined run fields of a report from before the harness."""
-    return {k: v for k, v in report.items() if k not in ("commit", "command", "loadavg", "machine")}
-
-
 def _parts_of(command: str) -> tuple[set[str], set[str]] | None:
     """The ``--parts`` and ``--sets`` a recorded command line ran (``None``: no ``--parts``, whose default then is
     not recorded)."""
@@ -422,7 +417,7 @@ def rewrite(path: Path) -> dict:
     the last run whose ``--parts`` (and, for a data set of the sets part, ``--sets``) named it (``--merge`` kept
     the others' parts)."""
     old = json.loads(path.read_text())
-    results = {**_without_legacy(old), "runs": legacy_runs(old)}
+    results = {**without_legacy_fields(old), "runs": legacy_runs(old)}
     ran = [(i, _parts_of(m["command"])) for i, m in enumerate(results["runs"], 1)]
     part_runs = results.setdefault("part_runs", {})
     for part, value in list(results.items()):
@@ -471,7 +466,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "quick": args.quick}
     if args.merge and previous.exists():  # earlier parts first; this run's parts replace theirs
         old = json.loads(previous.read_text())
-        results = {**_without_legacy(old), **results, "runs": [*legacy_runs(old), run.meta]}
+        results = {**without_legacy_fields(old), **results, "runs": [*legacy_runs(old), run.meta]}
     if parts & {"beauty", "variants", "workers"}:
         beauty = load_set("beauty")
     steps = [("sets", lambda: merge_sets(results.get("sets") if args.merge else None,

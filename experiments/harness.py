@@ -156,6 +156,12 @@ def legacy_runs(report: dict[str, Any]) -> list[dict[str, Any]]:
     return runs
 
 
+def without_legacy_fields(report: dict[str, Any]) -> dict[str, Any]:
+    """``report`` without the ``"; then "``-joined run fields of a report from before the harness (what
+    :func:`legacy_runs` reads them into)."""
+    return {k: v for k, v in report.items() if k not in ("commit", "command", "loadavg", "machine")}
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as s:

@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "experiments"))
 
-from harness import ReportRun, legacy_runs, runs_header  # noqa: E402
+from harness import ReportRun, legacy_runs, runs_header, without_legacy_fields  # noqa: E402
 from item2vec_common import fit, sentences, with_scoring  # noqa: E402
 
 from pipelines.tune import REFINE_SHARE  # noqa: E402
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> dict:
             sys.exit(f"--merge: {previous} was made with another grid, start or budget; rerun every search")
         redo = {(f, sc) for f in args.fitters.split(",") for sc in args.scorings.split(",")}
         results["searches"] = [x for x in old["searches"] if (x["fitter"], x["scoring"]) not in redo]
-        results = {**_without_legacy(old), **results, "runs": [*legacy_runs(old), run.meta]}
+        results = {**without_legacy_fields(old), **results, "runs": [*legacy_runs(old), run.meta]}
     for fitter in args.fitters.split(","):
         for scoring in args.scorings.split(","):
             budget = fits_like_gensim(results["searches"], fitter, scoring, args.budget)
@@ -337,7 +337,7 @@ def run_optuna(args: argparse.Namespace, split: SplitData, run: ReportRun) -> di
     if not path.is_file():
         sys.exit(f"{path} is missing: the optuna part is compared with the greedy searches recorded there")
     old = json.loads(path.read_text())
-    results = {**_without_legacy(old), "runs": [*legacy_runs(old), run.meta]}
+    results = {**without_legacy_fields(old), "runs": [*legacy_runs(old), run.meta]}
     key = ("optuna" if args.sampler == "tpe" else f"optuna_{args.sampler}") + (
         f"_refine{round(100 * args.refine)}" if args.refine else "")
     results[key] = {**optuna_search(split, args.trials, args.workers, args.work, args.sampler, args.refine),
@@ -347,11 +347,6 @@ def run_optuna(args: argparse.Namespace, split: SplitData, run: ReportRun) -> di
     atomic.write_text(path, json.dumps(results, indent=2))
     atomic.write_text(args.out / "tune_item2vec.md", markdown(results))
     return results
-
-
-def _without_legacy(report: dict) -> dict:
-    """``report`` without the ``"; then "``-joined run fields of a report from before the harness."""
-    return {k: v for k, v in report.items() if k not in ("commit", "command", "loadavg", "machine")}
 
 
 def _run_ref(part: dict) -> str:
@@ -371,7 +366,7 @@ def _greedy_covers(command: str, search_: dict) -> bool:
 def rewrite(path: Path) -> dict:
     """Regenerate the report's Markdown from its JSON (a report from before the harness gets its runs list)."""
     old = json.loads(path.read_text())
-    results = {**_without_legacy(old), "runs": legacy_runs(old)}
+    results = {**without_legacy_fields(old), "runs": legacy_runs(old)}
     for s in results["searches"]:
         if "run" not in s:  # the last greedy run whose --fitters and --scorings covered it (--merge kept the rest)
             s["run"] = max((i for i, m in enumerate(results["runs"], 1) if _greedy_covers(m["command"], s)),

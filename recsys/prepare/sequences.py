@@ -33,6 +33,15 @@ def item_counts(items: np.ndarray, n_items: int, chunk: int = 1 << 24) -> np.nda
     return counts
 
 
+def row_chunks(offsets: np.ndarray, chunk_events: int) -> Iterable[tuple[int, int]]:
+    """Consecutive row ranges ``[r0, r1)`` covering every row, each holding about ``chunk_events`` events (a
+    range holds more only when one row alone does)."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    cuts = np.searchsorted(offsets, np.arange(0, offsets[-1], max(1, chunk_events)), side="right") - 1
+    bounds = np.unique(np.concatenate([[0], cuts, [len(offsets) - 1]]))
+    return zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+
+
 @dataclass(frozen=True)
 class Sequences:
     """Flat time-ordered item sequences.
@@ -137,10 +146,8 @@ class Sequences:
         """
         offsets = np.asarray(self.offsets, dtype=np.int64)
         shape = (self.n_rows, self.n_items + 1)
-        cuts = np.searchsorted(offsets, np.arange(0, offsets[-1], max(1, chunk_events)), side="right") - 1
-        bounds = np.unique(np.concatenate([[0], cuts, [self.n_rows]]))
         indices, data, row_nnz = [], [], np.zeros(self.n_rows, dtype=np.int64)
-        for r0, r1 in zip(bounds[:-1], bounds[1:], strict=True):
+        for r0, r1 in row_chunks(offsets, chunk_events):
             lo, hi = int(offsets[r0]), int(offsets[r1])
             # a copy: sum_duplicates sorts the indices in place, and self.items must keep its time order
             cols = np.array(self.items[lo:hi], dtype=np.int32)
@@ -185,10 +192,7 @@ class Sequences:
         items = np.empty(int(offsets[-1]), dtype=np.int32)
         ts = np.empty(int(offsets[-1]), dtype=np.int64) if keep_ts else None
         a_len = self.lengths()
-        # row ranges holding about chunk_events events of the result each
-        cuts = np.searchsorted(offsets, np.arange(0, offsets[-1], max(1, chunk_events)), side="right") - 1
-        bounds = np.unique(np.concatenate([cuts, [self.n_rows]]))
-        for r0, r1 in zip(bounds[:-1], bounds[1:], strict=True):
+        for r0, r1 in row_chunks(offsets, chunk_events):  # about chunk_events events of the result each
             # the part of self, then the part of other, each moved by its rows' shift
             for part, start_in_out in ((self, offsets[r0:r1]), (other, offsets[r0:r1] + a_len[r0:r1])):
                 lo, hi = int(part.offsets[r0]), int(part.offsets[r1])
