@@ -24,6 +24,7 @@ requests' own p99, ``/healthz`` p99 on each port while heavy requests run, and t
 at start and end. Client and server share the machine's cores, so latencies are upper bounds.
 
     python experiments/load_http.py                   # 60 s per phase, 1 and 2 workers, worker nice 0 and 5 (~10 min)
+    python experiments/load_http.py --seconds 30 --worker-nice 5 --health-nice 0,-10  # health priority compared
     python experiments/load_http.py --seconds 5 --quick
 
 Writes experiments/reports/load_http{,_quick}.{json,md}.
@@ -38,6 +39,7 @@ import os
 import platform
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -60,7 +62,7 @@ from harness import free_port, tree_rss_mb  # noqa: E402
 from recsys import atomic  # noqa: E402
 from recsys.export import export_bundle  # noqa: E402
 from serving.format import MANIFEST  # noqa: E402
-from serving.health import WORKER_NICE  # noqa: E402
+from serving.health import HEALTH_NICE, WORKER_NICE  # noqa: E402
 from serving.http import MAX_BODY_BYTES  # noqa: E402
 from serving.search import MAX_FETCH  # noqa: E402
 
@@ -195,28 +197,61 @@ async def _client(port: int, seed: int, mix: dict[str, float], stop: float, tall
         conn[1].close()
 
 
+SO_TIMESTAMPNS = 35  # Linux: the kernel's receive time (CLOCK_REALTIME, ns) of each read, as ancillary data
+
+
+def _probe_once(sock: socket.socket) -> tuple[int, int, int]:
+    """GET /healthz on a keep-alive connection: (status, ns until this process had the whole response, ns until
+    the kernel received its last part). The second excludes the probe's own wait to be scheduled."""
+    t_real, t = time.time_ns(), time.perf_counter_ns()
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    buf, arrived = b"", t_real
+    while True:
+        data, ancillary, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(16))
+        if not data:
+            raise ConnectionError("the server closed the probe's connection")
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                sec, nsec = struct.unpack("qq", value[:16])
+                arrived = max(arrived, sec * 10**9 + nsec)
+        buf += data
+        head, sep, body = buf.partition(b"\r\n\r\n")
+        if sep:
+            lines = head.split(b"\r\n")
+            length = next((int(h.split(b":", 1)[1]) for h in lines[1:] if h.lower().startswith(b"content-length:")),
+                          0)
+            if len(body) >= length:
+                return int(lines[0].split()[1]), time.perf_counter_ns() - t, arrived - t_real
+
+
 def _probe_process(ports: dict[str, int], seconds: float, out, every: float = 0.02) -> None:
     """In its own process, as an orchestrator's probe is (not behind the load generator's event loop): GET
     /healthz on each port in turn every ``every`` s over keep-alive connections; sends back
-    ``{kind: [(ns, status), ...]}``."""
-    import http.client
+    ``{kind: [(ns, status), ...]}``, with ``<kind>@socket`` the same requests timed to the kernel's receipt of the
+    response (:func:`_probe_once`)."""
+    def connect(port: int) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        return sock
 
-    conns = {kind: http.client.HTTPConnection("127.0.0.1", port, timeout=10) for kind, port in ports.items()}
-    res: dict[str, list[tuple[int, int]]] = {kind: [] for kind in ports}
+    socks = {kind: connect(port) for kind, port in ports.items()}
+    res: dict[str, list[tuple[int, int]]] = {k: [] for kind in ports for k in (kind, f"{kind}@socket")}
     stop = time.perf_counter() + seconds
     while time.perf_counter() < stop:
-        for kind, conn in conns.items():
+        for kind, sock in socks.items():
             t = time.perf_counter_ns()
             try:
-                conn.request("GET", "/healthz")
-                resp = conn.getresponse()
-                resp.read()
-                status = resp.status
-            except (OSError, http.client.HTTPException):
-                status = -1
-                conn.close()
-            res[kind].append((time.perf_counter_ns() - t, status))
+                status, ns, at_socket = _probe_once(sock)
+                res[f"{kind}@socket"].append((at_socket, status))
+            except (OSError, ValueError, IndexError):
+                status, ns = -1, time.perf_counter_ns() - t
+                sock.close()
+                socks[kind] = connect(ports[kind])
+            res[kind].append((ns, status))
         time.sleep(every)
+    for sock in socks.values():
+        sock.close()
     out.send(res)
     out.close()
 
@@ -286,16 +321,18 @@ def summarise(tally: Tally, seconds: float) -> dict:
             "valid_all": _pct(valid_all) if valid_all else None,
             "heavy": _pct(lat["heavy"]) if lat.get("heavy") else None,
             "healthz": _pct(lat["healthz"]) if lat.get("healthz") else None,
+            "healthz_socket": _pct(lat["healthz@socket"]) if lat.get("healthz@socket") else None,
             "healthz_app": _pct(lat["healthz_app"]), "kinds": kinds, "error_samples": tally.samples}
 
 
 # -- the server ------------------------------------------------------------------------------------
 def run_workers(bundle: Path, workers: int, a: argparse.Namespace, n_items: int, n_users: int,
-                nice: int, client_nice: int = 0) -> dict:
+                nice: int, client_nice: int = 0, health_nice: int = HEALTH_NICE) -> dict:
     port, hport = free_port(), free_port()
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", str(bundle), "--port", str(port),
                              "--workers", str(workers), "--lookup-threads", str(a.lookup_threads),
-                             "--health-port", str(hport), "--worker-nice", str(nice)], cwd=REPO,
+                             "--health-port", str(hport), "--worker-nice", str(nice),
+                             "--health-nice", str(health_nice)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(600):
@@ -309,7 +346,10 @@ def run_workers(bundle: Path, workers: int, a: argparse.Namespace, n_items: int,
         while len(psutil.Process(proc.pid).children()) < (workers if workers > 1 else 0) + 1:  # + health
             time.sleep(0.1)
         _phase(port, MIX, a.concurrency, 2.0, n_items, n_users, seed=99)  # warm-up, not reported
-        out = {"workers": workers, "worker_nice": nice, "client_nice": client_nice,
+        listening = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                     if any(conn.laddr.port == hport for conn in c.net_connections(kind="tcp"))]
+        out = {"workers": workers, "worker_nice": nice, "client_nice": client_nice, "health_nice_asked": health_nice,
+               "health_nice": listening[0].nice() - os.getpriority(os.PRIO_PROCESS, 0),
                "rss_start_mb": tree_rss_mb(proc.pid)}
         light = {k: v for k, v in MIX.items() if k != "heavy"}
         for name, mix, seed in (("without_heavy", light, 1), ("with_heavy", MIX, 2)):
@@ -318,7 +358,7 @@ def run_workers(bundle: Path, workers: int, a: argparse.Namespace, n_items: int,
             print(json.dumps({"workers": workers, "worker_nice": nice, "client_nice": client_nice, "phase": name,
                               **{k: out[name][k] for k in ("requests", "valid_errors", "invalid_unexpected",
                                                            "valid_without_heavy", "heavy", "healthz",
-                                                           "healthz_app")}}), flush=True)
+                                                           "healthz_socket", "healthz_app")}}), flush=True)
         out["rss_end_mb"] = tree_rss_mb(proc.pid)
         return out
     finally:
@@ -327,43 +367,52 @@ def run_workers(bundle: Path, workers: int, a: argparse.Namespace, n_items: int,
 
 
 # -- report ----------------------------------------------------------------------------------------
+def _config_cells(run: dict) -> str:
+    """The first table cells of a run: workers, worker / client / health niceness."""
+    return f"| {run['workers']} | {run['worker_nice']} | {run['client_nice']} | {run['health_nice']} |"
+
+
 def markdown(res: dict) -> str:
     lines = [f"# HTTP load test{' (quick)' if res['quick'] else ''}", "",
              *harness.header_lines(res["meta"]),
              f"Bundle: {res['bundle']['items']:,} items, {res['bundle']['users']:,} users, dim {res['bundle']['dim']}, "
              f"candidate search `{res['bundle']['search']}`; the heavy user has seen {res['bundle']['heavy_seen']:,} "
              f"items (more than MAX_FETCH = {MAX_FETCH:,}, so their queries are scored exactly). Server: "
-             f"`recsys serve --workers W --lookup-threads {res['lookup_threads']} --health-port H --worker-nice N` "
-             "(N: the niceness added to the workers, so the health process, at the caller's, is scheduled first; "
-             "the client and the probe process stay at the caller's); client: "
+             f"`recsys serve --workers W --lookup-threads {res['lookup_threads']} --health-port H --worker-nice N "
+             "--health-nice M` (N: the niceness added to the workers; M: the niceness the health process sets itself "
+             "to, where permitted; the health nice column gives the one it ran at, relative to the caller's); the "
+             "client runs at the client nice column, the probe process at the caller's; client: "
              f"{res['concurrency']} keep-alive connections, plus a separate probe process sending GET /healthz every "
-             "20 ms to each of the health port and the main port; all on the same machine.", "",
-             "| workers | worker nice | client nice | phase | seconds | requests | errors (valid) | "
-             "unexpected (invalid) | "
-             "valid p50 ms | valid p99 ms | heavy p99 ms | /healthz p99 ms (health port) | /healthz p99 ms (main port) "
+             "20 ms to each of the health port and the main port; all on the same machine. /healthz p99 at the "
+             "probe: until the probe process has the whole response; at the socket: until the kernel received it "
+             "(SO_TIMESTAMPNS), which leaves out the probe process's own wait to be scheduled on the saturated "
+             "cores.", "",
+             "| workers | worker nice | client nice | health nice | phase | seconds | requests | errors (valid) | "
+             "unexpected (invalid) | valid p50 ms | valid p99 ms | heavy p99 ms | /healthz p99 ms (health port, at "
+             "the probe) | /healthz p99 ms (health port, at the socket) | /healthz p99 ms (main port) "
              "| RSS start MB | RSS end MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["runs"]:
         for phase in ("without_heavy", "with_heavy"):
             x = r[phase]
             heavy = x["heavy"]["p99_ms"] if x["heavy"] else "-"
-            lines.append(f"| {r['workers']} | {r.get('worker_nice', 0)} | {r.get('client_nice', 0)} | "
-                         f"{phase.replace('_', ' ')} | {x['seconds']} | "
+            lines.append(f"{_config_cells(r)} {phase.replace('_', ' ')} | {x['seconds']} | "
                          f"{x['requests']:,} | "
                          f"{x['valid_errors']} | {x['invalid_unexpected']} | {x['valid_without_heavy']['p50_ms']} | "
                          f"{x['valid_without_heavy']['p99_ms']} | {heavy} | {x['healthz']['p99_ms']} | "
+                         f"{x['healthz_socket']['p99_ms']} | "
                          f"{x['healthz_app']['p99_ms']} | {r['rss_start_mb']} | {r['rss_end_mb']} |")
     lines += ["", "valid p50/p99: the valid requests other than the heavy user's, in each phase; RSS: all server "
               "processes (master and workers) before the first and after the last phase.", "",
               "## Requests by kind", "",
-              "| workers | worker nice | client nice | phase | kind | requests | errors | p50 ms | p99 ms | statuses |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| workers | worker nice | client nice | health nice | phase | kind | requests | errors | p50 ms "
+              "| p99 ms | statuses |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["runs"]:
         for phase in ("without_heavy", "with_heavy"):
             for kind, x in r[phase]["kinds"].items():
                 st = ", ".join(f"{s}: {n:,}" for s, n in x["statuses"].items())
-                lines.append(f"| {r['workers']} | {r.get('worker_nice', 0)} | {r.get('client_nice', 0)} | "
-                             f"{phase.replace('_', ' ')} | {kind} | "
+                lines.append(f"{_config_cells(r)} {phase.replace('_', ' ')} | {kind} | "
                              f"{x['requests']:,} | "
                              f"{x['errors']} | {x['p50_ms']} | {x['p99_ms']} | {st} |")
     samples = [s for r in res["runs"] for p in ("without_heavy", "with_heavy") for s in r[p]["error_samples"]]
@@ -384,6 +433,9 @@ def main(argv: list[str] | None = None) -> None:
                    "in production; here they share the server's cores, and at the probe's priority they delay the "
                    "probe too: the workers' niceness puts them beside the workers, below the probe and the health "
                    "process")
+    p.add_argument("--health-nice", default=str(HEALTH_NICE),
+                   help=f"comma-separated `recsys serve --health-nice` values (default {HEALTH_NICE}, the serving "
+                   "default; 0 keeps the health process at the caller's priority)")
     p.add_argument("--lookup-threads", type=int, default=4)
     p.add_argument("--items", type=int, default=100_000)
     p.add_argument("--users", type=int, default=20_000)
@@ -403,8 +455,10 @@ def main(argv: list[str] | None = None) -> None:
                          "search": manifest.get("search", "annoy")}
         for nice in (int(x) for x in a.worker_nice.split(",")):
             for client_nice in (int(x) for x in a.client_nice.split(",")):
-                for w in (int(x) for x in a.workers.split(",")):
-                    res["runs"].append(run_workers(bundle, w, a, a.items, a.users, nice, client_nice))
+                for health_nice in (int(x) for x in a.health_nice.split(",")):
+                    for w in (int(x) for x in a.workers.split(",")):
+                        res["runs"].append(run_workers(bundle, w, a, a.items, a.users, nice, client_nice,
+                                                       health_nice))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     res["meta"] = run.finish()

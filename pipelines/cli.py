@@ -9,7 +9,7 @@ import typer
 
 from pipelines import cli_data, cli_pipeline
 from pipelines.cli_data import fail
-from serving.health import WORKER_NICE
+from serving.health import HEALTH_NICE, WORKER_NICE
 
 app = typer.Typer(
     help="recsys: learn item and user embeddings from interaction logs, track runs in MLflow, serve top-k.",
@@ -179,6 +179,11 @@ def serve(
                                     "is scheduled first on saturated cores (0 = same priority). Up to 19 favours "
                                     "probes more on a host that serves only; on a shared host the workers then get "
                                     "little CPU against other jobs (load_http.md compares 5 and 19)."),
+    health_nice: int = typer.Option(HEALTH_NICE, min=-20, max=0,
+                                    help="With --health-port: niceness the health process sets itself to where "
+                                    "permitted (root or CAP_SYS_NICE), so it is scheduled ahead of other processes "
+                                    "on the host too (0 = the caller's; without the permission it keeps the "
+                                    "caller's and logs why)."),
 ) -> None:
     """Serve top-k lookups over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs.
 
@@ -189,7 +194,8 @@ def serve(
 
     limit_blas_threads(blas_threads)
     run(str(path), host=host, port=port, reload_interval=reload_interval, workers=workers,
-        lookup_threads=lookup_threads, health_port=health_port, worker_nice=worker_nice)
+        lookup_threads=lookup_threads, health_port=health_port, worker_nice=worker_nice,
+        health_nice=health_nice)
 
 
 @app.command("serve-model")

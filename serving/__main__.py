@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from serving.health import WORKER_NICE
+from serving.health import HEALTH_NICE, WORKER_NICE
 from serving.http import run
 
 
@@ -39,11 +39,14 @@ def main(argv: list[str] | None = None) -> None:
                    help="with --health-port: niceness added to the workers so the health process is scheduled "
                    f"first on saturated cores (default {WORKER_NICE}; 0 = same priority; up to 19 on a host that "
                    "serves only: on a shared host the workers then get little CPU against other jobs)")
+    p.add_argument("--health-nice", type=int, default=HEALTH_NICE, choices=range(-20, 1), metavar="-20-0",
+                   help="with --health-port: niceness the health process sets itself to where permitted (root or "
+                   f"CAP_SYS_NICE), ahead of other processes on the host too (default {HEALTH_NICE}; 0 = the caller's)")
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     limit_blas_threads(a.blas_threads)
     run(a.path, a.host, a.port, a.reload_interval, a.workers, a.log_level, a.lookup_threads, a.health_port,
-        a.worker_nice)
+        a.worker_nice, a.health_nice)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,12 @@ those files:
   shared with them, and a sleeping process is woken first by the kernel's scheduler.
 - ``/readyz``: 200 when every live worker has a bundle loaded and no failed reload, else 503 with the reasons.
 
+Two priorities keep it ahead on saturated cores: the workers run :data:`WORKER_NICE` above the caller's niceness,
+and the health process lowers its own to :data:`HEALTH_NICE` where it may (root, or ``CAP_SYS_NICE``); elsewhere it
+keeps the caller's and logs why. The second matters when other processes at the caller's priority (a load generator,
+a batch job) share the cores: at the same weight as them a woken health process waits up to a scheduler tick
+(``experiments/reports/load_http.md`` measures both).
+
 Heartbeats of workers that exited are removed. The application's own ``/healthz`` and ``/readyz`` stay on the
 main port; orchestrators should probe this one.
 """
@@ -17,6 +23,7 @@ main port; orchestrators should probe this one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import threading
@@ -27,6 +34,26 @@ from pathlib import Path
 BEAT_S = 0.25  # seconds between a worker's heartbeats
 STALE_S = 2.0  # a heartbeat older than this marks its worker unhealthy
 WORKER_NICE = 5  # niceness added to the workers (0-19): on saturated cores the health process is scheduled first
+HEALTH_NICE = -10  # niceness the health process sets itself to where permitted (-20-0): ahead of other processes too
+log = logging.getLogger("serving.health")
+
+
+def raise_priority(nice: int) -> int:
+    """Lower this process's niceness to ``nice`` (-20-0) if that is lower than its own and permitted; returns the
+    niceness it runs at. Call it before starting threads: Linux keeps a niceness per thread, and new threads take
+    their creator's."""
+    if not -20 <= nice <= 0:
+        raise ValueError(f"health nice must be in -20-0 (a niceness the health process sets itself to); got {nice}")
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice >= own:
+        return own
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except PermissionError:
+        log.warning("health process stays at niceness %d: lowering it to %d needs root or CAP_SYS_NICE; the "
+                    "workers' own niceness still keeps it ahead of them", own, nice)
+        return own
+    return os.getpriority(os.PRIO_PROCESS, 0)
 
 
 def write_beat(folder: str | Path, ready: bool, bundle: str | None, error: str | None) -> None:
@@ -109,9 +136,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def serve_health(folder: str | Path, host: str, port: int, stale_s: float = STALE_S,
-                 stop: threading.Event | None = None, parent: int | None = None) -> None:
+                 stop: threading.Event | None = None, parent: int | None = None, nice: int | None = None) -> None:
     """Answer ``/healthz`` and ``/readyz`` on ``host:port`` from the heartbeats in ``folder`` (blocks; until
-    ``stop`` is set when given, or, with ``parent``, until that process is gone: then ``folder`` is removed)."""
+    ``stop`` is set when given, or, with ``parent``, until that process is gone: then ``folder`` is removed).
+    With ``nice``, first :func:`raise_priority` to it (the calling thread and every thread the server starts)."""
+    if nice is not None:
+        raise_priority(nice)
     handler = type("Handler", (_Handler,), {"folder": Path(folder), "stale_s": stale_s})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
@@ -134,15 +164,18 @@ def _end_with(parent: int, server: ThreadingHTTPServer, folder: Path) -> None:
     server.shutdown()
 
 
-def start_health_process(folder: str | Path, host: str, port: int, stale_s: float = STALE_S):
-    """:func:`serve_health` in a child process (forked: it starts at once and shares no GIL with the workers);
-    returns the process. It ends with the server however the server ends: a daemon (ended at a normal exit)
-    that also watches its parent, since a server killed, or ended by a re-raised SIGTERM as uvicorn does after
-    a graceful shutdown, runs no exit handler."""
+def start_health_process(folder: str | Path, host: str, port: int, stale_s: float = STALE_S,
+                         nice: int | None = HEALTH_NICE):
+    """:func:`serve_health` in a child process (forked: it starts at once and shares no GIL with the workers), at
+    niceness ``nice`` where permitted (None: the caller's); returns the process. It ends with the server however
+    the server ends: a daemon (ended at a normal exit) that also watches its parent, since a server killed, or
+    ended by a re-raised SIGTERM as uvicorn does after a graceful shutdown, runs no exit handler."""
     import multiprocessing
 
+    if nice is not None and not -20 <= nice <= 0:
+        raise ValueError(f"health nice must be in -20-0 (a niceness the health process sets itself to); got {nice}")
     ctx = multiprocessing.get_context("fork")
-    proc = ctx.Process(target=serve_health, args=(str(folder), host, port, stale_s, None, os.getpid()),
+    proc = ctx.Process(target=serve_health, args=(str(folder), host, port, stale_s, None, os.getpid(), nice),
                        name="recsys-health", daemon=True)
     proc.start()
     return proc

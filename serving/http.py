@@ -332,7 +332,7 @@ def _run_workers(host: str, port: int, workers: int, log_level: str) -> None:
 
 def run(path: str | Path, host: str = "127.0.0.1", port: int = 8000, reload_interval: float = 2.0,
         workers: int = 1, log_level: str = "info", lookup_threads: int = 4, health_port: int = 0,
-        worker_nice: int = health.WORKER_NICE) -> None:
+        worker_nice: int = health.WORKER_NICE, health_nice: int = health.HEALTH_NICE) -> None:
     """Serve ``path`` with uvicorn (blocks until interrupted).
 
     Parameters
@@ -348,10 +348,12 @@ def run(path: str | Path, host: str = "127.0.0.1", port: int = 8000, reload_inte
     worker_nice : with ``health_port``, the niceness added to this process and so to every worker (0-19):
         on cores the workers saturate, the kernel's scheduler then runs the health process first, so
         probes are answered in milliseconds. 0 keeps every process at the caller's priority.
+    health_nice : with ``health_port``, the niceness the health process sets itself to where permitted (-20-0;
+        root or ``CAP_SYS_NICE``), so it is also scheduled ahead of other processes at the caller's priority.
 
     Raises
     ------
-    ValueError : ``workers`` < 1 or ``worker_nice`` outside 0-19.
+    ValueError : ``workers`` < 1, ``worker_nice`` outside 0-19 or ``health_nice`` outside -20-0.
     """
     import shutil
     import tempfile
@@ -362,6 +364,9 @@ def run(path: str | Path, host: str = "127.0.0.1", port: int = 8000, reload_inte
         raise ValueError(f"workers must be >= 1; got {workers}")
     if not 0 <= worker_nice <= 19:
         raise ValueError(f"worker_nice must be in 0-19 (a niceness added to the workers); got {worker_nice}")
+    if not -20 <= health_nice <= 0:
+        raise ValueError(f"health_nice must be in -20-0 (a niceness the health process sets itself to); "
+                         f"got {health_nice}")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     health_dir = None
     if health_port:
@@ -369,11 +374,11 @@ def run(path: str | Path, host: str = "127.0.0.1", port: int = 8000, reload_inte
 
         health_dir = tempfile.mkdtemp(prefix="recsys-health-")
         os.environ["SERVING_HEALTH_DIR"] = health_dir
-        start_health_process(health_dir, host, health_port)  # forked first: keeps the caller's priority
+        start_health_process(health_dir, host, health_port, nice=health_nice)  # forked before the workers' nice
         if worker_nice:
             os.nice(worker_nice)  # this process and every worker uvicorn starts from it
-        log.info("health on http://%s:%d (/healthz, /readyz); workers at niceness +%d", host, health_port,
-                 worker_nice)
+        log.info("health on http://%s:%d (/healthz, /readyz), at niceness %d where permitted; workers at niceness "
+                 "+%d", host, health_port, health_nice, worker_nice)
     try:
         _serve(path, host, port, reload_interval, workers, log_level, lookup_threads, uvicorn)
     finally:

@@ -21,6 +21,53 @@ from serving import health
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _may_lower_nice() -> bool:
+    """Whether a process here may lower its niceness (root or CAP_SYS_NICE): tried in a child."""
+    code = "import os; os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) - 1)"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def _priority_in_child(nice: int, deny: bool, out) -> None:
+    if deny:
+        def refuse(*_: object) -> None:
+            raise PermissionError(1, "Operation not permitted")
+        os.setpriority = refuse
+    import logging
+    import threading
+
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    health.log.addHandler(handler)
+    got = health.raise_priority(nice)
+    inherited: list[int] = []
+    t = threading.Thread(target=lambda: inherited.append(os.getpriority(os.PRIO_PROCESS, 0)))
+    t.start()
+    t.join()
+    out.send((os.getpriority(os.PRIO_PROCESS, 0), got, inherited[0], seen))
+
+
+@pytest.mark.parametrize("deny", [False, True])
+def test_the_health_process_lowers_its_niceness_where_permitted_and_says_why_not(deny: bool) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    recv, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_priority_in_child, args=(max(base - 3, -20), deny, send))
+    child.start()
+    own, got, thread, logged = recv.recv()
+    child.join()
+    if deny or not _may_lower_nice():
+        assert own == got == thread == base
+        assert len(logged) == 1 and "needs root or CAP_SYS_NICE" in logged[0]
+    else:  # the process and the threads it starts after run at the lower niceness
+        assert own == got == thread == max(base - 3, -20) and logged == []
+    assert health.raise_priority(base) == base  # not lower than its own: nothing to do
+    with pytest.raises(ValueError, match="-20-0"):
+        health.raise_priority(5)
+
+
 def test_health_and_readiness_from_heartbeat_files(tmp_path: Path) -> None:
     assert health.health(tmp_path)[0] == 503  # no worker yet: starting
     health.write_beat(tmp_path, True, "v001", None)
@@ -66,14 +113,15 @@ def test_the_health_port_answers_and_reports_a_hung_event_loop(tmp_path: Path, w
         assert probe.get("/v1/recommend").status_code == 404
         pids = probe.get("/healthz").json()["pids"]
         assert len(pids) == workers and (workers > 1 or pids == [proc.pid])
-        # the workers run at +WORKER_NICE, the health process (forked first) at the caller's priority
+        # the workers run at +WORKER_NICE, the health process (forked first) at HEALTH_NICE where it may lower its
+        # niceness, else at the caller's
         base = os.getpriority(os.PRIO_PROCESS, 0)
         assert {os.getpriority(os.PRIO_PROCESS, p) for p in pids} == {min(base + health.WORKER_NICE, 19)}
         import psutil
 
         listening = [c for c in psutil.Process(proc.pid).children(recursive=True)
                      if any(conn.laddr.port == hport for conn in c.net_connections(kind="tcp"))]
-        assert [c.nice() for c in listening] == [base]
+        assert [c.nice() for c in listening] == [min(base, health.HEALTH_NICE) if _may_lower_nice() else base]
         hung = pids[0]
         os.kill(hung, signal.SIGSTOP)
         try:
