@@ -178,7 +178,7 @@ def serve(
                                     help="With --health-port: niceness added to the workers, so the health process "
                                     "is scheduled first on saturated cores (0 = same priority). Up to 19 favours "
                                     "probes more on a host that serves only; on a shared host the workers then get "
-                                    "little CPU against other jobs (load_http.md compares 5 and 19)."),
+                                    "little CPU against other jobs."),
     health_nice: int = typer.Option(HEALTH_NICE, min=-20, max=0,
                                     help="With --health-port: niceness the health process sets itself to where "
                                     "permitted (root or CAP_SYS_NICE), so it is scheduled ahead of other processes "
