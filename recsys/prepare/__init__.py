@@ -31,8 +31,9 @@ def prepare(cfg: DataConfig, out: str | Path, seed: int = 42, id_maps_from: str 
     seed : the synthetic set's seed (when ``cfg.path`` is empty).
     id_maps_from : a previous prepared folder whose IdMaps are extended (new ids appended), so indices of
         known users and items stay the same across runs.
-    ingested : rows already read and validated (:class:`recsys.prepare.engines.memory.Ingested`: the
-        pipeline's incremental log folder); only the in-memory engine takes them.
+    ingested : rows already read and validated (the pipeline's incremental log folder): in memory
+        (:class:`recsys.prepare.engines.memory.Ingested`) for the in-memory engine, as Parquet parts
+        (:class:`recsys.prepare.engines.ValidatedParts`) for the out-of-core and Spark engines.
 
     Returns
     -------
@@ -41,21 +42,25 @@ def prepare(cfg: DataConfig, out: str | Path, seed: int = 42, id_maps_from: str 
     Raises
     ------
     recsys.ingest.errors.DataError : a log that cannot be read, or too many bad rows (names file, row, field).
-    ValueError : nothing left after cleaning, an unknown engine, or ``ingested`` with another engine.
+    ValueError : nothing left after cleaning, an unknown engine, or ``ingested`` of the other engines' kind.
     """
     out = Path(out)
     previous = load_id_maps(id_maps_from) if id_maps_from else None
+    from recsys.prepare.engines import ValidatedParts
+
     if cfg.engine == "memory":
         from recsys.prepare.engines.memory import prepare_in_memory
 
+        if isinstance(ingested, ValidatedParts):
+            raise ValueError("the in-memory engine takes rows read into memory (Ingested), not ValidatedParts")
         prepare_in_memory(cfg, out, seed, previous, ingested)  # type: ignore[arg-type]
     elif cfg.engine in ENGINES:
-        if ingested is not None:
-            raise ValueError(f"data.engine = {cfg.engine!r} reads data.path itself, but this run reads a folder of "
-                             "logs incrementally, which the in-memory engine does; set data.engine = \"memory\"")
+        if ingested is not None and not isinstance(ingested, ValidatedParts):
+            raise ValueError(f"data.engine = {cfg.engine!r} reads validated rows as Parquet parts (ValidatedParts), "
+                             "not rows in memory")
         from recsys.prepare.engines import prepare_large
 
-        prepare_large(cfg, out, seed, previous)
+        prepare_large(cfg, out, seed, previous, ingested)
     else:
         raise ValueError(f"data.engine = {cfg.engine!r} is not one of {', '.join(repr(e) for e in ENGINES)}")
     return load_prepared(out, name=cfg.name)

@@ -295,7 +295,8 @@ def _wait(cond, timeout: float = 60.0) -> None:
     raise TimeoutError("condition not met in time")
 
 
-def test_incremental_log_folder_appends_new_files_and_keeps_ids_stable(workdir: Path) -> None:
+@pytest.mark.parametrize("engine", ["memory", "outofcore"])
+def test_incremental_log_folder_appends_new_files_and_keeps_ids_stable(workdir: Path, engine: str) -> None:
     rng = np.random.default_rng(0)
     logs = workdir / "logs"
     logs.mkdir()
@@ -306,7 +307,7 @@ def test_incremental_log_folder_appends_new_files_and_keeps_ids_stable(workdir: 
                       "timestamp": t0 + np.arange(n)}).write_csv(logs / name)
 
     write_log("day1.csv", range(0, 40), 1_600_000_000)
-    cfg = load_pipeline_config(write_config(workdir, POP, data='path = "logs"\nmin_length = 3\n',
+    cfg = load_pipeline_config(write_config(workdir, POP, data=f'path = "logs"\nmin_length = 3\nengine = "{engine}"\n',
                                             pipeline="tolerance = 1.0"))
     first = run_pipeline(cfg, echo=quiet)
     users1 = IdMap.load(first.run.path / "data" / "user_ids.parquet")
@@ -320,6 +321,7 @@ def test_incremental_log_folder_appends_new_files_and_keeps_ids_stable(workdir: 
     assert files["previous_rows"] == 40 * 8 and sorted(files["previous_files"]) == ["day1.csv"]
     assert second.run.info("ingest")["n_events"] == (40 + 30) * 8
     assert second.run.info("ingest")["checks"]["new_rows_read"] == 30 * 8
+    assert len(files["parts"]) == 2 and files["previous_parts"] == files["parts"][:1]
 
 
 def test_ingest_check_judges_the_new_rows_alone(workdir: Path) -> None:
@@ -629,7 +631,7 @@ def test_killed_at_every_fault_point_the_rerun_finishes_and_the_state_agrees(wor
         assert len(killed) == 1 and "resumed" in killed[0].data.tags["ended_reason"]
     state = json.loads((wd / "logs" / "files.json").read_text())
     assert sorted(state["files"]) == ["day1.csv", "day2.csv"]
-    assert pl.read_parquet(wd / "logs" / "accumulated.parquet").height == day1 + day2  # day2 appended once
+    assert sum(pl.read_parquet(wd / "logs" / part).height for part in state["parts"]) == day1 + day2  # day2 once
     ingest = json.loads((runs[-1] / "ingest.done").read_text())
     assert ingest["checks"]["new_rows_read"] == day2
     assert not [p.name for p in wd.iterdir() if p.name.startswith(".")]  # nothing staged or half-written left
@@ -691,6 +693,53 @@ def test_status_names_a_failed_step_a_rejection_and_a_half_finished_publish(work
     (run / "state.json").write_text(json.dumps({"step": "publish", "error": "OSError: disk full"}))
     assert pipeline_status(cfg, check_registry=False)["runs"][0] == {
         "run_id": run.name, "attempts": 0, "outcome": "failed", "step": "publish", "reason": "OSError: disk full"}
+
+
+@pytest.mark.parametrize("engine", ["memory", "outofcore"])
+def test_a_log_folder_run_rebuilds_its_input_after_its_commit(tmp_path: Path, engine: str) -> None:
+    """Killed after the commit, before its marker: the rerun of the run reads the same rows again, once."""
+    from pipelines.config import DataConfig
+    from pipelines.ingest_logs import collect, commit
+    from recsys.prepare import prepare
+
+    logs, wd = tmp_path / "logs", tmp_path / "wd"
+    logs.mkdir()
+    for d in (1, 2):
+        (logs / f"day{d}.csv").write_text("user,item,timestamp\n" + "".join(
+            f"u{(i * d) % 11},i{i % 7},{1_600_000_000 + 1000 * d + i}\n" for i in range(60)))
+        cfg = DataConfig(path=str(logs), engine=engine)
+        prepare(cfg, tmp_path / f"once{d}", ingested=collect(cfg, wd, f"r{d}"))
+        commit(wd)
+    prepare(cfg, tmp_path / "again", ingested=collect(cfg, wd, "r2"))  # r2 again, its state committed
+    commit(wd)
+    once, again = (json.loads((tmp_path / n / "report.json").read_text()) for n in ("once2", "again"))
+    assert again["n_events"] == once["n_events"] == 120 and again["fingerprint"] == once["fingerprint"]
+    assert again["stats"]["new_rows_read"] == 60
+    state = json.loads((wd / "logs" / "files.json").read_text())
+    assert len(state["parts"]) == 2 and sorted(p.name for p in (wd / "logs" / "parts").iterdir()) == sorted(
+        Path(p).name for p in state["parts"])  # no part of the first r2 left behind
+
+
+def test_a_log_folder_state_from_before_parts_is_read_on(tmp_path: Path) -> None:
+    """``logs/accumulated.parquet`` (every row read so far in one file) is the first part of the next run."""
+    from pipelines.config import DataConfig
+    from pipelines.ingest_logs import collect, commit
+
+    logs, state = tmp_path / "logs", tmp_path / "wd" / "logs"
+    logs.mkdir()
+    state.mkdir(parents=True)
+    (logs / "day1.csv").write_text("user,item,timestamp\nu1,i1,1600000000\nu2,i2,1600000001\n")
+    listing = {"day1.csv": {"size": (logs / "day1.csv").stat().st_size, "mtime": (logs / "day1.csv").stat().st_mtime}}
+    pl.DataFrame({"user": ["u1", "u2"], "item": ["i1", "i2"], "timestamp": [1600000000, 1600000001],
+                  "weight": [1.0, 1.0]}).write_parquet(state / "accumulated.parquet")
+    (state / "files.json").write_text(json.dumps({"files": listing, "run_id": "old", "previous_files": {},
+                                                  "previous_rows": 0}))
+    (logs / "day2.csv").write_text("user,item,timestamp\nu3,i1,1700000000\n")
+    got = collect(DataConfig(path=str(logs)), tmp_path / "wd", run_id="new")
+    assert got.frame["user"].to_list() == ["u1", "u2", "u3"] and got.report.stats["new_rows_read"] == 1
+    commit(tmp_path / "wd")
+    assert json.loads((state / "files.json").read_text())["parts"] == ["parts/accumulated.parquet",
+                                                                       "parts/new-00000.parquet"]
 
 
 def test_a_log_folder_takes_compressed_files(tmp_path: Path) -> None:

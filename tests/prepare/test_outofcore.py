@@ -142,13 +142,63 @@ def test_out_of_core_refuses_a_log_with_too_many_bad_rows(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_the_pipeline_log_folder_needs_the_memory_engine(tmp_path):
+def test_each_engine_refuses_the_other_kind_of_validated_rows(tmp_path):
     from recsys.ingest.report import IngestReport
+    from recsys.prepare.engines import ValidatedParts
     from recsys.prepare.engines.memory import Ingested
 
     ing = Ingested(pl.DataFrame(), None, None, IngestReport("x"))
-    with pytest.raises(ValueError, match="engine = \"memory\""):
+    with pytest.raises(ValueError, match="ValidatedParts"):
         prepare(DataConfig(engine="outofcore", path="x.csv"), tmp_path / "o", ingested=ing)
+    with pytest.raises(ValueError, match="in-memory engine takes rows read into memory"):
+        prepare(DataConfig(path="x.csv"), tmp_path / "o", ingested=ValidatedParts(tmp_path, IngestReport("x")))
+
+
+def log_folder_runs(tmp_path: Path, configs: dict[str, DataConfig], days: list[pl.DataFrame]) -> dict[str, list[Path]]:
+    """The pipeline's incremental log folder, one run a day (the day's file added to ``logs/``, then collect,
+    prepare and commit for each config, each in its own working folder); the prepared folders of each config's
+    runs. Day 2 comes gzipped."""
+    import gzip
+    from dataclasses import replace
+
+    from pipelines.ingest_logs import collect, commit
+
+    logs, outs = tmp_path / "logs", {name: [] for name in configs}
+    logs.mkdir()
+    for d, day in enumerate(days, 1):
+        if d == 2:
+            (logs / "day2.csv.gz").write_bytes(gzip.compress(day.write_csv().encode()))
+        else:
+            day.write_csv(logs / f"day{d}.csv")
+        for name, config in configs.items():
+            config = replace(config, path=str(logs))
+            outs[name].append(tmp_path / f"{name}-run{d}")
+            prepare(config, outs[name][-1], ingested=collect(config, tmp_path / f"wd-{name}", f"run{d}"))
+            commit(tmp_path / f"wd-{name}")
+    return outs
+
+
+@pytest.mark.parametrize("engine", ["outofcore", pytest.param("spark", marks=pytest.mark.slow)])
+def test_a_log_folder_prepares_on_every_engine_what_memory_prepares(tmp_path, engine, request):
+    if engine == "spark":
+        request.getfixturevalue("spark_ok")
+    log = messy_log(seed=5)  # string ids and bad rows on day 1, duplicates across days
+    days = [log.head(2500), log.slice(2500, 2500), log.slice(5000)]
+    extra = {"partition_rows": 400} if engine == "outofcore" else {"spark_master": "local[2]"}
+    common = dict(weight_col="weight", min_length=2, user_k=2, item_k=2)
+    outs = log_folder_runs(tmp_path, {"memory": DataConfig(**common),
+                                      engine: DataConfig(engine=engine, **common, **extra)}, days)
+    large = outs[engine]
+    for a, b in zip(outs["memory"], large, strict=True):
+        assert_same_prepared(a, b)
+    report = json.loads((large[-1] / "report.json").read_text())
+    assert report["stats"]["new_rows_read"] == days[2].height and report["stats"]["engine"] == engine
+    state = json.loads((tmp_path / f"wd-{engine}" / "logs" / "files.json").read_text())
+    assert sorted(state["files"]) == ["day1.csv", "day2.csv.gz", "day3.csv"] and len(state["parts"]) == 3
+    # rows read = the earlier days' accepted rows (kept as parts) + all of day 3's
+    kept = sum(pl.read_parquet(tmp_path / f"wd-{engine}" / "logs" / p).height for p in state["parts"])
+    assert kept == report["rows_read"] - report["quarantined"] and report["stats"]["previous_rows"] == (
+        kept - (days[2].height - report["quarantined"]))
 
 
 def test_out_of_core_on_the_built_in_synthetic_set(tmp_path):

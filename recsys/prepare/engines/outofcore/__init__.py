@@ -22,9 +22,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import polars as pl
+
 from recsys.ingest.compression import compression, decompressed
 from recsys.ingest.report import IngestReport
-from recsys.ingest.schema import ColumnMapping
+from recsys.ingest.schema import ITEM, USER, ColumnMapping
 from recsys.ingest.text import check_file
 from recsys.ingest.timeparse import unit_for
 from recsys.prepare import format as pformat
@@ -129,6 +131,47 @@ def prepare_out_of_core(path: str | Path, dest: Path, *, fmt: str = "auto", mapp
         shutil.rmtree(work, ignore_errors=True)
 
 
+def validate_log_file(path: str | Path, dest: Path, quarantine_dir: Path, *, fmt: str = "auto",
+                      mapping: ColumnMapping | None = None, encoding: str | None = None,
+                      max_bad_fraction: float = 0.05, max_id_len: int = 256, block_rows: int = 2_000_000,
+                      tag: str = "q", ids_as_text: bool = False) -> tuple[IngestReport, list[Path]]:
+    """Validate one log file as a stream into the Parquet file ``dest`` (canonical columns ``user, item,
+    timestamp, weight, event``; ids Int64 when every id of the file is an integer, else String), as the
+    out-of-core ingest validates it; memory is one block whatever the file's size. With ``ids_as_text`` ids are
+    always written as text, so that parts of several files share one schema (Spark reads them as one table;
+    validating them again turns ids that are all integers back into Int64).
+
+    Returns the file's report and its quarantine files (``quarantine_dir/<tag>-NNNNN.parquet``; none when every
+    row was good). No ``dest`` is written when no row was accepted. Raises DataError past ``max_bad_fraction``,
+    with the in-memory reader's message.
+    """
+    src = check_file(path)
+    work = dest.parent / f".{dest.name}.work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        opts = OutOfCoreOptions(partitions=1, block_rows=block_rows)
+        kind = compression(src)
+        if kind is None:
+            parts = _ingest(src, src, fmt, mapping, encoding, max_bad_fraction, max_id_len, opts, work)
+        else:
+            with decompressed(src, kind) as plain:
+                parts = _ingest(plain, src, fmt, mapping, encoding, max_bad_fraction, max_id_len, opts, work)
+        if parts.rows[0]:
+            lazy = parts.scan(0)
+            if ids_as_text:
+                lazy = lazy.with_columns(pl.col(USER).cast(pl.String), pl.col(ITEM).cast(pl.String))
+            lazy.sink_parquet(dest)
+        quarantine_dir.mkdir(parents=True, exist_ok=True)
+        moved = []
+        for i, q in enumerate(parts.quarantine_files):
+            moved.append(quarantine_dir / f"{tag}-{i:05d}.parquet")
+            shutil.move(q, moved[-1])
+        return parts.report, moved
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def _ingest(plain: Path, source: Path, fmt: str, mapping, encoding, max_bad_fraction: float, max_id_len: int,
             opts: OutOfCoreOptions, work: Path):
     from recsys.ingest.readers import raw_blocks
@@ -143,4 +186,4 @@ def _ingest(plain: Path, source: Path, fmt: str, mapping, encoding, max_bad_frac
     return parts
 
 
-__all__ = ["OutOfCoreOptions", "OutOfCoreResult", "estimated_rows", "prepare_out_of_core"]
+__all__ = ["OutOfCoreOptions", "OutOfCoreResult", "estimated_rows", "prepare_out_of_core", "validate_log_file"]

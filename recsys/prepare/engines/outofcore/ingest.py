@@ -56,9 +56,12 @@ class Partitioned:
             return pl.DataFrame(schema={USER: pl.String if self.string_ids[USER] else pl.Int64,
                                         ITEM: pl.String if self.string_ids[ITEM] else pl.Int64,
                                         TIMESTAMP: pl.Int64, WEIGHT: pl.Float32, EVENT: pl.String})
-        raw = pl.read_parquet(self.path(p))
-        return raw.select(_final_id(USER, self.string_ids[USER]), _final_id(ITEM, self.string_ids[ITEM]),
-                          TIMESTAMP, WEIGHT, EVENT)
+        return self.scan(p).collect()
+
+    def scan(self, p: int) -> pl.LazyFrame:
+        """:meth:`read` as a lazy frame (a non-empty partition), to stream it elsewhere."""
+        return pl.scan_parquet(self.path(p)).select(
+            _final_id(USER, self.string_ids[USER]), _final_id(ITEM, self.string_ids[ITEM]), TIMESTAMP, WEIGHT, EVENT)
 
 
 def _final_id(col: str, as_string: bool) -> pl.Expr:
