@@ -49,8 +49,10 @@ from recsys import atomic  # noqa: E402
 from recsys.sources.synthetic import SyntheticConfig, write  # noqa: E402
 
 SHORT_S = 0.5  # a step shorter than this (median) is killed at a crash-injection point, not by the poll loop
-#: pipelines.runstate.fault_point names inside each step (the soak's models: popularity, als)
-FAULT_POINTS = {"ingest": ("ingest-prepared", "ingest-committed"), "train": ("trained-popularity", "trained-als"),
+#: the model labels of :data:`CONFIG`: every kind the shipped nightly config trains
+MODELS = ("popularity", "als", "item2vec", "transformer")
+#: pipelines.runstate.fault_point names inside each step
+FAULT_POINTS = {"ingest": ("ingest-prepared", "ingest-committed"), "train": tuple(f"trained-{m}" for m in MODELS),
                 "evaluate": ("evaluated",), "export": ("exported", "registered"), "gate": ("gated",),
                 "publish": ("publish-placed", "publish-switched", "publish-promoted", "publish-recorded")}
 POLL_S = 0.002  # the kill loop reads the run's state.json this often: gate and publish last tens of ms
@@ -76,6 +78,25 @@ name = "popularity"
 [models.als]
 factors = 16
 iterations = 4
+
+[models.item2vec]   # the library defaults, smaller and shorter
+dim = 16
+epochs = 2
+
+[models.transformer]   # the nightly's Transformer two-tower, smaller and shorter (warm starts included)
+name = "two_tower"
+user_tower = "transformer"
+dim = 16
+max_len = 20
+n_layers = 1
+n_heads = 1
+loss = "full"
+windows = "prefix"
+logq = "data"
+n_uniform_negatives = 256
+batch_size = 128
+epochs = 2
+warm_epochs = 1
 """
 
 
@@ -377,12 +398,19 @@ def _wait_ready(url: str, timeout: float = 60) -> None:
     raise TimeoutError(f"the server at {url} did not become ready in {timeout} s")
 
 
+def _models(r: dict) -> str:
+    """The models a soak trained (a report from before they were recorded trained popularity and ALS)."""
+    if "models" not in r:
+        return "popularity + ALS"
+    return f"{', '.join(r['models'])}: the model kinds of the shipped nightly config, small"
+
+
 def markdown(r: dict) -> str:
     lines = ["# Pipeline soak: consecutive runs, SIGKILLs in every step, a server queried throughout", "",
              *harness.header_lines(r["meta"]),
              f"Each run adds one day of a synthetic log ({r['events_per_day']:,} events; the first run reads "
              f"{3 * r['events_per_day']:,} + one day) to the log folder and runs `recsys pipeline run` "
-             "(popularity + ALS, gate tolerance "
+             f"({_models(r)}; gate tolerance "
              f"{r['tolerance']}). Runs drawn for a kill ({r['kill_fraction']:.2f} of them, chosen at random) aim "
              "at the step with the fewest kills so far: SIGKILLed at a random instant within it (up to the step's "
              f"median duration in the runs not killed), or, in a step shorter than {SHORT_S} s, by the process "
@@ -436,7 +464,7 @@ def main() -> None:
     run = harness.ReportRun(seeds=[args.seed])  # the commit as the run starts
     r = soak(args)
     r.update(meta=run.finish(), events_per_day=args.events_per_day, tolerance=args.tolerance,
-             kill_fraction=args.kill_fraction)
+             kill_fraction=args.kill_fraction, models=list(MODELS))
     atomic.write_text(args.out / "soak_pipeline.json", json.dumps(r, indent=2))
     atomic.write_text(args.out / "soak_pipeline.md", markdown(r))
     print(markdown(r))
