@@ -38,12 +38,17 @@ HEALTH_NICE = -10  # niceness the health process sets itself to where permitted 
 log = logging.getLogger("serving.health")
 
 
+def check_nice(nice: int) -> None:
+    """ValueError unless ``nice`` is a niceness the health process may set itself to (-20-0)."""
+    if not -20 <= nice <= 0:
+        raise ValueError(f"health nice must be in -20-0 (a niceness the health process sets itself to); got {nice}")
+
+
 def raise_priority(nice: int) -> int:
     """Lower this process's niceness to ``nice`` (-20-0) if that is lower than its own and permitted; returns the
     niceness it runs at. Call it before starting threads: Linux keeps a niceness per thread, and new threads take
     their creator's."""
-    if not -20 <= nice <= 0:
-        raise ValueError(f"health nice must be in -20-0 (a niceness the health process sets itself to); got {nice}")
+    check_nice(nice)
     own = os.getpriority(os.PRIO_PROCESS, 0)
     if nice >= own:
         return own
@@ -172,8 +177,8 @@ def start_health_process(folder: str | Path, host: str, port: int, stale_s: floa
     ended by a re-raised SIGTERM as uvicorn does after a graceful shutdown, runs no exit handler."""
     import multiprocessing
 
-    if nice is not None and not -20 <= nice <= 0:
-        raise ValueError(f"health nice must be in -20-0 (a niceness the health process sets itself to); got {nice}")
+    if nice is not None:
+        check_nice(nice)
     ctx = multiprocessing.get_context("fork")
     proc = ctx.Process(target=serve_health, args=(str(folder), host, port, stale_s, None, os.getpid(), nice),
                        name="recsys-health", daemon=True)

@@ -364,9 +364,7 @@ def run(path: str | Path, host: str = "127.0.0.1", port: int = 8000, reload_inte
         raise ValueError(f"workers must be >= 1; got {workers}")
     if not 0 <= worker_nice <= 19:
         raise ValueError(f"worker_nice must be in 0-19 (a niceness added to the workers); got {worker_nice}")
-    if not -20 <= health_nice <= 0:
-        raise ValueError(f"health_nice must be in -20-0 (a niceness the health process sets itself to); "
-                         f"got {health_nice}")
+    health.check_nice(health_nice)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     health_dir = None
     if health_port:

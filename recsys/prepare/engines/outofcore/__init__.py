@@ -95,13 +95,7 @@ def prepare_out_of_core(path: str | Path, dest: Path, *, fmt: str = "auto", mapp
     work.mkdir(parents=True)
     clock = StepClock(log)
     try:
-        kind = None if src.is_dir() else compression(src)
-        if kind is None:
-            parts = _ingest(src, src, fmt, mapping, encoding, max_bad_fraction, max_id_len, opts, work)
-        else:
-            with decompressed(src, kind) as plain:
-                parts = _ingest(plain, src, fmt, mapping, encoding, max_bad_fraction, max_id_len, opts, work)
-            parts.report.stats["compression"] = kind
+        parts = _ingest_source(src, fmt, mapping, encoding, max_bad_fraction, max_id_len, opts, work)
         report = parts.report
         clock.lap(f"ingest into {parts.n_partitions} partitions", report.accepted)
         write_quarantine_parts(parts, dest / pformat.QUARANTINE)
@@ -151,12 +145,7 @@ def validate_log_file(path: str | Path, dest: Path, quarantine_dir: Path, *, fmt
     work.mkdir(parents=True)
     try:
         opts = OutOfCoreOptions(partitions=1, block_rows=block_rows)
-        kind = compression(src)
-        if kind is None:
-            parts = _ingest(src, src, fmt, mapping, encoding, max_bad_fraction, max_id_len, opts, work)
-        else:
-            with decompressed(src, kind) as plain:
-                parts = _ingest(plain, src, fmt, mapping, encoding, max_bad_fraction, max_id_len, opts, work)
+        parts = _ingest_source(src, fmt, mapping, encoding, max_bad_fraction, max_id_len, opts, work)
         if parts.rows[0]:
             lazy = parts.scan(0)
             if ids_as_text:
@@ -170,6 +159,18 @@ def validate_log_file(path: str | Path, dest: Path, quarantine_dir: Path, *, fmt
         return parts.report, moved
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _ingest_source(src: Path, fmt: str, mapping, encoding, max_bad_fraction: float, max_id_len: int,
+                   opts: OutOfCoreOptions, work: Path):
+    """:func:`_ingest` of a log file (decompressed first when compressed: stat ``compression``) or a folder."""
+    kind = None if src.is_dir() else compression(src)
+    if kind is None:
+        return _ingest(src, src, fmt, mapping, encoding, max_bad_fraction, max_id_len, opts, work)
+    with decompressed(src, kind) as plain:
+        parts = _ingest(plain, src, fmt, mapping, encoding, max_bad_fraction, max_id_len, opts, work)
+    parts.report.stats["compression"] = kind
+    return parts
 
 
 def _ingest(plain: Path, source: Path, fmt: str, mapping, encoding, max_bad_fraction: float, max_id_len: int,
