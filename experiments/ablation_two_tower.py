@@ -10,9 +10,13 @@ scored only for ``--final NAME`` (the configuration chosen from the validation t
     python experiments/ablation_two_tower.py --final bsa --seeds 3                      # the chosen one on test
     python experiments/ablation_two_tower.py --options baseline,bsa --device cuda       # on a lent GPU
     python experiments/ablation_two_tower.py --quick --options baseline,bsa             # smoke run
+    python experiments/ablation_two_tower.py --options bsa --seed-offsets 1,2          # add seeds to a row
 
 Rows of options not rerun are kept from the previous report (each row names its command, commit and device),
-so the table can be filled over several runs and machines: fit times compare only within one device.
+so the table can be filled over several runs and machines: fit times compare only within one device. With
+``--seed-offsets`` only those seeds are fitted and added to the option's runs already in the report (a seed
+fitted again replaces its run; each run names its commit and device). The report is written after every fit, so
+a run stopped part way keeps the fits it finished.
 Writes ``experiments/reports/ablation_two_tower{,_quick}.{json,md}``.
 """
 
@@ -119,6 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--final", default="", help="score this option on test (after choosing it on validation)")
     ap.add_argument("--base", default="transformer", choices=("transformer", "ensemble"))
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seed-offsets", default="",
+                    help="comma list of seed offsets to fit and add to the rows' runs already in the report "
+                    "(default: 0..seeds-1, replacing the rows)")
     ap.add_argument("--epochs", type=int, help="override the base config's epochs")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Beauty.txt (user i1 i2 ... per line)")
@@ -134,11 +141,22 @@ def main(argv: list[str] | None = None) -> None:
     protocol = EvalProtocol(split="leave_last_out", ks=(10,), fingerprint=split.fingerprint)
     where = {"device": args.device, "commit": run.meta["commit"] + ("+dirty" if run.meta["dirty"] else ""),
              "command": run.meta["command"]}
+    offsets = [int(x) for x in args.seed_offsets.split(",") if x] or list(range(args.seeds))
+    name_of_report = "ablation_two_tower_quick" if args.quick else "ablation_two_tower"
+    old = _old_rows(name_of_report) if args.seed_offsets else {}
     rows = {}
     for name in names:
         print(f"== {name}: {OPTIONS[name]}", flush=True)
-        runs = [fit_one(args.base, OPTIONS[name], s, split, protocol, args, test=False) for s in range(args.seeds)]
-        rows[name] = {"overrides": OPTIONS[name], "runs": runs, "val": summary(runs, "val"), **where}
+        prev = old.get(name, {})
+        runs = [{"commit": prev["commit"], "device": prev["device"], **r} for r in prev.get("runs", [])
+                if prev.get("overrides") == OPTIONS[name]]
+        for s in offsets:
+            run_ = {**fit_one(args.base, OPTIONS[name], s, split, protocol, args, test=False),
+                    "commit": where["commit"], "device": args.device}
+            runs = sorted([r for r in runs if r["seed"] != run_["seed"]] + [run_], key=lambda r: r["seed"])
+            rows[name] = {"overrides": OPTIONS[name], "runs": runs, "val": summary(runs, "val"), **where,
+                          **_where_runs(runs, where)}
+            write_report({"meta": run.finish(), "base": args.base, "rows": rows, "final": None}, name_of_report)
     final = None
     if args.final:
         print(f"== final, on test: {args.final}", flush=True)
@@ -147,7 +165,19 @@ def main(argv: list[str] | None = None) -> None:
         final = {"option": args.final, "overrides": OPTIONS[args.final], "runs": runs,
                  "val": summary(runs, "val"), "test": summary(runs, "test"), **where}
     res = {"meta": run.finish(), "base": args.base, "rows": rows, "final": final}
-    write_report(res, "ablation_two_tower_quick" if args.quick else "ablation_two_tower")
+    write_report(res, name_of_report)
+
+
+def _old_rows(name: str) -> dict:
+    path = REPORTS / f"{name}.json"
+    return json.loads(path.read_text()).get("rows", {}) if path.is_file() else {}
+
+
+def _where_runs(runs: list[dict], where: dict) -> dict:
+    """A row's commit and device: those of its runs, joined when they differ."""
+    commits = dict.fromkeys(r.get("commit", where["commit"]) for r in runs)
+    devices = dict.fromkeys(r.get("device", where["device"]) for r in runs)
+    return {"commit": ", ".join(commits), "device": ", ".join(devices)}
 
 
 if __name__ == "__main__":

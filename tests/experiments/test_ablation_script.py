@@ -47,6 +47,30 @@ def test_options_are_scored_on_validation_and_only_the_final_on_test(tmp_path: P
     assert "Final configuration on test: bsa" in md and "| baseline |" in md and "Commit " in md
 
 
+def test_seed_offsets_add_runs_to_a_row_and_each_fit_is_written_at_once(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(ablation_two_tower, "REPORTS", tmp_path)
+    data = _beauty_file(tmp_path / "Beauty.txt")
+    common = ["--quick", "--data", str(data), "--epochs", "1", "--options", "baseline"]
+    ablation_two_tower.main([*common, "--seeds", "1"])
+    first = json.loads((tmp_path / "ablation_two_tower_quick.json").read_text())["rows"]["baseline"]["runs"]
+    fits = []
+    real_fit = ablation_two_tower.fit_one
+
+    def counting_fit(*args, **kwargs):  # the report on disk already holds every earlier fit of this run
+        rows = json.loads((tmp_path / "ablation_two_tower_quick.json").read_text())["rows"]
+        fits.append(len(rows["baseline"]["runs"]))
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(ablation_two_tower, "fit_one", counting_fit)
+    ablation_two_tower.main([*common, "--seed-offsets", "2,1"])
+    row = json.loads((tmp_path / "ablation_two_tower_quick.json").read_text())["rows"]["baseline"]
+    assert fits == [1, 2]
+    assert [r["seed"] for r in row["runs"]] == [first[0]["seed"] + k for k in (0, 1, 2)]
+    assert row["runs"][0]["val"] == first[0]["val"] and all("commit" in r for r in row["runs"])
+    values = [r["val"]["ndcg_10"] for r in row["runs"]]
+    assert row["val"]["ndcg_10"]["mean"] == pytest.approx(sum(values) / 3, abs=1e-5)
+
+
 def test_unknown_options_are_a_clear_error() -> None:
     with pytest.raises(SystemExit, match="unknown"):
         ablation_two_tower.main(["--options", "baseline,nope"])
