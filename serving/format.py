@@ -8,7 +8,8 @@ A bundle is one directory, immutable once renamed into place::
                          nothing learnt, e.g. items absent from training; absent in older bundles = none),
                          exclude_seen (whether lookups leave a user's seen items out by default; decided per
                          log on validation by the pipeline; absent in older bundles = true)
-    items.ann            Annoy index over items; Annoy id j is item index j + 1 (index 0 = padding)
+    items.ann            Annoy index over items; Annoy id j is item index j + 1 (index 0 = padding); absent
+                         (manifest "annoy" null) in bundles over AnnConfig.annoy_max_items, which search IVF
     item_vectors.npy     (n_items + 1, dim) float32, row 0 = padding
     user_vectors.npy     (n_users + 1, dim) float32, row 0 = padding user
     item_ids.npy         (n_items,) int64 or unicode: raw id of item index j + 1
@@ -59,7 +60,7 @@ IVF_ITEMS = "ivf_items.npy"
 IVF_VECTORS = "ivf_vectors.npy"
 IVF_FILES = (IVF_CENTROIDS, IVF_OFFSETS, IVF_ITEMS, IVF_VECTORS)
 #: files every bundle has (items_meta.json and encoder_*.npy are optional and listed in the manifest)
-REQUIRED_FILES = (INDEX, ITEM_VECTORS, USER_VECTORS, ITEM_IDS, USER_IDS, SEEN, HISTORY, POPULAR, POPULARITY)
+REQUIRED_FILES = (ITEM_VECTORS, USER_VECTORS, ITEM_IDS, USER_IDS, SEEN, HISTORY, POPULAR, POPULARITY)
 #: Annoy metric per model similarity
 METRICS = ("dot", "angular")
 #: manifest key: sorted item indices that model lookups never return (see the module docstring)

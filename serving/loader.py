@@ -24,7 +24,7 @@ class Bundle:
 
     path: Path
     manifest: dict
-    index: AnnoyIndex
+    index: AnnoyIndex | None  # None when exported without one (catalogues over AnnConfig.annoy_max_items)
     item_vectors: np.ndarray  # (n_items + 1, d)
     user_vectors: np.ndarray  # (n_users + 1, d)
     items: fmt.IdLookup
@@ -168,9 +168,14 @@ def _load_ivf(d: Path, manifest: dict, dim: int, n_items: int) -> IvfIndex | Non
         raise BundleError(f"{d}: the IVF index is inconsistent ({exc}); re-export the bundle") from exc
 
 
-def _load_index(d: Path, manifest: dict, dim: int, n_items: int) -> AnnoyIndex:
+def _load_index(d: Path, manifest: dict, dim: int, n_items: int) -> AnnoyIndex | None:
+    """The Annoy index, or None for a bundle exported without one (``manifest["annoy"]`` null)."""
     _check(manifest["metric"] in fmt.METRICS, d, f"unknown metric {manifest['metric']!r}")
     _check(manifest.get("search", "annoy") in fmt.SEARCH_MODES, d, f"unknown search {manifest.get('search')!r}")
+    if manifest.get("annoy") is None:
+        _check(manifest.get("search") != "annoy", d, 'manifest search is "annoy" but the bundle has no Annoy index')
+        return None
+    _check(fmt.INDEX in manifest["files"], d, f"manifest has an annoy section but does not list {fmt.INDEX}")
     index = AnnoyIndex(dim, manifest["metric"])
     try:
         index.load(str(d / fmt.INDEX), prefault=False)

@@ -74,7 +74,10 @@ class Recommender:
         if self.search == "ivf" and bundle.ivf is None:
             raise ValueError(f"search='ivf' but {bundle.path} has no IVF index (exported below "
                              "AnnConfig.ivf_min_items items); use 'annoy' or 'exact', or re-export with the IVF index")
-        self._search_k = int(bundle.manifest["annoy"]["search_k"])
+        if self.search == "annoy" and bundle.index is None:
+            raise ValueError(f"search='annoy' but {bundle.path} has no Annoy index (exported above "
+                             "AnnConfig.annoy_max_items items); use 'ivf' or 'exact'")
+        self._search_k = int((bundle.manifest.get("annoy") or {}).get("search_k", -1))
         # items added after training (manifest "content_only"): what each vector came from; "none" = no vector
         added = (bundle.manifest.get("content_only") or {}).get("items", [])
         idx = bundle.items.lookup([raw for raw, _ in added]) if added else np.zeros(0, np.int64)

@@ -26,6 +26,7 @@ from serving.format import SEARCH_K_FOR
 from serving.search import search_top
 
 K = 10
+SCORE_BYTES = 2**28  # a batch of query x item scores is kept near this size (256 MB)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,10 @@ class AnnConfig:
     exact_max_items: int = 200_000  # "auto" may pick exact scoring only up to this catalogue size
     ivf_min_items: int = 50_000  # build the IVF index from this catalogue size on (0 = never)
     ivf_nlist: int | None = None  # None: about 4 * sqrt(n_items) cells
+    # Annoy is tuned and stored only up to this catalogue size (unless search = "annoy"): its index grows with
+    # items x trees and at 1M items it was already the slowest index (bench_serving.md); above it the bundle
+    # has no items.ann and serves from the IVF index
+    annoy_max_items: int = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -106,8 +111,10 @@ def build_index(item_vectors: np.ndarray, metric: str, n_trees: int, seed: int =
 def exact_topk(queries: np.ndarray, item_vectors: np.ndarray, metric: str, k: int = K,
                banned: list[np.ndarray] | None = None, batch: int = 256) -> np.ndarray:
     """(n, k) exact best item indices (1-based) per query (:func:`recsys.scoring.topk_batched`, over the
-    L2-normalised items under ``"angular"``); ``banned[i]`` items never returned for query i."""
+    L2-normalised items under ``"angular"``); ``banned[i]`` items never returned for query i. At most
+    ``batch`` queries are scored at once, fewer on large catalogues so a batch's scores stay near 256 MB."""
     items = np.asarray(item_vectors, dtype=np.float32)
+    batch = max(1, min(batch, SCORE_BYTES // (4 * items.shape[0])))
     if metric == "angular":
         items = items / np.maximum(np.linalg.norm(items, axis=1, keepdims=True), 1e-12)
     exclude = None

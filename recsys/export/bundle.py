@@ -53,7 +53,8 @@ def export_bundle(
     never_candidates: np.ndarray | None = None,
     exclude_seen: bool = True,
 ) -> Path:
-    """Export vectors, id maps, seen items and the tuned indexes (Annoy; IVF on large catalogues) as one bundle.
+    """Export vectors, id maps, seen items and the tuned indexes (Annoy up to ``AnnConfig.annoy_max_items``; IVF on
+    large catalogues) as one bundle.
 
     Parameters
     ----------
@@ -114,6 +115,8 @@ def export_bundle(
     encoder_check = _check_encoder(check_users, encoder, users, seen)
     built = build_search(items, users, metric, cfg, seen=csr)
     index, ann_result = built.annoy, built.annoy_result
+    # the recall block describes the index tuned for the bundle: Annoy, or IVF where Annoy was not built
+    tuned = ann_result if ann_result is not None else built.ivf_result
 
     # written into a temporary folder that replaces `dest` in one exchange: a reader (or a rerun after a
     # kill) finds the old bundle or the complete new one
@@ -125,8 +128,9 @@ def export_bundle(
         np.savez(tmp / fmt.SEEN, indptr=csr.indptr.astype(np.int64), indices=csr.indices.astype(np.int32))
         h_ptr, h_items = (history.offsets, history.items) if history is not None else (csr.indptr, csr.indices)
         np.savez(tmp / fmt.HISTORY, indptr=np.asarray(h_ptr, dtype=np.int64), items=np.asarray(h_items, np.int32))
-        index.save(str(tmp / fmt.INDEX))
-        index.unload()
+        if index is not None:
+            index.save(str(tmp / fmt.INDEX))
+            index.unload()
         if built.ivf is not None:
             for name, arr in ((fmt.IVF_CENTROIDS, built.ivf.centroids), (fmt.IVF_OFFSETS, built.ivf.offsets),
                               (fmt.IVF_ITEMS, built.ivf.items), (fmt.IVF_VECTORS, built.ivf.vectors)):
@@ -139,11 +143,12 @@ def export_bundle(
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "dim": dim, "metric": metric,
             "search": built.search,
             "search_options": built.manifest_options(),
-            "annoy": {"n_trees": ann_result.n_trees, "search_k": ann_result.search_k,
-                      "search_k_for": fmt.SEARCH_K_FOR, "build_seconds": round(ann_result.build_seconds, 3)},
-            "recall_at_10": {"users": ann_result.recall_users, "items": ann_result.recall_items,
-                             "target": target_recall, "target_reached": ann_result.target_reached,
-                             "sample": cfg.sample, "tried": ann_result.tried},
+            "annoy": None if ann_result is None else {
+                "n_trees": ann_result.n_trees, "search_k": ann_result.search_k, "search_k_for": fmt.SEARCH_K_FOR,
+                "build_seconds": round(ann_result.build_seconds, 3)},
+            "recall_at_10": {"index": "annoy" if ann_result is not None else "ivf", "users": tuned.recall_users,
+                             "items": tuned.recall_items, "target": target_recall,
+                             "target_reached": tuned.target_reached, "sample": cfg.sample, "tried": tuned.tried},
             "ivf": None if built.ivf_result is None else {
                 **built.ivf_result.to_json(), "build_seconds": round(built.ivf_result.build_seconds, 3)},
             "counts": {"items": n_items, "users": n_users, "seen": int(csr.nnz)},

@@ -1,10 +1,11 @@
 """Build every candidate index a bundle can serve from, measure each, and choose one.
 
-Annoy is always built (it is the bundle's portable index); the IVF index from
-``AnnConfig.ivf_min_items`` items on; exact scoring needs no index but is a candidate only up to
-``AnnConfig.exact_max_items``. All are measured on one :class:`~recsys.export.ann.Probe`: recall@10
-against exact top-10 and mean microseconds per user query through :func:`serving.search.search_top`,
-the code serving runs (candidates, then exact re-scoring).
+Annoy is built up to ``AnnConfig.annoy_max_items`` items (above, only when asked for by
+``search="annoy"``); the IVF index from ``AnnConfig.ivf_min_items`` items on, and always when Annoy is
+not built; exact scoring needs no index but is a candidate only up to ``AnnConfig.exact_max_items``.
+All are measured on one :class:`~recsys.export.ann.Probe`: recall@10 against exact top-10 and mean
+microseconds per user query through :func:`serving.search.search_top`, the code serving runs
+(candidates, then exact re-scoring).
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from serving.search import search_top
 class SearchIndexes:
     """What :func:`build_search` made: the tuned indexes, every option measured, the choice."""
 
-    annoy: AnnoyIndex
-    annoy_result: AnnResult
+    annoy: AnnoyIndex | None  # None above AnnConfig.annoy_max_items
+    annoy_result: AnnResult | None
     ivf: IvfIndex | None
     ivf_result: IvfResult | None
     options: dict[str, SearchOption]
@@ -50,17 +51,20 @@ class SearchIndexes:
 
 def build_search(item_vectors: np.ndarray, user_vectors: np.ndarray, metric: str, cfg: AnnConfig,
                  seen: sp.csr_matrix | None = None) -> SearchIndexes:
-    """Tune Annoy (and IVF on large catalogues), time each option on the same queries, choose."""
+    """Tune Annoy and/or IVF (by catalogue size), time each option on the same queries, choose."""
     probe = sample_queries(item_vectors, user_vectors, metric, cfg, seen)
     n_items = item_vectors.shape[0] - 1
-    annoy, ares = tune_index(item_vectors, user_vectors, metric, cfg, seen, probe=probe)
     timed = probe.uq[: min(len(probe.uq), 200)]
     banned = probe.u_banned[: len(timed)] if probe.u_banned is not None else None
-    options = {"annoy": SearchOption(min(ares.recall_users, ares.recall_items), ares.target_reached,
-                                     _per_query(lambda q, b: ann_topk(annoy, q, ares.search_k, item_vectors, metric,
-                                                                      probe.k, b), timed, banned))}
+    options: dict[str, SearchOption] = {}
+    annoy, ares = None, None
+    if n_items <= cfg.annoy_max_items or cfg.search == "annoy":
+        annoy, ares = tune_index(item_vectors, user_vectors, metric, cfg, seen, probe=probe)
+        options["annoy"] = SearchOption(min(ares.recall_users, ares.recall_items), ares.target_reached,
+                                        _per_query(lambda q, b: ann_topk(annoy, q, ares.search_k, item_vectors,
+                                                                         metric, probe.k, b), timed, banned))
     ivf, ires = None, None
-    if (cfg.ivf_min_items and n_items >= cfg.ivf_min_items) or cfg.search == "ivf":
+    if (cfg.ivf_min_items and n_items >= cfg.ivf_min_items) or cfg.search == "ivf" or annoy is None:
         ivf, ires = tune_ivf(item_vectors, metric, cfg.target_recall, probe, cfg.ivf_nlist, cfg.seed)
         options["ivf"] = SearchOption(min(ires.recall_users, ires.recall_items), ires.target_reached,
                                       _per_query(lambda q, b: ivf_topk(ivf, q, ires.nprobe, item_vectors, metric,

@@ -81,3 +81,30 @@ def test_similar_items_and_histories_leave_the_query_item_out(bundle, mode: str)
     assert recall(want, hits) >= _recall_floor(manifest, mode)
     h = rec.recommend_for_history([3, 9], k=10)
     assert h.source == "history" and not {3, 9} & set(h.items)
+
+
+def test_a_catalogue_over_annoy_max_items_is_exported_without_annoy_and_served_from_ivf(tmp_path) -> None:
+    items, users, seen = clustered(N_ITEMS, N_USERS, seed=5)
+    cfg = AnnConfig(sample=150, ivf_nlist=32, annoy_max_items=N_ITEMS - 1, exact_max_items=N_ITEMS - 1)
+    path = export_bundle(tmp_path / "big", items, users, np.arange(1, N_ITEMS + 1), np.arange(1, N_USERS + 1), seen,
+                         None, "dot", "big", target_recall=0.9, ann=cfg)
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert not (path / "items.ann").exists() and "items.ann" not in manifest["files"]
+    assert manifest["annoy"] is None and manifest["search"] == "ivf" and set(manifest["search_options"]) == {"ivf"}
+    assert manifest["recall_at_10"]["index"] == "ivf"
+    assert manifest["recall_at_10"]["users"] == manifest["ivf"]["recall_users"] >= 0.9
+    rec = Recommender.load(path)  # verified: every listed file checks out
+    assert rec.search == "ivf" and rec.bundle.index is None
+    us = np.arange(1, N_USERS + 1, 3)
+    banned = [seen.indices[seen.indptr[u]:seen.indptr[u + 1]] for u in us]
+    got = [np.asarray(rec.recommend(int(u), k=10).items) for u in us]
+    assert recall(exact_topk(users[us], items, "dot", banned=banned), got) >= manifest["recall_at_10"]["users"] - 0.1
+    assert Recommender.load(path, search="exact").recommend(3, k=10).items == exact_topk(
+        users[3:4], items, "dot", banned=banned[1:2])[0].tolist()
+    with pytest.raises(ValueError, match="no Annoy index.*use 'ivf' or 'exact'"):
+        Recommender.load(path, search="annoy")
+    # a manifest that claims Annoy without listing its file is refused by name
+    manifest["search"], manifest["annoy"] = "annoy", {"n_trees": 10, "search_k": 100}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(Exception, match="does not list items.ann"):
+        Recommender.load(path, verify=False)
