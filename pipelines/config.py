@@ -54,10 +54,16 @@ class EvalConfig:
     # validation NDCG at the first cut-off (ties exclude); the pipeline's bundle and serving follow the choice
     exclude_history: bool | Literal["auto"] = "auto"
     batch_size: int = 2048  # users scored at once (memory: batch x items floats)
+    # score at most this many users per split, a sample drawn with the run's seed from the users with a target
+    # (0 = every user); for logs of millions of users, where full ranking of all of them takes hours
+    max_users: int = 0
 
     def __post_init__(self) -> None:
         if self.exclude_history not in (True, False, "auto"):
             raise ConfigError(f'[eval] exclude_history must be true, false or "auto"; got {self.exclude_history!r}')
+        if isinstance(self.max_users, bool) or not isinstance(self.max_users, int) or self.max_users < 0:
+            raise ConfigError(f"[eval] max_users must be a whole number of users >= 0 (0 = every user); got "
+                              f"{self.max_users!r}")
 
 
 @dataclass

@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from recsys.evaluation.evaluator import EvalProtocol, evaluate
+from recsys.evaluation.sample import eval_part
 from recsys.prepare.idmap import IdMap
 from recsys.prepare.split import SplitData
 from serving import format as fmt
@@ -62,7 +63,10 @@ def bundle_metrics(bundle: Path, split: SplitData, items: IdMap, protocol: EvalP
     never = np.zeros(len(b.item_vectors), dtype=bool)  # the bundle's never-candidates, as serving bans them
     never[np.asarray(b.manifest.get(fmt.NEVER_CANDIDATES) or [], dtype=np.int64)] = True
     eligible = known & ~never[to_b]
-    hist = split.test_history
+    # the test users the training runs scored: all, or the protocol's max_users sample (same seed)
+    part = eval_part(split.test_history, split.test_targets, int(protocol.extra.get("max_users", 0)),
+                     int(protocol.extra.get("sample_seed", 0)))
+    hist, test_targets = part.histories, part.targets
     mapped = to_b[np.asarray(hist.items, dtype=np.int64)]
     keep = mapped > 0
     lens = np.bincount(hist.row_index()[keep], minlength=hist.n_rows)
@@ -80,9 +84,9 @@ def bundle_metrics(bundle: Path, split: SplitData, items: IdMap, protocol: EvalP
     item_vecs = np.hstack([item_vecs, pop[:, None]])
     # seen items left out as the bundle's lookups do by default
     protocol = dataclasses.replace(protocol, exclude_history=bool(b.manifest.get(fmt.EXCLUDE_SEEN, True)))
-    out = evaluate(users, item_vecs, hist, split.test_targets, protocol, ineligible=~eligible)
-    targets = np.asarray(split.test_targets.items, dtype=np.int64)
-    has_target = np.diff(split.test_targets.offsets) > 0
+    out = evaluate(users, item_vecs, hist, test_targets, protocol, ineligible=~eligible, **part.kwargs())
+    targets = np.asarray(test_targets.items, dtype=np.int64)
+    has_target = np.diff(test_targets.offsets) > 0
     out.update(gate_unknown_items=float((~known[1:]).sum()), gate_unknown_targets=float((~known[targets]).sum()),
                gate_fallback_users=float((fallback & has_target).sum()))
     return out

@@ -32,6 +32,7 @@ from recsys import atomic
 from recsys.config import from_dict, to_dict
 from recsys.device import resolve_device
 from recsys.evaluation.evaluator import EvalProtocol, evaluate_model, make_validator
+from recsys.evaluation.sample import EvalPart, eval_part
 from recsys.models.base import Model
 from recsys.models.registry import MODELS, build_model, check_model_config
 from recsys.prepare import prepare
@@ -81,21 +82,31 @@ def protocol_for(cfg: RunConfig, data: Prepared, exclude_seen: bool | None = Non
     """The evaluation protocol; ``exclude_seen`` overrides ``[eval] exclude_history`` (whose "auto" means
     "exclude" until a run has decided, see :func:`choose_exclusion`)."""
     exclude = cfg.eval.exclude_history if exclude_seen is None else exclude_seen
+    sample = {"max_users": cfg.eval.max_users, "sample_seed": cfg.run.seed} if cfg.eval.max_users else {}
     return EvalProtocol(split=data.split.params.get("kind", cfg.data.split), ks=tuple(cfg.eval.ks),
-                        exclude_history=exclude is not False, fingerprint=data.split.fingerprint)
+                        exclude_history=exclude is not False, fingerprint=data.split.fingerprint, extra=sample)
 
 
-def choose_exclusion(model: Model, split: SplitData, protocol: EvalProtocol, auto: bool,
+def eval_parts(split: SplitData, protocol: EvalProtocol) -> tuple[EvalPart, EvalPart]:
+    """The validation and test users ``protocol`` scores: all, or its ``max_users`` sample (same seed everywhere,
+    so training, the test score and the gate score the same users)."""
+    n, seed = int(protocol.extra.get("max_users", 0)), int(protocol.extra.get("sample_seed", 0))
+    return (eval_part(split.valid_history, split.valid_targets, n, seed),
+            eval_part(split.test_history, split.test_targets, n, seed))
+
+
+def choose_exclusion(model: Model, part: EvalPart, protocol: EvalProtocol, auto: bool,
                      **kw) -> tuple[EvalProtocol, dict[str, float], dict[str, float]]:
     """Validation metrics under ``protocol``; with ``auto``, also with seen items kept in the ranking, and the
     protocol that scores higher NDCG at the first cut-off (ties exclude: on a log without repeat consumption
     excluding can only help). Returns (protocol, its validation metrics, NDCG of each rule)."""
-    val = evaluate_model(model, split.valid_history, split.valid_targets, protocol, **kw)
+    kw = {**kw, **part.kwargs()}
+    val = evaluate_model(model, part.histories, part.targets, protocol, **kw)
     if not auto:
         return protocol, val, {}
     key = f"ndcg_{protocol.ks[0]}"
     keep_protocol = dataclasses.replace(protocol, exclude_history=False)
-    keep = evaluate_model(model, split.valid_history, split.valid_targets, keep_protocol, **kw)
+    keep = evaluate_model(model, part.histories, part.targets, keep_protocol, **kw)
     both = {f"val_{key}_exclude_seen": val[key], f"val_{key}_keep_seen": keep[key]}
     return (keep_protocol, keep, both) if keep[key] > val[key] else (protocol, val, both)
 
@@ -119,7 +130,8 @@ def train_run(cfg: RunConfig, out: str | Path, data: Prepared | None = None, nes
         params = {"seed": cfg.run.seed, **cfg.model}
         model = build_model(cfg.model_name, params, device, **model_inputs(cfg.model_name, params, data))
         kw = {"device": device, "batch_size": cfg.eval.batch_size}
-        validator = make_validator(split.valid_history, split.valid_targets, protocol, **kw)
+        valid, test_part = eval_parts(split, protocol)
+        validator = make_validator(valid.histories, valid.targets, protocol, **kw, **valid.kwargs())
         on_epoch = tracking.epoch_logger()
         t0 = time.perf_counter()
         total = total_epochs(getattr(model, "config", None))
@@ -135,11 +147,11 @@ def train_run(cfg: RunConfig, out: str | Path, data: Prepared | None = None, nes
         mlflow.set_tag("stop_reason", stop_reason)
         if echo is not None and stop_reason != "completed":
             echo(f"  [{cfg.run.name}] stopped: {stop_reason}")
-        protocol, val, rules = choose_exclusion(model, split, protocol, auto, **kw)
+        protocol, val, rules = choose_exclusion(model, valid, protocol, auto, **kw)
         mlflow.set_tag("exclude_seen", str(protocol.exclude_history).lower())
         if rules:
             tracking.log_metrics(rules, "")
-        test = evaluate_model(model, split.test_history, split.test_targets, protocol, **kw)
+        test = evaluate_model(model, test_part.histories, test_part.targets, protocol, **kw, **test_part.kwargs())
         seconds = time.perf_counter() - t0
         tracking.log_metrics(val, "val_")
         tracking.log_metrics(test, "test_")
@@ -173,10 +185,11 @@ def evaluate_run_model(uri: str, out: str | Path, split: str = "test") -> dict[s
         raise ValueError(f"split must be 'test' or 'valid'; got {split!r}")
     rm, data = _run_model_data(uri, Path(out))
     device = resolve_device(rm.cfg.run.device)
-    hist, targets = ((data.split.test_history, data.split.test_targets) if split == "test"
-                     else (data.split.valid_history, data.split.valid_targets))
-    return evaluate_model(rm.model, hist, targets, protocol_for(rm.cfg, data, rm.exclude_seen), device=device,
-                          batch_size=rm.cfg.eval.batch_size)
+    protocol = protocol_for(rm.cfg, data, rm.exclude_seen)
+    valid, test = eval_parts(data.split, protocol)
+    part = test if split == "test" else valid
+    return evaluate_model(rm.model, part.histories, part.targets, protocol, device=device,
+                          batch_size=rm.cfg.eval.batch_size, **part.kwargs())
 
 
 def export_run_model(uri: str, dest: str | Path, out: str | Path, catalogue: str | Path | None = None,

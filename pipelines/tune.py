@@ -45,7 +45,7 @@ from pipelines.config import RunConfig
 from pipelines.progress import progress, total_epochs
 from pipelines.runstate import fault_point
 from pipelines.study_report import trial_params
-from pipelines.train import model_inputs, prepared_data, protocol_for
+from pipelines.train import eval_parts, model_inputs, prepared_data, protocol_for
 from recsys import atomic
 from recsys.device import resolve_device
 from recsys.evaluation.evaluator import evaluate_model, make_validator
@@ -415,7 +415,8 @@ def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], encode: 
     combos = encode_combos(encode)
     # per epoch (pruning): the first encode-time parameter swept, the others at the config's values
     epoch_combos = encode_combos(dict(itertools.islice(encode.items(), 1)))
-    validator = make_validator(split.valid_history, split.valid_targets, protocol, device=device)
+    valid, _ = eval_parts(split, protocol)  # every user, or the [eval] max_users sample the runs score
+    validator = make_validator(valid.histories, valid.targets, protocol, device=device, **valid.kwargs())
     # a model without checkpoints (whose fit does not act on validation) is not validated where the figure
     # cannot matter: before the pruner's warm-up, and at its last epoch when the encode-time sweep follows
     skip_idle = not MODELS[cfg.model_name].checkpoints
@@ -484,7 +485,7 @@ def _objective(cfg: RunConfig, data: Prepared, space: dict[str, Param], encode: 
                 echo(f"  trial {trial.number}: pruned after epoch {pruned[0]} ({_short(params, space)})")
                 raise optuna.TrialPruned(f"pruned after epoch {pruned[0]}")
             setting, scores = best_encoding(model, combos, lambda: evaluate_model(
-                model, split.valid_history, split.valid_targets, protocol, device=device), metric)
+                model, valid.histories, valid.targets, protocol, device=device, **valid.kwargs()), metric)
             value = float(scores[metric])
             params.update(setting)
             if setting:

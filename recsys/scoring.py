@@ -10,6 +10,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+#: the most bytes of float32 scores one batch of :func:`masked_scores` holds (users per batch are capped to fit)
+SCORE_BYTES = 2**30
+
 
 def topk_batched(
     user_vecs: np.ndarray,
@@ -61,7 +64,8 @@ def masked_scores(
 
     Parameters
     ----------
-    user_vecs, item_vecs, exclude, device, batch_size, ineligible : as in :func:`topk_batched`.
+    user_vecs, item_vecs, exclude, device, batch_size, ineligible : as in :func:`topk_batched`; ``batch_size`` is
+        lowered where ``batch_size`` x items scores would pass ``SCORE_BYTES`` (1 GiB; 268 users at 1M items).
     rows : optional user rows to score, in this order (default: all of ``user_vecs``); ``exclude`` is
         indexed by the same rows.
 
@@ -72,6 +76,8 @@ def masked_scores(
     """
     device = device or torch.device("cpu")
     rows = np.arange(user_vecs.shape[0]) if rows is None else np.asarray(rows)
+    # large catalogues: fewer users at once, so a batch's scores (and the evaluator's comparisons) stay bounded
+    batch_size = max(1, min(batch_size, SCORE_BYTES // (4 * item_vecs.shape[0])))
     items_t = torch.as_tensor(np.ascontiguousarray(item_vecs, dtype=np.float32), device=device)
     never = None if ineligible is None else torch.as_tensor(np.flatnonzero(ineligible), device=device)
     for start in range(0, len(rows), batch_size):

@@ -200,7 +200,7 @@ def _rank_all(
     ranks, lists = [], np.full((len(users), k), -1, dtype=np.int64)
     for start, stop, s in masked_scores(user_vectors, item_vectors, exclude, device, batch_size, ineligible,
                                         rows=users):
-        ranks.append(_batch_ranks(s, tgt[users[start:stop]], batch_size))
+        ranks.append(_batch_ranks(s, tgt[users[start:stop]], max(s.shape[0], 1)))
         top_s, top_i = torch.topk(s, k, dim=1)
         top_i[torch.isneginf(top_s)] = -1  # fewer than k eligible items
         lists[start:stop] = top_i.cpu().numpy()

@@ -179,6 +179,19 @@ class Sequences:
         out[mask] = self.items[src[mask]]
         return out
 
+    def take(self, rows: np.ndarray) -> Sequences:
+        """The given rows, in that order, as a new Sequences (row i = ``self.row(rows[i])``); ``row_users``
+        becomes the taken rows' users (their row indices when ``self`` has none). Memory: the taken events."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = np.asarray(self.offsets, dtype=np.int64)[rows]
+        lens = np.asarray(self.offsets, dtype=np.int64)[rows + 1] - starts
+        offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        src = np.repeat(starts - offsets[:-1], lens) + np.arange(offsets[-1], dtype=np.int64)
+        ts = None if self.timestamps is None else np.asarray(self.timestamps[src], dtype=np.int64)
+        users = rows if self.row_users is None else np.asarray(self.row_users)[rows]
+        return Sequences(offsets, np.asarray(self.items[src], dtype=np.int32), self.n_items, ts,
+                         users.astype(np.int32))
+
     def concat(self, other: Sequences, chunk_events: int = 1 << 22) -> Sequences:
         """Row-wise concatenation ``self.row(r) ++ other.row(r)`` (same number of rows).
 

@@ -157,6 +157,26 @@ def test_a_model_stops_at_its_time_budget_and_the_run_records_why(workdir: Path)
         load_pipeline_config(write_config(workdir, ALS + 'max_minutes = "soon"\n', name="bad.toml"))
 
 
+def test_eval_max_users_scores_one_seeded_sample_in_training_and_at_the_gate(workdir: Path) -> None:
+    path = write_config(workdir, POP + ALS, pipeline='publish = "pop"')
+    path.write_text(path.read_text() + "[eval]\nmax_users = 40\n")
+    ctx = run_pipeline(load_pipeline_config(path), echo=quiet)
+    trained = ctx.run.info("train-pop")
+    assert trained["val"]["n_users"] == trained["test"]["n_users"] == 40  # of the 300 users with targets
+    gate = json.loads((ctx.run.path / "gate.json").read_text())
+    assert gate["candidate_metrics"]["n_users"] == 40
+    # the popularity bundle ranks as its run did: the gate scored the same 40 test users to the same figure
+    assert ctx.run.info("evaluate")["candidate"] == "pop"
+    assert gate["candidate_metrics"]["ndcg_10"] == pytest.approx(trained["test"]["ndcg_10"], abs=1e-6)
+    assert gate["candidate_metrics"]["popularity_10"] == pytest.approx(trained["test"]["popularity_10"], rel=1e-6)
+    params = MlflowClient(tracking.tracking_uri()).get_run(trained["run_id"]).data.params
+    assert params["eval_max_users"] == "40" and params["eval_sample_seed"] == "42"
+    with pytest.raises(ConfigError, match="max_users must be a whole number of users >= 0"):
+        bad = write_config(workdir, POP, name="bad.toml")
+        bad.write_text(bad.read_text() + "[eval]\nmax_users = -5\n")
+        load_pipeline_config(bad)
+
+
 def test_gate_rejects_a_worse_candidate_and_keeps_the_champion(workdir: Path) -> None:
     run_pipeline(load_pipeline_config(write_config(workdir, ALS)), echo=quiet)
     champion_before = os.readlink(workdir / "pub" / "current")
