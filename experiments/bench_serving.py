@@ -337,7 +337,8 @@ def exact_reference(items: np.ndarray, queries: np.ndarray, banned: list[np.ndar
             scores[:, 0] = -np.inf
         hit = (cols >= s) & (cols < e)
         scores[rows[hit], cols[hit] - s] = -np.inf
-        top = np.argpartition(-scores, k, axis=1)[:, :k]
+        top = (np.argpartition(-scores, k, axis=1)[:, :k] if e - s > k
+               else np.broadcast_to(np.arange(e - s), (n, e - s)))
         cand_s = np.concatenate([best_s, np.take_along_axis(scores, top, 1)], axis=1)
         cand_i = np.concatenate([best_i, top + s], axis=1)
         keep = np.argsort(-cand_s, axis=1, kind="stable")[:, :k]
