@@ -23,7 +23,7 @@ from recsys.atomic import atomic_dir
 from recsys.export.ann import AnnConfig
 from recsys.export.inputs import as_id_array, as_seen_csr, check_vectors, meta_list
 from recsys.export.search import build_search
-from recsys.models.base import Model, take_rows
+from recsys.models.base import Model
 from recsys.prepare.sequences import Sequences
 from serving import format as fmt
 from serving.encoder import Encoder, build_encoder
@@ -200,7 +200,7 @@ def _check_encoder(n: int, encoder: Encoder, users: np.ndarray, seen: Sequences 
     if n <= 0 or not isinstance(seen, Sequences) or seen.n_rows < 2:
         return None
     rows = np.sort(np.random.default_rng(0).choice(np.arange(1, seen.n_rows), min(n, seen.n_rows - 1), replace=False))
-    sub = take_rows(seen, rows)
+    sub = seen.take(rows)
     got = encoder.encode_batch(sub.offsets, sub.items)
     want = users[rows]
     scale = max(float(np.abs(want).max(initial=0.0)), 1.0)

@@ -221,7 +221,7 @@ class Model(ABC):
         user_ids = np.asarray(user_ids, dtype=np.int64)
         if len(user_ids) and (user_ids.min() < 0 or user_ids.max() >= hist.n_rows):
             raise IndexError(f"user ids must lie in 0..{hist.n_rows - 1}; got {user_ids.min()}..{user_ids.max()}")
-        sub = take_rows(hist, user_ids)
+        sub = hist.take(user_ids)
         exclude = sub.to_csr() if exclude_seen else None
         return topk_batched(self.encode_users(sub), self.item_vectors(), k, exclude, ineligible=self.ineligible_items())
 
@@ -258,13 +258,3 @@ class Model(ABC):
         if self._train is None:
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() or load() first")
         return self._train
-
-
-def take_rows(seqs: Sequences, rows: np.ndarray) -> Sequences:
-    """Sub-``Sequences`` made of the given rows, in that order (vectorised)."""
-    lengths = seqs.lengths()[rows]
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    # event j of output row b comes from seqs.offsets[rows[b]] + (j - offsets[b])
-    idx = np.repeat(seqs.offsets[rows] - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
-    ts = seqs.timestamps[idx] if seqs.timestamps is not None else None
-    return Sequences(offsets, np.asarray(seqs.items)[idx], seqs.n_items, ts)

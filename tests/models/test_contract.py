@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys.models.base import Model, NotFittedError, take_rows
+from recsys.models.base import Model, NotFittedError
 from recsys.models.registry import MODELS
 from recsys.prepare.sequences import Sequences
 
@@ -239,7 +239,7 @@ def test_served_top10_equals_model_recommend(fitted: tuple[Model, list, list], t
     # a known user's recent events: stored history + events, encoded now; neither comes back
     known = np.arange(1, 11)
     fresh = Sequences.from_lists([[]] + [hist.row(r).tolist() for r in range(4, 4 + len(known))], n_items=N_ITEMS)
-    both = take_rows(train, np.concatenate([[0], known])).concat(fresh)
+    both = train.take(np.concatenate([[0], known])).concat(fresh)
     f_ids, f_scores = model.recommend(np.arange(1, len(known) + 1), k=10, histories=both)
     f_users = model.encode_users(both)
     for b, u in enumerate(known):
