@@ -91,18 +91,46 @@ def run_step(config: Path, step: str, cwd: Path) -> dict:
     log.close()
     code = os.waitstatus_to_exitcode(status)
     return {"step": step, "seconds": round(time.perf_counter() - t0, 2),
-            "peak_rss_gb": round(usage.ru_maxrss / 2**20, 3), "disk_gb": disk_gb(cwd), "exit_code": code}
+            "peak_rss_gb": round(usage.ru_maxrss / 2**20, 3), "disk_gb": disk_gb(cwd), "exit_code": code,
+            "commit": harness.commit_now()}
 
 
-def bench(config: Path, root: Path, name: str | None = None, log: Path | None = None) -> list[dict]:
+LINE = re.compile(r"^(?P<name>\S+)\s+(?P<step>\w+)\s+(?P<seconds>[\d.]+) s  peak RSS (?P<rss>[\d.]+) GB  "
+                  r"disk (?P<disk>[\d.]+) GB  exit (?P<exit>-?\d+)$")
+
+
+def prior_rows(log: Path, name: str, before: str, commit: str) -> list[dict]:
+    """The rows of ``name``'s steps before ``before`` as an earlier invocation printed them (its console log)."""
+    rows = {}
+    for line in log.read_text().splitlines():
+        m = LINE.match(line)
+        if m and m["name"] == name and m["step"] in STEPS[:STEPS.index(before)]:
+            rows[m["step"]] = {"step": m["step"], "seconds": float(m["seconds"]), "peak_rss_gb": float(m["rss"]),
+                               "disk_gb": float(m["disk"]), "exit_code": int(m["exit"]), "commit": commit,
+                               "source": f"console log of an earlier invocation ({log.name})"}
+    missing = [s for s in STEPS[:STEPS.index(before)] if s not in rows]
+    if missing:
+        raise SystemExit(f"{log} has no line for {name} step(s) {missing}; cannot resume from {before}")
+    return [rows[s] for s in STEPS[:STEPS.index(before)]]
+
+
+def bench(config: Path, root: Path, name: str | None = None, log: Path | None = None,
+          resume: tuple[str, list[dict]] | None = None) -> list[dict]:
+    """Every step of ``config`` in a fresh folder; with ``resume`` = (step, earlier rows), the steps from that
+    one on in the existing folder (the pipeline run resumes there; the steps from it on are redone)."""
     name = name or config.stem
     cwd = root / name
-    shutil.rmtree(cwd, ignore_errors=True)
-    cwd.mkdir(parents=True)
+    if resume is None:
+        shutil.rmtree(cwd, ignore_errors=True)
+        cwd.mkdir(parents=True)
     if log is not None:
-        config = with_log(config, log, cwd / config.name)
-    rows = []
-    for step in STEPS:
+        config = with_log(config, log, cwd / config.name) if resume is None else cwd / config.name
+    rows = [] if resume is None else list(resume[1])
+    if resume is not None:
+        for marker in (cwd / "runs").rglob("*.done"):  # redo the steps from `resume` on
+            if marker.stem in STEPS[STEPS.index(resume[0]):]:
+                marker.unlink()
+    for step in STEPS[len(rows):]:
         row = run_step(config.resolve(), step, cwd)
         print(f"{name:<16} {step:<9} {row['seconds']:8.1f} s  peak RSS {row['peak_rss_gb']:.2f} GB"
               f"  disk {row['disk_gb']:.2f} GB  exit {row['exit_code']}", flush=True)
@@ -122,10 +150,24 @@ def main() -> None:
                     "synthetic log folder of each size (see above)")
     ap.add_argument("--cache", type=Path, default=REPO / "bench_data", help="where --log-sizes logs are kept")
     ap.add_argument("--report-name", default="bench_pipeline", help="report file stem (default bench_pipeline)")
+    ap.add_argument("--resume-from", choices=STEPS[1:], help="with --log-sizes: for the sizes named by --resume, rerun "
+                    "this step and the later ones in the existing working folder; the earlier steps' rows come "
+                    "from --prior-log")
+    ap.add_argument("--resume", default="", help="comma list of the sizes (millions of events) to resume; the other "
+                    "sizes' rows are kept from the last report")
+    ap.add_argument("--prior-log", type=Path, help="the console log of the invocation being resumed")
+    ap.add_argument("--prior-commit", default="", help="the commit that invocation ran at")
     args = ap.parse_args()
     run = harness.ReportRun()
     results, logs = {}, {}
     sizes = [int(float(x) * 1_000_000) for x in args.log_sizes.split(",") if x.strip()]
+    resumed = {int(float(x) * 1_000_000) for x in args.resume.split(",") if x.strip()}
+    if args.resume_from:
+        last = json.loads((args.out / f"{args.report_name}.json").read_text())
+        kept, kept_logs = last["configs"], last.get("logs", {})
+        for rows in kept.values():
+            for r in rows:
+                r.setdefault("commit", last["meta"]["commit"])
     for c in args.configs:
         if not sizes:
             results[c.stem] = bench(c, args.root)
@@ -133,10 +175,16 @@ def main() -> None:
         for n in sizes:
             log, gen_s = ensure_log(n, args.cache)
             name = f"{c.stem}-{n / 1e6:g}M"
+            if args.resume_from and n not in resumed:
+                results[name], logs[name] = kept[name], kept_logs[name]
+                continue
             logs[name] = {"events": n, **{k: v for k, v in asdict(log_config(n)).items()
                                          if k in ("n_users", "n_items", "seed")}, "generate_s": gen_s}
             print(f"{name}: log {log} ({'cached' if gen_s is None else f'generated in {gen_s} s'})", flush=True)
-            results[name] = bench(c, args.root, name, log)
+            resume = None
+            if args.resume_from:
+                resume = (args.resume_from, prior_rows(args.prior_log, name, args.resume_from, args.prior_commit))
+            results[name] = bench(c, args.root, name, log, resume)
             write_report(args, run.meta, results, logs)  # after every size: a long run keeps what finished
     write_report(args, run.finish(), results, logs)
 
@@ -147,13 +195,18 @@ def write_report(args: argparse.Namespace, meta: dict, results: dict, logs: dict
     atomic.write_text(stem.with_suffix(".json"), json.dumps({"meta": meta, "configs": results, "logs": logs},
                                                            indent=2))
     lines = ["# Pipeline steps: wall time, peak RSS and disk (one process per step)", "", *harness.header_lines(meta),
-             "| config | step | seconds | peak RSS (GB) | disk after (GB) | exit |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
+             "| config | step | seconds | peak RSS (GB) | disk after (GB) | exit | commit |",
+             "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for name, rows in results.items():
         lines += [f"| {name} | {r['step']} | {r['seconds']:.1f} | {r['peak_rss_gb']:.2f} | "
-                  f"{r.get('disk_gb', float('nan')):.2f} | {r['exit_code']} |" for r in rows]
+                  f"{r.get('disk_gb', float('nan')):.2f} | {r['exit_code']} | {r.get('commit', meta['commit'])}"
+                  f"{' (a)' if r.get('source') else ''} |" for r in rows]
         lines.append(f"| {name} | **total** | {sum(r['seconds'] for r in rows):.1f} | "
-                     f"{max(r['peak_rss_gb'] for r in rows):.2f} | | |")
+                     f"{max(r['peak_rss_gb'] for r in rows):.2f} | | | |")
+    sources = sorted({r["source"] for rows in results.values() for r in rows if r.get("source")})
+    if sources:
+        lines += ["", "(a) Not rerun by this invocation (`--resume-from`): the row as the " + "; ".join(sources)
+                  + " printed it; that log is kept beside this report."]
     if logs:
         lines += ["", "Logs (synthetic, `recsys.sources.synthetic`; generation not counted in the steps):", ""]
         lines += [f"- {name}: {v['events']:,} events, {v['n_users']:,} users, {v['n_items']:,} items, seed "

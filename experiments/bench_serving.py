@@ -126,7 +126,8 @@ def in_process(name: str, items, users, seen, workdir: Path, n_queries: int, tar
     n_items, n_users = items.shape[0] - 1, users.shape[0] - 1
     t0 = time.perf_counter()
     bundle = export_bundle(workdir / name, items, users, np.arange(1, n_items + 1), np.arange(1, n_users + 1),
-                           seen, None, "dot", f"bench-{name}", target_recall=target, ann=AnnConfig(sample=300))
+                           seen, None, "dot", f"bench-{name}", target_recall=target,
+                           ann=AnnConfig(sample=300, annoy_max_items=max(n_items, 1)))  # Annoy measured at every size
     export_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     rec = Recommender.load(bundle, search="annoy")
