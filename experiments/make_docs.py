@@ -40,6 +40,7 @@ RESULTS = {
     "tune_item2vec": "item2vec tuned on Beauty validation: the greedy searches and `recsys tune`",
     "defaults": "library defaults chosen across the data sets on validation",
     "served_parity": "every model offline against served through its bundle",
+    "served_parity_100m": "the model the 100M-event pipeline run published, offline against served",
     "cold_start": "items added after training, from their content",
 }
 #: report name -> what it measures (the order of docs/benchmarks.md)
@@ -54,8 +55,10 @@ BENCHMARKS = {
     "bench_evaluation": "validation speed: item2vec's user encoding and the evaluator's ranks",
     "bench_item2vec_step": "item2vec's training step against the one it replaced",
     "bench_serving": "lookups: Annoy, IVF and exact search",
+    "bench_serving_10m": "a 10M-item bundle: export, lookups against exact search, HTTP, a reload under load",
     "load_http": "the HTTP server under mixed load",
     "bench_pipeline": "the scheduled pipeline's steps",
+    "bench_pipeline_scale": "the pipeline at 1M, 10M and 100M events (out of core, 2 cores)",
     "bench_histories": "histories for export and the ALS/BPR matrix at scale: the ways before against now",
     "soak_pipeline": "the pipeline under random kills",
 }
