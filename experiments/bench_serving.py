@@ -258,18 +258,23 @@ def post(path: str, body: dict) -> bytes:
     return head.encode() + data
 
 
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> tuple[bytes, bytes, int]:
+    """One keep-alive request: (response head, body, nanoseconds)."""
+    t = time.perf_counter_ns()
+    writer.write(req)
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = int(next(h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")))
+    body = await reader.readexactly(length)
+    return head, body, time.perf_counter_ns() - t
+
+
 async def _client(host: str, port: int, reqs: list[bytes], lat: list[int], errors: list[int], stop: float) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     i = 0
     while time.perf_counter() < stop:
-        req = reqs[i % len(reqs)]
+        head, _, ns = await _exchange(reader, writer, reqs[i % len(reqs)])
         i += 1
-        t = time.perf_counter_ns()
-        writer.write(req)
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(next(h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")))
-        await reader.readexactly(length)
-        lat.append(time.perf_counter_ns() - t)
+        lat.append(ns)
         if not head.startswith(b"HTTP/1.1 200"):
             errors.append(1)
     writer.close()
@@ -370,15 +375,9 @@ async def _tracked_client(port: int, reqs: list[bytes], lat: list[int], failed: 
             continue
         try:
             while time.perf_counter() < stop:
-                req = reqs[i % len(reqs)]
+                head, body, ns = await _exchange(reader, writer, reqs[i % len(reqs)])
                 i += 1
-                t = time.perf_counter_ns()
-                writer.write(req)
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(next(h.split(b":")[1] for h in head.split(b"\r\n")
-                                  if h.lower().startswith(b"content-length")))
-                body = await reader.readexactly(length)
-                lat.append(time.perf_counter_ns() - t)
+                lat.append(ns)
                 if not head.startswith(b"HTTP/1.1 200"):
                     failed.append(head.split(b"\r\n")[0].decode())
                     continue
