@@ -46,8 +46,8 @@ class AnnConfig:
     ivf_min_items: int = 50_000  # build the IVF index from this catalogue size on (0 = never)
     ivf_nlist: int | None = None  # None: about 4 * sqrt(n_items) cells
     # Annoy is tuned and stored only up to this catalogue size (unless search = "annoy"): its index grows with
-    # items x trees (export of 1M items x 128 dims went past 12 GB with it, bench_pipeline_scale) and at 1M
-    # items it was the slowest index (bench_serving.md); above it the bundle has no items.ann and serves from IVF
+    # items x trees (a note: the 100M-event pipeline's export of 1M items x 128 dims passed 12 GB RSS while it
+    # was tuned) and at 1M items it was the slowest index (bench_serving.md); above it the bundle serves from IVF
     annoy_max_items: int = 500_000
 
 
