@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from recsys.evaluation.evaluator import EvalProtocol, evaluate
-from recsys.evaluation.sample import eval_part
+from recsys.evaluation.sample import protocol_part
 from recsys.prepare.idmap import IdMap
 from recsys.prepare.split import SplitData
 from serving import format as fmt
@@ -64,8 +64,7 @@ def bundle_metrics(bundle: Path, split: SplitData, items: IdMap, protocol: EvalP
     never[np.asarray(b.manifest.get(fmt.NEVER_CANDIDATES) or [], dtype=np.int64)] = True
     eligible = known & ~never[to_b]
     # the test users the training runs scored: all, or the protocol's max_users sample (same seed)
-    part = eval_part(split.test_history, split.test_targets, int(protocol.extra.get("max_users", 0)),
-                     int(protocol.extra.get("sample_seed", 0)))
+    part = protocol_part(split.test_history, split.test_targets, protocol)
     hist, test_targets = part.histories, part.targets
     mapped = to_b[np.asarray(hist.items, dtype=np.int64)]
     keep = mapped > 0

@@ -32,7 +32,7 @@ from recsys import atomic
 from recsys.config import from_dict, to_dict
 from recsys.device import resolve_device
 from recsys.evaluation.evaluator import EvalProtocol, evaluate_model, make_validator
-from recsys.evaluation.sample import EvalPart, eval_part
+from recsys.evaluation.sample import EvalPart, protocol_part
 from recsys.models.base import Model
 from recsys.models.registry import MODELS, build_model, check_model_config
 from recsys.prepare import prepare
@@ -90,9 +90,8 @@ def protocol_for(cfg: RunConfig, data: Prepared, exclude_seen: bool | None = Non
 def eval_parts(split: SplitData, protocol: EvalProtocol) -> tuple[EvalPart, EvalPart]:
     """The validation and test users ``protocol`` scores: all, or its ``max_users`` sample (same seed everywhere,
     so training, the test score and the gate score the same users)."""
-    n, seed = int(protocol.extra.get("max_users", 0)), int(protocol.extra.get("sample_seed", 0))
-    return (eval_part(split.valid_history, split.valid_targets, n, seed),
-            eval_part(split.test_history, split.test_targets, n, seed))
+    return (protocol_part(split.valid_history, split.valid_targets, protocol),
+            protocol_part(split.test_history, split.test_targets, protocol))
 
 
 def choose_exclusion(model: Model, part: EvalPart, protocol: EvalProtocol, auto: bool,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recsys.evaluation.evaluator import EvalProtocol
 from recsys.prepare.sequences import Sequences, item_counts
 
 
@@ -57,4 +58,11 @@ def eval_part(histories: Sequences, targets: Sequences, max_users: int = 0, seed
     return EvalPart(histories.take(rows), targets.take(rows), pop, n_with)
 
 
-__all__ = ["EvalPart", "eval_part", "sample_users"]
+def protocol_part(histories: Sequences, targets: Sequences, protocol: EvalProtocol) -> EvalPart:
+    """:func:`eval_part` with the sample ``protocol`` records (``extra`` ``max_users`` and ``sample_seed``; none =
+    every user), so every step that scores a split under one protocol scores the same users."""
+    return eval_part(histories, targets, int(protocol.extra.get("max_users", 0)),
+                     int(protocol.extra.get("sample_seed", 0)))
+
+
+__all__ = ["EvalPart", "eval_part", "protocol_part", "sample_users"]
