@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -429,10 +430,22 @@ def _wait_ready(port: int, proc: subprocess.Popen, user: int, timeout: float = 6
     raise RuntimeError(f"the server did not answer within {timeout:.0f} s")
 
 
+def worker_connections(server_pid: int, port: int) -> list[int]:
+    """Established connections on ``port`` held by each worker of the server ``server_pid`` (its descendants that
+    listen on the port), sorted: how evenly the kernel spread the clients' connections over the workers."""
+    counts = []
+    for p in psutil.Process(server_pid).children(recursive=True):
+        tcp = p.net_connections(kind="tcp")
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in tcp):
+            counts.append(sum(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port for c in tcp))
+    return sorted(counts)
+
+
 def large(n_items: int, n_users: int, dim: int, queries: int, exact_queries: int, workers: int, concurrency: int,
-          seconds: float, reload_seconds: float, target: float, work: Path) -> dict:
+          seconds: float, reload_seconds: float, target: float, work: Path, repeats: int = 3) -> dict:
     """Export one ``n_items`` bundle (the index chosen by measurement), time it in process against exact
-    search, then serve it over HTTP with ``workers`` processes and publish a new version under load."""
+    search, then serve it over HTTP with ``workers`` processes (``repeats`` steady runs, each on new
+    connections) and publish a new version under load."""
     out: dict = {"items": n_items, "users": n_users, "dim": dim}
     t0 = time.perf_counter()
     items, users, seen = synthetic(n_items, n_users, dim)
@@ -488,13 +501,20 @@ def large(n_items: int, n_users: int, dim: int, queries: int, exact_queries: int
         reqs = [get(f"/v1/recommend?user_id={u}&k=10") for u in rng.integers(1, n_users + 1, 5000)]
         asyncio.run(_tracked_load(port, reqs, concurrency, 3.0))  # warm-up
         tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-        cpu0 = sum(sum(p.cpu_times()[:2]) for p in tree)
-        out["http"] = {"workers": workers, "concurrency": concurrency,
-                       **asyncio.run(_tracked_load(port, reqs, concurrency, seconds))}
-        cpu = sum(sum(p.cpu_times()[:2]) for p in tree) - cpu0
-        out["http"]["server_cpu_us_per_req"] = round(1e6 * cpu / max(out["http"]["requests"], 1), 1)
-        out["http"]["worker_rss_mb"] = [round(p.memory_info().rss / 2**20) for p in tree]
-        print("http", json.dumps(out["http"]), flush=True)
+        out["http"] = []
+        for _ in range(repeats):  # each run opens its connections anew: the kernel spreads them over the workers
+            conns: list[list[int]] = []
+            count = functools.partial(lambda c: c.append(worker_connections(proc.pid, port)), conns)
+            cpu0 = sum(sum(p.cpu_times()[:2]) for p in tree)
+            run = {"workers": workers, "concurrency": concurrency,
+                   **asyncio.run(_tracked_load(port, reqs, concurrency, seconds, during=count))}
+            cpu = sum(sum(p.cpu_times()[:2]) for p in tree) - cpu0
+            run.pop("action_start_s"), run.pop("action_end_s")
+            run["server_cpu_us_per_req"] = round(1e6 * cpu / max(run["requests"], 1), 1)
+            run["worker_rss_mb"] = [round(p.memory_info().rss / 2**20) for p in tree]
+            run["connections_per_worker"] = conns[0]
+            out["http"].append(run)
+            print("http", json.dumps(run), flush=True)
 
         def republish() -> None:  # what the pipeline's publish step does: place (verified), point, prune
             publish(root, link_copy(first, work / "v2"), version="v2", keep=3)
@@ -534,17 +554,25 @@ def large_markdown(res: dict) -> str:
                      f"{x['cpu_p99_ms']} | {x['recall_at_10']} |")
     lines += ["", f"Recall is against an exact numpy top-10 of every item (seen items left out), computed in "
               f"{r['reference_s']} s for all queries.", "",
-              f"## HTTP `GET /v1/recommend` ({r['http']['workers']} workers, loopback asyncio keep-alive client, "
-              f"concurrency {r['http']['concurrency']})", "",
+              f"## HTTP `GET /v1/recommend` ({r['http'][0]['workers']} workers, loopback asyncio keep-alive client, "
+              f"concurrency {r['http'][0]['concurrency']})", "",
               f"Server ready (every worker loaded and verified the bundle) after {r['server_ready_s']} s.", "",
-              "| phase | seconds | requests | failed | req/s | p50 ms | p99 ms | server CPU us/req | process RSS MB "
-              "(mapped bundle pages counted in each) |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    h, rl = r["http"], r["reload"]
-    lines.append(f"| steady | {h['seconds']} | {h['requests']:,} | {h['failed']} | {h['req_per_s']} | {h['p50_ms']} "
-                 f"| {h['p99_ms']} | {h['server_cpu_us_per_req']} | {', '.join(map(str, h['worker_rss_mb']))} |")
+              "| phase | seconds | requests | failed | req/s | p50 ms | p99 ms | server CPU us/req | connections per "
+              "worker | process RSS MB (mapped bundle pages counted in each) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for i, h in enumerate(r["http"], 1):
+        lines.append(f"| steady {i} | {h['seconds']} | {h['requests']:,} | {h['failed']} | {h['req_per_s']} | "
+                     f"{h['p50_ms']} | {h['p99_ms']} | {h['server_cpu_us_per_req']} | "
+                     f"{', '.join(map(str, h['connections_per_worker']))} | "
+                     f"{', '.join(map(str, h['worker_rss_mb']))} |")
+    rl = r["reload"]
     lines.append(f"| reload under load | {rl['seconds']} | {rl['requests']:,} | {rl['failed']} | {rl['req_per_s']} "
-                 f"| {rl['p50_ms']} | {rl['p99_ms']} | - | - |")
+                 f"| {rl['p50_ms']} | {rl['p99_ms']} | - | - | - |")
+    rates = [h["req_per_s"] for h in r["http"]]
+    lines += ["", f"Steady runs: {len(rates)}, each on {r['http'][0]['concurrency']} new keep-alive connections; "
+              f"req/s min {min(rates)}, median {float(np.median(rates))}, max {max(rates)}. Connections per worker: "
+              "counted once in each run, a fifth of the way in (each worker listens on its own `SO_REUSEPORT` "
+              "socket, so the kernel spreads new connections over them; `serving.http.listen_sockets`)."]
     lines += ["", f"Reload: at {rl.get('action_start_s')} s into the phase a new version (the same files as new hard "
               f"links, so every worker reads, verifies and maps a full {r['items']:,}-item bundle again) was published "
               f"with `recsys.export.publish` (verified, then `current` pointed at it); it returned at "
@@ -656,6 +684,8 @@ def main(argv: list[str] | None = None) -> None:
                         "into bench_serving_<N>m.{json,md}")
     p.add_argument("--exact-queries", type=int, default=100, help="large: queries timed on exact scoring")
     p.add_argument("--reload-seconds", type=float, default=90.0, help="large: the load phase with a reload in it")
+    p.add_argument("--http-repeats", type=int, default=3, help="large: steady HTTP runs of --http-seconds, each on "
+                   "new connections (default 3)")
     p.add_argument("--target", type=float, default=0.97,
                    help="large: the recall@10 export tunes for on its sampled queries (default 0.97, a margin over "
                         "the 0.95 that other queries must reach)")
@@ -674,7 +704,8 @@ def main(argv: list[str] | None = None) -> None:
         try:
             res = {"meta": run.meta, "target": a.target,
                    "large": large(n_items, 10_000, a.dim, queries, a.exact_queries, max(int(w) for w in
-                                  a.workers.split(",")), a.concurrency, secs, a.reload_seconds, a.target, work)}
+                                  a.workers.split(",")), a.concurrency, secs, a.reload_seconds, a.target, work,
+                                  a.http_repeats)}
         finally:
             shutil.rmtree(work, ignore_errors=True)
         res["meta"] = run.finish()

@@ -168,7 +168,8 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to bind; 127.0.0.1 keeps it local."),
     port: int = typer.Option(8000, help="TCP port."),
     reload_interval: float = typer.Option(2.0, help="Seconds between checks of `current` for a new bundle."),
-    workers: int = typer.Option(1, min=1, help="Server processes sharing the port."),
+    workers: int = typer.Option(1, min=1, help="Server processes on the port (on Linux each "
+                                 "with its own SO_REUSEPORT socket, so connections spread over them)."),
     lookup_threads: int = typer.Option(4, min=1, help="Lookups running at once in each worker."),
     blas_threads: int = typer.Option(1, min=1, help="BLAS threads per worker (one query is a small product)."),
     health_port: int = typer.Option(0, min=0, help="Also answer /healthz and /readyz on this port, from a separate "

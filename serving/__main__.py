@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("path", help="bundle directory, or publish root whose `current` pointer is watched")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=1, help="server processes sharing the port (default 1)")
+    p.add_argument("--workers", type=int, default=1, help="server processes on the port (on Linux each with "
+                   "its own SO_REUSEPORT socket, so connections spread over them; default 1)")
     p.add_argument("--lookup-threads", type=int, default=4, help="lookups at once per worker (default 4)")
     p.add_argument("--reload-interval", type=float, default=2.0, help="seconds between checks of `current`")
     p.add_argument("--blas-threads", type=int, default=1, help="BLAS threads per worker (default 1)")

@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -309,25 +310,103 @@ def _app_from_env() -> FastAPI:
                       int(os.environ.get("SERVING_LOOKUP_THREADS", "4")))
 
 
-def _run_workers(host: str, port: int, workers: int, log_level: str) -> None:
-    """uvicorn's multi-process supervisor over a socket we bind ourselves.
+def listen_sockets(host: str, port: int, n: int) -> list[socket.socket]:
+    """``n`` listening sockets on ``host:port`` for ``n`` workers: one each with ``SO_REUSEPORT`` on Linux, else
+    one shared by all (``port`` 0: the first socket's free port, for all of them).
 
-    uvicorn binds with ``socket.socket(family)`` (proto 0), and asyncio only sets TCP_NODELAY on
-    connections whose socket says IPPROTO_TCP; without it Nagle + delayed ACKs add ~40 ms to every
-    keep-alive response. Naming the protocol here restores TCP_NODELAY in every worker.
+    On one shared socket, whichever worker's event loop wakes first accepts every pending connection, so a burst
+    of keep-alive clients can land all on one worker while the other idles: 16 clients connecting at once split
+    16/0 or 15/1 over 2 workers in 3 of 5 tries here. With a socket per worker in one ``SO_REUSEPORT`` group, the
+    Linux kernel assigns each new connection to a socket by a hash of its addresses, so each worker gets its
+    share. (macOS and the BSDs accept ``SO_REUSEPORT`` without spreading TCP connections, hence Linux only.)
+
+    uvicorn binds with ``socket.socket(family)`` (proto 0), and asyncio only sets TCP_NODELAY on connections whose
+    socket says IPPROTO_TCP; without it Nagle + delayed ACKs add ~40 ms to every keep-alive response. Naming the
+    protocol here restores TCP_NODELAY in every worker.
     """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    per_worker = n > 1 and sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n if per_worker else 1):
+            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if per_worker:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]
+            sock.set_inheritable(True)
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks if per_worker else socks * n
+
+
+def _run_workers(host: str, port: int, workers: int, log_level: str) -> None:
+    """uvicorn's multi-process supervisor, each worker listening on its own socket (:func:`listen_sockets`)."""
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
+    from uvicorn.supervisors.multiprocess import Multiprocess, Process
+
+    class SlotWorkers(Multiprocess):
+        """uvicorn's supervisor (>= 0.51) with one listening socket per worker slot: a worker started for slot i (at
+        start, in place of a dead one, or by SIGHUP's restart) listens on slot i's socket. This process keeps every
+        socket open, so connections the kernel assigns to a slot wait in its backlog while its worker restarts.
+        ``restart_all`` and ``keep_subprocess_alive`` are uvicorn 0.51-0.54's, with the slot's socket."""
+
+        def __init__(self, config: uvicorn.Config, slots: list[socket.socket]) -> None:
+            super().__init__(config, sockets=[])
+            self.slots = slots
+
+        def _start(self, idx: int) -> Process:
+            process = Process(self.config, [self.slots[idx]])
+            process.start()
+            return process
+
+        def init_processes(self) -> None:
+            self.processes = [self._start(idx) for idx in range(self.processes_num)]
+
+        def restart_all(self) -> None:
+            for idx, old in enumerate(self.processes):
+                if self.should_exit.is_set():
+                    return
+                new = self._start(idx)
+                if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
+                    new.kill()
+                    new.join()
+                    if not self.should_exit.is_set():
+                        log.error("worker [%s] was not ready in time; keeping [%s]", new.pid, old.pid)
+                    return
+                old.terminate()
+                old.join()
+                self.processes[idx] = new
+
+        def keep_subprocess_alive(self) -> None:
+            from uvicorn.config import STARTUP_FAILURE
+
+            for idx, process in enumerate(self.processes):
+                if self.should_exit.is_set():
+                    return
+                if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                    continue
+                process.kill()  # hung or dead
+                process.join()
+                if process.exitcode == STARTUP_FAILURE:  # the app or the socket is broken: a restart fails alike
+                    log.error("worker [%s] failed to start; stopping", process.pid)
+                    self.should_exit.set()
+                    return
+                if self.should_exit.is_set():
+                    return
+                log.info("worker [%s] died; restarting it on its socket", process.pid)
+                self.processes[idx] = self._start(idx)
 
     config = uvicorn.Config("serving.http:_app_from_env", factory=True, host=host, port=port, workers=workers,
                             log_level=log_level, access_log=False)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.set_inheritable(True)
-    log.info("serving on http://%s:%d with %d workers", host, port, workers)
-    Multiprocess(config, sockets=[sock]).run()
+    socks = listen_sockets(host, port, workers)
+    log.info("serving on http://%s:%d with %d workers (%s)", host, socks[0].getsockname()[1], workers,
+             "a SO_REUSEPORT socket each" if len(set(socks)) > 1 else "one shared socket")
+    SlotWorkers(config, socks).run()
 
 
 def run(path: str | Path, host: str = "127.0.0.1", port: int = 8000, reload_interval: float = 2.0,

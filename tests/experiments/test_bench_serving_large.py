@@ -31,9 +31,13 @@ def test_the_chunked_exact_reference_is_the_brute_force_top_k(chunk: int) -> Non
 @pytest.mark.slow
 def test_a_small_large_run_reports_zero_failures_across_a_reload(tmp_path: Path) -> None:
     bench_serving.main(["--only", "large", "--items", "60000", "--queries", "100", "--exact-queries", "10",
-                        "--workers", "2", "--http-seconds", "2", "--reload-seconds", "12", "--out", str(tmp_path)])
+                        "--workers", "2", "--http-seconds", "2", "--http-repeats", "2", "--reload-seconds", "12",
+                        "--out", str(tmp_path)])
     res = json.loads((tmp_path / "bench_serving_60k.json").read_text())["large"]
     assert res["search"] in res["search_options"] and res["paths"][res["search"]]["recall_at_10"] >= 0.9
-    assert res["http"]["failed"] == 0 and res["reload"]["failed"] == 0
+    assert len(res["http"]) == 2 and all(h["failed"] == 0 for h in res["http"]) and res["reload"]["failed"] == 0
+    # each worker listens on its own SO_REUSEPORT socket: both hold some of the 16 connections in every run
+    assert all(len(h["connections_per_worker"]) == 2 and sum(h["connections_per_worker"]) == 16
+               and min(h["connections_per_worker"]) >= 1 for h in res["http"])
     assert set(res["reload"]["bundles"]) == {"v1", "v2"}  # the workers moved to the new version under load
     assert res["reload"]["bundles"]["v2"]["last_s"] > res["reload"]["bundles"]["v1"]["last_s"]

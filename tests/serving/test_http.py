@@ -291,3 +291,77 @@ def test_two_workers_answer_concurrent_clients_identically(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _worker_connections(server_pid: int, port: int) -> dict[int, int]:
+    """{worker pid: established connections on ``port``} for the server's processes listening on it."""
+    import psutil
+
+    out = {}
+    for p in psutil.Process(server_pid).children(recursive=True):
+        tcp = p.net_connections(kind="tcp")
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in tcp):
+            out[p.pid] = sum(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port for c in tcp)
+    return out
+
+
+def test_listen_sockets_gives_each_worker_its_own_reuseport_socket_on_linux() -> None:
+    from serving.http import listen_sockets
+
+    socks = listen_sockets("127.0.0.1", 0, 3)
+    try:
+        ports = {s.getsockname()[1] for s in socks}
+        assert len(socks) == 3 and len(ports) == 1 and 0 not in ports
+        if sys.platform.startswith("linux"):
+            assert len({id(s) for s in socks}) == 3
+            assert all(s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for s in socks)
+        else:
+            assert len({id(s) for s in socks}) == 1
+    finally:
+        for s in set(socks):
+            s.close()
+    assert len(listen_sockets("127.0.0.1", 0, 1)) == 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-worker SO_REUSEPORT sockets are Linux only")
+def test_two_workers_share_a_burst_of_connections_and_a_killed_worker_is_replaced_on_its_socket(tmp_path):
+    """16 keep-alive clients connecting at once: each of the 2 workers holds some of them, in each of 3 bursts
+    (on one shared socket, the first worker to wake used to accept them all). A worker killed mid-service is
+    replaced on its own socket, which the supervisor keeps open: every connection made meanwhile is answered."""
+    import psutil
+
+    root = tmp_path / "root"
+    publish(root, make_bundle(tmp_path / "b0", seed=3)[0], version="v000")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "serving", str(root), "--port", str(port), "--workers", "2",
+                             "--log-level", "warning"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait(lambda: len(_worker_connections(proc.pid, port)) == 2, 60, "two listening workers")
+        with httpx.Client(base_url=base, timeout=10) as probe:
+            _wait(lambda: probe.get("/v1/recommend", params={"user_id": "101"}).status_code == 200, 60, "answers")
+
+        def burst() -> dict[int, int]:
+            clients = [httpx.Client(base_url=base, timeout=30) for _ in range(16)]
+            try:
+                assert all(c.get("/v1/recommend", params={"user_id": "101"}).status_code == 200 for c in clients)
+                return _worker_connections(proc.pid, port)
+            finally:
+                for c in clients:
+                    c.close()
+
+        for _ in range(3):
+            held = burst()
+            assert len(held) == 2 and sum(held.values()) == 16 and min(held.values()) >= 1, held
+            _wait(lambda: sum(_worker_connections(proc.pid, port).values()) == 0, 20, "connections closed")
+        victim = sorted(_worker_connections(proc.pid, port))[0]
+        psutil.Process(victim).kill()
+        held = burst()  # made while the victim's slot has no worker: they wait in its socket's backlog
+        assert victim not in held and len(held) == 2 and sum(held.values()) == 16, held
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
