@@ -22,6 +22,8 @@ from recsys.models.two_tower.data import (
     PrefixWindows,
     SlidingWindows,
     epoch_batches,
+    epoch_span,
+    epoch_steps,
     make_windows,
     target_counts,
     training_windows,
@@ -297,6 +299,40 @@ def test_rank_shards_union_is_the_global_batch() -> None:
     plain = epoch_batches(103, 10, seed=1, epoch=3)
     assert plain[0].dtype == np.int32
     assert np.concatenate(plain).tolist() == np.random.default_rng([1, 3]).permutation(103).tolist()
+
+
+@pytest.mark.parametrize("lengths", [None, np.random.default_rng(0).integers(1, 9, size=103)])
+def test_epoch_examples_cut_each_pass_into_epochs_that_together_see_every_window_once(lengths) -> None:
+    assert [epoch_span(103, e, 30) for e in (1, 4, 5, 8)] == [(1, 0, 30), (1, 90, 103), (2, 0, 30), (2, 90, 103)]
+    assert epoch_span(103, 3, 0) == epoch_span(103, 3, 103) == epoch_span(103, 3, 500) == (3, 0, 103)
+    assert epoch_steps(103, 10, 8, 30) == 2 * (3 + 3 + 3 + 2) and epoch_steps(103, 10, 2) == 2 * 11
+    for first in (1, 5):  # the epochs of pass 1 (1-4) and of pass 2 (5-8)
+        epochs = [np.concatenate(epoch_batches(103, 10, seed=1, epoch=e, lengths=lengths, epoch_examples=30))
+                  for e in range(first, first + 4)]
+        assert [len(e) for e in epochs] == [30, 30, 30, 13]
+        assert sorted(np.concatenate(epochs).tolist()) == list(range(103))
+        if lengths is None:  # in the pass's permutation order
+            want = np.random.default_rng([1, 1 + first // 4]).permutation(103)
+            assert np.concatenate(epochs).tolist() == want.tolist()
+    # 0 (the default) and a slice as large as the data are the whole pass, as before the option
+    for e in (0, 103):
+        got = epoch_batches(103, 10, seed=1, epoch=3, lengths=lengths, epoch_examples=e)
+        assert [b.tolist() for b in got] == [b.tolist() for b in epoch_batches(103, 10, seed=1, epoch=3,
+                                                                             lengths=lengths)]
+
+
+def test_with_epoch_examples_a_time_budget_stops_a_fit_within_one_pass() -> None:
+    from pipelines.progress import time_budget
+
+    tr = _markov()
+    n = len(training_windows(tr, 6, "sliding"))
+    cfg = TwoTowerConfig(**{**TINY, "epochs": 8}, epoch_examples=n // 4 + 1)  # 4 epochs a pass
+    ticks = iter([0.0, 0.0, 61.0])  # the clock: start, after epoch 1 (0 s), after epoch 2 (61 s: past 1 min)
+    m = TwoTower(cfg, device="cpu").fit(tr, on_epoch_end=time_budget(1.0, clock=lambda: next(ticks)))
+    assert len(m.history) == 2 and "time budget" in m.stopped  # half of the first pass trained, then stopped
+    assert np.isfinite(m.item_vectors()).all()
+    with pytest.raises(ConfigError, match="epoch_examples"):
+        TwoTowerConfig(epoch_examples=-1)
 
 
 def test_config_errors_name_the_field() -> None:

@@ -66,7 +66,11 @@ class TwoTowerConfig:
     logq: Literal["none", "data", "streaming"] = "data"  # sampled softmax: item frequency source
     n_uniform_negatives: int = 0  # extra uniformly drawn negatives per batch (sampled softmax)
     # -- optimisation --------------------------------------------------------------------------
-    epochs: int = 20  # passes over the training examples, >= 1 (patience may stop earlier)
+    epochs: int = 20  # passes over the training examples (or slices: epoch_examples), >= 1; patience may stop earlier
+    # training examples per epoch; 0 = all (an epoch is one pass). N > 0 cuts each pass into epochs of at most N
+    # examples (data.epoch_span), so a time budget, validation, early stopping and checkpoints act every N examples
+    # on a log whose one pass outlasts the budget; ``epochs`` and ``patience`` then count these slices
+    epoch_examples: int = 0
     batch_size: int = 256  # sequences (windows) per step, global over all ranks
     lr: float = 1e-3  # AdamW peak learning rate, > 0
     weight_decay: float = 0.0  # AdamW decoupled weight decay, >= 0
@@ -93,7 +97,7 @@ class TwoTowerConfig:
             "temperature": self.temperature > 0, "epochs": self.epochs >= 0, "batch_size": self.batch_size >= 1,
             "lr": self.lr > 0, "text_buckets": self.text_buckets >= 1, "patience": self.patience >= 0,
             "ngram_max": 1 <= self.ngram_min <= self.ngram_max, "n_uniform_negatives": self.n_uniform_negatives >= 0,
-            "warm_epochs": self.warm_epochs >= 0,
+            "warm_epochs": self.warm_epochs >= 0, "epoch_examples": self.epoch_examples >= 0,
             "mixer": self.mixer in ("attention", "bsa") and (self.mixer == "attention" or (
                 self.user_tower == "transformer" and self.windows == "prefix")),
             "bsa_alpha": 0.0 <= self.bsa_alpha <= 1.0, "bsa_keep": 1 <= self.bsa_keep <= self.max_len // 2 + 1,

@@ -23,6 +23,8 @@ position that serves users, at the price of encoding each prefix separately::
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from recsys.prepare.sequences import Sequences, item_counts
@@ -159,24 +161,47 @@ def training_windows(train: Sequences, max_len: int, kind: str) -> SlidingWindow
     return PrefixWindows(train, max_len) if kind == "prefix" else SlidingWindows(train, max_len)
 
 
+def epoch_span(n_windows: int, epoch: int, epoch_examples: int = 0) -> tuple[int, int, int]:
+    """``(pass, start, stop)``: ``epoch`` trains on positions ``start:stop`` of pass ``pass``'s permutation.
+
+    ``epoch_examples`` 0 (or at least ``n_windows``): every epoch is a whole pass. Otherwise each pass is cut into
+    ``ceil(n_windows / epoch_examples)`` consecutive epochs of at most ``epoch_examples`` windows, so on a log too
+    large for one pass to fit a time budget, the budget, validation and checkpoints still come every slice; the
+    epochs of one pass together see every window once.
+    """
+    if epoch_examples <= 0 or epoch_examples >= n_windows:
+        return epoch, 0, n_windows
+    p, j = divmod(epoch - 1, math.ceil(n_windows / epoch_examples))
+    return p + 1, j * epoch_examples, min((j + 1) * epoch_examples, n_windows)
+
+
+def epoch_steps(n_windows: int, batch_size: int, epochs: int, epoch_examples: int = 0) -> int:
+    """Optimiser steps of ``epochs`` epochs (the learning-rate schedule's length)."""
+    spans = (epoch_span(n_windows, e, epoch_examples) for e in range(1, epochs + 1))
+    return sum(math.ceil((stop - start) / batch_size) for _, start, stop in spans)
+
+
 def epoch_batches(n_windows: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
-                  world_size: int = 1, lengths: np.ndarray | None = None) -> list[np.ndarray]:
+                  world_size: int = 1, lengths: np.ndarray | None = None, epoch_examples: int = 0
+                  ) -> list[np.ndarray]:
     """This rank's window indices for every step of ``epoch``.
 
-    One permutation per (seed, epoch), identical on every rank; each global batch of
+    One permutation per (seed, pass), identical on every rank; the epoch takes its span of it
+    (:func:`epoch_span`: the whole pass unless ``epoch_examples``). Each global batch of
     ``batch_size`` windows is split round-robin (``batch[rank::world_size]``), so the union over
     ranks of one step is exactly the batch a single process would train on. With ``lengths``
     (n_windows,), windows are grouped by length inside pools of 50 batches and the batch order is
     shuffled again, so batches can be trimmed to their longest window (far less padding).
     """
-    rng = np.random.default_rng([seed, epoch])
+    pass_, start, stop = epoch_span(n_windows, epoch, epoch_examples)
+    rng = np.random.default_rng([seed, pass_])
     # the same order as rng.permutation(n_windows), in 4 bytes a window instead of 8
-    order = rng.permutation(np.arange(n_windows, dtype=np.int32 if n_windows < 2**31 else np.int64))
+    order = rng.permutation(np.arange(n_windows, dtype=np.int32 if n_windows < 2**31 else np.int64))[start:stop]
     if lengths is not None:
         pool = 50 * batch_size
         order = np.concatenate([c[np.argsort(lengths[c], kind="stable")]
-                                for c in np.split(order, range(pool, n_windows, pool))])
-    batches = [order[s : s + batch_size] for s in range(0, n_windows, batch_size)]
+                                for c in np.split(order, range(pool, len(order), pool))])
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     if lengths is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return [b[rank::world_size] for b in batches]

@@ -34,7 +34,13 @@ from recsys.models.two_tower.checkpoint import (
     write_checkpoint,
 )
 from recsys.models.two_tower.config import TwoTowerConfig
-from recsys.models.two_tower.data import epoch_batches, target_counts, training_windows, trim_padding
+from recsys.models.two_tower.data import (
+    epoch_batches,
+    epoch_steps,
+    target_counts,
+    training_windows,
+    trim_padding,
+)
 from recsys.models.two_tower.ddp import DistInfo, all_reduce_sum, broadcast_parameters, sync_gradients
 from recsys.models.two_tower.losses import StreamingFrequency
 from recsys.models.two_tower.train import StepInputs, lr_at, step_loss
@@ -54,8 +60,8 @@ class TrainLoop:
         self.params = list(net.parameters())
         # fused: one pass per parameter instead of ~6 (the full-softmax item table is updated densely every step)
         self.opt = torch.optim.AdamW(self.params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay, fused=True)
-        n_steps = math.ceil(len(self.windows) / self.cfg.batch_size)
-        self.total_steps = max(n_steps * self.cfg.epochs, 1)
+        self.total_steps = max(epoch_steps(len(self.windows), self.cfg.batch_size, self.cfg.epochs,
+                                           self.cfg.epoch_examples), 1)
         counts = target_counts(train)
         prob = torch.as_tensor(counts / max(counts.sum(), 1.0), dtype=torch.float32, device=device)
         streaming = StreamingFrequency(train.n_items + 1, device=device) if self.cfg.logq == "streaming" else None
@@ -107,7 +113,7 @@ class TrainLoop:
         info, dev = self.dist, self.device
         total, count = 0.0, 0.0
         for idx in epoch_batches(len(self.windows), self.cfg.batch_size, self.cfg.seed, epoch, info.rank,
-                                 info.world_size, self.windows.lengths):
+                                 info.world_size, self.windows.lengths, self.cfg.epoch_examples):
             inp, tgt = trim_padding(*self.windows.batch(idx))  # outputs are invariant to padding
             inp, tgt = torch.as_tensor(inp, device=dev), torch.as_tensor(tgt, device=dev)
             self.aux.step = self.state["step"]
