@@ -93,6 +93,18 @@ def run_config(model: dict, experiment: str = "t", name: str = "") -> object:
     return parse_run_config(raw, source="test")
 
 
+def stop_server(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Interrupt a server process as Ctrl-C would; kill it if it has not ended within ``timeout`` seconds."""
+    import signal
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import free_port, make_bundle
+from support import free_port, make_bundle, stop_server
 
 from recsys.export import publish
 from serving import health
@@ -138,11 +138,7 @@ def test_the_health_port_answers_and_reports_a_hung_event_loop(tmp_path: Path, w
             time.sleep(0.2)
     finally:
         probe.close()
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
 
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import make_bundle
+from support import make_bundle, stop_server
 
 from recsys.export import publish
 from recsys.export.publish import point
@@ -285,12 +285,7 @@ def test_two_workers_answer_concurrent_clients_identically(tmp_path):
         assert len(results) == 640 and all(status == 200 for status, _, _ in results)
         assert all(got == want for _, got, want in results)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
 
 
 def _worker_connections(server_pid: int, port: int) -> dict[int, int]:
@@ -359,9 +354,4 @@ def test_two_workers_share_a_burst_of_connections_and_a_killed_worker_is_replace
         held = burst()  # made while the victim's slot has no worker: they wait in its socket's backlog
         assert victim not in held and len(held) == 2 and sum(held.values()) == 16, held
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
