@@ -19,8 +19,9 @@ Parts (each writes into ``experiments/reports/bench_item2vec.{json,md}``):
 * ``variants``: our design choices on Beauty (sparse vs dense updates, shared negatives, repeat cap, CBOW).
 * ``workers``: our fit on Beauty with ``workers=1`` and ``workers=2``, alternating ``--repeats`` times.
 * ``synthetic``: ``recsys.sources.synthetic`` with 5M events (one fit each).
-* ``rules``: the row-update rules (Adagrad, mean, capped, plain sum) at the library default otherwise, on
-  the validation split of ``--rule-sets``: how the default rule was chosen.
+* ``rules``: the row-update rules (Adagrad, Adagrad whose row accumulators decay, mean, capped, plain sum) at
+  the library default otherwise, on the validation split of ``--rule-sets`` (``synthetic``: with
+  ``--synthetic-events``); ``--rules`` picks some (``--merge`` keeps the other rows): how the default was chosen.
 * ``throughput``: the library default (``Item2VecConfig()``) and gensim at the same hyperparameters and
   threads on each of ``--sets``, ``--repeats`` fits each, alternating; not part of the default ``--parts``.
 
@@ -34,6 +35,8 @@ whatever contention there was, which is why the two sides alternate within one r
                                                         # gensim 3 times a seed on the 5M synthetic set)
     python experiments/bench_item2vec.py --parts sets --sets beauty,games,ml-1m-sample,ml-latest-small,ml-100k
     python experiments/bench_item2vec.py --parts rules --report-name bench_item2vec_rules   # how the rule was chosen
+    python experiments/bench_item2vec.py --parts rules --report-name bench_item2vec_rules --merge \
+        --rules "adagrad;adagrad decay 0.99" --rule-sets beauty,synthetic --synthetic-events 1000000
     python experiments/bench_item2vec.py --parts throughput --sets beauty,games,ml-1m-sample,ml-latest-small,ml-100k \
         --repeats 3 --merge
 """
@@ -258,19 +261,32 @@ def merge_sets(old: dict | None, new: dict) -> dict:
 
 
 #: the row-update rules compared by the ``rules`` part, each at the library default otherwise
-RULES = {"adagrad (default)": {"update": "adagrad"}, "mean": {"update": "mean"},
+RULES = {"adagrad": {"update": "adagrad", "adagrad_decay": 1.0},
+         "adagrad decay 0.99": {"update": "adagrad", "adagrad_decay": 0.99},
+         "adagrad decay 0.9": {"update": "adagrad", "adagrad_decay": 0.9},
+         "mean": {"update": "mean"},
          "capped, repeat_cap 16 (the earlier rule)": {"update": "capped", "repeat_cap": 16},
          "capped, repeat_cap 0 (plain sum)": {"update": "capped", "repeat_cap": 0}}
 
 
-def rules_part(names: list[str], seeds: int, workers: int) -> dict:
-    """The row-update rules (:mod:`recsys.models.row_updates`) at the library default otherwise, on each set's
-    *validation* split: NDCG@10 / HR@10 (mean over ``seeds``), fit seconds, divergence (no backoff allowed)."""
-    out: dict = {"seeds": seeds, "rules": RULES}
+LEGACY_RULES = {"adagrad (default)": "adagrad"}  # labels of earlier reports
+
+
+def rules_part(names: list[str], seeds: int, workers: int, labels: list[str] | None = None,
+               synthetic_events: int = 5_000_000) -> dict:
+    """The row-update rules (:mod:`recsys.models.row_updates`; ``labels``: those of :data:`RULES`, default all)
+    at the library default otherwise, on each set's *validation* split: NDCG@10 / HR@10 (mean over ``seeds``),
+    fit seconds, divergence (no backoff allowed)."""
+    unknown = set(labels or ()) - set(RULES)
+    if unknown:
+        raise SystemExit(f"unknown rule(s) {sorted(unknown)}; known: {', '.join(RULES)}")
+    out: dict = {"seeds": seeds, "rules": RULES, "synthetic_events": synthetic_events}
     for name in names:
-        split = load_set(name)
+        split = load_set(name, synthetic_events)
         rows: dict = {}
         for label, kw in RULES.items():
+            if labels and label not in labels:
+                continue
             got = []
             for seed in range(seeds):
                 cfg = dataclasses.replace(Item2VecConfig(), **kw, seed=seed, max_backoffs=0)
@@ -290,17 +306,39 @@ def rules_part(names: list[str], seeds: int, workers: int) -> dict:
     return out
 
 
+def merge_rules(old: dict | None, new: dict, run: int) -> dict:
+    """``new``'s rows (each marked with ``run``) over ``old``'s: rows of rules or sets not rerun are kept."""
+    for name, rows in new.items():
+        if isinstance(rows, dict) and name != "rules":
+            for v in rows.values():
+                v.setdefault("run", run)
+    if not old:
+        return new
+    merged = {**old, **{k: v for k, v in new.items() if k in ("seeds", "rules", "synthetic_events")}}
+    for name, rows in old.items():  # rows of earlier runs under the labels they had
+        if isinstance(rows, dict) and name != "rules":
+            merged[name] = {LEGACY_RULES.get(label, label): v for label, v in rows.items()}
+    for name, rows in new.items():
+        if isinstance(rows, dict) and name != "rules":
+            merged[name] = {**merged.get(name, {}), **rows}
+    return merged
+
+
 def rules_markdown(r: dict) -> list[str]:
     lines = ["## Row-update rules at the library default (validation split)", "",
-             f"Each rule with every other setting at `Item2VecConfig()`, no learning-rate backoff allowed; mean over "
-             f"{r['seeds']} seed(s). The rule is chosen on validation; a diverged fit is counted, not scored.", "",
-             "| set | rule | val NDCG@10 | val HR@10 | fit s | diverged |", "|---|---|---|---|---|---|"]
+             "Each rule with every other setting at `Item2VecConfig()`, no learning-rate backoff allowed; mean over "
+             "the seeds of the row's runs. The rule is chosen on validation; a diverged fit is counted, not scored. "
+             "run: the run (listed above) that fitted the row.", "",
+             "| set | rule | val NDCG@10 | val HR@10 | fit s | diverged | seeds | run |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, rows in r.items():
         if not isinstance(rows, dict) or name == "rules":
             continue
-        for label, v in rows.items():
-            lines.append(f"| {name} | {label} | {_fmt4(v['val_ndcg_10'])} | {_fmt4(v['val_hr_10'])} | "
-                         f"{'-' if v['fit_s'] is None else v['fit_s']} | {v['diverged']} of {len(v['runs'])} |")
+        label = f"{name} ({r.get('synthetic_events', 5_000_000):,} events)" if name == SYNTHETIC else name
+        for rule, v in rows.items():
+            lines.append(f"| {label} | {rule} | {_fmt4(v['val_ndcg_10'])} | {_fmt4(v['val_hr_10'])} | "
+                         f"{'-' if v['fit_s'] is None else v['fit_s']} | {v['diverged']} of {len(v['runs'])} | "
+                         f"{len(v['runs'])} | {v.get('run', 1)} |")
     return [*lines, ""]
 
 
@@ -451,6 +489,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--merge", action="store_true", help="keep the parts of the existing report that this run skips")
     ap.add_argument("--report-name", default="bench_item2vec", help="report file stem under --out")
     ap.add_argument("--rule-sets", default="beauty,ml-1m-sample", help="data sets of the rules part")
+    ap.add_argument("--rules", default="", help="the rules part's rules: labels of RULES separated by ';' (default "
+                    "all; with --merge the other rows are kept)")
     ap.add_argument("--rewrite", action="store_true", help="fit nothing: regenerate the --report-name Markdown "
                     "from its JSON")
     args = ap.parse_args(argv)
@@ -476,7 +516,10 @@ def main(argv: list[str] | None = None) -> dict:
              ("variants", lambda: variants(beauty, base)),
              ("workers", lambda: workers_ab(beauty, base, args.repeats)),
              ("synthetic", lambda: side_by_side(load_synthetic(args.synthetic_events), base, 1, args.workers)),
-             ("rules", lambda: rules_part(args.rule_sets.split(","), args.seeds, args.ours_workers)),
+             ("rules", lambda: merge_rules(results.get("rules") if args.merge else None,
+                                           rules_part(args.rule_sets.split(","), args.seeds, args.ours_workers,
+                                                      args.rules.split(";") if args.rules else None,
+                                                      args.synthetic_events), len(results["runs"]))),
              ("throughput", lambda: throughput_part(args.sets.split(","), args.repeats, args.workers,
                                                     args.synthetic_events))]
     for name, fn in steps:

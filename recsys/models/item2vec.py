@@ -77,7 +77,9 @@ class Item2VecConfig:
     one torch thread, lock-free like gensim's workers (Hogwild); no barrier between cores, but
     concurrent updates of a row may race, so the result is no longer bitwise fixed by the seed.
     ``update``: how a row touched by several pairs of one batch moves (:mod:`recsys.models.row_updates`):
-    ``"adagrad"`` (row-wise Adagrad on its summed gradient: no step longer than ``lr * sqrt(dim)``),
+    ``"adagrad"`` (row-wise Adagrad on its summed gradient: no step longer than ``lr * sqrt(dim)``; with
+    ``adagrad_decay`` < 1 a row's accumulator is multiplied by it at each of the row's updates, so it forgets
+    old gradients and the steps of often-updated rows do not shrink to 0, within the same bound),
     ``"mean"`` (``lr`` times the mean of its gradients) or ``"capped"`` (the summed gradient, times
     ``repeat_cap / k`` for a row drawn k > ``repeat_cap`` times; 0 = plain sum: the earlier rule, whose
     step grows with the row's count up to the cap and which diverged on the MovieLens 1M sample).
@@ -111,6 +113,7 @@ class Item2VecConfig:
     shared_negatives: int = 16  # consecutive pairs sharing one draw of negatives (1 = word2vec), for speed
     sparse: bool = True  # update only the touched rows (False: through a dense (V, D) tensor, kept to measure)
     update: UpdateRule = "adagrad"  # row step rule: "adagrad" | "mean" | "capped" (see above); bounded steps
+    adagrad_decay: float = 1.0  # "adagrad" only: factor on a row's accumulator at each of its updates (1 = Adagrad)
     repeat_cap: int = 4  # "capped" only: repeats a row may sum in a batch before it is damped
     max_backoffs: int = 3  # learning-rate halvings allowed after a non-finite step before the fit fails
     normalize: bool = True  # L2-normalise the input vectors (in-in: cosine scoring)
@@ -129,6 +132,7 @@ class Item2VecConfig:
             "user_decay": 0 < self.user_decay <= 1, "num_threads": self.num_threads >= 0,
             "workers": self.workers >= 1,
             "repeat_cap": self.repeat_cap >= 0, "max_backoffs": self.max_backoffs >= 0,
+            "adagrad_decay": 0 < self.adagrad_decay <= 1,
             "update": self.update in UPDATE_RULES,
             "mode": self.mode in ("skipgram", "cbow"),
             "window_kind": self.window_kind in ("fixed", "dynamic", "session"),
@@ -140,8 +144,8 @@ class Item2VecConfig:
             raise ConfigError(
                 f"Item2VecConfig: invalid value(s) {shown}; need dim/window/negatives/epochs/batch_size/"
                 "shared_negatives/workers >= 1, subsample >= 0, 0 <= min_lr <= lr, 0 < user_decay <= 1, "
-                "repeat_cap/max_backoffs >= 0, update in {adagrad, mean, capped}, mode in {skipgram, cbow}, "
-                "window_kind in {fixed, dynamic, session}, scoring in {in-in, in-out}"
+                "repeat_cap/max_backoffs >= 0, 0 < adagrad_decay <= 1, update in {adagrad, mean, capped}, "
+                "mode in {skipgram, cbow}, window_kind in {fixed, dynamic, session}, scoring in {in-in, in-out}"
             )
 
 
@@ -297,7 +301,8 @@ class Item2Vec(Model):
         step = skipgram_step if cfg.mode == "skipgram" else cbow_step
         batches = self._batches(sampler, noise, rng)
         w_in, w_out = weights[:2]
-        state_in, state_out = RowState(weights[2]), RowState(weights[3])  # accumulators persist across epochs
+        # accumulators persist across epochs
+        state_in, state_out = RowState(weights[2], cfg.adagrad_decay), RowState(weights[3], cfg.adagrad_decay)
         steps = itertools.count(1)
 
         def run(batch: tuple[tuple[torch.Tensor, ...], float]) -> tuple[float, int, int]:

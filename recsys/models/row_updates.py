@@ -8,7 +8,10 @@ rules here bound every row's step whatever its count:
 * ``"adagrad"``: row-wise Adagrad (as PyTorch-BigGraph trains its embeddings): each row keeps one
   accumulator ``G += mean_d(g_d ** 2)`` of its *summed* batch gradient ``g`` and moves by
   ``-lr * g / sqrt(G)``. Since ``G >= |g|**2 / D``, no step is longer than ``lr * sqrt(D)``, for any
-  number of repeats; rows that keep receiving large gradients slow down on their own.
+  number of repeats; rows that keep receiving large gradients slow down on their own. With
+  :class:`RowState` ``decay`` b < 1 the accumulator is ``G = b * G + mean_d(g_d ** 2)`` at each of the
+  row's updates: still ``G >= |g|**2 / D`` (the same bound), but it forgets old gradients, so a row
+  updated thousands of times (a popular item on a large log) keeps moving (RMSprop-like).
 * ``"mean"``: count-normalised (``nn.Embedding(scale_grad_by_freq=True)``, Spark's SPARK-24666 fix):
   a row moves by ``lr`` times the mean of its gradients in the batch, never their sum.
 * ``"capped"``: the earlier rule, kept to measure against: a row repeated ``k > cap`` times moves by
@@ -68,8 +71,9 @@ class RowState:
     int64 scratch map per thread that groups a batch's repeated rows in O(batch) (no sort; Hogwild workers
     each get their own)."""
 
-    def __init__(self, acc: torch.Tensor) -> None:
+    def __init__(self, acc: torch.Tensor, decay: float = 1.0) -> None:
         self.acc = acc  # (V,) float32, updated in place
+        self.decay = decay  # factor on a row's accumulator each time the row is updated (1 = Adagrad)
         self._local = threading.local()
 
     @classmethod
@@ -126,7 +130,10 @@ def apply_rows(weight: torch.Tensor, parts: Sequence[tuple[torch.Tensor, torch.T
         else:
             summed.scatter_add_(0, part[:, None].expand(-1, d), delta.to(weight.dtype))
         start += len(rows)
-    acc = state.acc.index_select(0, uniq).add_(torch.linalg.vector_norm(summed, dim=1).square_().div_(d))  # (U,)
+    acc = state.acc.index_select(0, uniq)
+    if state.decay != 1.0:
+        acc.mul_(state.decay)
+    acc.add_(torch.linalg.vector_norm(summed, dim=1).square_().div_(d))  # (U,)
     state.acc.index_copy_(0, uniq, acc)
     step = summed.mul_((lr / (acc.sqrt_() + ADAGRAD_EPS))[:, None])
     if sparse:  # distinct rows: index_add_ needs no sorted scatter here

@@ -259,6 +259,33 @@ def test_adagrad_rule_by_hand() -> None:
         apply_rows(w, [(rows, grad)], rule="adagrad", lr=0.1)
 
 
+def test_adagrad_decay_by_hand_and_every_step_stays_within_lr_sqrt_dim() -> None:
+    """With decay b, a row's accumulator at each of its updates is G = b * G + mean(g**2): G >= mean(g**2), so no
+    step is longer than lr * sqrt(D), as under Adagrad, while a row's steps no longer shrink towards 0."""
+    w, state = torch.zeros(2, 2), RowState(torch.zeros(2), decay=0.5)
+    rows, g = torch.tensor([1]), torch.tensor([[3.0, 2.0]])  # mean g^2 = 6.5
+    for _ in range(2):
+        apply_rows(w, [(rows, -g)], rule="adagrad", lr=0.1, state=state)
+    torch.testing.assert_close(state.acc, torch.tensor([0.0, 0.5 * 6.5 + 6.5]))
+    torch.testing.assert_close(w[1], -0.1 * g[0] * (1 / 6.5**0.5 + 1 / 9.75**0.5))
+    gen = torch.Generator().manual_seed(0)
+    w, decayed, plain = torch.zeros(2, 8), RowState(torch.zeros(2), decay=0.9), RowState.zeros(2)
+    w2 = w.clone()
+    last = []
+    for i in range(300):  # large gradients, then small ones
+        grad = torch.randn(1, 8, generator=gen) * (10.0 if i < 100 else 0.1)
+        before, before2 = w[1].clone(), w2[1].clone()
+        apply_rows(w, [(rows, grad)], rule="adagrad", lr=0.1, state=decayed)
+        apply_rows(w2, [(rows, grad)], rule="adagrad", lr=0.1, state=plain)
+        step = float((w[1] - before).norm())
+        assert step <= 0.1 * 8**0.5 * (1 + 1e-5)
+        last.append((step, float((w2[1] - before2).norm())))
+    # after the large gradients, Adagrad's steps on small ones are ~0; the decayed accumulator forgets them
+    assert last[-1][0] > 20 * last[-1][1], last[-1]
+    with pytest.raises(ConfigError, match="adagrad_decay"):
+        Item2VecConfig(adagrad_decay=0.0)
+
+
 def test_row_state_groups_repeated_rows() -> None:
     state = RowState.zeros(10)
     rows = torch.tensor([7, 3, 7, 7, 1, 3, 9])

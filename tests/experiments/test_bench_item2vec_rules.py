@@ -1,0 +1,32 @@
+"""experiments/bench_item2vec.py's rules part: merging a rerun of some rules into the earlier report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "experiments"))
+import bench_item2vec  # noqa: E402
+
+
+def _row(ndcg: float, seeds: int = 3) -> dict:
+    return {"runs": [{"val_ndcg_10": ndcg}] * seeds, "diverged": 0, "val_ndcg_10": ndcg, "val_hr_10": 2 * ndcg,
+            "fit_s": 1.0}
+
+
+def test_a_rerun_of_some_rules_replaces_their_rows_and_keeps_the_others() -> None:
+    old = {"seeds": 3, "rules": {}, "beauty": {"adagrad (default)": {**_row(0.05), "run": 1}, "mean": _row(0.03)},
+           "ml-1m-sample": {"mean": _row(0.01)}}
+    new = {"seeds": 3, "rules": {}, "synthetic_events": 1000, "beauty": {"adagrad decay 0.9": _row(0.06)},
+           "synthetic": {"adagrad": _row(0.2)}}
+    got = bench_item2vec.merge_rules(old, new, run=2)
+    # the legacy label is renamed; rows not rerun keep their run (1 when the earlier report did not say)
+    assert set(got["beauty"]) == {"adagrad", "mean", "adagrad decay 0.9"}
+    assert got["beauty"]["adagrad"]["val_ndcg_10"] == 0.05 and got["beauty"]["adagrad"]["run"] == 1
+    assert got["beauty"]["adagrad decay 0.9"]["run"] == 2 and got["synthetic"]["adagrad"]["run"] == 2
+    assert got["ml-1m-sample"] == old["ml-1m-sample"] and got["synthetic_events"] == 1000
+    md = "\n".join(bench_item2vec.rules_markdown(got))
+    assert "| synthetic (1,000 events) | adagrad | 0.2000 | 0.4000 | 1.0 | 0 of 3 | 3 | 2 |" in md
+    assert "| beauty | mean | 0.0300 | 0.0600 | 1.0 | 0 of 3 | 3 | 1 |" in md
+    assert bench_item2vec.merge_rules(None, new, run=1) is new
