@@ -262,6 +262,7 @@ def merge_sets(old: dict | None, new: dict) -> dict:
 
 #: the row-update rules compared by the ``rules`` part, each at the library default otherwise
 RULES = {"adagrad": {"update": "adagrad", "adagrad_decay": 1.0},
+         "adagrad decay 0.999": {"update": "adagrad", "adagrad_decay": 0.999},
          "adagrad decay 0.99": {"update": "adagrad", "adagrad_decay": 0.99},
          "adagrad decay 0.9": {"update": "adagrad", "adagrad_decay": 0.9},
          "mean": {"update": "mean"},
@@ -527,7 +528,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"== {name}", flush=True)
             results[name] = fn()
             results["part_runs"] = {**results.get("part_runs", {}), name: len(results["runs"])}
-            for per_set in results[name].values():  # the sets part keeps the data sets it did not rerun
+            for per_set in results[name].values() if name == "sets" else ():  # it keeps the sets it did not rerun
                 if isinstance(per_set, dict) and "mean" in per_set:
                     per_set.setdefault("run", len(results["runs"]))
             run.finish()

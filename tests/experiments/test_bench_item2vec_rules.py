@@ -30,3 +30,17 @@ def test_a_rerun_of_some_rules_replaces_their_rows_and_keeps_the_others() -> Non
     assert "| synthetic (1,000 events) | adagrad | 0.2000 | 0.4000 | 1.0 | 0 of 3 | 3 | 2 |" in md
     assert "| beauty | mean | 0.0300 | 0.0600 | 1.0 | 0 of 3 | 3 | 1 |" in md
     assert bench_item2vec.merge_rules(None, new, run=1) is new
+
+
+def test_the_rules_part_runs_and_a_merged_rerun_keeps_the_earlier_rows(tmp_path: Path) -> None:
+    import json
+
+    base = ["--parts", "rules", "--rule-sets", "synthetic", "--synthetic-events", "20000", "--seeds", "1",
+            "--out", str(tmp_path), "--report-name", "rules"]
+    bench_item2vec.main([*base, "--rules", "adagrad"])
+    bench_item2vec.main([*base, "--rules", "adagrad decay 0.9", "--merge"])
+    got = json.loads((tmp_path / "rules.json").read_text())["rules"]["synthetic"]
+    assert set(got) == {"adagrad", "adagrad decay 0.9"} and [got[k]["run"] for k in sorted(got)] == [1, 2]
+    assert all(0 < v["val_ndcg_10"] <= 1 and v["diverged"] == 0 for v in got.values())
+    md = (tmp_path / "rules.md").read_text()
+    assert "| synthetic (20,000 events) | adagrad decay 0.9 |" in md and "| synthetic (20,000 events) | adagrad |" in md
