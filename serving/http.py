@@ -326,6 +326,12 @@ def listen_sockets(host: str, port: int, n: int) -> list[socket.socket]:
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     per_worker = n > 1 and sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+    if per_worker:
+        # a port another server holds must fail here, as with one socket: a SO_REUSEPORT group of the same user
+        # would otherwise take this group in and split the port's connections between the two servers
+        with socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP) as probe:
+            probe.bind((host, port))
+            port = probe.getsockname()[1]
     socks: list[socket.socket] = []
     try:
         for _ in range(n if per_worker else 1):

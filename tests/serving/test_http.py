@@ -316,6 +316,19 @@ def test_listen_sockets_gives_each_worker_its_own_reuseport_socket_on_linux() ->
         for s in set(socks):
             s.close()
     assert len(listen_sockets("127.0.0.1", 0, 1)) == 1
+    # a port in use fails, as a single socket would, instead of joining another server's group
+    for n in (1, 2):
+        taken = listen_sockets("127.0.0.1", 0, 2)
+        for s in taken:
+            s.listen()  # as the workers do
+        try:
+            with pytest.raises(OSError):
+                listen_sockets("127.0.0.1", taken[0].getsockname()[1], n)
+        finally:
+            for s in set(taken):
+                s.close()
+    with socket.create_server(("127.0.0.1", 0)) as busy, pytest.raises(OSError):
+        listen_sockets("127.0.0.1", busy.getsockname()[1], 2)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-worker SO_REUSEPORT sockets are Linux only")
