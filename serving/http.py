@@ -315,8 +315,8 @@ def listen_sockets(host: str, port: int, n: int) -> list[socket.socket]:
     one shared by all (``port`` 0: the first socket's free port, for all of them).
 
     On one shared socket, whichever worker's event loop wakes first accepts every pending connection, so a burst
-    of keep-alive clients can land all on one worker while the other idles: 16 clients connecting at once split
-    16/0 or 15/1 over 2 workers in 3 of 5 tries here. With a socket per worker in one ``SO_REUSEPORT`` group, the
+    of keep-alive clients can land all on one worker while the others idle (``bench_serving_10m.md`` records how
+    the connections spread with a socket per worker). With a socket per worker in one ``SO_REUSEPORT`` group, the
     Linux kernel assigns each new connection to a socket by a hash of its addresses, so each worker gets its
     share. (macOS and the BSDs accept ``SO_REUSEPORT`` without spreading TCP connections, hence Linux only.)
 
