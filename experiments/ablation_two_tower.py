@@ -5,19 +5,23 @@ Each option is a set of :class:`~recsys.models.two_tower.TwoTowerConfig` overrid
 fitted with ``--seeds`` seeds (the config's seed, +1, +2), early-stopped on validation NDCG@10 and scored on the
 validation split only; the report gives mean ± sd over the seeds, the epochs and the fit time. The test split is
 scored only for ``--final NAME`` (the configuration chosen from the validation table), once per seed.
+``--set games`` runs the same on the SASRec paper's Amazon Games file (``sasrec/Video.txt``), into its own report:
+there nothing is chosen, ``--final baseline,NAME`` scores today's tower and the Beauty choice, unchanged, on test.
 
     python experiments/ablation_two_tower.py --options baseline,bsa --seeds 3          # validation rows
     python experiments/ablation_two_tower.py --final bsa --seeds 3                      # the chosen one on test
     python experiments/ablation_two_tower.py --options baseline,bsa --device cuda       # on a lent GPU
     python experiments/ablation_two_tower.py --quick --options baseline,bsa             # smoke run
     python experiments/ablation_two_tower.py --options bsa --seed-offsets 1,2          # add seeds to a row
+    python experiments/ablation_two_tower.py --set games --final baseline,bsa --seeds 3 # unchanged, on Games
+    python experiments/ablation_two_tower.py --rewrite                                  # the .md from the JSON
 
-Rows of options not rerun are kept from the previous report (each row names its command, commit and device),
-so the table can be filled over several runs and machines: fit times compare only within one device. With
-``--seed-offsets`` only those seeds are fitted and added to the option's runs already in the report (a seed
-fitted again replaces its run; each run names its commit and device). The report is written after every fit, so
+Rows and finals of options not rerun are kept from the previous report (each names its seeds, commit and device),
+so the tables can be filled over several runs and machines: fit times compare only within one device. With
+``--seed-offsets`` only those seeds are fitted and added to the option's runs already in the report, for a row and
+for a final alike (a seed fitted again replaces its run; each run names its commit and device). The report is written after every fit, so
 a run stopped part way keeps the fits it finished.
-Writes ``experiments/reports/ablation_two_tower{,_quick}.{json,md}``.
+Writes ``experiments/reports/ablation_two_tower{,_games}{,_quick}.{json,md}``.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import time
 from pathlib import Path
 
 import harness  # same folder
-from beauty_baselines import DEFAULT_DATA, REPORTS, read_beauty  # same folder; same reader as the baselines
+from beauty_baselines import DEFAULT_DATA, REPORTS, read_beauty, read_pairs  # same folder; the baselines' readers
 from beauty_two_tower import tower_config  # same folder
 
 from recsys import atomic
@@ -87,90 +91,123 @@ def summary(runs: list[dict], part: str) -> dict:
     return out
 
 
+#: data sets: reader and default file
+SETS = {"beauty": (read_beauty, DEFAULT_DATA), "games": (read_pairs, DEFAULT_DATA.parents[1] / "sasrec" / "Video.txt")}
+
+
 def write_report(res: dict, name: str) -> None:
+    """Merge ``res`` into the report ``name`` (rows and finals of other options are kept) and write its .json and .md.
+
+    The header names the last run; each row lists its seeds, commits and device, each final its own."""
     path = REPORTS / f"{name}.json"
     old = json.loads(path.read_text()) if path.is_file() else {}
     rows = {**{k: v for k, v in old.get("rows", {}).items() if k not in res["rows"]}, **res["rows"]}
-    final = res.get("final") or old.get("final")
-    out = {**res, "rows": rows, "final": final}
+    finals = {**_finals(old), **_finals(res)}
+    out = {**{k: v for k, v in res.items() if k != "final"}, "rows": rows, "finals": finals}
     atomic.write_text(path, json.dumps(out, indent=1) + "\n")
-    lines = ["# Transformer user tower: options on Beauty validation, the chosen one on test", "",
-             *harness.header_lines(res["meta"]),
+    meta = {k: v for k, v in res["meta"].items() if k != "seeds"}  # seeds differ by row: the table lists them
+    data = res.get("set", "beauty")
+    title = "Beauty" if data == "beauty" else "Games, unchanged from the Beauty choice"
+    lines = [f"# Transformer user tower: options on {title} validation, the chosen one on test", "",
+             *harness.header_lines(meta),
              f"Base configuration: `experiments/configs/beauty_two_tower_{res['base']}.toml`. Each row is a change "
              "of it, fitted with the seeds listed, early-stopped on validation NDCG@10; mean ± sd over the seeds. "
-             "Test scores appear only for the final configuration.", "",
-             "| option | overrides | val NDCG@10 | val HR@10 | seeds | epochs (mean) | fit s | device | commit |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "Test scores appear only for the final configurations.", ""]
+    if rows:
+        lines += ["| option | overrides | val NDCG@10 | val HR@10 | seeds | epochs (mean) | fit s | device | commit |",
+                  "|---|---|---|---|---|---|---|---|---|"]
     for label, r in sorted(rows.items(), key=lambda kv: -kv[1]["val"]["ndcg_10"]["mean"]):
         v = r["val"]
         lines.append(f"| {label} | {r['overrides'] or '-'} | {v['ndcg_10']['mean']:.4f} ± {v['ndcg_10']['sd']:.4f} | "
-                     f"{v['hr_10']['mean']:.4f} ± {v['hr_10']['sd']:.4f} | {len(r['runs'])} | "
+                     f"{v['hr_10']['mean']:.4f} ± {v['hr_10']['sd']:.4f} | {_seeds(r['runs'])} | "
                      f"{statistics.mean(x['epochs'] for x in r['runs']):.1f} | "
                      f"{statistics.mean(x['fit_s'] for x in r['runs']):.0f} | {r['device']} | {r['commit']} |")
-    if final:
-        t = final["test"]
-        lines += ["", f"## Final configuration on test: {final['option']} ({final['overrides'] or 'no change'})", "",
-                  f"Test NDCG@10 {t['ndcg_10']['mean']:.4f} ± {t['ndcg_10']['sd']:.4f}, HR@10 "
-                  f"{t['hr_10']['mean']:.4f} ± {t['hr_10']['sd']:.4f} over {len(final['runs'])} seeds (device "
-                  f"{final['device']}, commit {final['commit']}; chosen from the validation table).", ""]
+    if finals:
+        lines += ["", "## Final configurations on test", "",
+                  "| option | overrides | test NDCG@10 | test HR@10 | val NDCG@10 | seeds | fit s | device | commit |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for label, f in sorted(finals.items(), key=lambda kv: -kv[1]["test"]["ndcg_10"]["mean"]):
+            t, v = f["test"], f["val"]
+            lines.append(f"| {label} | {f['overrides'] or '-'} | {t['ndcg_10']['mean']:.4f} ± {t['ndcg_10']['sd']:.4f} "
+                         f"| {t['hr_10']['mean']:.4f} ± {t['hr_10']['sd']:.4f} | {v['ndcg_10']['mean']:.4f} ± "
+                         f"{v['ndcg_10']['sd']:.4f} | {_seeds(f['runs'])} | "
+                         f"{statistics.mean(x['fit_s'] for x in f['runs']):.0f} | {f['device']} | {f['commit']} |")
+        lines += ["", "Beauty: the final option is chosen from the validation table, and its test scores are looked "
+                  "at once. Games: the Beauty choice, unchanged, beside today's tower (baseline).", ""]
     atomic.write_text(REPORTS / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _finals(res: dict) -> dict:
+    """The report's test-scored configurations by option (a report from before ``finals`` held one ``final``)."""
+    old = res.get("final")
+    return {**({old["option"]: old} if old else {}), **res.get("finals", {})}
+
+
+def _seeds(runs: list[dict]) -> str:
+    return ", ".join(str(r["seed"]) for r in runs)
+
+
+def report_name(data: str, quick: bool) -> str:
+    return "ablation_two_tower" + ("" if data == "beauty" else f"_{data}") + ("_quick" if quick else "")
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--options", default="", help=f"comma list of: {', '.join(OPTIONS)}")
-    ap.add_argument("--final", default="", help="score this option on test (after choosing it on validation)")
+    ap.add_argument("--final", default="",
+                    help="comma list of options to score on test (on Beauty: the one chosen on validation)")
     ap.add_argument("--base", default="transformer", choices=("transformer", "ensemble"))
+    ap.add_argument("--set", dest="data_set", default="beauty", choices=tuple(SETS),
+                    help="data set (games: its own report)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--seed-offsets", default="",
-                    help="comma list of seed offsets to fit and add to the rows' runs already in the report "
-                    "(default: 0..seeds-1, replacing the rows)")
+                    help="comma list of seed offsets to fit and add to the runs of the rows (and finals) already in "
+                    "the report (default: 0..seeds-1, replacing them)")
     ap.add_argument("--epochs", type=int, help="override the base config's epochs")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Beauty.txt (user i1 i2 ... per line)")
+    ap.add_argument("--data", type=Path, help="the set's file (default: ../shared/data, per --set)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2000 users, 2 epochs, dim 32")
+    ap.add_argument("--rewrite", action="store_true", help="fit nothing: regenerate the .md from the report's JSON")
     args = ap.parse_args(argv)
+    name_of_report = report_name(args.data_set, args.quick)
+    path = REPORTS / f"{name_of_report}.json"
+    if args.rewrite:
+        if not path.is_file():
+            raise SystemExit(f"--rewrite: {path} does not exist; run the ablation first")
+        write_report(json.loads(path.read_text()), name_of_report)
+        return
     names = [o for o in args.options.split(",") if o]
-    unknown = [o for o in [*names, *([args.final] if args.final else [])] if o not in OPTIONS]
-    if unknown or not (names or args.final):
+    finals_asked = [o for o in args.final.split(",") if o]
+    unknown = [o for o in [*names, *finals_asked] if o not in OPTIONS]
+    if unknown or not (names or finals_asked):
         raise SystemExit(f"give --options and/or --final from: {', '.join(OPTIONS)} (unknown: {unknown})")
-    run = harness.ReportRun(seeds=list(range(args.seeds)), argv=sys.argv[1:] if argv is None else argv)
-    events, n_users, n_items = read_beauty(args.data, 2000 if args.quick else None)
+    run = harness.ReportRun(argv=sys.argv[1:] if argv is None else argv)
+    reader, default_path = SETS[args.data_set]
+    events, n_users, n_items = reader(args.data or default_path, 2000 if args.quick else None)
     split = leave_last_out(events, n_users, n_items)
     protocol = EvalProtocol(split="leave_last_out", ks=(10,), fingerprint=split.fingerprint)
     where = {"device": args.device, "commit": run.meta["commit"] + ("+dirty" if run.meta["dirty"] else ""),
              "command": run.meta["command"]}
     offsets = [int(x) for x in args.seed_offsets.split(",") if x] or list(range(args.seeds))
-    name_of_report = "ablation_two_tower_quick" if args.quick else "ablation_two_tower"
-    old = _old_rows(name_of_report) if args.seed_offsets else {}
-    rows = {}
-    for name in names:
-        print(f"== {name}: {OPTIONS[name]}", flush=True)
-        prev = old.get(name, {})
-        runs = [{"commit": prev["commit"], "device": prev["device"], **r} for r in prev.get("runs", [])
-                if prev.get("overrides") == OPTIONS[name]]
-        for s in offsets:
-            run_ = {**fit_one(args.base, OPTIONS[name], s, split, protocol, args, test=False),
-                    "commit": where["commit"], "device": args.device}
-            runs = sorted([r for r in runs if r["seed"] != run_["seed"]] + [run_], key=lambda r: r["seed"])
-            rows[name] = {"overrides": OPTIONS[name], "runs": runs, "val": summary(runs, "val"), **where,
-                          **_where_runs(runs, where)}
-            write_report({"meta": run.finish(), "base": args.base, "rows": rows, "final": None}, name_of_report)
-    final = None
-    if args.final:
-        print(f"== final, on test: {args.final}", flush=True)
-        runs = [fit_one(args.base, OPTIONS[args.final], s, split, protocol, args, test=True)
-                for s in range(args.seeds)]
-        final = {"option": args.final, "overrides": OPTIONS[args.final], "runs": runs,
-                 "val": summary(runs, "val"), "test": summary(runs, "test"), **where}
-    res = {"meta": run.finish(), "base": args.base, "rows": rows, "final": final}
-    write_report(res, name_of_report)
-
-
-def _old_rows(name: str) -> dict:
-    path = REPORTS / f"{name}.json"
-    return json.loads(path.read_text()).get("rows", {}) if path.is_file() else {}
+    old = json.loads(path.read_text()) if args.seed_offsets and path.is_file() else {}
+    head, rows, finals = {"base": args.base, "set": args.data_set}, {}, {}
+    for part, asked, test in (("rows", names, False), ("finals", finals_asked, True)):
+        into = rows if part == "rows" else finals
+        before = old.get("rows", {}) if part == "rows" else _finals(old)
+        for name in asked:
+            print(f"== {'final, on test: ' if test else ''}{name}: {OPTIONS[name]}", flush=True)
+            prev = before.get(name, {})
+            runs = [{"commit": prev["commit"], "device": prev["device"], **r} for r in prev.get("runs", [])
+                    if prev.get("overrides") == OPTIONS[name]]
+            for s in offsets:  # the report is written after every fit
+                run_ = {**fit_one(args.base, OPTIONS[name], s, split, protocol, args, test=test),
+                        "commit": where["commit"], "device": args.device}
+                runs = sorted([r for r in runs if r["seed"] != run_["seed"]] + [run_], key=lambda r: r["seed"])
+                into[name] = {"option": name, "overrides": OPTIONS[name], "runs": runs, "val": summary(runs, "val"),
+                              **({"test": summary(runs, "test")} if test else {}), **where,
+                              **_where_runs(runs, where)}
+                write_report({"meta": run.finish(), **head, "rows": rows, "finals": finals}, name_of_report)
 
 
 def _where_runs(runs: list[dict], where: dict) -> dict:

@@ -64,6 +64,18 @@ def read_beauty(path: Path, max_users: int | None = None) -> tuple[pl.DataFrame,
     return events, int(events[USER_IDX].max()), int(events[ITEM_IDX].max())
 
 
+def read_pairs(path: Path, max_users: int | None = None) -> tuple[pl.DataFrame, int, int]:
+    """``user item`` lines, grouped by user in time order (the SASRec Games file, ``sasrec/Video.txt``; 1-based dense
+    ids) -> encoded events, n_users, n_items, as :func:`read_beauty` gives them (the timestamp is the line's position).
+    With ``max_users`` only users ``1..max_users`` are kept."""
+    frame = pl.read_csv(path, separator=" ", has_header=False, new_columns=[USER_IDX, ITEM_IDX],
+                        schema_overrides={USER_IDX: pl.Int32, ITEM_IDX: pl.Int32})
+    events = frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(TIMESTAMP))
+    if max_users is not None:
+        events = events.filter(pl.col(USER_IDX) <= max_users)
+    return events, int(events[USER_IDX].max()), int(events[ITEM_IDX].max())
+
+
 def fit_and_validate(model: Model, split: SplitData, protocol: EvalProtocol) -> tuple[dict[str, float], dict]:
     t0 = time.perf_counter()
     model.fit(split.train)
