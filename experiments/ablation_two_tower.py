@@ -19,8 +19,8 @@ there nothing is chosen, ``--final baseline,NAME`` scores today's tower and the 
 Rows and finals of options not rerun are kept from the previous report (each names its seeds, commit and device),
 so the tables can be filled over several runs and machines: fit times compare only within one device. With
 ``--seed-offsets`` only those seeds are fitted and added to the option's runs already in the report, for a row and
-for a final alike (a seed fitted again replaces its run; each run names its commit and device). The report is written after every fit, so
-a run stopped part way keeps the fits it finished.
+for a final alike (a seed fitted again replaces its run; each run names its commit and device). The report is
+written after every fit, so a run stopped part way keeps the fits it finished.
 Writes ``experiments/reports/ablation_two_tower{,_games}{,_quick}.{json,md}``.
 """
 

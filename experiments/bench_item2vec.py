@@ -337,8 +337,9 @@ def rules_markdown(r: dict) -> list[str]:
             continue
         label = f"{name} ({r.get('synthetic_events', 5_000_000):,} events)" if name == SYNTHETIC else name
         for rule, v in rows.items():
-            lines.append(f"| {label} | {rule} | {_fmt4(v['val_ndcg_10'])} | {_fmt4(v['val_hr_10'])} | "
-                         f"{'-' if v['fit_s'] is None else v['fit_s']} | {v['diverged']} of {len(v['runs'])} | "
+            fit_s = "-" if v["fit_s"] is None else f"{v['fit_s']:.1f}"  # mean over the seeds
+            lines.append(f"| {label} | {rule} | {_fmt4(v['val_ndcg_10'])} | {_fmt4(v['val_hr_10'])} | {fit_s} | "
+                         f"{v['diverged']} of {len(v['runs'])} | "
                          f"{len(v['runs'])} | {v.get('run', 1)} |")
     return [*lines, ""]
 
