@@ -1,4 +1,4 @@
-"""experiments/bench_item2vec.py's rules part: merging a rerun of some rules into the earlier report."""
+"""experiments/bench_item2vec.py: the rules part (a rerun of some rules merged into the report) and the sets part."""
 
 from __future__ import annotations
 
@@ -44,3 +44,31 @@ def test_the_rules_part_runs_and_a_merged_rerun_keeps_the_earlier_rows(tmp_path:
     assert all(0 < v["val_ndcg_10"] <= 1 and v["diverged"] == 0 for v in got.values())
     md = (tmp_path / "rules.md").read_text()
     assert "| synthetic (20,000 events) | adagrad decay 0.9 |" in md and "| synthetic (20,000 events) | adagrad |" in md
+
+
+def test_the_sets_part_judges_the_library_default_against_gensim_at_its_own_settings() -> None:
+    """Where the library default is not the tuner's choice, it is fitted beside gensim at the default's settings,
+    and the verdict and throughput ratio the must-show reads are the default's."""
+    import dataclasses
+
+    from recsys.models.item2vec import Item2VecConfig
+
+    tuned = {"ours": Item2VecConfig(dim=16, epochs=2, negatives=5, subsample=1e-3, batch_size=512),
+             "gensim in-out": Item2VecConfig(dim=16, epochs=2, negatives=5, lr=0.1)}
+    default = Item2VecConfig()
+    assert dataclasses.replace(default, workers=1) != tuned["ours"]
+    out = bench_item2vec.sets_part(["synthetic"], tuned, seeds=1, workers=1, synthetic_events=10_000)
+    p = out["synthetic"]
+    assert list(p["runs"]) == ["ours", "gensim in-out", "gensim at our config", "ours, library default",
+                               "gensim at the library default"]
+    assert out["configs"]["gensim at the library default"]["subsample"] == default.subsample
+    assert out["configs"]["gensim at the library default"]["update"] == "-"  # ours-only settings: not gensim's
+    gensim = [k for k in p["mean"] if k.startswith("gensim")]
+    assert p["gensim_best"] == max(gensim, key=lambda k: p["mean"][k]["ndcg_10"])
+    mine, best = p["mean"]["ours, library default"], p["mean"][p["gensim_best"]]
+    assert p["default_at_least_gensim_best"] == {m: mine[m] >= best[m] for m in ("ndcg_10", "hr_10")}
+    ours_s, gensim_s = (bench_item2vec._median_fit(p["runs"][k])
+                        for k in ("ours, library default", "gensim at the library default"))
+    assert p["throughput_ratio_default_over_gensim"] == gensim_s / ours_s
+    md = "\n".join(bench_item2vec.sets_markdown({**out, "runs": []}))
+    assert "throughput library default / gensim at the library default:" in md
