@@ -273,14 +273,21 @@ def merge_sets(old: dict | None, new: dict) -> dict:
     return {**new, **kept}
 
 
-#: the row-update rules compared by the ``rules`` part, each at the library default otherwise
+#: the row-update rules compared by the ``rules`` part, each at the library default otherwise (and how many pairs share
+#: a draw of negatives, whose rows then sum that many pairs' gradients)
 RULES = {"adagrad": {"update": "adagrad", "adagrad_decay": 1.0},
          "adagrad decay 0.999": {"update": "adagrad", "adagrad_decay": 0.999},
          "adagrad decay 0.99": {"update": "adagrad", "adagrad_decay": 0.99},
          "adagrad decay 0.9": {"update": "adagrad", "adagrad_decay": 0.9},
          "mean": {"update": "mean"},
          "capped, repeat_cap 16 (the earlier rule)": {"update": "capped", "repeat_cap": 16},
-         "capped, repeat_cap 0 (plain sum)": {"update": "capped", "repeat_cap": 0}}
+         "capped, repeat_cap 0 (plain sum)": {"update": "capped", "repeat_cap": 0},
+         # more pairs per draw of negatives: fewer negative rows gathered and summed per step (faster), each summing
+         # more pairs' gradients (the default shares one draw among 16)
+         "adagrad decay 0.999, shared_negatives 32": {"update": "adagrad", "adagrad_decay": 0.999,
+                                                      "shared_negatives": 32},
+         "adagrad decay 0.999, shared_negatives 64": {"update": "adagrad", "adagrad_decay": 0.999,
+                                                      "shared_negatives": 64}}
 
 
 LEGACY_RULES = {"adagrad (default)": "adagrad"}  # labels of earlier reports
