@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import shlex
 import socket
 import subprocess
 import sys
@@ -72,7 +73,7 @@ class ReportRun:
         shown = script.relative_to(REPO) if script.is_relative_to(REPO) else script
         args = sys.argv[1:] if argv is None else argv
         commit = commit_now()
-        self.meta: dict[str, Any] = {"command": " ".join(["python", str(shown), *args]),
+        self.meta: dict[str, Any] = {"command": shlex.join(["python", str(shown), *args]),  # pastes into a shell
                                      "commit": commit.removesuffix("+dirty"), "dirty": commit.endswith("+dirty"),
                                      "machine": machine(), "seeds": seeds, "loadavg_start": loadavg()}
         self._t0 = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import socket
 import sys
 from pathlib import Path
@@ -24,6 +25,9 @@ def test_a_report_run_records_command_commit_machine_load_seeds_and_wall_time() 
     assert f"Command: `{m['command']}`" in header and f"Commit {m['commit']}" in header and "seeds 42, 43" in header
     # the report test's patterns find both in a header written this way
     assert re.search(r"commits?:?\s*`?[0-9a-f]{7,40}\b", header, re.I) and re.search(r"`python\b[^`]*`", header)
+    # an argument with spaces or a ';' is quoted, so the command pastes into a shell as it ran
+    argv = ["--rules", "adagrad; adagrad decay 0.9", "--seeds", "1"]
+    assert shlex.split(harness.ReportRun(argv=argv).meta["command"])[2:] == argv
 
 
 def test_free_port_and_tree_rss() -> None:
