@@ -106,9 +106,10 @@ def write_report(res: dict, name: str) -> None:
     out = {**{k: v for k, v in res.items() if k != "final"}, "rows": rows, "finals": finals}
     atomic.write_text(path, json.dumps(out, indent=1) + "\n")
     meta = {k: v for k, v in res["meta"].items() if k != "seeds"}  # seeds differ by row: the table lists them
-    data = res.get("set", "beauty")
-    title = "Beauty" if data == "beauty" else "Games, unchanged from the Beauty choice"
-    lines = [f"# Transformer user tower: options on {title} validation, the chosen one on test", "",
+    beauty = res.get("set", "beauty") == "beauty"
+    title = ("options on Beauty validation, the chosen one on test" if beauty else
+             "today's tower and the option chosen on Beauty, unchanged, on Games")
+    lines = [f"# Transformer user tower: {title}", "",
              *harness.header_lines(meta),
              f"Base configuration: `experiments/configs/beauty_two_tower_{res['base']}.toml`. Each row is a change "
              "of it, fitted with the seeds listed, early-stopped on validation NDCG@10; mean ± sd over the seeds. "
@@ -132,8 +133,9 @@ def write_report(res: dict, name: str) -> None:
                          f"| {t['hr_10']['mean']:.4f} ± {t['hr_10']['sd']:.4f} | {v['ndcg_10']['mean']:.4f} ± "
                          f"{v['ndcg_10']['sd']:.4f} | {_seeds(f['runs'])} | "
                          f"{statistics.mean(x['fit_s'] for x in f['runs']):.0f} | {f['device']} | {f['commit']} |")
-        lines += ["", "Beauty: the final option is chosen from the validation table, and its test scores are looked "
-                  "at once. Games: the Beauty choice, unchanged, beside today's tower (baseline).", ""]
+        how = ("The final option is chosen from the validation table; its test scores are looked at once." if beauty
+               else "The option chosen on Beauty validation, unchanged, beside today's tower (baseline).")
+        lines += ["", how, ""]
     atomic.write_text(REPORTS / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -84,7 +84,8 @@ def test_games_scores_several_finals_on_test_into_its_own_report_and_rewrite_rep
         assert len(f["runs"]) == 1 and 0.0 <= f["runs"][0]["test"]["ndcg_10"] <= 1.0
     md = tmp_path / "ablation_two_tower_games_quick.md"
     text = md.read_text()
-    assert "Games, unchanged from the Beauty choice" in text and "| bsa |" in text and "| baseline |" in text
+    assert "unchanged, on Games" in text and "beside today's tower" in text
+    assert "| bsa |" in text and "| baseline |" in text
     md.unlink()
     ablation_two_tower.main(["--quick", "--set", "games", "--rewrite"])
     assert md.read_text() == text
