@@ -185,6 +185,9 @@ def serve(
                                     "permitted (root or CAP_SYS_NICE), so it is scheduled ahead of other processes "
                                     "on the host too (0 = the caller's; without the permission it keeps the "
                                     "caller's and logs why)."),
+    keep_alive: float = typer.Option(5.0, min=0.001, help="Seconds an idle keep-alive connection stays open "
+                                     "(uvicorn's default 5; behind a load balancer, set it above the balancer's idle "
+                                     "timeout)."),
 ) -> None:
     """Serve top-k lookups over HTTP (FastAPI + uvicorn); OpenAPI docs at /docs.
 
@@ -196,7 +199,7 @@ def serve(
     limit_blas_threads(blas_threads)
     run(str(path), host=host, port=port, reload_interval=reload_interval, workers=workers,
         lookup_threads=lookup_threads, health_port=health_port, worker_nice=worker_nice,
-        health_nice=health_nice)
+        health_nice=health_nice, keep_alive=keep_alive)
 
 
 @app.command("serve-model")

@@ -350,7 +350,7 @@ def listen_sockets(host: str, port: int, n: int) -> list[socket.socket]:
     return socks if per_worker else socks * n
 
 
-def _run_workers(host: str, port: int, workers: int, log_level: str) -> None:
+def _run_workers(host: str, port: int, workers: int, log_level: str, keep_alive: float = 5.0) -> None:
     """uvicorn's multi-process supervisor, each worker listening on its own socket (:func:`listen_sockets`)."""
     import uvicorn
     from uvicorn.supervisors.multiprocess import Multiprocess, Process
@@ -408,7 +408,7 @@ def _run_workers(host: str, port: int, workers: int, log_level: str) -> None:
                 self.processes[idx] = self._start(idx)
 
     config = uvicorn.Config("serving.http:_app_from_env", factory=True, host=host, port=port, workers=workers,
-                            log_level=log_level, access_log=False)
+                            log_level=log_level, access_log=False, timeout_keep_alive=keep_alive)
     socks = listen_sockets(host, port, workers)
     log.info("serving on http://%s:%d with %d workers (%s)", host, socks[0].getsockname()[1], workers,
              "a SO_REUSEPORT socket each" if len(set(socks)) > 1 else "one shared socket")
@@ -417,7 +417,7 @@ def _run_workers(host: str, port: int, workers: int, log_level: str) -> None:
 
 def run(path: str | Path, host: str = "127.0.0.1", port: int = 8000, reload_interval: float = 2.0,
         workers: int = 1, log_level: str = "info", lookup_threads: int = 4, health_port: int = 0,
-        worker_nice: int = health.WORKER_NICE, health_nice: int = health.HEALTH_NICE) -> None:
+        worker_nice: int = health.WORKER_NICE, health_nice: int = health.HEALTH_NICE, keep_alive: float = 5.0) -> None:
     """Serve ``path`` with uvicorn (blocks until interrupted).
 
     Parameters
@@ -435,10 +435,12 @@ def run(path: str | Path, host: str = "127.0.0.1", port: int = 8000, reload_inte
         probes are answered in milliseconds. 0 keeps every process at the caller's priority.
     health_nice : with ``health_port``, the niceness the health process sets itself to where permitted (-20-0;
         root or ``CAP_SYS_NICE``), so it is also scheduled ahead of other processes at the caller's priority.
+    keep_alive : seconds an idle keep-alive connection stays open (uvicorn's ``timeout_keep_alive``; 5 is its
+        default); behind a load balancer, set it above the balancer's idle timeout.
 
     Raises
     ------
-    ValueError : ``workers`` < 1, ``worker_nice`` outside 0-19 or ``health_nice`` outside -20-0.
+    ValueError : ``workers`` < 1, ``worker_nice`` outside 0-19, ``health_nice`` outside -20-0 or ``keep_alive`` <= 0.
     """
     import shutil
     import tempfile
@@ -447,6 +449,8 @@ def run(path: str | Path, host: str = "127.0.0.1", port: int = 8000, reload_inte
 
     if workers < 1:
         raise ValueError(f"workers must be >= 1; got {workers}")
+    if not keep_alive > 0:
+        raise ValueError(f"keep_alive must be > 0 seconds; got {keep_alive}")
     if not 0 <= worker_nice <= 19:
         raise ValueError(f"worker_nice must be in 0-19 (a niceness added to the workers); got {worker_nice}")
     health.check_nice(health_nice)
@@ -463,19 +467,19 @@ def run(path: str | Path, host: str = "127.0.0.1", port: int = 8000, reload_inte
         log.info("health on http://%s:%d (/healthz, /readyz), at niceness %d where permitted; workers at niceness "
                  "+%d", host, health_port, health_nice, worker_nice)
     try:
-        _serve(path, host, port, reload_interval, workers, log_level, lookup_threads, uvicorn)
+        _serve(path, host, port, reload_interval, workers, log_level, lookup_threads, uvicorn, keep_alive)
     finally:
         if health_dir is not None:
             shutil.rmtree(health_dir, ignore_errors=True)
 
 
 def _serve(path: str | Path, host: str, port: int, reload_interval: float, workers: int, log_level: str,
-           lookup_threads: int, uvicorn) -> None:
+           lookup_threads: int, uvicorn, keep_alive: float = 5.0) -> None:
     if workers > 1:
         os.environ.update(SERVING_BUNDLE_PATH=str(path), SERVING_RELOAD_INTERVAL=str(reload_interval),
                           SERVING_LOOKUP_THREADS=str(lookup_threads))
         create_app(path, 0, lookup_threads)  # fail fast here on a bad bundle, not once per worker
-        _run_workers(host, port, workers, log_level)
+        _run_workers(host, port, workers, log_level, keep_alive)
     else:
         uvicorn.run(create_app(path, reload_interval, lookup_threads), host=host, port=port, log_level=log_level,
-                    access_log=False)
+                    access_log=False, timeout_keep_alive=keep_alive)

@@ -300,6 +300,40 @@ def _worker_connections(server_pid: int, port: int) -> dict[int, int]:
     return out
 
 
+def test_keep_alive_sets_how_long_an_idle_connection_stays_open(tmp_path) -> None:
+    import psutil
+
+    from serving.http import run
+
+    with pytest.raises(ValueError, match="keep_alive"):
+        run(tmp_path, keep_alive=0)
+    root = tmp_path / "root"
+    publish(root, make_bundle(tmp_path / "b0", seed=3)[0], version="v000")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "serving", str(root), "--port", str(port), "--keep-alive", "1",
+                             "--log-level", "warning"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def established() -> int:
+        tcp = psutil.Process(proc.pid).net_connections(kind="tcp")
+        return sum(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port for c in tcp)
+
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            _wait(lambda: _answers(client), 60, "answers")
+            assert established() == 1  # the client's keep-alive connection, open after its answer
+            _wait(lambda: established() == 0, 10, "the idle connection closed by the server after 1 s")
+            assert client.get("/v1/recommend", params={"user_id": "101"}).status_code == 200  # a new one
+    finally:
+        stop_server(proc)
+
+
+def _answers(client: httpx.Client) -> bool:
+    try:
+        return client.get("/v1/recommend", params={"user_id": "101"}).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def test_listen_sockets_gives_each_worker_its_own_reuseport_socket_on_linux() -> None:
     from serving.http import listen_sockets
 
@@ -341,8 +375,11 @@ def test_two_workers_share_a_burst_of_connections_and_a_killed_worker_is_replace
     root = tmp_path / "root"
     publish(root, make_bundle(tmp_path / "b0", seed=3)[0], version="v000")
     port = free_port()
+    # --keep-alive 120: a burst's first connections stay open however long the replacement worker takes to start
+    # (at uvicorn's default 5 s, a loaded CI machine closed one before it was counted)
     proc = subprocess.Popen([sys.executable, "-m", "serving", str(root), "--port", str(port), "--workers", "2",
-                             "--log-level", "warning"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--keep-alive", "120", "--log-level", "warning"], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         _wait(lambda: len(_worker_connections(proc.pid, port)) == 2, 60, "two listening workers")
