@@ -9,7 +9,7 @@ import typer
 
 from pipelines import cli_data, cli_pipeline
 from pipelines.cli_data import fail
-from serving.health import HEALTH_NICE, WORKER_NICE
+from serving.health import HEALTH_NICE, KEEP_ALIVE_S, WORKER_NICE
 
 app = typer.Typer(
     help="recsys: learn item and user embeddings from interaction logs, track runs in MLflow, serve top-k.",
@@ -185,7 +185,7 @@ def serve(
                                     "permitted (root or CAP_SYS_NICE), so it is scheduled ahead of other processes "
                                     "on the host too (0 = the caller's; without the permission it keeps the "
                                     "caller's and logs why)."),
-    keep_alive: float = typer.Option(5.0, min=0.001, help="Seconds an idle keep-alive connection stays open "
+    keep_alive: float = typer.Option(KEEP_ALIVE_S, min=0.001, help="Seconds an idle keep-alive connection stays open "
                                      "(uvicorn's default 5; behind a load balancer, set it above the balancer's idle "
                                      "timeout)."),
 ) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from serving.health import HEALTH_NICE, WORKER_NICE
+from serving.health import HEALTH_NICE, KEEP_ALIVE_S, WORKER_NICE
 from serving.http import run
 
 
@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--health-nice", type=int, default=HEALTH_NICE, choices=range(-20, 1), metavar="-20-0",
                    help="with --health-port: niceness the health process sets itself to where permitted (root or "
                    f"CAP_SYS_NICE), ahead of other processes on the host too (default {HEALTH_NICE}; 0 = the caller's)")
-    p.add_argument("--keep-alive", type=float, default=5.0, help="seconds an idle keep-alive connection stays open "
-                   "(default 5, uvicorn's; behind a load balancer, above its idle timeout)")
+    p.add_argument("--keep-alive", type=float, default=KEEP_ALIVE_S, help="seconds an idle keep-alive connection "
+                   f"stays open (default {KEEP_ALIVE_S:g}, uvicorn's; behind a load balancer, above its idle timeout)")
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     limit_blas_threads(a.blas_threads)

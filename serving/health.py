@@ -33,6 +33,8 @@ from pathlib import Path
 
 BEAT_S = 0.25  # seconds between a worker's heartbeats
 STALE_S = 2.0  # a heartbeat older than this marks its worker unhealthy
+#: seconds an idle keep-alive connection to the main port stays open by default (uvicorn's own default)
+KEEP_ALIVE_S = 5.0
 WORKER_NICE = 5  # niceness added to the workers (0-19): on saturated cores the health process is scheduled first
 HEALTH_NICE = -10  # niceness the health process sets itself to where permitted (-20-0): ahead of other processes too
 log = logging.getLogger("serving.health")

@@ -350,7 +350,8 @@ def listen_sockets(host: str, port: int, n: int) -> list[socket.socket]:
     return socks if per_worker else socks * n
 
 
-def _run_workers(host: str, port: int, workers: int, log_level: str, keep_alive: float = 5.0) -> None:
+def _run_workers(host: str, port: int, workers: int, log_level: str,
+                 keep_alive: float = health.KEEP_ALIVE_S) -> None:
     """uvicorn's multi-process supervisor, each worker listening on its own socket (:func:`listen_sockets`)."""
     import uvicorn
     from uvicorn.supervisors.multiprocess import Multiprocess, Process
@@ -417,7 +418,8 @@ def _run_workers(host: str, port: int, workers: int, log_level: str, keep_alive:
 
 def run(path: str | Path, host: str = "127.0.0.1", port: int = 8000, reload_interval: float = 2.0,
         workers: int = 1, log_level: str = "info", lookup_threads: int = 4, health_port: int = 0,
-        worker_nice: int = health.WORKER_NICE, health_nice: int = health.HEALTH_NICE, keep_alive: float = 5.0) -> None:
+        worker_nice: int = health.WORKER_NICE, health_nice: int = health.HEALTH_NICE,
+        keep_alive: float = health.KEEP_ALIVE_S) -> None:
     """Serve ``path`` with uvicorn (blocks until interrupted).
 
     Parameters
@@ -474,7 +476,7 @@ def run(path: str | Path, host: str = "127.0.0.1", port: int = 8000, reload_inte
 
 
 def _serve(path: str | Path, host: str, port: int, reload_interval: float, workers: int, log_level: str,
-           lookup_threads: int, uvicorn, keep_alive: float = 5.0) -> None:
+           lookup_threads: int, uvicorn, keep_alive: float = health.KEEP_ALIVE_S) -> None:
     if workers > 1:
         os.environ.update(SERVING_BUNDLE_PATH=str(path), SERVING_RELOAD_INTERVAL=str(reload_interval),
                           SERVING_LOOKUP_THREADS=str(lookup_threads))
