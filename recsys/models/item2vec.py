@@ -57,6 +57,7 @@ from recsys.models.pairs import (
 )
 from recsys.models.popularity import load_arrays, save_arrays
 from recsys.models.row_updates import UPDATE_RULES, RowState, UpdateRule, apply_rows, row_coefficients
+from recsys.models.sgns_kernel import fused_skipgram_step, supports
 from recsys.prepare.sequences import Sequences, item_counts
 from recsys.search_space import Choice, Float, Int, SearchSpace
 from serving.encoder import decayed_mean
@@ -84,6 +85,10 @@ class Item2VecConfig:
     ``"mean"`` (``lr`` times the mean of its gradients) or ``"capped"`` (the summed gradient, times
     ``repeat_cap / k`` for a row drawn k > ``repeat_cap`` times; 0 = plain sum: the earlier rule, whose
     step grows with the row's count up to the cap and which diverged on the MovieLens 1M sample).
+    ``kernel``: ``"auto"`` computes a skip-gram step of the sparse ``"adagrad"`` rule on CPU in one compiled loop
+    (:mod:`recsys.models.sgns_kernel`: the same update as the tensor step, which is memory-bound there; speed in
+    ``experiments/reports/bench_item2vec.md``) and every other step with tensor ops; ``"tensor"`` always uses
+    the tensor ops.
     ``max_backoffs``: a step whose loss is not finite restores the weights of the epoch's start and
     reruns the epoch at half the learning rate (recorded as ``lr_backoffs``); after that many halvings
     the fit stops with :class:`~recsys.models.base.NaNLossError` naming the epoch and step.
@@ -119,6 +124,7 @@ class Item2VecConfig:
     # synthetic events among 1, 0.999 and 0.99 (0.982, against plain Adagrad's 0.940 on the synthetic set; 3 seeds
     # each; 0.9, tried on the first two, was worse on both): experiments/reports/bench_item2vec_rules.md
     adagrad_decay: float = 0.999
+    kernel: Literal["auto", "tensor"] = "auto"  # "auto": the fused CPU loop where it applies (see above)
     repeat_cap: int = 4  # "capped" only: repeats a row may sum in a batch before it is damped
     max_backoffs: int = 3  # learning-rate halvings allowed after a non-finite step before the fit fails
     normalize: bool = True  # L2-normalise the input vectors (in-in: cosine scoring)
@@ -138,7 +144,7 @@ class Item2VecConfig:
             "workers": self.workers >= 1,
             "repeat_cap": self.repeat_cap >= 0, "max_backoffs": self.max_backoffs >= 0,
             "adagrad_decay": 0 < self.adagrad_decay <= 1,
-            "update": self.update in UPDATE_RULES,
+            "update": self.update in UPDATE_RULES, "kernel": self.kernel in ("auto", "tensor"),
             "mode": self.mode in ("skipgram", "cbow"),
             "window_kind": self.window_kind in ("fixed", "dynamic", "session"),
             "scoring": self.scoring in ("in-in", "in-out"),
@@ -150,6 +156,7 @@ class Item2VecConfig:
                 f"Item2VecConfig: invalid value(s) {shown}; need dim/window/negatives/epochs/batch_size/"
                 "shared_negatives/workers >= 1, subsample >= 0, 0 <= min_lr <= lr, 0 < user_decay <= 1, "
                 "repeat_cap/max_backoffs >= 0, 0 < adagrad_decay <= 1, update in {adagrad, mean, capped}, "
+                "kernel in {auto, tensor}, "
                 "mode in {skipgram, cbow}, window_kind in {fixed, dynamic, session}, scoring in {in-in, in-out}"
             )
 
@@ -304,6 +311,8 @@ class Item2Vec(Model):
         """
         cfg = self.config
         step = skipgram_step if cfg.mode == "skipgram" else cbow_step
+        if cfg.kernel == "auto" and supports(self.device, cfg.mode, cfg.update, cfg.sparse):
+            step = fused_skipgram_step
         batches = self._batches(sampler, noise, rng)
         w_in, w_out = weights[:2]
         # accumulators persist across epochs

@@ -353,11 +353,13 @@ def test_plain_summed_steps_diverge_where_the_default_rule_learns(split: SplitDa
     assert max(default) < 4.2 and default[-1] < default[0] - 0.8, default
 
 
-def test_a_non_finite_step_backs_off_the_learning_rate_and_is_recorded(split: SplitData, monkeypatch) -> None:
+@pytest.mark.parametrize(("kernel", "step"), [("tensor", "skipgram_step"), ("auto", "fused_skipgram_step")])
+def test_a_non_finite_step_backs_off_the_learning_rate_and_is_recorded(split: SplitData, monkeypatch, kernel: str,
+                                                                        step: str) -> None:
     """A NaN loss at step 3 of epoch 1: the epoch reruns from its start at half the rate; the model stays finite."""
     import recsys.models.item2vec as i2v
 
-    real, calls = i2v.skipgram_step, {"n": 0, "lr": []}
+    real, calls = getattr(i2v, step), {"n": 0, "lr": []}
 
     def flaky(*args, **kw):
         calls["n"] += 1
@@ -365,9 +367,10 @@ def test_a_non_finite_step_backs_off_the_learning_rate_and_is_recorded(split: Sp
         out = real(*args, **kw)
         return torch.tensor(float("nan"), dtype=torch.float64) if calls["n"] == 3 else out
 
-    monkeypatch.setattr(i2v, "skipgram_step", flaky)
+    monkeypatch.setattr(i2v, step, flaky)
     seen: list[dict] = []
-    model = Item2Vec(fast(epochs=2, batch_size=256), device="cpu").fit(split.train, lambda e, m: seen.append(m))
+    model = Item2Vec(fast(epochs=2, batch_size=256, kernel=kernel), device="cpu")
+    model.fit(split.train, lambda e, m: seen.append(m))
     assert model.lr_backoffs == [{"epoch": 1, "step": 3, "lr_scale": 0.5}]
     assert [m["lr_backoffs"] for m in seen] == [1.0, 1.0]
     # the rerun's first step, at half the rate (the schedule's position differs a little: new pairs are drawn)

@@ -1,0 +1,123 @@
+"""The fused CPU skip-gram step: the tensor step's update (loss, vectors, accumulators), its exp, its bounds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from numba import njit
+from support import clustered_split
+
+from recsys.models.item2vec import Item2Vec, Item2VecConfig, skipgram_step
+from recsys.models.row_updates import RowState
+from recsys.models.sgns_kernel import _exp_nonpositive, fused_skipgram_step, supports
+
+
+def _weights(v: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(v, d, generator=gen) * 0.3, torch.randn(v, d, generator=gen) * 0.3
+
+
+@pytest.mark.parametrize(("share", "pairs"), [(1, 37), (3, 37), (16, 200), (16, 4096)])
+@pytest.mark.parametrize("decay", [1.0, 0.999])
+def test_the_fused_step_is_the_tensor_step(share: int, pairs: int, decay: float) -> None:
+    """Same loss, vectors and accumulators as skipgram_step's "adagrad" rule: repeated sources, targets and negatives
+    (a row that is both a target and a negative), a short last group, accumulators already non-zero."""
+    v, d, k = 60, 16, 5
+    gen = torch.Generator().manual_seed(share + pairs)
+    source = torch.randint(1, v, (pairs,), generator=gen)
+    target = torch.randint(1, v, (pairs,), generator=gen)
+    source[: pairs // 4] = 7  # a popular row, also drawn as a negative below
+    neg = torch.randint(1, v, (-(-pairs // share), k), generator=gen)
+    neg[:, 0] = 7
+    out = {}
+    for name, step in (("tensor", skipgram_step), ("fused", fused_skipgram_step)):
+        w_in, w_out = _weights(v, d, 1)
+        s_in, s_out = RowState(torch.full((v,), 0.5), decay), RowState(torch.full((v,), 0.25), decay)
+        loss = step(w_in, w_out, source, target, neg, share, lr=0.05, sparse=True, rule="adagrad",
+                    state_in=s_in, state_out=s_out)
+        out[name] = (float(loss), w_in, w_out, s_in.acc, s_out.acc)
+    (lt, *tensors_t), (lf, *tensors_f) = out["tensor"], out["fused"]
+    assert lf == pytest.approx(lt, rel=1e-6)
+    for a, b in zip(tensors_t, tensors_f, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(out["fused"][1], _weights(v, d, 1)[0])  # it did move the vectors
+
+
+def test_exp_of_non_positive_floats_to_float32_precision_and_nan_stays_nan() -> None:
+    @njit
+    def run(x: np.ndarray) -> np.ndarray:
+        out, bits = np.empty_like(x), np.empty(len(x), np.int32)
+        _exp_nonpositive(x, out, bits, len(x))
+        return out
+
+    x = -np.concatenate([np.linspace(0, 90, 200_001), [0.0, 1e-8, 87.3, 200.0, 1e30]]).astype(np.float32)
+    got, want = run(x).astype(np.float64), np.exp(x.astype(np.float64))
+    normal = x > -87
+    assert np.all(np.abs(got[normal] - want[normal]) <= 2e-7 * want[normal])
+    assert np.all((got[~normal] >= 0) & (got[~normal] < 1e-37))  # below -87: the float32 floor, never inf or NaN
+    assert np.isnan(run(np.array([np.nan, -1.0], np.float32))).tolist() == [True, False]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_vector_gives_a_non_finite_loss(bad: float) -> None:
+    """The fit checks the loss every step: a NaN or infinite row must reach it (no "finite math" assumption)."""
+    w_in, w_out = _weights(10, 8, 2)
+    w_in[3, 2] = bad
+    source, target = torch.tensor([3, 1, 2, 3]), torch.tensor([4, 5, 6, 7])
+    neg = torch.tensor([[8, 9], [1, 2]])
+    loss = fused_skipgram_step(w_in, w_out, source, target, neg, 2, lr=0.05, state_in=RowState.zeros(10),
+                               state_out=RowState.zeros(10))
+    assert not np.isfinite(loss)
+
+
+def test_one_item_in_every_pair_takes_a_bounded_step_whatever_the_batch() -> None:
+    """As the tensor step's test: item 1 in every pair (source, target and every negative) moves by at most
+    lr * sqrt(dim) at the default learning rate, flat in the batch size, finite."""
+    cfg = Item2VecConfig()
+    d, n_items = cfg.dim, 50
+    steps = []
+    for batch in (64, 512, 4096, 32768):
+        gen = torch.Generator().manual_seed(0)
+        others = torch.randint(2, n_items + 1, (batch,), generator=gen)
+        source = torch.cat([torch.ones(batch // 2, dtype=torch.long), others[: batch // 2]])
+        target = torch.cat([others[batch // 2 :], torch.ones(batch - batch // 2, dtype=torch.long)])
+        neg = torch.ones((-(-batch // cfg.shared_negatives), cfg.negatives), dtype=torch.long)
+        w_in = torch.randn(n_items + 1, d, generator=torch.Generator().manual_seed(1)) * 0.5
+        w_out = torch.randn(n_items + 1, d, generator=torch.Generator().manual_seed(2)) * 0.5
+        before = w_in[1].clone(), w_out[1].clone()
+        loss = fused_skipgram_step(w_in, w_out, source, target, neg, cfg.shared_negatives, lr=cfg.lr,
+                                   state_in=RowState(torch.zeros(n_items + 1), cfg.adagrad_decay),
+                                   state_out=RowState(torch.zeros(n_items + 1), cfg.adagrad_decay))
+        assert np.isfinite(loss) and torch.isfinite(w_in).all() and torch.isfinite(w_out).all()
+        steps.append(max(float((w_in[1] - before[0]).norm()), float((w_out[1] - before[1]).norm())))
+    assert max(steps) <= cfg.lr * d**0.5 * (1 + 1e-5), steps
+    assert max(steps) <= 1.5 * min(steps), steps
+
+
+def test_a_fit_with_the_fused_step_matches_the_tensor_step() -> None:
+    """The same seed draws the same batches: the two kernels give the same vectors up to float32 rounding."""
+    split = clustered_split()
+    cfg = {"dim": 16, "epochs": 3, "batch_size": 512, "negatives": 5, "seed": 2, "lr": 0.05}
+    a = Item2Vec(Item2VecConfig(**cfg, kernel="auto"), device="cpu").fit(split.train)
+    b = Item2Vec(Item2VecConfig(**cfg, kernel="tensor"), device="cpu").fit(split.train)
+    np.testing.assert_allclose(a.w_in, b.w_in, atol=1e-4)
+    np.testing.assert_allclose(a.w_out, b.w_out, atol=1e-4)
+
+
+def test_where_the_fused_step_applies_and_its_errors() -> None:
+    cpu = torch.device("cpu")
+    assert supports(cpu, "skipgram", "adagrad", True)
+    assert not supports(torch.device("cuda"), "skipgram", "adagrad", True)  # accelerators keep the tensor step
+    assert not supports(cpu, "cbow", "adagrad", True) and not supports(cpu, "skipgram", "mean", True)
+    assert not supports(cpu, "skipgram", "adagrad", False)
+    w_in, w_out = _weights(10, 4, 0)
+    kw = {"lr": 0.1, "state_in": RowState.zeros(10), "state_out": RowState.zeros(10)}
+    pairs = torch.tensor([1, 2, 3])
+    with pytest.raises(ValueError, match="float32"):
+        fused_skipgram_step(w_in.double(), w_out.double(), pairs, pairs, torch.tensor([[4]]), 3, **kw)
+    with pytest.raises(ValueError, match="serve 2 pairs, not 3"):
+        fused_skipgram_step(w_in, w_out, pairs, pairs, torch.tensor([[4]]), 2, **kw)
+    with pytest.raises(ValueError, match="one decay"):
+        fused_skipgram_step(w_in, w_out, pairs, pairs, torch.tensor([[4]]), 3, lr=0.1,
+                            state_in=RowState.zeros(10), state_out=RowState(torch.zeros(10), 0.5))
