@@ -17,6 +17,8 @@ several pairs of a batch touch moves by a bounded step (row-wise Adagrad on its 
 diverged on popular items. The loss is checked every step; a non-finite one reruns the epoch at half
 the learning rate (recorded), so a fit ends with finite vectors or a :class:`NaNLossError` that says
 where and what to lower. Items that never occur in training are never ranked (:meth:`ineligible_items`).
+On CPU the default skip-gram step runs as one compiled loop (:mod:`recsys.models.sgns_kernel`, the same update;
+``kernel="tensor"`` keeps the tensor ops).
 
 The defaults (in-out scoring, 128 dimensions, window 5, 20 negatives, ``ns_exponent`` 0.5, 20 epochs,
 ``lr`` 0.05, ``user_decay`` 0.4) are what ``experiments/tune_item2vec.py`` chose on Beauty validation at
