@@ -73,7 +73,9 @@ class Item2VecConfig:
     skip-gram pairs, so every pair still sees ``negatives`` unigram draws but the gather and
     scatter of negative rows shrink g-fold; 1 is word2vec's independent draw per pair. A shared
     negative's update sums g pairs, so ``repeat_cap`` counts it as g repeats.
-    ``user_decay`` in (0, 1]: a history item ``a`` steps from the most recent weighs ``decay**a``.
+    ``user_decay`` in (0, 1]: a history item ``a`` steps from the most recent weighs ``decay**a``. ``"auto"``:
+    chosen per log from the training data alone (:attr:`Item2Vec.user_decay`): the value of ``AUTO_DECAYS`` that
+    best predicts the last training item of up to ``AUTO_DECAY_ROWS`` training rows from the items before it.
     ``num_threads``: torch threads during fit; 0 (default) leaves torch's setting alone (one per
     core). On CPU batches are drawn inline, so every core goes to the step; on a CPU shared with
     other busy processes, 1 avoids OpenMP threads waiting for a core (measured many-fold slower).
@@ -130,7 +132,8 @@ class Item2VecConfig:
     repeat_cap: int = 4  # "capped" only: repeats a row may sum in a batch before it is damped
     max_backoffs: int = 3  # learning-rate halvings allowed after a non-finite step before the fit fails
     normalize: bool = True  # L2-normalise the input vectors (in-in: cosine scoring)
-    user_decay: float = 0.4  # recency weight of the user encoder: decay**age (encode-time, no refit)
+    # recency weight of the user encoder: decay**age (encode-time, no refit); "auto": chosen from the training data
+    user_decay: float | Literal["auto"] = 0.4
     seed: int = 0  # fixes init, pairs and negatives (with workers = 1)
     num_threads: int = 0  # torch threads during fit; 0 = torch's setting
     workers: int = 1  # Hogwild training threads on CPU (1 = deterministic)
@@ -142,7 +145,9 @@ class Item2VecConfig:
             "dim": self.dim >= 1, "window": self.window >= 1, "negatives": self.negatives >= 1,
             "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "subsample": self.subsample >= 0,
             "lr": self.lr > 0, "min_lr": 0 <= self.min_lr <= self.lr, "shared_negatives": self.shared_negatives >= 1,
-            "user_decay": 0 < self.user_decay <= 1, "num_threads": self.num_threads >= 0,
+            "user_decay": self.user_decay == "auto" or (not isinstance(self.user_decay, str)
+                                                        and 0 < self.user_decay <= 1),
+            "num_threads": self.num_threads >= 0,
             "workers": self.workers >= 1,
             "repeat_cap": self.repeat_cap >= 0, "max_backoffs": self.max_backoffs >= 0,
             "adagrad_decay": 0 < self.adagrad_decay <= 1,
@@ -156,12 +161,19 @@ class Item2VecConfig:
             shown = {k: getattr(self, k) for k in bad}
             raise ConfigError(
                 f"Item2VecConfig: invalid value(s) {shown}; need dim/window/negatives/epochs/batch_size/"
-                "shared_negatives/workers >= 1, subsample >= 0, 0 <= min_lr <= lr, 0 < user_decay <= 1, "
+                "shared_negatives/workers >= 1, subsample >= 0, 0 <= min_lr <= lr, 0 < user_decay <= 1 or 'auto', "
                 "repeat_cap/max_backoffs >= 0, 0 < adagrad_decay <= 1, update in {adagrad, mean, capped}, "
                 "kernel in {auto, tensor}, "
                 "mode in {skipgram, cbow}, window_kind in {fixed, dynamic, session}, scoring in {in-in, in-out}"
             )
 
+
+#: ``user_decay="auto"``: the decays it chooses among, and how many training rows (of length >= 2, drawn with a
+#: fixed seed) it predicts the last item of, from the items before it (NDCG@10, the history excluded)
+AUTO_DECAYS: tuple[float, ...] = (1.0, 0.8, 0.6, 0.4, 0.2, 0.1, 0.05)
+AUTO_DECAY_ROWS = 5000
+#: the decay "auto" falls back to when no training row has two items (nothing to choose by)
+AUTO_DECAY_FALLBACK = 0.4
 
 #: what ``recsys tune`` searches: the span of experiments/tune_item2vec.py's grid, the ordered parameters as
 #: ranges (TPE models a range as one density, so what it learns of window 5 carries to 4 and 6; a Choice's
@@ -191,6 +203,8 @@ class Item2Vec(Model):
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.w_in: np.ndarray | None = None  # (n_items + 1, dim) input ("item") vectors
         self.w_out: np.ndarray | None = None  # (n_items + 1, dim) output ("context") vectors
+        self._vectors_version = 0  # counts the vectors' changes: the cache key of the "auto" decay
+        self._auto_decay: tuple[int, float, dict[float, float]] | None = None  # (version, decay, NDCG@10 per decay)
 
     @property
     def similarity(self) -> Literal["dot", "cosine"]:  # type: ignore[override]
@@ -225,6 +239,7 @@ class Item2Vec(Model):
             for epoch in range(1, cfg.epochs + 1):
                 loss, n_pos, pairs = self._epoch_with_backoff(sampler, noise, rng, weights, epoch)
                 self.w_in, self.w_out = weights[0].cpu().numpy(), weights[1].cpu().numpy()
+                self._vectors_version += 1
                 metrics = {"loss": loss / max(n_pos, 1), "pairs": float(pairs),
                            "lr_backoffs": float(len(self.lr_backoffs))}
                 metrics.update(validate(self) if validate is not None else {})
@@ -409,7 +424,42 @@ class Item2Vec(Model):
                 f"histories index {histories.n_items} items but the model has {vecs.shape[0] - 1}; "
                 "encode histories with the IdMap the model was trained with"
             )
-        return decayed_mean(vecs, histories.offsets, histories.items, self.config.user_decay).astype(np.float32)
+        return decayed_mean(vecs, histories.offsets, histories.items, self.user_decay).astype(np.float32)
+
+    @property
+    def user_decay(self) -> float:
+        """The user encoder's decay: ``config.user_decay``, or under ``"auto"`` the value of ``AUTO_DECAYS`` whose
+        users best predict the last training item of up to ``AUTO_DECAY_ROWS`` training rows from the items before
+        it (NDCG@10, history excluded, ties to the larger decay; ``AUTO_DECAY_FALLBACK`` when no row has two
+        items). Computed from the vectors and the training sequences only, so a saved and loaded model chooses
+        the same; recomputed when the vectors change (each epoch). The scores are in :attr:`auto_decay_scores`."""
+        if self.config.user_decay != "auto":
+            return float(self.config.user_decay)
+        if self._auto_decay is None or self._auto_decay[0] != self._vectors_version:
+            self._auto_decay = (self._vectors_version, *self._choose_decay())
+        return self._auto_decay[1]
+
+    @property
+    def auto_decay_scores(self) -> dict[float, float]:
+        """NDCG@10 of each decay that ``user_decay="auto"`` chose among (empty under a fixed decay)."""
+        if self.config.user_decay != "auto":
+            return {}
+        self.user_decay  # noqa: B018 - computes the choice if the vectors changed
+        return dict(self._auto_decay[2])
+
+    def _choose_decay(self) -> tuple[float, dict[float, float]]:
+        from recsys.evaluation.evaluator import evaluate  # the evaluator imports recsys.models
+
+        hist, targets = self._require_train().split_last(AUTO_DECAY_ROWS)
+        if targets.n_rows <= 1:  # row 0 is the padding row: no training row has two items
+            return AUTO_DECAY_FALLBACK, {}
+        vecs, items = self.input_vectors(), self.item_vectors()
+        scores = {}
+        for decay in AUTO_DECAYS:
+            users = decayed_mean(vecs, hist.offsets, hist.items, decay).astype(np.float32)
+            res = evaluate(users, items, hist, targets, device=torch.device("cpu"), ineligible=self.ineligible_items())
+            scores[decay] = float(res["ndcg_10"])
+        return max(AUTO_DECAYS, key=lambda d: scores[d]), scores
 
     def ineligible_items(self) -> np.ndarray | None:
         """(n_items + 1,) bool: items that never occur in the training sequences (their input vectors are
@@ -422,7 +472,7 @@ class Item2Vec(Model):
     def export_encoder(self) -> tuple[dict, dict[str, np.ndarray]]:
         """Kind "mean" with ``user_decay`` over the whole history, of the exported item vectors
         (in-in) or of the input vectors shipped as the encoder's ``item_table`` (in-out)."""
-        spec = {"kind": "mean", "decay": self.config.user_decay, "max_len": None}
+        spec = {"kind": "mean", "decay": self.user_decay, "max_len": None}
         if self.config.scoring == "in-out":
             return spec, {"item_table": self.input_vectors()}
         self._require_fitted()
@@ -443,6 +493,7 @@ class Item2Vec(Model):
         config, arrays, train = load_arrays(directory, cls.name, cls.Config)
         model = cls(config, device)
         model.w_in, model.w_out, model._train = arrays["w_in"], arrays["w_out"], train
+        model._vectors_version += 1
         return model
 
 

@@ -192,6 +192,23 @@ class Sequences:
         return Sequences(offsets, np.asarray(self.items[src], dtype=np.int32), self.n_items, ts,
                          users.astype(np.int32))
 
+    def split_last(self, n_rows: int, seed: int = 0) -> tuple[Sequences, Sequences]:
+        """(histories, targets) of up to ``n_rows`` rows of length >= 2, drawn with ``seed``, in row order: each
+        drawn row without its last item, and that item alone. Row 0 of both is empty (the padding row that the
+        evaluator skips, as in a split's sequences); drawn row i is row i + 1."""
+        rows = np.flatnonzero(self.lengths() >= 2)
+        if len(rows) > n_rows:
+            rows = np.sort(np.random.default_rng(seed).choice(rows, n_rows, replace=False))
+        taken = self.take(rows)
+        last = taken.offsets[1:] - 1
+        keep = np.ones(taken.n_events, dtype=bool)
+        keep[last] = False
+        n = len(rows)
+        hist_offsets = np.concatenate([[0], taken.offsets - np.arange(n + 1)]).astype(np.int64)
+        tgt_offsets = np.concatenate([[0], np.arange(n + 1)]).astype(np.int64)
+        return (Sequences(hist_offsets, taken.items[keep], self.n_items),
+                Sequences(tgt_offsets, taken.items[last], self.n_items))
+
     def concat(self, other: Sequences, chunk_events: int = 1 << 22) -> Sequences:
         """Row-wise concatenation ``self.row(r) ++ other.row(r)`` (same number of rows).
 

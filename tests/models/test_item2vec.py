@@ -442,3 +442,69 @@ def test_item2vec_streams_a_memory_mapped_split(tmp_path):
     cfg = fast(epochs=2)
     a, b = Item2Vec(cfg).fit(tr), Item2Vec(cfg).fit(mapped)
     np.testing.assert_allclose(a.item_vectors(), b.item_vectors())
+
+
+def _markov_split(n_users: int = 600, n_items: int = 120, length: int = 12, seed: int = 0) -> SplitData:
+    """Each next item is one of two fixed successors of the previous one: the last item is what predicts the next."""
+    import polars as pl
+
+    from recsys.prepare.split import leave_last_out
+
+    rng = np.random.default_rng(seed)
+    succ = rng.integers(1, n_items + 1, size=(n_items + 1, 2))
+    users, items = [], []
+    for u in range(1, n_users + 1):
+        cur = int(rng.integers(1, n_items + 1))
+        for _ in range(length):
+            users.append(u)
+            items.append(cur)
+            cur = int(succ[cur, rng.integers(2)])
+    enc = pl.DataFrame({"user_idx": users, "item_idx": items, "timestamp": np.arange(len(users))})
+    return leave_last_out(enc, n_users, n_items)
+
+
+def test_auto_user_decay_is_chosen_from_the_training_data_low_for_markov_logs_high_for_tastes(
+        split: SplitData, tmp_path: Path) -> None:
+    from recsys.models.item2vec import AUTO_DECAYS
+
+    markov = Item2Vec(fast(scoring="in-out", user_decay="auto"), device="cpu").fit(_markov_split().train)
+    tastes = Item2Vec(fast(scoring="in-out", user_decay="auto"), device="cpu").fit(split.train)
+    for model in (markov, tastes):
+        scores = model.auto_decay_scores
+        assert tuple(scores) == AUTO_DECAYS and model.user_decay == max(AUTO_DECAYS, key=lambda d: scores[d])
+    assert markov.user_decay <= 0.2, markov.auto_decay_scores  # the most recent item is what counts
+    assert tastes.user_decay >= 0.6, tastes.auto_decay_scores  # every item of a user's cluster counts alike
+    # encoding, export and a reloaded model all use the chosen value
+    fixed = Item2Vec(fast(scoring="in-out", user_decay=markov.user_decay), device="cpu")
+    fixed.w_in, fixed.w_out, fixed._train = markov.w_in, markov.w_out, markov._train
+    hist = _markov_split().test_history
+    np.testing.assert_array_equal(markov.encode_users(hist), fixed.encode_users(hist))
+    assert markov.export_encoder()[0]["decay"] == markov.user_decay
+    markov.save(tmp_path / "m")
+    loaded = Item2Vec.load(tmp_path / "m", device="cpu")
+    assert loaded.config.user_decay == "auto" and loaded.user_decay == markov.user_decay
+
+
+def test_auto_user_decay_follows_the_vectors_and_falls_back_without_two_item_rows(split: SplitData) -> None:
+    from recsys.models.item2vec import AUTO_DECAY_FALLBACK
+
+    model = Item2Vec(fast(epochs=2, user_decay="auto"), device="cpu")
+    seen: list[float] = []
+    model.fit(split.train, on_epoch_end=lambda e, m: seen.append(model.user_decay))
+    assert len(seen) == 2 and model._auto_decay[0] == 2  # chosen again for each epoch's vectors
+    single = Sequences.from_lists([[], [1], [2], [3]] * 30, n_items=3)
+    lone = Item2Vec(fast(epochs=1, user_decay="auto", subsample=0.0), device="cpu").fit(single)
+    assert lone.user_decay == AUTO_DECAY_FALLBACK and lone.auto_decay_scores == {}
+    assert Item2Vec(fast(user_decay=0.6)).auto_decay_scores == {}
+    with pytest.raises(ConfigError, match="user_decay"):
+        Item2VecConfig(user_decay="recent")  # type: ignore[arg-type]
+
+
+def test_split_last_draws_rows_of_two_or_more_items_and_keeps_the_padding_row() -> None:
+    train = Sequences.from_lists([[], [1, 2, 3], [4], [5, 6], [7, 8, 9, 1]], n_items=9)
+    hist, tgt = train.split_last(10)
+    assert [hist.row(r).tolist() for r in range(hist.n_rows)] == [[], [1, 2], [5], [7, 8, 9]]
+    assert [tgt.row(r).tolist() for r in range(tgt.n_rows)] == [[], [3], [6], [1]]
+    hist, tgt = train.split_last(2, seed=3)
+    assert hist.n_rows == tgt.n_rows == 3 and tgt.row(0).size == 0 and set(tgt.items.tolist()) <= {3, 6, 1}
+    assert train.split_last(2, seed=3)[1].items.tolist() == tgt.items.tolist()  # the seed fixes the draw

@@ -1,0 +1,121 @@
+"""Can item2vec's ``user_decay`` be chosen per log from the training data alone? Validation against a training proxy.
+
+``user_decay`` is encode-time (no refit) and the best value differs between logs: the shared sets' validation
+prefers 0.4-0.8 (``experiments/reports/defaults.md``), the synthetic log, whose next item is often a Markov
+successor of the previous one, a much lower one. A per-log choice must not look at validation or test, so this
+measures ``Item2VecConfig(user_decay="auto")``, which uses the training sequences only: for up to
+``AUTO_DECAY_ROWS`` training rows of length >= 2 (drawn with a fixed seed), predict the row's last training item
+from the items before it, with each decay of ``AUTO_DECAYS``; its choice is the decay with the highest NDCG@10
+there. The model has trained on those last items, so the proxy's scores are optimistic; the question is only
+whether its *choice* agrees with validation's.
+
+For each set: the library default fitted once (seed 0, ``--workers`` threads), then, for every decay of the
+grid, validation NDCG@10 and the proxy's NDCG@10 on that one fit. The report gives both choices and the
+validation ratio of the proxy's choice to validation's best and to the current default (0.4). Test is not scored.
+
+    python experiments/decay_proxy.py                                  # the five shared sets + 1M synthetic events
+    python experiments/decay_proxy.py --sets ml-100k --out-name decay_proxy_quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "experiments"))
+
+from harness import ReportRun, header_lines  # noqa: E402
+from item2vec_common import SETS, SYNTHETIC, load_set  # noqa: E402
+
+from recsys import atomic  # noqa: E402
+from recsys.evaluation.evaluator import evaluate_model  # noqa: E402
+from recsys.models.item2vec import AUTO_DECAY_ROWS, AUTO_DECAYS, Item2Vec, Item2VecConfig  # noqa: E402
+
+REPORTS = REPO / "experiments" / "reports"
+GRID = AUTO_DECAYS
+
+
+def probe(name: str, synthetic_events: int, workers: int) -> dict:
+    """One fit of the library default on ``name``; validation NDCG@10 for every decay of GRID, and what
+    ``user_decay="auto"`` scores and chooses on that fit (the library's own code)."""
+    split = load_set(name, synthetic_events)
+    t0 = time.perf_counter()
+    model = Item2Vec(Item2VecConfig(workers=workers), device="cpu").fit(split.train)
+    fit_s = time.perf_counter() - t0
+    valid = {}
+    for decay in GRID:
+        model.config = dataclasses.replace(model.config, user_decay=decay)
+        valid[decay] = round(evaluate_model(model, split.valid_history, split.valid_targets)["ndcg_10"], 5)
+    model.config = dataclasses.replace(model.config, user_decay="auto")
+    t0 = time.perf_counter()
+    pick = model.user_decay
+    choose_s = time.perf_counter() - t0
+    proxy = {d: round(v, 5) for d, v in model.auto_decay_scores.items()}
+    best_valid = max(GRID, key=lambda d: valid[d])
+    out = {"train_events": split.train.n_events, "fit_s": round(fit_s, 1), "choose_s": round(choose_s, 2),
+           "proxy_rows": min(AUTO_DECAY_ROWS, int((split.train.lengths() >= 2).sum())),
+           "valid": valid, "proxy": proxy, "valid_choice": best_valid, "proxy_choice": pick,
+           "proxy_choice_over_valid_best": round(valid[pick] / valid[best_valid], 4),
+           "proxy_choice_over_default": round(valid[pick] / valid[Item2VecConfig().user_decay], 4)}
+    if name == SYNTHETIC:
+        out["synthetic_events"] = synthetic_events
+    print(f"{name}: {json.dumps(out)}", flush=True)
+    return out
+
+
+def markdown(res: dict) -> str:
+    lines = ["# item2vec's user_decay chosen from the training data: a proxy against validation", "",
+             *header_lines(res["meta"]),
+             f"Library default fitted once per set (seed 0, workers {res['workers']}); the current default decay is "
+             f"{res['default_decay']}. Proxy: predict the last training item of up to {res['users']} training rows "
+             "from the items before it (NDCG@10, history excluded). Cells: validation NDCG@10 / proxy NDCG@10; "
+             "**bold** = validation's best, _italic_ = the proxy's choice. Test is not scored.", "",
+             "| set | " + " | ".join(f"decay {d}" for d in GRID) + " | proxy's choice / validation's best | "
+             "proxy's choice / default |", "|---|" + "---:|" * (len(GRID) + 2)]
+    for name, r in res["sets"].items():
+        cells = []
+        for d in GRID:
+            v, p = f"{r['valid'][str(d)]:.4f}", f"{r['proxy'][str(d)]:.4f}"
+            v = f"**{v}**" if d == r["valid_choice"] else v
+            p = f"_{p}_" if d == r["proxy_choice"] else p
+            cells.append(f"{v} / {p}")
+        label = name if name != SYNTHETIC else f"synthetic ({r['synthetic_events']:,} events)"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {r['proxy_choice_over_valid_best']:.3f} | "
+                     f"{r['proxy_choice_over_default']:.3f} |")
+    worst = min(r["proxy_choice_over_valid_best"] for r in res["sets"].values())
+    lines += ["", f"Worst ratio of the proxy's choice to validation's best: {worst:.3f}; the proxy's choice against "
+              "the fixed default per set is the last column. One seed, one fit per set.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sets", default=",".join([*SETS, SYNTHETIC]), help=f"of {', '.join([*SETS, SYNTHETIC])}")
+    ap.add_argument("--synthetic-events", type=int, default=1_000_000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out-name", default="decay_proxy", help="report stem under experiments/reports")
+    args = ap.parse_args(argv)
+    names = [s for s in args.sets.split(",") if s]
+    bad = [s for s in names if s not in SETS and s != SYNTHETIC]
+    if bad:
+        ap.error(f"unknown set(s) {bad}; known: {', '.join([*SETS, SYNTHETIC])}")
+    run = ReportRun(seeds=[0], argv=sys.argv[1:] if argv is None else argv)
+    res = {"users": AUTO_DECAY_ROWS, "workers": args.workers, "default_decay": Item2VecConfig().user_decay,
+           "grid": list(GRID), "sets": {}}
+    for name in names:
+        res["sets"][name] = json.loads(json.dumps(probe(name, args.synthetic_events, args.workers)))
+    res["meta"] = run.finish()
+    atomic.write_json(REPORTS / f"{args.out_name}.json", res)
+    atomic.write_text(REPORTS / f"{args.out_name}.md", markdown(res))
+    print(markdown(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()
