@@ -49,6 +49,7 @@ CANDIDATES: dict[str, dict[str, dict]] = {
         "subsample 0": {"subsample": 0.0},
         "user_decay 0.2": {"user_decay": 0.2},
         "user_decay 0.8": {"user_decay": 0.8},
+        "user_decay auto": {"user_decay": "auto"},  # chosen per log from the training data (encode-time)
         "negatives 10": {"negatives": 10},
         "scoring in-in": {"scoring": "in-in"},
     },
