@@ -39,6 +39,7 @@ RESULTS = {
     "bench_item2vec_rules": "item2vec's row update rules compared on validation",
     "tune_item2vec": "item2vec tuned on Beauty validation: the greedy searches and `recsys tune`",
     "defaults": "library defaults chosen across the data sets on validation",
+    "decay_proxy": "item2vec's user_decay chosen from the training data alone, against validation",
     "served_parity": "every model offline against served through its bundle",
     "served_parity_100m": "the model the 100M-event pipeline run published, offline against served",
     "cold_start": "items added after training, from their content",
