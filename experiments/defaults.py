@@ -46,7 +46,7 @@ CANDIDATES: dict[str, dict[str, dict]] = {
         "default": {},
         "epochs 10": {"epochs": 10},
         "window 10": {"window": 10},
-        "subsample 0": {"subsample": 0.0},
+        "subsample 1e-3": {"subsample": 1e-3},  # the default is 0 since 9ff23e3
         "user_decay 0.2": {"user_decay": 0.2},
         "user_decay 0.8": {"user_decay": 0.8},
         "user_decay auto": {"user_decay": "auto"},  # chosen per log from the training data (encode-time)

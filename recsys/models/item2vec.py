@@ -23,8 +23,11 @@ On CPU the default skip-gram step runs as one compiled loop (:mod:`recsys.models
 The defaults (in-out scoring, 128 dimensions, window 5, 20 negatives, ``ns_exponent`` 0.5, 20 epochs,
 ``lr`` 0.05, ``user_decay`` 0.4) are what ``experiments/tune_item2vec.py`` chose on Beauty validation at
 a369b13, with the same grid and no more fits than gensim's search got, except ``subsample``: 0, chosen
-across the five shared sets (``experiments/reports/defaults.md``). The same search rerun later chose 64
-dimensions and ``lr`` 0.1 (``experiments/reports/tune_item2vec.md``); that choice is not the default.
+across the five shared sets (``experiments/reports/defaults.md`` as of 9ff23e3). The same search rerun later
+chose 64 dimensions and ``lr`` 0.1 (``experiments/reports/tune_item2vec.md``); that choice is not the default.
+``user_decay="auto"`` had the best worst-case ratio in the later defaults run (f7de65f, one seed) but is not the
+default yet: on Beauty it chose 0.4 in ``experiments/reports/decay_proxy.md``'s fit and another decay in that run's
+(validation NDCG@10 0.0557 against 0.4's 0.0585), so it needs more seeds first.
 ``experiments/configs/beauty_item2vec.toml`` keeps the a369b13 choice. ``batch_size`` 4096,
 ``shared_negatives`` 16 and ``sparse`` are our batched SGD's own settings, fixed for speed and quality and
 measured in ``experiments/reports/bench_item2vec.md``; ``update`` "adagrad" with ``adagrad_decay`` 0.999 was
@@ -114,7 +117,8 @@ class Item2VecConfig:
     ns_exponent: float = 0.5  # noise distribution count**ns_exponent (word2vec: 0.75)
     # word2vec's frequent-item subsampling threshold; 0 = off. Off by default: it had the best worst-case validation
     # ratio over the five shared sets among the default's one-change neighbours (0.967 vs 1e-3's 0.891; one seed,
-    # experiments/reports/defaults.md); the Beauty-tuned 1e-3 stays in experiments/configs/beauty_item2vec.toml
+    # experiments/reports/defaults.md at 9ff23e3); the Beauty-tuned 1e-3 stays in
+    # experiments/configs/beauty_item2vec.toml
     subsample: float = 0.0
     epochs: int = 20  # passes over the training pairs
     lr: float = 0.05  # learning rate at the start, decaying linearly to min_lr (Adagrad scales it per row)
