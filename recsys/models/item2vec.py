@@ -77,8 +77,9 @@ class Item2VecConfig:
     scatter of negative rows shrink g-fold; 1 is word2vec's independent draw per pair. A shared
     negative's update sums g pairs, so ``repeat_cap`` counts it as g repeats.
     ``user_decay`` in (0, 1]: a history item ``a`` steps from the most recent weighs ``decay**a``. ``"auto"``:
-    chosen per log from the training data alone (:attr:`Item2Vec.user_decay`): the value of ``AUTO_DECAYS`` that
-    best predicts the last training item of up to ``AUTO_DECAY_ROWS`` training rows from the items before it.
+    chosen per log from the training data alone (:attr:`Item2Vec.user_decay`): the value of ``AUTO_DECAYS`` one
+    step below the one that best predicts the last training item of up to ``AUTO_DECAY_ROWS`` training rows from
+    the items before it.
     ``num_threads``: torch threads during fit; 0 (default) leaves torch's setting alone (one per
     core). On CPU batches are drawn inline, so every core goes to the step; on a CPU shared with
     other busy processes, 1 avoids OpenMP threads waiting for a core (measured many-fold slower).
@@ -172,12 +173,25 @@ class Item2VecConfig:
             )
 
 
-#: ``user_decay="auto"``: the decays it chooses among, and how many training rows (of length >= 2, drawn with a
-#: fixed seed) it predicts the last item of, from the items before it (NDCG@10, the history excluded)
-AUTO_DECAYS: tuple[float, ...] = (1.0, 0.8, 0.6, 0.4, 0.2, 0.1, 0.05)
+#: ``user_decay="auto"``: the decays it scores (largest first), and how many training rows (of length >= 2, drawn
+#: with a fixed seed) it predicts the last item of, from the items before it (NDCG@10, the history excluded). It
+#: takes the decay one step below the best-scoring one: the model has trained on those last items, and the proxy's
+#: best sat a step above validation's best on most logs (experiments/reports/decay_proxy.md)
+AUTO_DECAYS: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05)
 AUTO_DECAY_ROWS = 5000
 #: the decay "auto" falls back to when no training row has two items (nothing to choose by)
 AUTO_DECAY_FALLBACK = 0.4
+
+def auto_decay_choice(scores: dict[float, float]) -> float:
+    """``user_decay="auto"``'s rule: the decay of ``AUTO_DECAYS`` one step below the best-scoring one (ties to the
+    larger decay; the last, smallest, decay stays itself).
+
+        >>> auto_decay_choice(dict(zip(AUTO_DECAYS, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0])))
+        0.4
+    """
+    best = max(range(len(AUTO_DECAYS)), key=lambda i: (scores[AUTO_DECAYS[i]], AUTO_DECAYS[i]))
+    return AUTO_DECAYS[min(best + 1, len(AUTO_DECAYS) - 1)]
+
 
 #: what ``recsys tune`` searches: the span of experiments/tune_item2vec.py's grid, the ordered parameters as
 #: ranges (TPE models a range as one density, so what it learns of window 5 carries to 4 and 6; a Choice's
@@ -432,11 +446,14 @@ class Item2Vec(Model):
 
     @property
     def user_decay(self) -> float:
-        """The user encoder's decay: ``config.user_decay``, or under ``"auto"`` the value of ``AUTO_DECAYS`` whose
-        users best predict the last training item of up to ``AUTO_DECAY_ROWS`` training rows from the items before
-        it (NDCG@10, history excluded, ties to the larger decay; ``AUTO_DECAY_FALLBACK`` when no row has two
-        items). Computed from the vectors and the training sequences only, so a saved and loaded model chooses
-        the same; recomputed when the vectors change (each epoch). The scores are in :attr:`auto_decay_scores`."""
+        """The user encoder's decay: ``config.user_decay``, or under ``"auto"`` the value of ``AUTO_DECAYS`` one
+        step below (smaller than) the one whose users best predict the last training item of up to
+        ``AUTO_DECAY_ROWS`` training rows from the items before it (NDCG@10, history excluded, ties to the larger
+        decay; the smallest decay stays itself; ``AUTO_DECAY_FALLBACK`` when no row has two items). The step down
+        corrects the proxy's bias: the model has trained on those last items, and on most logs validation's best
+        decay was a step below the proxy's (``experiments/reports/decay_proxy.md``). Computed from the vectors and
+        the training sequences only, so a saved and loaded model chooses the same; recomputed when the vectors
+        change (each epoch). The scores are in :attr:`auto_decay_scores`."""
         if self.config.user_decay != "auto":
             return float(self.config.user_decay)
         if self._auto_decay is None or self._auto_decay[0] != self._vectors_version:
@@ -463,7 +480,7 @@ class Item2Vec(Model):
             users = decayed_mean(vecs, hist.offsets, hist.items, decay).astype(np.float32)
             res = evaluate(users, items, hist, targets, device=torch.device("cpu"), ineligible=self.ineligible_items())
             scores[decay] = float(res["ndcg_10"])
-        return max(AUTO_DECAYS, key=lambda d: scores[d]), scores
+        return auto_decay_choice(scores), scores
 
     def ineligible_items(self) -> np.ndarray | None:
         """(n_items + 1,) bool: items that never occur in the training sequences (their input vectors are

@@ -465,13 +465,13 @@ def _markov_split(n_users: int = 600, n_items: int = 120, length: int = 12, seed
 
 def test_auto_user_decay_is_chosen_from_the_training_data_low_for_markov_logs_high_for_tastes(
         split: SplitData, tmp_path: Path) -> None:
-    from recsys.models.item2vec import AUTO_DECAYS
+    from recsys.models.item2vec import AUTO_DECAYS, auto_decay_choice
 
     markov = Item2Vec(fast(scoring="in-out", user_decay="auto"), device="cpu").fit(_markov_split().train)
     tastes = Item2Vec(fast(scoring="in-out", user_decay="auto"), device="cpu").fit(split.train)
     for model in (markov, tastes):
         scores = model.auto_decay_scores
-        assert tuple(scores) == AUTO_DECAYS and model.user_decay == max(AUTO_DECAYS, key=lambda d: scores[d])
+        assert tuple(scores) == AUTO_DECAYS and model.user_decay == auto_decay_choice(scores)
     assert markov.user_decay <= 0.2, markov.auto_decay_scores  # the most recent item is what counts
     assert tastes.user_decay >= 0.6, tastes.auto_decay_scores  # every item of a user's cluster counts alike
     # encoding, export and a reloaded model all use the chosen value
@@ -483,6 +483,16 @@ def test_auto_user_decay_is_chosen_from_the_training_data_low_for_markov_logs_hi
     markov.save(tmp_path / "m")
     loaded = Item2Vec.load(tmp_path / "m", device="cpu")
     assert loaded.config.user_decay == "auto" and loaded.user_decay == markov.user_decay
+
+
+def test_auto_decay_choice_is_one_step_below_the_proxys_best_ties_to_the_larger() -> None:
+    from recsys.models.item2vec import AUTO_DECAYS, auto_decay_choice
+
+    for i, best in enumerate(AUTO_DECAYS):
+        scores = {d: (1.0 if d == best else 0.5) for d in AUTO_DECAYS}
+        assert auto_decay_choice(scores) == AUTO_DECAYS[min(i + 1, len(AUTO_DECAYS) - 1)]
+    assert auto_decay_choice(dict.fromkeys(AUTO_DECAYS, 0.3)) == AUTO_DECAYS[1]  # all tied: the largest is best
+    assert auto_decay_choice({**dict.fromkeys(AUTO_DECAYS, 0.0), 0.6: 0.2, 0.4: 0.2}) == 0.5
 
 
 def test_auto_user_decay_follows_the_vectors_and_falls_back_without_two_item_rows(split: SplitData) -> None:
