@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     current_rank, current_mean = evaluator._batch_ranks, item2vec_module.decayed_mean
 
     def encode(fn):
-        return lambda: fn(vecs, hist.offsets, hist.items, model.config.user_decay)
+        return lambda: fn(vecs, hist.offsets, hist.items, model.user_decay)
 
     def validation(ranks, mean):
         def go():

@@ -21,13 +21,13 @@ On CPU the default skip-gram step runs as one compiled loop (:mod:`recsys.models
 ``kernel="tensor"`` keeps the tensor ops).
 
 The defaults (in-out scoring, 128 dimensions, window 5, 20 negatives, ``ns_exponent`` 0.5, 20 epochs,
-``lr`` 0.05, ``user_decay`` 0.4) are what ``experiments/tune_item2vec.py`` chose on Beauty validation at
-a369b13, with the same grid and no more fits than gensim's search got, except ``subsample``: 0, chosen
-across the five shared sets (``experiments/reports/defaults.md`` as of 9ff23e3). The same search rerun later
-chose 64 dimensions and ``lr`` 0.1 (``experiments/reports/tune_item2vec.md``); that choice is not the default.
-``user_decay="auto"`` had the best worst-case ratio in the later defaults run (f7de65f, one seed) but is not the
-default yet: on Beauty it chose 0.4 in ``experiments/reports/decay_proxy.md``'s fit and another decay in that run's
-(validation NDCG@10 0.0557 against 0.4's 0.0585), so it needs more seeds first.
+``lr`` 0.05) are what ``experiments/tune_item2vec.py`` chose on Beauty validation at a369b13, with the same grid
+and no more fits than gensim's search got, except ``subsample`` and ``user_decay``, chosen across the five shared
+sets by ``experiments/defaults.py``: ``subsample`` 0 (``experiments/reports/defaults.md`` as of 9ff23e3), and
+``user_decay`` "auto" in place of the tuned 0.4 (29994b8, 3 seeds: the best worst-case validation ratio, 0.955
+against 0.4's 0.920, and the same Beauty validation NDCG@10, 0.0587; its choice against validation per set,
+including the synthetic log, in ``experiments/reports/decay_proxy.md``). The same search rerun later chose 64
+dimensions and ``lr`` 0.1 (``experiments/reports/tune_item2vec.md``); that choice is not the default.
 ``experiments/configs/beauty_item2vec.toml`` keeps the a369b13 choice. ``batch_size`` 4096,
 ``shared_negatives`` 16 and ``sparse`` are our batched SGD's own settings, fixed for speed and quality and
 measured in ``experiments/reports/bench_item2vec.md``; ``update`` "adagrad" with ``adagrad_decay`` 0.999 was
@@ -137,8 +137,9 @@ class Item2VecConfig:
     repeat_cap: int = 4  # "capped" only: repeats a row may sum in a batch before it is damped
     max_backoffs: int = 3  # learning-rate halvings allowed after a non-finite step before the fit fails
     normalize: bool = True  # L2-normalise the input vectors (in-in: cosine scoring)
-    # recency weight of the user encoder: decay**age (encode-time, no refit); "auto": chosen from the training data
-    user_decay: float | Literal["auto"] = 0.4
+    # recency weight of the user encoder: decay**age (encode-time, no refit); "auto" (default since 29994b8's
+    # defaults run, see the module docstring): chosen per log from the training data
+    user_decay: float | Literal["auto"] = "auto"
     seed: int = 0  # fixes init, pairs and negatives (with workers = 1)
     num_threads: int = 0  # torch threads during fit; 0 = torch's setting
     workers: int = 1  # Hogwild training threads on CPU (1 = deterministic)

@@ -29,3 +29,18 @@ def test_runs_no_row_names_are_dropped_and_the_rest_renumbered() -> None:
     out = served_parity.only_used_runs(report)
     assert out["runs"] == [{"command": "b"}, {"command": "c"}]
     assert out["models"] == {"als": {"run": 2}, "bpr": {"run": 1}}
+
+
+def test_the_item2vec_default_row_fits_the_library_default() -> None:
+    import dataclasses
+
+    from recsys.models.item2vec import Item2VecConfig
+
+    base, changes = served_parity.VARIANTS["item2vec_default"]
+    cfg = served_parity.load_run_config(served_parity.CONFIGS / f"beauty_{base}.toml")
+    row = Item2VecConfig(**{**cfg.model, **changes})
+    run_settings = {"seed", "workers", "num_threads"}  # how a fit runs, not what it learns
+    differ = {f.name for f in dataclasses.fields(Item2VecConfig)
+              if getattr(row, f.name) != getattr(Item2VecConfig(), f.name)} - run_settings
+    assert differ == set(), {k: (getattr(row, k), getattr(Item2VecConfig(), k)) for k in differ}
+    assert "item2vec_default" in served_parity.MODELS_IN_TABLE
