@@ -201,7 +201,7 @@ def auto_decay_choice(scores: dict[float, float]) -> float:
 ITEM2VEC_SPACE: SearchSpace = {
     "window": Int(3, 20, log=True), "negatives": Int(5, 20, log=True), "ns_exponent": Float(-0.5, 1.0),
     "epochs": Int(5, 20, log=True), "dim": Choice(64, 128), "subsample": Choice(1e-3, 1e-4, 1e-5, 0.0),
-    "lr": Float(0.025, 0.1, log=True), "user_decay": Choice(1.0, 0.6, 0.4, 0.2, 0.1),
+    "lr": Float(0.025, 0.1, log=True), "user_decay": Choice(1.0, 0.6, 0.4, 0.2, 0.1, "auto"),
     "scoring": Choice("in-in", "in-out"),
 }
 

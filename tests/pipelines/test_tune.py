@@ -154,7 +154,7 @@ def test_item2vec_trials_start_at_the_config_and_are_scored_at_every_encode_time
     model = build_model("item2vec", {"seed": 3, **params}, "cpu", **model_inputs("item2vec", params, data))
     model.fit(data.split.train)
     combos = encode_combos({k: ITEM2VEC_SPACE[k] for k in Item2Vec.encode_time})
-    assert len(combos) == 2 * 5
+    assert len(combos) == 2 * 6  # scoring x user_decay (five fixed decays and "auto")
     scores = []
     for combo in combos:
         model.config = dataclasses.replace(model.config, **combo)
