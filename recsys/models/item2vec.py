@@ -183,6 +183,7 @@ AUTO_DECAY_ROWS = 5000
 #: the decay "auto" falls back to when no training row has two items (nothing to choose by)
 AUTO_DECAY_FALLBACK = 0.4
 
+
 def auto_decay_choice(scores: dict[float, float]) -> float:
     """``user_decay="auto"``'s rule: the decay of ``AUTO_DECAYS`` one step below the best-scoring one (ties to the
     larger decay; the last, smallest, decay stays itself).
