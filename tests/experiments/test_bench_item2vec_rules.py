@@ -72,3 +72,45 @@ def test_the_sets_part_judges_the_library_default_against_gensim_at_its_own_sett
     assert p["throughput_ratio_default_over_gensim"] == gensim_s / ours_s
     md = "\n".join(bench_item2vec.sets_markdown({**out, "runs": []}))
     assert "throughput library default / gensim at the library default:" in md
+
+
+def test_a_set_run_a_seed_at_a_time_pools_its_seeds_and_a_rerun_of_a_seed_replaces_it() -> None:
+    """``--first-seed`` with ``--merge``: a long set's seeds come from separate runs and are summarised together."""
+    row = {k: 2 if k == "epochs" else "-" for k in bench_item2vec.TUNED}
+    configs = {"ours": row, "gensim in-out": row, "gensim at our config": row}
+
+    def one_run(seed: int, ours: float, gensim: float, commit: str) -> dict:
+        def rec(ndcg: float) -> dict:
+            return {"seed": seed, "fit_s": 2.0 + seed, "lr_backoffs": 0, "hr_10": 2 * ndcg, "ndcg_10": ndcg,
+                    "hr_20": 3 * ndcg, "ndcg_20": 1.5 * ndcg}
+        runs = {"ours": [rec(ours)], "gensim in-out": [rec(gensim)], "gensim at our config": [rec(gensim / 2)]}
+        p = {"train_events": 100, "users": 10, "items": 5, "synthetic_events": 1000, "commit": commit,
+             **bench_item2vec.summarize_set(runs, 100, configs, default_is_ours=True)}
+        return {"seeds": 1, "default_is_ours": True, "configs": configs, "synthetic": p}
+
+    first = one_run(0, ours=0.10, gensim=0.30, commit="aaa")
+    first["synthetic"]["run"] = 1
+    second = bench_item2vec.merge_sets(first, one_run(1, ours=0.50, gensim=0.10, commit="bbb"), run=2)
+    p = second["synthetic"]
+    assert p["seeds"] == 2 and [r["seed"] for r in p["runs"]["ours"]] == [0, 1]
+    assert p["mean"]["ours"]["ndcg_10"] == 0.3 and p["mean"]["gensim in-out"]["ndcg_10"] == 0.2
+    assert abs(p["sd"]["ours"]["ndcg_10"] - 0.28284) < 1e-5  # sample sd of 0.1 and 0.5
+    assert p["ours_at_least_gensim_best"] == {"ndcg_10": True, "hr_10": True}  # neither run alone says so
+    assert p["commit"] == "aaa, bbb" and p["run"] == "1, 2"
+    assert "### synthetic (10 users, 5 items, 100 training events; 2 seeds, commit aaa, bbb, run 1, 2)" in \
+        "\n".join(bench_item2vec.sets_markdown({**second, "runs": []}))
+    # the same seed again replaces the set; other configurations replace everything
+    again = bench_item2vec.merge_sets(second, one_run(1, ours=0.2, gensim=0.1, commit="ccc"), run=3)
+    assert again["synthetic"]["seeds"] == 1 and again["synthetic"]["mean"]["ours"]["ndcg_10"] == 0.2
+    other = one_run(2, ours=0.2, gensim=0.1, commit="ccc")
+    other["configs"] = {**configs, "ours": {**row, "epochs": 3}}
+    assert bench_item2vec.merge_sets(second, other, run=3) is other
+
+
+def test_sets_part_records_each_fits_seed_from_first_seed() -> None:
+    from recsys.models.item2vec import Item2VecConfig
+
+    small = Item2VecConfig(dim=8, epochs=1, negatives=2, batch_size=256)
+    out = bench_item2vec.sets_part(["synthetic"], {"ours": small, "gensim in-out": small}, seeds=1, workers=1,
+                                   synthetic_events=5_000, first_seed=4)
+    assert {r["seed"] for rs in out["synthetic"]["runs"].values() for r in rs} == {4}
