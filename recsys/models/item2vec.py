@@ -507,9 +507,14 @@ class Item2Vec(Model):
 
     # -- persistence ------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
-        """``model.json`` (config), ``w_in.npy``, ``w_out.npy`` and ``train/``, written atomically."""
-        save_arrays(directory, self.name, to_dict(self.config), {"w_in": self.w_in, "w_out": self.w_out},
-                    self._require_train())
+        """``model.json`` (config), ``w_in.npy``, ``w_out.npy`` and ``train/``, written atomically; under
+        ``user_decay="auto"`` also ``auto_decay.npy``, the choice and its scores, so a loaded model need not
+        score the decays again (the same value it would choose: both come from the saved vectors and rows)."""
+        arrays = {"w_in": self.w_in, "w_out": self.w_out}
+        if self.config.user_decay == "auto":
+            self._require_fitted()
+            arrays["auto_decay"] = _auto_decay_array(self.user_decay, self.auto_decay_scores)
+        save_arrays(directory, self.name, to_dict(self.config), arrays, self._require_train())
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "auto") -> Item2Vec:
@@ -517,7 +522,20 @@ class Item2Vec(Model):
         model = cls(config, device)
         model.w_in, model.w_out, model._train = arrays["w_in"], arrays["w_out"], train
         model._vectors_version += 1
+        if config.user_decay == "auto" and "auto_decay" in arrays:  # a model saved before this file chooses again
+            choice, scores = _auto_decay_from_array(arrays["auto_decay"])
+            model._auto_decay = (model._vectors_version, choice, scores)
         return model
+
+
+def _auto_decay_array(choice: float, scores: dict[float, float]) -> np.ndarray:
+    """(1 + n, 2) float64: row 0 (choice, NaN), then one (decay, NDCG@10) row per scored decay."""
+    return np.array([(choice, np.nan), *scores.items()], dtype=np.float64).reshape(-1, 2)
+
+
+def _auto_decay_from_array(arr: np.ndarray) -> tuple[float, dict[float, float]]:
+    """The inverse of :func:`_auto_decay_array`."""
+    return float(arr[0, 0]), {float(d): float(v) for d, v in arr[1:]}
 
 
 def skipgram_step(

@@ -485,6 +485,29 @@ def test_auto_user_decay_is_chosen_from_the_training_data_low_for_markov_logs_hi
     assert loaded.config.user_decay == "auto" and loaded.user_decay == markov.user_decay
 
 
+def test_a_saved_auto_decay_is_loaded_not_chosen_again_and_an_older_save_chooses_it(
+        split: SplitData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = Item2Vec(fast(scoring="in-out", user_decay="auto"), device="cpu").fit(split.train)
+    model.save(tmp_path / "m")
+    (tmp_path / "old").mkdir()
+    for f in (tmp_path / "m").iterdir():  # the same model as a save from before auto_decay.npy
+        if f.name != "auto_decay.npy":
+            (tmp_path / "old" / f.name).symlink_to(f)
+    expected = (model.user_decay, model.auto_decay_scores)
+
+    def chosen_again(self: Item2Vec) -> tuple[float, dict[float, float]]:
+        raise AssertionError("a loaded model scored the decays again")
+
+    with monkeypatch.context() as m:
+        m.setattr(Item2Vec, "_choose_decay", chosen_again)
+        loaded = Item2Vec.load(tmp_path / "m", device="cpu")
+        assert (loaded.user_decay, loaded.auto_decay_scores) == expected
+    older = Item2Vec.load(tmp_path / "old", device="cpu")
+    assert older._auto_decay is None and (older.user_decay, older.auto_decay_scores) == expected
+    Item2Vec(fast(user_decay=0.6), device="cpu").fit(split.train).save(tmp_path / "fixed")
+    assert not (tmp_path / "fixed" / "auto_decay.npy").exists()
+
+
 def test_auto_decay_choice_is_one_step_below_the_proxys_best_ties_to_the_larger() -> None:
     from recsys.models.item2vec import AUTO_DECAYS, auto_decay_choice
 
