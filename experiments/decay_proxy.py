@@ -38,7 +38,13 @@ from item2vec_common import SETS, SYNTHETIC, load_set  # noqa: E402
 
 from recsys import atomic  # noqa: E402
 from recsys.evaluation.evaluator import evaluate_model  # noqa: E402
-from recsys.models.item2vec import AUTO_DECAY_ROWS, AUTO_DECAYS, Item2Vec, Item2VecConfig  # noqa: E402
+from recsys.models.item2vec import (  # noqa: E402
+    AUTO_DECAY_ROWS,
+    AUTO_DECAYS,
+    Item2Vec,
+    Item2VecConfig,
+    auto_decay_best,
+)
 
 REPORTS = REPO / "experiments" / "reports"
 GRID = AUTO_DECAYS
@@ -65,7 +71,7 @@ def probe(name: str, synthetic_events: int, workers: int, seed: int) -> dict:
     out = {"seed": seed, "train_events": split.train.n_events, "fit_s": round(fit_s, 1), "choose_s": round(choose_s, 2),
            "proxy_rows": min(AUTO_DECAY_ROWS, int((split.train.lengths() >= 2).sum())),
            "valid": valid, "proxy": proxy, "valid_choice": best_valid,
-           "proxy_best": max(GRID, key=lambda d: (proxy[d], d)), "auto_choice": pick,
+           "proxy_best": auto_decay_best(proxy), "auto_choice": pick,
            "auto_over_valid_best": round(valid[pick] / valid[best_valid], 4),
            "auto_over_default": round(valid[pick] / valid[FIXED], 4)}
     if name == SYNTHETIC:

@@ -191,8 +191,14 @@ def auto_decay_choice(scores: dict[float, float]) -> float:
         >>> auto_decay_choice(dict(zip(AUTO_DECAYS, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0])))
         0.4
     """
-    best = max(range(len(AUTO_DECAYS)), key=lambda i: (scores[AUTO_DECAYS[i]], AUTO_DECAYS[i]))
+    best = AUTO_DECAYS.index(auto_decay_best(scores))
     return AUTO_DECAYS[min(best + 1, len(AUTO_DECAYS) - 1)]
+
+
+def auto_decay_best(scores: dict[float, float]) -> float:
+    """The decay of ``AUTO_DECAYS`` whose proxy score is highest (ties to the larger decay): the step
+    :func:`auto_decay_choice` goes below."""
+    return max(AUTO_DECAYS, key=lambda d: (scores[d], d))
 
 
 #: what ``recsys tune`` searches: the span of experiments/tune_item2vec.py's grid, the ordered parameters as
