@@ -191,7 +191,8 @@ def sets_part(names: list[str], tuned: dict[str, Item2VecConfig], seeds: int, wo
                     continue
                 runs[label].append({"seed": seed, "fit_s": round(sec, 3),
                                     "lr_backoffs": len(getattr(model, "lr_backoffs", [])),
-                                    **scores(model, split.test_history, split.test_targets)})
+                                    **scores(model, split.test_history, split.test_targets),
+                                    "user_decay": model.user_decay})  # what "auto" chose, if it is auto
                 print(f"  {name} seed {seed} {label}: {runs[label][-1]}", flush=True)
         out[name] = {"train_events": split.train.n_events, "users": split.n_users, "items": split.n_items,
                      **summarize_set(runs, split.train.n_events, out["configs"], out["default_is_ours"]),
@@ -439,6 +440,10 @@ def sets_markdown(r: dict) -> list[str]:
             cells = [f"{m[k]:.4f}" + (f" ± {sd[label][k]:.4f}" if label in sd else "") for k in METRICS]
             backoffs = sum(x.get("lr_backoffs", 0) for x in p["runs"][label]) if label.startswith("ours") else "-"
             lines.append(f"| {label}{mark} | " + " | ".join(cells) + f" | {fit_s} | {backoffs} |")
+        chose = [f"{label} " + ", ".join(str(x["user_decay"]) for x in p["runs"][label])
+                 for label, c in r["configs"].items() if c["user_decay"] == "auto" and label in p["runs"]
+                 and all("user_decay" in x for x in p["runs"][label])]
+        lines += ["", f"user_decay \"auto\" chose, per seed: {'; '.join(chose)}."] if chose else []
         b = p["mean"][p["gensim_best"]]
         lines += ["", f"ours / gensim's best: NDCG@10 {p['mean']['ours']['ndcg_10'] / max(b['ndcg_10'], 1e-12):.3f}, "
                   f"HR@10 {p['mean']['ours']['hr_10'] / max(b['hr_10'], 1e-12):.3f}; ours at least gensim's best: "

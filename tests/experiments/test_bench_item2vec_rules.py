@@ -53,8 +53,8 @@ def test_the_sets_part_judges_the_library_default_against_gensim_at_its_own_sett
 
     from recsys.models.item2vec import Item2VecConfig
 
-    tuned = {"ours": Item2VecConfig(dim=16, epochs=2, negatives=5, subsample=1e-3, batch_size=512),
-             "gensim in-out": Item2VecConfig(dim=16, epochs=2, negatives=5, lr=0.1)}
+    tuned = {"ours": Item2VecConfig(dim=16, epochs=2, negatives=5, subsample=1e-3, batch_size=512, user_decay=0.4),
+             "gensim in-out": Item2VecConfig(dim=16, epochs=2, negatives=5, lr=0.1, user_decay=0.2)}
     default = Item2VecConfig()
     assert dataclasses.replace(default, workers=1) != tuned["ours"]
     out = bench_item2vec.sets_part(["synthetic"], tuned, seeds=1, workers=1, synthetic_events=10_000)
@@ -72,6 +72,14 @@ def test_the_sets_part_judges_the_library_default_against_gensim_at_its_own_sett
     assert p["throughput_ratio_default_over_gensim"] == gensim_s / ours_s
     md = "\n".join(bench_item2vec.sets_markdown({**out, "runs": []}))
     assert "throughput library default / gensim at the library default:" in md
+    # each fit records the decay it encoded users with; the report names what "auto" chose
+    assert default.user_decay == "auto" and tuned["ours"].user_decay != "auto"
+    chose = [r["user_decay"] for r in p["runs"]["ours, library default"]]
+    assert all(isinstance(d, float) and 0 < d <= 1 for d in chose)
+    assert p["runs"]["ours"][0]["user_decay"] == tuned["ours"].user_decay
+    gensim_chose = ", ".join(str(r["user_decay"]) for r in p["runs"]["gensim at the library default"])
+    assert (f'user_decay "auto" chose, per seed: ours, library default {chose[0]}; '
+            f"gensim at the library default {gensim_chose}.") in md
 
 
 def test_a_set_run_a_seed_at_a_time_pools_its_seeds_and_a_rerun_of_a_seed_replaces_it() -> None:
