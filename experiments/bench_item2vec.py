@@ -423,7 +423,10 @@ def sets_markdown(r: dict) -> list[str]:
              "| configuration | " + " | ".join(TUNED) + " |", "|---|" + "---|" * len(TUNED)]
     lines += [f"| {label} | " + " | ".join(str(c[k]) for k in TUNED) + " |" for label, c in r["configs"].items()]
     lines.append("")
-    for name in (k for k in r if isinstance(r[k], dict) and "mean" in r[k]):
+    order = [*SETS, SYNTHETIC]  # the sets in one order, however the runs that wrote them were merged
+    names = sorted((k for k in r if isinstance(r[k], dict) and "mean" in r[k]),
+                   key=lambda k: order.index(k) if k in order else len(order))
+    for name in names:
         p = r[name]
         lines += [f"### {name} ({p['users']} users, {p['items']} items, {p['train_events']} training events; "
                   f"{p.get('seeds', r['seeds'])} seed{'s' if p.get('seeds', r['seeds']) > 1 else ''}, commit "
