@@ -297,8 +297,8 @@ def merge_sets(old: dict | None, new: dict, run: int | None = None) -> dict:
         runs = {label: sorted(o["runs"][label] + p["runs"][label], key=lambda r: r["seed"]) for label in p["runs"]}
         merged[name] = {**p, **summarize_set(runs, p["train_events"], new["configs"], new["default_is_ours"]),
                         "commit": ", ".join(dict.fromkeys([*o["commit"].split(", "), p["commit"]])),
-                        "run": ", ".join(str(x) for x in dict.fromkeys([*str(o.get("run", "-")).split(", "),
-                                                                        str(run if run is not None else "-")]))}
+                        "run": ", ".join(dict.fromkeys([*str(o.get("run", "-")).split(", "),
+                                                        str(run if run is not None else "-")]))}
     kept = {k: v for k, v in old.items() if isinstance(v, dict) and "mean" in v and k not in new}
     return {**merged, **kept}
 
