@@ -358,6 +358,8 @@ def rules_part(names: list[str], seeds: int, workers: int, labels: list[str] | N
             rows[label] = {"runs": got, "diverged": len(got) - len(ok),
                            **{k: round(statistics.mean(g[k] for g in ok), 5) if ok else None
                               for k in ("val_ndcg_10", "val_hr_10", "fit_s")}}
+            if name == SYNTHETIC:  # per row: a merge may hold rows of runs at other sizes
+                rows[label]["synthetic_events"] = synthetic_events
             print(f"  {name} {label}: {rows[label]}", flush=True)
         out[name] = rows
     return out
@@ -381,7 +383,19 @@ def merge_rules(old: dict | None, new: dict, run: int) -> dict:
     return merged
 
 
-def rules_markdown(r: dict) -> list[str]:
+def _row_events(v: dict, runs: list[dict]) -> int:
+    """The synthetic event count a rules row was fitted on: its own record, else its run's command (rows written
+    before per-row records; the report's top-level ``synthetic_events`` is only the latest run's)."""
+    if "synthetic_events" in v:
+        return v["synthetic_events"]
+    run = int(str(v.get("run", 1)).split(", ")[-1])
+    argv = shlex.split(runs[run - 1]["command"]) if 0 < run <= len(runs) else []
+    if "--synthetic-events" in argv:
+        return int(argv[argv.index("--synthetic-events") + 1])
+    return 200_000 if "--quick" in argv else 5_000_000
+
+
+def rules_markdown(r: dict, runs: list[dict] | None = None) -> list[str]:
     lines = ["## Row-update rules at the library default (validation split)", "",
              "Each rule with every other setting at `Item2VecConfig()`, no learning-rate backoff allowed; mean over "
              "the seeds of the row's runs. The rule is chosen on validation; a diverged fit is counted, not scored. "
@@ -391,8 +405,8 @@ def rules_markdown(r: dict) -> list[str]:
     for name, rows in r.items():
         if not isinstance(rows, dict) or name == "rules":
             continue
-        label = f"{name} ({r.get('synthetic_events', 5_000_000):,} events)" if name == SYNTHETIC else name
         for rule, v in rows.items():
+            label = f"{name} ({_row_events(v, runs or []):,} events)" if name == SYNTHETIC else name
             fit_s = "-" if v["fit_s"] is None else f"{v['fit_s']:.1f}"  # mean over the seeds
             lines.append(f"| {label} | {rule} | {_fmt4(v['val_ndcg_10'])} | {_fmt4(v['val_hr_10'])} | {fit_s} | "
                          f"{v['diverged']} of {len(v['runs'])} | "
@@ -472,7 +486,7 @@ def markdown(r: dict) -> str:
     if "sets" in r:
         lines += sets_markdown(r["sets"])
     if "rules" in r:
-        lines += rules_markdown(r["rules"])
+        lines += rules_markdown(r["rules"], r["runs"])
     if "throughput" in r:
         lines += throughput_markdown(r["throughput"])
     lines += [f"Side-by-side hyperparameters (parts beauty, synthetic, variants, workers): {r['shared']}", ""]

@@ -19,7 +19,7 @@ def test_a_rerun_of_some_rules_replaces_their_rows_and_keeps_the_others() -> Non
     old = {"seeds": 3, "rules": {}, "beauty": {"adagrad (default)": {**_row(0.05), "run": 1}, "mean": _row(0.03)},
            "ml-1m-sample": {"mean": _row(0.01)}}
     new = {"seeds": 3, "rules": {}, "synthetic_events": 1000, "beauty": {"adagrad decay 0.9": _row(0.06)},
-           "synthetic": {"adagrad": _row(0.2)}}
+           "synthetic": {"adagrad": {**_row(0.2), "synthetic_events": 1000}}}
     got = bench_item2vec.merge_rules(old, new, run=2)
     # the legacy label is renamed; rows not rerun keep their run (1 when the earlier report did not say)
     assert set(got["beauty"]) == {"adagrad", "mean", "adagrad decay 0.9"}
@@ -30,6 +30,22 @@ def test_a_rerun_of_some_rules_replaces_their_rows_and_keeps_the_others() -> Non
     assert "| synthetic (1,000 events) | adagrad | 0.2000 | 0.4000 | 1.0 | 0 of 3 | 3 | 2 |" in md
     assert "| beauty | mean | 0.0300 | 0.0600 | 1.0 | 0 of 3 | 3 | 1 |" in md
     assert bench_item2vec.merge_rules(None, new, run=1) is new
+
+
+def test_each_synthetic_row_is_labelled_with_the_size_its_own_run_fitted() -> None:
+    """A later run at another size must not relabel earlier rows: a row's own record wins, and a row from before
+    per-row records takes the size from its run's command (5M when the command gave none)."""
+    runs = [{"command": "python experiments/bench_item2vec.py --parts rules"},
+            {"command": "python experiments/bench_item2vec.py --parts rules --merge --rules adagrad;mean "
+                        "--rule-sets synthetic --synthetic-events 1000000"},
+            {"command": "python experiments/bench_item2vec.py --parts rules --merge --rule-sets beauty"}]
+    rules = {"synthetic_events": 5_000_000,  # what the last run (beauty only) left at the top level
+             "synthetic": {"adagrad": {**_row(0.2), "run": 2}, "mean": {**_row(0.1), "run": 1},
+                           "adagrad decay 0.99": {**_row(0.3), "run": 3, "synthetic_events": 20_000}}}
+    md = "\n".join(bench_item2vec.rules_markdown(rules, runs))
+    assert "| synthetic (1,000,000 events) | adagrad |" in md
+    assert "| synthetic (5,000,000 events) | mean |" in md
+    assert "| synthetic (20,000 events) | adagrad decay 0.99 |" in md
 
 
 def test_the_rules_part_runs_and_a_merged_rerun_keeps_the_earlier_rows(tmp_path: Path) -> None:
