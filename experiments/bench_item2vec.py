@@ -314,6 +314,9 @@ def _seeds_of(p: dict) -> set[int]:
 RULES = {"adagrad": {"update": "adagrad", "adagrad_decay": 1.0},
          "adagrad decay 0.999": {"update": "adagrad", "adagrad_decay": 0.999},
          "adagrad decay 0.99": {"update": "adagrad", "adagrad_decay": 0.99},
+         # the decay at every training step, the row's or not (dense RMSprop's forgetting): rarely drawn rows forget
+         # between their draws
+         "adagrad decay 0.999 per step": {"update": "adagrad", "adagrad_decay": 0.999, "adagrad_decay_per": "step"},
          "adagrad decay 0.9": {"update": "adagrad", "adagrad_decay": 0.9},
          "mean": {"update": "mean"},
          "capped, repeat_cap 16 (the earlier rule)": {"update": "capped", "repeat_cap": 16},

@@ -89,7 +89,9 @@ class Item2VecConfig:
     ``update``: how a row touched by several pairs of one batch moves (:mod:`recsys.models.row_updates`):
     ``"adagrad"`` (row-wise Adagrad on its summed gradient: no step longer than ``lr * sqrt(dim)``; with
     ``adagrad_decay`` < 1 a row's accumulator is multiplied by it at each of the row's updates, so it forgets
-    old gradients and the steps of often-updated rows do not shrink to 0, within the same bound),
+    old gradients and the steps of often-updated rows do not shrink to 0, within the same bound; with
+    ``adagrad_decay_per="step"`` it is multiplied by it at every training step instead, so a rarely drawn row
+    forgets as fast as a popular one in steps of training),
     ``"mean"`` (``lr`` times the mean of its gradients) or ``"capped"`` (the summed gradient, times
     ``repeat_cap / k`` for a row drawn k > ``repeat_cap`` times; 0 = plain sum: the earlier rule, whose
     step grows with the row's count up to the cap and which diverged on the MovieLens 1M sample).
@@ -133,6 +135,9 @@ class Item2VecConfig:
     # synthetic events among 1, 0.999 and 0.99 (0.982, against plain Adagrad's 0.940 on the synthetic set; 3 seeds
     # each; 0.9, tried on the first two, was worse on both): experiments/reports/bench_item2vec_rules.md
     adagrad_decay: float = 0.999
+    # "adagrad" only: when the decay applies, at each of the row's own updates ("update") or at every training
+    # step, the row's or not ("step": a dense RMSprop's forgetting for a row with gradient 0 between its draws)
+    adagrad_decay_per: Literal["update", "step"] = "update"
     kernel: Literal["auto", "tensor"] = "auto"  # "auto": the fused CPU loop where it applies (see above)
     repeat_cap: int = 4  # "capped" only: repeats a row may sum in a batch before it is damped
     max_backoffs: int = 3  # learning-rate halvings allowed after a non-finite step before the fit fails
@@ -157,6 +162,7 @@ class Item2VecConfig:
             "workers": self.workers >= 1,
             "repeat_cap": self.repeat_cap >= 0, "max_backoffs": self.max_backoffs >= 0,
             "adagrad_decay": 0 < self.adagrad_decay <= 1,
+            "adagrad_decay_per": self.adagrad_decay_per in ("update", "step"),
             "update": self.update in UPDATE_RULES, "kernel": self.kernel in ("auto", "tensor"),
             "mode": self.mode in ("skipgram", "cbow"),
             "window_kind": self.window_kind in ("fixed", "dynamic", "session"),
@@ -168,7 +174,8 @@ class Item2VecConfig:
             raise ConfigError(
                 f"Item2VecConfig: invalid value(s) {shown}; need dim/window/negatives/epochs/batch_size/"
                 "shared_negatives/workers >= 1, subsample >= 0, 0 <= min_lr <= lr, 0 < user_decay <= 1 or 'auto', "
-                "repeat_cap/max_backoffs >= 0, 0 < adagrad_decay <= 1, update in {adagrad, mean, capped}, "
+                "repeat_cap/max_backoffs >= 0, 0 < adagrad_decay <= 1, adagrad_decay_per in {update, step}, "
+                "update in {adagrad, mean, capped}, "
                 "kernel in {auto, tensor}, "
                 "mode in {skipgram, cbow}, window_kind in {fixed, dynamic, session}, scoring in {in-in, in-out}"
             )
@@ -330,8 +337,10 @@ class Item2Vec(Model):
     def _init_weights(self, n_rows: int, rng: np.random.Generator) -> list[torch.Tensor]:
         """word2vec initialisation: inputs U(-0.5, 0.5) / dim, outputs 0; padding row 0 is 0.
 
-        Returns ``[w_in, w_out, acc_in, acc_out]``: the (V, D) vectors and the (V,) Adagrad
-        accumulators of their rows (zeros; used by ``update="adagrad"`` only).
+        Returns ``[w_in, w_out, acc_in, acc_out, last_in, last_out, clock_in, clock_out]``: the (V, D) vectors,
+        the (V,) Adagrad accumulators of their rows (zeros; used by ``update="adagrad"`` only), and for the
+        per-step decay the (V,) step of each row's last update and the (1,) step clocks (zeros; cloned and
+        restored with the rest on a backoff).
         """
         w_in = ((rng.random((n_rows, self.config.dim)) - 0.5) / self.config.dim).astype(np.float32)
         if self.config.init_vectors:
@@ -339,7 +348,10 @@ class Item2Vec(Model):
         w_in[0] = 0.0
         w_out = np.zeros_like(w_in)
         acc = [torch.zeros(n_rows, dtype=torch.float32, device=self.device) for _ in range(2)]
-        return [torch.from_numpy(w_in).to(self.device), torch.from_numpy(w_out).to(self.device), *acc]
+        per_step = self.config.adagrad_decay_per == "step"
+        clocks = [torch.zeros(n if per_step else 1, dtype=torch.int64, device=self.device)
+                  for n in (n_rows, n_rows, 1, 1)]
+        return [torch.from_numpy(w_in).to(self.device), torch.from_numpy(w_out).to(self.device), *acc, *clocks]
 
     def _epoch(
         self, sampler: PairSampler, noise: AliasSampler, rng: np.random.Generator,
@@ -359,7 +371,10 @@ class Item2Vec(Model):
         batches = self._batches(sampler, noise, rng)
         w_in, w_out = weights[:2]
         # accumulators persist across epochs
-        state_in, state_out = RowState(weights[2], cfg.adagrad_decay), RowState(weights[3], cfg.adagrad_decay)
+        clocks = ((weights[4], weights[6]), (weights[5], weights[7])) if cfg.adagrad_decay_per == "step" \
+            else ((None, None), (None, None))
+        state_in, state_out = (RowState(acc, cfg.adagrad_decay, *clock)
+                               for acc, clock in zip(weights[2:4], clocks, strict=True))
         steps = itertools.count(1)
 
         def run(batch: tuple[tuple[torch.Tensor, ...], float]) -> tuple[float, int, int]:

@@ -11,7 +11,11 @@ rules here bound every row's step whatever its count:
   number of repeats; rows that keep receiving large gradients slow down on their own. With
   :class:`RowState` ``decay`` b < 1 the accumulator is ``G = b * G + mean_d(g_d ** 2)`` at each of the
   row's updates: still ``G >= |g|**2 / D`` (the same bound), but it forgets old gradients, so a row
-  updated thousands of times (a popular item on a large log) keeps moving (RMSprop-like).
+  updated thousands of times (a popular item on a large log) keeps moving (RMSprop-like). With a
+  :class:`RowState` clock (``per_step``) the accumulator decays by ``b`` at every training *step*, the
+  row's or not: ``G = b ** (t - t_last) * G + mean_d(g_d ** 2)`` at its update at step ``t``, which is what a
+  dense RMSprop computes for a row whose gradient is 0 between its updates; a rarely drawn row then
+  forgets at the pace of the clock rather than of its own draws (the same bound).
 * ``"mean"``: count-normalised (``nn.Embedding(scale_grad_by_freq=True)``, Spark's SPARK-24666 fix):
   a row moves by ``lr`` times the mean of its gradients in the batch, never their sum.
 * ``"capped"``: the earlier rule, kept to measure against: a row repeated ``k > cap`` times moves by
@@ -69,17 +73,40 @@ def row_coefficients(rule: UpdateRule, rows: torch.Tensor, n_rows: int, lr: floa
 class RowState:
     """What the ``"adagrad"`` rule keeps per weight matrix: the (V,) float32 accumulator of each row, and a (V,)
     int64 scratch map per thread that groups a batch's repeated rows in O(batch) (no sort; Hogwild workers
-    each get their own)."""
+    each get their own). With ``last`` and ``clock`` (``per_step``), the decay is applied per training step:
+    ``clock`` (a (1,) int64 tensor) counts the steps, ``last`` (V,) int64 holds the step of each row's last
+    update; both are updated in place, so a state rebuilt from the same tensors (next epoch) carries on."""
 
-    def __init__(self, acc: torch.Tensor, decay: float = 1.0) -> None:
+    def __init__(self, acc: torch.Tensor, decay: float = 1.0, last: torch.Tensor | None = None,
+                 clock: torch.Tensor | None = None) -> None:
+        if (last is None) != (clock is None):
+            raise ValueError("RowState: per-step decay needs both last (V,) and clock (1,), or neither")
         self.acc = acc  # (V,) float32, updated in place
-        self.decay = decay  # factor on a row's accumulator each time the row is updated (1 = Adagrad)
+        self.decay = decay  # factor on a row's accumulator at each of its updates, or each step (1 = Adagrad)
+        self.last, self.clock = last, clock
         self._local = threading.local()
 
+    @property
+    def per_step(self) -> bool:
+        """Whether the accumulators decay at every step (True) or at each of the row's own updates."""
+        return self.clock is not None
+
     @classmethod
-    def zeros(cls, n_rows: int, device: torch.device | str = "cpu") -> RowState:
-        """A fresh state: every accumulator 0."""
-        return cls(torch.zeros(n_rows, dtype=torch.float32, device=device))
+    def zeros(cls, n_rows: int, device: torch.device | str = "cpu", decay: float = 1.0,
+              per_step: bool = False) -> RowState:
+        """A fresh state: every accumulator 0 (per step: the clock at 0 and every row last updated at step 0)."""
+        acc = torch.zeros(n_rows, dtype=torch.float32, device=device)
+        if not per_step:
+            return cls(acc, decay)
+        return cls(acc, decay, torch.zeros(n_rows, dtype=torch.int64, device=device),
+                   torch.zeros(1, dtype=torch.int64, device=device))
+
+    def tick(self) -> int:
+        """Advance the clock by one step and return it (per-step decay only)."""
+        if self.clock is None:
+            raise ValueError("RowState.tick: this state decays per update (no clock)")
+        self.clock += 1
+        return int(self.clock)
 
     def group(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(uniq, inverse)`` with ``rows == uniq[inverse]`` and distinct ``uniq`` (in no particular order)."""
@@ -103,8 +130,9 @@ def apply_rows(weight: torch.Tensor, parts: Sequence[tuple[torch.Tensor, torch.T
     weight : (V, D) float32, updated in place.
     parts : ``(rows (P,), delta (P, D))`` pairs; repeated rows, within and across parts, are summed.
     rule : the update rule; under ``"adagrad"`` the summed delta of each distinct row is ``-g`` (its negative
-        gradient), the row's accumulator grows by ``mean_d(g_d ** 2)`` and the row moves by
-        ``lr * (-g) / sqrt(accumulator)``.
+        gradient), the row's accumulator decays (``state.decay``, per update or per step) and grows by
+        ``mean_d(g_d ** 2)``, and the row moves by ``lr * (-g) / sqrt(accumulator)``; a per-step state's clock
+        advances by one per call.
     lr : learning rate of this step (``"adagrad"`` only; the other rules folded it into the deltas).
     state : the weight's :class:`RowState` (``"adagrad"`` only).
     sparse : touch only the given rows; otherwise the update is first materialised as a dense (V, D)
@@ -131,7 +159,12 @@ def apply_rows(weight: torch.Tensor, parts: Sequence[tuple[torch.Tensor, torch.T
             summed.scatter_add_(0, part[:, None].expand(-1, d), delta.to(weight.dtype))
         start += len(rows)
     acc = state.acc.index_select(0, uniq)
-    if state.decay != 1.0:
+    if state.per_step:
+        state.clock += 1  # on the weights' device: no host sync on an accelerator
+        age = (state.clock - state.last.index_select(0, uniq)).to(acc.dtype)  # (U,) steps since each row's update
+        acc.mul_(torch.pow(torch.tensor(state.decay, dtype=acc.dtype, device=acc.device), age))
+        state.last.index_copy_(0, uniq, state.clock.expand(len(uniq)))
+    elif state.decay != 1.0:
         acc.mul_(state.decay)
     acc.add_(torch.linalg.vector_norm(summed, dim=1).square_().div_(d))  # (U,)
     state.acc.index_copy_(0, uniq, acc)

@@ -47,8 +47,9 @@ def _register(rows, inv, offset, slot, uniq, grad, n):  # pragma: no cover - com
 
 
 @njit(nogil=True, fastmath=_FASTMATH, cache=True)
-def _adagrad_rows(weight, acc, uniq, grad, n, slot, lr, decay):  # pragma: no cover - compiled
-    """Row-wise Adagrad on each distinct row's summed negative gradient; frees the rows' slots."""
+def _adagrad_rows(weight, acc, uniq, grad, n, slot, lr, decay, last, clock):  # pragma: no cover - compiled
+    """Row-wise Adagrad on each distinct row's summed negative gradient; frees the rows' slots. ``clock`` > 0:
+    the decay is per step (``decay ** (clock - last[r])``, and ``last[r]`` becomes ``clock``); 0: per update."""
     d = weight.shape[1]
     for j in range(n):
         r = uniq[j]
@@ -56,7 +57,11 @@ def _adagrad_rows(weight, acc, uniq, grad, n, slot, lr, decay):  # pragma: no co
         ss = np.float32(0.0)
         for t in range(d):
             ss += g[t] * g[t]
-        a = np.float32(decay) * acc[r] + ss / np.float32(d)
+        f = np.float32(decay)
+        if clock > 0:
+            f = np.float32(f ** np.float32(clock - last[r]))
+            last[r] = clock
+        a = f * acc[r] + ss / np.float32(d)
         acc[r] = a
         scale = np.float32(lr) / (np.sqrt(a) + np.float32(ADAGRAD_EPS))
         w = weight[r]
@@ -91,7 +96,8 @@ def _exp_nonpositive(x, out, bits, n):  # pragma: no cover - compiled
 
 @njit(nogil=True, fastmath=_FASTMATH, cache=True)
 def _step(w_in, w_out, acc_in, acc_out, source, target, neg, share, lr, decay,
-          slot_in, slot_out, uniq_in, uniq_out, grad_in, grad_out, inv):  # pragma: no cover - compiled
+          slot_in, slot_out, uniq_in, uniq_out, grad_in, grad_out, inv, last_in, last_out, clock_in,
+          clock_out):  # pragma: no cover - compiled
     p = source.shape[0]
     g, k = neg.shape
     d = w_in.shape[1]
@@ -155,8 +161,8 @@ def _step(w_in, w_out, acc_in, acc_out, source, target, neg, share, lr, decay,
             go = grad_out[inv[base + j]]
             for t in range(d):
                 go[t] -= dn[j, t]
-    _adagrad_rows(w_in, acc_in, uniq_in, grad_in, n_in, slot_in, lr, decay)
-    _adagrad_rows(w_out, acc_out, uniq_out, grad_out, n_out, slot_out, lr, decay)
+    _adagrad_rows(w_in, acc_in, uniq_in, grad_in, n_in, slot_in, lr, decay, last_in, clock_in)
+    _adagrad_rows(w_out, acc_out, uniq_out, grad_out, n_out, slot_out, lr, decay, last_out, clock_out)
     return loss
 
 
@@ -196,23 +202,33 @@ def fused_skipgram_step(
     neg : (G, K) int64 negatives, G = ceil(P / share); row g serves pairs ``g*share .. g*share+share-1``.
     share : consecutive pairs that share one row of negatives.
     lr : learning rate of this step.
-    state_in, state_out : the weights' :class:`~recsys.models.row_updates.RowState` (accumulator and decay).
+    state_in, state_out : the weights' :class:`~recsys.models.row_updates.RowState` (accumulator and decay;
+        a per-step state's clock advances by one).
 
     Other keyword arguments of the tensor step (``sparse``, ``cap``, ``rule``) are accepted and ignored: this
     step is the sparse ``"adagrad"`` rule only (:func:`supports` says where it applies).
     """
     if w_in.dtype != torch.float32 or w_in.device.type != "cpu" or not (w_in.is_contiguous() and w_out.is_contiguous()):
         raise ValueError("fused_skipgram_step: needs contiguous float32 CPU weights; use skipgram_step elsewhere")
-    if state_in.decay != state_out.decay:
-        raise ValueError("fused_skipgram_step: the two RowStates must share one decay")
+    if state_in.decay != state_out.decay or state_in.per_step != state_out.per_step:
+        raise ValueError("fused_skipgram_step: the two RowStates must share one decay (and its per-step mode)")
     src, tgt, ng = (np.ascontiguousarray(t.numpy(), dtype=np.int64) for t in (source, target, neg))
     p, (g, k), d = len(src), ng.shape, w_in.shape[1]
     if g * share < p:
         raise ValueError(f"fused_skipgram_step: {g} rows of negatives serve {g * share} pairs, not {p}")
     s = _SCRATCH.get(w_in.shape[0], d, p, g, k)
+    if state_in.per_step:
+        last_in, last_out = state_in.last.numpy(), state_out.last.numpy()
+        clock_in, clock_out = state_in.tick(), state_out.tick()
+    else:
+        last_in = last_out = _NO_CLOCK
+        clock_in = clock_out = 0
     return float(_step(w_in.numpy(), w_out.numpy(), state_in.acc.numpy(), state_out.acc.numpy(), src, tgt, ng,
                        share, lr, state_in.decay, s["slot_in"], s["slot_out"], s["uniq_in"], s["uniq_out"],
-                       s["grad_in"], s["grad_out"], s["inv"]))
+                       s["grad_in"], s["grad_out"], s["inv"], last_in, last_out, clock_in, clock_out))
+
+
+_NO_CLOCK = np.zeros(1, np.int64)  # the per-update decay's stand-in for the rows' last steps (never read)
 
 
 def supports(device: torch.device, mode: str, rule: str, sparse: bool) -> bool:

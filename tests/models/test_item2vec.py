@@ -286,6 +286,46 @@ def test_adagrad_decay_by_hand_and_every_step_stays_within_lr_sqrt_dim() -> None
         Item2VecConfig(adagrad_decay=0.0)
 
 
+def test_adagrad_decay_per_step_by_hand() -> None:
+    """Per step, a row's accumulator decays by b at every step, its own or not: G = b**(t - t_last) * G + mean(g**2);
+    a row drawn every step decays as under the per-update rule, one drawn rarely forgets more between draws, and no
+    step is longer than lr * sqrt(D)."""
+    w, state = torch.zeros(3, 2), RowState.zeros(3, decay=0.5, per_step=True)
+    g1, g2 = torch.tensor([[3.0, 2.0]]), torch.tensor([[0.0, 2.0]])  # mean g^2: 6.5 and 2
+    r1, r2 = torch.tensor([1]), torch.tensor([2])
+    apply_rows(w, [(r1, -g1), (r2, -g2)], rule="adagrad", lr=0.1, state=state)  # step 1: rows 1 and 2
+    apply_rows(w, [(r1, -g1)], rule="adagrad", lr=0.1, state=state)  # step 2: row 1
+    apply_rows(w, [(r1, -g1)], rule="adagrad", lr=0.1, state=state)  # step 3: row 1
+    apply_rows(w, [(r2, -g2)], rule="adagrad", lr=0.1, state=state)  # step 4: row 2, 3 steps after its last
+    g_row1 = 0.25 * 6.5 + 0.5 * 6.5 + 6.5  # 3 updates, one step apart
+    g_row2 = 0.5**3 * 2 + 2
+    torch.testing.assert_close(state.acc, torch.tensor([0.0, g_row1, g_row2]))
+    assert state.clock.tolist() == [4] and state.last.tolist() == [0, 3, 4]
+    want1 = -0.1 * g1[0] * sum(1 / a**0.5 for a in (6.5, 9.75, g_row1))
+    want2 = -0.1 * g2[0] * (1 / 2**0.5 + 1 / g_row2**0.5)
+    torch.testing.assert_close(w, torch.stack([torch.zeros(2), want1, want2]))
+    # the per-update rule at the same decay: row 2's accumulator decays once (0.5 * 2 + 2), not three times
+    per_update = RowState.zeros(3, decay=0.5)
+    for parts in ([(r1, -g1), (r2, -g2)], [(r1, -g1)], [(r1, -g1)], [(r2, -g2)]):
+        apply_rows(torch.zeros(3, 2), parts, rule="adagrad", lr=0.1, state=per_update)
+    torch.testing.assert_close(per_update.acc, torch.tensor([0.0, g_row1, 3.0]))
+    gen = torch.Generator().manual_seed(0)
+    w = torch.zeros(3, 8)
+    state = RowState.zeros(3, decay=0.9, per_step=True)
+    for i in range(200):  # row 2 drawn every 17th step only: its accumulator is nearly 0 at each draw
+        rows = torch.tensor([1, 2]) if i % 17 == 0 else torch.tensor([1])
+        grad = torch.randn(len(rows), 8, generator=gen) * (10.0 if i < 100 else 0.1)
+        before = w.clone()
+        apply_rows(w, [(rows, grad)], rule="adagrad", lr=0.1, state=state)
+        assert float((w - before).norm(dim=1).max()) <= 0.1 * 8**0.5 * (1 + 1e-5)
+    with pytest.raises(ValueError, match="clock"):
+        RowState(torch.zeros(3), 0.5, last=torch.zeros(3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="no clock"):
+        RowState.zeros(3).tick()
+    with pytest.raises(ConfigError, match="adagrad_decay_per"):
+        Item2VecConfig(adagrad_decay_per="epoch")  # type: ignore[arg-type]
+
+
 def test_row_state_groups_repeated_rows() -> None:
     state = RowState.zeros(10)
     rows = torch.tensor([7, 3, 7, 7, 1, 3, 9])
