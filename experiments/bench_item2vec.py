@@ -298,9 +298,27 @@ def merge_sets(old: dict | None, new: dict, run: int | None = None) -> dict:
         merged[name] = {**p, **summarize_set(runs, p["train_events"], new["configs"], new["default_is_ours"]),
                         "commit": ", ".join(dict.fromkeys([*o["commit"].split(", "), p["commit"]])),
                         "run": ", ".join(dict.fromkeys([*str(o.get("run", "-")).split(", "),
-                                                        str(run if run is not None else "-")]))}
+                                                        *str(p.get("run", run if run is not None else "-"))
+                                                        .split(", ")]))}
     kept = {k: v for k, v in old.items() if isinstance(v, dict) and "mean" in v and k not in new}
     return {**merged, **kept}
+
+
+def merge_from(report: dict, other: dict) -> dict:
+    """``report`` with the sets part of ``other``, a report of this script written elsewhere (another worktree or
+    machine: a long set run beside the others), merged in as :func:`merge_sets` merges a later run: ``other``'s
+    runs are appended to the run list and its sets' run numbers shifted to match. The configurations must agree."""
+    if "sets" not in other:
+        raise SystemExit("--merge-from: that report has no sets part to merge")
+    if "sets" in report and report["sets"].get("configs") != other["sets"].get("configs"):
+        raise SystemExit("--merge-from: the two reports' sets parts ran other configurations (another library "
+                         "default or tuner's choice); rerun one of them at the other's commit")
+    shift = len(legacy_runs(report))
+    sets = {name: {**p, "run": ", ".join(str(int(n) + shift) for n in str(p.get("run", 1)).split(", "))}
+            if isinstance(p, dict) and "mean" in p else p for name, p in other["sets"].items()}
+    runs = [*legacy_runs(report), *legacy_runs(other)]
+    return {**without_legacy_fields(report), "runs": runs, "sets": merge_sets(report.get("sets"), sets),
+            "part_runs": {**report.get("part_runs", {}), "sets": len(runs)}}
 
 
 def _seeds_of(p: dict) -> set[int]:
@@ -583,6 +601,9 @@ def main(argv: list[str] | None = None) -> dict:
                     "all; with --merge the other rows are kept)")
     ap.add_argument("--rewrite", action="store_true", help="fit nothing: regenerate the --report-name Markdown "
                     "from its JSON")
+    ap.add_argument("--merge-from", default="", metavar="JSON",
+                    help="fit nothing: merge the sets part of another report of this script (e.g. a set run in "
+                         "another worktree at the same commit) into the --report-name report, as --merge would")
     args = ap.parse_args(argv)
     parts = set(args.parts.split(","))
     if args.quick:
@@ -591,6 +612,12 @@ def main(argv: list[str] | None = None) -> dict:
     previous = args.out / f"{args.report_name}.json"
     if args.rewrite:
         return rewrite(previous)
+    if args.merge_from:
+        if not previous.exists():
+            raise SystemExit(f"--merge-from: {previous} does not exist; copy the other report there instead")
+        merged = merge_from(json.loads(previous.read_text()), json.loads(Path(args.merge_from).read_text()))
+        write_reports(args.out, merged, args.report_name)
+        return merged
     run = ReportRun(seeds=list(range(args.first_seed, args.first_seed + args.seeds)),
                     argv=sys.argv[1:] if argv is None else argv)
     results: dict = {"runs": [run.meta], "shared": SHARED, "ours_config": dataclasses.asdict(base),

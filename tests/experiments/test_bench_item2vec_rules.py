@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "experiments"))
 import bench_item2vec  # noqa: E402
@@ -98,20 +100,24 @@ def test_the_sets_part_judges_the_library_default_against_gensim_at_its_own_sett
             f"gensim at the library default {gensim_chose}.") in md
 
 
+_ROW = {k: 2 if k == "epochs" else "-" for k in bench_item2vec.TUNED}
+_CONFIGS = {"ours": _ROW, "gensim in-out": _ROW, "gensim at our config": _ROW}
+
+
+def one_run(seed: int, ours: float, gensim: float, commit: str, name: str = "synthetic") -> dict:
+    """A sets part of one seed on one set, as :func:`bench_item2vec.sets_part` returns it (hand-made scores)."""
+    def rec(ndcg: float) -> dict:
+        return {"seed": seed, "fit_s": 2.0 + seed, "lr_backoffs": 0, "hr_10": 2 * ndcg, "ndcg_10": ndcg,
+                "hr_20": 3 * ndcg, "ndcg_20": 1.5 * ndcg}
+    runs = {"ours": [rec(ours)], "gensim in-out": [rec(gensim)], "gensim at our config": [rec(gensim / 2)]}
+    p = {"train_events": 100, "users": 10, "items": 5, "synthetic_events": 1000, "commit": commit,
+         **bench_item2vec.summarize_set(runs, 100, _CONFIGS, default_is_ours=True)}
+    return {"seeds": 1, "default_is_ours": True, "configs": _CONFIGS, name: p}
+
+
 def test_a_set_run_a_seed_at_a_time_pools_its_seeds_and_a_rerun_of_a_seed_replaces_it() -> None:
     """``--first-seed`` with ``--merge``: a long set's seeds come from separate runs and are summarised together."""
-    row = {k: 2 if k == "epochs" else "-" for k in bench_item2vec.TUNED}
-    configs = {"ours": row, "gensim in-out": row, "gensim at our config": row}
-
-    def one_run(seed: int, ours: float, gensim: float, commit: str) -> dict:
-        def rec(ndcg: float) -> dict:
-            return {"seed": seed, "fit_s": 2.0 + seed, "lr_backoffs": 0, "hr_10": 2 * ndcg, "ndcg_10": ndcg,
-                    "hr_20": 3 * ndcg, "ndcg_20": 1.5 * ndcg}
-        runs = {"ours": [rec(ours)], "gensim in-out": [rec(gensim)], "gensim at our config": [rec(gensim / 2)]}
-        p = {"train_events": 100, "users": 10, "items": 5, "synthetic_events": 1000, "commit": commit,
-             **bench_item2vec.summarize_set(runs, 100, configs, default_is_ours=True)}
-        return {"seeds": 1, "default_is_ours": True, "configs": configs, "synthetic": p}
-
+    row, configs = _ROW, _CONFIGS
     first = one_run(0, ours=0.10, gensim=0.30, commit="aaa")
     first["synthetic"]["run"] = 1
     second = bench_item2vec.merge_sets(first, one_run(1, ours=0.50, gensim=0.10, commit="bbb"), run=2)
@@ -138,3 +144,37 @@ def test_sets_part_records_each_fits_seed_from_first_seed() -> None:
     out = bench_item2vec.sets_part(["synthetic"], {"ours": small, "gensim in-out": small}, seeds=1, workers=1,
                                    synthetic_events=5_000, first_seed=4)
     assert {r["seed"] for rs in out["synthetic"]["runs"].values() for r in rs} == {4}
+
+
+def test_merge_from_brings_in_a_set_run_elsewhere_and_renumbers_its_runs(tmp_path: Path) -> None:
+    """A long set run in another worktree at the same configurations joins the report: its runs are appended, its
+    set keeps its own run numbers shifted past the report's, and a set in both with other seeds is pooled."""
+    import json
+
+    def meta(commit: str) -> dict:
+        return {"command": f"python experiments/bench_item2vec.py --parts sets ({commit})", "commit": commit}
+
+    here = {"runs": [meta("aaa"), meta("bbb")], "shared": {}, "part_runs": {"sets": 2},
+            "sets": {**one_run(0, ours=0.1, gensim=0.3, commit="bbb", name="beauty"),
+                     **one_run(0, ours=0.2, gensim=0.1, commit="bbb")}}
+    here["sets"]["beauty"]["run"] = here["sets"]["synthetic"]["run"] = 2
+    there = {"runs": [meta("ccc")], "shared": {}, "part_runs": {"sets": 1},
+             "sets": one_run(1, ours=0.4, gensim=0.1, commit="ccc")}
+    there["sets"]["synthetic"]["run"] = 1
+    (tmp_path / "r.json").write_text(json.dumps(here))
+    (tmp_path / "other.json").write_text(json.dumps(there))
+    got = bench_item2vec.main(["--out", str(tmp_path), "--report-name", "r", "--merge-from",
+                               str(tmp_path / "other.json")])
+    assert [r["commit"] for r in got["runs"]] == ["aaa", "bbb", "ccc"] and got["part_runs"]["sets"] == 3
+    assert got["sets"]["beauty"] == here["sets"]["beauty"]  # only in this report: kept as it was
+    p = got["sets"]["synthetic"]
+    assert p["run"] == "2, 3" and p["commit"] == "bbb, ccc" and p["seeds"] == 2
+    assert abs(p["mean"]["ours"]["ndcg_10"] - 0.3) < 1e-9
+    md = (tmp_path / "r.md").read_text()
+    assert "### synthetic (10 users, 5 items, 100 training events; 2 seeds, commit bbb, " \
+        "ccc, run 2, 3)" in md and "3. Command: `python experiments/bench_item2vec.py --parts sets (ccc)`" in md
+    there["sets"]["configs"] = {**_CONFIGS, "ours": {**_ROW, "epochs": 3}}
+    (tmp_path / "other.json").write_text(json.dumps(there))
+    with pytest.raises(SystemExit, match="other configurations"):
+        bench_item2vec.main(["--out", str(tmp_path), "--report-name", "r", "--merge-from",
+                             str(tmp_path / "other.json")])
