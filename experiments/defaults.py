@@ -53,6 +53,8 @@ CANDIDATES: dict[str, dict[str, dict]] = {
         "user_decay 0.8": {"user_decay": 0.8},
         "negatives 10": {"negatives": 10},
         "lr 0.1": {"lr": 0.1},  # the tuner's lr (at dim 64), and gensim's best's on the 5M synthetic set
+        # the row-update rule before e5b7060 (the rules part chose "step" on three sets; this checks all five)
+        "adagrad decay per update": {"adagrad_decay_per": "update"},
         "scoring in-in": {"scoring": "in-in"},
     },
     "als": {
