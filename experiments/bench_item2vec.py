@@ -420,7 +420,8 @@ def rules_markdown(r: dict, runs: list[dict] | None = None) -> list[str]:
     lines = ["## Row-update rules at the library default (validation split)", "",
              "Each rule with every other setting at `Item2VecConfig()`, no learning-rate backoff allowed; mean over "
              "the seeds of the row's runs. The rule is chosen on validation; a diverged fit is counted, not scored. "
-             "run: the run (listed above) that fitted the row.", "",
+             "run: the run (listed above) that fitted the row; each run fitted at the library default of its "
+             "commit (its other settings changed over time), so rules are compared within one run.", "",
              "| set | rule | val NDCG@10 | val HR@10 | fit s | diverged | seeds | run |",
              "|---|---|---|---|---|---|---|---|"]
     for name, rows in r.items():
