@@ -29,6 +29,7 @@ gradients before they meet the ``(., D)`` vectors; :func:`apply_rows` adds the r
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from typing import Literal
@@ -162,7 +163,7 @@ def apply_rows(weight: torch.Tensor, parts: Sequence[tuple[torch.Tensor, torch.T
     if state.per_step:
         state.clock += 1  # on the weights' device: no host sync on an accelerator
         age = (state.clock - state.last.index_select(0, uniq)).to(acc.dtype)  # (U,) steps since each row's update
-        acc.mul_(torch.pow(torch.tensor(state.decay, dtype=acc.dtype, device=acc.device), age))
+        acc.mul_(age.mul_(math.log(state.decay)).exp_())  # decay ** age, with no host scalar to copy over
         state.last.index_copy_(0, uniq, state.clock.expand(len(uniq)))
     elif state.decay != 1.0:
         acc.mul_(state.decay)
