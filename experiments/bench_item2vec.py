@@ -242,7 +242,9 @@ def throughput_part(names: list[str], repeats: int, workers: int, synthetic_even
     alternating (which side goes first alternates too); events per second of an epoch from the median fits.
     The last fit of each side is scored on the test split as a check that both trained."""
     cfg = dataclasses.replace(Item2VecConfig(), workers=workers)
-    out: dict = {"config": {k: getattr(cfg, k) for k in TUNED}, "repeats": repeats, "workers": workers,
+    # the row rule's own settings too (TUNED keys the sets part's configurations, which merges compare)
+    out: dict = {"config": {k: getattr(cfg, k) for k in (*TUNED, "adagrad_decay", "adagrad_decay_per")},
+                 "repeats": repeats, "workers": workers,
                  "commit": STARTED_AT}
     for name in names:
         split = load_set(name, synthetic_events)

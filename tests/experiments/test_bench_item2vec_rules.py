@@ -178,3 +178,22 @@ def test_merge_from_brings_in_a_set_run_elsewhere_and_renumbers_its_runs(tmp_pat
     with pytest.raises(SystemExit, match="other configurations"):
         bench_item2vec.main(["--out", str(tmp_path), "--report-name", "r", "--merge-from",
                              str(tmp_path / "other.json")])
+
+
+def test_the_throughput_part_times_both_sides_at_the_library_default() -> None:
+    """Both sides fit at ``Item2VecConfig()`` (its row rule recorded with it); the ratio is gensim's median fit time
+    over ours, and both last fits are scored."""
+    import statistics
+
+    from recsys.models.item2vec import Item2VecConfig
+
+    out = bench_item2vec.throughput_part(["synthetic"], repeats=1, workers=1, synthetic_events=5_000)
+    default = Item2VecConfig()
+    assert out["config"]["adagrad_decay_per"] == default.adagrad_decay_per
+    assert out["config"]["adagrad_decay"] == default.adagrad_decay and out["config"]["dim"] == default.dim
+    p = out["synthetic"]
+    assert p["throughput_ratio_ours_over_gensim"] == statistics.median(p["fit_s"]["gensim"]) / statistics.median(
+        p["fit_s"]["ours"])
+    assert all(0 < v <= 1 for v in p["test_ndcg_10_last_fit"].values())
+    md = "\n".join(bench_item2vec.throughput_markdown(out))
+    assert "'adagrad_decay_per': 'step'" in md and f"| synthetic | {p['train_events']} |" in md
