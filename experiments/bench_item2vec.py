@@ -175,7 +175,10 @@ def sets_part(names: list[str], tuned: dict[str, Item2VecConfig], seeds: int, wo
         plan += [("ours, library default", "ours", default), ("gensim at the library default", "gensim", default)]
     out: dict = {"seeds": seeds, "default_is_ours": default == ours,
                  "configs": {label: {k: getattr(cfg, k) if fitter == "ours" or k not in OURS_ONLY else "-"
-                                     for k in TUNED} for label, fitter, cfg in plan}}
+                                     for k in TUNED} for label, fitter, cfg in plan},
+                 # every setting of our rows (the row rule too, which TUNED's table leaves out): merges compare it
+                 "full_configs": {label: {k: v for k, v in dataclasses.asdict(cfg).items() if k != "seed"}
+                                  for label, fitter, cfg in plan if fitter == "ours"}}
     for name in names:
         split = load_set(name, synthetic_events)
         sents = sentences(split.train)
@@ -285,7 +288,7 @@ def merge_sets(old: dict | None, new: dict, run: int | None = None) -> dict:
     """``new``'s sets, plus those of ``old`` it did not rerun (same configurations required). A set in both, at the
     same configurations and size, whose seeds do not overlap, pools its fits: the seeds of both runs, summarised
     again, with each run's commit (a set run a seed at a time). ``run``: this run's number in the report."""
-    if not old or old.get("configs") != new["configs"]:
+    if not old or old.get("configs") != new["configs"] or _full_configs_differ(old, new):
         return new
     merged = {**new}
     for name, p in new.items():
@@ -306,13 +309,20 @@ def merge_sets(old: dict | None, new: dict, run: int | None = None) -> dict:
     return {**merged, **kept}
 
 
+def _full_configs_differ(old: dict, new: dict) -> bool:
+    """Whether two sets parts ran our rows at other settings than the table's (the row rule, say); a part written
+    before ``full_configs`` were recorded cannot tell, and is compared on ``configs`` alone."""
+    return "full_configs" in old and "full_configs" in new and old["full_configs"] != new["full_configs"]
+
+
 def merge_from(report: dict, other: dict) -> dict:
     """``report`` with the sets part of ``other``, a report of this script written elsewhere (another worktree or
     machine: a long set run beside the others), merged in as :func:`merge_sets` merges a later run: ``other``'s
     runs are appended to the run list and its sets' run numbers shifted to match. The configurations must agree."""
     if "sets" not in other:
         raise SystemExit("--merge-from: that report has no sets part to merge")
-    if "sets" in report and report["sets"].get("configs") != other["sets"].get("configs"):
+    if "sets" in report and (report["sets"].get("configs") != other["sets"].get("configs")
+                             or _full_configs_differ(report["sets"], other["sets"])):
         raise SystemExit("--merge-from: the two reports' sets parts ran other configurations (another library "
                          "default or tuner's choice); rerun one of them at the other's commit")
     shift = len(legacy_runs(report))
@@ -461,6 +471,10 @@ def sets_markdown(r: dict) -> list[str]:
              "| configuration | " + " | ".join(TUNED) + " |", "|---|" + "---|" * len(TUNED)]
     lines += [f"| {label} | " + " | ".join(str(c[k]) for k in TUNED) + " |" for label, c in r["configs"].items()]
     lines.append("")
+    if "full_configs" in r:
+        lines += ["Row rule of our rows: " + "; ".join(
+            f"{label} adagrad_decay {c['adagrad_decay']} per {c['adagrad_decay_per']}" if c["update"] == "adagrad"
+            else f"{label} {c['update']}" for label, c in r["full_configs"].items()) + ".", ""]
     order = [*SETS, SYNTHETIC]  # the sets in one order, however the runs that wrote them were merged
     names = sorted((k for k in r if isinstance(r[k], dict) and "mean" in r[k]),
                    key=lambda k: order.index(k) if k in order else len(order))

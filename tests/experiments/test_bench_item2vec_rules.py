@@ -197,3 +197,37 @@ def test_the_throughput_part_times_both_sides_at_the_library_default() -> None:
     assert all(0 < v <= 1 for v in p["test_ndcg_10_last_fit"].values())
     md = "\n".join(bench_item2vec.throughput_markdown(out))
     assert "'adagrad_decay_per': 'step'" in md and f"| synthetic | {p['train_events']} |" in md
+
+
+def test_a_change_of_the_row_rule_is_a_change_of_configuration_for_merges() -> None:
+    """The sets part records every setting of our rows; a merge whose table configurations agree but whose row rule
+    differs replaces the sets (no pooling of two rules' seeds, no keeping a set fitted with the old rule). A part
+    from before the record merges on the table alone."""
+    def full(per: str) -> dict:
+        return {"ours": {"update": "adagrad", "adagrad_decay": 0.999, "adagrad_decay_per": per, "dim": 2}}
+
+    first = one_run(0, ours=0.1, gensim=0.3, commit="aaa")
+    first["full_configs"] = full("update")
+    other_set = one_run(0, ours=0.1, gensim=0.3, commit="aaa", name="beauty")["beauty"]
+    first["beauty"] = other_set
+    second = {**one_run(1, ours=0.5, gensim=0.1, commit="bbb"), "full_configs": full("step")}
+    assert bench_item2vec.merge_sets(first, second, run=2) is second  # beauty (old rule) is not kept either
+    same = {**one_run(1, ours=0.5, gensim=0.1, commit="bbb"), "full_configs": full("update")}
+    merged = bench_item2vec.merge_sets(first, same, run=2)
+    assert merged["synthetic"]["seeds"] == 2 and "beauty" in merged
+    legacy = {k: v for k, v in first.items() if k != "full_configs"}
+    assert bench_item2vec.merge_sets(legacy, second, run=2)["synthetic"]["seeds"] == 2
+    md = "\n".join(bench_item2vec.sets_markdown({**second, "runs": []}))
+    assert "Row rule of our rows: ours adagrad_decay 0.999 per step." in md
+
+
+def test_sets_part_records_the_full_configuration_of_our_rows() -> None:
+    from recsys.models.item2vec import Item2VecConfig
+
+    small = Item2VecConfig(dim=8, epochs=1, negatives=2, batch_size=256, adagrad_decay_per="update")
+    out = bench_item2vec.sets_part(["synthetic"], {"ours": small, "gensim in-out": small}, seeds=1, workers=1,
+                                   synthetic_events=5_000)
+    got = out["full_configs"]
+    assert set(got) == {"ours", "ours, library default"}  # gensim rows have no row rule
+    assert got["ours"]["adagrad_decay_per"] == "update" and got["ours"]["dim"] == 8 and "seed" not in got["ours"]
+    assert got["ours, library default"]["adagrad_decay_per"] == Item2VecConfig().adagrad_decay_per
