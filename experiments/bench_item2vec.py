@@ -288,7 +288,7 @@ def merge_sets(old: dict | None, new: dict, run: int | None = None) -> dict:
     """``new``'s sets, plus those of ``old`` it did not rerun (same configurations required). A set in both, at the
     same configurations and size, whose seeds do not overlap, pools its fits: the seeds of both runs, summarised
     again, with each run's commit (a set run a seed at a time). ``run``: this run's number in the report."""
-    if not old or old.get("configs") != new["configs"] or _full_configs_differ(old, new):
+    if not old or not _same_configs(old, new):
         return new
     merged = {**new}
     for name, p in new.items():
@@ -309,10 +309,12 @@ def merge_sets(old: dict | None, new: dict, run: int | None = None) -> dict:
     return {**merged, **kept}
 
 
-def _full_configs_differ(old: dict, new: dict) -> bool:
-    """Whether two sets parts ran our rows at other settings than the table's (the row rule, say); a part written
-    before ``full_configs`` were recorded cannot tell, and is compared on ``configs`` alone."""
-    return "full_configs" in old and "full_configs" in new and old["full_configs"] != new["full_configs"]
+def _same_configs(old: dict, new: dict) -> bool:
+    """Whether two sets parts ran the same configurations: the table's, and every setting of our rows (the row
+    rule, say); a part written before ``full_configs`` were recorded is compared on ``configs`` alone."""
+    if old.get("configs") != new.get("configs"):
+        return False
+    return "full_configs" not in old or "full_configs" not in new or old["full_configs"] == new["full_configs"]
 
 
 def merge_from(report: dict, other: dict) -> dict:
@@ -321,8 +323,7 @@ def merge_from(report: dict, other: dict) -> dict:
     runs are appended to the run list and its sets' run numbers shifted to match. The configurations must agree."""
     if "sets" not in other:
         raise SystemExit("--merge-from: that report has no sets part to merge")
-    if "sets" in report and (report["sets"].get("configs") != other["sets"].get("configs")
-                             or _full_configs_differ(report["sets"], other["sets"])):
+    if "sets" in report and not _same_configs(report["sets"], other["sets"]):
         raise SystemExit("--merge-from: the two reports' sets parts ran other configurations (another library "
                          "default or tuner's choice); rerun one of them at the other's commit")
     shift = len(legacy_runs(report))
