@@ -74,7 +74,8 @@ def run_steps(step: Step, w: tuple[torch.Tensor, torch.Tensor], batches: list[tu
               threads: int) -> tuple[float, torch.Tensor, torch.Tensor]:
     """Seconds for ``batches`` from copies of ``w`` (split between ``threads`` Python threads) and the weights."""
     w_in, w_out = w[0].clone(), w[1].clone()
-    si, so = RowState(torch.zeros(len(w_in)), cfg.adagrad_decay), RowState(torch.zeros(len(w_in)), cfg.adagrad_decay)
+    per_step = cfg.adagrad_decay_per == "step"
+    si, so = (RowState.zeros(len(w_in), decay=cfg.adagrad_decay, per_step=per_step) for _ in range(2))
 
     def work(part: list[tuple]) -> None:
         for b in part:
@@ -179,7 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     w = (torch.from_numpy(((rng.random((v, d)) - 0.5) / d).astype(np.float32)),
          torch.from_numpy(((rng.random((v, d)) - 0.5) / d).astype(np.float32)))  # both random: nonzero gradients
     batches = make_batches(counts, cfg, args.batches, seed=1)
-    res = {"config": {k: getattr(cfg, k) for k in ("dim", "batch_size", "negatives", "shared_negatives", "update")},
+    res = {"config": {k: getattr(cfg, k) for k in ("dim", "batch_size", "negatives", "shared_negatives", "update",
+                                                  "adagrad_decay", "adagrad_decay_per")},
            "n_items": int(split.train.n_items), "n_batches": args.batches, "rounds": args.rounds}
     res["step"] = steps_part(batches, w, cfg, args.rounds, threads=1)
     res["hogwild"] = steps_part(batches, w, cfg, args.rounds, threads=2)
