@@ -348,6 +348,11 @@ RULES = {"adagrad": {"update": "adagrad", "adagrad_decay": 1.0},
          # the decay at every training step, the row's or not (dense RMSprop's forgetting): rarely drawn rows forget
          # between their draws
          "adagrad decay 0.999 per step": {"update": "adagrad", "adagrad_decay": 0.999, "adagrad_decay_per": "step"},
+         # a floor eps under the square root of the accumulator (step lr * g / (sqrt(G) + eps)): rows whose recent
+         # gradients are small next to eps take SGD-like steps, proportional to their gradient
+         **{f"adagrad decay 0.999 per step, eps {eps}": {"update": "adagrad", "adagrad_decay": 0.999,
+                                                         "adagrad_decay_per": "step", "adagrad_eps": eps}
+            for eps in (0.003, 0.005, 0.01)},
          "adagrad decay 0.9": {"update": "adagrad", "adagrad_decay": 0.9},
          "mean": {"update": "mean"},
          "capped, repeat_cap 16 (the earlier rule)": {"update": "capped", "repeat_cap": 16},

@@ -62,7 +62,7 @@ from recsys.models.pairs import (
     run_threads,
 )
 from recsys.models.popularity import load_arrays, save_arrays
-from recsys.models.row_updates import UPDATE_RULES, RowState, UpdateRule, apply_rows, row_coefficients
+from recsys.models.row_updates import ADAGRAD_EPS, UPDATE_RULES, RowState, UpdateRule, apply_rows, row_coefficients
 from recsys.models.sgns_kernel import fused_skipgram_step, supports
 from recsys.prepare.sequences import Sequences, item_counts
 from recsys.search_space import Choice, Float, Int, SearchSpace
@@ -92,7 +92,8 @@ class Item2VecConfig:
     ``adagrad_decay`` < 1 a row's accumulator is multiplied by it at each of the row's updates, so it forgets
     old gradients and the steps of often-updated rows do not shrink to 0, within the same bound; with
     ``adagrad_decay_per="step"`` it is multiplied by it at every training step instead, so a rarely drawn row
-    forgets as fast as a popular one in steps of training),
+    forgets as fast as a popular one in steps of training; ``adagrad_eps`` is the floor under the square root of
+    the accumulator),
     ``"mean"`` (``lr`` times the mean of its gradients) or ``"capped"`` (the summed gradient, times
     ``repeat_cap / k`` for a row drawn k > ``repeat_cap`` times; 0 = plain sum: the earlier rule, whose
     step grows with the row's count up to the cap and which diverged on the MovieLens 1M sample).
@@ -142,6 +143,10 @@ class Item2VecConfig:
     # (Beauty 0.0604 vs 0.0587, the MovieLens 1M sample 0.0244 vs 0.0237, 1M synthetic events 0.2465 vs 0.2442):
     # experiments/reports/bench_item2vec_rules.md, run 5
     adagrad_decay_per: Literal["update", "step"] = "step"
+    # "adagrad" only: the floor under the square root of a row's accumulator, step = lr * g / (sqrt(G) + eps);
+    # a larger value makes the steps of rows with small recent gradients SGD-like (proportional to g); any value
+    # keeps the bound. Default: Adagrad's numerical guard
+    adagrad_eps: float = ADAGRAD_EPS
     kernel: Literal["auto", "tensor"] = "auto"  # "auto": the fused CPU loop where it applies (see above)
     repeat_cap: int = 4  # "capped" only: repeats a row may sum in a batch before it is damped
     max_backoffs: int = 3  # learning-rate halvings allowed after a non-finite step before the fit fails
@@ -166,7 +171,7 @@ class Item2VecConfig:
             "workers": self.workers >= 1,
             "repeat_cap": self.repeat_cap >= 0, "max_backoffs": self.max_backoffs >= 0,
             "adagrad_decay": 0 < self.adagrad_decay <= 1,
-            "adagrad_decay_per": self.adagrad_decay_per in ("update", "step"),
+            "adagrad_decay_per": self.adagrad_decay_per in ("update", "step"), "adagrad_eps": self.adagrad_eps > 0,
             "update": self.update in UPDATE_RULES, "kernel": self.kernel in ("auto", "tensor"),
             "mode": self.mode in ("skipgram", "cbow"),
             "window_kind": self.window_kind in ("fixed", "dynamic", "session"),
@@ -179,7 +184,7 @@ class Item2VecConfig:
                 f"Item2VecConfig: invalid value(s) {shown}; need dim/window/negatives/epochs/batch_size/"
                 "shared_negatives/workers >= 1, subsample >= 0, 0 <= min_lr <= lr, 0 < user_decay <= 1 or 'auto', "
                 "repeat_cap/max_backoffs >= 0, 0 < adagrad_decay <= 1, adagrad_decay_per in {update, step}, "
-                "update in {adagrad, mean, capped}, "
+                "adagrad_eps > 0, update in {adagrad, mean, capped}, "
                 "kernel in {auto, tensor}, "
                 "mode in {skipgram, cbow}, window_kind in {fixed, dynamic, session}, scoring in {in-in, in-out}"
             )
@@ -377,7 +382,7 @@ class Item2Vec(Model):
         # accumulators persist across epochs
         clocks = ((weights[4], weights[6]), (weights[5], weights[7])) if cfg.adagrad_decay_per == "step" \
             else ((None, None), (None, None))
-        state_in, state_out = (RowState(acc, cfg.adagrad_decay, *clock)
+        state_in, state_out = (RowState(acc, cfg.adagrad_decay, *clock, eps=cfg.adagrad_eps)
                                for acc, clock in zip(weights[2:4], clocks, strict=True))
         steps = itertools.count(1)
 

@@ -38,7 +38,7 @@ import torch
 
 UpdateRule = Literal["adagrad", "mean", "capped"]
 UPDATE_RULES = ("adagrad", "mean", "capped")
-#: Adagrad's floor under the accumulator's square root (a row whose gradients are all 0 stays put)
+#: Adagrad's default floor under the accumulator's square root (a row whose gradients are all 0 stays put)
 ADAGRAD_EPS = 1e-10
 
 
@@ -76,14 +76,20 @@ class RowState:
     int64 scratch map per thread that groups a batch's repeated rows in O(batch) (no sort; Hogwild workers
     each get their own). With ``last`` and ``clock`` (``per_step``), the decay is applied per training step:
     ``clock`` (a (1,) int64 tensor) counts the steps, ``last`` (V,) int64 holds the step of each row's last
-    update; both are updated in place, so a state rebuilt from the same tensors (next epoch) carries on."""
+    update; both are updated in place, so a state rebuilt from the same tensors (next epoch) carries on.
+    ``eps`` (> 0) is the floor under the accumulator's square root: a row moves by ``lr * g / (sqrt(G) + eps)``,
+    so a row whose recent gradients are much smaller than ``eps`` takes an SGD-like step ``lr * g / eps``; any
+    ``eps`` keeps the bound ``lr * sqrt(D)``."""
 
     def __init__(self, acc: torch.Tensor, decay: float = 1.0, last: torch.Tensor | None = None,
-                 clock: torch.Tensor | None = None) -> None:
+                 clock: torch.Tensor | None = None, eps: float = ADAGRAD_EPS) -> None:
         if (last is None) != (clock is None):
             raise ValueError("RowState: per-step decay needs both last (V,) and clock (1,), or neither")
+        if not eps > 0:
+            raise ValueError(f"RowState: eps must be > 0 (a row with zero gradients would divide 0 by 0), got {eps}")
         self.acc = acc  # (V,) float32, updated in place
         self.decay = decay  # factor on a row's accumulator at each of its updates, or each step (1 = Adagrad)
+        self.eps = eps
         self.last, self.clock = last, clock
         self._local = threading.local()
 
@@ -94,13 +100,13 @@ class RowState:
 
     @classmethod
     def zeros(cls, n_rows: int, device: torch.device | str = "cpu", decay: float = 1.0,
-              per_step: bool = False) -> RowState:
+              per_step: bool = False, eps: float = ADAGRAD_EPS) -> RowState:
         """A fresh state: every accumulator 0 (per step: the clock at 0 and every row last updated at step 0)."""
         acc = torch.zeros(n_rows, dtype=torch.float32, device=device)
         if not per_step:
-            return cls(acc, decay)
+            return cls(acc, decay, eps=eps)
         return cls(acc, decay, torch.zeros(n_rows, dtype=torch.int64, device=device),
-                   torch.zeros(1, dtype=torch.int64, device=device))
+                   torch.zeros(1, dtype=torch.int64, device=device), eps=eps)
 
     def tick(self) -> int:
         """Advance the clock by one step and return it (per-step decay only)."""
@@ -132,8 +138,8 @@ def apply_rows(weight: torch.Tensor, parts: Sequence[tuple[torch.Tensor, torch.T
     parts : ``(rows (P,), delta (P, D))`` pairs; repeated rows, within and across parts, are summed.
     rule : the update rule; under ``"adagrad"`` the summed delta of each distinct row is ``-g`` (its negative
         gradient), the row's accumulator decays (``state.decay``, per update or per step) and grows by
-        ``mean_d(g_d ** 2)``, and the row moves by ``lr * (-g) / sqrt(accumulator)``; a per-step state's clock
-        advances by one per call.
+        ``mean_d(g_d ** 2)``, and the row moves by ``lr * (-g) / (sqrt(accumulator) + state.eps)``; a per-step
+        state's clock advances by one per call.
     lr : learning rate of this step (``"adagrad"`` only; the other rules folded it into the deltas).
     state : the weight's :class:`RowState` (``"adagrad"`` only).
     sparse : touch only the given rows; otherwise the update is first materialised as a dense (V, D)
@@ -169,7 +175,7 @@ def apply_rows(weight: torch.Tensor, parts: Sequence[tuple[torch.Tensor, torch.T
         acc.mul_(state.decay)
     acc.add_(torch.linalg.vector_norm(summed, dim=1).square_().div_(d))  # (U,)
     state.acc.index_copy_(0, uniq, acc)
-    step = summed.mul_((lr / (acc.sqrt_() + ADAGRAD_EPS))[:, None])
+    step = summed.mul_((lr / (acc.sqrt_() + state.eps))[:, None])
     if sparse:  # distinct rows: index_add_ needs no sorted scatter here
         weight.index_add_(0, uniq, step)
     else:

@@ -5,7 +5,7 @@
 On CPU that step is memory-bound: about 30 MB of temporaries per 4096-pair batch push the embedding tables
 out of cache, and its transcendental functions run one float at a time. :func:`fused_skipgram_step` computes
 the same update (the same batched SGNS gradients, summed per distinct row, then row-wise Adagrad with
-``decay``; :mod:`recsys.models.row_updates`) group by group: a group's ``share`` pairs and ``K`` shared
+``decay`` and ``eps``; :mod:`recsys.models.row_updates`) group by group: a group's ``share`` pairs and ``K`` shared
 negatives are copied into small buffers, scored and spread back by three small BLAS products, their
 ``exp`` is a vectorised polynomial, and only the summed (distinct rows, D) gradients are written.
 
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from recsys.models.row_updates import ADAGRAD_EPS, RowState
+from recsys.models.row_updates import RowState
 
 # reassociation (vectorised dot products), fused multiply-add and reciprocal, but no "no NaN / no inf"
 # assumptions: a non-finite score must still reach the loss, which the fit checks every step
@@ -47,7 +47,7 @@ def _register(rows, inv, offset, slot, uniq, grad, n):  # pragma: no cover - com
 
 
 @njit(nogil=True, fastmath=_FASTMATH, cache=True)
-def _adagrad_rows(weight, acc, uniq, grad, n, slot, lr, decay, last, clock):  # pragma: no cover - compiled
+def _adagrad_rows(weight, acc, uniq, grad, n, slot, lr, decay, eps, last, clock):  # pragma: no cover - compiled
     """Row-wise Adagrad on each distinct row's summed negative gradient; frees the rows' slots. ``clock`` > 0:
     the decay is per step (``decay ** (clock - last[r])``, and ``last[r]`` becomes ``clock``); 0: per update."""
     d = weight.shape[1]
@@ -63,7 +63,7 @@ def _adagrad_rows(weight, acc, uniq, grad, n, slot, lr, decay, last, clock):  # 
             last[r] = clock
         a = f * acc[r] + ss / np.float32(d)
         acc[r] = a
-        scale = np.float32(lr) / (np.sqrt(a) + np.float32(ADAGRAD_EPS))
+        scale = np.float32(lr) / (np.sqrt(a) + np.float32(eps))
         w = weight[r]
         for t in range(d):
             w[t] += scale * g[t]
@@ -95,7 +95,7 @@ def _exp_nonpositive(x, out, bits, n):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, fastmath=_FASTMATH, cache=True)
-def _step(w_in, w_out, acc_in, acc_out, source, target, neg, share, lr, decay,
+def _step(w_in, w_out, acc_in, acc_out, source, target, neg, share, lr, decay, eps,
           slot_in, slot_out, uniq_in, uniq_out, grad_in, grad_out, inv, last_in, last_out, clock_in,
           clock_out):  # pragma: no cover - compiled
     p = source.shape[0]
@@ -161,8 +161,8 @@ def _step(w_in, w_out, acc_in, acc_out, source, target, neg, share, lr, decay,
             go = grad_out[inv[base + j]]
             for t in range(d):
                 go[t] -= dn[j, t]
-    _adagrad_rows(w_in, acc_in, uniq_in, grad_in, n_in, slot_in, lr, decay, last_in, clock_in)
-    _adagrad_rows(w_out, acc_out, uniq_out, grad_out, n_out, slot_out, lr, decay, last_out, clock_out)
+    _adagrad_rows(w_in, acc_in, uniq_in, grad_in, n_in, slot_in, lr, decay, eps, last_in, clock_in)
+    _adagrad_rows(w_out, acc_out, uniq_out, grad_out, n_out, slot_out, lr, decay, eps, last_out, clock_out)
     return loss
 
 
@@ -202,7 +202,7 @@ def fused_skipgram_step(
     neg : (G, K) int64 negatives, G = ceil(P / share); row g serves pairs ``g*share .. g*share+share-1``.
     share : consecutive pairs that share one row of negatives.
     lr : learning rate of this step.
-    state_in, state_out : the weights' :class:`~recsys.models.row_updates.RowState` (accumulator and decay;
+    state_in, state_out : the weights' :class:`~recsys.models.row_updates.RowState` (accumulator, decay and eps;
         a per-step state's clock advances by one).
 
     Other keyword arguments of the tensor step (``sparse``, ``cap``, ``rule``) are accepted and ignored: this
@@ -210,8 +210,8 @@ def fused_skipgram_step(
     """
     if w_in.dtype != torch.float32 or w_in.device.type != "cpu" or not (w_in.is_contiguous() and w_out.is_contiguous()):
         raise ValueError("fused_skipgram_step: needs contiguous float32 CPU weights; use skipgram_step elsewhere")
-    if state_in.decay != state_out.decay or state_in.per_step != state_out.per_step:
-        raise ValueError("fused_skipgram_step: the two RowStates must share one decay (and its per-step mode)")
+    if (state_in.decay, state_in.per_step, state_in.eps) != (state_out.decay, state_out.per_step, state_out.eps):
+        raise ValueError("fused_skipgram_step: the two RowStates must share one decay (and its per-step mode) and eps")
     src, tgt, ng = (np.ascontiguousarray(t.numpy(), dtype=np.int64) for t in (source, target, neg))
     p, (g, k), d = len(src), ng.shape, w_in.shape[1]
     if g * share < p:
@@ -224,8 +224,8 @@ def fused_skipgram_step(
         last_in = last_out = _NO_CLOCK
         clock_in = clock_out = 0
     return float(_step(w_in.numpy(), w_out.numpy(), state_in.acc.numpy(), state_out.acc.numpy(), src, tgt, ng,
-                       share, lr, state_in.decay, s["slot_in"], s["slot_out"], s["uniq_in"], s["uniq_out"],
-                       s["grad_in"], s["grad_out"], s["inv"], last_in, last_out, clock_in, clock_out))
+                       share, lr, state_in.decay, state_in.eps, s["slot_in"], s["slot_out"], s["uniq_in"],
+                       s["uniq_out"], s["grad_in"], s["grad_out"], s["inv"], last_in, last_out, clock_in, clock_out))
 
 
 _NO_CLOCK = np.zeros(1, np.int64)  # the per-update decay's stand-in for the rows' last steps (never read)

@@ -326,6 +326,34 @@ def test_adagrad_decay_per_step_by_hand() -> None:
         Item2VecConfig(adagrad_decay_per="epoch")  # type: ignore[arg-type]
 
 
+def test_adagrad_eps_floor_by_hand_and_within_lr_sqrt_dim() -> None:
+    """With eps, a row moves by lr * g / (sqrt(G) + eps): a row whose gradient is small next to eps takes an SGD-like
+    step (about lr * g / eps), a large one about the same step as with Adagrad's guard; none longer than lr * sqrt(D).
+    """
+    rows = torch.tensor([1, 2])
+    grad = torch.tensor([[0.003, -0.004], [3.0, 4.0]])  # mean g^2: 1.25e-5 and 12.5
+    w, state = torch.zeros(3, 2), RowState.zeros(3, eps=0.01)
+    apply_rows(w, [(rows, grad)], rule="adagrad", lr=0.1, state=state)
+    torch.testing.assert_close(state.acc, torch.tensor([0.0, 1.25e-5, 12.5]))
+    torch.testing.assert_close(w[1], 0.1 * grad[0] / (1.25e-5**0.5 + 0.01))
+    torch.testing.assert_close(w[2], 0.1 * grad[1] / (12.5**0.5 + 0.01))
+    guard = torch.zeros(3, 2)
+    apply_rows(guard, [(rows, grad)], rule="adagrad", lr=0.1, state=RowState.zeros(3))
+    assert float(w[1].norm()) < 0.3 * float(guard[1].norm())  # the small gradient's step shrinks ...
+    assert float(w[2].norm()) == pytest.approx(float(guard[2].norm()), rel=1e-2)  # ... the large one barely
+    gen = torch.Generator().manual_seed(0)
+    w, state = torch.zeros(2, 8), RowState.zeros(2, decay=0.9, per_step=True, eps=0.1)
+    for i in range(100):
+        before = w.clone()
+        apply_rows(w, [(torch.tensor([1]), torch.randn(1, 8, generator=gen) * 10.0 ** (i % 5 - 2))],
+                   rule="adagrad", lr=0.1, state=state)
+        assert float((w - before).norm()) <= 0.1 * 8**0.5 * (1 + 1e-5)
+    with pytest.raises(ValueError, match="eps"):
+        RowState.zeros(2, eps=0.0)
+    with pytest.raises(ConfigError, match="adagrad_eps"):
+        Item2VecConfig(adagrad_eps=0.0)
+
+
 def test_row_state_groups_repeated_rows() -> None:
     state = RowState.zeros(10)
     rows = torch.tensor([7, 3, 7, 7, 1, 3, 9])

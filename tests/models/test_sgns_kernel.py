@@ -18,19 +18,21 @@ def _weights(v: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(v, d, generator=gen) * 0.3, torch.randn(v, d, generator=gen) * 0.3
 
 
-def _state(v: int, fill: float, decay: float, per_step: bool) -> RowState:
+def _state(v: int, fill: float, decay: float, per_step: bool, eps: float = 1e-10) -> RowState:
     """Accumulators at ``fill``; per step: the clock at 5 and rows last updated at steps 0..4."""
     if not per_step:
-        return RowState(torch.full((v,), fill), decay)
-    return RowState(torch.full((v,), fill), decay, torch.arange(v) % 5, torch.tensor([5]))
+        return RowState(torch.full((v,), fill), decay, eps=eps)
+    return RowState(torch.full((v,), fill), decay, torch.arange(v) % 5, torch.tensor([5]), eps=eps)
 
 
 @pytest.mark.parametrize(("share", "pairs"), [(1, 37), (3, 37), (16, 200), (16, 4096)])
-@pytest.mark.parametrize(("decay", "per_step"), [(1.0, False), (0.999, False), (0.9, True)])
-def test_the_fused_step_is_the_tensor_step(share: int, pairs: int, decay: float, per_step: bool) -> None:
+@pytest.mark.parametrize(("decay", "per_step", "eps"), [(1.0, False, 1e-10), (0.999, False, 1e-10), (0.9, True, 1e-10),
+                                                        (0.9, True, 0.3)])
+def test_the_fused_step_is_the_tensor_step(share: int, pairs: int, decay: float, per_step: bool, eps: float) -> None:
     """Same loss, vectors and accumulators as skipgram_step's "adagrad" rule: repeated sources, targets and negatives
     (a row that is both a target and a negative), a short last group, accumulators already non-zero, and per step,
-    rows last updated at different steps (the same clocks and last steps after)."""
+    rows last updated at different steps (the same clocks and last steps after); a floor ``eps`` under the square
+    root of the accumulators (0.3: about their own square root, so it changes every step)."""
     v, d, k = 60, 16, 5
     gen = torch.Generator().manual_seed(share + pairs)
     source = torch.randint(1, v, (pairs,), generator=gen)
@@ -41,7 +43,7 @@ def test_the_fused_step_is_the_tensor_step(share: int, pairs: int, decay: float,
     out = {}
     for name, step in (("tensor", skipgram_step), ("fused", fused_skipgram_step)):
         w_in, w_out = _weights(v, d, 1)
-        s_in, s_out = _state(v, 0.5, decay, per_step), _state(v, 0.25, decay, per_step)
+        s_in, s_out = _state(v, 0.5, decay, per_step, eps), _state(v, 0.25, decay, per_step, eps)
         loss = step(w_in, w_out, source, target, neg, share, lr=0.05, sparse=True, rule="adagrad",
                     state_in=s_in, state_out=s_out)
         out[name] = (float(loss), w_in, w_out, s_in.acc, s_out.acc,
@@ -104,19 +106,20 @@ def test_one_item_in_every_pair_takes_a_bounded_step_whatever_the_batch() -> Non
     assert max(steps) <= 1.5 * min(steps), steps
 
 
-@pytest.mark.parametrize("per", ["update", "step"])
-def test_a_fit_with_the_fused_step_matches_the_tensor_step(per: str) -> None:
+@pytest.mark.parametrize(("per", "eps"), [("update", 1e-10), ("step", 1e-10), ("step", 0.01)])
+def test_a_fit_with_the_fused_step_matches_the_tensor_step(per: str, eps: float) -> None:
     """The same seed draws the same batches: the two kernels give the same vectors up to float32 rounding (per step,
-    the clocks carry over from epoch to epoch in both)."""
+    the clocks carry over from epoch to epoch in both; ``adagrad_eps`` reaches both)."""
     split = clustered_split()
     cfg = {"dim": 16, "epochs": 3, "batch_size": 512, "negatives": 5, "seed": 2, "lr": 0.05, "adagrad_decay": 0.99,
-           "adagrad_decay_per": per}
+           "adagrad_decay_per": per, "adagrad_eps": eps}
     a = Item2Vec(Item2VecConfig(**cfg, kernel="auto"), device="cpu").fit(split.train)
     b = Item2Vec(Item2VecConfig(**cfg, kernel="tensor"), device="cpu").fit(split.train)
     np.testing.assert_allclose(a.w_in, b.w_in, atol=1e-4)
     np.testing.assert_allclose(a.w_out, b.w_out, atol=1e-4)
-    if per == "step":  # the setting reaches the step: the per-update fit of the same seed differs
-        c = Item2Vec(Item2VecConfig(**{**cfg, "adagrad_decay_per": "update"}), device="cpu").fit(split.train)
+    if per == "step":  # the setting reaches the step: the fit of the same seed with the other setting differs
+        other = {"adagrad_decay_per": "update"} if eps == 1e-10 else {"adagrad_eps": 1e-10}
+        c = Item2Vec(Item2VecConfig(**{**cfg, **other}), device="cpu").fit(split.train)
         assert np.abs(c.w_in - a.w_in).max() > 1e-3
 
 
@@ -136,3 +139,6 @@ def test_where_the_fused_step_applies_and_its_errors() -> None:
     with pytest.raises(ValueError, match="one decay"):
         fused_skipgram_step(w_in, w_out, pairs, pairs, torch.tensor([[4]]), 3, lr=0.1,
                             state_in=RowState.zeros(10), state_out=RowState(torch.zeros(10), 0.5))
+    with pytest.raises(ValueError, match="and eps"):
+        fused_skipgram_step(w_in, w_out, pairs, pairs, torch.tensor([[4]]), 3, lr=0.1,
+                            state_in=RowState.zeros(10), state_out=RowState.zeros(10, eps=0.01))
