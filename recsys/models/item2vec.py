@@ -141,7 +141,7 @@ class Item2VecConfig:
     # step, the row's or not ("step": a dense RMSprop's forgetting for a row with gradient 0 between its draws).
     # "step" since 67e0d23's rules run: higher validation NDCG@10 than "update" on all three sets, 3 seeds each
     # (Beauty 0.0604 vs 0.0587, the MovieLens 1M sample 0.0244 vs 0.0237, 1M synthetic events 0.2465 vs 0.2442):
-    # experiments/reports/bench_item2vec_rules.md, run 5
+    # experiments/reports/bench_item2vec_rules.md, run 5 (its "per step" rows were refitted in run 6, beside eps)
     adagrad_decay_per: Literal["update", "step"] = "step"
     # "adagrad" only: the floor under the square root of a row's accumulator, step = lr * g / (sqrt(G) + eps);
     # a larger value makes the steps of rows with small recent gradients SGD-like (proportional to g); any value
