@@ -353,6 +353,11 @@ RULES = {"adagrad": {"update": "adagrad", "adagrad_decay": 1.0},
          **{f"adagrad decay 0.999 per step, eps {eps}": {"update": "adagrad", "adagrad_decay": 0.999,
                                                          "adagrad_decay_per": "step", "adagrad_eps": eps}
             for eps in (0.003, 0.005, 0.01)},
+         # fewer pairs per step: fewer of a row's gradients summed into one step, from weights less stale (the
+         # default steps 4096 pairs)
+         **{f"adagrad decay 0.999 per step, batch_size {b}": {"update": "adagrad", "adagrad_decay": 0.999,
+                                                              "adagrad_decay_per": "step", "batch_size": b}
+            for b in (1024, 2048)},
          "adagrad decay 0.9": {"update": "adagrad", "adagrad_decay": 0.9},
          "mean": {"update": "mean"},
          "capped, repeat_cap 16 (the earlier rule)": {"update": "capped", "repeat_cap": 16},
