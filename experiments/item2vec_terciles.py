@@ -9,6 +9,7 @@ A gap that sits in one group names the rows to work on (rare items' rows, or pop
     python experiments/item2vec_terciles.py                                       # the three sets, seed 0
     python experiments/item2vec_terciles.py --sets synthetic --synthetic-events 5000000 --seeds 2
     python experiments/item2vec_terciles.py --ours '{"adagrad_eps": 0.003}' --report-name item2vec_terciles_eps
+    python experiments/item2vec_terciles.py --rewrite                             # the Markdown from the JSON
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def write_report(res: dict, name: str) -> None:
              f"{res['ours'] or 'no overrides'}. Validation NDCG@10, "
              + (f"mean ± sd over {seeds} seeds." if seeds > 1 else "one seed (0)."), "",
              "Validation users sorted by their target item's training count and cut into three equal groups; "
-             "median count of the targets in brackets.", "",
+             "each set's first row gives the median training count of each group's targets.", "",
              "| set | side | all | rare | middle | popular |", "|---|---|---|---|---|---|"]
     for set_name, s in res["sets"].items():
         med = s["median_target_count"]
@@ -114,7 +115,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=2, help="training threads of each side")
     ap.add_argument("--ours", default="{}", help="JSON object of Item2VecConfig overrides for our side only")
     ap.add_argument("--report-name", default="item2vec_terciles", help="report file stem under experiments/reports")
+    ap.add_argument("--rewrite", action="store_true", help="fit nothing: regenerate the --report-name Markdown from "
+                    "its JSON")
     args = ap.parse_args(argv)
+    if args.rewrite:
+        path = REPORTS / f"{args.report_name}.json"
+        if not path.is_file():
+            raise SystemExit(f"--rewrite: {path} not found; run without --rewrite first")
+        write_report(json.loads(path.read_text()), args.report_name)
+        return
     try:
         ours_kw = json.loads(args.ours)
         Item2VecConfig(**ours_kw)

@@ -32,3 +32,5 @@ def test_bad_overrides_are_refused_with_the_fix() -> None:
         item2vec_terciles.main(["--ours", '{"no_such_field": 1}'])
     with pytest.raises(SystemExit, match="JSON object of Item2VecConfig"):
         item2vec_terciles.main(["--ours", '{"adagrad_eps": 0}'])
+    with pytest.raises(SystemExit, match="run without --rewrite first"):
+        item2vec_terciles.main(["--rewrite", "--report-name", "no_such_terciles_report"])
