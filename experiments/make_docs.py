@@ -38,6 +38,7 @@ RESULTS = {
     "bench_item2vec": "our item2vec against gensim on every data set (3 seeds), and throughput",
     "bench_item2vec_rules": "item2vec's row update rules compared on validation",
     "item2vec_terciles": "item2vec against gensim by the popularity of the item to predict (validation)",
+    "item2vec_terciles_5m": "the same on 5M synthetic events",
     "tune_item2vec": "item2vec tuned on Beauty validation: the greedy searches and `recsys tune`",
     "defaults": "library defaults chosen across the data sets on validation",
     "decay_proxy": "item2vec's user_decay chosen from the training data alone, against validation",
