@@ -348,6 +348,10 @@ RULES = {"adagrad": {"update": "adagrad", "adagrad_decay": 1.0},
          # the decay at every training step, the row's or not (dense RMSprop's forgetting): rarely drawn rows forget
          # between their draws
          "adagrad decay 0.999 per step": {"update": "adagrad", "adagrad_decay": 0.999, "adagrad_decay_per": "step"},
+         # word2vec's rule: a negative drawn equal to its pair's target is left out of the loss and the step
+         "adagrad decay 0.999 per step, skip target negatives": {"update": "adagrad", "adagrad_decay": 0.999,
+                                                                 "adagrad_decay_per": "step",
+                                                                 "skip_target_negatives": True},
          # a floor eps under the square root of the accumulator (step lr * g / (sqrt(G) + eps)): rows whose recent
          # gradients are small next to eps take SGD-like steps, proportional to their gradient
          **{f"adagrad decay 0.999 per step, eps {eps}": {"update": "adagrad", "adagrad_decay": 0.999,

@@ -147,6 +147,9 @@ class Item2VecConfig:
     # a larger value makes the steps of rows with small recent gradients SGD-like (proportional to g); any value
     # keeps the bound. Default: Adagrad's numerical guard
     adagrad_eps: float = ADAGRAD_EPS
+    # a negative drawn equal to its pair's target (its CBOW group's centre) is left out of the loss and the step, as
+    # word2vec and gensim skip it; False: it counts, pushing the pair's score down while the positive pushes it up
+    skip_target_negatives: bool = False
     kernel: Literal["auto", "tensor"] = "auto"  # "auto": the fused CPU loop where it applies (see above)
     repeat_cap: int = 4  # "capped" only: repeats a row may sum in a batch before it is damped
     max_backoffs: int = 3  # learning-rate halvings allowed after a non-finite step before the fit fails
@@ -393,7 +396,7 @@ class Item2Vec(Model):
             # no autocast: the hand-written SGD updates stay float32 on every device (bf16 rounding would
             # swallow updates of lr * gradient much smaller than the weights)
             loss = float(step(w_in, w_out, *tensors, lr=lr, sparse=cfg.sparse, cap=cfg.repeat_cap, rule=cfg.update,
-                              state_in=state_in, state_out=state_out))
+                              state_in=state_in, state_out=state_out, skip_target=cfg.skip_target_negatives))
             if not math.isfinite(loss):  # every step: a diverging row shows in the loss of the batch touching it
                 raise _NonFinite(epoch, n, loss)
             return loss, len(tensors[1]), len(tensors[0])
@@ -571,7 +574,7 @@ def _auto_decay_from_array(arr: np.ndarray) -> tuple[float, dict[float, float]]:
 def skipgram_step(
     w_in: torch.Tensor, w_out: torch.Tensor, source: torch.Tensor, target: torch.Tensor,
     neg: torch.Tensor, share: int, *, lr: float, sparse: bool, cap: int = 0, rule: UpdateRule = "capped",
-    state_in: RowState | None = None, state_out: RowState | None = None,
+    state_in: RowState | None = None, state_out: RowState | None = None, skip_target: bool = False,
 ) -> torch.Tensor:
     """One SGD step of skip-gram with negative sampling; returns the float64 loss sum.
 
@@ -586,6 +589,8 @@ def skipgram_step(
     cap, rule : how a row repeated in the batch moves (:mod:`recsys.models.row_updates`).
     state_in, state_out : the :class:`~recsys.models.row_updates.RowState` of ``w_in`` / ``w_out``
         (``rule="adagrad"`` only).
+    skip_target : a negative equal to its pair's target is left out of the pair's loss and gradients (as in
+        word2vec and gensim), instead of pushing the pair's score down while the positive pushes it up.
 
     The per-row factors (:func:`~recsys.models.row_updates.row_coefficients`) are folded into the (P,)
     and (G, share, K) score gradients before they meet the (., D) vectors, so each updated row costs
@@ -607,6 +612,10 @@ def skipgram_step(
     if pad:  # padded rows score 0 and must neither count in the loss nor push the negatives
         valid = (torch.arange(g * share, device=u.device) < p).view(g, share, 1)
         g_neg, loss_neg = g_neg * valid, loss_neg * valid
+    if skip_target:  # (G, share, K): the negatives that are their pair's own target (padded rows match none)
+        tgt3 = (F.pad(target, (0, pad), value=-1) if pad else target).view(g, share, 1)
+        other = neg.view(g, 1, k) != tgt3
+        g_neg, loss_neg = g_neg * other, loss_neg * other
     loss = -(F.logsigmoid(s_pos).sum(dtype=torch.float64) + loss_neg.sum(dtype=torch.float64))
     n_rows, dt = w_in.shape[0], g_pos.dtype
     c_src = row_coefficients(rule, source, n_rows, lr, cap, dt)  # (P,)
@@ -628,13 +637,14 @@ def skipgram_step(
 def cbow_step(
     w_in: torch.Tensor, w_out: torch.Tensor, context: torch.Tensor, centre: torch.Tensor, neg: torch.Tensor,
     local: torch.Tensor, *, lr: float, sparse: bool, cap: int = 0, rule: UpdateRule = "capped",
-    state_in: RowState | None = None, state_out: RowState | None = None,
+    state_in: RowState | None = None, state_out: RowState | None = None, skip_target: bool = False,
 ) -> torch.Tensor:
     """One SGD step of CBOW (mean of contexts) with negative sampling; returns the float64 loss sum.
 
     ``context`` / ``local`` (P,): context items and their group 0..G-1; ``centre`` (G,); ``neg`` (G, K).
     As in word2vec / gensim (``cbow_mean=1``) every context vector receives the full error of its
-    group's mean, not 1/count of it. ``rule``, ``cap`` and the row states as in :func:`skipgram_step`.
+    group's mean, not 1/count of it. ``rule``, ``cap``, the row states and ``skip_target`` (a negative equal to
+    its group's centre) as in :func:`skipgram_step`.
     """
     g, d = len(centre), w_in.shape[1]
     count = torch.bincount(local, minlength=g).clamp_min(1).to(w_in.dtype)
@@ -645,9 +655,13 @@ def cbow_step(
     nv = w_out.index_select(0, neg.reshape(-1)).view(g, -1, d)  # (G, K, D)
     s_pos = (h * v).sum(1)
     s_neg = torch.bmm(nv, h[:, :, None]).squeeze(2)  # (G, K)
-    loss = -(F.logsigmoid(s_pos).sum(dtype=torch.float64) + F.logsigmoid(-s_neg).sum(dtype=torch.float64))
-    g_pos = (torch.sigmoid(s_pos) - 1.0)[:, None]  # (G, 1)
+    loss_neg = F.logsigmoid(-s_neg)
     g_neg = torch.sigmoid(s_neg)  # (G, K)
+    if skip_target:
+        other = neg != centre[:, None]
+        g_neg, loss_neg = g_neg * other, loss_neg * other
+    loss = -(F.logsigmoid(s_pos).sum(dtype=torch.float64) + loss_neg.sum(dtype=torch.float64))
+    g_pos = (torch.sigmoid(s_pos) - 1.0)[:, None]  # (G, 1)
     grad_h = g_pos * v + torch.bmm(g_neg[:, None, :], nv).squeeze(1)  # (G, D)
     n_rows, dt = w_in.shape[0], w_in.dtype
     c_ctx = row_coefficients(rule, context, n_rows, lr, cap, dt)

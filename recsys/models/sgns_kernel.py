@@ -97,7 +97,7 @@ def _exp_nonpositive(x, out, bits, n):  # pragma: no cover - compiled
 @njit(nogil=True, fastmath=_FASTMATH, cache=True)
 def _step(w_in, w_out, acc_in, acc_out, source, target, neg, share, lr, decay, eps,
           slot_in, slot_out, uniq_in, uniq_out, grad_in, grad_out, inv, last_in, last_out, clock_in,
-          clock_out):  # pragma: no cover - compiled
+          clock_out, skip_target):  # pragma: no cover - compiled
     p = source.shape[0]
     g, k = neg.shape
     d = w_in.shape[1]
@@ -132,6 +132,10 @@ def _step(w_in, w_out, acc_in, acc_out, source, target, neg, share, lr, decay, e
             sc[i * w + k] = -s
             for j in range(k):
                 sc[i * w + j] = sm[i, j]
+            if skip_target:  # a negative that is the pair's target scores -inf: its loss term adds 0 (below)
+                for j in range(k):
+                    if neg[gi, j] == target[lo + i]:
+                        sc[i * w + j] = -np.inf
         n = m * w
         for j in range(n):
             xs[j] = -abs(sc[j])
@@ -146,6 +150,8 @@ def _step(w_in, w_out, acc_in, acc_out, source, target, neg, share, lr, decay, e
         for i in range(m):
             for j in range(k):
                 sm[i, j] = sc[i * w + j]
+                if skip_target and neg[gi, j] == target[lo + i]:
+                    sm[i, j] = zero  # and it pushes no row
         sm[m:, :] = zero
         np.dot(sm, nb, db)  # (share, d): the negatives' part of each source row's gradient
         np.dot(sm.T, ub, dn)  # (k, d): each negative row's gradient, summed over the group's pairs
@@ -190,7 +196,7 @@ _SCRATCH = _Scratch()
 
 def fused_skipgram_step(
     w_in: torch.Tensor, w_out: torch.Tensor, source: torch.Tensor, target: torch.Tensor, neg: torch.Tensor,
-    share: int, *, lr: float, state_in: RowState, state_out: RowState, **_: object,
+    share: int, *, lr: float, state_in: RowState, state_out: RowState, skip_target: bool = False, **_: object,
 ) -> float:
     """One skip-gram SGNS step with the ``"adagrad"`` row rule, as :func:`~recsys.models.item2vec.skipgram_step`
     computes it; returns the float64 loss sum.
@@ -204,6 +210,7 @@ def fused_skipgram_step(
     lr : learning rate of this step.
     state_in, state_out : the weights' :class:`~recsys.models.row_updates.RowState` (accumulator, decay and eps;
         a per-step state's clock advances by one).
+    skip_target : a negative equal to its pair's target is left out of the loss and the step (word2vec's rule).
 
     Other keyword arguments of the tensor step (``sparse``, ``cap``, ``rule``) are accepted and ignored: this
     step is the sparse ``"adagrad"`` rule only (:func:`supports` says where it applies).
@@ -225,7 +232,8 @@ def fused_skipgram_step(
         clock_in = clock_out = 0
     return float(_step(w_in.numpy(), w_out.numpy(), state_in.acc.numpy(), state_out.acc.numpy(), src, tgt, ng,
                        share, lr, state_in.decay, state_in.eps, s["slot_in"], s["slot_out"], s["uniq_in"],
-                       s["uniq_out"], s["grad_in"], s["grad_out"], s["inv"], last_in, last_out, clock_in, clock_out))
+                       s["uniq_out"], s["grad_in"], s["grad_out"], s["inv"], last_in, last_out, clock_in, clock_out,
+                       bool(skip_target)))
 
 
 _NO_CLOCK = np.zeros(1, np.int64)  # the per-update decay's stand-in for the rows' last steps (never read)

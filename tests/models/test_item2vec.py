@@ -106,6 +106,38 @@ def test_cbow_step_matches_autograd_with_word2vec_context_update() -> None:
     torch.testing.assert_close(w_in2, w_in.index_add(0, context, h.grad[local], alpha=-0.1))
 
 
+@pytest.mark.parametrize("share", [1, 3])
+def test_skip_target_leaves_out_negatives_equal_to_their_pairs_target(share: int) -> None:
+    """``skip_target``: the step is autograd's on the loss without the terms of negatives that equal their pair's
+    target (word2vec's rule); those rows still move as the targets and negatives of other pairs."""
+    g = torch.Generator().manual_seed(2)
+    w_in, w_out = torch.randn(9, 4, generator=g), torch.randn(9, 4, generator=g)
+    source = torch.tensor([1, 2, 2, 5, 8, 1, 3])
+    target = torch.tensor([2, 1, 4, 4, 7, 3, 3])
+    neg = torch.randint(1, 9, (-(-7 // share), 2), generator=g)
+    neg[0, 0], neg[-1, 1] = 2, 3  # pair 0's target; the last pair's target (and pair 5's when share is 3)
+    pair_neg = neg[torch.arange(7) // share]  # (P, K)
+    keep = (pair_neg != target[:, None]).float()
+    assert keep.sum() < keep.numel()
+    wi, wo = w_in.clone().requires_grad_(), w_out.clone().requires_grad_()
+    u, nv = wi[source], wo[pair_neg]
+    ref = -(F.logsigmoid((u * wo[target]).sum(1)).sum() + (F.logsigmoid(-(nv * u[:, None, :]).sum(-1)) * keep).sum())
+    ref.backward()
+    loss = skipgram_step(w_in, w_out, source, target, neg, share, lr=0.1, sparse=True, skip_target=True)
+    assert float(loss) == pytest.approx(ref.item(), rel=1e-5)
+    torch.testing.assert_close(w_in, wi.detach() - 0.1 * wi.grad)
+    torch.testing.assert_close(w_out, wo.detach() - 0.1 * wo.grad)
+    # CBOW: a negative equal to its group's centre
+    context, local, centre = torch.tensor([1, 2, 3, 5]), torch.tensor([0, 0, 1, 1]), torch.tensor([4, 7])
+    cneg = torch.tensor([[4, 6], [2, 7]])
+    base = cbow_step(w_in.clone(), w_out.clone(), context, centre, cneg, local, lr=0.1, sparse=True)
+    h = (w_in[torch.tensor([1, 3])] + w_in[torch.tensor([2, 5])]) / 2  # the two groups' means
+    dropped = -(F.logsigmoid(-(w_out[torch.tensor([4, 7])] * h).sum(1))).sum()  # the two skipped terms' loss
+    skipped = cbow_step(w_in.clone(), w_out.clone(), context, centre, cneg, local, lr=0.1, sparse=True,
+                        skip_target=True)
+    assert float(skipped) == pytest.approx(float(base) - float(dropped), rel=1e-5)
+
+
 def test_same_seed_same_vectors_other_seed_differs(split: SplitData) -> None:
     a = Item2Vec(fast(epochs=2, seed=3), device="cpu").fit(split.train).item_vectors()
     b = Item2Vec(fast(epochs=2, seed=3), device="cpu").fit(split.train).item_vectors()
