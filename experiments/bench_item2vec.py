@@ -311,10 +311,21 @@ def merge_sets(old: dict | None, new: dict, run: int | None = None) -> dict:
 
 def _same_configs(old: dict, new: dict) -> bool:
     """Whether two sets parts ran the same configurations: the table's, and every setting of our rows (the row
-    rule, say); a part written before ``full_configs`` were recorded is compared on ``configs`` alone."""
+    rule, say); a part written before ``full_configs`` were recorded is compared on ``configs`` alone. A setting
+    that one record lacks (an ``Item2VecConfig`` field added after it was written) counts as the field's default:
+    a field is added with a default that keeps the earlier fit (``adagrad_eps``, ``skip_target_negatives``)."""
     if old.get("configs") != new.get("configs"):
         return False
-    return "full_configs" not in old or "full_configs" not in new or old["full_configs"] == new["full_configs"]
+    if "full_configs" not in old or "full_configs" not in new:
+        return True
+    a, b = old["full_configs"], new["full_configs"]
+    return a.keys() == b.keys() and all(_with_defaults(a[label]) == _with_defaults(b[label]) for label in a)
+
+
+def _with_defaults(settings: dict) -> dict:
+    """``settings`` (one row of ``full_configs``) with every ``Item2VecConfig`` field it lacks at its default."""
+    defaults = {f.name: f.default for f in dataclasses.fields(Item2VecConfig) if f.name != "seed"}
+    return {**defaults, **settings}
 
 
 def merge_from(report: dict, other: dict) -> dict:

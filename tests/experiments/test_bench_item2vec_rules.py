@@ -215,6 +215,11 @@ def test_a_change_of_the_row_rule_is_a_change_of_configuration_for_merges() -> N
     same = {**one_run(1, ours=0.5, gensim=0.1, commit="bbb"), "full_configs": full("update")}
     merged = bench_item2vec.merge_sets(first, same, run=2)
     assert merged["synthetic"]["seeds"] == 2 and "beauty" in merged
+    # a record written before a field existed: the field counts as its default (which keeps the earlier fit)
+    newer = {**same, "full_configs": {"ours": {**full("update")["ours"], "skip_target_negatives": False}}}
+    assert bench_item2vec.merge_sets(first, newer, run=2)["synthetic"]["seeds"] == 2
+    changed = {**same, "full_configs": {"ours": {**full("update")["ours"], "skip_target_negatives": True}}}
+    assert bench_item2vec.merge_sets(first, changed, run=2) is changed
     legacy = {k: v for k, v in first.items() if k != "full_configs"}
     assert bench_item2vec.merge_sets(legacy, second, run=2)["synthetic"]["seeds"] == 2
     md = "\n".join(bench_item2vec.sets_markdown({**second, "runs": []}))
