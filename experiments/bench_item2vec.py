@@ -331,16 +331,27 @@ def _with_defaults(settings: dict) -> dict:
 def merge_from(report: dict, other: dict) -> dict:
     """``report`` with the sets part of ``other``, a report of this script written elsewhere (another worktree or
     machine: a long set run beside the others), merged in as :func:`merge_sets` merges a later run: ``other``'s
-    runs are appended to the run list and its sets' run numbers shifted to match. The configurations must agree."""
+    runs are appended to the run list and its sets' run numbers shifted to match; where ``other`` began as a copy of
+    ``report`` (run there with ``--merge``), the runs they share are not repeated. The configurations must agree."""
     if "sets" not in other:
         raise SystemExit("--merge-from: that report has no sets part to merge")
     if "sets" in report and not _same_configs(report["sets"], other["sets"]):
         raise SystemExit("--merge-from: the two reports' sets parts ran other configurations (another library "
                          "default or tuner's choice); rerun one of them at the other's commit")
-    shift = len(legacy_runs(report))
-    sets = {name: {**p, "run": ", ".join(str(int(n) + shift) for n in str(p.get("run", 1)).split(", "))}
+    mine, theirs = legacy_runs(report), legacy_runs(other)
+    # ``other`` may have been written with --merge on a copy of this report: the runs the two share at the start are
+    # this report's own, kept once and not renumbered; only ``other``'s later runs are appended
+    common = 0
+    while common < min(len(mine), len(theirs)) and mine[common] == theirs[common]:
+        common += 1
+    shift = len(mine) - common
+
+    def renumber(n: str) -> str:
+        return str(int(n) + shift if int(n) > common else int(n))
+
+    sets = {name: {**p, "run": ", ".join(renumber(n) for n in str(p.get("run", 1)).split(", "))}
             if isinstance(p, dict) and "mean" in p else p for name, p in other["sets"].items()}
-    runs = [*legacy_runs(report), *legacy_runs(other)]
+    runs = [*mine, *theirs[common:]]
     return {**without_legacy_fields(report), "runs": runs, "sets": merge_sets(report.get("sets"), sets),
             "part_runs": {**report.get("part_runs", {}), "sets": len(runs)}}
 

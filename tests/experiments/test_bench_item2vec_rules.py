@@ -173,6 +173,18 @@ def test_merge_from_brings_in_a_set_run_elsewhere_and_renumbers_its_runs(tmp_pat
     md = (tmp_path / "r.md").read_text()
     assert "### synthetic (10 users, 5 items, 100 training events; 2 seeds, commit bbb, " \
         "ccc, run 2, 3)" in md and "3. Command: `python experiments/bench_item2vec.py --parts sets (ccc)`" in md
+    # the other report began as a copy of this one (run with --merge there): the shared runs are not repeated
+    copy = {"runs": [meta("aaa"), meta("bbb"), meta("ccc")], "shared": {}, "part_runs": {"sets": 3},
+            "sets": {**one_run(1, ours=0.4, gensim=0.1, commit="ccc"),
+                     "beauty": {**here["sets"]["beauty"], "run": 2}}}
+    copy["sets"]["synthetic"]["run"] = 3
+    (tmp_path / "r.json").write_text(json.dumps(here))
+    (tmp_path / "copy.json").write_text(json.dumps(copy))
+    got = bench_item2vec.main(["--out", str(tmp_path), "--report-name", "r", "--merge-from",
+                               str(tmp_path / "copy.json")])
+    assert [r["commit"] for r in got["runs"]] == ["aaa", "bbb", "ccc"] and got["part_runs"]["sets"] == 3
+    assert got["sets"]["synthetic"]["run"] == "2, 3" and got["sets"]["synthetic"]["seeds"] == 2
+    assert got["sets"]["beauty"]["run"] in (2, "2")  # the copy of the same seeds: the same run
     there["sets"]["configs"] = {**_CONFIGS, "ours": {**_ROW, "epochs": 3}}
     (tmp_path / "other.json").write_text(json.dumps(there))
     with pytest.raises(SystemExit, match="other configurations"):
