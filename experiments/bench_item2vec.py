@@ -288,7 +288,13 @@ def merge_sets(old: dict | None, new: dict, run: int | None = None) -> dict:
     """``new``'s sets, plus those of ``old`` it did not rerun (same configurations required). A set in both, at the
     same configurations and size, whose seeds do not overlap, pools its fits: the seeds of both runs, summarised
     again, with each run's commit (a set run a seed at a time). ``run``: this run's number in the report."""
-    if not old or not _same_configs(old, new):
+    if not old:
+        return new
+    if not _same_configs(old, new):
+        dropped = sorted(k for k, v in old.items() if isinstance(v, dict) and "mean" in v and k not in new)
+        if dropped:  # the old sets no longer describe these configurations: said, not silently lost
+            print(f"merge: this sets part ran other configurations than the report's (another library default or "
+                  f"tuner's choice); the sets it did not rerun are dropped: {', '.join(dropped)}", file=sys.stderr)
         return new
     merged = {**new}
     for name, p in new.items():

@@ -211,7 +211,7 @@ def test_the_throughput_part_times_both_sides_at_the_library_default() -> None:
     assert "'adagrad_decay_per': 'step'" in md and f"| synthetic | {p['train_events']} |" in md
 
 
-def test_a_change_of_the_row_rule_is_a_change_of_configuration_for_merges() -> None:
+def test_a_change_of_the_row_rule_is_a_change_of_configuration_for_merges(capsys) -> None:
     """The sets part records every setting of our rows; a merge whose table configurations agree but whose row rule
     differs replaces the sets (no pooling of two rules' seeds, no keeping a set fitted with the old rule). A part
     from before the record merges on the table alone."""
@@ -224,6 +224,7 @@ def test_a_change_of_the_row_rule_is_a_change_of_configuration_for_merges() -> N
     first["beauty"] = other_set
     second = {**one_run(1, ours=0.5, gensim=0.1, commit="bbb"), "full_configs": full("step")}
     assert bench_item2vec.merge_sets(first, second, run=2) is second  # beauty (old rule) is not kept either
+    assert "the sets it did not rerun are dropped: beauty" in capsys.readouterr().err  # and it says so
     same = {**one_run(1, ours=0.5, gensim=0.1, commit="bbb"), "full_configs": full("update")}
     merged = bench_item2vec.merge_sets(first, same, run=2)
     assert merged["synthetic"]["seeds"] == 2 and "beauty" in merged
