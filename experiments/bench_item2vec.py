@@ -380,6 +380,9 @@ RULES = {"adagrad": {"update": "adagrad", "adagrad_decay": 1.0},
          "adagrad decay 0.999 per step, skip target negatives": {"update": "adagrad", "adagrad_decay": 0.999,
                                                                  "adagrad_decay_per": "step",
                                                                  "skip_target_negatives": True},
+         # word2vec's MAX_EXP rule (gensim's too): a term whose score has |s| >= 6 moves no row
+         "adagrad decay 0.999 per step, saturate 6": {"update": "adagrad", "adagrad_decay": 0.999,
+                                                      "adagrad_decay_per": "step", "saturate": 6.0},
          # a floor eps under the square root of the accumulator (step lr * g / (sqrt(G) + eps)): rows whose recent
          # gradients are small next to eps take SGD-like steps, proportional to their gradient
          **{f"adagrad decay 0.999 per step, eps {eps}": {"update": "adagrad", "adagrad_decay": 0.999,

@@ -152,6 +152,9 @@ class Item2VecConfig:
     # Off by default: the same validation NDCG@10 within 0.0002 on all three sets of rules run 8 (3 seeds each,
     # experiments/reports/bench_item2vec_rules.md)
     skip_target_negatives: bool = False
+    # word2vec's MAX_EXP rule (gensim's too, at 6): a loss term whose score s (a pair's or a negative's dot) has
+    # |s| >= saturate moves no row; its loss still counts. 0: every term steps (sigmoid's exact gradient)
+    saturate: float = 0.0
     kernel: Literal["auto", "tensor"] = "auto"  # "auto": the fused CPU loop where it applies (see above)
     repeat_cap: int = 4  # "capped" only: repeats a row may sum in a batch before it is damped
     max_backoffs: int = 3  # learning-rate halvings allowed after a non-finite step before the fit fails
@@ -177,6 +180,7 @@ class Item2VecConfig:
             "repeat_cap": self.repeat_cap >= 0, "max_backoffs": self.max_backoffs >= 0,
             "adagrad_decay": 0 < self.adagrad_decay <= 1,
             "adagrad_decay_per": self.adagrad_decay_per in ("update", "step"), "adagrad_eps": self.adagrad_eps > 0,
+            "saturate": self.saturate >= 0,
             "update": self.update in UPDATE_RULES, "kernel": self.kernel in ("auto", "tensor"),
             "mode": self.mode in ("skipgram", "cbow"),
             "window_kind": self.window_kind in ("fixed", "dynamic", "session"),
@@ -189,7 +193,7 @@ class Item2VecConfig:
                 f"Item2VecConfig: invalid value(s) {shown}; need dim/window/negatives/epochs/batch_size/"
                 "shared_negatives/workers >= 1, subsample >= 0, 0 <= min_lr <= lr, 0 < user_decay <= 1 or 'auto', "
                 "repeat_cap/max_backoffs >= 0, 0 < adagrad_decay <= 1, adagrad_decay_per in {update, step}, "
-                "adagrad_eps > 0, update in {adagrad, mean, capped}, "
+                "adagrad_eps > 0, saturate >= 0, update in {adagrad, mean, capped}, "
                 "kernel in {auto, tensor}, "
                 "mode in {skipgram, cbow}, window_kind in {fixed, dynamic, session}, scoring in {in-in, in-out}"
             )
@@ -398,7 +402,8 @@ class Item2Vec(Model):
             # no autocast: the hand-written SGD updates stay float32 on every device (bf16 rounding would
             # swallow updates of lr * gradient much smaller than the weights)
             loss = float(step(w_in, w_out, *tensors, lr=lr, sparse=cfg.sparse, cap=cfg.repeat_cap, rule=cfg.update,
-                              state_in=state_in, state_out=state_out, skip_target=cfg.skip_target_negatives))
+                              state_in=state_in, state_out=state_out, skip_target=cfg.skip_target_negatives,
+                              saturate=cfg.saturate))
             if not math.isfinite(loss):  # every step: a diverging row shows in the loss of the batch touching it
                 raise _NonFinite(epoch, n, loss)
             return loss, len(tensors[1]), len(tensors[0])
@@ -577,6 +582,7 @@ def skipgram_step(
     w_in: torch.Tensor, w_out: torch.Tensor, source: torch.Tensor, target: torch.Tensor,
     neg: torch.Tensor, share: int, *, lr: float, sparse: bool, cap: int = 0, rule: UpdateRule = "capped",
     state_in: RowState | None = None, state_out: RowState | None = None, skip_target: bool = False,
+    saturate: float = 0.0,
 ) -> torch.Tensor:
     """One SGD step of skip-gram with negative sampling; returns the float64 loss sum.
 
@@ -593,6 +599,8 @@ def skipgram_step(
         (``rule="adagrad"`` only).
     skip_target : a negative equal to its pair's target is left out of the pair's loss and gradients (as in
         word2vec and gensim), instead of pushing the pair's score down while the positive pushes it up.
+    saturate : > 0: a term (positive or negative) whose score has ``|s| >= saturate`` moves no row, as word2vec
+        and gensim skip scores beyond ``MAX_EXP`` = 6; its loss still counts.
 
     The per-row factors (:func:`~recsys.models.row_updates.row_coefficients`) are folded into the (P,)
     and (G, share, K) score gradients before they meet the (., D) vectors, so each updated row costs
@@ -619,6 +627,8 @@ def skipgram_step(
         other = neg.view(g, 1, k) != tgt3
         g_neg, loss_neg = g_neg * other, loss_neg * other
     loss = -(F.logsigmoid(s_pos).sum(dtype=torch.float64) + loss_neg.sum(dtype=torch.float64))
+    if saturate > 0:  # word2vec's MAX_EXP rule: a term scoring |s| >= saturate keeps its loss and moves no row
+        g_pos, g_neg = g_pos * (s_pos.abs() < saturate), g_neg * (s_neg.abs() < saturate)
     n_rows, dt = w_in.shape[0], g_pos.dtype
     c_src = row_coefficients(rule, source, n_rows, lr, cap, dt)  # (P,)
     c_src3 = (F.pad(c_src, (0, pad)) if pad else c_src).view(g, share, 1)
@@ -640,13 +650,14 @@ def cbow_step(
     w_in: torch.Tensor, w_out: torch.Tensor, context: torch.Tensor, centre: torch.Tensor, neg: torch.Tensor,
     local: torch.Tensor, *, lr: float, sparse: bool, cap: int = 0, rule: UpdateRule = "capped",
     state_in: RowState | None = None, state_out: RowState | None = None, skip_target: bool = False,
+    saturate: float = 0.0,
 ) -> torch.Tensor:
     """One SGD step of CBOW (mean of contexts) with negative sampling; returns the float64 loss sum.
 
     ``context`` / ``local`` (P,): context items and their group 0..G-1; ``centre`` (G,); ``neg`` (G, K).
     As in word2vec / gensim (``cbow_mean=1``) every context vector receives the full error of its
-    group's mean, not 1/count of it. ``rule``, ``cap``, the row states and ``skip_target`` (a negative equal to
-    its group's centre) as in :func:`skipgram_step`.
+    group's mean, not 1/count of it. ``rule``, ``cap``, the row states, ``skip_target`` (a negative equal to
+    its group's centre) and ``saturate`` (the score of the group's mean) as in :func:`skipgram_step`.
     """
     g, d = len(centre), w_in.shape[1]
     count = torch.bincount(local, minlength=g).clamp_min(1).to(w_in.dtype)
@@ -663,7 +674,10 @@ def cbow_step(
         other = neg != centre[:, None]
         g_neg, loss_neg = g_neg * other, loss_neg * other
     loss = -(F.logsigmoid(s_pos).sum(dtype=torch.float64) + loss_neg.sum(dtype=torch.float64))
-    g_pos = (torch.sigmoid(s_pos) - 1.0)[:, None]  # (G, 1)
+    g_pos = torch.sigmoid(s_pos) - 1.0
+    if saturate > 0:
+        g_pos, g_neg = g_pos * (s_pos.abs() < saturate), g_neg * (s_neg.abs() < saturate)
+    g_pos = g_pos[:, None]  # (G, 1)
     grad_h = g_pos * v + torch.bmm(g_neg[:, None, :], nv).squeeze(1)  # (G, D)
     n_rows, dt = w_in.shape[0], w_in.dtype
     c_ctx = row_coefficients(rule, context, n_rows, lr, cap, dt)

@@ -97,7 +97,7 @@ def _exp_nonpositive(x, out, bits, n):  # pragma: no cover - compiled
 @njit(nogil=True, fastmath=_FASTMATH, cache=True)
 def _step(w_in, w_out, acc_in, acc_out, source, target, neg, share, lr, decay, eps,
           slot_in, slot_out, uniq_in, uniq_out, grad_in, grad_out, inv, last_in, last_out, clock_in,
-          clock_out, skip_target):  # pragma: no cover - compiled
+          clock_out, skip_target, saturate):  # pragma: no cover - compiled
     p = source.shape[0]
     g, k = neg.shape
     d = w_in.shape[1]
@@ -146,6 +146,8 @@ def _step(w_in, w_out, acc_in, acc_out, source, target, neg, share, lr, decay, e
             prod *= 1.0 + e
             lin += max(s, zero)
             sc[j] = (one if s >= zero else e) / (one + e)  # sigmoid(s)
+            if abs(s) >= saturate:  # word2vec's MAX_EXP rule: a saturated term pushes no row
+                sc[j] = zero
         loss += lin + np.log(prod)
         for i in range(m):
             for j in range(k):
@@ -196,7 +198,8 @@ _SCRATCH = _Scratch()
 
 def fused_skipgram_step(
     w_in: torch.Tensor, w_out: torch.Tensor, source: torch.Tensor, target: torch.Tensor, neg: torch.Tensor,
-    share: int, *, lr: float, state_in: RowState, state_out: RowState, skip_target: bool = False, **_: object,
+    share: int, *, lr: float, state_in: RowState, state_out: RowState, skip_target: bool = False,
+    saturate: float = 0.0, **_: object,
 ) -> float:
     """One skip-gram SGNS step with the ``"adagrad"`` row rule, as :func:`~recsys.models.item2vec.skipgram_step`
     computes it; returns the float64 loss sum.
@@ -211,6 +214,7 @@ def fused_skipgram_step(
     state_in, state_out : the weights' :class:`~recsys.models.row_updates.RowState` (accumulator, decay and eps;
         a per-step state's clock advances by one).
     skip_target : a negative equal to its pair's target is left out of the loss and the step (word2vec's rule).
+    saturate : > 0: a term whose score has ``|s| >= saturate`` keeps its loss and moves no row (word2vec's MAX_EXP).
 
     Other keyword arguments of the tensor step (``sparse``, ``cap``, ``rule``) are accepted and ignored: this
     step is the sparse ``"adagrad"`` rule only (:func:`supports` says where it applies).
@@ -233,7 +237,7 @@ def fused_skipgram_step(
     return float(_step(w_in.numpy(), w_out.numpy(), state_in.acc.numpy(), state_out.acc.numpy(), src, tgt, ng,
                        share, lr, state_in.decay, state_in.eps, s["slot_in"], s["slot_out"], s["uniq_in"],
                        s["uniq_out"], s["grad_in"], s["grad_out"], s["inv"], last_in, last_out, clock_in, clock_out,
-                       bool(skip_target)))
+                       bool(skip_target), np.float32(saturate if saturate > 0 else np.inf)))
 
 
 _NO_CLOCK = np.zeros(1, np.int64)  # the per-update decay's stand-in for the rows' last steps (never read)

@@ -138,6 +138,46 @@ def test_skip_target_leaves_out_negatives_equal_to_their_pairs_target(share: int
     assert float(skipped) == pytest.approx(float(base) - float(dropped), rel=1e-5)
 
 
+@pytest.mark.parametrize("share", [1, 3])
+def test_saturate_leaves_terms_beyond_the_threshold_unstepped(share: int) -> None:
+    """``saturate``: the step is autograd's on the loss without the terms whose score has ``|s| >= saturate``
+    (word2vec's MAX_EXP rule), and the returned loss still counts them; CBOW scores its groups' means."""
+    g = torch.Generator().manual_seed(5)
+    w_in, w_out = torch.randn(9, 4, generator=g), torch.randn(9, 4, generator=g)  # scores of sd 2: many beyond 1.5
+    source = torch.tensor([1, 2, 2, 5, 8, 1, 3])
+    target = torch.tensor([2, 1, 4, 4, 7, 3, 6])
+    neg = torch.randint(1, 9, (-(-7 // share), 2), generator=g)
+    pair_neg = neg[torch.arange(7) // share]  # (P, K)
+    wi, wo = w_in.clone().requires_grad_(), w_out.clone().requires_grad_()
+    u = wi[source]
+    s_pos, s_neg = (u * wo[target]).sum(1), (wo[pair_neg] * u[:, None, :]).sum(-1)
+    keep_pos, keep_neg = (s_pos.abs() < 1.5).float(), (s_neg.abs() < 1.5).float()
+    assert 0 < keep_pos.sum() + keep_neg.sum() < keep_pos.numel() + keep_neg.numel()
+    full = -(F.logsigmoid(s_pos).sum() + F.logsigmoid(-s_neg).sum())
+    (-(F.logsigmoid(s_pos) * keep_pos).sum() - (F.logsigmoid(-s_neg) * keep_neg).sum()).backward()
+    loss = skipgram_step(w_in, w_out, source, target, neg, share, lr=0.1, sparse=True, saturate=1.5)
+    assert float(loss) == pytest.approx(full.item(), rel=1e-5)
+    torch.testing.assert_close(w_in, wi.detach() - 0.1 * wi.grad)
+    torch.testing.assert_close(w_out, wo.detach() - 0.1 * wo.grad)
+    # CBOW
+    w_in, w_out = torch.randn(9, 4, generator=g), torch.randn(9, 4, generator=g)
+    context, local, centre = torch.tensor([1, 2, 3, 5, 6]), torch.tensor([0, 0, 1, 1, 2]), torch.tensor([4, 7, 8])
+    cneg = torch.tensor([[5, 6], [2, 1], [3, 4]])
+    wi, wo = w_in.clone().requires_grad_(), w_out.clone().requires_grad_()
+    h = torch.zeros(3, 4).index_add(0, local, wi[context]) / torch.tensor([2.0, 2.0, 1.0])[:, None]
+    s_pos, s_neg = (h * wo[centre]).sum(1), (wo[cneg] * h[:, None, :]).sum(-1)
+    keep_pos, keep_neg = (s_pos.abs() < 1.0).float(), (s_neg.abs() < 1.0).float()
+    assert 0 < keep_pos.sum() + keep_neg.sum() < keep_pos.numel() + keep_neg.numel()
+    h.retain_grad()
+    (-(F.logsigmoid(s_pos) * keep_pos).sum() - (F.logsigmoid(-s_neg) * keep_neg).sum()).backward()
+    cbow_step(w_in, w_out, context, centre, cneg, local, lr=0.1, sparse=True, saturate=1.0)
+    torch.testing.assert_close(w_out, wo.detach() - 0.1 * wo.grad)
+    # each context vector takes its group mean's full error (cbow_mean), as in test_cbow_step_matches_autograd
+    torch.testing.assert_close(w_in, wi.detach().index_add(0, context, h.grad[local], alpha=-0.1))
+    with pytest.raises(ConfigError, match="saturate"):
+        Item2VecConfig(saturate=-1.0)
+
+
 def test_same_seed_same_vectors_other_seed_differs(split: SplitData) -> None:
     a = Item2Vec(fast(epochs=2, seed=3), device="cpu").fit(split.train).item_vectors()
     b = Item2Vec(fast(epochs=2, seed=3), device="cpu").fit(split.train).item_vectors()

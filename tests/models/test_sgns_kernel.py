@@ -26,16 +26,17 @@ def _state(v: int, fill: float, decay: float, per_step: bool, eps: float = 1e-10
 
 
 @pytest.mark.parametrize(("share", "pairs"), [(1, 37), (3, 37), (16, 200), (16, 4096)])
-@pytest.mark.parametrize(("decay", "per_step", "eps", "skip"), [
-    (1.0, False, 1e-10, False), (0.999, False, 1e-10, False), (0.9, True, 1e-10, False), (0.9, True, 0.3, False),
-    (0.9, True, 1e-10, True)])
+@pytest.mark.parametrize(("decay", "per_step", "eps", "skip", "sat"), [
+    (1.0, False, 1e-10, False, 0.0), (0.999, False, 1e-10, False, 0.0), (0.9, True, 1e-10, False, 0.0),
+    (0.9, True, 0.3, False, 0.0), (0.9, True, 1e-10, True, 0.0), (0.9, True, 1e-10, False, 0.4)])
 def test_the_fused_step_is_the_tensor_step(share: int, pairs: int, decay: float, per_step: bool, eps: float,
-                                           skip: bool) -> None:
+                                           skip: bool, sat: float) -> None:
     """Same loss, vectors and accumulators as skipgram_step's "adagrad" rule: repeated sources, targets and negatives
     (a row that is both a target and a negative), a short last group, accumulators already non-zero, and per step,
     rows last updated at different steps (the same clocks and last steps after); a floor ``eps`` under the square
     root of the accumulators (0.3: about their own square root, so it changes every step); negatives equal to their
-    pair's target left out (``skip_target``)."""
+    pair's target left out (``skip_target``); terms scoring beyond ``saturate`` (0.4: about one sd of the scores)
+    left unstepped."""
     v, d, k = 60, 16, 5
     gen = torch.Generator().manual_seed(share + pairs)
     source = torch.randint(1, v, (pairs,), generator=gen)
@@ -49,7 +50,7 @@ def test_the_fused_step_is_the_tensor_step(share: int, pairs: int, decay: float,
         w_in, w_out = _weights(v, d, 1)
         s_in, s_out = _state(v, 0.5, decay, per_step, eps), _state(v, 0.25, decay, per_step, eps)
         loss = step(w_in, w_out, source, target, neg, share, lr=0.05, sparse=True, rule="adagrad",
-                    state_in=s_in, state_out=s_out, skip_target=skip)
+                    state_in=s_in, state_out=s_out, skip_target=skip, saturate=sat)
         out[name] = (float(loss), w_in, w_out, s_in.acc, s_out.acc,
                      *((s_in.last, s_out.last, s_in.clock, s_out.clock) if per_step else ()))
     (lt, *tensors_t), (lf, *tensors_f) = out["tensor"], out["fused"]
@@ -110,20 +111,22 @@ def test_one_item_in_every_pair_takes_a_bounded_step_whatever_the_batch() -> Non
     assert max(steps) <= 1.5 * min(steps), steps
 
 
-@pytest.mark.parametrize(("per", "eps", "skip"), [("update", 1e-10, False), ("step", 1e-10, False),
-                                                  ("step", 0.01, False), ("step", 1e-10, True)])
-def test_a_fit_with_the_fused_step_matches_the_tensor_step(per: str, eps: float, skip: bool) -> None:
+@pytest.mark.parametrize(("per", "eps", "skip", "sat"), [
+    ("update", 1e-10, False, 0.0), ("step", 1e-10, False, 0.0), ("step", 0.01, False, 0.0), ("step", 1e-10, True, 0.0),
+    ("step", 1e-10, False, 1.0)])
+def test_a_fit_with_the_fused_step_matches_the_tensor_step(per: str, eps: float, skip: bool, sat: float) -> None:
     """The same seed draws the same batches: the two kernels give the same vectors up to float32 rounding (per step,
-    the clocks carry over from epoch to epoch in both; ``adagrad_eps`` and ``skip_target_negatives`` reach both)."""
+    the clocks carry over from epoch to epoch in both; ``adagrad_eps``, ``skip_target_negatives`` and ``saturate``
+    reach both)."""
     split = clustered_split()
     cfg = {"dim": 16, "epochs": 3, "batch_size": 512, "negatives": 5, "seed": 2, "lr": 0.05, "adagrad_decay": 0.99,
-           "adagrad_decay_per": per, "adagrad_eps": eps, "skip_target_negatives": skip}
+           "adagrad_decay_per": per, "adagrad_eps": eps, "skip_target_negatives": skip, "saturate": sat}
     a = Item2Vec(Item2VecConfig(**cfg, kernel="auto"), device="cpu").fit(split.train)
     b = Item2Vec(Item2VecConfig(**cfg, kernel="tensor"), device="cpu").fit(split.train)
     np.testing.assert_allclose(a.w_in, b.w_in, atol=1e-4)
     np.testing.assert_allclose(a.w_out, b.w_out, atol=1e-4)
     if per == "step":  # the setting reaches the step: the fit of the same seed with the other setting differs
-        other = ({"skip_target_negatives": False} if skip else
+        other = ({"skip_target_negatives": False} if skip else {"saturate": 0.0} if sat else
                  {"adagrad_decay_per": "update"} if eps == 1e-10 else {"adagrad_eps": 1e-10})
         c = Item2Vec(Item2VecConfig(**{**cfg, **other}), device="cpu").fit(split.train)
         assert np.abs(c.w_in - a.w_in).max() > 1e-3
