@@ -15,6 +15,8 @@ Parts (each writes into ``experiments/reports/bench_item2vec.{json,md}``):
   reference); ``--seeds`` seeds each, alternating; mean ± sd, and any learning-rate backoff of ours.
   With the library default not the tuner's choice, it and gensim at its settings are fitted too. A long set
   runs a seed at a time: ``--first-seed N --seeds 1 --merge`` pools its seed with the set's earlier ones.
+  ``--rows`` fits only some rows (with ``--merge``): the library default's after a new default, whose gensim rows
+  are unchanged, or more seeds for two rows; the other rows are kept and must run the same configuration.
 * ``beauty``: Beauty with the fixed side-by-side hyperparameters (``SHARED``: dim 64, window 5,
   5 negatives, 5 epochs, ns_exponent 0.75, subsampling 1e-3; gensim at its default alpha);
   ours and gensim alternate ``--repeats`` times; medians and the throughput ratio.
@@ -37,6 +39,7 @@ whatever contention there was, which is why the two sides alternate within one r
                                                         # gensim 3 times a seed on the 5M synthetic set)
     python experiments/bench_item2vec.py --parts sets --sets beauty,games,ml-1m-sample,ml-latest-small,ml-100k
     python experiments/bench_item2vec.py --parts sets --sets synthetic --first-seed 1 --seeds 1 --merge  # seed 1
+    python experiments/bench_item2vec.py --parts sets --rows "ours, library default" --merge   # after a new default
     python experiments/bench_item2vec.py --parts rules --report-name bench_item2vec_rules   # how the rule was chosen
     python experiments/bench_item2vec.py --parts rules --report-name bench_item2vec_rules --merge \
         --rules "adagrad;adagrad decay 0.99" --rule-sets beauty,synthetic --synthetic-events 1000000
@@ -158,7 +161,7 @@ def tuned_configs(path: Path) -> dict[str, Item2VecConfig]:
 
 
 def sets_part(names: list[str], tuned: dict[str, Item2VecConfig], seeds: int, workers: int,
-              synthetic_events: int, first_seed: int = 0) -> dict:
+              synthetic_events: int, first_seed: int = 0, rows: list[str] | None = None) -> dict:
     """On each set's test split, with configs chosen on Beauty validation and not changed: ours (the tuner's
     choice), gensim's best of each scoring, and gensim at our configuration (the throughput reference); where the
     library default differs from the tuner's choice, it and gensim at its settings too (the default's verdict and
@@ -166,7 +169,8 @@ def sets_part(names: list[str], tuned: dict[str, Item2VecConfig], seeds: int, wo
     The four fits of a seed alternate; metrics are means over the ``seeds`` seeds ``first_seed``,
     ``first_seed + 1``, ... (a long set can be run a seed at a time: :func:`merge_sets` pools the seeds of runs at
     the same configurations). A fit that diverges (NaNLossError) is recorded as such and its model scores nothing
-    on that set."""
+    on that set. ``rows``: fit only these rows (labels); each set then holds their fits alone, unsummarised, for
+    :func:`merge_rows` to join with the report's other rows."""
     ours = dataclasses.replace(tuned["ours"], workers=workers)
     default = dataclasses.replace(Item2VecConfig(), workers=workers)
     plan = [("ours", "ours", ours), *[(k, "gensim", v) for k, v in tuned.items() if k.startswith("gensim")],
@@ -179,6 +183,12 @@ def sets_part(names: list[str], tuned: dict[str, Item2VecConfig], seeds: int, wo
                  # every setting of our rows (the row rule too, which TUNED's table leaves out): merges compare it
                  "full_configs": {label: {k: v for k, v in dataclasses.asdict(cfg).items() if k != "seed"}
                                   for label, fitter, cfg in plan if fitter == "ours"}}
+    if rows is not None:
+        unknown = [r for r in rows if r not in out["configs"]]
+        if unknown:
+            raise SystemExit(f"--rows: no row {', '.join(map(repr, unknown))} in the sets part; its rows at this "
+                             f"commit: {'; '.join(out['configs'])}")
+        plan = [x for x in plan if x[0] in rows]
     for name in names:
         split = load_set(name, synthetic_events)
         sents = sentences(split.train)
@@ -198,7 +208,8 @@ def sets_part(names: list[str], tuned: dict[str, Item2VecConfig], seeds: int, wo
                                     "user_decay": model.user_decay})  # what "auto" chose, if it is auto
                 print(f"  {name} seed {seed} {label}: {runs[label][-1]}", flush=True)
         out[name] = {"train_events": split.train.n_events, "users": split.n_users, "items": split.n_items,
-                     **summarize_set(runs, split.train.n_events, out["configs"], out["default_is_ours"]),
+                     **({"runs": runs} if rows is not None else
+                        summarize_set(runs, split.train.n_events, out["configs"], out["default_is_ours"])),
                      "commit": STARTED_AT}  # the code this process loaded, not whatever HEAD is when a set ends
         if name == SYNTHETIC:
             out[name]["synthetic_events"] = synthetic_events
@@ -231,7 +242,8 @@ def summarize_set(runs: dict[str, list[dict]], train_events: int, configs: dict[
         "default_at_least_gensim_best": {m: mean[mine][m] >= mean[best][m] for m in ("ndcg_10", "hr_10")},
         "events_per_s_epoch_default": ev_def / t_def, "events_per_s_epoch_gensim_at_default": ev_def / t_gs_def,
         "throughput_ratio_default_over_gensim": t_gs_def / t_def,
-        "seeds": len(next(iter(runs.values()))),
+        "seeds": min(len(rs) for rs in runs.values()),
+        "row_seeds": {label: [r["seed"] for r in rs] for label, rs in runs.items()},
     }
 
 
@@ -332,6 +344,48 @@ def _with_defaults(settings: dict) -> dict:
     """``settings`` (one row of ``full_configs``) with every ``Item2VecConfig`` field it lacks at its default."""
     defaults = {f.name: f.default for f in dataclasses.fields(Item2VecConfig) if f.name != "seed"}
     return {**defaults, **settings}
+
+
+def merge_rows(old: dict | None, new: dict, rows: list[str], run: int) -> dict:
+    """``--rows``: ``new`` (:func:`sets_part` with ``rows``) fitted only ``rows`` of each of its sets; the report's
+    sets part ``old`` gives every other row, which must run the same configuration at this commit (a row whose
+    configuration changed, the library default's after a new default say, must be among ``rows``). A fitted row
+    pools its seeds with the report's runs of it at the same configuration (a seed fitted again replaces its run)
+    and replaces them at another. Sets ``new`` did not touch are kept; each set is summarised again."""
+    if not old or not any(isinstance(v, dict) and "mean" in v for v in old.values()):
+        raise SystemExit("--rows: needs --merge and a report whose sets part has the rows not fitted")
+
+    def same(label: str) -> bool:
+        if old["configs"].get(label) != new["configs"][label]:
+            return False
+        a, b = old.get("full_configs", {}), new["full_configs"]
+        return label not in b or label not in a or _with_defaults(a[label]) == _with_defaults(b[label])
+
+    stale = [label for label in new["configs"] if label not in rows and not same(label)]
+    if stale:
+        raise SystemExit(f"--rows: the report's {'; '.join(stale)} ran another configuration than this commit's; "
+                         "fit them too (add them to --rows)")
+    merged = {**old, **{k: new[k] for k in ("configs", "full_configs", "default_is_ours")}}
+    for name, p in new.items():
+        if not (isinstance(p, dict) and "runs" in p):
+            continue
+        o = old.get(name)
+        if not (isinstance(o, dict) and "mean" in o) or o.get("synthetic_events") != p.get("synthetic_events") \
+                or (o["train_events"], o["users"], o["items"]) != (p["train_events"], p["users"], p["items"]):
+            raise SystemExit(f"--rows: the report has no {name} set of this size to add rows to; fit its every row "
+                             "first (without --rows)")
+        runs = {}
+        for label in new["configs"]:
+            if label not in rows:
+                runs[label] = o["runs"][label]
+                continue
+            fitted = {r["seed"] for r in p["runs"][label]}
+            kept = [r for r in o["runs"].get(label, []) if r.get("seed") not in fitted] if same(label) else []
+            runs[label] = sorted(kept + p["runs"][label], key=lambda r: r["seed"])
+        merged[name] = {**o, **summarize_set(runs, p["train_events"], new["configs"], new["default_is_ours"]),
+                        "commit": ", ".join(dict.fromkeys([*o["commit"].split(", "), p["commit"]])),
+                        "run": ", ".join(dict.fromkeys([*str(o.get("run", "-")).split(", "), str(run)]))}
+    return merged
 
 
 def merge_from(report: dict, other: dict) -> dict:
@@ -519,18 +573,22 @@ def sets_markdown(r: dict) -> list[str]:
     lines.append("")
     if "full_configs" in r:
         lines += ["Row rule of our rows: " + "; ".join(
-            f"{label} adagrad_decay {c['adagrad_decay']} per {c['adagrad_decay_per']}" if c["update"] == "adagrad"
-            else f"{label} {c['update']}" for label, c in r["full_configs"].items()) + ".", ""]
+            (f"{label} adagrad_decay {c['adagrad_decay']} per {c['adagrad_decay_per']}" if c["update"] == "adagrad"
+             else f"{label} {c['update']}") + (f", saturate {c['saturate']}" if c.get("saturate") else "")
+            for label, c in r["full_configs"].items()) + ".", ""]
     order = [*SETS, SYNTHETIC]  # the sets in one order, however the runs that wrote them were merged
     names = sorted((k for k in r if isinstance(r[k], dict) and "mean" in r[k]),
                    key=lambda k: order.index(k) if k in order else len(order))
     for name in names:
         p = r[name]
+        counts = sorted({len(rs) for rs in p["runs"].values()})  # rows added with --rows may have more seeds
+        n_seeds = f"{counts[0]}-{counts[-1]} seeds, per row below" if len(counts) > 1 else \
+            f"{counts[0]} seed{'s' if counts[0] > 1 else ''}"
         lines += [f"### {name} ({p['users']} users, {p['items']} items, {p['train_events']} training events; "
-                  f"{p.get('seeds', r['seeds'])} seed{'s' if p.get('seeds', r['seeds']) > 1 else ''}, commit "
-                  f"{p.get('commit', '?')}, run {p.get('run', '-')})", "",
-                  "| | " + " | ".join(f"test {m}" for m in METRICS) + " | fit s (median) | lr backoffs |",
-                  "|---|" + "---|" * (len(METRICS) + 2)]
+                  f"{n_seeds}, commit {p.get('commit', '?')}, run {p.get('run', '-')})", "",
+                  "| | " + " | ".join(f"test {m}" for m in METRICS) + " | fit s (median) | lr backoffs |"
+                  + (" seeds |" if len(counts) > 1 else ""),
+                  "|---|" + "---|" * (len(METRICS) + 2 + (len(counts) > 1))]
         sd = p.get("sd", {})
         for label, m in p["mean"].items():
             times = [x["fit_s"] for x in p["runs"][label] if x["fit_s"]]
@@ -540,7 +598,8 @@ def sets_markdown(r: dict) -> list[str]:
             mark += f" **diverged in {bad} of {len(p['runs'][label])} seeds**" if bad else ""
             cells = [f"{m[k]:.4f}" + (f" ± {sd[label][k]:.4f}" if label in sd else "") for k in METRICS]
             backoffs = sum(x.get("lr_backoffs", 0) for x in p["runs"][label]) if label.startswith("ours") else "-"
-            lines.append(f"| {label}{mark} | " + " | ".join(cells) + f" | {fit_s} | {backoffs} |")
+            seeds = f" {', '.join(str(x.get('seed', '?')) for x in p['runs'][label])} |" if len(counts) > 1 else ""
+            lines.append(f"| {label}{mark} | " + " | ".join(cells) + f" | {fit_s} | {backoffs} |" + seeds)
         chose = [f"{label} " + ", ".join(str(x["user_decay"]) for x in p["runs"][label])
                  for label, c in r["configs"].items() if c["user_decay"] == "auto" and label in p["runs"]
                  and all("user_decay" in x for x in p["runs"][label])]
@@ -662,6 +721,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rule-sets", default="beauty,ml-1m-sample", help="data sets of the rules part")
     ap.add_argument("--rules", default="", help="the rules part's rules: labels of RULES separated by ';' (default "
                     "all; with --merge the other rows are kept)")
+    ap.add_argument("--rows", default="", help="sets part: fit only these rows, labels separated by ';' (e.g. "
+                    "\"ours, library default\" after a new default; with --merge, required: the report's other "
+                    "rows are kept, at their configurations)")
     ap.add_argument("--rewrite", action="store_true", help="fit nothing: regenerate the --report-name Markdown "
                     "from its JSON")
     ap.add_argument("--merge-from", default="", metavar="JSON",
@@ -690,10 +752,18 @@ def main(argv: list[str] | None = None) -> dict:
         results = {**without_legacy_fields(old), **results, "runs": [*legacy_runs(old), run.meta]}
     if parts & {"beauty", "variants", "workers"}:
         beauty = load_set("beauty")
-    steps = [("sets", lambda: merge_sets(results.get("sets") if args.merge else None,
-                                         sets_part(args.sets.split(","), tuned_configs(args.tune_report), args.seeds,
-                                                   args.workers, args.synthetic_events, args.first_seed),
-                                         len(results["runs"]))),
+    rows = [r.strip() for r in args.rows.split(";") if r.strip()] or None
+    if rows and "sets" in parts and not args.merge:
+        raise SystemExit("--rows: needs --merge (the report's sets part gives the other rows)")
+
+    def sets_step() -> dict:
+        new = sets_part(args.sets.split(","), tuned_configs(args.tune_report), args.seeds, args.workers,
+                        args.synthetic_events, args.first_seed, rows)
+        if rows:
+            return merge_rows(results.get("sets"), new, rows, len(results["runs"]))
+        return merge_sets(results.get("sets") if args.merge else None, new, len(results["runs"]))
+
+    steps = [("sets", sets_step),
              ("beauty", lambda: side_by_side(beauty, base, args.repeats, args.workers)),
              ("variants", lambda: variants(beauty, base)),
              ("workers", lambda: workers_ab(beauty, base, args.repeats)),

@@ -249,3 +249,72 @@ def test_sets_part_records_the_full_configuration_of_our_rows() -> None:
     assert set(got) == {"ours", "ours, library default"}  # gensim rows have no row rule
     assert got["ours"]["adagrad_decay_per"] == "update" and got["ours"]["dim"] == 8 and "seed" not in got["ours"]
     assert got["ours, library default"]["adagrad_decay_per"] == Item2VecConfig().adagrad_decay_per
+
+
+def _with_default_rows(seeds: list[int], ours_default: float, gensim_default: float, full: dict) -> dict:
+    """A sets part with the library default's rows (hand-made scores; the default is not the tuner's choice)."""
+    def rec(seed: int, ndcg: float) -> dict:
+        return {"seed": seed, "fit_s": 2.0, "lr_backoffs": 0, "hr_10": 2 * ndcg, "ndcg_10": ndcg, "hr_20": 3 * ndcg,
+                "ndcg_20": 1.5 * ndcg}
+    scores = {"ours": 0.1, "gensim in-out": 0.3, "gensim at our config": 0.2,
+              "ours, library default": ours_default, "gensim at the library default": gensim_default}
+    configs = {label: _ROW for label in scores}
+    runs = {label: [rec(s, v) for s in seeds] for label, v in scores.items()}
+    p = {"train_events": 100, "users": 10, "items": 5, "synthetic_events": 1000, "commit": "aaa", "run": 1,
+         **bench_item2vec.summarize_set(runs, 100, configs, default_is_ours=False)}
+    return {"seeds": len(seeds), "default_is_ours": False, "configs": configs, "full_configs": full, "synthetic": p}
+
+
+def test_rows_refits_only_the_named_rows_and_keeps_the_others_at_their_configuration() -> None:
+    """``--rows``: after a new library default only its row is fitted; the gensim rows keep their fits and the set's
+    verdict is recomputed. A row whose configuration changed but is not among the rows stops the merge; the same
+    configuration with new seeds pools them (the report then lists each row's seeds)."""
+    rule = {"update": "adagrad", "adagrad_decay": 0.999, "adagrad_decay_per": "step", "dim": 2}
+    old_full = {"ours": rule, "ours, library default": {**rule, "saturate": 0.0}}
+    new_full = {"ours": rule, "ours, library default": {**rule, "saturate": 6.0}}
+    report = _with_default_rows([0, 1], ours_default=0.25, gensim_default=0.35, full=old_full)
+    assert report["synthetic"]["default_at_least_gensim_best"]["ndcg_10"] is False
+    fitted = _with_default_rows([0, 1], ours_default=0.4, gensim_default=0.0, full=new_full)
+    new = {**fitted, "synthetic": {k: v for k, v in fitted["synthetic"].items() if k not in ("mean", "sd", "run")}}
+    new["synthetic"]["runs"] = {"ours, library default": fitted["synthetic"]["runs"]["ours, library default"]}
+    new["synthetic"]["commit"] = "bbb"
+    merged = bench_item2vec.merge_rows(report, new, ["ours, library default"], run=2)
+    p = merged["synthetic"]
+    assert p["mean"]["ours, library default"]["ndcg_10"] == 0.4  # replaced: another configuration
+    assert p["mean"]["gensim at the library default"]["ndcg_10"] == 0.35  # kept
+    assert p["default_at_least_gensim_best"] == {"ndcg_10": True, "hr_10": True}
+    assert p["commit"] == "aaa, bbb" and p["run"] == "1, 2" and merged["full_configs"] == new_full
+    # the tuner's row changed too, and is not refitted: its old fits no longer describe it
+    stale = {**new, "full_configs": {**new_full, "ours": {**rule, "dim": 3}}}
+    with pytest.raises(SystemExit, match="report's ours ran another configuration"):
+        bench_item2vec.merge_rows(report, stale, ["ours, library default"], run=2)
+    # more seeds for two rows at the same configuration: pooled with the report's
+    extra = _with_default_rows([2], ours_default=0.31, gensim_default=0.29, full=old_full)
+    more = {**extra, "synthetic": {k: v for k, v in extra["synthetic"].items() if k not in ("mean", "sd", "run")}}
+    rows = ["ours, library default", "gensim at the library default"]
+    more["synthetic"]["runs"] = {label: extra["synthetic"]["runs"][label] for label in rows}
+    pooled = bench_item2vec.merge_rows(report, more, rows, run=2)["synthetic"]
+    assert pooled["row_seeds"]["ours, library default"] == [0, 1, 2] and pooled["row_seeds"]["ours"] == [0, 1]
+    assert abs(pooled["mean"]["ours, library default"]["ndcg_10"] - 0.27) < 1e-9
+    assert abs(pooled["mean"]["gensim at the library default"]["ndcg_10"] - (0.35 * 2 + 0.29) / 3) < 1e-5
+    md = "\n".join(bench_item2vec.sets_markdown({**report, "synthetic": pooled, "runs": []}))
+    assert "2-3 seeds, per row below" in md and "| 2.00 | 0 | 0, 1, 2 |" in md
+    md = "\n".join(bench_item2vec.sets_markdown({**merged, "runs": []}))
+    assert "ours, library default adagrad_decay 0.999 per step, saturate 6.0." in md
+    # a set the report lacks cannot take rows alone
+    with pytest.raises(SystemExit, match="no games set"):
+        bench_item2vec.merge_rows(report, {**more, "games": more["synthetic"]}, rows, run=2)
+
+
+def test_sets_part_with_rows_fits_only_those() -> None:
+    from recsys.models.item2vec import Item2VecConfig
+
+    small = Item2VecConfig(dim=8, epochs=1, negatives=2, batch_size=256)
+    tuned = {"ours": small, "gensim in-out": small}
+    out = bench_item2vec.sets_part(["synthetic"], tuned, seeds=1, workers=1, synthetic_events=5_000,
+                                   rows=["ours, library default"])
+    assert list(out["synthetic"]["runs"]) == ["ours, library default"] and "mean" not in out["synthetic"]
+    assert "gensim in-out" in out["configs"]  # every row's configuration, for the merge to check
+    with pytest.raises(SystemExit, match="no row 'ours, default'"):
+        bench_item2vec.sets_part(["synthetic"], tuned, seeds=1, workers=1, synthetic_events=5_000,
+                                 rows=["ours, default"])
