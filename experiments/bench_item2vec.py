@@ -330,8 +330,8 @@ def merge_sets(old: dict | None, new: dict, run: int | None = None) -> dict:
 def _same_configs(old: dict, new: dict) -> bool:
     """Whether two sets parts ran the same configurations: the table's, and every setting of our rows (the row
     rule, say); a part written before ``full_configs`` were recorded is compared on ``configs`` alone. A setting
-    that one record lacks (an ``Item2VecConfig`` field added after it was written) counts as the field's default:
-    a field is added with a default that keeps the earlier fit (``adagrad_eps``, ``skip_target_negatives``)."""
+    that one record lacks (an ``Item2VecConfig`` field added after it was written) counts as the value every fit had
+    before the field existed (:data:`ADDED_FIELDS`), whatever its default is now."""
     if old.get("configs") != new.get("configs"):
         return False
     if "full_configs" not in old or "full_configs" not in new:
@@ -340,10 +340,16 @@ def _same_configs(old: dict, new: dict) -> bool:
     return a.keys() == b.keys() and all(_with_defaults(a[label]) == _with_defaults(b[label]) for label in a)
 
 
+#: ``Item2VecConfig`` fields added after sets parts were recorded, at the value every fit had before the field
+#: existed (a later default may differ: ``saturate`` became 6 after it was added at 0)
+ADDED_FIELDS = {"adagrad_eps": 1e-10, "skip_target_negatives": False, "saturate": 0.0}
+
+
 def _with_defaults(settings: dict) -> dict:
-    """``settings`` (one row of ``full_configs``) with every ``Item2VecConfig`` field it lacks at its default."""
+    """``settings`` (one row of ``full_configs``) with every ``Item2VecConfig`` field it lacks at the value fits had
+    before the field existed (:data:`ADDED_FIELDS`; any other at its default)."""
     defaults = {f.name: f.default for f in dataclasses.fields(Item2VecConfig) if f.name != "seed"}
-    return {**defaults, **settings}
+    return {**defaults, **ADDED_FIELDS, **settings}
 
 
 def merge_rows(old: dict | None, new: dict, rows: list[str], run: int) -> dict:

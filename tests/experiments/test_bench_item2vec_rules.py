@@ -318,3 +318,17 @@ def test_sets_part_with_rows_fits_only_those() -> None:
     with pytest.raises(SystemExit, match="no row 'ours, default'"):
         bench_item2vec.sets_part(["synthetic"], tuned, seeds=1, workers=1, synthetic_events=5_000,
                                  rows=["ours, default"])
+
+
+def test_a_field_missing_from_an_old_record_reads_as_the_value_before_it_existed() -> None:
+    """A record written before ``saturate`` existed ran without it (0), even once the default is 6; every field
+    :data:`ADDED_FIELDS` names is an ``Item2VecConfig`` field."""
+    import dataclasses
+
+    from recsys.models.item2vec import Item2VecConfig
+
+    fields = {f.name for f in dataclasses.fields(Item2VecConfig)}
+    assert set(bench_item2vec.ADDED_FIELDS) <= fields
+    old = bench_item2vec._with_defaults({"dim": 2})
+    assert old["saturate"] == 0.0 and old["skip_target_negatives"] is False and old["dim"] == 2
+    assert bench_item2vec._with_defaults({"saturate": 6.0})["saturate"] == 6.0
