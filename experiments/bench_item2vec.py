@@ -258,7 +258,8 @@ def throughput_part(names: list[str], repeats: int, workers: int, synthetic_even
     The last fit of each side is scored on the test split as a check that both trained."""
     cfg = dataclasses.replace(Item2VecConfig(), workers=workers)
     # the row rule's own settings too (TUNED keys the sets part's configurations, which merges compare)
-    out: dict = {"config": {k: getattr(cfg, k) for k in (*TUNED, "adagrad_decay", "adagrad_decay_per")},
+    out: dict = {"config": {k: getattr(cfg, k) for k in (*TUNED, "adagrad_decay", "adagrad_decay_per", "adagrad_eps",
+                                                     "skip_target_negatives", "saturate")},
                  "repeats": repeats, "workers": workers,
                  "commit": STARTED_AT}
     for name in names:
