@@ -75,12 +75,13 @@ def run_steps(step: Step, w: tuple[torch.Tensor, torch.Tensor], batches: list[tu
     """Seconds for ``batches`` from copies of ``w`` (split between ``threads`` Python threads) and the weights."""
     w_in, w_out = w[0].clone(), w[1].clone()
     per_step = cfg.adagrad_decay_per == "step"
-    si, so = (RowState.zeros(len(w_in), decay=cfg.adagrad_decay, per_step=per_step) for _ in range(2))
+    si, so = (RowState.zeros(len(w_in), decay=cfg.adagrad_decay, per_step=per_step, eps=cfg.adagrad_eps)
+              for _ in range(2))
 
     def work(part: list[tuple]) -> None:
         for b in part:
             step(w_in, w_out, *b, cfg.shared_negatives, lr=cfg.lr, sparse=True, rule="adagrad", state_in=si,
-                 state_out=so)
+                 state_out=so, skip_target=cfg.skip_target_negatives, saturate=cfg.saturate)
 
     t0 = time.perf_counter()
     if threads == 1:
