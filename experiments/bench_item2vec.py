@@ -342,7 +342,7 @@ def _same_configs(old: dict, new: dict) -> bool:
 
 
 #: ``Item2VecConfig`` fields added after sets parts were recorded, at the value every fit had before the field
-#: existed (a later default may differ: ``saturate`` became 6 after it was added at 0)
+#: existed (a later change of a field's default must not change what an old record means)
 ADDED_FIELDS = {"adagrad_eps": 1e-10, "skip_target_negatives": False, "saturate": 0.0}
 
 

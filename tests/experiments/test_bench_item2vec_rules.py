@@ -321,7 +321,7 @@ def test_sets_part_with_rows_fits_only_those() -> None:
 
 
 def test_a_field_missing_from_an_old_record_reads_as_the_value_before_it_existed() -> None:
-    """A record written before ``saturate`` existed ran without it (0), even once the default is 6; every field
+    """A record written before ``saturate`` existed ran without it (0), whatever the default becomes; every field
     :data:`ADDED_FIELDS` names is an ``Item2VecConfig`` field."""
     import dataclasses
 
