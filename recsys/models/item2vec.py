@@ -14,9 +14,10 @@ Training is word2vec's SGD with a linearly decaying learning rate, batched: the 
 only, so a step costs O(batch x (1 + negatives) x dim) whatever the catalogue size. A row that
 several pairs of a batch touch moves by a bounded step (row-wise Adagrad on its summed gradient,
 :mod:`recsys.models.row_updates`): the plain summed step grows with the row's count in the batch and
-diverged on popular items. The loss is checked every step; a non-finite one reruns the epoch at half
-the learning rate (recorded), so a fit ends with finite vectors or a :class:`NaNLossError` that says
-where and what to lower. Items that never occur in training are never ranked (:meth:`ineligible_items`).
+diverged on popular items. The loss is checked every step; a non-finite one, or one whose mean per term passes
+:data:`DIVERGED_TERM_LOSS`, reruns the epoch at half the learning rate (recorded), so a fit ends with finite
+vectors or a :class:`NaNLossError` that says where and what to lower. Items that never occur in training are
+never ranked (:meth:`ineligible_items`).
 On CPU the default skip-gram step runs as one compiled loop (:mod:`recsys.models.sgns_kernel`, the same update;
 ``kernel="tensor"`` keeps the tensor ops).
 
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +101,8 @@ class Item2VecConfig:
     (:mod:`recsys.models.sgns_kernel`: the same update as the tensor step, which is memory-bound there; speed in
     ``experiments/reports/bench_item2vec.md``) and every other step with tensor ops; ``"tensor"`` always uses
     the tensor ops.
-    ``max_backoffs``: a step whose loss is not finite restores the weights of the epoch's start and
+    ``max_backoffs``: a step whose loss is not finite, or averages more than :data:`DIVERGED_TERM_LOSS` per
+    term (a blow-up that ``saturate`` keeps finite), restores the weights of the epoch's start and
     reruns the epoch at half the learning rate (recorded as ``lr_backoffs``); after that many halvings
     the fit stops with :class:`~recsys.models.base.NaNLossError` naming the epoch and step.
     ``scoring``: how candidates are ranked for a user (the recency-weighted mean ``u`` of the
@@ -157,7 +158,7 @@ class Item2VecConfig:
     saturate: float = 0.0
     kernel: Literal["auto", "tensor"] = "auto"  # "auto": the fused CPU loop where it applies (see above)
     repeat_cap: int = 4  # "capped" only: repeats a row may sum in a batch before it is damped
-    max_backoffs: int = 3  # learning-rate halvings allowed after a non-finite step before the fit fails
+    max_backoffs: int = 3  # halvings allowed after a diverged step (non-finite, or past DIVERGED_TERM_LOSS)
     normalize: bool = True  # L2-normalise the input vectors (in-in: cosine scoring)
     # recency weight of the user encoder: decay**age (encode-time, no refit); "auto" (default since 29994b8's
     # defaults run, see the module docstring): chosen per log from the training data
@@ -204,6 +205,10 @@ class Item2VecConfig:
 #: takes the decay one step below the best-scoring one: the model has trained on those last items, and the proxy's
 #: best sat a step above validation's best on most logs (experiments/reports/decay_proxy.md)
 AUTO_DECAYS: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05)
+# A step whose loss averages more than this per term (each term is -log sigmoid of a score, log 2 at the start)
+# has diverged: its scores are wrong by hundreds where sigmoid saturates by 10. It counts as non-finite, since with
+# ``saturate`` > 0 a blown-up model's terms all freeze and its loss and vectors can stay finite.
+DIVERGED_TERM_LOSS = 1e3
 AUTO_DECAY_ROWS = 5000
 #: the decay "auto" falls back to when no training row has two items (nothing to choose by)
 AUTO_DECAY_FALLBACK = 0.4
@@ -318,9 +323,10 @@ class Item2Vec(Model):
                 return out
             except _NonFinite as bad:
                 if start is None:
-                    where = f"step {bad.step}" if bad.step is not None else "its end (vectors)"
+                    what = (f"step {bad.step}: mean loss per term {bad.loss} (bound {DIVERGED_TERM_LOSS})"
+                            if bad.step is not None else "its end: vectors not finite")
                     raise NaNLossError(
-                        f"item2vec diverged at epoch {bad.epoch}, {where}: loss {bad.loss} after "
+                        f"item2vec diverged at epoch {bad.epoch}, {what} after "
                         f"{len(self.lr_backoffs)} learning-rate halvings (lr now {cfg.lr * self._lr_scale}); "
                         f"lower lr (now {cfg.lr}) or batch_size (now {cfg.batch_size})"
                         + ("" if cfg.update == "adagrad" else ', or use update="adagrad" (bounded row steps)')
@@ -404,8 +410,10 @@ class Item2Vec(Model):
             loss = float(step(w_in, w_out, *tensors, lr=lr, sparse=cfg.sparse, cap=cfg.repeat_cap, rule=cfg.update,
                               state_in=state_in, state_out=state_out, skip_target=cfg.skip_target_negatives,
                               saturate=cfg.saturate))
-            if not math.isfinite(loss):  # every step: a diverging row shows in the loss of the batch touching it
-                raise _NonFinite(epoch, n, loss)
+            # every step: a diverging row shows in the loss of the batch touching it
+            per_term = loss / (len(tensors[1]) * (1 + cfg.negatives))
+            if not per_term <= DIVERGED_TERM_LOSS:  # NaN fails the comparison too
+                raise _NonFinite(epoch, n, per_term)
             return loss, len(tensors[1]), len(tensors[0])
 
         if self._hogwild:
@@ -691,7 +699,8 @@ def cbow_step(
 
 
 class _NonFinite(FloatingPointError):
-    """A step's loss (or the vectors at an epoch's end) stopped being finite; caught by the backoff."""
+    """A step's mean loss per term stopped being finite or passed :data:`DIVERGED_TERM_LOSS` (or the vectors at an
+    epoch's end stopped being finite); caught by the backoff."""
 
     def __init__(self, epoch: int, step: int | None, loss: float) -> None:
         super().__init__(f"epoch {epoch}, step {step}: loss {loss}")

@@ -494,33 +494,52 @@ def test_plain_summed_steps_diverge_where_the_default_rule_learns(split: SplitDa
 
 
 @pytest.mark.parametrize(("kernel", "step"), [("tensor", "skipgram_step"), ("auto", "fused_skipgram_step")])
-def test_a_non_finite_step_backs_off_the_learning_rate_and_is_recorded(split: SplitData, monkeypatch, kernel: str,
-                                                                        step: str) -> None:
-    """A NaN loss at step 3 of epoch 1: the epoch reruns from its start at half the rate; the model stays finite."""
+@pytest.mark.parametrize(("bad", "backs_off"), [("nan", True), ("past the bound", True), ("under the bound", False)])
+def test_a_diverged_step_backs_off_the_learning_rate_and_is_recorded(split: SplitData, monkeypatch, kernel: str,
+                                                                      step: str, bad: str, backs_off: bool) -> None:
+    """Step 3 of epoch 1 returns a NaN loss, or a finite one averaging just past (or under) DIVERGED_TERM_LOSS per
+    term: past it, the epoch reruns from its start at half the rate; the model stays finite either way."""
     import recsys.models.item2vec as i2v
 
     real, calls = getattr(i2v, step), {"n": 0, "lr": []}
+    cfg = fast(epochs=2, batch_size=256, kernel=kernel)
 
     def flaky(*args, **kw):
         calls["n"] += 1
         calls["lr"].append(kw["lr"])
         out = real(*args, **kw)
-        return torch.tensor(float("nan"), dtype=torch.float64) if calls["n"] == 3 else out
+        if calls["n"] != 3:
+            return out
+        terms = len(args[3]) * (1 + cfg.negatives)  # the step's positives (targets), each with its negatives
+        value = {"nan": float("nan"), "past the bound": 1.01, "under the bound": 0.99}[bad]
+        return torch.tensor(value * i2v.DIVERGED_TERM_LOSS * terms if bad != "nan" else value, dtype=torch.float64)
 
     monkeypatch.setattr(i2v, step, flaky)
     seen: list[dict] = []
-    model = Item2Vec(fast(epochs=2, batch_size=256, kernel=kernel), device="cpu")
+    model = Item2Vec(cfg, device="cpu")
     model.fit(split.train, lambda e, m: seen.append(m))
+    assert np.isfinite(model.item_vectors()).all()
+    if not backs_off:
+        assert model.lr_backoffs == [] and [m["lr_backoffs"] for m in seen] == [0.0, 0.0]
+        return
     assert model.lr_backoffs == [{"epoch": 1, "step": 3, "lr_scale": 0.5}]
     assert [m["lr_backoffs"] for m in seen] == [1.0, 1.0]
     # the rerun's first step, at half the rate (the schedule's position differs a little: new pairs are drawn)
     assert calls["lr"][3] == pytest.approx(calls["lr"][0] / 2, rel=1e-2)
-    assert np.isfinite(model.item_vectors()).all()
 
 
 def test_divergence_past_the_backoffs_names_epoch_step_and_setting(split: SplitData) -> None:
     with pytest.raises(NaNLossError, match=r"epoch 1, step \d+: .* 2 learning-rate halvings .* lower lr"):
         Item2Vec(fast(lr=1e30, min_lr=0.0, max_backoffs=2), device="cpu").fit(split.train)
+
+
+@pytest.mark.parametrize("saturate", [0.0, 6.0])
+def test_a_blow_up_with_a_finite_loss_is_divergence_too(split: SplitData, saturate: float) -> None:
+    """At lr 1e20 the first step puts output rows near 1e20 and every later score is beyond 1e18: the loss stays
+    finite (1e17 per term) and, with ``saturate``, so do the vectors, since every term freezes. The fit must still
+    stop, not return that model."""
+    with pytest.raises(NaNLossError, match=r"epoch 1, step 2: mean loss per term .* \(bound 1000.0\) after 2 "):
+        Item2Vec(fast(lr=1e20, min_lr=0.0, max_backoffs=2, saturate=saturate), device="cpu").fit(split.train)
 
 
 @pytest.mark.parametrize("scoring", ["in-in", "in-out"])
