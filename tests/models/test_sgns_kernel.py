@@ -151,3 +151,38 @@ def test_where_the_fused_step_applies_and_its_errors() -> None:
     with pytest.raises(ValueError, match="and eps"):
         fused_skipgram_step(w_in, w_out, pairs, pairs, torch.tensor([[4]]), 3, lr=0.1,
                             state_in=RowState.zeros(10), state_out=RowState.zeros(10, eps=0.01))
+
+
+_FIT_HASH = """
+import hashlib, sys
+sys.path[:0] = sys.argv[1:3]
+from support import clustered_split
+from recsys.models.item2vec import Item2Vec, Item2VecConfig
+cfg = Item2VecConfig(dim=16, epochs=3, batch_size=512, negatives=5, seed=2, lr=0.05, saturate=1.0,
+                     skip_target_negatives=True)
+model = Item2Vec(cfg, device="cpu").fit(clustered_split().train)
+print(hashlib.sha256(model.w_in.tobytes() + model.w_out.tobytes()).hexdigest())
+"""
+
+
+def test_a_seed_fixes_the_fit_whether_the_loop_is_compiled_or_loaded_from_the_cache(tmp_path) -> None:
+    """Two processes with an empty numba cache, then with the cache the first wrote: the same bits (with fastmath's
+    "arcp" the compiled and the cached loop rounded differently, so the first run after an install differed)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import support
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    paths = [str(Path(__file__).resolve().parents[2]), str(Path(support.__file__).parent)]
+
+    def fit_hash() -> str:
+        out = subprocess.run([sys.executable, "-c", _FIT_HASH, *paths], env=env, capture_output=True, text=True,
+                             check=True)
+        return out.stdout.strip()
+
+    compiled = fit_hash()
+    assert list(tmp_path.rglob("*_step-*.nbi")), "the first process wrote no cache: the test would compare nothing"
+    assert fit_hash() == compiled
