@@ -50,9 +50,10 @@ MODELS_IN_TABLE = ("popularity", "bpr", "als", "item2vec", "item2vec_in_in", "it
 VARIANTS = {"item2vec_in_in": ("item2vec", {"scoring": "in-in"}),
             # the library's row-update default from 7b000c5 to 67e0d23 (the config pins plain Adagrad, as tuned)
             "item2vec_decay": ("item2vec", {"adagrad_decay": 0.999, "adagrad_decay_per": "update"}),
-            # the library default (Item2VecConfig(): subsample 0 and user_decay "auto" since the defaults runs)
+            # the library default (Item2VecConfig(): subsample 0 and user_decay "auto" since the defaults runs,
+            # saturate 6 since rules run 9)
             "item2vec_default": ("item2vec", {"adagrad_decay": 0.999, "adagrad_decay_per": "step", "subsample": 0.0,
-                                              "user_decay": "auto"}),
+                                              "user_decay": "auto", "saturate": 6.0}),
             # the BSARec frequency filter in each Transformer block (experiments/ablation_two_tower.py's "bsa")
             "two_tower_transformer_bsa": ("two_tower_transformer", {"mixer": "bsa", "bsa_alpha": 0.7, "bsa_keep": 3})}
 #: rows whose fits take long on a CPU: ``--max-epochs`` caps these only (item2vec, ALS and BPR fit as tuned, in

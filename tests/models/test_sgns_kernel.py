@@ -104,7 +104,8 @@ def test_one_item_in_every_pair_takes_a_bounded_step_whatever_the_batch() -> Non
         before = w_in[1].clone(), w_out[1].clone()
         loss = fused_skipgram_step(w_in, w_out, source, target, neg, cfg.shared_negatives, lr=cfg.lr,
                                    state_in=RowState(torch.zeros(n_items + 1), cfg.adagrad_decay),
-                                   state_out=RowState(torch.zeros(n_items + 1), cfg.adagrad_decay))
+                                   state_out=RowState(torch.zeros(n_items + 1), cfg.adagrad_decay),
+                                   saturate=cfg.saturate)
         assert np.isfinite(loss) and torch.isfinite(w_in).all() and torch.isfinite(w_out).all()
         steps.append(max(float((w_in[1] - before[0]).norm()), float((w_out[1] - before[1]).norm())))
     assert max(steps) <= cfg.lr * d**0.5 * (1 + 1e-5), steps
