@@ -314,31 +314,48 @@ def merge_sets(old: dict | None, new: dict, run: int | None = None) -> dict:
         o = old.get(name)
         if not (isinstance(p, dict) and "mean" in p and isinstance(o, dict) and "mean" in o):
             continue
-        seeds_old, seeds_new = _seeds_of(o), _seeds_of(p)
-        if o.get("synthetic_events") != p.get("synthetic_events") or seeds_old & seeds_new \
-                or (o["train_events"], o["users"], o["items"]) != (p["train_events"], p["users"], p["items"]):
+        if _seeds_of(o) & _seeds_of(p) or not _same_size(o, p):
             continue  # a rerun of the same seeds (or another data size) replaces the set
         runs = {label: sorted(o["runs"][label] + p["runs"][label], key=lambda r: r["seed"]) for label in p["runs"]}
         merged[name] = {**p, **summarize_set(runs, p["train_events"], new["configs"], new["default_is_ours"]),
-                        "commit": ", ".join(dict.fromkeys([*o["commit"].split(", "), p["commit"]])),
-                        "run": ", ".join(dict.fromkeys([*str(o.get("run", "-")).split(", "),
-                                                        *str(p.get("run", run if run is not None else "-"))
-                                                        .split(", ")]))}
+                        **_provenance(o, p, p.get("run", run if run is not None else "-"))}
     kept = {k: v for k, v in old.items() if isinstance(v, dict) and "mean" in v and k not in new}
     return {**merged, **kept}
 
 
+def _same_size(o: dict, p: dict) -> bool:
+    """Whether two runs of a set fitted the same data: its generated size, and its train events, users and items."""
+    return o.get("synthetic_events") == p.get("synthetic_events") \
+        and (o["train_events"], o["users"], o["items"]) == (p["train_events"], p["users"], p["items"])
+
+
+def _provenance(o: dict, p: dict, run: object) -> dict:
+    """The ``commit`` and ``run`` fields of a set that pools ``o``'s fits with ``p``'s (``run``: ``p``'s runs), each
+    listed once in order."""
+    return {"commit": ", ".join(dict.fromkeys([*o["commit"].split(", "), p["commit"]])),
+            "run": ", ".join(dict.fromkeys([*str(o.get("run", "-")).split(", "), *str(run).split(", ")]))}
+
+
+def _same_row(old: dict, new: dict, label: str) -> bool:
+    """Whether two sets parts ran row ``label`` at the same configuration: the table's settings and, where both
+    recorded ``full_configs``, every setting (the row rule, say). A setting that one record lacks (an
+    ``Item2VecConfig`` field added after it was written) counts as the value every fit had before the field existed
+    (:data:`ADDED_FIELDS`), whatever its default is now."""
+    if old.get("configs", {}).get(label) != new.get("configs", {}).get(label):
+        return False
+    a, b = old.get("full_configs", {}), new.get("full_configs", {})
+    return label not in a or label not in b or _with_defaults(a[label]) == _with_defaults(b[label])
+
+
 def _same_configs(old: dict, new: dict) -> bool:
-    """Whether two sets parts ran the same configurations: the table's, and every setting of our rows (the row
-    rule, say); a part written before ``full_configs`` were recorded is compared on ``configs`` alone. A setting
-    that one record lacks (an ``Item2VecConfig`` field added after it was written) counts as the value every fit had
-    before the field existed (:data:`ADDED_FIELDS`), whatever its default is now."""
+    """Whether two sets parts ran the same configurations, row by row (:func:`_same_row`); a part written before
+    ``full_configs`` were recorded is compared on ``configs`` alone."""
     if old.get("configs") != new.get("configs"):
         return False
     if "full_configs" not in old or "full_configs" not in new:
         return True
-    a, b = old["full_configs"], new["full_configs"]
-    return a.keys() == b.keys() and all(_with_defaults(a[label]) == _with_defaults(b[label]) for label in a)
+    return old["full_configs"].keys() == new["full_configs"].keys() \
+        and all(_same_row(old, new, label) for label in old["full_configs"])
 
 
 #: ``Item2VecConfig`` fields added after sets parts were recorded, at the value every fit had before the field
@@ -361,14 +378,7 @@ def merge_rows(old: dict | None, new: dict, rows: list[str], run: int) -> dict:
     and replaces them at another. Sets ``new`` did not touch are kept; each set is summarised again."""
     if not old or not any(isinstance(v, dict) and "mean" in v for v in old.values()):
         raise SystemExit("--rows: needs --merge and a report whose sets part has the rows not fitted")
-
-    def same(label: str) -> bool:
-        if old["configs"].get(label) != new["configs"][label]:
-            return False
-        a, b = old.get("full_configs", {}), new["full_configs"]
-        return label not in b or label not in a or _with_defaults(a[label]) == _with_defaults(b[label])
-
-    stale = [label for label in new["configs"] if label not in rows and not same(label)]
+    stale = [label for label in new["configs"] if label not in rows and not _same_row(old, new, label)]
     if stale:
         raise SystemExit(f"--rows: the report's {'; '.join(stale)} ran another configuration than this commit's; "
                          "fit them too (add them to --rows)")
@@ -377,8 +387,7 @@ def merge_rows(old: dict | None, new: dict, rows: list[str], run: int) -> dict:
         if not (isinstance(p, dict) and "runs" in p):
             continue
         o = old.get(name)
-        if not (isinstance(o, dict) and "mean" in o) or o.get("synthetic_events") != p.get("synthetic_events") \
-                or (o["train_events"], o["users"], o["items"]) != (p["train_events"], p["users"], p["items"]):
+        if not (isinstance(o, dict) and "mean" in o) or not _same_size(o, p):
             raise SystemExit(f"--rows: the report has no {name} set of this size to add rows to; fit its every row "
                              "first (without --rows)")
         runs = {}
@@ -387,11 +396,11 @@ def merge_rows(old: dict | None, new: dict, rows: list[str], run: int) -> dict:
                 runs[label] = o["runs"][label]
                 continue
             fitted = {r["seed"] for r in p["runs"][label]}
-            kept = [r for r in o["runs"].get(label, []) if r.get("seed") not in fitted] if same(label) else []
+            kept = [r for r in o["runs"].get(label, []) if r.get("seed") not in fitted] \
+                if _same_row(old, new, label) else []
             runs[label] = sorted(kept + p["runs"][label], key=lambda r: r["seed"])
         merged[name] = {**o, **summarize_set(runs, p["train_events"], new["configs"], new["default_is_ours"]),
-                        "commit": ", ".join(dict.fromkeys([*o["commit"].split(", "), p["commit"]])),
-                        "run": ", ".join(dict.fromkeys([*str(o.get("run", "-")).split(", "), str(run)]))}
+                        **_provenance(o, p, run)}
     return merged
 
 
