@@ -209,13 +209,13 @@ class Item2VecConfig:
 #: takes the decay one step below the best-scoring one: the model has trained on those last items, and the proxy's
 #: best sat a step above validation's best on most logs (experiments/reports/decay_proxy.md)
 AUTO_DECAYS: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05)
-# A step whose loss averages more than this per term (each term is -log sigmoid of a score, log 2 at the start)
-# has diverged: its scores are wrong by hundreds where sigmoid saturates by 10. It counts as non-finite, since with
-# ``saturate`` > 0 a blown-up model's terms all freeze and its loss and vectors can stay finite.
-DIVERGED_TERM_LOSS = 1e3
 AUTO_DECAY_ROWS = 5000
 #: the decay "auto" falls back to when no training row has two items (nothing to choose by)
 AUTO_DECAY_FALLBACK = 0.4
+#: a step whose loss averages more than this per term (each term is -log sigmoid of a score, log 2 at the start)
+#: has diverged: its scores are wrong by hundreds where sigmoid saturates by 10. It counts as non-finite, since with
+#: ``saturate`` > 0 a blown-up model's terms all freeze and its loss and vectors can stay finite
+DIVERGED_TERM_LOSS = 1e3
 
 
 def auto_decay_choice(scores: dict[float, float]) -> float:
